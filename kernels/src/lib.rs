@@ -17,7 +17,7 @@
 
 pub mod cpu;
 pub mod cuda;
-mod error;
+pub mod error;
 mod real;
 
 pub use error::KernelError;

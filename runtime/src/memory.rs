@@ -1,0 +1,185 @@
+//! A caching pool for CPU tensor buffers.
+//!
+//! Training steps allocate the same activation sizes every step; returning freed buffers to
+//! size-bucketed free lists means a steady-state step makes no calls into the system
+//! allocator. The pool also tracks the bytes held by live tensors and their peak, which the
+//! benches report as peak memory.
+
+use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Buffers below this many elements are not worth pooling: they come and go with the allocator.
+const MIN_POOLED_ELEMS: usize = 1024;
+/// The pool keeps at most this many bytes of idle buffers; beyond that freed buffers are dropped.
+const MAX_IDLE_BYTES: usize = 4 << 30;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+static IDLE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static FRESH_ALLOCS: AtomicUsize = AtomicUsize::new(0);
+static POOL: Mutex<Option<HashMap<usize, Vec<Vec<f32>>>>> = Mutex::new(None);
+
+/// Snapshot of the pool's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Bytes held by live tensors now.
+    pub live_bytes: usize,
+    /// Highest `live_bytes` since start (or the last [`reset_peak`]).
+    pub peak_bytes: usize,
+    /// Bytes of freed buffers kept for reuse.
+    pub idle_bytes: usize,
+    /// Buffers that had to come from the system allocator (a steady state adds none).
+    pub fresh_allocations: usize,
+}
+
+pub fn stats() -> MemoryStats {
+    MemoryStats {
+        live_bytes: LIVE_BYTES.load(Ordering::Relaxed),
+        peak_bytes: PEAK_BYTES.load(Ordering::Relaxed),
+        idle_bytes: IDLE_BYTES.load(Ordering::Relaxed),
+        fresh_allocations: FRESH_ALLOCS.load(Ordering::Relaxed),
+    }
+}
+
+/// Restart peak tracking from the current live size (e.g. before timing one step).
+pub fn reset_peak() {
+    PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Drop every idle buffer (returns memory to the system).
+pub fn trim() {
+    if let Ok(mut guard) = POOL.lock() {
+        *guard = None;
+    }
+    IDLE_BYTES.store(0, Ordering::Relaxed);
+}
+
+fn bucket(len: usize) -> usize {
+    len.next_power_of_two()
+}
+
+/// An f32 buffer that returns to the pool when dropped.
+#[derive(Debug)]
+pub struct PoolBuf {
+    data: Vec<f32>,
+    len: usize,
+}
+
+impl PoolBuf {
+    /// A buffer of `len` elements with unspecified (but initialised) contents: for outputs that
+    /// a kernel overwrites completely.
+    pub fn uninit(len: usize) -> Self {
+        let mut data = take_from_pool(len);
+        if data.len() < len {
+            data.resize(len, 0.0);
+        }
+        track_alloc(len);
+        PoolBuf { data, len }
+    }
+
+    /// A zero-filled buffer of `len` elements.
+    pub fn zeros(len: usize) -> Self {
+        let mut b = Self::uninit(len);
+        b.fill(0.0);
+        b
+    }
+
+    /// Adopt an existing vector (its memory joins the pool when dropped).
+    pub fn from_vec(data: Vec<f32>) -> Self {
+        let len = data.len();
+        track_alloc(len);
+        PoolBuf { data, len }
+    }
+
+    /// Copy out into a plain vector.
+    pub fn to_vec(&self) -> Vec<f32> {
+        self.data[..self.len].to_vec()
+    }
+}
+
+fn track_alloc(len: usize) {
+    let bytes = len * 4;
+    let live = LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+}
+
+fn take_from_pool(len: usize) -> Vec<f32> {
+    if len >= MIN_POOLED_ELEMS {
+        let key = bucket(len);
+        if let Ok(mut guard) = POOL.lock() {
+            if let Some(v) = guard.as_mut().and_then(|m| m.get_mut(&key)).and_then(|l| l.pop()) {
+                IDLE_BYTES.fetch_sub(v.capacity() * 4, Ordering::Relaxed);
+                return v;
+            }
+        }
+        FRESH_ALLOCS.fetch_add(1, Ordering::Relaxed);
+        let mut v = Vec::with_capacity(key);
+        v.resize(len, 0.0);
+        return v;
+    }
+    vec![0.0; len]
+}
+
+impl Drop for PoolBuf {
+    fn drop(&mut self) {
+        LIVE_BYTES.fetch_sub(self.len * 4, Ordering::Relaxed);
+        let cap = self.data.capacity();
+        // Only exact power-of-two capacities came from (or fit) a bucket.
+        if self.len < MIN_POOLED_ELEMS || !cap.is_power_of_two() {
+            return;
+        }
+        if IDLE_BYTES.load(Ordering::Relaxed) + cap * 4 > MAX_IDLE_BYTES {
+            return;
+        }
+        let v = std::mem::take(&mut self.data);
+        if let Ok(mut guard) = POOL.lock() {
+            IDLE_BYTES.fetch_add(cap * 4, Ordering::Relaxed);
+            guard.get_or_insert_with(HashMap::new).entry(cap).or_default().push(v);
+        }
+    }
+}
+
+impl Clone for PoolBuf {
+    fn clone(&self) -> Self {
+        let mut b = PoolBuf::uninit(self.len);
+        b.copy_from_slice(self);
+        b
+    }
+}
+
+impl Deref for PoolBuf {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.data[..self.len]
+    }
+}
+
+impl DerefMut for PoolBuf {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.data[..self.len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reuses_freed_buffers_and_tracks_peak() {
+        let before = stats();
+        {
+            let _a = PoolBuf::zeros(1 << 20);
+        }
+        let after_first = stats();
+        {
+            let b = PoolBuf::uninit(1 << 20);
+            assert_eq!(b.len(), 1 << 20);
+        }
+        let after_second = stats();
+        // The second buffer of the same bucket must come from the pool, not the allocator.
+        assert_eq!(after_second.fresh_allocations, after_first.fresh_allocations);
+        assert!(after_first.peak_bytes >= before.live_bytes + (4 << 20));
+    }
+}

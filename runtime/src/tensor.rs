@@ -1,0 +1,199 @@
+//! `Tensor`: a shape, a dtype and storage on one device, always contiguous.
+//!
+//! Activations are channels-last (`[N, H, W, C]`, `[N, D, H, W, C]`); PyTorch-layout data
+//! (checkpoints, golden files) is converted at the boundary with [`crate::layout`].
+
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Result, RuntimeError};
+use crate::memory::PoolBuf;
+use half::{bf16, f16};
+
+/// The bytes behind a tensor.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    F32(PoolBuf),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    storage: Storage,
+    device: Device,
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    /// A zero-filled f32 tensor on the CPU.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::F32(PoolBuf::zeros(numel(shape))),
+            device: Device::Cpu,
+        }
+    }
+
+    /// An f32 CPU tensor whose contents a kernel will overwrite completely.
+    pub fn uninit(shape: &[usize]) -> Self {
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::F32(PoolBuf::uninit(numel(shape))),
+            device: Device::Cpu,
+        }
+    }
+
+    /// Wrap f32 data; the length must match the shape.
+    pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Self> {
+        if data.len() != numel(shape) {
+            return Err(RuntimeError::shape(
+                "Tensor::from_vec",
+                format!("shape {:?} needs {} elements, got {}", shape, numel(shape), data.len()),
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::F32(PoolBuf::from_vec(data)),
+            device: Device::Cpu,
+        })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        numel(&self.shape)
+    }
+    pub fn device(&self) -> Device {
+        self.device
+    }
+    pub fn dtype(&self) -> DType {
+        match self.storage {
+            Storage::F32(_) => DType::F32,
+            Storage::F16(_) => DType::F16,
+            Storage::BF16(_) => DType::BF16,
+        }
+    }
+    pub fn size_bytes(&self) -> usize {
+        self.numel() * self.dtype().size_bytes()
+    }
+
+    /// The f32 elements. Errors (naming `op`) for half storage: compute is f32.
+    pub fn f32s(&self, op: &str) -> Result<&[f32]> {
+        match &self.storage {
+            Storage::F32(b) => Ok(b),
+            _ => Err(self.dtype_error(op)),
+        }
+    }
+
+    /// Mutable f32 elements, see [`Tensor::f32s`].
+    pub fn f32s_mut(&mut self, op: &str) -> Result<&mut [f32]> {
+        let err = self.dtype_error(op);
+        match &mut self.storage {
+            Storage::F32(b) => Ok(b),
+            _ => Err(err),
+        }
+    }
+
+    fn dtype_error(&self, op: &str) -> RuntimeError {
+        RuntimeError::DType {
+            op: op.to_string(),
+            dtype: self.dtype().to_string(),
+            expected: "f32".into(),
+        }
+    }
+
+    /// Copy the elements out as f32 whatever the storage type.
+    pub fn to_f32_vec(&self) -> Vec<f32> {
+        match &self.storage {
+            Storage::F32(b) => b.to_vec(),
+            Storage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            Storage::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+
+    /// Convert storage to `dtype` (rounding to nearest even for half types).
+    pub fn to_dtype(&self, dtype: DType) -> Tensor {
+        let storage = match dtype {
+            DType::F32 => Storage::F32(PoolBuf::from_vec(self.to_f32_vec())),
+            DType::F16 => Storage::F16(self.to_f32_vec().into_iter().map(f16::from_f32).collect()),
+            DType::BF16 => Storage::BF16(self.to_f32_vec().into_iter().map(bf16::from_f32).collect()),
+        };
+        Tensor {
+            shape: self.shape.clone(),
+            storage,
+            device: self.device,
+        }
+    }
+
+    /// The same data under another shape with the same number of elements (free: contiguous).
+    pub fn reshape(mut self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(RuntimeError::shape(
+                "reshape",
+                format!("cannot view {:?} as {:?}", self.shape, shape),
+            ));
+        }
+        self.shape = shape.to_vec();
+        Ok(self)
+    }
+
+    /// Fail with a message naming `op` unless the shape equals `expected`.
+    pub fn expect_shape(&self, op: &str, what: &str, expected: &[usize]) -> Result<()> {
+        if self.shape == expected {
+            Ok(())
+        } else {
+            Err(RuntimeError::shape(
+                op,
+                format!("{what} has shape {:?}, expected {:?}", self.shape, expected),
+            ))
+        }
+    }
+
+    /// Fail unless the tensor is on `device`.
+    pub fn expect_device(&self, op: &str, device: Device) -> Result<()> {
+        if self.device == device {
+            Ok(())
+        } else {
+            Err(RuntimeError::WrongDevice {
+                op: op.into(),
+                device: self.device.to_string(),
+                expected: device.to_string(),
+            })
+        }
+    }
+
+    /// True if any element is NaN or infinite.
+    pub fn has_non_finite(&self) -> bool {
+        self.to_f32_vec().iter().any(|x| !x.is_finite())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_vec_checks_length() {
+        assert!(Tensor::from_vec(&[2, 3], vec![0.0; 5]).is_err());
+        let t = Tensor::from_vec(&[2, 3], vec![1.0; 6]).unwrap();
+        assert_eq!(t.numel(), 6);
+    }
+
+    #[test]
+    fn half_round_trip_and_dtype_errors() {
+        let t = Tensor::from_vec(&[3], vec![1.0, 0.5, -2.25]).unwrap();
+        let h = t.to_dtype(DType::BF16);
+        assert_eq!(h.dtype(), DType::BF16);
+        assert!(h.f32s("test").is_err());
+        assert_eq!(h.to_dtype(DType::F32).to_f32_vec(), vec![1.0, 0.5, -2.25]);
+        assert_eq!(t.to_dtype(DType::F16).to_f32_vec(), vec![1.0, 0.5, -2.25]);
+    }
+}
