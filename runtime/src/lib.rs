@@ -24,3 +24,4 @@ pub use device::Device;
 pub use dtype::DType;
 pub use error::{Result, RuntimeError};
 pub use tensor::{Storage, Tensor};
+pub mod ops;

@@ -70,7 +70,7 @@ pub(crate) fn exp_f32_clamped(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
     // 2^n assembled in the exponent field: n is in [-126, 127], so n + 127 is a valid biased
     // exponent. Integer arithmetic wraps on purpose (t's bits minus ROUNDER's bits is n).

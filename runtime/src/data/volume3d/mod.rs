@@ -1,1 +1,91 @@
-//! (being written)
+//! 3D NIfTI preprocessing, equal to the reference MedVAE loaders (MONAI `LoadImage` →
+//! `EnsureChannelFirst` → `Orientation("RAS")` → intensity → `Normalize(0.5, 0.5)` → crop):
+//!
+//! | function | reference | result |
+//! |---|---|---|
+//! | [`load_volume`] | the shared prefix | the whole RAS volume in [-1, 1] (what shards store) |
+//! | [`load_mri_3d`] / [`load_ct_3d`] | `load_mri_3d` / `load_ct_3d` | + `CropForeground(k_divisible=16)` |
+//! | [`load_mri_3d_finetune`] / [`load_ct_3d_finetune`] | `load_*_3d_finetune` | + pad to ≥ 64 with -1, random 64³ crop |
+//!
+//! Volumes are single-channel, C-order over the RAS array axes: element `(a, b, c)` is
+//! `data[(a * shape[1] + b) * shape[2] + c]`, the layout of MONAI's `[1, D0, D1, D2]` tensor and
+//! of a channels-last `[D, H, W, 1]` activation.
+//!
+//! Unlike the reference (which prints the exception and returns an all-zero image), every
+//! problem is a [`VolumeError`] naming the file: unreadable or corrupt files, unsupported
+//! datatypes or dimensions, NaN/Inf voxels, a constant MRI volume (min-max undefined), a CT
+//! volume without any voxel above 0 HU at inference (empty foreground).
+
+mod affine;
+mod crop;
+mod error;
+mod intensity;
+mod orient;
+mod read;
+
+pub use affine::{best_affine, ras_orientation, Affine, Orientation};
+pub use crop::{
+    crop_foreground, crop_into, crop_origin, crop_padded, finetune_crop, foreground_box, FINETUNE_PAD_VALUE,
+    FOREGROUND_PAD_VALUE,
+};
+pub use error::VolumeError;
+pub use intensity::{normalise, Modality, CT_WINDOW};
+pub use orient::reorient;
+pub use read::{decode_nifti, read_nifti, NiftiVolume};
+
+use rand::Rng;
+use std::path::Path;
+
+/// `CropForeground`'s `k_divisible` in the reference inference loaders.
+pub const INFERENCE_K_DIVISIBLE: usize = 16;
+/// The finetuning crop edge.
+pub const FINETUNE_CROP: usize = 64;
+
+/// A single-channel volume in RAS array order (see the module docs for the layout).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Volume {
+    pub shape: [usize; 3],
+    pub data: Vec<f32>,
+}
+
+/// Read a NIfTI file and reorient it to RAS (no intensity change): MONAI's `LoadImage` →
+/// `EnsureChannelFirst` → `Orientation("RAS")`.
+pub fn load_ras(path: &Path) -> Result<Volume, VolumeError> {
+    let nii = read_nifti(path)?;
+    let orientation = ras_orientation(&nii.affine).map_err(|msg| VolumeError::Affine {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    Ok(reorient(&nii.data, nii.dims, &orientation))
+}
+
+/// The whole preprocessed volume: RAS, modality intensity rule, [-1, 1].
+pub fn load_volume(path: &Path, modality: Modality) -> Result<Volume, VolumeError> {
+    let mut vol = load_ras(path)?;
+    normalise(&mut vol.data, modality, path)?;
+    Ok(vol)
+}
+
+/// Reference `load_mri_3d` (inference): min-max, [-1, 1], `CropForeground(k_divisible=16)`.
+pub fn load_mri_3d(path: &Path) -> Result<Volume, VolumeError> {
+    let vol = load_volume(path, Modality::Mri)?;
+    crop_foreground(&vol, INFERENCE_K_DIVISIBLE, path)
+}
+
+/// Reference `load_ct_3d` (inference): HU window, [-1, 1], `CropForeground(k_divisible=16)`.
+pub fn load_ct_3d(path: &Path) -> Result<Volume, VolumeError> {
+    let vol = load_volume(path, Modality::Ct)?;
+    crop_foreground(&vol, INFERENCE_K_DIVISIBLE, path)
+}
+
+/// Reference `load_mri_3d_finetune`: min-max, [-1, 1], pad to ≥ 64 with -1, random 64³ crop.
+pub fn load_mri_3d_finetune<R: Rng>(path: &Path, rng: &mut R) -> Result<Volume, VolumeError> {
+    let vol = load_volume(path, Modality::Mri)?;
+    Ok(finetune_crop(&vol, [FINETUNE_CROP; 3], rng))
+}
+
+/// Reference `load_ct_3d_finetune`: HU window, [-1, 1], pad to ≥ 64 with -1, random 64³ crop.
+pub fn load_ct_3d_finetune<R: Rng>(path: &Path, rng: &mut R) -> Result<Volume, VolumeError> {
+    let vol = load_volume(path, Modality::Ct)?;
+    Ok(finetune_crop(&vol, [FINETUNE_CROP; 3], rng))
+}

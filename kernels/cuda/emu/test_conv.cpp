@@ -1,0 +1,120 @@
+// Emulator checks of conv_igemm.cu against a naive double-precision convolution.
+#include "../conv_igemm.cu"
+#include "check.h"
+
+struct Case {
+    int n, id, ih, iw, cin, cout, kd, kh, kw, sd, sh, sw, pdl, phl, pwl, pdh, phh, pwh;
+};
+
+static ConvGeom geom(const Case& c) {
+    ConvGeom g;
+    g.n = c.n; g.id = c.id; g.ih = c.ih; g.iw = c.iw; g.cin = c.cin; g.cout = c.cout;
+    g.kd = c.kd; g.kh = c.kh; g.kw = c.kw; g.sd = c.sd; g.sh = c.sh; g.sw = c.sw;
+    g.pd = c.pdl; g.ph = c.phl; g.pw = c.pwl;
+    g.od = (c.id + c.pdl + c.pdh - c.kd) / c.sd + 1;
+    g.oh = (c.ih + c.phl + c.phh - c.kh) / c.sh + 1;
+    g.ow = (c.iw + c.pwl + c.pwh - c.kw) / c.sw + 1;
+    return g;
+}
+
+// y = conv(x, w) + bias (double); dx, dw for upstream dy.
+static void reference(const ConvGeom& g, const std::vector<float>& x, const std::vector<float>& w,
+                      const std::vector<float>& b, const std::vector<float>& dy, std::vector<double>& y,
+                      std::vector<double>& dx, std::vector<double>& dw) {
+    y.assign((size_t)g.n * g.od * g.oh * g.ow * g.cout, 0.0);
+    dx.assign(x.size(), 0.0);
+    dw.assign(w.size(), 0.0);
+    for (int n = 0; n < g.n; ++n)
+        for (int od = 0; od < g.od; ++od)
+            for (int oh = 0; oh < g.oh; ++oh)
+                for (int ow = 0; ow < g.ow; ++ow) {
+                    size_t o = ((((size_t)n * g.od + od) * g.oh + oh) * g.ow + ow) * g.cout;
+                    for (int co = 0; co < g.cout; ++co) y[o + co] = b.empty() ? 0.0 : b[co];
+                    for (int kd = 0; kd < g.kd; ++kd)
+                        for (int kh = 0; kh < g.kh; ++kh)
+                            for (int kw = 0; kw < g.kw; ++kw) {
+                                int d = od * g.sd - g.pd + kd, h = oh * g.sh - g.ph + kh, ww = ow * g.sw - g.pw + kw;
+                                if (d < 0 || d >= g.id || h < 0 || h >= g.ih || ww < 0 || ww >= g.iw) continue;
+                                size_t xi = ((((size_t)n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
+                                size_t tap = ((size_t)kd * g.kh + kh) * g.kw + kw;
+                                for (int ci = 0; ci < g.cin; ++ci)
+                                    for (int co = 0; co < g.cout; ++co) {
+                                        size_t wi = (tap * g.cin + ci) * g.cout + co;
+                                        y[o + co] += (double)x[xi + ci] * w[wi];
+                                        dx[xi + ci] += (double)dy[o + co] * w[wi];
+                                        dw[wi] += (double)x[xi + ci] * dy[o + co];
+                                    }
+                            }
+                }
+}
+
+
+int main() {
+    std::vector<Case> cases = {
+        // n  id ih iw cin cout kd kh kw sd sh sw pdl phl pwl pdh phh pwh
+        {2, 1, 7, 6, 8, 12, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // k3 s1 p1, vectorised
+        {1, 1, 9, 7, 3, 5, 1, 3, 3, 1, 2, 2, 0, 0, 0, 0, 1, 1},    // k3 s2 pad (0,1): scalar paths
+        {2, 1, 5, 6, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0},   // k1
+        {1, 1, 10, 8, 4, 6, 1, 4, 4, 1, 2, 2, 0, 1, 1, 0, 1, 1},   // k4 s2 p1
+        {1, 1, 6, 7, 5, 1, 1, 4, 4, 1, 1, 1, 0, 1, 1, 0, 1, 1},    // k4 s1 p1, cout 1
+        {1, 4, 5, 3, 4, 8, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},    // 3D k3 s1 p1
+        {1, 5, 4, 6, 3, 4, 3, 3, 3, 2, 2, 2, 0, 0, 0, 1, 1, 1},    // 3D k3 s2 pad (0,1)
+        {1, 1, 12, 11, 72, 136, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1}, // several tiles in M, N and K
+    };
+    const char* names[] = {"tf32_128x128", "tf32_64x64", "bf16_128x128", "bf16_64x64"};
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+        const Case& c = cases[ci];
+        ConvGeom g = geom(c);
+        size_t xs = (size_t)g.n * g.id * g.ih * g.iw * g.cin, ws = (size_t)g.kd * g.kh * g.kw * g.cin * g.cout;
+        size_t ys = (size_t)g.n * g.od * g.oh * g.ow * g.cout;
+        auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
+        std::vector<double> yr, dxr, dwr;
+        reference(g, x, w, b, dy, yr, dxr, dwr);
+        for (int v = 0; v < 4; ++v) {
+            const bool big = (v % 2) == 0;
+            const int BM = big ? 128 : 64, NT = big ? 256 : 128;
+            const double tol = v < 2 ? 2e-3 : 1e-2;
+            const int BK = v < 2 ? 16 : 32;
+            char tag[128];
+            // forward, with beta = 0.5 on a prefilled output
+            std::vector<float> y(ys, 2.0f);
+            dim3 grid((g.n * g.od * g.oh * g.ow + BM - 1) / BM, (g.cout + BM - 1) / BM);
+            switch (v) {
+                case 0: EMU_LAUNCH(conv_fwd_tf32_128x128, grid, dim3(NT), 0, g, x.data(), w.data(), b.data(), y.data(), 0.5f); break;
+                case 1: EMU_LAUNCH(conv_fwd_tf32_64x64, grid, dim3(NT), 0, g, x.data(), w.data(), b.data(), y.data(), 0.5f); break;
+                case 2: EMU_LAUNCH(conv_fwd_bf16_128x128, grid, dim3(NT), 0, g, x.data(), w.data(), b.data(), y.data(), 0.5f); break;
+                case 3: EMU_LAUNCH(conv_fwd_bf16_64x64, grid, dim3(NT), 0, g, x.data(), w.data(), b.data(), y.data(), 0.5f); break;
+            }
+            std::vector<double> yexp(yr);
+            for (auto& e : yexp) e += 1.0;
+            snprintf(tag, sizeof tag, "case %zu fwd %s", ci, names[v]);
+            chk::expect(tag, y, yexp, tol);
+            // dgrad, beta = 0 on garbage output
+            std::vector<float> dx(xs, NAN);
+            dim3 gd((g.n * g.id * g.ih * g.iw + BM - 1) / BM, (g.cin + BM - 1) / BM);
+            switch (v) {
+                case 0: EMU_LAUNCH(conv_dgrad_tf32_128x128, gd, dim3(NT), 0, g, dy.data(), w.data(), dx.data(), 0.0f); break;
+                case 1: EMU_LAUNCH(conv_dgrad_tf32_64x64, gd, dim3(NT), 0, g, dy.data(), w.data(), dx.data(), 0.0f); break;
+                case 2: EMU_LAUNCH(conv_dgrad_bf16_128x128, gd, dim3(NT), 0, g, dy.data(), w.data(), dx.data(), 0.0f); break;
+                case 3: EMU_LAUNCH(conv_dgrad_bf16_64x64, gd, dim3(NT), 0, g, dy.data(), w.data(), dx.data(), 0.0f); break;
+            }
+            snprintf(tag, sizeof tag, "case %zu dgrad %s", ci, names[v]);
+            chk::expect(tag, dx, dxr, tol);
+            // wgrad, accumulating onto 1.0, split into 2 along pixels
+            std::vector<float> dw(ws, 1.0f);
+            int P = g.n * g.od * g.oh * g.ow, kt = (P + BK - 1) / BK, splits = 2, tps = (kt + splits - 1) / splits;
+            dim3 gw((ws / g.cout + BM - 1) / BM, (g.cout + BM - 1) / BM, splits);
+            switch (v) {
+                case 0: EMU_LAUNCH(conv_wgrad_tf32_128x128, gw, dim3(NT), 0, g, x.data(), dy.data(), dw.data(), tps); break;
+                case 1: EMU_LAUNCH(conv_wgrad_tf32_64x64, gw, dim3(NT), 0, g, x.data(), dy.data(), dw.data(), tps); break;
+                case 2: EMU_LAUNCH(conv_wgrad_bf16_128x128, gw, dim3(NT), 0, g, x.data(), dy.data(), dw.data(), tps); break;
+                case 3: EMU_LAUNCH(conv_wgrad_bf16_64x64, gw, dim3(NT), 0, g, x.data(), dy.data(), dw.data(), tps); break;
+            }
+            std::vector<double> dwexp(dwr);
+            for (auto& e : dwexp) e += 1.0;
+            snprintf(tag, sizeof tag, "case %zu wgrad %s", ci, names[v]);
+            chk::expect(tag, dw, dwexp, tol);
+        }
+    }
+    return chk::finish();
+}

@@ -1,0 +1,39 @@
+//! Convolution backward with respect to the weight and bias.
+//!
+//! On the forward's packed input, `dw[kz, ky] (kw·cin × cout) += Aᵀ · dY` for each tap row,
+//! where `A` is the forward's strided view of the packed input and `dY` is `dy` placed on the
+//! virtual grid with the padding-column rows zeroed (see `VirtualGemm::accumulate_weight_grad`).
+
+use rayon::prelude::*;
+
+use crate::Real;
+
+/// Positions per task of the bias reduction.
+const BIAS_ROWS_PER_TASK: usize = 2048;
+
+/// `db[c] += Σ_positions dy[.., c]`, summed in f64 per task so long reductions stay exact.
+pub(super) fn accumulate_bias_grad<T: Real>(dy: &[T], channels: usize, db: &mut [T]) {
+    let sums = dy
+        .par_chunks(channels * BIAS_ROWS_PER_TASK)
+        .map(|rows| {
+            let mut acc = vec![0f64; channels];
+            for pix in rows.chunks_exact(channels) {
+                for (a, &v) in acc.iter_mut().zip(pix) {
+                    *a += v.f64();
+                }
+            }
+            acc
+        })
+        .reduce(
+            || vec![0f64; channels],
+            |mut a, b| {
+                for (x, y) in a.iter_mut().zip(&b) {
+                    *x += y;
+                }
+                a
+            },
+        );
+    for (d, s) in db.iter_mut().zip(sums) {
+        *d += T::c(s);
+    }
+}

@@ -1,0 +1,164 @@
+//! Safetensors reading and writing with PyTorch state-dict key names, so that the engine's
+//! checkpoints load back into the Python MedVAE (`safetensors.torch.load_file`).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+
+use half::{bf16, f16};
+use safetensors::tensor::{Dtype, View};
+use safetensors::SafeTensors;
+
+use super::atomic_write::write_atomically;
+use super::error::CheckpointError;
+use super::state_dict::{NamedTensor, StateDict, StoredDType, TensorData};
+
+/// Element type used for float tensors when writing. Integer tensors are always written as
+/// i64 (PyTorch's type for `num_batches_tracked`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FloatFormat {
+    #[default]
+    F32,
+    F16,
+    BF16,
+}
+
+/// Options of [`save_safetensors_with`].
+#[derive(Debug, Clone, Default)]
+pub struct SaveOptions {
+    pub float_format: FloatFormat,
+    /// Free-form `__metadata__` entries (e.g. the model config).
+    pub metadata: Option<HashMap<String, String>>,
+}
+
+fn st_error(file: &str, e: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::Safetensors {
+        file: file.to_owned(),
+        detail: e.to_string(),
+    }
+}
+
+fn stored_dtype(dtype: Dtype) -> Option<StoredDType> {
+    Some(match dtype {
+        Dtype::F32 => StoredDType::F32,
+        Dtype::F64 => StoredDType::F64,
+        Dtype::F16 => StoredDType::F16,
+        Dtype::BF16 => StoredDType::BF16,
+        Dtype::I64 => StoredDType::I64,
+        Dtype::I32 => StoredDType::I32,
+        Dtype::I16 => StoredDType::I16,
+        Dtype::I8 => StoredDType::I8,
+        Dtype::U8 => StoredDType::U8,
+        Dtype::BOOL => StoredDType::Bool,
+        _ => return None,
+    })
+}
+
+/// Reads a safetensors file held in `bytes`. Keys come in data-offset order (the file's
+/// physical order); the `__metadata__` map is returned beside the tensors.
+pub fn read_safetensors(
+    file: &str,
+    bytes: &[u8],
+) -> Result<(StateDict, HashMap<String, String>), CheckpointError> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| st_error(file, e))?;
+    let tensors = SafeTensors::deserialize(bytes).map_err(|e| st_error(file, e))?;
+    let mut state = StateDict::new(file);
+    for key in header.offset_keys() {
+        let view = tensors.tensor(&key).map_err(|e| st_error(file, e))?;
+        let dtype = stored_dtype(view.dtype()).ok_or_else(|| CheckpointError::InvalidTensor {
+            file: file.to_owned(),
+            key: key.clone(),
+            detail: format!("element type {:?} is not supported", view.dtype()),
+        })?;
+        let shape = view.shape().to_vec();
+        // One contiguous view: the row-major gather of a full-length view is a plain decode.
+        let numel = view.data().len() / dtype.size_bytes();
+        let data = super::tensor_view::read_view(
+            view.data(),
+            dtype,
+            super::tensor_view::ByteOrder::Little,
+            0,
+            &[numel],
+            &[1],
+        )
+        .map_err(|_| st_error(file, format!("tensor `{key}` has a truncated buffer")))?;
+        state.insert(key, NamedTensor { shape, dtype, data })?;
+    }
+    Ok((state, header.metadata().clone().unwrap_or_default()))
+}
+
+/// A tensor encoded for writing.
+struct Encoded<'a> {
+    dtype: Dtype,
+    shape: &'a [usize],
+    bytes: Vec<u8>,
+}
+
+impl View for &Encoded<'_> {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+fn encode(tensor: &NamedTensor, format: FloatFormat) -> Encoded<'_> {
+    let (dtype, bytes) = match (&tensor.data, format) {
+        (TensorData::Float(v), FloatFormat::F32) => {
+            (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        }
+        (TensorData::Float(v), FloatFormat::F16) => (
+            Dtype::F16,
+            v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+        ),
+        (TensorData::Float(v), FloatFormat::BF16) => (
+            Dtype::BF16,
+            v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+        ),
+        (TensorData::Int(v), _) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    };
+    Encoded {
+        dtype,
+        shape: &tensor.shape,
+        bytes,
+    }
+}
+
+/// Encodes a state dict as safetensors bytes.
+pub fn safetensors_bytes(state: &StateDict, options: &SaveOptions) -> Result<Vec<u8>, CheckpointError> {
+    let encoded: Vec<(&str, Encoded)> = state
+        .iter()
+        .map(|(k, t)| (k, encode(t, options.float_format)))
+        .collect();
+    safetensors::serialize(
+        encoded.iter().map(|(k, e)| (*k, e)),
+        options.metadata.clone(),
+    )
+    .map_err(|e| st_error(state.source(), e))
+}
+
+/// Writes `state` as f32 safetensors at `path`, atomically (see [`save_safetensors_with`]).
+pub fn save_safetensors(path: &Path, state: &StateDict) -> Result<(), CheckpointError> {
+    save_safetensors_with(path, state, &SaveOptions::default())
+}
+
+/// Writes `state` at `path`: into a temporary file in the same folder, fsynced, renamed over
+/// `path`, then the folder fsynced, so a crash leaves either the old file or the new one.
+pub fn save_safetensors_with(
+    path: &Path,
+    state: &StateDict,
+    options: &SaveOptions,
+) -> Result<(), CheckpointError> {
+    let bytes = safetensors_bytes(state, options)?;
+    write_atomically(path, &bytes).map_err(|source| CheckpointError::Write {
+        file: path.display().to_string(),
+        source,
+    })
+}

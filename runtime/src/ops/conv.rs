@@ -1,0 +1,138 @@
+//! Convolution (2D and 3D, any kernel, stride and asymmetric zero padding).
+//! Weights are tap-major `[kd, kh, kw, Cin, Cout]` (2D: `[1, kh, kw, Cin, Cout]`).
+
+use super::{common_device, cpu_only, join_nsc, split_nsc};
+use crate::error::{Result, RuntimeError};
+use crate::tensor::Tensor;
+use medvae_kernels::cpu::conv as k;
+use medvae_kernels::Spatial;
+
+/// Static description of a convolution (everything but the input's batch and extent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: Spatial,
+    pub stride: Spatial,
+    pub pad_lo: Spatial,
+    pub pad_hi: Spatial,
+}
+
+impl ConvSpec {
+    /// A 2D convolution `k×k`, stride `s`, symmetric padding `p` (the PyTorch `Conv2d` case).
+    pub fn square_2d(cin: usize, cout: usize, k: usize, s: usize, p: usize) -> Self {
+        ConvSpec {
+            cin,
+            cout,
+            kernel: [1, k, k],
+            stride: [1, s, s],
+            pad_lo: [0, p, p],
+            pad_hi: [0, p, p],
+        }
+    }
+
+    /// A 3D convolution `k×k×k`, stride `s`, symmetric padding `p`.
+    pub fn cube_3d(cin: usize, cout: usize, k: usize, s: usize, p: usize) -> Self {
+        ConvSpec {
+            cin,
+            cout,
+            kernel: [k; 3],
+            stride: [s; 3],
+            pad_lo: [p; 3],
+            pad_hi: [p; 3],
+        }
+    }
+
+    pub fn weight_shape(&self) -> Vec<usize> {
+        vec![self.kernel[0], self.kernel[1], self.kernel[2], self.cin, self.cout]
+    }
+
+    /// The kernel geometry for input `x` (validated).
+    pub fn geometry(&self, op: &str, x_shape: &[usize]) -> Result<k::ConvGeometry> {
+        let (n, s, c) = split_nsc(op, x_shape)?;
+        if c != self.cin {
+            return Err(RuntimeError::shape(
+                op,
+                format!("input {x_shape:?} has {c} channels, the convolution expects {}", self.cin),
+            ));
+        }
+        if x_shape.len() == 4 && (self.kernel[0] != 1 || self.stride[0] != 1 || self.pad_lo[0] + self.pad_hi[0] != 0) {
+            return Err(RuntimeError::shape(op, "a 3D convolution was given a 2D input"));
+        }
+        let g = k::ConvGeometry {
+            batch: n,
+            in_spatial: s,
+            cin: self.cin,
+            cout: self.cout,
+            kernel: self.kernel,
+            stride: self.stride,
+            pad_lo: self.pad_lo,
+            pad_hi: self.pad_hi,
+        };
+        g.validate()?;
+        Ok(g)
+    }
+}
+
+/// `y = conv(x, w) + b`.
+pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "conv_forward";
+    let dev = common_device(OP, &[x, w])?;
+    cpu_only(OP, dev)?;
+    let g = spec.geometry(OP, x.shape())?;
+    w.expect_shape(OP, "weight", &spec.weight_shape())?;
+    if let Some(b) = b {
+        b.expect_shape(OP, "bias", &[spec.cout])?;
+    }
+    let mut y = Tensor::uninit(&join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout));
+    let bias = match b {
+        Some(b) => Some(b.f32s(OP)?),
+        None => None,
+    };
+    k::conv_forward(&g, x.f32s(OP)?, w.f32s(OP)?, bias, y.f32s_mut(OP)?)?;
+    Ok(y)
+}
+
+/// Gradients of a convolution: returns `dx` (when `need_dx`) and accumulates into `dw`/`db`.
+pub fn conv_backward(
+    spec: &ConvSpec,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+    dw: Option<&mut Tensor>,
+    db: Option<&mut Tensor>,
+) -> Result<Option<Tensor>> {
+    const OP: &str = "conv_backward";
+    let dev = common_device(OP, &[x, w, dy])?;
+    cpu_only(OP, dev)?;
+    let g = spec.geometry(OP, x.shape())?;
+    dy.expect_shape(OP, "dy", &join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout))?;
+    if let Some(dw) = dw {
+        dw.expect_shape(OP, "dw", &spec.weight_shape())?;
+        let dbias = match db {
+            Some(db) => {
+                db.expect_shape(OP, "db", &[spec.cout])?;
+                Some(db.f32s_mut(OP)?)
+            }
+            None => None,
+        };
+        k::conv_backward_weight(&g, x.f32s(OP)?, dy.f32s(OP)?, dw.f32s_mut(OP)?, dbias)?;
+    } else if let Some(db) = db {
+        // Bias gradient alone (frozen weight, trainable bias) still needs the sum over dy.
+        db.expect_shape(OP, "db", &[spec.cout])?;
+        let dyv = dy.f32s(OP)?;
+        let dbv = db.f32s_mut(OP)?;
+        for row in dyv.chunks_exact(spec.cout) {
+            for (a, &v) in dbv.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+    }
+    if !need_dx {
+        return Ok(None);
+    }
+    let mut dx = Tensor::uninit(x.shape());
+    k::conv_backward_data(&g, dy.f32s(OP)?, w.f32s(OP)?, dx.f32s_mut(OP)?)?;
+    Ok(Some(dx))
+}

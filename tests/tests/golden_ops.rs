@@ -1,0 +1,35 @@
+//! Every golden op case passes through the same verifier `medvae-fast verify` uses.
+
+use medvae_model::verify::{verify_dir, Outcome, VerifyOptions};
+use medvae_runtime::Device;
+use medvae_tests::golden_dir;
+
+fn run_all(filter: &str) {
+    let opts = VerifyOptions {
+        device: Device::Cpu,
+        filter: Some(filter.to_string()),
+    };
+    let mut lines = Vec::new();
+    let mut bad = Vec::new();
+    let summary = verify_dir(&golden_dir(), &opts, |r| {
+        lines.push(r.line());
+        if r.passed() != Some(true) {
+            bad.push(r.line());
+        }
+        if let Outcome::Unsupported(_) = r.outcome {
+            // Unsupported counts as bad for the categories this engine claims.
+        }
+    })
+    .expect("golden directory readable");
+    for l in &lines {
+        println!("{l}");
+    }
+    println!("{}", summary.line());
+    assert!(summary.passed > 0, "no `{filter}` cases found");
+    assert!(bad.is_empty(), "failing or unsupported cases:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn every_golden_op_passes() {
+    run_all("ops/");
+}

@@ -1,0 +1,97 @@
+//! The verifier itself must be able to fail: a perturbed reference, a missing tensor and a
+//! corrupt file each make a case fail (never pass, never count as unsupported).
+
+use medvae_model::verify::{verify_case, VerifyOptions};
+use medvae_runtime::golden::GoldenCase;
+use medvae_runtime::Device;
+use medvae_tests::golden_dir;
+use safetensors::tensor::TensorView;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+fn opts() -> VerifyOptions {
+    VerifyOptions {
+        device: Device::Cpu,
+        filter: None,
+    }
+}
+
+/// Rewrite a case with `edit` applied to its tensors; returns the new file's path.
+fn rewrite(src: &Path, out: &Path, edit: impl Fn(&mut HashMap<String, (Vec<usize>, Vec<f32>)>)) -> PathBuf {
+    let case = GoldenCase::load(src).unwrap();
+    let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = case
+        .tensors
+        .iter()
+        .map(|(k, v)| (k.clone(), (v.shape.clone(), v.data.clone())))
+        .collect();
+    edit(&mut tensors);
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(k, (s, d))| (k, s, d.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView)> = bytes
+        .iter()
+        .map(|(k, s, b)| (k.clone(), TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .collect();
+    let meta = HashMap::from([("case".to_string(), case.meta.to_string())]);
+    safetensors::serialize_to_file(views, Some(meta), out).unwrap();
+    out.to_path_buf()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("medvae-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[test]
+fn unmodified_case_passes() {
+    let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
+    let r = verify_case(&src, "conv", &opts());
+    assert_eq!(r.passed(), Some(true), "{}", r.line());
+}
+
+#[test]
+fn perturbed_gradient_fails() {
+    let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
+    let out = rewrite(&src, &tmp("perturbed.safetensors"), |t| {
+        let g = &mut t.get_mut("grad.param.weight").unwrap().1;
+        g[0] += 0.05 * g.iter().map(|x| x.abs()).sum::<f32>() / g.len() as f32 * 10.0;
+    });
+    let r = verify_case(&out, "perturbed", &opts());
+    assert_eq!(r.passed(), Some(false), "{}", r.line());
+    assert!(r.line().contains("grad.param.weight"), "{}", r.line());
+}
+
+#[test]
+fn missing_input_tensor_fails_naming_it() {
+    let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
+    let out = rewrite(&src, &tmp("missing.safetensors"), |t| {
+        t.remove("gout.y");
+    });
+    let r = verify_case(&out, "missing", &opts());
+    assert_eq!(r.passed(), Some(false));
+    assert!(r.line().contains("gout.y"), "{}", r.line());
+}
+
+#[test]
+fn corrupt_file_fails_naming_it() {
+    let out = tmp("corrupt.safetensors");
+    std::fs::write(&out, b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
+    let r = verify_case(&out, "corrupt", &opts());
+    assert_eq!(r.passed(), Some(false));
+    assert!(r.line().contains("corrupt.safetensors"), "{}", r.line());
+}
+
+#[test]
+fn shape_mismatch_fails_naming_shapes() {
+    let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
+    let out = rewrite(&src, &tmp("shape.safetensors"), |t| {
+        let (s, d) = t.get_mut("param.bias").unwrap();
+        s[0] += 1;
+        d.push(0.0);
+    });
+    let r = verify_case(&out, "shape", &opts());
+    assert_eq!(r.passed(), Some(false));
+    assert!(r.line().contains("bias"), "{}", r.line());
+}
