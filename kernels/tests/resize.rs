@@ -84,7 +84,11 @@ fn check_case(
     size: [usize; 2],
 ) -> f64 {
     let [n, c, h, w] = <[usize; 4]>::try_from(x.shape.as_slice()).expect("4-D input");
-    assert_eq!(y.shape, vec![n, c, size[0], size[1]], "{label}: output shape");
+    assert_eq!(
+        y.shape,
+        vec![n, c, size[0], size[1]],
+        "{label}: output shape"
+    );
     let plan = ResizePlan::bicubic_aa([h, w], size).expect("plan");
     let (x64, y_ref) = (nchw_to_nhwc(x), nchw_to_nhwc(y));
     let (g64, dx_ref) = (nchw_to_nhwc(gout), nchw_to_nhwc(grad));
@@ -96,7 +100,10 @@ fn check_case(
     resize_forward(&plan, n, c, &x32, &mut y32).expect("forward f32");
     resize_backward(&plan, n, c, &g32, &mut dx32).expect("backward f32");
     let widen = |v: &[f32]| v.iter().map(|&a| a as f64).collect::<Vec<_>>();
-    let (ef, eb) = (rel_err(&widen(&y32), &y_ref), rel_err(&widen(&dx32), &dx_ref));
+    let (ef, eb) = (
+        rel_err(&widen(&y32), &y_ref),
+        rel_err(&widen(&dx32), &dx_ref),
+    );
 
     let mut y64 = vec![f64::NAN; y_ref.len()];
     let mut dx64 = vec![f64::NAN; dx_ref.len()];
@@ -106,7 +113,12 @@ fn check_case(
     println!(
         "{label}: [{n},{c},{h},{w}] -> {size:?}: f32 fwd {ef:.2e} bwd {eb:.2e}; f64 fwd {ef64:.2e} bwd {eb64:.2e}"
     );
-    for (what, e) in [("f32 fwd", ef), ("f32 bwd", eb), ("f64 fwd", ef64), ("f64 bwd", eb64)] {
+    for (what, e) in [
+        ("f32 fwd", ef),
+        ("f32 bwd", eb),
+        ("f64 fwd", ef64),
+        ("f64 bwd", eb64),
+    ] {
         assert!(e <= TOL, "{label}: {what} relative error {e:.3e} > {TOL:e}");
     }
     ef.max(eb)
@@ -269,7 +281,10 @@ fn backward_is_the_adjoint_of_forward() {
         let lhs: f64 = y.iter().zip(&g).map(|(a, b)| a * b).sum();
         let rhs: f64 = x.iter().zip(&dx).map(|(a, b)| a * b).sum();
         let e = (lhs - rhs).abs() / lhs.abs().max(rhs.abs()).max(1e-300);
-        assert!(e < 1e-12, "{in_hw:?}->{out_hw:?}: <Rx,g>={lhs} <x,R^T g>={rhs}");
+        assert!(
+            e < 1e-12,
+            "{in_hw:?}->{out_hw:?}: <Rx,g>={lhs} <x,R^T g>={rhs}"
+        );
     }
 }
 
@@ -316,7 +331,11 @@ fn identity_size_is_exact_and_constants_are_preserved() {
     assert_eq!(x, y);
 
     // Weights are renormalised after edge taps are dropped, so a constant stays constant.
-    for (in_hw, out_hw) in [([64, 64], [384, 384]), ([97, 50], [13, 384]), ([1, 1], [4, 4])] {
+    for (in_hw, out_hw) in [
+        ([64, 64], [384, 384]),
+        ([97, 50], [13, 384]),
+        ([1, 1], [4, 4]),
+    ] {
         let plan = ResizePlan::bicubic_aa(in_hw, out_hw).expect("plan");
         let x = vec![0.75f64; in_hw[0] * in_hw[1]];
         let mut y = vec![0.0; out_hw[0] * out_hw[1]];

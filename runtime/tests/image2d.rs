@@ -99,7 +99,11 @@ fn golden_reference_loaders() {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 7, "expected the 7 load_2d golden cases, found {}", files.len());
+    assert!(
+        files.len() >= 7,
+        "expected the 7 load_2d golden cases, found {}",
+        files.len()
+    );
     for file in files {
         let bytes = read(&file);
         let case: serde_json::Value =
@@ -145,7 +149,11 @@ fn every_png_format_matches_the_reference() {
             "{name}: ToTensor values"
         );
         let is_16bit_grey = name.starts_with("grey16");
-        let expected_samples = if is_16bit_grey { Samples::Int16 } else { Samples::Float };
+        let expected_samples = if is_16bit_grey {
+            Samples::Int16
+        } else {
+            Samples::Float
+        };
         assert_eq!(decoded.samples, expected_samples, "{name}");
 
         let runs = [
@@ -164,7 +172,10 @@ fn every_png_format_matches_the_reference() {
             if name == "grey8_constant" && key == "finetune_small" {
                 // Deviation: the reference resizes a constant float image with ulp-level
                 // rounding noise and min-max stretches that noise to [-1, 1]; we give -1.
-                assert!(got.data.iter().all(|&v| v == -1.0), "{name}: constant -> -1");
+                assert!(
+                    got.data.iter().all(|&v| v == -1.0),
+                    "{name}: constant -> -1"
+                );
                 continue;
             }
             let e = rel_err(&got, &chw(&st, &format!("{name}.{key}")), name);
@@ -245,7 +256,10 @@ fn corrupt_and_truncated_pngs_are_errors() {
         let path = dir.join(format!("truncated_{cut}.png"));
         std::fs::write(&path, &good[..cut]).expect("write");
         let err = expect_error_naming(load_png(&path), &path);
-        assert!(matches!(err, Image2dError::Decode { .. }), "cut {cut}: {err:?}");
+        assert!(
+            matches!(err, Image2dError::Decode { .. }),
+            "cut {cut}: {err:?}"
+        );
     }
 
     // Corrupt compressed data, with the chunk CRC fixed up so that zlib itself must notice.
@@ -253,8 +267,12 @@ fn corrupt_and_truncated_pngs_are_errors() {
         .windows(4)
         .position(|w| w == b"IDAT")
         .expect("IDAT chunk");
-    let len = u32::from_be_bytes([good[idat - 4], good[idat - 3], good[idat - 2], good[idat - 1]])
-        as usize;
+    let len = u32::from_be_bytes([
+        good[idat - 4],
+        good[idat - 3],
+        good[idat - 2],
+        good[idat - 1],
+    ]) as usize;
     let mut bad = good.clone();
     for b in &mut bad[idat + 4 + 2..idat + 4 + len - 4] {
         *b ^= 0x5a;
@@ -283,7 +301,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -306,7 +328,10 @@ fn bad_images_are_errors_not_garbage() {
         data: vec![0.5, f32::NAN],
         samples: Samples::Float,
     };
-    let err = expect_error_naming(preprocess_2d(&nan, &Preprocess2d::inference(true), source), source);
+    let err = expect_error_naming(
+        preprocess_2d(&nan, &Preprocess2d::inference(true), source),
+        source,
+    );
     assert!(matches!(err, Image2dError::NonFinite { .. }));
 
     let wrong_len = Image2d {
@@ -337,5 +362,8 @@ fn sixteen_bit_grey_reads_as_int16_like_the_reference() {
     let img = load_png(&fixtures().join("grey16_wraps.png")).expect("decode");
     assert_eq!(img.samples, Samples::Int16);
     assert!(img.data.iter().any(|&v| v < 0.0));
-    assert!(img.data.iter().all(|&v| v == v.trunc() && (-32768.0..32768.0).contains(&v)));
+    assert!(img
+        .data
+        .iter()
+        .all(|&v| v == v.trunc() && (-32768.0..32768.0).contains(&v)));
 }

@@ -1,4 +1,5 @@
-// Emulator checks of conv_igemm.cu against a naive double-precision convolution.
+// Emulator checks of conv_igemm.cu and conv_direct.cu against a naive double-precision convolution.
+#include "../conv_direct.cu"
 #include "../conv_igemm.cu"
 #include "check.h"
 
@@ -70,6 +71,23 @@ int main() {
         auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
         std::vector<double> yr, dxr, dwr;
         reference(g, x, w, b, dy, yr, dxr, dwr);
+        {  // direct f32 reference kernels
+            std::vector<float> y(ys, 2.0f), dx(xs, 1.0f), dw(ws, 1.0f);
+            EMU_LAUNCH(conv_direct_fwd, dim3(4), dim3(64), 0, g, x.data(), w.data(), b.data(), y.data(), 1.0f);
+            EMU_LAUNCH(conv_direct_dgrad, dim3(4), dim3(64), 0, g, dy.data(), w.data(), dx.data(), 1.0f);
+            EMU_LAUNCH(conv_direct_wgrad, dim3(4), dim3(64), 0, g, x.data(), dy.data(), dw.data());
+            std::vector<double> ye(yr), dxe(dxr), dwe(dwr);
+            for (auto& e : ye) e += 2.0;
+            for (auto& e : dxe) e += 1.0;
+            for (auto& e : dwe) e += 1.0;
+            char tag[128];
+            snprintf(tag, sizeof tag, "case %zu fwd direct", ci);
+            chk::expect(tag, y, ye, 1e-5);
+            snprintf(tag, sizeof tag, "case %zu dgrad direct", ci);
+            chk::expect(tag, dx, dxe, 1e-5);
+            snprintf(tag, sizeof tag, "case %zu wgrad direct", ci);
+            chk::expect(tag, dw, dwe, 1e-5);
+        }
         for (int v = 0; v < 4; ++v) {
             const bool big = (v % 2) == 0;
             const int BM = big ? 128 : 64, NT = big ? 256 : 128;

@@ -4,7 +4,13 @@
 //!
 //! Shapes are channels-last: `[N, H, W, C]` (2D) or `[N, D, H, W, C]` (3D).
 
+pub mod activation;
 pub mod conv;
+pub mod linear;
+pub mod loss;
+pub mod norm;
+pub mod resample;
+pub mod softmax;
 
 use crate::error::{Result, RuntimeError};
 use crate::tensor::Tensor;

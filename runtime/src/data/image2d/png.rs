@@ -154,7 +154,8 @@ pub fn decode_png(bytes: &[u8], path: &Path) -> Result<Image2d, Image2dError> {
         source,
     };
     // Default limits cap allocations (512 MiB), so a decompression bomb is an error.
-    let decoder = PngDecoder::with_limits(Cursor::new(bytes), Limits::default()).map_err(decode_err)?;
+    let decoder =
+        PngDecoder::with_limits(Cursor::new(bytes), Limits::default()).map_err(decode_err)?;
     let img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let unexpected = || Image2dError::Unsupported {
@@ -172,7 +173,10 @@ pub fn decode_png(bytes: &[u8], path: &Path) -> Result<Image2d, Image2dError> {
     let width_matches = matches!(
         (&decoded, layout.conversion),
         (Decoded::U8(..), Conversion::Byte)
-            | (Decoded::U16(..), Conversion::HighByte | Conversion::SignedInt16)
+            | (
+                Decoded::U16(..),
+                Conversion::HighByte | Conversion::SignedInt16
+            )
     );
     if !width_matches || max_channel >= stride {
         return Err(unexpected());

@@ -63,7 +63,11 @@ fn round_to_int16(data: &mut [f32]) {
 /// channel that is constant *before* resizing is treated the same way even when float
 /// rounding in the resize made it vary by an ulp — the reference would stretch that rounding
 /// noise to the full [−1, 1] range; we return the −1 it means.
-pub fn preprocess_2d(img: &Image2d, p: &Preprocess2d, source: &Path) -> Result<Image2d, Image2dError> {
+pub fn preprocess_2d(
+    img: &Image2d,
+    p: &Preprocess2d,
+    source: &Path,
+) -> Result<Image2d, Image2dError> {
     let geometry = |msg: String| Image2dError::Geometry {
         path: source.to_path_buf(),
         msg,

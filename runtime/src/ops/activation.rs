@@ -1,0 +1,45 @@
+//! Pointwise activations.
+
+use super::{common_device, cpu_only};
+use crate::error::Result;
+use crate::tensor::Tensor;
+use medvae_kernels::cpu::activation as k;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Silu,
+    Relu,
+    LeakyRelu(f32),
+    /// Exact (erf) GELU, PyTorch's `approximate='none'`.
+    Gelu,
+}
+
+pub fn activation_forward(act: Activation, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "activation_forward";
+    cpu_only(OP, common_device(OP, &[x])?)?;
+    let mut y = Tensor::uninit(x.shape());
+    let (xs, ys) = (x.f32s(OP)?, y.f32s_mut(OP)?);
+    match act {
+        Activation::Silu => k::silu_forward(xs, ys),
+        Activation::Relu => k::relu_forward(xs, ys),
+        Activation::LeakyRelu(s) => k::leaky_relu_forward(xs, s, ys),
+        Activation::Gelu => k::gelu_forward(xs, ys),
+    }?;
+    Ok(y)
+}
+
+/// `dx` from the forward input `x` and the upstream gradient `dy`.
+pub fn activation_backward(act: Activation, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    const OP: &str = "activation_backward";
+    cpu_only(OP, common_device(OP, &[x, dy])?)?;
+    dy.expect_shape(OP, "dy", x.shape())?;
+    let mut dx = Tensor::uninit(x.shape());
+    let (xs, dys, dxs) = (x.f32s(OP)?, dy.f32s(OP)?, dx.f32s_mut(OP)?);
+    match act {
+        Activation::Silu => k::silu_backward(xs, dys, dxs),
+        Activation::Relu => k::relu_backward(xs, dys, dxs),
+        Activation::LeakyRelu(s) => k::leaky_relu_backward(xs, s, dys, dxs),
+        Activation::Gelu => k::gelu_backward(xs, dys, dxs),
+    }?;
+    Ok(dx)
+}

@@ -1,0 +1,76 @@
+//! Loss reductions: KL of a diagonal Gaussian, hinge, L1.
+
+use super::{common_device, cpu_only, split_nsc};
+use crate::error::{Result, RuntimeError};
+use crate::tensor::Tensor;
+use medvae_kernels::cpu::loss::{self as k, KlDims};
+
+fn kl_dims(op: &str, moments: &Tensor, keep_last_axis: bool) -> Result<KlDims> {
+    let (n, s, c2) = split_nsc(op, moments.shape())?;
+    if c2 % 2 != 0 {
+        return Err(RuntimeError::shape(op, format!("moments {:?} need an even channel count", moments.shape())));
+    }
+    Ok(KlDims {
+        n,
+        spatial: s,
+        z_channels: c2 / 2,
+        keep_last_axis,
+    })
+}
+
+/// KL(N(μ, σ²) ‖ N(0, 1)) per sample from channels-last moments `[N, .., 2·Cz]` (mean, then
+/// log-variance clamped to [−30, 20]). `keep_last_axis` reproduces the reference's 3D `kl()`,
+/// which keeps the W axis (shape `[N, W]`).
+pub fn kl_forward(moments: &Tensor, keep_last_axis: bool) -> Result<Tensor> {
+    const OP: &str = "kl_forward";
+    cpu_only(OP, common_device(OP, &[moments])?)?;
+    let d = kl_dims(OP, moments, keep_last_axis)?;
+    let shape = if keep_last_axis { vec![d.n, d.spatial[2]] } else { vec![d.n] };
+    let mut kl = Tensor::uninit(&shape);
+    k::kl_diag_gaussian_forward(&d, moments.f32s(OP)?, kl.f32s_mut(OP)?)?;
+    Ok(kl)
+}
+
+pub fn kl_backward(moments: &Tensor, keep_last_axis: bool, dkl: &Tensor) -> Result<Tensor> {
+    const OP: &str = "kl_backward";
+    cpu_only(OP, common_device(OP, &[moments, dkl])?)?;
+    let d = kl_dims(OP, moments, keep_last_axis)?;
+    let mut dm = Tensor::uninit(moments.shape());
+    k::kl_diag_gaussian_backward(&d, moments.f32s(OP)?, dkl.f32s(OP)?, dm.f32s_mut(OP)?)?;
+    Ok(dm)
+}
+
+/// Discriminator hinge loss `½(mean relu(1 − real) + mean relu(1 + fake))`.
+pub fn hinge_forward(real: &Tensor, fake: &Tensor) -> Result<f32> {
+    const OP: &str = "hinge_forward";
+    cpu_only(OP, common_device(OP, &[real, fake])?)?;
+    Ok(k::hinge_d_loss_forward(real.f32s(OP)?, fake.f32s(OP)?)?)
+}
+
+/// Gradients of the hinge loss scaled by `dloss`: `(d_real, d_fake)`.
+pub fn hinge_backward(real: &Tensor, fake: &Tensor, dloss: f32) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "hinge_backward";
+    cpu_only(OP, common_device(OP, &[real, fake])?)?;
+    let mut dr = Tensor::uninit(real.shape());
+    let mut df = Tensor::uninit(fake.shape());
+    k::hinge_d_loss_backward(real.f32s(OP)?, fake.f32s(OP)?, dloss, dr.f32s_mut(OP)?, df.f32s_mut(OP)?)?;
+    Ok((dr, df))
+}
+
+/// `mean |a − b|`.
+pub fn l1_mean_forward(a: &Tensor, b: &Tensor) -> Result<f32> {
+    const OP: &str = "l1_mean_forward";
+    cpu_only(OP, common_device(OP, &[a, b])?)?;
+    b.expect_shape(OP, "b", a.shape())?;
+    Ok(k::l1_mean_forward(a.f32s(OP)?, b.f32s(OP)?)?)
+}
+
+/// Gradient of `dloss · mean |a − b|` with respect to `a`.
+pub fn l1_mean_backward(a: &Tensor, b: &Tensor, dloss: f32) -> Result<Tensor> {
+    const OP: &str = "l1_mean_backward";
+    cpu_only(OP, common_device(OP, &[a, b])?)?;
+    b.expect_shape(OP, "b", a.shape())?;
+    let mut da = Tensor::uninit(a.shape());
+    k::l1_mean_backward(a.f32s(OP)?, b.f32s(OP)?, dloss, da.f32s_mut(OP)?)?;
+    Ok(da)
+}

@@ -1,0 +1,118 @@
+//! Changing spatial resolution: nearest ×2 upsampling, 2×2 max pooling, bicubic antialiased
+//! resize (torchvision `Resize` semantics).
+
+use super::{common_device, cpu_only, join_nsc, split_nsc};
+use crate::error::{Result, RuntimeError};
+use crate::tensor::Tensor;
+use medvae_kernels::cpu::pool::{self, MaxPoolDims};
+use medvae_kernels::cpu::resize::{self, ResizePlan};
+use medvae_kernels::cpu::upsample::{self, UpsampleDims};
+
+fn up_dims(op: &str, x_shape: &[usize]) -> Result<UpsampleDims> {
+    let (n, s, c) = split_nsc(op, x_shape)?;
+    // Every spatial axis doubles: 2D tensors have no depth axis to scale.
+    let scale = if x_shape.len() == 4 { [1, 2, 2] } else { [2, 2, 2] };
+    Ok(UpsampleDims {
+        n,
+        spatial: s,
+        channels: c,
+        scale,
+    })
+}
+
+/// Nearest-neighbour ×2 upsampling of every spatial axis.
+pub fn upsample_nearest2_forward(x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "upsample_nearest_forward";
+    cpu_only(OP, common_device(OP, &[x])?)?;
+    let d = up_dims(OP, x.shape())?;
+    let mut y = Tensor::uninit(&join_nsc(x.rank(), d.n, d.out_spatial(), d.channels));
+    upsample::upsample_nearest_forward(&d, x.f32s(OP)?, y.f32s_mut(OP)?)?;
+    Ok(y)
+}
+
+/// Backward of the ×2 upsampling; `x_shape` is the forward input's shape.
+pub fn upsample_nearest2_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tensor> {
+    const OP: &str = "upsample_nearest_backward";
+    cpu_only(OP, common_device(OP, &[dy])?)?;
+    let d = up_dims(OP, x_shape)?;
+    dy.expect_shape(OP, "dy", &join_nsc(x_shape.len(), d.n, d.out_spatial(), d.channels))?;
+    let mut dx = Tensor::uninit(x_shape);
+    upsample::upsample_nearest_backward(&d, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
+    Ok(dx)
+}
+
+/// Where each 2×2 window's maximum came from, for the backward.
+#[derive(Debug, Clone)]
+pub struct PoolArgmax {
+    x_shape: Vec<usize>,
+    argmax: Vec<u8>,
+}
+
+fn pool_dims(op: &str, x_shape: &[usize]) -> Result<MaxPoolDims> {
+    if x_shape.len() != 4 {
+        return Err(RuntimeError::shape(op, format!("2×2 max pool takes [N, H, W, C], got {x_shape:?}")));
+    }
+    let (n, s, c) = split_nsc(op, x_shape)?;
+    Ok(MaxPoolDims {
+        n,
+        spatial: s,
+        channels: c,
+    })
+}
+
+/// 2×2 max pooling with stride 2 (VGG16).
+pub fn max_pool2x2_forward(x: &Tensor) -> Result<(Tensor, PoolArgmax)> {
+    const OP: &str = "max_pool2x2_forward";
+    cpu_only(OP, common_device(OP, &[x])?)?;
+    let d = pool_dims(OP, x.shape())?;
+    let mut y = Tensor::uninit(&join_nsc(4, d.n, d.out_spatial(), d.channels));
+    let mut argmax = vec![0u8; d.out_len()];
+    pool::max_pool2x2_forward(&d, x.f32s(OP)?, y.f32s_mut(OP)?, &mut argmax)?;
+    Ok((
+        y,
+        PoolArgmax {
+            x_shape: x.shape().to_vec(),
+            argmax,
+        },
+    ))
+}
+
+pub fn max_pool2x2_backward(saved: &PoolArgmax, dy: &Tensor) -> Result<Tensor> {
+    const OP: &str = "max_pool2x2_backward";
+    cpu_only(OP, common_device(OP, &[dy])?)?;
+    let d = pool_dims(OP, &saved.x_shape)?;
+    dy.expect_shape(OP, "dy", &join_nsc(4, d.n, d.out_spatial(), d.channels))?;
+    let mut dx = Tensor::uninit(&saved.x_shape);
+    pool::max_pool2x2_backward(&d, &saved.argmax, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
+    Ok(dx)
+}
+
+fn resize_dims(op: &str, x_shape: &[usize]) -> Result<(usize, [usize; 2], usize)> {
+    match *x_shape {
+        [n, h, w, c] => Ok((n, [h, w], c)),
+        _ => Err(RuntimeError::shape(op, format!("resize takes [N, H, W, C], got {x_shape:?}"))),
+    }
+}
+
+/// Bicubic antialiased resize of a `[N, H, W, C]` tensor to `out_hw`.
+pub fn resize_bicubic_aa_forward(x: &Tensor, out_hw: [usize; 2]) -> Result<Tensor> {
+    const OP: &str = "resize_forward";
+    cpu_only(OP, common_device(OP, &[x])?)?;
+    let (n, in_hw, c) = resize_dims(OP, x.shape())?;
+    let plan = ResizePlan::bicubic_aa(in_hw, out_hw)?;
+    let mut y = Tensor::uninit(&[n, out_hw[0], out_hw[1], c]);
+    resize::resize_forward(&plan, n, c, x.f32s(OP)?, y.f32s_mut(OP)?)?;
+    Ok(y)
+}
+
+/// Backward of the resize (the transposed linear map) to the input shape `x_shape`.
+pub fn resize_bicubic_aa_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tensor> {
+    const OP: &str = "resize_backward";
+    cpu_only(OP, common_device(OP, &[dy])?)?;
+    let (n, in_hw, c) = resize_dims(OP, x_shape)?;
+    let (_, out_hw, _) = resize_dims(OP, dy.shape())?;
+    let plan = ResizePlan::bicubic_aa(in_hw, out_hw)?;
+    let mut dx = Tensor::uninit(x_shape);
+    resize::resize_backward(&plan, n, c, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
+    Ok(dx)
+}
