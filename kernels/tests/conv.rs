@@ -2,8 +2,9 @@
 //! direct convolution written independently of the implicit-GEMM code.
 
 use medvae_kernels::cpu::conv::{
-    conv_backward_data, conv_backward_weight, conv_forward, weight_from_torch, weight_to_torch,
-    ConvGeometry,
+    conv_backward_data, conv_backward_data_with, conv_backward_weight, conv_backward_weight_with,
+    conv_forward, conv_forward_with, weight_from_torch, weight_to_torch, ConvAlgorithm,
+    ConvGeometry, ConvScratch,
 };
 use medvae_kernels::{KernelError, Real};
 use rand::{Rng, SeedableRng};
@@ -113,9 +114,14 @@ struct Grads {
     db: Vec<f64>,
 }
 
-/// Run the kernels under test in precision T. `dw0`/`db0` are the initial accumulators.
+/// Both algorithms: `Auto` runs Winograd where it applies, `ImplicitGemm` never does.
+const ALGORITHMS: [ConvAlgorithm; 2] = [ConvAlgorithm::Auto, ConvAlgorithm::ImplicitGemm];
+
+/// Run the kernels under test in precision T. `dw0` is the initial weight-gradient
+/// accumulator (the bias one starts at 0.5, removed again before returning).
 fn run_kernels<T: Real>(
     g: &ConvGeometry,
+    algorithm: ConvAlgorithm,
     x: &[f64],
     w: &[f64],
     b: &[f64],
@@ -123,13 +129,15 @@ fn run_kernels<T: Real>(
     dw0: &[f64],
 ) -> Grads {
     let (x, w, b, dy) = (cast::<T>(x), cast::<T>(w), cast::<T>(b), cast::<T>(dy));
+    let mut scratch = ConvScratch::with_algorithm(algorithm);
     let mut y = vec![T::c(f64::NAN); g.output_len()];
-    conv_forward(g, &x, &w, Some(&b), &mut y).expect("forward");
+    conv_forward_with(&mut scratch, g, &x, &w, Some(&b), &mut y).expect("forward");
     let mut dx = vec![T::c(f64::NAN); g.input_len()];
-    conv_backward_data(g, &dy, &w, &mut dx).expect("backward data");
+    conv_backward_data_with(&mut scratch, g, &dy, &w, &mut dx).expect("backward data");
     let mut dw = cast::<T>(dw0);
     let mut db = vec![T::c(0.5); g.cout];
-    conv_backward_weight(g, &x, &dy, &mut dw, Some(&mut db)).expect("backward weight");
+    conv_backward_weight_with(&mut scratch, g, &x, &dy, &mut dw, Some(&mut db))
+        .expect("backward weight");
     Grads {
         y: widen(&y),
         dx: widen(&dx),
@@ -282,16 +290,18 @@ fn golden_conv_cases() {
             g.kernel,
         );
         let db_ref = load(&st, "grad.param.bias", &file).data;
-        let got = run_kernels::<f32>(&g, &x, &w, &b, &dy, &vec![0.0; w.len()]);
-        for (what, a, r) in [
-            ("y", &got.y, &y_ref),
-            ("dx", &got.dx, &dx_ref),
-            ("dw", &got.dw, &dw_ref),
-            ("db", &got.db, &db_ref),
-        ] {
-            let e = rel_err(a, r);
-            println!("{file}: {what} rel err {e:.2e}");
-            assert!(e <= 1e-4, "{file}: {what} relative error {e:.3e} > 1e-4");
+        for alg in ALGORITHMS {
+            let got = run_kernels::<f32>(&g, alg, &x, &w, &b, &dy, &vec![0.0; w.len()]);
+            for (what, a, r) in [
+                ("y", &got.y, &y_ref),
+                ("dx", &got.dx, &dx_ref),
+                ("dw", &got.dw, &dw_ref),
+                ("db", &got.db, &db_ref),
+            ] {
+                let e = rel_err(a, r);
+                println!("{file} {alg:?}: {what} rel err {e:.2e}");
+                assert!(e <= 1e-4, "{file} {alg:?}: {what} relative error {e:.3e} > 1e-4");
+            }
         }
     }
 }
@@ -314,6 +324,9 @@ fn small_geometries() -> Vec<ConvGeometry> {
         geom(2, [4, 5, 4], 2, 2, [4, 4, 4], [2, 2, 2], [1, 1, 1], [1, 1, 1]),
         // Stride larger than the kernel, padding larger than the kernel.
         geom(2, [1, 7, 8], 2, 3, [1, 1, 2], [1, 3, 3], [0, 2, 1], [0, 1, 2]),
+        // Winograd-eligible: asymmetric pads, odd outputs, 1×3×3 on a 3D tensor.
+        geom(2, [1, 7, 5], 3, 5, [1, 3, 3], [1, 1, 1], [0, 2, 0], [0, 0, 1]),
+        geom(1, [3, 6, 7], 5, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1], [0, 1, 1]),
     ]
 }
 
@@ -347,17 +360,19 @@ fn gradients_match_finite_differences() {
         let w = random(&mut rng, g.weight_len());
         let b = random(&mut rng, g.cout);
         let gout = random(&mut rng, g.output_len());
-        let got = run_kernels::<f64>(&g, &x, &w, &b, &gout, &vec![0.0; w.len()]);
         let fd_x = finite_difference(|p| loss(&g, p, &w, &b, &gout), &x);
         let fd_w = finite_difference(|p| loss(&g, &x, p, &b, &gout), &w);
         let fd_b = finite_difference(|p| loss(&g, &x, &w, p, &gout), &b);
-        for (what, a, r) in [
-            ("dx", &got.dx, &fd_x),
-            ("dw", &got.dw, &fd_w),
-            ("db", &got.db, &fd_b),
-        ] {
-            let e = rel_err(a, r);
-            assert!(e <= 1e-9, "{g:?}: {what} vs finite differences: {e:.3e}");
+        for alg in ALGORITHMS {
+            let got = run_kernels::<f64>(&g, alg, &x, &w, &b, &gout, &vec![0.0; w.len()]);
+            for (what, a, r) in [
+                ("dx", &got.dx, &fd_x),
+                ("dw", &got.dw, &fd_w),
+                ("db", &got.db, &fd_b),
+            ] {
+                let e = rel_err(a, r);
+                assert!(e <= 1e-9, "{g:?} {alg:?}: {what} vs finite differences: {e:.3e}");
+            }
         }
     }
 }
@@ -372,24 +387,28 @@ fn compare_with_naive<T: Real>(g: &ConvGeometry, tol: f64, rng: &mut ChaCha8Rng)
     let dy = random(rng, g.output_len());
     let dw0 = random(rng, g.weight_len());
     let r = naive(g, &x, &w, &b, &dy);
-    let got = run_kernels::<T>(g, &x, &w, &b, &dy, &dw0);
     let dw_ref: Vec<f64> = r.dw.iter().zip(&dw0).map(|(a, b)| a + b).collect();
-    let dw_got: Vec<f64> = got.dw.iter().zip(&dw0).map(|(a, b)| a - b).collect();
-    for (what, a, rf) in [
-        ("y", &got.y, &r.y),
-        ("dx", &got.dx, &r.dx),
-        ("dw (accumulated)", &got.dw, &dw_ref),
-        ("dw (increment)", &dw_got, &r.dw),
-        ("db", &got.db, &r.db),
-    ] {
-        let e = rel_err(a, rf);
-        assert!(e <= tol, "{g:?} ({}): {what} rel err {e:.3e}", std::any::type_name::<T>());
+    for alg in ALGORITHMS {
+        let got = run_kernels::<T>(g, alg, &x, &w, &b, &dy, &dw0);
+        let dw_got: Vec<f64> = got.dw.iter().zip(&dw0).map(|(a, b)| a - b).collect();
+        for (what, a, rf) in [
+            ("y", &got.y, &r.y),
+            ("dx", &got.dx, &r.dx),
+            ("dw (accumulated)", &got.dw, &dw_ref),
+            ("dw (increment)", &dw_got, &r.dw),
+            ("db", &got.db, &r.db),
+        ] {
+            let e = rel_err(a, rf);
+            let ty = std::any::type_name::<T>();
+            assert!(e <= tol, "{g:?} ({ty}, {alg:?}): {what} rel err {e:.3e}");
+        }
     }
 }
 
 fn larger_geometries() -> Vec<ConvGeometry> {
     vec![
         ConvGeometry::conv2d(1, [20, 18], 64, 48, 3, 1, 1),
+        ConvGeometry::conv2d(2, [21, 19], 13, 29, 3, 1, 1),
         ConvGeometry::conv2d(2, [9, 11], 40, 72, 1, 1, 0),
         geom(2, [1, 16, 13], 48, 32, [1, 3, 3], [1, 2, 2], [0, 0, 0], [0, 1, 1]),
         ConvGeometry::conv2d(1, [16, 16], 17, 40, 4, 2, 1),

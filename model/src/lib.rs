@@ -1,4 +1,17 @@
 //! medvae-model: MedVAE layers with explicit forward/backward, networks, losses, and the
 //! golden-case verifier behind `medvae-fast verify`.
+//!
+//! * [`layer`]: the contract (`Param`, `Ctx`, `Layer`, `Parameters`);
+//! * [`layers`]: convolution, normalisations, activations, dropout, init, state-dict IO;
+//! * [`blocks`]: ResnetBlock, AttnBlock, resampling, the middle block, the PatchGAN
+//!   discriminator;
+//! * [`autoencoder`]: `AutoencoderKL` (encoder, decoder, latent head), 2D and 3D;
+//! * [`lora`]: LoRA on convolutions; [`zoo`]: the published models and their configuration.
 
+pub mod autoencoder;
+pub mod blocks;
+pub mod layer;
+pub mod layers;
+pub mod lora;
 pub mod verify;
+pub mod zoo;

@@ -41,6 +41,28 @@ pub(crate) fn map_binary<T: Real>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T,
     }
 }
 
+/// Run `f` compiled for AVX2 + FMA when the CPU has them, for the baseline target otherwise.
+///
+/// The default x86-64 target only allows SSE2 (4 f32 lanes); most machines this runs on have
+/// AVX2 (8 lanes). `f` and everything it calls must be `#[inline(always)]` (or small enough to
+/// inline) to be compiled inside the AVX2 function; a rayon task boundary is not, so call this
+/// inside each task, around its serial inner loop.
+#[inline(always)]
+pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features `avx2` was compiled for (checked above).
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
 /// Whether `T` is single precision. A compile-time constant after monomorphisation, so the
 /// branches it selects cost nothing. Only the value conversions `T::f64` / `T::c` cross the
 /// boundary, which are exact for f32 and folded away by the compiler.

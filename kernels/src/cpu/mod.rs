@@ -2,6 +2,7 @@
 //! Parallelism is rayon (batch/channel/row splits) plus the `gemm` crate's own threading.
 
 pub mod activation;
+pub mod attention;
 pub mod batch_norm;
 pub mod conv;
 pub mod group_norm;

@@ -232,17 +232,23 @@ fn apply_inner<T: Real>(map: &AxisWeights, c: usize, src: &[T], dst: &mut [T]) {
     if dst_row == 0 || src_row == 0 {
         return;
     }
+    let weights: Vec<T> = map.weights.iter().map(|&w| T::c(w)).collect();
     let rows_per_task = (VALUES_PER_TASK / dst_row).max(1);
     dst.par_chunks_mut(dst_row)
         .zip(src.par_chunks(src_row))
         .with_min_len(rows_per_task)
         .for_each(|(out_row, in_row)| {
             for (d, out) in out_row.chunks_exact_mut(c).enumerate() {
+                let taps = map.offsets[d]..map.offsets[d + 1];
+                let taps = map.source[taps.clone()].iter().zip(&weights[taps]);
+                if c == 1 {
+                    // Single channel (the common greyscale case): a plain dot product.
+                    out[0] = taps.fold(T::zero(), |acc, (&s, &w)| acc + w * in_row[s]);
+                    continue;
+                }
                 out.fill(T::zero());
-                for t in map.offsets[d]..map.offsets[d + 1] {
-                    let w = T::c(map.weights[t]);
-                    let s = map.source[t] * c;
-                    for (o, &v) in out.iter_mut().zip(&in_row[s..s + c]) {
+                for (&s, &w) in taps {
+                    for (o, &v) in out.iter_mut().zip(&in_row[s * c..(s + 1) * c]) {
                         *o += w * v;
                     }
                 }
@@ -256,6 +262,7 @@ fn apply_outer<T: Real>(map: &AxisWeights, row_len: usize, src: &[T], dst: &mut 
     if row_len == 0 || map.dest_len == 0 {
         return;
     }
+    let weights: Vec<T> = map.weights.iter().map(|&w| T::c(w)).collect();
     let rows_per_task = (VALUES_PER_TASK / row_len).max(1);
     dst.par_chunks_mut(row_len)
         .enumerate()
@@ -264,9 +271,9 @@ fn apply_outer<T: Real>(map: &AxisWeights, row_len: usize, src: &[T], dst: &mut 
             let image = k / map.dest_len;
             let d = k % map.dest_len;
             out.fill(T::zero());
-            for t in map.offsets[d]..map.offsets[d + 1] {
-                let w = T::c(map.weights[t]);
-                let s = (image * map.source_len + map.source[t]) * row_len;
+            let taps = map.offsets[d]..map.offsets[d + 1];
+            for (&row, &w) in map.source[taps.clone()].iter().zip(&weights[taps]) {
+                let s = (image * map.source_len + row) * row_len;
                 for (o, &v) in out.iter_mut().zip(&src[s..s + row_len]) {
                     *o += w * v;
                 }

@@ -108,7 +108,12 @@ impl Golden {
         self.case
             .get(key)
             .and_then(|v| v.as_f64())
-            .unwrap_or_else(|| panic!("golden case {}: no number `{key}` in {}", self.name, self.case))
+            .unwrap_or_else(|| {
+                panic!(
+                    "golden case {}: no number `{key}` in {}",
+                    self.name, self.case
+                )
+            })
     }
 }
 
@@ -142,7 +147,11 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     if a.len() != b.len() || a.iter().chain(b).any(|v| !v.is_finite()) {
         return f64::INFINITY;
     }
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
     let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den.max(1e-300)).sqrt()
 }
@@ -171,7 +180,14 @@ pub fn uniform(r: &mut ChaCha8Rng, len: usize, lo: f64, hi: f64) -> Vec<f64> {
 
 /// `len` values whose magnitude is at least `gap` away from each value of `avoid` (kinks,
 /// clamp edges), drawn from `[lo, hi)`.
-pub fn uniform_avoiding(r: &mut ChaCha8Rng, len: usize, lo: f64, hi: f64, avoid: &[f64], gap: f64) -> Vec<f64> {
+pub fn uniform_avoiding(
+    r: &mut ChaCha8Rng,
+    len: usize,
+    lo: f64,
+    hi: f64,
+    avoid: &[f64],
+    gap: f64,
+) -> Vec<f64> {
     (0..len)
         .map(|_| loop {
             let v = r.gen_range(lo..hi);

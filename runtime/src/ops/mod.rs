@@ -5,7 +5,9 @@
 //! Shapes are channels-last: `[N, H, W, C]` (2D) or `[N, D, H, W, C]` (3D).
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
+pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod norm;

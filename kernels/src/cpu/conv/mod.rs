@@ -7,8 +7,11 @@
 //! `implicit_gemm` for the scheme, `forward`, `backward_data` and `backward_weight` for how
 //! each direction maps onto it.
 //!
+//! 3×3 stride-1 2D convolutions (forward and backward-data) run as Winograd F(2×2, 3×3)
+//! instead (`winograd`), unless [`ConvAlgorithm::ImplicitGemm`] is asked for.
+//!
 //! The `*_with` variants take a [`ConvScratch`] so that repeated calls reuse their packing
-//! buffers instead of allocating.
+//! buffers instead of allocating, and carry the algorithm choice.
 
 mod backward_data;
 mod backward_weight;
@@ -17,6 +20,7 @@ mod geometry;
 mod implicit_gemm;
 mod pack;
 mod raw;
+mod winograd;
 
 pub use geometry::ConvGeometry;
 
@@ -25,19 +29,47 @@ use crate::{KernelError, Real, Spatial};
 use geometry::KERNEL;
 use pack::{pack, PackSpec};
 
-/// Reusable buffers of the convolution kernels (packed source, rearranged weight).
+/// Which algorithm computes forward and backward-data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvAlgorithm {
+    /// Winograd F(2×2, 3×3) where it applies (3×3, stride 1, 2D or `1×3×3`), otherwise the
+    /// implicit GEMM.
+    #[default]
+    Auto,
+    /// Always the implicit GEMM.
+    ImplicitGemm,
+}
+
+/// Reusable buffers of the convolution kernels (packed source, rearranged and transformed
+/// weights) and the algorithm choice.
 #[derive(Debug, Default)]
 pub struct ConvScratch<T> {
+    algorithm: ConvAlgorithm,
     source: Vec<T>,
     weight: Vec<T>,
+    transformed: Vec<T>,
 }
 
 impl<T> ConvScratch<T> {
     pub fn new() -> Self {
+        Self::with_algorithm(ConvAlgorithm::Auto)
+    }
+
+    pub fn with_algorithm(algorithm: ConvAlgorithm) -> Self {
         ConvScratch {
+            algorithm,
             source: Vec::new(),
             weight: Vec::new(),
+            transformed: Vec::new(),
         }
+    }
+
+    pub fn algorithm(&self) -> ConvAlgorithm {
+        self.algorithm
+    }
+
+    pub fn set_algorithm(&mut self, algorithm: ConvAlgorithm) {
+        self.algorithm = algorithm;
     }
 }
 
@@ -100,6 +132,18 @@ pub fn conv_forward_with<T: Real>(
     if let Some(b) = bias {
         check_len(KERNEL, "bias", b.len(), g.cout)?;
     }
+    if scratch.algorithm == ConvAlgorithm::Auto && winograd::applicable(g) {
+        let ConvScratch {
+            source,
+            transformed,
+            ..
+        } = scratch;
+        transformed.resize(16 * g.cin * g.cout, T::zero());
+        winograd::transform_weight(w, g.cin, g.cout, transformed);
+        let src = winograd::packed(g, x, source);
+        winograd::forward_on_source(g, src, transformed, bias, y);
+        return Ok(());
+    }
     let (plan, spec) = forward::forward_plan(g);
     let src = packed_source(x, g.batch, g.in_spatial, g.cin, &spec, &mut scratch.source);
     plan.check(src.len(), w.len())?;
@@ -130,9 +174,22 @@ pub fn conv_backward_data_with<T: Real>(
     check_len(KERNEL, "w", w.len(), g.weight_len())?;
     check_len(KERNEL, "dx", dx.len(), g.input_len())?;
     let (classes, spec) = backward_data::backward_data_plan(g);
-    let ConvScratch { source, weight } = scratch;
+    let ConvScratch {
+        algorithm,
+        source,
+        weight,
+        transformed,
+    } = scratch;
     weight.resize(w.len(), T::zero());
     backward_data::flip_weight(g, &classes, w, weight);
+    if *algorithm == ConvAlgorithm::Auto && winograd::applicable_backward_data(g) {
+        let gt = winograd::backward_data_geometry(g);
+        transformed.resize(16 * g.cin * g.cout, T::zero());
+        winograd::transform_weight(weight, gt.cin, gt.cout, transformed);
+        let src = winograd::packed(&gt, dy, source);
+        winograd::forward_on_source(&gt, src, transformed, None, dx);
+        return Ok(());
+    }
     let src = packed_source(dy, g.batch, g.out_spatial(), g.cout, &spec, source);
     for cl in &classes {
         cl.plan.check(src.len(), weight.len())?;

@@ -24,6 +24,12 @@ pub const FOREGROUND_PAD_VALUE: f32 = 0.0;
 /// The `CropForeground` box: start (may be negative) and size per axis.
 pub fn foreground_box(vol: &Volume, k: usize, path: &Path) -> Result<([isize; 3], [usize; 3]), VolumeError> {
     let [n0, n1, n2] = vol.shape;
+    if n0.checked_mul(n1).and_then(|v| v.checked_mul(n2)) != Some(vol.data.len()) {
+        return Err(VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: format!("{} values for shape {:?}", vol.data.len(), vol.shape),
+        });
+    }
     // per axis: does any voxel with this coordinate pass `x > 0`?
     let mut hit = [vec![false; n0], vec![false; n1], vec![false; n2]];
     for (i0, plane) in vol.data.chunks_exact((n1 * n2).max(1)).enumerate() {
@@ -59,27 +65,68 @@ pub fn foreground_box(vol: &Volume, k: usize, path: &Path) -> Result<([isize; 3]
 /// `CropForeground(k_divisible = k)`: the grown foreground box, zero-padded outside the image.
 pub fn crop_foreground(vol: &Volume, k: usize, path: &Path) -> Result<Volume, VolumeError> {
     let (start, size) = foreground_box(vol, k, path)?;
-    Ok(crop_padded(vol, start, size, FOREGROUND_PAD_VALUE))
+    crop_padded(vol, start, size, FOREGROUND_PAD_VALUE).map_err(|e| VolumeError::Layout {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }
 
 /// A `size` window of `vol` starting at `start` (may lie partly outside; outside reads `pad`).
-pub fn crop_padded(vol: &Volume, start: [isize; 3], size: [usize; 3], pad: f32) -> Volume {
+pub fn crop_padded(vol: &Volume, start: [isize; 3], size: [usize; 3], pad: f32) -> Result<Volume, CropError> {
     let mut data = vec![0.0f32; size[0] * size[1] * size[2]];
-    crop_into(vol.shape, &vol.data, start, size, pad, &mut data);
-    Volume { shape: size, data }
+    crop_into(vol.shape, &vol.data, start, size, pad, &mut data)?;
+    Ok(Volume { shape: size, data })
+}
+
+/// Element types a crop can read from: f32, and f16 (converted row by row with the CPU's
+/// conversion instructions where present), so the loader reads f16 shards without a copy.
+pub trait CropSource: Copy {
+    /// Convert `src` into `dst` (equal lengths).
+    fn copy_row(src: &[Self], dst: &mut [f32]);
+}
+
+impl CropSource for f32 {
+    fn copy_row(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl CropSource for half::f16 {
+    fn copy_row(src: &[half::f16], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+/// `crop_into` was given buffers that do not match the shapes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("crop: {src_len} source values for shape {shape:?}, {dst_len} destination values for window {size:?}")]
+pub struct CropError {
+    pub shape: [usize; 3],
+    pub src_len: usize,
+    pub size: [usize; 3],
+    pub dst_len: usize,
 }
 
 /// Copy a window of a C-order volume (`shape`, values `src`) into `dst` (C-order, `size`),
-/// reading `pad` outside the volume. `src` may be any element type convertible to f32, so the
-/// loader reads f16 shards without an intermediate copy.
-pub fn crop_into<T: Copy + Into<f32>>(
+/// reading `pad` outside the volume.
+pub fn crop_into<T: CropSource>(
     shape: [usize; 3],
     src: &[T],
     start: [isize; 3],
     size: [usize; 3],
     pad: f32,
     dst: &mut [f32],
-) {
+) -> Result<(), CropError> {
+    let numel = |s: [usize; 3]| s[0].checked_mul(s[1]).and_then(|v| v.checked_mul(s[2]));
+    if numel(shape) != Some(src.len()) || numel(size) != Some(dst.len()) {
+        return Err(CropError {
+            shape,
+            src_len: src.len(),
+            size,
+            dst_len: dst.len(),
+        });
+    }
     let [_, n1, n2] = shape;
     // the window's columns inside the volume along the fastest axis
     let (lo2, hi2) = inside(start[2], size[2], n2);
@@ -97,11 +144,10 @@ pub fn crop_into<T: Copy + Into<f32>>(
             row[hi2..].fill(pad);
             let base = (i0 as usize * n1 + i1 as usize) * n2;
             let first = (start[2] + lo2 as isize) as usize;
-            for (d, s) in row[lo2..hi2].iter_mut().zip(&src[base + first..base + first + (hi2 - lo2)]) {
-                *d = (*s).into();
-            }
+            T::copy_row(&src[base + first..base + first + (hi2 - lo2)], &mut row[lo2..hi2]);
         }
     }
+    Ok(())
 }
 
 /// The output positions `[lo, hi)` of a window (start, len) that fall inside `0..n`.
@@ -129,7 +175,7 @@ pub fn crop_origin<R: Rng>(shape: [usize; 3], crop: [usize; 3], rng: &mut R) -> 
 }
 
 /// The reference finetuning transform on a whole volume: pad to ≥ `crop` with -1, random crop.
-pub fn finetune_crop<R: Rng>(vol: &Volume, crop: [usize; 3], rng: &mut R) -> Volume {
+pub fn finetune_crop<R: Rng>(vol: &Volume, crop: [usize; 3], rng: &mut R) -> Result<Volume, CropError> {
     let origin = crop_origin(vol.shape, crop, rng);
     crop_padded(vol, origin, crop, FINETUNE_PAD_VALUE)
 }
@@ -165,7 +211,7 @@ mod tests {
         };
         for start in [[-2, -1, -3], [0, 0, 0], [1, 2, 3], [2, -5, 4], [-4, 5, -9]] {
             for size in [[1, 1, 1], [4, 6, 7], [3, 4, 5], [2, 9, 2]] {
-                let got = crop_padded(&vol, start, size, -1.0);
+                let got = crop_padded(&vol, start, size, -1.0).unwrap();
                 assert_eq!(got.data, naive(&vol, start, size, -1.0), "start {start:?} size {size:?}");
             }
         }

@@ -54,6 +54,8 @@ pub enum VolumeError {
     NoForeground { path: PathBuf },
     #[error("{}: orientation: {msg}", path.display())]
     Affine { path: PathBuf, msg: String },
+    #[error("{}: volume layout: {msg}", path.display())]
+    Layout { path: PathBuf, msg: String },
 }
 
 impl VolumeError {
@@ -69,7 +71,8 @@ impl VolumeError {
             | VolumeError::NonFinite { path, .. }
             | VolumeError::Constant { path, .. }
             | VolumeError::NoForeground { path }
-            | VolumeError::Affine { path, .. } => path,
+            | VolumeError::Affine { path, .. }
+            | VolumeError::Layout { path, .. } => path,
         }
     }
 }

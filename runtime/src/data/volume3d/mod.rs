@@ -25,7 +25,7 @@ mod read;
 
 pub use affine::{best_affine, ras_orientation, Affine, Orientation};
 pub use crop::{
-    crop_foreground, crop_into, crop_origin, crop_padded, finetune_crop, foreground_box, FINETUNE_PAD_VALUE,
+    crop_foreground, crop_into, crop_origin, CropError, CropSource, crop_padded, finetune_crop, foreground_box, FINETUNE_PAD_VALUE,
     FOREGROUND_PAD_VALUE,
 };
 pub use error::VolumeError;
@@ -81,11 +81,18 @@ pub fn load_ct_3d(path: &Path) -> Result<Volume, VolumeError> {
 /// Reference `load_mri_3d_finetune`: min-max, [-1, 1], pad to ≥ 64 with -1, random 64³ crop.
 pub fn load_mri_3d_finetune<R: Rng>(path: &Path, rng: &mut R) -> Result<Volume, VolumeError> {
     let vol = load_volume(path, Modality::Mri)?;
-    Ok(finetune_crop(&vol, [FINETUNE_CROP; 3], rng))
+    finetune_at_64(&vol, path, rng)
 }
 
 /// Reference `load_ct_3d_finetune`: HU window, [-1, 1], pad to ≥ 64 with -1, random 64³ crop.
 pub fn load_ct_3d_finetune<R: Rng>(path: &Path, rng: &mut R) -> Result<Volume, VolumeError> {
     let vol = load_volume(path, Modality::Ct)?;
-    Ok(finetune_crop(&vol, [FINETUNE_CROP; 3], rng))
+    finetune_at_64(&vol, path, rng)
+}
+
+fn finetune_at_64<R: Rng>(vol: &Volume, path: &Path, rng: &mut R) -> Result<Volume, VolumeError> {
+    finetune_crop(vol, [FINETUNE_CROP; 3], rng).map_err(|e| VolumeError::Layout {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
 }

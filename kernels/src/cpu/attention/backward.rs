@@ -1,0 +1,397 @@
+//! Attention backward (FlashAttention-2): the probabilities are recomputed tile by tile from
+//! `q`, `k` and the saved log-sum-exp, so memory stays `O(tokens·dim + tiles)`.
+//!
+//! Key-side tasks own rows of `dk` and `dv`; `dq` receives contributions from every key
+//! tile, so it is either accumulated per task in private buffers and summed in a fixed order
+//! afterwards (fused schedule) or computed in a second pass that owns query rows (two-pass
+//! schedule). Either way results do not depend on thread timing.
+
+use super::forward::effective_query_tile;
+use super::tile::{gemm, probs_from_lse, rows, rows_mut, rows_t, score_grad};
+use super::{AttentionDims, AttentionPlan, BackwardSchedule, FUSED_PARTIAL_BUDGET};
+use crate::cpu::reduce::sum_mapped2_f64;
+use crate::Real;
+use rayon::prelude::*;
+
+/// The forward's inputs and results the backward reads (`[batch, tokens, dim]`, `lse`
+/// `[batch, tokens]`).
+pub(super) struct Inputs<'a, T> {
+    pub q: &'a [T],
+    pub k: &'a [T],
+    pub v: &'a [T],
+    pub o: &'a [T],
+    pub lse: &'a [T],
+    pub d_o: &'a [T],
+}
+
+/// One batch entry's view of the operands (`tokens × dim` each) plus its `lse` and `delta`.
+struct Batch<'a, T> {
+    q: &'a [T],
+    k: &'a [T],
+    v: &'a [T],
+    d_o: &'a [T],
+    lse: &'a [T],
+    delta: &'a [T],
+}
+
+/// Per-task scratch: the probability tile and the score-gradient tile.
+struct Scratch<T> {
+    probs: Vec<T>,
+    grads: Vec<T>,
+}
+
+impl<T: Real> Scratch<T> {
+    fn new(query_tile: usize, key_tile: usize) -> Self {
+        Scratch {
+            probs: vec![T::zero(); query_tile * key_tile],
+            grads: vec![T::zero(); query_tile * key_tile],
+        }
+    }
+}
+
+/// Tile geometry resolved for one call.
+#[derive(Clone, Copy)]
+struct Tiles {
+    tokens: usize,
+    dim: usize,
+    query: usize,
+    key: usize,
+    scale: f64,
+}
+
+/// A key-side task: key rows `r0..r1` of batch entry `b`, owning those rows of `dk`, `dv`,
+/// and optionally a private `tokens × dim` buffer receiving its share of `dq`.
+struct KeyTask<'a, T> {
+    b: usize,
+    r0: usize,
+    r1: usize,
+    dk: &'a mut [T],
+    dv: &'a mut [T],
+    dq: Option<&'a mut [T]>,
+}
+
+pub(super) fn backward<T: Real>(
+    plan: &AttentionPlan,
+    d: &AttentionDims,
+    x: &Inputs<T>,
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+) {
+    let (n, dim) = (d.tokens, d.dim);
+    let t = Tiles {
+        tokens: n,
+        dim,
+        query: effective_query_tile(plan, d),
+        key: plan.key_tile.min(n),
+        scale: d.scale,
+    };
+    // D_i = Σ_c dO_ic·O_ic, one per query row.
+    let mut delta = vec![T::zero(); d.lse_len()];
+    delta.par_chunks_mut(1024).enumerate().for_each(|(c, out)| {
+        for (i, dl) in out.iter_mut().enumerate() {
+            let row = (c * 1024 + i) * dim..(c * 1024 + i + 1) * dim;
+            *dl = T::c(sum_mapped2_f64(&x.o[row.clone()], &x.d_o[row], |a, b| {
+                a.f64() * b.f64()
+            }));
+        }
+    });
+    let batch = |b: usize| {
+        let span = b * n * dim..(b + 1) * n * dim;
+        Batch {
+            q: &x.q[span.clone()],
+            k: &x.k[span.clone()],
+            v: &x.v[span.clone()],
+            d_o: &x.d_o[span],
+            lse: &x.lse[b * n..(b + 1) * n],
+            delta: &delta[b * n..(b + 1) * n],
+        }
+    };
+    match resolve_schedule(plan, d) {
+        BackwardSchedule::Fused { partitions } => {
+            fused(&t, d.batch, partitions.min(n), &batch, dq, dk, dv)
+        }
+        _ => {
+            two_pass_keys(&t, &batch, dk, dv);
+            two_pass_queries(&t, &batch, dq);
+        }
+    }
+}
+
+/// The schedule [`BackwardSchedule::Auto`] stands for here: fused with enough partitions
+/// that `batch · partitions` tasks of equal size split evenly over the threads, if the
+/// partial `dq` buffers fit the budget.
+fn resolve_schedule(plan: &AttentionPlan, d: &AttentionDims) -> BackwardSchedule {
+    if plan.backward != BackwardSchedule::Auto {
+        return plan.backward;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let partitions = (threads / gcd(d.batch, threads)).min(d.tokens).max(1);
+    let extra = (partitions - 1).saturating_mul(d.len());
+    if extra <= FUSED_PARTIAL_BUDGET {
+        BackwardSchedule::Fused { partitions }
+    } else {
+        BackwardSchedule::TwoPass
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// Split `data` (rows of `dim`) at the row boundaries `bounds[1..len-1]` into consecutive pieces.
+fn split_rows<'a, T>(mut data: &'a mut [T], bounds: &[usize], dim: usize) -> Vec<&'a mut [T]> {
+    let mut pieces = Vec::with_capacity(bounds.len().saturating_sub(1));
+    for w in bounds.windows(2) {
+        let (head, tail) = data.split_at_mut((w[1] - w[0]) * dim);
+        pieces.push(head);
+        data = tail;
+    }
+    pieces
+}
+
+/// Fused schedule: `partitions` key ranges per batch entry, all tasks in parallel; task 0 of
+/// each entry writes `dq` directly, the others private buffers added afterwards.
+#[allow(clippy::too_many_arguments)]
+fn fused<'a, T: Real>(
+    t: &Tiles,
+    nbatch: usize,
+    partitions: usize,
+    batch: &(impl Fn(usize) -> Batch<'a, T> + Sync),
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+) {
+    let (n, dim) = (t.tokens, t.dim);
+    let per_batch = n * dim;
+    let bounds: Vec<usize> = (0..=partitions).map(|p| p * n / partitions).collect();
+    let mut partials = vec![T::zero(); nbatch * (partitions - 1) * per_batch];
+    let mut partial_bufs = partials.chunks_mut(per_batch);
+    let mut tasks = Vec::with_capacity(nbatch * partitions);
+    for (b, ((dq_b, dk_b), dv_b)) in dq
+        .chunks_mut(per_batch)
+        .zip(dk.chunks_mut(per_batch))
+        .zip(dv.chunks_mut(per_batch))
+        .enumerate()
+    {
+        let dk_parts = split_rows(dk_b, &bounds, dim);
+        let dv_parts = split_rows(dv_b, &bounds, dim);
+        let mut dq_b = Some(dq_b);
+        for (p, (dk_p, dv_p)) in dk_parts.into_iter().zip(dv_parts).enumerate() {
+            let dq_target = if p == 0 {
+                dq_b.take()
+            } else {
+                partial_bufs.next()
+            };
+            tasks.push(KeyTask {
+                b,
+                r0: bounds[p],
+                r1: bounds[p + 1],
+                dk: dk_p,
+                dv: dv_p,
+                dq: dq_target,
+            });
+        }
+    }
+    tasks.into_par_iter().for_each_init(
+        || Scratch::new(t.query, t.key),
+        |s, task| key_range(t, &batch(task.b), task, s),
+    );
+
+    // dq = scale · (own + Σ partials), partials added in partition order.
+    const CHUNK: usize = 1 << 14;
+    let scale = T::c(t.scale);
+    let others = (partitions - 1) * per_batch;
+    dq.par_chunks_mut(per_batch)
+        .enumerate()
+        .for_each(|(b, dq_b)| {
+            let mine = &partials[b * others..(b + 1) * others];
+            dq_b.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+                let span = c * CHUNK..c * CHUNK + out.len();
+                for part in mine.chunks_exact(per_batch) {
+                    out.iter_mut()
+                        .zip(&part[span.clone()])
+                        .for_each(|(o, &v)| *o += v);
+                }
+                out.iter_mut().for_each(|o| *o *= scale);
+            });
+        });
+}
+
+/// Two-pass schedule, first pass: `dk`, `dv`, one task per (batch entry, key tile).
+fn two_pass_keys<'a, T: Real>(
+    t: &Tiles,
+    batch: &(impl Fn(usize) -> Batch<'a, T> + Sync),
+    dk: &mut [T],
+    dv: &mut [T],
+) {
+    let (n, dim) = (t.tokens, t.dim);
+    dk.par_chunks_mut(n * dim)
+        .zip(dv.par_chunks_mut(n * dim))
+        .enumerate()
+        .flat_map(|(b, (dk_b, dv_b))| {
+            dk_b.par_chunks_mut(t.key * dim)
+                .zip(dv_b.par_chunks_mut(t.key * dim))
+                .enumerate()
+                .map(move |(j, (dk_j, dv_j))| {
+                    let r0 = j * t.key;
+                    let r1 = r0 + dk_j.len() / dim;
+                    KeyTask {
+                        b,
+                        r0,
+                        r1,
+                        dk: dk_j,
+                        dv: dv_j,
+                        dq: None,
+                    }
+                })
+        })
+        .for_each_init(
+            || Scratch::new(t.query, t.key),
+            |s, task| key_range(t, &batch(task.b), task, s),
+        );
+}
+
+/// All query tiles against key rows `r0..r1` (in tiles of `t.key`): accumulates the task's
+/// `dk`, `dv` rows and, if it has one, its `dq` buffer.
+fn key_range<T: Real>(t: &Tiles, x: &Batch<T>, task: KeyTask<T>, s: &mut Scratch<T>) {
+    let dim = t.dim;
+    let scale = T::c(t.scale);
+    let KeyTask {
+        r0,
+        r1,
+        dk,
+        dv,
+        mut dq,
+        ..
+    } = task;
+    for k0 in (r0..r1).step_by(t.key) {
+        let cols = t.key.min(r1 - k0);
+        let local = (k0 - r0) * dim..(k0 - r0 + cols) * dim;
+        let keys = k0 * dim..(k0 + cols) * dim;
+        let (k_j, v_j) = (&x.k[keys.clone()], &x.v[keys]);
+        let (dk_j, dv_j) = (&mut dk[local.clone()], &mut dv[local]);
+        for q0 in (0..t.tokens).step_by(t.query) {
+            let nrows = t.query.min(t.tokens - q0);
+            let qrows = q0 * dim..(q0 + nrows) * dim;
+            let (q_i, do_i) = (&x.q[qrows.clone()], &x.d_o[qrows.clone()]);
+            let probs = &mut s.probs[..nrows * cols];
+            let grads = &mut s.grads[..nrows * cols];
+            let first_query = q0 == 0;
+            // P = exp(scale·Q·Kᵀ − lse)
+            gemm(
+                (nrows, cols, dim),
+                rows_mut(probs, cols),
+                false,
+                scale,
+                rows(q_i, dim),
+                rows_t(k_j, dim),
+            );
+            probs_from_lse(probs, cols, &x.lse[q0..q0 + nrows]);
+            // dV += Pᵀ·dO
+            gemm(
+                (cols, dim, nrows),
+                rows_mut(dv_j, dim),
+                !first_query,
+                T::one(),
+                rows_t(probs, cols),
+                rows(do_i, dim),
+            );
+            // dS = P ∘ (dO·Vᵀ − D)
+            gemm(
+                (nrows, cols, dim),
+                rows_mut(grads, cols),
+                false,
+                T::one(),
+                rows(do_i, dim),
+                rows_t(v_j, dim),
+            );
+            score_grad(grads, probs, cols, &x.delta[q0..q0 + nrows]);
+            // dK += dSᵀ·Q (scaled below)
+            gemm(
+                (cols, dim, nrows),
+                rows_mut(dk_j, dim),
+                !first_query,
+                T::one(),
+                rows_t(grads, cols),
+                rows(q_i, dim),
+            );
+            // dQ += dS·K (scaled by the caller once all partials are in)
+            if let Some(dq) = dq.as_deref_mut() {
+                gemm(
+                    (nrows, dim, cols),
+                    rows_mut(&mut dq[qrows], dim),
+                    k0 != r0,
+                    T::one(),
+                    rows(grads, cols),
+                    rows(k_j, dim),
+                );
+            }
+        }
+        dk_j.iter_mut().for_each(|g| *g *= scale);
+    }
+}
+
+/// Two-pass schedule, second pass: `dq`, one task per (batch entry, query tile).
+fn two_pass_queries<'a, T: Real>(
+    t: &Tiles,
+    batch: &(impl Fn(usize) -> Batch<'a, T> + Sync),
+    dq: &mut [T],
+) {
+    let (n, dim) = (t.tokens, t.dim);
+    let scale = T::c(t.scale);
+    dq.par_chunks_mut(n * dim)
+        .enumerate()
+        .for_each(|(b, dq_b)| {
+            let x = batch(b);
+            dq_b.par_chunks_mut(t.query * dim)
+                .enumerate()
+                .for_each_init(
+                    || Scratch::new(t.query, t.key),
+                    |s, (i, dq_i)| {
+                        let q0 = i * t.query;
+                        let nrows = dq_i.len() / dim;
+                        let qrows = q0 * dim..(q0 + nrows) * dim;
+                        let (q_i, do_i) = (&x.q[qrows.clone()], &x.d_o[qrows]);
+                        for k0 in (0..n).step_by(t.key) {
+                            let cols = t.key.min(n - k0);
+                            let keys = k0 * dim..(k0 + cols) * dim;
+                            let (k_j, v_j) = (&x.k[keys.clone()], &x.v[keys]);
+                            let probs = &mut s.probs[..nrows * cols];
+                            let grads = &mut s.grads[..nrows * cols];
+                            gemm(
+                                (nrows, cols, dim),
+                                rows_mut(probs, cols),
+                                false,
+                                scale,
+                                rows(q_i, dim),
+                                rows_t(k_j, dim),
+                            );
+                            probs_from_lse(probs, cols, &x.lse[q0..q0 + nrows]);
+                            gemm(
+                                (nrows, cols, dim),
+                                rows_mut(grads, cols),
+                                false,
+                                T::one(),
+                                rows(do_i, dim),
+                                rows_t(v_j, dim),
+                            );
+                            score_grad(grads, probs, cols, &x.delta[q0..q0 + nrows]);
+                            gemm(
+                                (nrows, dim, cols),
+                                rows_mut(dq_i, dim),
+                                k0 != 0,
+                                T::one(),
+                                rows(grads, cols),
+                                rows(k_j, dim),
+                            );
+                        }
+                        dq_i.iter_mut().for_each(|g| *g *= scale);
+                    },
+                );
+        });
+}

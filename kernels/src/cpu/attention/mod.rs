@@ -1,0 +1,241 @@
+//! Single-head scaled dot-product attention over all spatial positions (MedVAE's `AttnBlock`
+//! core), forward and backward, FlashAttention-2 style: queries and keys are processed in
+//! tiles with an online softmax, so memory stays `O(tokens·dim + tiles)` and the
+//! `tokens × tokens` score matrix is never formed (a 96² latent has 9,216 tokens, a 3D
+//! volume many more).
+//!
+//! Per batch entry, with `q, k, v, o` stored `[tokens, dim]` row-major:
+//! `o = softmax(q·kᵀ·scale)·v`, the softmax running over keys (each query row sums to one).
+//! This is exactly `AttnBlock.forward` of the reference, which computes
+//! `w_[i, j] = Σ_c q[c, i]·k[c, j]·c^-½`, softmaxes over `j` and forms `h_[c, i] = Σ_j v[c, j]·w_[i, j]`.
+//!
+//! The forward saves `lse` (log-sum-exp of each query row's scaled scores); the backward
+//! recomputes the probabilities `P = exp(S − lse)` tile by tile.
+
+mod backward;
+mod forward;
+mod tile;
+
+use crate::error::check_len;
+use crate::{KernelError, Real};
+use std::any::TypeId;
+
+/// Geometry of an attention call: `batch` independent sequences of `tokens` vectors of
+/// length `dim`; scores are scaled by `scale` (`dim^-½` in MedVAE).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionDims {
+    pub batch: usize,
+    pub tokens: usize,
+    pub dim: usize,
+    pub scale: f64,
+}
+
+impl AttentionDims {
+    /// Elements of each of `q`, `k`, `v`, `o` (and their gradients).
+    pub fn len(&self) -> usize {
+        self.batch * self.tokens * self.dim
+    }
+
+    /// Whether there is nothing to compute.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Elements of the saved log-sum-exp, one per query row.
+    pub fn lse_len(&self) -> usize {
+        self.batch * self.tokens
+    }
+}
+
+/// How the backward distributes the key-side work (see [`AttentionPlan`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackwardSchedule {
+    /// [`BackwardSchedule::Fused`] with as many partitions as rayon threads (capped by the
+    /// key tiles and by [`FUSED_PARTIAL_BUDGET`]), else [`BackwardSchedule::TwoPass`].
+    Auto,
+    /// One pass over (key tile, query tile) pairs doing all five products; the keys of each
+    /// batch entry are split into `partitions` contiguous ranges processed in parallel, each
+    /// accumulating its own `tokens × dim` partial `dq` (partitions − 1 extra buffers per
+    /// batch entry), summed at the end in a fixed order.
+    Fused { partitions: usize },
+    /// `dk`, `dv` in a pass parallel over key tiles, then `dq` in a pass parallel over query
+    /// tiles: no extra memory, any parallelism, but the scores and `dO·Vᵀ` are computed twice
+    /// (seven tile products instead of five).
+    TwoPass,
+}
+
+/// Tile sizes and backward schedule. [`AttentionPlan::default`] suits production; tests use
+/// tiny tiles to exercise the tiling on small inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionPlan {
+    /// Query rows per tile (per rayon task in the forward).
+    pub query_tile: usize,
+    /// Key rows per tile (columns of each score tile).
+    pub key_tile: usize,
+    pub backward: BackwardSchedule,
+}
+
+impl Default for AttentionPlan {
+    fn default() -> Self {
+        AttentionPlan {
+            query_tile: 128,
+            key_tile: 256,
+            backward: BackwardSchedule::Auto,
+        }
+    }
+}
+
+/// Most elements the fused backward may spend on partial `dq` buffers before
+/// [`BackwardSchedule::Auto`] switches to [`BackwardSchedule::TwoPass`] (64 Mi elements:
+/// 256 MiB in f32).
+pub const FUSED_PARTIAL_BUDGET: usize = 1 << 26;
+
+/// Checks shared by forward and backward: element type, geometry, plan.
+fn validate<T: Real>(
+    kernel: &'static str,
+    d: &AttentionDims,
+    plan: &AttentionPlan,
+) -> Result<(), KernelError> {
+    let bad = |msg: String| Err(KernelError::Geometry { kernel, msg });
+    if TypeId::of::<T>() != TypeId::of::<f32>() && TypeId::of::<T>() != TypeId::of::<f64>() {
+        return bad(format!(
+            "unsupported element type {}",
+            std::any::type_name::<T>()
+        ));
+    }
+    if d.dim == 0 {
+        return bad("dim must be positive (the reference scale dim^-½ is undefined at 0)".into());
+    }
+    if !d.scale.is_finite() {
+        return bad(format!("scale {} is not finite", d.scale));
+    }
+    if d.batch
+        .checked_mul(d.tokens)
+        .and_then(|v| v.checked_mul(d.dim))
+        .is_none()
+    {
+        return bad(format!("{d:?} overflows usize"));
+    }
+    if plan.query_tile == 0 || plan.key_tile == 0 {
+        return bad(format!("tile sizes must be positive, got {plan:?}"));
+    }
+    if let BackwardSchedule::Fused { partitions: 0 } = plan.backward {
+        return bad("a fused backward needs at least one partition".into());
+    }
+    Ok(())
+}
+
+/// `o = softmax(q·kᵀ·scale)·v` per batch entry; `lse` receives each query row's
+/// log-sum-exp of scaled scores. `q, k, v, o`: `[batch, tokens, dim]`, `lse`: `[batch, tokens]`.
+pub fn attention_forward<T: Real>(
+    d: &AttentionDims,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &mut [T],
+    lse: &mut [T],
+) -> Result<(), KernelError> {
+    attention_forward_with(&AttentionPlan::default(), d, q, k, v, o, lse)
+}
+
+/// [`attention_forward`] with explicit tile sizes.
+pub fn attention_forward_with<T: Real>(
+    plan: &AttentionPlan,
+    d: &AttentionDims,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &mut [T],
+    lse: &mut [T],
+) -> Result<(), KernelError> {
+    const KERNEL: &str = "attention_forward";
+    validate::<T>(KERNEL, d, plan)?;
+    check_len(KERNEL, "q", q.len(), d.len())?;
+    check_len(KERNEL, "k", k.len(), d.len())?;
+    check_len(KERNEL, "v", v.len(), d.len())?;
+    check_len(KERNEL, "o", o.len(), d.len())?;
+    check_len(KERNEL, "lse", lse.len(), d.lse_len())?;
+    if d.is_empty() {
+        return Ok(());
+    }
+    forward::forward(plan, d, q, k, v, o, lse);
+    Ok(())
+}
+
+/// Gradients of [`attention_forward`] from its inputs, output `o`, saved `lse` and the
+/// upstream gradient `d_o`: overwrites `dq`, `dk`, `dv`.
+///
+/// FlashAttention-2: `D_i = Σ_c dO_ic·O_ic`; per tile `P = exp(S − lse)`, `dV += Pᵀ·dO`,
+/// `dP = dO·Vᵀ`, `dS = P ∘ (dP − D)`, `dQ += dS·K·scale`, `dK += dSᵀ·Q·scale`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward<T: Real>(
+    d: &AttentionDims,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &[T],
+    lse: &[T],
+    d_o: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+) -> Result<(), KernelError> {
+    attention_backward_with(
+        &AttentionPlan::default(),
+        d,
+        q,
+        k,
+        v,
+        o,
+        lse,
+        d_o,
+        dq,
+        dk,
+        dv,
+    )
+}
+
+/// [`attention_backward`] with explicit tile sizes and schedule.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward_with<T: Real>(
+    plan: &AttentionPlan,
+    d: &AttentionDims,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    o: &[T],
+    lse: &[T],
+    d_o: &[T],
+    dq: &mut [T],
+    dk: &mut [T],
+    dv: &mut [T],
+) -> Result<(), KernelError> {
+    const KERNEL: &str = "attention_backward";
+    validate::<T>(KERNEL, d, plan)?;
+    for (what, len) in [
+        ("q", q.len()),
+        ("k", k.len()),
+        ("v", v.len()),
+        ("o", o.len()),
+        ("d_o", d_o.len()),
+    ] {
+        check_len(KERNEL, what, len, d.len())?;
+    }
+    check_len(KERNEL, "lse", lse.len(), d.lse_len())?;
+    check_len(KERNEL, "dq", dq.len(), d.len())?;
+    check_len(KERNEL, "dk", dk.len(), d.len())?;
+    check_len(KERNEL, "dv", dv.len(), d.len())?;
+    if d.is_empty() {
+        return Ok(());
+    }
+    let inputs = backward::Inputs {
+        q,
+        k,
+        v,
+        o,
+        lse,
+        d_o,
+    };
+    backward::backward(plan, d, &inputs, dq, dk, dv);
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! Every CUDA C source of `kernels/cuda/`, embedded at build time, with its entry points.
+//!
+//! The list is checked against the sources by a unit test (every `extern "C" __global__`
+//! function is listed, nothing else), and against the compiled PTX by the NVRTC tests.
+
+/// A header the sources `#include`; NVRTC receives it in memory under `name`, so compiling needs
+/// no include path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelHeader {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// One `.cu` file: compiled as one NVRTC program (one PTX module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSource {
+    /// Module name (the file stem), e.g. `conv_igemm`.
+    pub name: &'static str,
+    /// File name under `kernels/cuda/`.
+    pub file: &'static str,
+    pub source: &'static str,
+    /// `extern "C" __global__` functions of the module.
+    pub entry_points: &'static [&'static str],
+}
+
+impl KernelSource {
+    /// The text after the em dash of the first comment line: a one-line description.
+    pub fn summary(&self) -> &'static str {
+        let first = self.source.lines().next().unwrap_or("");
+        match first.split_once('—') {
+            Some((_, rest)) => rest.trim(),
+            None => first.trim_start_matches('/').trim(),
+        }
+    }
+}
+
+macro_rules! header {
+    ($name:literal) => {
+        KernelHeader {
+            name: $name,
+            source: include_str!(concat!("../../cuda/", $name)),
+        }
+    };
+}
+
+macro_rules! source {
+    ($name:literal, [$($entry:literal),* $(,)?]) => {
+        KernelSource {
+            name: $name,
+            file: concat!($name, ".cu"),
+            source: include_str!(concat!("../../cuda/", $name, ".cu")),
+            entry_points: &[$($entry),*],
+        }
+    };
+}
+
+/// Headers available to every source.
+pub const HEADERS: &[KernelHeader] = &[
+    header!("medvae_common.cuh"),
+    header!("medvae_conv.cuh"),
+    header!("medvae_attention.cuh"),
+];
+
+/// Every kernel module.
+pub const SOURCES: &[KernelSource] = &[
+    source!(
+        "conv_igemm",
+        [
+            "conv_fwd_tf32_128x128",
+            "conv_fwd_tf32_64x64",
+            "conv_fwd_bf16_128x128",
+            "conv_fwd_bf16_64x64",
+            "conv_dgrad_tf32_128x128",
+            "conv_dgrad_tf32_64x64",
+            "conv_dgrad_bf16_128x128",
+            "conv_dgrad_bf16_64x64",
+            "conv_wgrad_tf32_128x128",
+            "conv_wgrad_tf32_64x64",
+            "conv_wgrad_bf16_128x128",
+            "conv_wgrad_bf16_64x64",
+        ]
+    ),
+    source!("conv_direct", ["conv_direct_fwd", "conv_direct_dgrad", "conv_direct_wgrad"]),
+    source!(
+        "group_norm",
+        [
+            "gn_stats_partial",
+            "gn_stats_finalize",
+            "gn_apply",
+            "gn_bwd_partial",
+            "gn_bwd_finalize",
+            "gn_bwd_dx",
+        ]
+    ),
+    source!("batch_norm", ["bn_eval_stats", "bn_update_running"]),
+    source!("layer_norm", ["ln_fwd", "ln_bwd"]),
+    source!(
+        "attention_fwd",
+        ["attn_fwd_d64", "attn_fwd_d128", "attn_fwd_d256", "attn_fwd_d512"]
+    ),
+    source!(
+        "attention_bwd",
+        [
+            "attn_bwd_delta",
+            "attn_bwd_dkdv_d64",
+            "attn_bwd_dkdv_d128",
+            "attn_bwd_dkdv_d256",
+            "attn_bwd_dkdv_d512",
+            "attn_bwd_dq_d64",
+            "attn_bwd_dq_d128",
+            "attn_bwd_dq_d256",
+            "attn_bwd_dq_d512",
+        ]
+    ),
+    source!("softmax", ["softmax_fwd", "softmax_bwd"]),
+    source!("resize", ["resample_axis_fwd", "resample_axis_bwd"]),
+    source!(
+        "upsample_pool",
+        [
+            "upsample_nearest_fwd",
+            "upsample_nearest_bwd",
+            "maxpool2_fwd",
+            "maxpool2_bwd",
+        ]
+    ),
+    source!(
+        "elementwise",
+        [
+            "ew_fill",
+            "ew_add_scaled",
+            "ew_scale",
+            "ew_axpy",
+            "ew_mul",
+            "ew_add_channel_bias",
+            "ew_affine_clamp",
+            "ew_affine_clamp_bwd",
+            "act_silu_fwd",
+            "act_silu_bwd",
+            "act_relu_fwd",
+            "act_relu_bwd",
+            "act_leaky_relu_fwd",
+            "act_leaky_relu_bwd",
+            "act_gelu_fwd",
+            "act_gelu_bwd",
+            "transpose_2d",
+        ]
+    ),
+    source!(
+        "reduce",
+        [
+            "reduce_sum_partial",
+            "reduce_sumsq_partial",
+            "reduce_finalize",
+            "reduce_rows",
+            "reduce_cols_acc",
+        ]
+    ),
+    source!(
+        "loss",
+        [
+            "l1_partial",
+            "l1_bwd",
+            "hinge_partial",
+            "hinge_finalize",
+            "hinge_bwd",
+            "adaptive_weight",
+        ]
+    ),
+    source!(
+        "gaussian",
+        [
+            "gaussian_sample_fwd",
+            "gaussian_sample_bwd",
+            "kl_moments_fwd",
+            "kl_moments_bwd",
+        ]
+    ),
+    source!("adam", ["adam_multi"]),
+];
+
+/// The module called `name`.
+pub fn source(name: &str) -> Option<&'static KernelSource> {
+    SOURCES.iter().find(|s| s.name == name)
+}
+
+/// The module that defines entry point `entry`.
+pub fn source_of_entry(entry: &str) -> Option<&'static KernelSource> {
+    SOURCES.iter().find(|s| s.entry_points.contains(&entry))
+}
+
+/// Names of the `extern "C" __global__` functions defined in CUDA source text, in order.
+pub fn parse_entry_points(source: &str) -> Vec<String> {
+    const MARK: &str = "extern \"C\" __global__";
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(pos) = rest.find(MARK) {
+        rest = &rest[pos + MARK.len()..];
+        // `void [__launch_bounds__(...)] NAME (`
+        let head = match rest.find('(') {
+            Some(p) => &rest[..p],
+            None => break,
+        };
+        let mut tokens = head.split_whitespace();
+        let mut name = tokens.next_back();
+        if name == Some("__launch_bounds__") {
+            // the first '(' belonged to the launch bounds; the name follows its ')'
+            if let Some(close) = rest.find(')') {
+                let after = &rest[close + 1..];
+                name = after.split('(').next().and_then(|s| s.split_whitespace().next_back());
+            }
+        }
+        if let Some(n) = name {
+            out.push(n.to_string());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn registry_lists_exactly_the_entry_points_of_each_source() {
+        for s in SOURCES {
+            let parsed = parse_entry_points(s.source);
+            assert!(!parsed.is_empty(), "{}: no entry points parsed", s.file);
+            let listed: Vec<String> = s.entry_points.iter().map(|e| e.to_string()).collect();
+            assert_eq!(parsed, listed, "{}: registry out of date", s.file);
+        }
+    }
+
+    #[test]
+    fn entry_point_names_are_unique_across_modules() {
+        let mut seen = BTreeSet::new();
+        for s in SOURCES {
+            for e in s.entry_points {
+                assert!(seen.insert(*e), "entry point {e} defined twice");
+            }
+        }
+        assert!(source_of_entry("conv_fwd_tf32_128x128").is_some());
+        assert!(source_of_entry("no_such_kernel").is_none());
+    }
+
+    #[test]
+    fn every_include_is_a_registered_header() {
+        let names: BTreeSet<&str> = HEADERS.iter().map(|h| h.name).collect();
+        let texts = SOURCES.iter().map(|s| s.source).chain(HEADERS.iter().map(|h| h.source));
+        for text in texts {
+            for line in text.lines() {
+                let line = line.trim();
+                if let Some(inc) = line.strip_prefix("#include") {
+                    let inc = inc.trim().trim_matches('"');
+                    // the emulator header is only included under MEDVAE_EMU
+                    if inc != "emu/emu.h" {
+                        assert!(names.contains(inc), "unregistered include {inc}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parser_handles_launch_bounds_and_line_breaks() {
+        let src = "extern \"C\" __global__ void a(int x) {}\n\
+                   extern \"C\" __global__ void __launch_bounds__(256)\n    b(float* y) {}";
+        assert_eq!(parse_entry_points(src), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn summaries_come_from_the_first_line() {
+        let s = source("adam").expect("adam registered");
+        assert!(s.summary().starts_with("multi-tensor Adam"), "{}", s.summary());
+    }
+}

@@ -1,0 +1,817 @@
+//! Tests of the tiled (flash-style) attention kernel:
+//! * forward and backward against a naive f64 implementation that materialises the scores,
+//!   over shapes that are below, at and off the tile sizes, with default and tiny tiles and
+//!   every backward schedule;
+//! * f64 central differences of the backward (dq, dk, dv);
+//! * 9,216 tokens (the mid block of a 384² image through a 4× model) forward and backward,
+//!   spot-checked row by row, under an allocator that records the largest allocation, to show
+//!   that nothing of size tokens² is ever allocated;
+//! * MedVAE's `AttnBlock` (GroupNorm, 1×1 q/k/v convs, attention, projection, residual)
+//!   rebuilt from kernels against the golden files, output and every gradient;
+//! * argument validation.
+
+mod ops_support;
+
+use medvae_kernels::cpu::attention::*;
+use medvae_kernels::cpu::group_norm::*;
+use medvae_kernels::cpu::linear::*;
+use medvae_kernels::KernelError;
+use ops_support::{
+    assert_golden, assert_grad, dot, golden_dir, rel_err, rng, to_channels_last, to_f32, uniform,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+// ------------------------------------------------------------------ allocation watcher
+
+/// The system allocator, remembering the largest single allocation since the last reset.
+struct LargestAllocation;
+
+static LARGEST: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator.
+unsafe impl GlobalAlloc for LargestAllocation {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        LARGEST.fetch_max(layout.size(), Ordering::Relaxed);
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LARGEST.fetch_max(new_size, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LargestAllocation = LargestAllocation;
+
+// ------------------------------------------------------------------ naive f64 reference
+
+/// Scaled scores of query row `i` against every key of one batch entry (`[tokens, dim]`).
+fn score_row(q: &[f64], k: &[f64], dim: usize, scale: f64, i: usize) -> Vec<f64> {
+    let qi = &q[i * dim..(i + 1) * dim];
+    k.chunks_exact(dim).map(|kj| dot(qi, kj) * scale).collect()
+}
+
+/// Softmax of a row and its log-sum-exp.
+fn softmax_lse(s: &[f64]) -> (Vec<f64>, f64) {
+    let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = s.iter().map(|v| (v - m).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    (e.iter().map(|v| v / sum).collect(), m + sum.ln())
+}
+
+/// Naive forward of one batch entry: `(o, lse)`, with the full `tokens × tokens` matrix.
+fn naive_forward(q: &[f64], k: &[f64], v: &[f64], dim: usize, scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let n = q.len() / dim;
+    let mut o = vec![0.0; n * dim];
+    let mut lse = vec![0.0; n];
+    for i in 0..n {
+        let (p, l) = softmax_lse(&score_row(q, k, dim, scale, i));
+        lse[i] = l;
+        for (j, pj) in p.iter().enumerate() {
+            for c in 0..dim {
+                o[i * dim + c] += pj * v[j * dim + c];
+            }
+        }
+    }
+    (o, lse)
+}
+
+/// Naive backward of one batch entry through the materialised probabilities, written as
+/// the textbook softmax backward (`dS = P ∘ (dP − rowsum(P ∘ dP))`): `(dq, dk, dv)`.
+fn naive_backward(
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    d_o: &[f64],
+    dim: usize,
+    scale: f64,
+) -> [Vec<f64>; 3] {
+    let n = q.len() / dim;
+    let p: Vec<Vec<f64>> = (0..n)
+        .map(|i| softmax_lse(&score_row(q, k, dim, scale, i)).0)
+        .collect();
+    let (mut dq, mut dk, mut dv) = (vec![0.0; n * dim], vec![0.0; n * dim], vec![0.0; n * dim]);
+    for i in 0..n {
+        let doi = &d_o[i * dim..(i + 1) * dim];
+        let dp: Vec<f64> = v.chunks_exact(dim).map(|vj| dot(doi, vj)).collect();
+        let rowsum: f64 = p[i].iter().zip(&dp).map(|(a, b)| a * b).sum();
+        for j in 0..n {
+            let ds = p[i][j] * (dp[j] - rowsum);
+            for c in 0..dim {
+                dv[j * dim + c] += p[i][j] * doi[c];
+                dq[i * dim + c] += ds * k[j * dim + c] * scale;
+                dk[j * dim + c] += ds * q[i * dim + c] * scale;
+            }
+        }
+    }
+    [dq, dk, dv]
+}
+
+/// Apply a per-batch-entry function to `[batch, tokens, dim]` operands and concatenate.
+fn per_batch<const N: usize>(
+    batch: usize,
+    ops: [&[f64]; N],
+    f: impl Fn([&[f64]; N]) -> Vec<Vec<f64>>,
+) -> Vec<Vec<f64>> {
+    let mut out: Vec<Vec<f64>> = Vec::new();
+    for b in 0..batch {
+        let parts = ops.map(|x| {
+            let per = x.len() / batch;
+            &x[b * per..(b + 1) * per]
+        });
+        for (slot, piece) in f(parts).into_iter().enumerate() {
+            if out.len() <= slot {
+                out.push(Vec::new());
+            }
+            out[slot].extend(piece);
+        }
+    }
+    out
+}
+
+fn dims(batch: usize, tokens: usize, dim: usize) -> AttentionDims {
+    AttentionDims {
+        batch,
+        tokens,
+        dim,
+        scale: (dim as f64).powf(-0.5),
+    }
+}
+
+/// Random q, k, v, d_o of a geometry; q is spread by `spread` to make the softmax peaked.
+fn operands(d: &AttentionDims, seed: u64, spread: f64) -> [Vec<f64>; 4] {
+    let mut r = rng(seed);
+    let q = uniform(&mut r, d.len(), -spread, spread);
+    let k = uniform(&mut r, d.len(), -1.5, 1.5);
+    let v = uniform(&mut r, d.len(), -1.0, 1.0);
+    let d_o = uniform(&mut r, d.len(), -1.0, 1.0);
+    [q, k, v, d_o]
+}
+
+fn tiny_plan(backward: BackwardSchedule) -> AttentionPlan {
+    AttentionPlan {
+        query_tile: 5,
+        key_tile: 8,
+        backward,
+    }
+}
+
+const SCHEDULES: [BackwardSchedule; 5] = [
+    BackwardSchedule::Auto,
+    BackwardSchedule::Fused { partitions: 1 },
+    BackwardSchedule::Fused { partitions: 2 },
+    BackwardSchedule::Fused { partitions: 3 },
+    BackwardSchedule::TwoPass,
+];
+
+fn f64_rel_err(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    if a.len() != b.len() || a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// Forward and backward of the kernel in f64 and in f32 against the naive reference.
+fn check_against_naive(d: AttentionDims, plan: AttentionPlan, seed: u64, spread: f64) {
+    let [q, k, v, d_o] = operands(&d, seed, spread);
+    let dim = d.dim;
+    let reference = per_batch(d.batch, [&q, &k, &v], |[q, k, v]| {
+        let (o, lse) = naive_forward(q, k, v, dim, d.scale);
+        vec![o, lse]
+    });
+    let grads = per_batch(d.batch, [&q, &k, &v, &d_o], |[q, k, v, g]| {
+        naive_backward(q, k, v, g, dim, d.scale).to_vec()
+    });
+    let label = format!("{d:?} {plan:?}");
+
+    // f64: agreement to rounding.
+    let (mut o, mut lse) = (vec![f64::NAN; d.len()], vec![f64::NAN; d.lse_len()]);
+    attention_forward_with(&plan, &d, &q, &k, &v, &mut o, &mut lse).unwrap();
+    assert!(
+        f64_rel_err(&o, &reference[0]) < 1e-12,
+        "{label}: f64 o {:e}",
+        f64_rel_err(&o, &reference[0])
+    );
+    assert!(f64_rel_err(&lse, &reference[1]) < 1e-12, "{label}: f64 lse");
+    let mut g64 = [
+        vec![f64::NAN; d.len()],
+        vec![f64::NAN; d.len()],
+        vec![f64::NAN; d.len()],
+    ];
+    let [dq, dk, dv] = &mut g64;
+    attention_backward_with(&plan, &d, &q, &k, &v, &o, &lse, &d_o, dq, dk, dv).unwrap();
+    for (name, got, want) in [
+        ("dq", &g64[0], &grads[0]),
+        ("dk", &g64[1], &grads[1]),
+        ("dv", &g64[2], &grads[2]),
+    ] {
+        let e = f64_rel_err(got, want);
+        assert!(e < 1e-11, "{label}: f64 {name} rel err {e:e}");
+    }
+
+    // f32: within the golden tolerance (in practice ~1e-6).
+    let [q32, k32, v32, do32] = [&q, &k, &v, &d_o].map(|x| to_f32(x));
+    let (mut o32, mut lse32) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.lse_len()]);
+    attention_forward_with(&plan, &d, &q32, &k32, &v32, &mut o32, &mut lse32).unwrap();
+    let e = rel_err(&o32, &to_f32(&reference[0]));
+    assert!(e < 1e-5, "{label}: f32 o rel err {e:e}");
+    let e = rel_err(&lse32, &to_f32(&reference[1]));
+    assert!(e < 1e-6, "{label}: f32 lse rel err {e:e}");
+    let mut g32 = [
+        vec![f32::NAN; d.len()],
+        vec![f32::NAN; d.len()],
+        vec![f32::NAN; d.len()],
+    ];
+    let [dq, dk, dv] = &mut g32;
+    attention_backward_with(&plan, &d, &q32, &k32, &v32, &o32, &lse32, &do32, dq, dk, dv).unwrap();
+    for (name, got, want) in [
+        ("dq", &g32[0], &grads[0]),
+        ("dk", &g32[1], &grads[1]),
+        ("dv", &g32[2], &grads[2]),
+    ] {
+        let e = rel_err(got, &to_f32(want));
+        assert!(e < 2e-5, "{label}: f32 {name} rel err {e:e}");
+    }
+}
+
+#[test]
+fn matches_naive_default_tiles() {
+    // Below one tile, off-multiple token counts, batch 2, dims 1/3/32/64.
+    for (i, &(batch, tokens, dim)) in [
+        (1, 1, 1),
+        (2, 5, 3),
+        (1, 37, 1),
+        (2, 37, 32),
+        (2, 130, 64),
+        (1, 300, 3),
+        (2, 300, 32),
+        (1, 513, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_against_naive(
+            dims(batch, tokens, dim),
+            AttentionPlan::default(),
+            10 + i as u64,
+            2.0,
+        );
+    }
+}
+
+#[test]
+fn matches_naive_tiny_tiles_every_schedule() {
+    for (s, schedule) in SCHEDULES.into_iter().enumerate() {
+        for (i, &(batch, tokens, dim)) in
+            [(1, 1, 3), (2, 4, 1), (2, 23, 3), (1, 40, 32), (2, 41, 64)]
+                .iter()
+                .enumerate()
+        {
+            check_against_naive(
+                dims(batch, tokens, dim),
+                tiny_plan(schedule),
+                (100 * s + i) as u64,
+                2.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn peaked_softmax_with_late_maxima() {
+    // Large scores and keys sorted so each query's maximum keeps moving to later key tiles:
+    // the online rescaling must be exact.
+    let d = dims(2, 77, 8);
+    for schedule in [BackwardSchedule::Auto, BackwardSchedule::TwoPass] {
+        check_against_naive(d, tiny_plan(schedule), 7, 12.0);
+        check_against_naive(
+            d,
+            AttentionPlan {
+                query_tile: 16,
+                key_tile: 4,
+                backward: schedule,
+            },
+            8,
+            12.0,
+        );
+    }
+}
+
+// ------------------------------------------------------------------ finite differences
+
+#[test]
+fn backward_matches_central_differences() {
+    for (case, (d, plan)) in [
+        (
+            dims(2, 7, 3),
+            tiny_plan(BackwardSchedule::Fused { partitions: 2 }),
+        ),
+        (dims(1, 11, 4), tiny_plan(BackwardSchedule::TwoPass)),
+        (dims(2, 6, 1), AttentionPlan::default()),
+        (
+            dims(1, 9, 5),
+            AttentionPlan {
+                query_tile: 2,
+                key_tile: 3,
+                backward: BackwardSchedule::Fused { partitions: 3 },
+            },
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let [q, k, v, gout] = operands(&d, 500 + case as u64, 1.5);
+        let loss = |q: &[f64], k: &[f64], v: &[f64]| {
+            let (mut o, mut lse) = (vec![0.0; d.len()], vec![0.0; d.lse_len()]);
+            attention_forward_with(&plan, &d, q, k, v, &mut o, &mut lse).unwrap();
+            dot(&o, &gout)
+        };
+        let (mut o, mut lse) = (vec![0.0; d.len()], vec![0.0; d.lse_len()]);
+        attention_forward_with(&plan, &d, &q, &k, &v, &mut o, &mut lse).unwrap();
+        let (mut dq, mut dk, mut dv) = (
+            vec![f64::NAN; d.len()],
+            vec![f64::NAN; d.len()],
+            vec![f64::NAN; d.len()],
+        );
+        attention_backward_with(
+            &plan, &d, &q, &k, &v, &o, &lse, &gout, &mut dq, &mut dk, &mut dv,
+        )
+        .unwrap();
+        let tag = format!("attention {d:?} {plan:?}");
+        assert_grad(&format!("{tag} dq"), &q, &dq, |p| loss(p, &k, &v));
+        assert_grad(&format!("{tag} dk"), &k, &dk, |p| loss(&q, p, &v));
+        assert_grad(&format!("{tag} dv"), &v, &dv, |p| loss(&q, &k, p));
+    }
+}
+
+// ------------------------------------------------------------------ many tokens
+
+#[test]
+fn nine_thousand_tokens_without_quadratic_memory() {
+    let d = dims(1, 9216, 64);
+    let [q, k, v, d_o] = operands(&d, 42, 2.0);
+    let [q32, k32, v32, do32] = [&q, &k, &v, &d_o].map(|x| to_f32(x));
+    // Values the kernel sees, widened back, so the reference differs only by arithmetic.
+    let [q, k, v, d_o] =
+        [&q32, &k32, &v32, &do32].map(|x| x.iter().map(|&a| a as f64).collect::<Vec<_>>());
+    let (mut o, mut lse) = (vec![0f32; d.len()], vec![0f32; d.lse_len()]);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f32; d.len()],
+        vec![0f32; d.len()],
+        vec![0f32; d.len()],
+    );
+
+    LARGEST.store(0, Ordering::SeqCst);
+    attention_forward(&d, &q32, &k32, &v32, &mut o, &mut lse).unwrap();
+    attention_backward(
+        &d, &q32, &k32, &v32, &o, &lse, &do32, &mut dq, &mut dk, &mut dv,
+    )
+    .unwrap();
+    let largest = LARGEST.load(Ordering::SeqCst);
+    let scores_bytes = d.tokens * d.tokens * 4;
+    println!("largest allocation during forward+backward: {largest} bytes (scores would need {scores_bytes})");
+    assert!(
+        largest < scores_bytes / 16,
+        "an allocation of {largest} bytes: tokens² memory?"
+    );
+
+    let (n, dim, scale) = (d.tokens, d.dim, d.scale);
+    let lse64: Vec<f64> = (0..n)
+        .map(|i| softmax_lse(&score_row(&q, &k, dim, scale, i)).1)
+        .collect();
+    let delta: Vec<f64> = (0..n)
+        .map(|i| {
+            let p = softmax_lse(&score_row(&q, &k, dim, scale, i)).0;
+            let dp: Vec<f64> = v
+                .chunks_exact(dim)
+                .map(|vj| dot(&d_o[i * dim..(i + 1) * dim], vj))
+                .collect();
+            dot(&p, &dp)
+        })
+        .collect();
+    let close = |what: &str, row: usize, got: &[f32], want: &[f64]| {
+        let e = rel_err(got, &to_f32(want));
+        assert!(e < 1e-4, "{what} row {row}: rel err {e:e}");
+    };
+    for i in [0, 1, 4097, 9215] {
+        // Query side: o_i, lse_i, dq_i from row i of P.
+        let (p, l) = softmax_lse(&score_row(&q, &k, dim, scale, i));
+        assert!(
+            (lse[i] as f64 - l).abs() < 1e-5 * l.abs().max(1.0),
+            "lse row {i}"
+        );
+        let mut oi = vec![0.0; dim];
+        let mut dqi = vec![0.0; dim];
+        for (j, &pj) in p.iter().enumerate() {
+            let dp = dot(&d_o[i * dim..(i + 1) * dim], &v[j * dim..(j + 1) * dim]);
+            for c in 0..dim {
+                oi[c] += pj * v[j * dim + c];
+                dqi[c] += pj * (dp - delta[i]) * k[j * dim + c] * scale;
+            }
+        }
+        close("o", i, &o[i * dim..(i + 1) * dim], &oi);
+        close("dq", i, &dq[i * dim..(i + 1) * dim], &dqi);
+        // Key side (j = i): dk_j, dv_j from column j of P.
+        let (mut dkj, mut dvj) = (vec![0.0; dim], vec![0.0; dim]);
+        for r in 0..n {
+            let pj = (dot(&q[r * dim..(r + 1) * dim], &k[i * dim..(i + 1) * dim]) * scale
+                - lse64[r])
+                .exp();
+            let dp = dot(&d_o[r * dim..(r + 1) * dim], &v[i * dim..(i + 1) * dim]);
+            for c in 0..dim {
+                dvj[c] += pj * d_o[r * dim + c];
+                dkj[c] += pj * (dp - delta[r]) * q[r * dim + c] * scale;
+            }
+        }
+        close("dk", i, &dk[i * dim..(i + 1) * dim], &dkj);
+        close("dv", i, &dv[i * dim..(i + 1) * dim], &dvj);
+    }
+}
+
+// ------------------------------------------------------------------ MedVAE AttnBlock golden
+
+/// Tensors of a `modules/` golden file by name (`[shape], values`).
+fn load_module_golden(name: &str) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let path = golden_dir()
+        .join("modules")
+        .join(format!("{name}.safetensors"));
+    let bytes =
+        std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+    st.tensors()
+        .into_iter()
+        .map(|(key, view)| {
+            let data = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (key, (view.shape().to_vec(), data))
+        })
+        .collect()
+}
+
+/// `AttnBlock.forward` and its backward rebuilt from kernels (channels-last, f32):
+/// `y = x + proj(attn(q(h), k(h), v(h)))`, `h = GroupNorm32(x)`, 1×1 convs as linear layers
+/// (a `[out, in, 1, 1]` conv weight is the `[out, in]` linear weight).
+fn attn_block_case(name: &str) {
+    let g = load_module_golden(name);
+    let get = |key: &str| &g.get(key).unwrap_or_else(|| panic!("{name}: no {key}")).1;
+    let cl = |key: &str| {
+        let (shape, data) = &g[key];
+        to_channels_last(shape, data)
+    };
+    let shape = &g["in.x"].0;
+    let (n, c) = (shape[0], shape[1]);
+    let s: usize = shape[2..].iter().product();
+    let rows = n * s;
+    let x = cl("in.x");
+    let gn = GroupNormDims {
+        n,
+        spatial: s,
+        channels: c,
+        groups: 32,
+        eps: 1e-6,
+    };
+    let lin = LinearDims {
+        rows,
+        in_features: c,
+        out_features: c,
+    };
+    let att = AttentionDims {
+        batch: n,
+        tokens: s,
+        dim: c,
+        scale: (c as f64).powf(-0.5),
+    };
+
+    let mut h = vec![0f32; x.len()];
+    let (mut mean, mut rstd) = (vec![0f32; gn.stats_len()], vec![0f32; gn.stats_len()]);
+    let (gamma, beta) = (get("param.norm.weight"), get("param.norm.bias"));
+    group_norm_forward(
+        &gn,
+        &x,
+        Affine { gamma, beta },
+        &mut h,
+        NormStatsMut {
+            mean: &mut mean,
+            rstd: &mut rstd,
+        },
+    )
+    .unwrap();
+    let proj = |key: &str, input: &[f32]| {
+        let mut y = vec![0f32; rows * c];
+        linear_forward(
+            &lin,
+            input,
+            get(&format!("param.{key}.weight")),
+            Some(get(&format!("param.{key}.bias"))),
+            &mut y,
+        )
+        .unwrap();
+        y
+    };
+    let (q, k, v) = (proj("q", &h), proj("k", &h), proj("v", &h));
+    let (mut a, mut lse) = (vec![0f32; att.len()], vec![0f32; att.lse_len()]);
+    attention_forward(&att, &q, &k, &v, &mut a, &mut lse).unwrap();
+    let y: Vec<f32> = proj("proj_out", &a)
+        .iter()
+        .zip(&x)
+        .map(|(p, x)| p + x)
+        .collect();
+    assert_golden(name, "y", &y, &cl("out.y"));
+
+    // Backward: dy flows to x directly (residual) and through proj_out, attention, q/k/v, norm.
+    let dy = cl("gout.y");
+    let mut param_grads: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut lin_back = |key: &str, input: &[f32], dout: &[f32]| {
+        let (mut dx, mut dw, mut db) = (vec![0f32; rows * c], vec![0f32; c * c], vec![0f32; c]);
+        let grads = LinearGrads {
+            dx: Some(&mut dx),
+            dweight: Some(&mut dw),
+            dbias: Some(&mut db),
+        };
+        linear_backward(
+            &lin,
+            input,
+            get(&format!("param.{key}.weight")),
+            dout,
+            grads,
+        )
+        .unwrap();
+        param_grads.insert(format!("{key}.weight"), dw);
+        param_grads.insert(format!("{key}.bias"), db);
+        dx
+    };
+    let da = lin_back("proj_out", &a, &dy);
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f32; att.len()],
+        vec![0f32; att.len()],
+        vec![0f32; att.len()],
+    );
+    attention_backward(&att, &q, &k, &v, &a, &lse, &da, &mut dq, &mut dk, &mut dv).unwrap();
+    let dh: Vec<f32> = {
+        let (hq, hk, hv) = (
+            lin_back("q", &h, &dq),
+            lin_back("k", &h, &dk),
+            lin_back("v", &h, &dv),
+        );
+        hq.iter()
+            .zip(&hk)
+            .zip(&hv)
+            .map(|((a, b), c)| a + b + c)
+            .collect()
+    };
+    let mut dx = vec![0f32; x.len()];
+    let (mut dgamma, mut dbeta) = (vec![0f32; c], vec![0f32; c]);
+    group_norm_backward(
+        &gn,
+        &x,
+        gamma,
+        NormStats {
+            mean: &mean,
+            rstd: &rstd,
+        },
+        &dh,
+        &mut dx,
+        AffineGrads {
+            dgamma: &mut dgamma,
+            dbeta: &mut dbeta,
+        },
+    )
+    .unwrap();
+    dx.iter_mut().zip(&dy).for_each(|(d, g)| *d += g);
+    assert_golden(name, "dx", &dx, &cl("grad.in.x"));
+    assert_golden(name, "norm.weight", &dgamma, get("grad.param.norm.weight"));
+    assert_golden(name, "norm.bias", &dbeta, get("grad.param.norm.bias"));
+    for key in ["q", "k", "v", "proj_out"] {
+        for p in ["weight", "bias"] {
+            let want = get(&format!("grad.param.{key}.{p}"));
+            assert_golden(
+                name,
+                &format!("{key}.{p}"),
+                &param_grads[&format!("{key}.{p}")],
+                want,
+            );
+        }
+    }
+}
+
+#[test]
+fn golden_attn_block_2d() {
+    attn_block_case("attn_block_2d");
+}
+
+#[test]
+fn golden_attn_block_3d() {
+    attn_block_case("attn_block_3d");
+}
+
+// ------------------------------------------------------------------ validation
+
+#[test]
+fn bad_arguments_are_errors() {
+    let d = dims(2, 5, 3);
+    let ok = vec![0f32; d.len()];
+    let short = vec![0f32; d.len() - 1];
+    let lse = vec![0f32; d.lse_len()];
+    let (mut o, mut l) = (vec![0f32; d.len()], vec![0f32; d.lse_len()]);
+    let is_len = |r: Result<(), KernelError>, what: &str| match r {
+        Err(KernelError::Length { what: w, .. }) => assert_eq!(w, what),
+        other => panic!("{what}: expected a length error, got {other:?}"),
+    };
+    is_len(attention_forward(&d, &short, &ok, &ok, &mut o, &mut l), "q");
+    is_len(attention_forward(&d, &ok, &short, &ok, &mut o, &mut l), "k");
+    is_len(attention_forward(&d, &ok, &ok, &short, &mut o, &mut l), "v");
+    is_len(
+        attention_forward(&d, &ok, &ok, &ok, &mut o[1..], &mut l),
+        "o",
+    );
+    is_len(
+        attention_forward(&d, &ok, &ok, &ok, &mut o, &mut l[1..]),
+        "lse",
+    );
+    let (mut dq, mut dk, mut dv) = (
+        vec![0f32; d.len()],
+        vec![0f32; d.len()],
+        vec![0f32; d.len()],
+    );
+    is_len(
+        attention_backward(
+            &d, &ok, &ok, &ok, &ok, &lse, &short, &mut dq, &mut dk, &mut dv,
+        ),
+        "d_o",
+    );
+    is_len(
+        attention_backward(
+            &d, &ok, &ok, &ok, &short, &lse, &ok, &mut dq, &mut dk, &mut dv,
+        ),
+        "o",
+    );
+    is_len(
+        attention_backward(
+            &d,
+            &ok,
+            &ok,
+            &ok,
+            &ok,
+            &lse[1..],
+            &ok,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+        ),
+        "lse",
+    );
+    is_len(
+        attention_backward(
+            &d,
+            &ok,
+            &ok,
+            &ok,
+            &ok,
+            &lse,
+            &ok,
+            &mut dq[1..],
+            &mut dk,
+            &mut dv,
+        ),
+        "dq",
+    );
+    is_len(
+        attention_backward(
+            &d,
+            &ok,
+            &ok,
+            &ok,
+            &ok,
+            &lse,
+            &ok,
+            &mut dq,
+            &mut dk[1..],
+            &mut dv,
+        ),
+        "dk",
+    );
+    is_len(
+        attention_backward(
+            &d,
+            &ok,
+            &ok,
+            &ok,
+            &ok,
+            &lse,
+            &ok,
+            &mut dq,
+            &mut dk,
+            &mut dv[1..],
+        ),
+        "dv",
+    );
+
+    let is_geometry = |r: Result<(), KernelError>, why: &str| {
+        assert!(
+            matches!(r, Err(KernelError::Geometry { .. })),
+            "{why}: expected a geometry error, got {r:?}"
+        )
+    };
+    let empty: Vec<f32> = Vec::new();
+    let (mut eo, mut el) = (Vec::new(), vec![0f32; 10]);
+    is_geometry(
+        attention_forward(
+            &AttentionDims {
+                batch: 2,
+                tokens: 5,
+                dim: 0,
+                scale: 1.0,
+            },
+            &empty,
+            &empty,
+            &empty,
+            &mut eo,
+            &mut el,
+        ),
+        "dim 0",
+    );
+    let nan_scale = AttentionDims {
+        scale: f64::NAN,
+        ..d
+    };
+    is_geometry(
+        attention_forward(&nan_scale, &ok, &ok, &ok, &mut o, &mut l),
+        "NaN scale",
+    );
+    let huge = AttentionDims {
+        batch: usize::MAX,
+        tokens: 2,
+        dim: 2,
+        scale: 1.0,
+    };
+    is_geometry(
+        attention_forward(&huge, &ok, &ok, &ok, &mut o, &mut l),
+        "overflow",
+    );
+    for plan in [
+        AttentionPlan {
+            query_tile: 0,
+            ..AttentionPlan::default()
+        },
+        AttentionPlan {
+            key_tile: 0,
+            ..AttentionPlan::default()
+        },
+        AttentionPlan {
+            backward: BackwardSchedule::Fused { partitions: 0 },
+            ..AttentionPlan::default()
+        },
+    ] {
+        is_geometry(
+            attention_forward_with(&plan, &d, &ok, &ok, &ok, &mut o, &mut l),
+            "zero tile",
+        );
+        is_geometry(
+            attention_backward_with(
+                &plan, &d, &ok, &ok, &ok, &ok, &lse, &ok, &mut dq, &mut dk, &mut dv,
+            ),
+            "zero tile",
+        );
+    }
+
+    // Nothing to do is not an error.
+    let none = dims(0, 5, 3);
+    attention_forward(
+        &none,
+        &empty,
+        &empty,
+        &empty,
+        &mut Vec::new(),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let no_tokens = dims(2, 0, 3);
+    attention_backward(
+        &no_tokens,
+        &empty,
+        &empty,
+        &empty,
+        &empty,
+        &empty,
+        &empty,
+        &mut [],
+        &mut [],
+        &mut [],
+    )
+    .unwrap();
+}

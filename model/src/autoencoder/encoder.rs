@@ -1,0 +1,169 @@
+//! The MedVAE encoder: `conv_in`, per level `num_res_blocks` ResnetBlocks (each followed by an
+//! AttnBlock on attention levels) and a Downsample except on the last level, the middle block,
+//! then `conv_out(silu(norm_out(h)))` to `2·z_channels` (mean ‖ log-variance).
+
+use crate::blocks::norm_conv::{norm_conv_backward, norm_conv_forward, IDENTITY};
+use crate::blocks::{AttnBlock, Downsample, MidBlock, ResnetBlock};
+use crate::layer::{join_key, no_saved_state, Ctx, Layer, ParamVisitor, Parameters};
+use crate::layers::conv::Conv;
+use crate::layers::group_norm::GroupNorm;
+use crate::layers::init::Init;
+use crate::zoo::ModelConfig;
+use medvae_runtime::{Result, Tensor};
+
+#[derive(Debug)]
+pub struct DownLevel {
+    pub block: Vec<ResnetBlock>,
+    pub attn: Vec<AttnBlock>,
+    pub downsample: Option<Downsample>,
+}
+
+#[derive(Debug)]
+pub struct Encoder {
+    pub conv_in: Conv,
+    pub down: Vec<DownLevel>,
+    pub mid: MidBlock,
+    pub norm_out: GroupNorm,
+    pub conv_out: Conv,
+    /// The image (input of `conv_in`) of the last gradient-mode forward.
+    conv_in_input: Option<Tensor>,
+    /// Input of the output head (`norm_out`) of the last gradient-mode forward.
+    saved_h: Option<Tensor>,
+}
+
+impl Encoder {
+    pub fn new(cfg: &ModelConfig, init: &mut Init) -> Result<Encoder> {
+        let rank = cfg.dims;
+        let conv_in = Conv::square(rank, cfg.in_channels, cfg.ch, 3, 1, 1, init)?;
+        let mut down = Vec::with_capacity(cfg.ch_mult.len());
+        let mut block_in = cfg.ch;
+        for (level, &mult) in cfg.ch_mult.iter().enumerate() {
+            let block_out = cfg.ch * mult;
+            let mut block = Vec::with_capacity(cfg.num_res_blocks);
+            let mut attn = Vec::new();
+            for _ in 0..cfg.num_res_blocks {
+                block.push(ResnetBlock::new(rank, block_in, block_out, cfg.dropout, init)?);
+                block_in = block_out;
+                if cfg.attn_levels.contains(&level) {
+                    attn.push(AttnBlock::new(rank, block_in, init)?);
+                }
+            }
+            let downsample = if level + 1 != cfg.ch_mult.len() {
+                Some(Downsample::new(rank, block_in, init)?)
+            } else {
+                None
+            };
+            down.push(DownLevel { block, attn, downsample });
+        }
+        let mid = MidBlock::new(rank, block_in, cfg.dropout, init)?;
+        let norm_out = GroupNorm::new(block_in, true, init)?;
+        let conv_out = Conv::square(rank, block_in, 2 * cfg.z_channels, 3, 1, 1, init)?;
+        Ok(Encoder {
+            conv_in,
+            down,
+            mid,
+            norm_out,
+            conv_out,
+            conv_in_input: None,
+            saved_h: None,
+        })
+    }
+
+    pub fn inject_lora(&mut self, r: usize, init: &mut Init) -> Result<()> {
+        for level in &mut self.down {
+            for b in &mut level.block {
+                b.inject_lora(r, init)?;
+            }
+            for a in &mut level.attn {
+                a.inject_lora(r, init)?;
+            }
+        }
+        self.mid.inject_lora(r, init)
+    }
+
+    /// Activation checkpointing for every ResnetBlock and AttnBlock.
+    pub fn set_recompute(&mut self, on: bool) {
+        for level in &mut self.down {
+            level.block.iter_mut().for_each(|b| b.recompute = on);
+            level.attn.iter_mut().for_each(|a| a.recompute = on);
+        }
+        self.mid.set_recompute(on);
+    }
+
+    /// Backward with the option of skipping the input gradient (an image needs none in
+    /// training; the golden checks ask for it).
+    pub fn backward_to_input(&mut self, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
+        let h = self.saved_h.take().ok_or_else(|| no_saved_state("Encoder"))?;
+        let mut d = norm_conv_backward(&mut self.norm_out, &mut self.conv_out, &h, &IDENTITY, dy)?;
+        drop(h);
+        d = self.mid.backward(&d)?;
+        for level in self.down.iter_mut().rev() {
+            if let Some(ds) = level.downsample.as_mut() {
+                d = ds.backward(&d)?;
+            }
+            for i in (0..level.block.len()).rev() {
+                if let Some(a) = level.attn.get_mut(i) {
+                    d = a.backward(&d)?;
+                }
+                d = level.block[i].backward(&d)?;
+            }
+        }
+        let x = self.conv_in_input.take().ok_or_else(|| no_saved_state("Encoder.conv_in"))?;
+        self.conv_in.grad(&x, &d, need_dx)
+    }
+}
+
+impl Parameters for Encoder {
+    fn visit_params(&mut self, prefix: &str, f: &mut ParamVisitor) {
+        self.conv_in.visit_params(&join_key(prefix, "conv_in"), f);
+        for (i, level) in self.down.iter_mut().enumerate() {
+            let lp = join_key(prefix, &format!("down.{i}"));
+            for (j, b) in level.block.iter_mut().enumerate() {
+                b.visit_params(&join_key(&lp, &format!("block.{j}")), f);
+            }
+            for (j, a) in level.attn.iter_mut().enumerate() {
+                a.visit_params(&join_key(&lp, &format!("attn.{j}")), f);
+            }
+            if let Some(ds) = level.downsample.as_mut() {
+                ds.visit_params(&join_key(&lp, "downsample"), f);
+            }
+        }
+        self.mid.visit_params(&join_key(prefix, "mid"), f);
+        self.norm_out.visit_params(&join_key(prefix, "norm_out"), f);
+        self.conv_out.visit_params(&join_key(prefix, "conv_out"), f);
+    }
+}
+
+impl Layer for Encoder {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.forward_owned(x.clone(), ctx)
+    }
+
+    fn forward_owned(&mut self, x: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.saved_h = None;
+        let mut h = self.conv_in.apply(&x)?;
+        self.conv_in_input = if ctx.grad { Some(x) } else { None };
+        for level in &mut self.down {
+            for i in 0..level.block.len() {
+                h = level.block[i].forward_owned(h, ctx)?;
+                if let Some(a) = level.attn.get_mut(i) {
+                    h = a.forward_owned(h, ctx)?;
+                }
+            }
+            if let Some(ds) = level.downsample.as_mut() {
+                h = ds.forward_owned(h, ctx)?;
+            }
+        }
+        h = self.mid.forward_owned(h, ctx)?;
+        let y = norm_conv_forward(&self.norm_out, &mut self.conv_out, &h, &IDENTITY, ctx)?;
+        if ctx.grad {
+            self.saved_h = Some(h);
+        }
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
+        self.backward_to_input(dy, true)?
+            .ok_or_else(|| medvae_runtime::RuntimeError::Other("Encoder: no dx".into()))
+    }
+}

@@ -1,0 +1,45 @@
+//! `conv(dropout(silu(norm(x))))`, the pattern of both halves of a ResnetBlock and of the
+//! encoder/decoder output heads. The normalised activation is not kept: the backward
+//! recomputes it from `x` (one memory-bound GroupNorm pass) instead of holding a full
+//! activation per use.
+
+use crate::layer::Ctx;
+use crate::layers::conv::ConvOp;
+use crate::layers::dropout::DropoutDraw;
+use crate::layers::group_norm::GroupNorm;
+use medvae_runtime::{Result, RuntimeError, Tensor};
+
+/// No dropout.
+pub const IDENTITY: DropoutDraw = DropoutDraw { p: 0.0, stream: None };
+
+/// `conv(mask(norm(x)))` (`norm` is fused with SiLU where the reference applies one).
+pub fn norm_conv_forward<C: ConvOp>(
+    norm: &GroupNorm,
+    conv: &mut C,
+    x: &Tensor,
+    mask: &DropoutDraw,
+    ctx: &mut Ctx,
+) -> Result<Tensor> {
+    let (h, _) = norm.apply(x)?;
+    let h = mask.apply(h)?;
+    conv.conv_forward(&h, ctx)
+}
+
+/// Backward of [`norm_conv_forward`] from its input `x` (and the same mask draw).
+pub fn norm_conv_backward<C: ConvOp>(
+    norm: &mut GroupNorm,
+    conv: &mut C,
+    x: &Tensor,
+    mask: &DropoutDraw,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let (h, stats) = norm.apply(x)?;
+    let h = mask.apply(h)?;
+    let dh = conv
+        .conv_backward(&h, dy, true)?
+        .ok_or_else(|| RuntimeError::Other("norm → conv: conv backward returned no dx".into()))?;
+    drop(h);
+    // Dropout's backward is the same mask product as its forward.
+    let dh = mask.apply(dh)?;
+    norm.grad(x, &stats, &dh)
+}
