@@ -10,7 +10,8 @@
 #pragma once
 #include "medvae_common.cuh"
 
-// Must match `AttnGeom` on the Rust side (#[repr(C)], 64 bytes).
+// Must match `AttnGeom` on the Rust side (#[repr(C)], 72 bytes: nine ints, the float, then the
+// 64-bit strides at offset 40).
 struct AttnGeom {
     int batch, heads, tq, tk, d;
     int ldq, ldk, ldv, ldo;

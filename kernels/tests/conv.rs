@@ -149,8 +149,7 @@ fn run_kernels<T: Real>(
 fn geom(
     batch: usize,
     input: [usize; 3],
-    cin: usize,
-    cout: usize,
+    [cin, cout]: [usize; 2],
     kernel: [usize; 3],
     stride: [usize; 3],
     pad_lo: [usize; 3],
@@ -228,7 +227,11 @@ fn golden_geometry(case: &serde_json::Value, x: [usize; 5], cout: usize) -> Conv
     } else {
         ConvGeometry::conv2d(x[0], [x[2], x[3]], x[4], cout, k, s, p)
     };
-    let key = if is3d { "pre_pad_lrtbfb" } else { "pre_pad_lrtb" };
+    let key = if is3d {
+        "pre_pad_lrtbfb"
+    } else {
+        "pre_pad_lrtb"
+    };
     if let Some(pp) = case[key].as_array() {
         let pp: Vec<usize> = pp.iter().map(|v| v.as_u64().unwrap() as usize).collect();
         // (left, right, top, bottom[, front, back]) = (w_lo, w_hi, h_lo, h_hi[, d_lo, d_hi]).
@@ -260,7 +263,11 @@ fn golden_conv_cases() {
         })
         .collect();
     files.sort();
-    assert!(files.len() >= 8, "expected 8 golden conv cases, found {}", files.len());
+    assert!(
+        files.len() >= 8,
+        "expected 8 golden conv cases, found {}",
+        files.len()
+    );
     for path in &files {
         let file = path.display().to_string();
         let bytes = std::fs::read(path).expect("read golden file");
@@ -300,7 +307,10 @@ fn golden_conv_cases() {
             ] {
                 let e = rel_err(a, r);
                 println!("{file} {alg:?}: {what} rel err {e:.2e}");
-                assert!(e <= 1e-4, "{file} {alg:?}: {what} relative error {e:.3e} > 1e-4");
+                assert!(
+                    e <= 1e-4,
+                    "{file} {alg:?}: {what} relative error {e:.3e} > 1e-4"
+                );
             }
         }
     }
@@ -316,17 +326,73 @@ fn small_geometries() -> Vec<ConvGeometry> {
         ConvGeometry::conv2d(2, [5, 4], 3, 2, 1, 1, 0),
         ConvGeometry::conv2d(2, [8, 7], 2, 3, 4, 2, 1),
         ConvGeometry::conv2d(2, [6, 6], 3, 2, 4, 1, 1),
-        geom(2, [1, 7, 6], 3, 4, [1, 3, 3], [1, 2, 2], [0, 0, 0], [0, 1, 1]),
-        geom(2, [1, 5, 7], 2, 3, [1, 2, 3], [1, 1, 2], [0, 2, 0], [0, 0, 3]),
+        geom(
+            2,
+            [1, 7, 6],
+            [3, 4],
+            [1, 3, 3],
+            [1, 2, 2],
+            [0, 0, 0],
+            [0, 1, 1],
+        ),
+        geom(
+            2,
+            [1, 5, 7],
+            [2, 3],
+            [1, 2, 3],
+            [1, 1, 2],
+            [0, 2, 0],
+            [0, 0, 3],
+        ),
         ConvGeometry::conv3d(2, [4, 3, 5], 2, 3, 3, 1, 1),
         ConvGeometry::conv3d(2, [3, 4, 2], 3, 2, 1, 1, 0),
-        geom(2, [5, 4, 5], 2, 3, [3, 3, 3], [2, 2, 2], [0, 0, 0], [1, 1, 1]),
-        geom(2, [4, 5, 4], 2, 2, [4, 4, 4], [2, 2, 2], [1, 1, 1], [1, 1, 1]),
+        geom(
+            2,
+            [5, 4, 5],
+            [2, 3],
+            [3, 3, 3],
+            [2, 2, 2],
+            [0, 0, 0],
+            [1, 1, 1],
+        ),
+        geom(
+            2,
+            [4, 5, 4],
+            [2, 2],
+            [4, 4, 4],
+            [2, 2, 2],
+            [1, 1, 1],
+            [1, 1, 1],
+        ),
         // Stride larger than the kernel, padding larger than the kernel.
-        geom(2, [1, 7, 8], 2, 3, [1, 1, 2], [1, 3, 3], [0, 2, 1], [0, 1, 2]),
+        geom(
+            2,
+            [1, 7, 8],
+            [2, 3],
+            [1, 1, 2],
+            [1, 3, 3],
+            [0, 2, 1],
+            [0, 1, 2],
+        ),
         // Winograd-eligible: asymmetric pads, odd outputs, 1×3×3 on a 3D tensor.
-        geom(2, [1, 7, 5], 3, 5, [1, 3, 3], [1, 1, 1], [0, 2, 0], [0, 0, 1]),
-        geom(1, [3, 6, 7], 5, 3, [1, 3, 3], [1, 1, 1], [0, 1, 1], [0, 1, 1]),
+        geom(
+            2,
+            [1, 7, 5],
+            [3, 5],
+            [1, 3, 3],
+            [1, 1, 1],
+            [0, 2, 0],
+            [0, 0, 1],
+        ),
+        geom(
+            1,
+            [3, 6, 7],
+            [5, 3],
+            [1, 3, 3],
+            [1, 1, 1],
+            [0, 1, 1],
+            [0, 1, 1],
+        ),
     ]
 }
 
@@ -371,7 +437,10 @@ fn gradients_match_finite_differences() {
                 ("db", &got.db, &fd_b),
             ] {
                 let e = rel_err(a, r);
-                assert!(e <= 1e-9, "{g:?} {alg:?}: {what} vs finite differences: {e:.3e}");
+                assert!(
+                    e <= 1e-9,
+                    "{g:?} {alg:?}: {what} vs finite differences: {e:.3e}"
+                );
             }
         }
     }
@@ -410,14 +479,38 @@ fn larger_geometries() -> Vec<ConvGeometry> {
         ConvGeometry::conv2d(1, [20, 18], 64, 48, 3, 1, 1),
         ConvGeometry::conv2d(2, [21, 19], 13, 29, 3, 1, 1),
         ConvGeometry::conv2d(2, [9, 11], 40, 72, 1, 1, 0),
-        geom(2, [1, 16, 13], 48, 32, [1, 3, 3], [1, 2, 2], [0, 0, 0], [0, 1, 1]),
+        geom(
+            2,
+            [1, 16, 13],
+            [48, 32],
+            [1, 3, 3],
+            [1, 2, 2],
+            [0, 0, 0],
+            [0, 1, 1],
+        ),
         ConvGeometry::conv2d(1, [16, 16], 17, 40, 4, 2, 1),
         ConvGeometry::conv2d(1, [9, 10], 64, 1, 4, 1, 1),
         ConvGeometry::conv2d(1, [12, 12], 33, 65, 3, 1, 0),
         ConvGeometry::conv3d(1, [6, 7, 8], 24, 40, 3, 1, 1),
-        geom(1, [7, 6, 9], 20, 16, [3, 3, 3], [2, 2, 2], [0, 0, 0], [1, 1, 1]),
+        geom(
+            1,
+            [7, 6, 9],
+            [20, 16],
+            [3, 3, 3],
+            [2, 2, 2],
+            [0, 0, 0],
+            [1, 1, 1],
+        ),
         ConvGeometry::conv3d(2, [3, 5, 4], 36, 20, 1, 1, 0),
-        geom(1, [5, 9, 7], 16, 24, [2, 3, 1], [1, 2, 3], [1, 0, 2], [0, 2, 1]),
+        geom(
+            1,
+            [5, 9, 7],
+            [16, 24],
+            [2, 3, 1],
+            [1, 2, 3],
+            [1, 0, 2],
+            [0, 2, 1],
+        ),
     ]
 }
 
@@ -444,7 +537,15 @@ fn many_chunks_match_naive() {
     let mut rng = ChaCha8Rng::seed_from_u64(17);
     let g = ConvGeometry::conv2d(2, [40, 37], 32, 24, 3, 1, 1);
     compare_with_naive::<f64>(&g, 1e-12, &mut rng);
-    let g = geom(1, [9, 20, 21], 8, 16, [3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1]);
+    let g = geom(
+        1,
+        [9, 20, 21],
+        [8, 16],
+        [3, 3, 3],
+        [1, 1, 1],
+        [1, 1, 1],
+        [1, 1, 1],
+    );
     compare_with_naive::<f64>(&g, 1e-12, &mut rng);
 }
 
@@ -470,24 +571,48 @@ fn bad_geometry_and_lengths_are_errors() {
     assert!(is_len(conv_backward_data(&g, &y, &w, &mut dx[1..])));
     assert!(is_len(conv_backward_weight(&g, &x, &y, &mut dw[1..], None)));
     let mut db = [0f32; 2];
-    assert!(is_len(conv_backward_weight(&g, &x, &y, &mut dw, Some(&mut db))));
+    assert!(is_len(conv_backward_weight(
+        &g,
+        &x,
+        &y,
+        &mut dw,
+        Some(&mut db)
+    )));
 
     let bad = [
         ConvGeometry { batch: 0, ..g },
         ConvGeometry { cin: 0, ..g },
         ConvGeometry { cout: 0, ..g },
-        ConvGeometry { stride: [1, 0, 1], ..g },
-        ConvGeometry { kernel: [1, 7, 3], ..g },
-        ConvGeometry { in_spatial: [1, 0, 4], ..g },
-        ConvGeometry { in_spatial: [1, usize::MAX, 4], ..g },
-        ConvGeometry { pad_hi: [0, usize::MAX, 0], ..g },
+        ConvGeometry {
+            stride: [1, 0, 1],
+            ..g
+        },
+        ConvGeometry {
+            kernel: [1, 7, 3],
+            ..g
+        },
+        ConvGeometry {
+            in_spatial: [1, 0, 4],
+            ..g
+        },
+        ConvGeometry {
+            in_spatial: [1, usize::MAX, 4],
+            ..g
+        },
+        ConvGeometry {
+            pad_hi: [0, usize::MAX, 0],
+            ..g
+        },
         ConvGeometry::conv3d(1 << 20, [1 << 20, 1 << 20, 1 << 20], 64, 64, 3, 1, 1),
     ];
     for b in &bad {
         assert!(b.validate().is_err(), "{b:?} accepted");
         assert!(is_geom(conv_forward(b, &x, &w, None, &mut y)), "{b:?}");
         assert!(is_geom(conv_backward_data(b, &y, &w, &mut dx)), "{b:?}");
-        assert!(is_geom(conv_backward_weight(b, &x, &y, &mut dw, None)), "{b:?}");
+        assert!(
+            is_geom(conv_backward_weight(b, &x, &y, &mut dw, None)),
+            "{b:?}"
+        );
     }
 }
 

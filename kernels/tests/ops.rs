@@ -29,15 +29,27 @@ fn group_norm_case(name: &str) {
     let gout = g.channels_last("gout.y");
     let mut y = vec![0.0f32; x.len()];
     let (mut mean, mut rstd) = (vec![0.0f32; d.stats_len()], vec![0.0f32; d.stats_len()]);
-    let affine = Affine { gamma: &gamma, beta: &beta };
-    let stats = NormStatsMut { mean: &mut mean, rstd: &mut rstd };
+    let affine = Affine {
+        gamma: &gamma,
+        beta: &beta,
+    };
+    let stats = NormStatsMut {
+        mean: &mut mean,
+        rstd: &mut rstd,
+    };
     group_norm_forward(&d, &x, affine, &mut y, stats).unwrap();
     assert_golden(name, "y", &y, &g.channels_last("out.y"));
 
     let mut dx = vec![f32::NAN; x.len()];
     let (mut dgamma, mut dbeta) = (vec![0.0f32; c], vec![0.0f32; c]);
-    let stats = NormStats { mean: &mean, rstd: &rstd };
-    let grads = AffineGrads { dgamma: &mut dgamma, dbeta: &mut dbeta };
+    let stats = NormStats {
+        mean: &mean,
+        rstd: &rstd,
+    };
+    let grads = AffineGrads {
+        dgamma: &mut dgamma,
+        dbeta: &mut dbeta,
+    };
     group_norm_backward(&d, &x, &gamma, stats, &gout, &mut dx, grads).unwrap();
     assert_golden(name, "dx", &dx, &g.channels_last("grad.in.x"));
     assert_golden(name, "dweight", &dgamma, &g.raw("grad.param.weight"));
@@ -75,10 +87,19 @@ fn golden_batch_norm_2d_train() {
     batch_norm_train_forward(
         &d,
         &x,
-        Affine { gamma: &gamma, beta: &beta },
-        RunningStatsMut { mean: &mut rm, var: &mut rv },
+        Affine {
+            gamma: &gamma,
+            beta: &beta,
+        },
+        RunningStatsMut {
+            mean: &mut rm,
+            var: &mut rv,
+        },
         &mut y,
-        NormStatsMut { mean: &mut mean, rstd: &mut rstd },
+        NormStatsMut {
+            mean: &mut mean,
+            rstd: &mut rstd,
+        },
     )
     .unwrap();
     assert_golden(name, "y", &y, &g.channels_last("out.y"));
@@ -92,10 +113,16 @@ fn golden_batch_norm_2d_train() {
         &d,
         &x,
         &gamma,
-        NormStats { mean: &mean, rstd: &rstd },
+        NormStats {
+            mean: &mean,
+            rstd: &rstd,
+        },
         &gout,
         &mut dx,
-        AffineGrads { dgamma: &mut dgamma, dbeta: &mut dbeta },
+        AffineGrads {
+            dgamma: &mut dgamma,
+            dbeta: &mut dbeta,
+        },
     )
     .unwrap();
     assert_golden(name, "dx", &dx, &g.channels_last("grad.in.x"));
@@ -110,7 +137,11 @@ fn golden_layer_norm() {
     let shape = &g.get("in.x").shape;
     let dim = *shape.last().unwrap();
     let rows = shape.iter().product::<usize>() / dim;
-    let d = LayerNormDims { rows, dim, eps: g.case_f64("eps") };
+    let d = LayerNormDims {
+        rows,
+        dim,
+        eps: g.case_f64("eps"),
+    };
     // LayerNorm acts on the last axis: the stored layout is already the kernel's.
     let x = g.raw("in.x");
     let (gamma, beta) = (g.raw("param.weight"), g.raw("param.bias"));
@@ -119,9 +150,15 @@ fn golden_layer_norm() {
     layer_norm_forward(
         &d,
         &x,
-        Affine { gamma: &gamma, beta: &beta },
+        Affine {
+            gamma: &gamma,
+            beta: &beta,
+        },
         &mut y,
-        NormStatsMut { mean: &mut mean, rstd: &mut rstd },
+        NormStatsMut {
+            mean: &mut mean,
+            rstd: &mut rstd,
+        },
     )
     .unwrap();
     assert_golden(name, "y", &y, &g.raw("out.y"));
@@ -131,10 +168,16 @@ fn golden_layer_norm() {
         &d,
         &x,
         &gamma,
-        NormStats { mean: &mean, rstd: &rstd },
+        NormStats {
+            mean: &mean,
+            rstd: &rstd,
+        },
         &g.raw("gout.y"),
         &mut dx,
-        AffineGrads { dgamma: &mut dgamma, dbeta: &mut dbeta },
+        AffineGrads {
+            dgamma: &mut dgamma,
+            dbeta: &mut dbeta,
+        },
     )
     .unwrap();
     assert_golden(name, "dx", &dx, &g.raw("grad.in.x"));
@@ -149,14 +192,22 @@ fn golden_linear() {
     let wshape = &g.get("param.weight").shape;
     let (fout, fin) = (wshape[0], wshape[1]);
     let x = g.raw("in.x");
-    let d = LinearDims { rows: x.len() / fin, in_features: fin, out_features: fout };
+    let d = LinearDims {
+        rows: x.len() / fin,
+        in_features: fin,
+        out_features: fout,
+    };
     let (w, b) = (g.raw("param.weight"), g.raw("param.bias"));
     let mut y = vec![f32::NAN; d.rows * fout];
     linear_forward(&d, &x, &w, Some(&b), &mut y).unwrap();
     assert_golden(name, "y", &y, &g.raw("out.y"));
     let mut dx = vec![f32::NAN; x.len()];
     let (mut dw, mut db) = (vec![0.0f32; w.len()], vec![0.0f32; fout]);
-    let grads = LinearGrads { dx: Some(&mut dx), dweight: Some(&mut dw), dbias: Some(&mut db) };
+    let grads = LinearGrads {
+        dx: Some(&mut dx),
+        dweight: Some(&mut dw),
+        dbias: Some(&mut db),
+    };
     linear_backward(&d, &x, &w, &g.raw("gout.y"), grads).unwrap();
     assert_golden(name, "dx", &dx, &g.raw("grad.in.x"));
     assert_golden(name, "dweight", &dw, &g.raw("grad.param.weight"));
@@ -227,9 +278,18 @@ fn upsample_case(name: &str) {
     let scale = [osp[0] / sp[0], osp[1] / sp[1], osp[2] / sp[2]];
     let s = g.case_f64("scale") as usize;
     // 2D data has a unit depth that is not scaled.
-    let want = if g.get("in.x").shape.len() == 4 { [1, s, s] } else { [s, s, s] };
+    let want = if g.get("in.x").shape.len() == 4 {
+        [1, s, s]
+    } else {
+        [s, s, s]
+    };
     assert_eq!(scale, want, "{name}: shapes disagree with the case's scale");
-    let d = UpsampleDims { n, spatial: sp, channels: c, scale };
+    let d = UpsampleDims {
+        n,
+        spatial: sp,
+        channels: c,
+        scale,
+    };
     let x = g.channels_last("in.x");
     let mut y = vec![f32::NAN; d.out_len()];
     upsample_nearest_forward(&d, &x, &mut y).unwrap();
@@ -254,7 +314,12 @@ fn golden_kl_diag_gaussian() {
     let name = "kl_diag_gaussian";
     let g = Golden::load(name);
     let (n, c2, sp) = ncdhw(&g.get("in.moments").shape);
-    let d = KlDims { n, spatial: sp, z_channels: c2 / 2, keep_last_axis: false };
+    let d = KlDims {
+        n,
+        spatial: sp,
+        z_channels: c2 / 2,
+        keep_last_axis: false,
+    };
     let moments = g.channels_last("in.moments");
     let mut kl = vec![f32::NAN; n];
     kl_diag_gaussian_forward(&d, &moments, &mut kl).unwrap();
@@ -301,7 +366,9 @@ fn golden_cases_all_covered() {
     let mut missing = Vec::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let file = entry.unwrap().file_name().into_string().unwrap();
-        let Some(stem) = file.strip_suffix(".safetensors") else { continue };
+        let Some(stem) = file.strip_suffix(".safetensors") else {
+            continue;
+        };
         if stem.starts_with("conv") || stem.starts_with("resize") {
             continue;
         }
@@ -309,5 +376,8 @@ fn golden_cases_all_covered() {
             missing.push(stem.to_string());
         }
     }
-    assert!(missing.is_empty(), "golden op cases without a test: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "golden op cases without a test: {missing:?}"
+    );
 }

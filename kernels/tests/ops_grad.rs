@@ -1,13 +1,11 @@
 //! f64 central-difference checks of every op backward (all inputs and parameters) on tiny
 //! random shapes: the analytic gradient must match d/dθ Σ⟨out, gout⟩ for a random gout.
 //! Parameter gradients start from random values to check that backward accumulates.
+//! (Normalisations: `ops_grad_norm.rs`.)
 
 mod ops_support;
 
 use medvae_kernels::cpu::activation::*;
-use medvae_kernels::cpu::batch_norm::*;
-use medvae_kernels::cpu::group_norm::*;
-use medvae_kernels::cpu::layer_norm::*;
 use medvae_kernels::cpu::linear::*;
 use medvae_kernels::cpu::loss::*;
 use medvae_kernels::cpu::pool::*;
@@ -71,7 +69,13 @@ fn pointwise_fd(name: &str, fwd: Fwd, bwd: Bwd, x: Vec<f64>, seed: u64) {
 
 #[test]
 fn fd_silu() {
-    pointwise_fd("silu", silu_forward, silu_backward, uniform(&mut rng(2), 40, -6.0, 6.0), 3);
+    pointwise_fd(
+        "silu",
+        silu_forward,
+        silu_backward,
+        uniform(&mut rng(2), 40, -6.0, 6.0),
+        3,
+    );
 }
 
 #[test]
@@ -118,213 +122,15 @@ fn fd_softmax() {
     });
 }
 
-// ------------------------------------------------------------------ normalisations
-
-fn gn_loss(d: &GroupNormDims, silu: bool, x: &[f64], gamma: &[f64], beta: &[f64], gout: &[f64]) -> f64 {
-    let mut y = vec![0.0; x.len()];
-    let (mut m, mut r) = (vec![0.0; d.stats_len()], vec![0.0; d.stats_len()]);
-    let affine = Affine { gamma, beta };
-    let stats = NormStatsMut { mean: &mut m, rstd: &mut r };
-    if silu {
-        group_norm_silu_forward(d, x, affine, &mut y, stats).unwrap();
-    } else {
-        group_norm_forward(d, x, affine, &mut y, stats).unwrap();
-    }
-    dot(&y, gout)
-}
-
-fn gn_fd(silu: bool, seed: u64) {
-    let name = if silu { "group_norm_silu" } else { "group_norm" };
-    let d = GroupNormDims { n: 2, spatial: 3, channels: 6, groups: 3, eps: 1e-5 };
-    let mut r = rng(seed);
-    // An offset mean checks the shifted accumulation too.
-    let x: Vec<f64> = uniform(&mut r, d.len(), -2.0, 2.0).iter().map(|v| v + 3.0).collect();
-    let gamma = uniform(&mut r, 6, 0.5, 1.5);
-    let beta = uniform(&mut r, 6, -0.5, 0.5);
-    let gout = uniform(&mut r, d.len(), -1.0, 1.0);
-    let (dg0, db0) = (uniform(&mut r, 6, -1.0, 1.0), uniform(&mut r, 6, -1.0, 1.0));
-
-    let mut y = vec![0.0; d.len()];
-    let (mut m, mut rs) = (vec![0.0; d.stats_len()], vec![0.0; d.stats_len()]);
-    let stats = NormStatsMut { mean: &mut m, rstd: &mut rs };
-    if silu {
-        group_norm_silu_forward(&d, &x, Affine { gamma: &gamma, beta: &beta }, &mut y, stats).unwrap();
-    } else {
-        group_norm_forward(&d, &x, Affine { gamma: &gamma, beta: &beta }, &mut y, stats).unwrap();
-    }
-    let mut dx = vec![f64::NAN; d.len()];
-    let (mut dg, mut db) = (dg0.clone(), db0.clone());
-    let stats = NormStats { mean: &m, rstd: &rs };
-    let grads = AffineGrads { dgamma: &mut dg, dbeta: &mut db };
-    if silu {
-        let affine = Affine { gamma: &gamma, beta: &beta };
-        group_norm_silu_backward(&d, &x, affine, stats, &gout, &mut dx, grads).unwrap();
-    } else {
-        group_norm_backward(&d, &x, &gamma, stats, &gout, &mut dx, grads).unwrap();
-    }
-    assert_grad(&format!("{name} dx"), &x, &dx, |p| gn_loss(&d, silu, p, &gamma, &beta, &gout));
-    assert_grad(&format!("{name} dgamma"), &gamma, &added(&dg, &dg0), |p| {
-        gn_loss(&d, silu, &x, p, &beta, &gout)
-    });
-    assert_grad(&format!("{name} dbeta"), &beta, &added(&db, &db0), |p| {
-        gn_loss(&d, silu, &x, &gamma, p, &gout)
-    });
-}
-
-#[test]
-fn fd_group_norm() {
-    gn_fd(false, 20);
-}
-
-#[test]
-fn fd_group_norm_silu() {
-    gn_fd(true, 21);
-}
-
-fn bn_train_loss(d: &BatchNormDims, x: &[f64], gamma: &[f64], beta: &[f64], gout: &[f64]) -> f64 {
-    let c = d.channels;
-    let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
-    let (mut m, mut r) = (vec![0.0; c], vec![0.0; c]);
-    let mut y = vec![0.0; x.len()];
-    batch_norm_train_forward(
-        d,
-        x,
-        Affine { gamma, beta },
-        RunningStatsMut { mean: &mut rm, var: &mut rv },
-        &mut y,
-        NormStatsMut { mean: &mut m, rstd: &mut r },
-    )
-    .unwrap();
-    dot(&y, gout)
-}
-
-#[test]
-fn fd_batch_norm_train() {
-    let d = BatchNormDims { n: 2, spatial: 3, channels: 3, eps: 1e-5, momentum: 0.1 };
-    let mut r = rng(30);
-    let x: Vec<f64> = uniform(&mut r, d.len(), -2.0, 2.0).iter().map(|v| v - 1.5).collect();
-    let gamma = uniform(&mut r, 3, 0.5, 1.5);
-    let beta = uniform(&mut r, 3, -0.5, 0.5);
-    let gout = uniform(&mut r, d.len(), -1.0, 1.0);
-    let (dg0, db0) = (uniform(&mut r, 3, -1.0, 1.0), uniform(&mut r, 3, -1.0, 1.0));
-    let (rm0, rv0) = (uniform(&mut r, 3, -0.2, 0.2), uniform(&mut r, 3, 0.8, 1.2));
-    let (mut rm, mut rv) = (rm0.clone(), rv0.clone());
-    let (mut m, mut rs) = (vec![0.0; 3], vec![0.0; 3]);
-    let mut y = vec![0.0; d.len()];
-    batch_norm_train_forward(
-        &d,
-        &x,
-        Affine { gamma: &gamma, beta: &beta },
-        RunningStatsMut { mean: &mut rm, var: &mut rv },
-        &mut y,
-        NormStatsMut { mean: &mut m, rstd: &mut rs },
-    )
-    .unwrap();
-    // Running statistics against a direct computation (unbiased variance).
-    for ch in 0..3 {
-        let vals: Vec<f64> = (0..6).map(|row| x[row * 3 + ch]).collect();
-        let mean = vals.iter().sum::<f64>() / 6.0;
-        let var_unbiased = vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 5.0;
-        assert!((rm[ch] - (0.9 * rm0[ch] + 0.1 * mean)).abs() < 1e-14);
-        assert!((rv[ch] - (0.9 * rv0[ch] + 0.1 * var_unbiased)).abs() < 1e-14);
-    }
-    let mut dx = vec![f64::NAN; d.len()];
-    let (mut dg, mut db) = (dg0.clone(), db0.clone());
-    batch_norm_train_backward(
-        &d,
-        &x,
-        &gamma,
-        NormStats { mean: &m, rstd: &rs },
-        &gout,
-        &mut dx,
-        AffineGrads { dgamma: &mut dg, dbeta: &mut db },
-    )
-    .unwrap();
-    assert_grad("batch_norm_train dx", &x, &dx, |p| bn_train_loss(&d, p, &gamma, &beta, &gout));
-    assert_grad("batch_norm_train dgamma", &gamma, &added(&dg, &dg0), |p| {
-        bn_train_loss(&d, &x, p, &beta, &gout)
-    });
-    assert_grad("batch_norm_train dbeta", &beta, &added(&db, &db0), |p| {
-        bn_train_loss(&d, &x, &gamma, p, &gout)
-    });
-}
-
-#[test]
-fn fd_batch_norm_eval() {
-    let d = BatchNormDims { n: 2, spatial: 2, channels: 3, eps: 1e-5, momentum: 0.1 };
-    let mut r = rng(31);
-    let x = uniform(&mut r, d.len(), -2.0, 2.0);
-    let gamma = uniform(&mut r, 3, 0.5, 1.5);
-    let beta = uniform(&mut r, 3, -0.5, 0.5);
-    let rm = uniform(&mut r, 3, -0.5, 0.5);
-    let rv = uniform(&mut r, 3, 0.5, 2.0);
-    let gout = uniform(&mut r, d.len(), -1.0, 1.0);
-    let (dg0, db0) = (uniform(&mut r, 3, -1.0, 1.0), uniform(&mut r, 3, -1.0, 1.0));
-    let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| {
-        let mut y = vec![0.0; x.len()];
-        let running = RunningStats { mean: &rm, var: &rv };
-        batch_norm_eval_forward(&d, x, Affine { gamma, beta }, running, &mut y).unwrap();
-        dot(&y, &gout)
-    };
-    let mut dx = vec![f64::NAN; d.len()];
-    let (mut dg, mut db) = (dg0.clone(), db0.clone());
-    batch_norm_eval_backward(
-        &d,
-        &x,
-        &gamma,
-        RunningStats { mean: &rm, var: &rv },
-        &gout,
-        &mut dx,
-        AffineGrads { dgamma: &mut dg, dbeta: &mut db },
-    )
-    .unwrap();
-    assert_grad("batch_norm_eval dx", &x, &dx, |p| loss(p, &gamma, &beta));
-    assert_grad("batch_norm_eval dgamma", &gamma, &added(&dg, &dg0), |p| loss(&x, p, &beta));
-    assert_grad("batch_norm_eval dbeta", &beta, &added(&db, &db0), |p| loss(&x, &gamma, p));
-}
-
-#[test]
-fn fd_layer_norm() {
-    let d = LayerNormDims { rows: 3, dim: 5, eps: 1e-6 };
-    let mut r = rng(40);
-    let x: Vec<f64> = uniform(&mut r, d.len(), -2.0, 2.0).iter().map(|v| v + 0.7).collect();
-    let gamma = uniform(&mut r, 5, 0.5, 1.5);
-    let beta = uniform(&mut r, 5, -0.5, 0.5);
-    let gout = uniform(&mut r, d.len(), -1.0, 1.0);
-    let (dg0, db0) = (uniform(&mut r, 5, -1.0, 1.0), uniform(&mut r, 5, -1.0, 1.0));
-    let loss = |x: &[f64], gamma: &[f64], beta: &[f64]| {
-        let mut y = vec![0.0; x.len()];
-        let (mut m, mut rs) = (vec![0.0; 3], vec![0.0; 3]);
-        let stats = NormStatsMut { mean: &mut m, rstd: &mut rs };
-        layer_norm_forward(&d, x, Affine { gamma, beta }, &mut y, stats).unwrap();
-        dot(&y, &gout)
-    };
-    let mut y = vec![0.0; d.len()];
-    let (mut m, mut rs) = (vec![0.0; 3], vec![0.0; 3]);
-    let stats = NormStatsMut { mean: &mut m, rstd: &mut rs };
-    layer_norm_forward(&d, &x, Affine { gamma: &gamma, beta: &beta }, &mut y, stats).unwrap();
-    let mut dx = vec![f64::NAN; d.len()];
-    let (mut dg, mut db) = (dg0.clone(), db0.clone());
-    layer_norm_backward(
-        &d,
-        &x,
-        &gamma,
-        NormStats { mean: &m, rstd: &rs },
-        &gout,
-        &mut dx,
-        AffineGrads { dgamma: &mut dg, dbeta: &mut db },
-    )
-    .unwrap();
-    assert_grad("layer_norm dx", &x, &dx, |p| loss(p, &gamma, &beta));
-    assert_grad("layer_norm dgamma", &gamma, &added(&dg, &dg0), |p| loss(&x, p, &beta));
-    assert_grad("layer_norm dbeta", &beta, &added(&db, &db0), |p| loss(&x, &gamma, p));
-}
-
 // ------------------------------------------------------------------ linear
 
 #[test]
 fn fd_linear() {
-    let d = LinearDims { rows: 3, in_features: 4, out_features: 2 };
+    let d = LinearDims {
+        rows: 3,
+        in_features: 4,
+        out_features: 2,
+    };
     let mut r = rng(50);
     let x = uniform(&mut r, 12, -1.0, 1.0);
     let w = uniform(&mut r, 8, -1.0, 1.0);
@@ -338,7 +144,11 @@ fn fd_linear() {
     };
     let mut dx = vec![f64::NAN; 12];
     let (mut dw, mut db) = (dw0.clone(), db0.clone());
-    let grads = LinearGrads { dx: Some(&mut dx), dweight: Some(&mut dw), dbias: Some(&mut db) };
+    let grads = LinearGrads {
+        dx: Some(&mut dx),
+        dweight: Some(&mut dw),
+        dbias: Some(&mut db),
+    };
     linear_backward(&d, &x, &w, &gout, grads).unwrap();
     assert_grad("linear dx", &x, &dx, |p| loss(p, &w, &b));
     assert_grad("linear dweight", &w, &added(&dw, &dw0), |p| loss(&x, p, &b));
@@ -348,7 +158,12 @@ fn fd_linear() {
 // ------------------------------------------------------------------ resampling
 
 fn upsample_fd(scale: [usize; 3], seed: u64) {
-    let d = UpsampleDims { n: 2, spatial: [2, 2, 3], channels: 2, scale };
+    let d = UpsampleDims {
+        n: 2,
+        spatial: [2, 2, 3],
+        channels: 2,
+        scale,
+    };
     let mut r = rng(seed);
     let x = uniform(&mut r, d.in_len(), -1.0, 1.0);
     let gout = uniform(&mut r, d.out_len(), -1.0, 1.0);
@@ -372,7 +187,11 @@ fn fd_upsample_nearest() {
 fn fd_max_pool() {
     // Odd H and W (dropped last row/column), two depth slices, distinct values (no ties
     // within 1e-3, far more than the difference step).
-    let d = MaxPoolDims { n: 2, spatial: [2, 5, 7], channels: 3 };
+    let d = MaxPoolDims {
+        n: 2,
+        spatial: [2, 5, 7],
+        channels: 3,
+    };
     let mut r = rng(70);
     let mut x: Vec<f64> = Vec::new();
     while x.len() < d.in_len() {
@@ -398,7 +217,12 @@ fn fd_max_pool() {
 // ------------------------------------------------------------------ losses, reductions
 
 fn kl_fd(keep_last_axis: bool, logvar_lo: f64, logvar_hi: f64, seed: u64) -> Vec<f64> {
-    let d = KlDims { n: 2, spatial: [2, 2, 3], z_channels: 2, keep_last_axis };
+    let d = KlDims {
+        n: 2,
+        spatial: [2, 2, 3],
+        z_channels: 2,
+        keep_last_axis,
+    };
     let mut r = rng(seed);
     let mut m = uniform(&mut r, d.moments_len(), -2.0, 2.0);
     // Log-variance channels (the last z_channels of each cell).
@@ -410,11 +234,16 @@ fn kl_fd(keep_last_axis: bool, logvar_lo: f64, logvar_hi: f64, seed: u64) -> Vec
     let gout = uniform(&mut r, d.out_len(), -1.0, 1.0);
     let mut dm = vec![f64::NAN; m.len()];
     kl_diag_gaussian_backward(&d, &m, &gout, &mut dm).unwrap();
-    assert_grad(&format!("kl keep={keep_last_axis} lv∈[{logvar_lo},{logvar_hi}]"), &m, &dm, |p| {
-        let mut kl = vec![0.0; d.out_len()];
-        kl_diag_gaussian_forward(&d, p, &mut kl).unwrap();
-        dot(&kl, &gout)
-    });
+    assert_grad(
+        &format!("kl keep={keep_last_axis} lv∈[{logvar_lo},{logvar_hi}]"),
+        &m,
+        &dm,
+        |p| {
+            let mut kl = vec![0.0; d.out_len()];
+            kl_diag_gaussian_forward(&d, p, &mut kl).unwrap();
+            dot(&kl, &gout)
+        },
+    );
     dm
 }
 
@@ -425,7 +254,11 @@ fn fd_kl_diag_gaussian() {
     // Below the clamp range [-30, 20] the log-variance gradient is exactly zero.
     let dm = kl_fd(false, -40.0, -31.0, 82);
     for cell in dm.chunks_exact(4) {
-        assert_eq!(&cell[2..], &[0.0, 0.0], "clamped log-variance must get no gradient");
+        assert_eq!(
+            &cell[2..],
+            &[0.0, 0.0],
+            "clamped log-variance must get no gradient"
+        );
     }
 }
 
@@ -434,7 +267,12 @@ fn kl_above_clamp_range_has_no_logvar_gradient() {
     // Above the range exp(20) ≈ 5e8 per element swamps central differences, so check the
     // definition directly: the output does not move with the log-variance at all, and the
     // mean gradient is dkl·μ.
-    let d = KlDims { n: 2, spatial: [1, 2, 3], z_channels: 2, keep_last_axis: false };
+    let d = KlDims {
+        n: 2,
+        spatial: [1, 2, 3],
+        z_channels: 2,
+        keep_last_axis: false,
+    };
     let mut r = rng(84);
     let mut m = uniform(&mut r, d.moments_len(), -2.0, 2.0);
     for cell in m.chunks_exact_mut(4) {
@@ -464,7 +302,12 @@ fn kl_above_clamp_range_has_no_logvar_gradient() {
 #[test]
 fn fd_kl_matches_direct_formula() {
     // Per-sample KL against the textbook formula (independent of the kernel's loop order).
-    let d = KlDims { n: 2, spatial: [1, 2, 3], z_channels: 1, keep_last_axis: false };
+    let d = KlDims {
+        n: 2,
+        spatial: [1, 2, 3],
+        z_channels: 1,
+        keep_last_axis: false,
+    };
     let m = uniform(&mut rng(83), d.moments_len(), -2.0, 2.0);
     let mut kl = vec![0.0; 2];
     kl_diag_gaussian_forward(&d, &m, &mut kl).unwrap();
@@ -475,7 +318,11 @@ fn fd_kl_matches_direct_formula() {
                 0.5 * (mu * mu + lv.exp() - 1.0 - lv)
             })
             .sum();
-        assert!((kl[s] - want).abs() < 1e-13, "sample {s}: {} vs {want}", kl[s]);
+        assert!(
+            (kl[s] - want).abs() < 1e-13,
+            "sample {s}: {} vs {want}",
+            kl[s]
+        );
     }
 }
 
@@ -487,8 +334,12 @@ fn fd_hinge_loss() {
     let g = 0.7;
     let (mut dr, mut df) = (vec![f64::NAN; 10], vec![f64::NAN; 7]);
     hinge_d_loss_backward(&real, &fake, g, &mut dr, &mut df).unwrap();
-    assert_grad("hinge dreal", &real, &dr, |p| g * hinge_d_loss_forward(p, &fake).unwrap());
-    assert_grad("hinge dfake", &fake, &df, |p| g * hinge_d_loss_forward(&real, p).unwrap());
+    assert_grad("hinge dreal", &real, &dr, |p| {
+        g * hinge_d_loss_forward(p, &fake).unwrap()
+    });
+    assert_grad("hinge dfake", &fake, &df, |p| {
+        g * hinge_d_loss_forward(&real, p).unwrap()
+    });
 }
 
 #[test]
@@ -504,7 +355,9 @@ fn fd_l1() {
     let g = 1.3;
     let mut da = vec![f64::NAN; 15];
     l1_mean_backward(&a, &b, g, &mut da).unwrap();
-    assert_grad("l1_mean da", &a, &da, |p| g * l1_mean_forward(p, &b).unwrap());
+    assert_grad("l1_mean da", &a, &da, |p| {
+        g * l1_mean_forward(p, &b).unwrap()
+    });
     l1_sum_backward(&a, &b, g, &mut da).unwrap();
     assert_grad("l1_sum da", &a, &da, |p| g * l1_sum_forward(p, &b).unwrap());
 }

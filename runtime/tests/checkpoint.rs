@@ -16,9 +16,7 @@ use medvae_runtime::checkpoint::{
     SaveOptions, StateDict, StoredDType, TensorData,
 };
 
-use checkpoint_support::{
-    fixture, golden_checkpoint, read_expected, rezip, temp_dir, zip_records,
-};
+use checkpoint_support::{fixture, golden_checkpoint, read_expected, rezip, temp_dir, zip_records};
 
 /// Asserts `got` equals the expected tensor exactly, with expected floats optionally rounded
 /// through `round` first (f16 storage).
@@ -49,7 +47,10 @@ fn to_f16(x: f32) -> f32 {
 
 /// The golden expected tensors, keyed without the `param.` prefix.
 fn golden_expected_2d() -> StateDict {
-    read_expected(&golden_checkpoint("ae2d_small_expected.safetensors"), "param.")
+    read_expected(
+        &golden_checkpoint("ae2d_small_expected.safetensors"),
+        "param.",
+    )
 }
 
 fn assert_matches_golden(state: &StateDict, round: fn(f32) -> f32) {
@@ -69,7 +70,10 @@ fn golden_lightning_ckpt_matches_expected_tensors() {
         .expect("load lightning ckpt");
     assert_eq!(loaded.format, CheckpointFormat::TorchZip);
     assert_eq!(loaded.other_top_level_keys, vec!["epoch", "global_step"]);
-    assert!(loaded.state.iter().all(|(_, t)| t.dtype == StoredDType::F32));
+    assert!(loaded
+        .state
+        .iter()
+        .all(|(_, t)| t.dtype == StoredDType::F32));
     assert_matches_golden(&loaded.state, identity);
     loaded.state.check_finite().expect("finite weights");
 }
@@ -100,7 +104,10 @@ fn safetensors_round_trip_in_f32_f16_bf16() {
     let back = load_checkpoint(&path).expect("reload");
     assert_matches_golden(&back, identity);
     // Atomic write leaves no temporary file behind.
-    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("model.safetensors")]);
 
     fn to_bf16(x: f32) -> f32 {
@@ -145,14 +152,22 @@ fn inflation_matches_reference_3d_state() {
         .map(|(k, t)| (k.to_owned(), t.shape.clone()))
         .collect();
     let (inflated, report) = inflate_2d_to_3d_with_report(&state2d, &targets);
-    assert!(report.shape_skipped.is_empty(), "{:?}", report.shape_skipped);
+    assert!(
+        report.shape_skipped.is_empty(),
+        "{:?}",
+        report.shape_skipped
+    );
     assert!(report.unexpected.is_empty(), "{:?}", report.unexpected);
     // Per the golden note, compare keys copied as-is and keys whose 2D tensor exists with a
     // different rank (here every 3D key has a 2D counterpart).
     let mut compared = 0;
     for (key, e) in expected3d.iter() {
-        let Some(src) = state2d.get(key) else { continue };
-        let got = inflated.get(key).unwrap_or_else(|| panic!("{key} not inflated"));
+        let Some(src) = state2d.get(key) else {
+            continue;
+        };
+        let got = inflated
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} not inflated"));
         if src.shape.len() != e.shape.len() {
             assert!(report.inflated.iter().any(|k| k == key), "{key}");
         } else {
@@ -162,7 +177,11 @@ fn inflation_matches_reference_3d_state() {
         compared += 1;
     }
     assert_eq!(compared, expected3d.len());
-    assert!(report.inflated.len() >= 40, "{} inflated", report.inflated.len());
+    assert!(
+        report.inflated.len() >= 40,
+        "{} inflated",
+        report.inflated.len()
+    );
     // The plain wrapper gives the same state.
     assert_eq!(inflate_2d_to_3d(&state2d, &targets), inflated);
 }
@@ -170,9 +189,15 @@ fn inflation_matches_reference_3d_state() {
 #[test]
 fn inflation_leaves_mismatched_and_absent_keys_to_the_model() {
     let mut src = StateDict::new("mem");
-    src.insert("w".into(), NamedTensor::from_f32(vec![1, 1, 1, 2], vec![1.0, 2.0])).unwrap();
-    src.insert("odd".into(), NamedTensor::from_f32(vec![3], vec![0.0; 3])).unwrap();
-    src.insert("extra".into(), NamedTensor::from_f32(vec![1], vec![5.0])).unwrap();
+    src.insert(
+        "w".into(),
+        NamedTensor::from_f32(vec![1, 1, 1, 2], vec![1.0, 2.0]),
+    )
+    .unwrap();
+    src.insert("odd".into(), NamedTensor::from_f32(vec![3], vec![0.0; 3]))
+        .unwrap();
+    src.insert("extra".into(), NamedTensor::from_f32(vec![1], vec![5.0]))
+        .unwrap();
     let targets = vec![
         ("w".to_owned(), vec![1, 1, 1, 2, 4]),
         ("odd".to_owned(), vec![4]),
@@ -196,7 +221,9 @@ fn varied_fixture_reads_every_storage_type_and_view() {
         let state = &loaded.state;
         assert_eq!(state.len(), expected.len(), "{file}");
         for (key, e) in expected.iter() {
-            let got = state.get(key).unwrap_or_else(|| panic!("{file}: {key} missing"));
+            let got = state
+                .get(key)
+                .unwrap_or_else(|| panic!("{file}: {key} missing"));
             assert_tensor_eq(key, got, e, identity);
         }
         let dtype = |k: &str| state.get(k).unwrap().dtype;
@@ -207,16 +234,29 @@ fn varied_fixture_reads_every_storage_type_and_view() {
         assert_eq!(dtype("extra.i32"), StoredDType::I32);
         assert_eq!(dtype("extra.u8"), StoredDType::U8);
         assert_eq!(dtype("extra.bool"), StoredDType::Bool);
-        assert_eq!(state.get("extra.scalar").unwrap().shape, Vec::<usize>::new());
+        assert_eq!(
+            state.get("extra.scalar").unwrap().shape,
+            Vec::<usize>::new()
+        );
         assert_eq!(state.get("extra.empty").unwrap().shape, vec![0, 4]);
     }
     let loaded = load_checkpoint_detailed(&fixture("lightning_full.ckpt")).unwrap();
-    for k in ["optimizer_states", "hyper_parameters", "callbacks", "lr_schedulers", "loops"] {
+    for k in [
+        "optimizer_states",
+        "hyper_parameters",
+        "callbacks",
+        "lr_schedulers",
+        "loops",
+    ] {
         assert!(loaded.other_top_level_keys.iter().any(|x| x == k), "{k}");
     }
     // Hyper-parameters hold a user class and a path: skipped, and reported.
     for g in ["__main__.Payload", "pathlib.PurePosixPath"] {
-        assert!(loaded.ignored_globals.iter().any(|x| x == g), "{:?}", loaded.ignored_globals);
+        assert!(
+            loaded.ignored_globals.iter().any(|x| x == g),
+            "{:?}",
+            loaded.ignored_globals
+        );
     }
 }
 
@@ -232,8 +272,14 @@ fn os_system_pickle_is_refused_and_nothing_runs() {
         matches!(&err, CheckpointError::ForbiddenGlobal { global, .. } if global == "posix.system"),
         "{err:?}"
     );
-    assert!(msg.contains("posix.system") && msg.contains("forbidden_os_system.ckpt"), "{msg}");
-    assert!(!std::path::Path::new(EXPLOIT_MARKER).exists(), "the payload ran");
+    assert!(
+        msg.contains("posix.system") && msg.contains("forbidden_os_system.ckpt"),
+        "{msg}"
+    );
+    assert!(
+        !std::path::Path::new(EXPLOIT_MARKER).exists(),
+        "the payload ran"
+    );
 }
 
 #[test]
@@ -252,14 +298,24 @@ fn unknown_class_in_state_dict_is_an_error_naming_key_and_global() {
 #[test]
 fn legacy_non_zip_torch_file_gets_a_clear_error() {
     let err = load_checkpoint(&fixture("legacy_format.pt")).unwrap_err();
-    assert!(matches!(err, CheckpointError::UnrecognizedFormat { .. }), "{err:?}");
+    assert!(
+        matches!(err, CheckpointError::UnrecognizedFormat { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("legacy"), "{err}");
 }
 
 #[test]
 fn truncated_and_non_checkpoint_files_are_clear_errors() {
     let bytes = std::fs::read(golden_checkpoint("ae2d_small_lightning.ckpt")).unwrap();
-    for len in [0, 3, 100, bytes.len() / 2, bytes.len() - 22, bytes.len() - 1] {
+    for len in [
+        0,
+        3,
+        100,
+        bytes.len() / 2,
+        bytes.len() - 22,
+        bytes.len() - 1,
+    ] {
         let err = load_checkpoint_bytes(&bytes[..len], "cut.ckpt").expect_err("truncated");
         assert!(err.to_string().starts_with("cut.ckpt: "), "{err}");
         if len >= 4 {
@@ -267,7 +323,10 @@ fn truncated_and_non_checkpoint_files_are_clear_errors() {
         }
     }
     let err = load_checkpoint_bytes(b"model weights, honestly", "notes.txt").unwrap_err();
-    assert!(matches!(err, CheckpointError::UnrecognizedFormat { .. }), "{err:?}");
+    assert!(
+        matches!(err, CheckpointError::UnrecognizedFormat { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("notes.txt"));
     let missing = load_checkpoint(&PathBuf::from("/nonexistent/x.ckpt")).unwrap_err();
     assert!(matches!(missing, CheckpointError::Read { .. }));
@@ -282,20 +341,32 @@ fn short_or_missing_storage_records_are_errors_naming_the_key() {
     let short: Vec<_> = records
         .iter()
         .map(|(n, b)| {
-            let b = if n == &format!("{prefix}data/0") { b[..100].to_vec() } else { b.clone() };
+            let b = if n == &format!("{prefix}data/0") {
+                b[..100].to_vec()
+            } else {
+                b.clone()
+            };
             (n.clone(), b)
         })
         .collect();
     let err = load_checkpoint_bytes(&rezip(&short), "short.ckpt").unwrap_err();
     match &err {
-        CheckpointError::StorageTooShort { key, needed, available, .. } => {
+        CheckpointError::StorageTooShort {
+            key,
+            needed,
+            available,
+            ..
+        } => {
             assert_eq!(key, "encoder.conv_in.weight");
             assert_eq!((*needed, *available), (288, 25));
         }
         other => panic!("{other:?}"),
     }
-    let without: Vec<_> =
-        records.iter().filter(|(n, _)| n != &format!("{prefix}data/0")).cloned().collect();
+    let without: Vec<_> = records
+        .iter()
+        .filter(|(n, _)| n != &format!("{prefix}data/0"))
+        .cloned()
+        .collect();
     let err = load_checkpoint_bytes(&rezip(&without), "missing.ckpt").unwrap_err();
     assert!(
         matches!(&err, CheckpointError::MissingStorage { record, .. } if record.ends_with("data/0")),
@@ -313,7 +384,9 @@ fn check_finite_names_the_key_and_index() {
     }
     state.insert(key.to_owned(), t).unwrap();
     match state.check_finite().unwrap_err() {
-        CheckpointError::NonFinite { key: k, index, .. } => assert_eq!((k.as_str(), index), (key, 0)),
+        CheckpointError::NonFinite { key: k, index, .. } => {
+            assert_eq!((k.as_str(), index), (key, 0))
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -321,22 +394,34 @@ fn check_finite_names_the_key_and_index() {
 #[test]
 fn compare_keys_reports_missing_unexpected_and_shape_mismatch() {
     let state = load_checkpoint(&golden_checkpoint("ae2d_small_plain_state_dict.bin")).unwrap();
-    let mut expected: Vec<(String, Vec<usize>)> =
-        state.iter().map(|(k, t)| (k.to_owned(), t.shape.clone())).collect();
+    let mut expected: Vec<(String, Vec<usize>)> = state
+        .iter()
+        .map(|(k, t)| (k.to_owned(), t.shape.clone()))
+        .collect();
     assert!(compare_keys(&expected, &state).is_exact());
     let removed = expected.remove(3).0;
     expected.push(("decoder.extra.weight".into(), vec![2, 2]));
-    let conv = expected.iter_mut().find(|(k, _)| k == "encoder.conv_in.weight").unwrap();
+    let conv = expected
+        .iter_mut()
+        .find(|(k, _)| k == "encoder.conv_in.weight")
+        .unwrap();
     conv.1 = vec![32, 3, 3, 3];
     let report = compare_keys(&expected, &state);
     assert_eq!(report.missing, vec!["decoder.extra.weight".to_owned()]);
     assert_eq!(report.unexpected, vec![removed]);
     assert_eq!(
         report.shape_mismatch,
-        vec![("encoder.conv_in.weight".into(), vec![32, 3, 3, 3], vec![32, 1, 3, 3])]
+        vec![(
+            "encoder.conv_in.weight".into(),
+            vec![32, 3, 3, 3],
+            vec![32, 1, 3, 3]
+        )]
     );
     let err = report.ensure_exact("model.ckpt").unwrap_err();
-    assert!(matches!(err, CheckpointError::ShapeMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, CheckpointError::ShapeMismatch { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("encoder.conv_in.weight"));
 }
 

@@ -11,8 +11,8 @@
 //! the `golden` folder beside the data folder).
 
 use medvae_runtime::data::volume3d::{
-    crop_origin, load_ct_3d, load_ct_3d_finetune, load_mri_3d, load_mri_3d_finetune, load_volume, read_nifti,
-    Modality, Volume, VolumeError,
+    crop_origin, load_ct_3d, load_ct_3d_finetune, load_mri_3d, load_mri_3d_finetune, load_volume,
+    read_nifti, Modality, Volume, VolumeError,
 };
 use medvae_runtime::golden::GoldenCase;
 use rand::SeedableRng;
@@ -35,15 +35,42 @@ fn extra_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/volume3d")
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A temporary folder, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("medvae-volume3d-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    Scratch(dir)
 }
 
 /// Relative error ‖a − ref‖ / ‖ref‖ in f64.
 fn rel_err(a: &[f32], r: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(r).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .zip(r)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
     let den: f64 = r.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den).sqrt()
 }
@@ -52,7 +79,12 @@ fn check(vol: &Volume, case: &GoldenCase) {
     let img = case.tensor("img").expect("img tensor");
     assert_eq!(img.shape.len(), 4, "{}", case.path.display());
     assert_eq!(img.shape[0], 1);
-    assert_eq!(vol.shape.to_vec(), img.shape[1..].to_vec(), "shape of {}", case.path.display());
+    assert_eq!(
+        vol.shape.to_vec(),
+        img.shape[1..].to_vec(),
+        "shape of {}",
+        case.path.display()
+    );
     assert!(vol.data.iter().all(|v| v.is_finite()));
     let e = rel_err(&vol.data, &img.data);
     assert!(e <= 1e-4, "{}: relative error {e:e}", case.path.display());
@@ -66,11 +98,16 @@ fn golden_preprocess_cases() {
         .map(|e| e.expect("dir entry").path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            (name.starts_with("load_mri_3d") || name.starts_with("load_ct_3d")) && name.ends_with(".safetensors")
+            (name.starts_with("load_mri_3d") || name.starts_with("load_ct_3d"))
+                && name.ends_with(".safetensors")
         })
         .collect();
     cases.sort();
-    assert!(cases.len() >= 6, "expected the 3D golden cases in {}", dir.display());
+    assert!(
+        cases.len() >= 6,
+        "expected the 3D golden cases in {}",
+        dir.display()
+    );
     for path in cases {
         let case = GoldenCase::load(&path).expect("golden case loads");
         let loader = case.meta_str("loader").expect("loader").to_string();
@@ -130,11 +167,20 @@ fn big_endian_and_gzip_files_are_what_the_goldens_say() {
     let be = data_dir().join("3d/anatomical_las_i16be.nii");
     let bytes = std::fs::read(&be).expect("read");
     // sizeof_hdr = 348 stored big-endian
-    assert_eq!(&bytes[..4], &348i32.to_be_bytes(), "{} is big-endian", be.display());
+    assert_eq!(
+        &bytes[..4],
+        &348i32.to_be_bytes(),
+        "{} is big-endian",
+        be.display()
+    );
     assert_eq!(read_nifti(&be).expect("read BE").dims, [33, 41, 25]);
 
     let gz = data_dir().join("3d/stat_las_f32.nii.gz");
-    assert_eq!(&std::fs::read(&gz).expect("read")[..2], &[0x1f, 0x8b], "gzip magic");
+    assert_eq!(
+        &std::fs::read(&gz).expect("read")[..2],
+        &[0x1f, 0x8b],
+        "gzip magic"
+    );
     assert_eq!(read_nifti(&gz).expect("read gz").dims, [53, 63, 46]);
 }
 
@@ -148,12 +194,19 @@ fn finetune_crop_of_a_large_volume_is_a_window_of_it() {
         assert_eq!(crop.shape, [64, 64, 64]);
         let origin = crop_origin(full.shape, [64; 3], &mut ChaCha8Rng::seed_from_u64(seed));
         for a in 0..3 {
-            assert!(origin[a] >= 0 && origin[a] as usize + 64 <= full.shape[a], "origin {origin:?}");
+            assert!(
+                origin[a] >= 0 && origin[a] as usize + 64 <= full.shape[a],
+                "origin {origin:?}"
+            );
         }
         // every voxel equals the full volume at origin + offset (independent indexing)
         for (idx, &v) in crop.data.iter().enumerate().step_by(997) {
             let (i, j, k) = (idx / 4096, (idx / 64) % 64, idx % 64);
-            let (a, b, c) = (origin[0] as usize + i, origin[1] as usize + j, origin[2] as usize + k);
+            let (a, b, c) = (
+                origin[0] as usize + i,
+                origin[1] as usize + j,
+                origin[2] as usize + k,
+            );
             assert_eq!(v, full.data[(a * 233 + b) * 189 + c]);
         }
     }
@@ -194,7 +247,10 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 
 fn assert_names(err: &VolumeError, path: &Path) {
     let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()), "message does not name the file: {msg}");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "message does not name the file: {msg}"
+    );
     assert_eq!(err.path(), path);
 }
 
@@ -271,16 +327,27 @@ fn nan_voxel_is_an_error_with_its_position() {
 fn constant_volume_and_empty_foreground_are_errors() {
     let dir = scratch("const");
     let path = dir.join("const.nii");
-    std::fs::write(&path, nifti_bytes(&[4, 4, 4], 16, 32, &f32_bytes(&[3.5; 64]))).expect("write");
+    std::fs::write(
+        &path,
+        nifti_bytes(&[4, 4, 4], 16, 32, &f32_bytes(&[3.5; 64])),
+    )
+    .expect("write");
     let err = load_volume(&path, Modality::Mri).expect_err("constant");
     assert!(matches!(err, VolumeError::Constant { .. }), "{err}");
     assert_names(&err, &path);
     // CT has a fixed window, so a constant volume is fine for training; at inference a volume
     // with nothing above 0 HU has no foreground box.
     let vol = load_volume(&path, Modality::Ct).expect("CT constant is a valid volume");
-    assert!(vol.data.iter().all(|&v| (v - (3.5f32 + 1000.0) / 2000.0 * 2.0 + 1.0).abs() < 1e-6));
+    assert!(vol
+        .data
+        .iter()
+        .all(|&v| (v - (3.5f32 + 1000.0) / 2000.0 * 2.0 + 1.0).abs() < 1e-6));
     let air = dir.join("air.nii");
-    std::fs::write(&air, nifti_bytes(&[4, 4, 4], 16, 32, &f32_bytes(&[-1000.0; 64]))).expect("write");
+    std::fs::write(
+        &air,
+        nifti_bytes(&[4, 4, 4], 16, 32, &f32_bytes(&[-1000.0; 64])),
+    )
+    .expect("write");
     let err = load_ct_3d(&air).expect_err("no foreground");
     assert!(matches!(err, VolumeError::NoForeground { .. }), "{err}");
     assert_names(&err, &air);
@@ -290,7 +357,11 @@ fn constant_volume_and_empty_foreground_are_errors() {
 fn four_d_with_several_volumes_and_complex_data_are_rejected() {
     let dir = scratch("dims");
     let path = dir.join("4d.nii");
-    std::fs::write(&path, nifti_bytes(&[2, 2, 2, 2], 16, 32, &f32_bytes(&[1.0; 16]))).expect("write");
+    std::fs::write(
+        &path,
+        nifti_bytes(&[2, 2, 2, 2], 16, 32, &f32_bytes(&[1.0; 16])),
+    )
+    .expect("write");
     let err = read_nifti(&path).expect_err("4D");
     assert!(matches!(err, VolumeError::Dims { .. }), "{err}");
     assert_names(&err, &path);
@@ -302,7 +373,10 @@ fn four_d_with_several_volumes_and_complex_data_are_rejected() {
     let complex = dir.join("complex.nii");
     std::fs::write(&complex, nifti_bytes(&[2, 2, 2], 32, 64, &[0u8; 64])).expect("write");
     let err = read_nifti(&complex).expect_err("complex");
-    assert!(matches!(err, VolumeError::Datatype { code: 32, .. }), "{err}");
+    assert!(
+        matches!(err, VolumeError::Datatype { code: 32, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -310,7 +384,12 @@ fn synthetic_orientation_and_scaling_are_exact() {
     // identity sform: RAS already; int16 with slope 2, inter 10; values checked by hand
     let dir = scratch("scale");
     let raw: Vec<i16> = (0..24).map(|v| v as i16 - 5).collect();
-    let mut bytes = nifti_bytes(&[2, 3, 4], 4, 16, &raw.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>());
+    let mut bytes = nifti_bytes(
+        &[2, 3, 4],
+        4,
+        16,
+        &raw.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<_>>(),
+    );
     bytes[112..116].copy_from_slice(&2f32.to_le_bytes());
     bytes[116..120].copy_from_slice(&10f32.to_le_bytes());
     let path = dir.join("scaled.nii");

@@ -15,38 +15,75 @@ pub(crate) const POINTWISE_CHUNK: usize = 1 << 15;
 
 /// `y[i] = f(x[i])`, in parallel for long slices. Lengths must already be checked.
 pub(crate) fn map_unary<T: Real>(x: &[T], y: &mut [T], f: impl Fn(T) -> T + Sync) {
-    if x.len() <= POINTWISE_CHUNK {
+    #[inline(always)]
+    fn run<T: Real>(x: &[T], y: &mut [T], f: &impl Fn(T) -> T) {
         y.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+    }
+    if x.len() <= POINTWISE_CHUNK {
+        simd(
+            #[inline(always)]
+            || run(x, y, &f),
+        );
     } else {
         y.par_chunks_mut(POINTWISE_CHUNK)
             .zip(x.par_chunks(POINTWISE_CHUNK))
-            .for_each(|(ys, xs)| ys.iter_mut().zip(xs).for_each(|(o, &v)| *o = f(v)));
+            .for_each(|(ys, xs)| {
+                simd(
+                    #[inline(always)]
+                    || run(xs, ys, &f),
+                )
+            });
     }
 }
 
 /// `out[i] = f(a[i], b[i])`, in parallel for long slices. Lengths must already be checked.
 pub(crate) fn map_binary<T: Real>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
-    if a.len() <= POINTWISE_CHUNK {
+    #[inline(always)]
+    fn run<T: Real>(a: &[T], b: &[T], out: &mut [T], f: &impl Fn(T, T) -> T) {
         out.iter_mut()
             .zip(a.iter().zip(b))
             .for_each(|(o, (&u, &v))| *o = f(u, v));
+    }
+    if a.len() <= POINTWISE_CHUNK {
+        simd(
+            #[inline(always)]
+            || run(a, b, out, &f),
+        );
     } else {
         out.par_chunks_mut(POINTWISE_CHUNK)
-            .zip(a.par_chunks(POINTWISE_CHUNK).zip(b.par_chunks(POINTWISE_CHUNK)))
+            .zip(
+                a.par_chunks(POINTWISE_CHUNK)
+                    .zip(b.par_chunks(POINTWISE_CHUNK)),
+            )
             .for_each(|(os, (us, vs))| {
-                os.iter_mut()
-                    .zip(us.iter().zip(vs))
-                    .for_each(|(o, (&u, &v))| *o = f(u, v))
+                simd(
+                    #[inline(always)]
+                    || run(us, vs, os, &f),
+                )
             });
     }
+}
+
+/// Whether [`simd`] takes the AVX2 + FMA path: the CPU has both, and the environment variable
+/// `MEDVAE_CPU_BASELINE` is not set (it forces the baseline path everywhere, so that path can
+/// be tested, and results compared, on an AVX2 machine). Decided once per process.
+#[cfg(target_arch = "x86_64")]
+fn avx2_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| {
+        std::env::var_os("MEDVAE_CPU_BASELINE").is_none()
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+    })
 }
 
 /// Run `f` compiled for AVX2 + FMA when the CPU has them, for the baseline target otherwise.
 ///
 /// The default x86-64 target only allows SSE2 (4 f32 lanes); most machines this runs on have
-/// AVX2 (8 lanes). `f` and everything it calls must be `#[inline(always)]` (or small enough to
-/// inline) to be compiled inside the AVX2 function; a rayon task boundary is not, so call this
-/// inside each task, around its serial inner loop.
+/// AVX2 (8 lanes). `f` and everything it calls must be `#[inline(always)]` to be compiled
+/// inside the AVX2 function (pass an `#[inline(always)]` closure); a rayon task boundary is
+/// not inlined, so call this inside each task, around its serial inner loop. Both paths give
+/// the same results: Rust never contracts `a * b + c` into an FMA on its own.
 #[inline(always)]
 pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
@@ -55,8 +92,9 @@ pub(crate) fn simd<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features `avx2` was compiled for (checked above).
+        if avx2_enabled() {
+            // SAFETY: the CPU supports the features `avx2` is compiled for (checked by
+            // `avx2_enabled`).
             return unsafe { avx2(f) };
         }
     }
@@ -396,7 +434,10 @@ mod tests {
         ];
         for (x, want) in cases {
             let got = erf(x);
-            assert!((got - want).abs() <= 2e-16 + 2e-15 * want, "erf({x}) = {got}, want {want}");
+            assert!(
+                (got - want).abs() <= 2e-16 + 2e-15 * want,
+                "erf({x}) = {got}, want {want}"
+            );
             assert!((erf(-x) + want).abs() <= 2e-16 + 2e-15 * want);
         }
         // tail of erfc, relative accuracy
@@ -408,7 +449,10 @@ mod tests {
         ];
         for (x, want) in tails {
             let got = erfc(x);
-            assert!(((got - want) / want).abs() < 1e-14, "erfc({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < 1e-14,
+                "erfc({x}) = {got}, want {want}"
+            );
         }
         assert_eq!(erfc(30.0), 0.0);
         assert_eq!(erfc(-30.0), 2.0);

@@ -113,7 +113,14 @@ pub fn batch_norm_train_forward<T: Real>(
 ) -> Result<(), KernelError> {
     let kernel = "batch_norm_train_forward";
     d.validate(kernel, true)?;
-    check_common(kernel, d, x, y, affine.gamma, [saved.mean.len(), saved.rstd.len()])?;
+    check_common(
+        kernel,
+        d,
+        x,
+        y,
+        affine.gamma,
+        [saved.mean.len(), saved.rstd.len()],
+    )?;
     check_len(kernel, "beta", affine.beta.len(), d.channels)?;
     check_len(kernel, "running_mean", running.mean.len(), d.channels)?;
     check_len(kernel, "running_var", running.var.len(), d.channels)?;
@@ -143,7 +150,14 @@ pub fn batch_norm_train_backward<T: Real>(
 ) -> Result<(), KernelError> {
     let kernel = "batch_norm_train_backward";
     d.validate(kernel, true)?;
-    check_common(kernel, d, x, dx, gamma, [saved.mean.len(), saved.rstd.len()])?;
+    check_common(
+        kernel,
+        d,
+        x,
+        dx,
+        gamma,
+        [saved.mean.len(), saved.rstd.len()],
+    )?;
     check_len(kernel, "dy", dy.len(), d.len())?;
     check_len(kernel, "dgamma", grads.dgamma.len(), d.channels)?;
     check_len(kernel, "dbeta", grads.dbeta.len(), d.channels)?;
@@ -168,7 +182,14 @@ pub fn batch_norm_eval_forward<T: Real>(
 ) -> Result<(), KernelError> {
     let kernel = "batch_norm_eval_forward";
     d.validate(kernel, false)?;
-    check_common(kernel, d, x, y, affine.gamma, [running.mean.len(), running.var.len()])?;
+    check_common(
+        kernel,
+        d,
+        x,
+        y,
+        affine.gamma,
+        [running.mean.len(), running.var.len()],
+    )?;
     check_len(kernel, "beta", affine.beta.len(), d.channels)?;
     if d.is_empty() {
         return Ok(());
@@ -195,7 +216,14 @@ pub fn batch_norm_eval_backward<T: Real>(
 ) -> Result<(), KernelError> {
     let kernel = "batch_norm_eval_backward";
     d.validate(kernel, false)?;
-    check_common(kernel, d, x, dx, gamma, [running.mean.len(), running.var.len()])?;
+    check_common(
+        kernel,
+        d,
+        x,
+        dx,
+        gamma,
+        [running.mean.len(), running.var.len()],
+    )?;
     check_len(kernel, "dy", dy.len(), d.len())?;
     check_len(kernel, "dgamma", grads.dgamma.len(), d.channels)?;
     check_len(kernel, "dbeta", grads.dbeta.len(), d.channels)?;

@@ -120,7 +120,10 @@ pub fn layer_norm_backward<T: Real>(
             // [Σ dy·x̂; dim] ++ [Σ dy; dim] over this block's rows.
             let mut acc = vec![0.0f64; 2 * dim];
             let mut xhat = vec![T::zero(); dim];
-            let rows = db.chunks_exact_mut(dim).zip(xb.chunks_exact(dim)).zip(gb.chunks_exact(dim));
+            let rows = db
+                .chunks_exact_mut(dim)
+                .zip(xb.chunks_exact(dim))
+                .zip(gb.chunks_exact(dim));
             for (ri, ((dr, xr), gr)) in rows.enumerate() {
                 let row = bi * block_rows + ri;
                 let (mean, rstd) = (stats.mean[row], stats.rstd[row]);

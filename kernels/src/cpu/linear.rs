@@ -81,7 +81,8 @@ fn gemm_unchecked<T: Real>(g: &Gemm, a: &[T], b: &[T], c: &mut [T], parallel: bo
         return;
     }
     let ((a_rs, a_cs), (b_rs, b_cs)) = operand_strides(g);
-    let is_native = TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>();
+    let is_native =
+        TypeId::of::<T>() == TypeId::of::<f32>() || TypeId::of::<T>() == TypeId::of::<f64>();
     if !is_native {
         naive_gemm(g, a, b, c, (a_rs, a_cs), (b_rs, b_cs));
         return;
@@ -197,7 +198,13 @@ pub fn bmm_strided<T: Real>(
             msg: format!("C batch stride {} overlaps m·n = {}", strides.c, g.c_len()),
         });
     }
-    let need = |stride: usize, len: usize| if batch == 0 { 0 } else { (batch - 1) * stride + len };
+    let need = |stride: usize, len: usize| {
+        if batch == 0 {
+            0
+        } else {
+            (batch - 1) * stride + len
+        }
+    };
     check_len(kernel, "a", a.len(), need(strides.a, g.a_len()))?;
     check_len(kernel, "b", b.len(), need(strides.b, g.b_len()))?;
     check_len(kernel, "c", c.len(), need(strides.c, g.c_len()))?;

@@ -102,7 +102,11 @@ pub fn kl_diag_gaussian_backward<T: Real>(
         .par_chunks_mut(per)
         .zip(moments.par_chunks(per).zip(dkl.par_chunks(keep)))
         .for_each(|(dm, (m, g))| {
-            for (cell, (drow, row)) in dm.chunks_exact_mut(2 * cz).zip(m.chunks_exact(2 * cz)).enumerate() {
+            for (cell, (drow, row)) in dm
+                .chunks_exact_mut(2 * cz)
+                .zip(m.chunks_exact(2 * cz))
+                .enumerate()
+            {
                 let g = g[cell % keep];
                 let (dmean, dlogvar) = drow.split_at_mut(cz);
                 let (mean, logvar) = row.split_at(cz);
@@ -134,7 +138,10 @@ fn non_empty(kernel: &'static str, what: &'static str, len: usize) -> Result<(),
 }
 
 /// Hinge discriminator loss `½·(mean(relu(1 − real)) + mean(relu(1 + fake)))`.
-pub fn hinge_d_loss_forward<T: Real>(logits_real: &[T], logits_fake: &[T]) -> Result<T, KernelError> {
+pub fn hinge_d_loss_forward<T: Real>(
+    logits_real: &[T],
+    logits_fake: &[T],
+) -> Result<T, KernelError> {
     let kernel = "hinge_d_loss_forward";
     non_empty(kernel, "logits_real", logits_real.len())?;
     non_empty(kernel, "logits_fake", logits_fake.len())?;
@@ -185,7 +192,13 @@ fn l1_sum_f64<T: Real>(kernel: &'static str, a: &[T], b: &[T]) -> Result<f64, Ke
 }
 
 /// `da = g·sign(a − b)` with sign(0) = 0, as PyTorch's `abs` backward.
-fn l1_grad<T: Real>(kernel: &'static str, a: &[T], b: &[T], g: T, da: &mut [T]) -> Result<(), KernelError> {
+fn l1_grad<T: Real>(
+    kernel: &'static str,
+    a: &[T],
+    b: &[T],
+    g: T,
+    da: &mut [T],
+) -> Result<(), KernelError> {
     check_len(kernel, "b", b.len(), a.len())?;
     check_len(kernel, "da", da.len(), a.len())?;
     map_binary(a, b, da, |u, v| {
@@ -208,7 +221,12 @@ pub fn l1_mean_forward<T: Real>(a: &[T], b: &[T]) -> Result<T, KernelError> {
 }
 
 /// Backward of [`l1_mean_forward`] with respect to `a` (overwrites `da`; `db = −da`).
-pub fn l1_mean_backward<T: Real>(a: &[T], b: &[T], dloss: T, da: &mut [T]) -> Result<(), KernelError> {
+pub fn l1_mean_backward<T: Real>(
+    a: &[T],
+    b: &[T],
+    dloss: T,
+    da: &mut [T],
+) -> Result<(), KernelError> {
     let kernel = "l1_mean_backward";
     non_empty(kernel, "a", a.len())?;
     l1_grad(kernel, a, b, T::c(dloss.f64() / a.len() as f64), da)
@@ -220,6 +238,11 @@ pub fn l1_sum_forward<T: Real>(a: &[T], b: &[T]) -> Result<T, KernelError> {
 }
 
 /// Backward of [`l1_sum_forward`] with respect to `a` (overwrites `da`; `db = −da`).
-pub fn l1_sum_backward<T: Real>(a: &[T], b: &[T], dloss: T, da: &mut [T]) -> Result<(), KernelError> {
+pub fn l1_sum_backward<T: Real>(
+    a: &[T],
+    b: &[T],
+    dloss: T,
+    da: &mut [T],
+) -> Result<(), KernelError> {
     l1_grad("l1_sum_backward", a, b, dloss, da)
 }

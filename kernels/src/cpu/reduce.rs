@@ -16,7 +16,7 @@ const LANES: usize = 8;
 const SUM_CHUNK: usize = 1 << 16;
 
 /// `Σ f(x[i])` in f64, serial.
-#[inline]
+#[inline(always)]
 pub(crate) fn sum_mapped_f64<T: Real>(x: &[T], f: impl Fn(T) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let mut chunks = x.chunks_exact(LANES);
@@ -30,7 +30,7 @@ pub(crate) fn sum_mapped_f64<T: Real>(x: &[T], f: impl Fn(T) -> f64) -> f64 {
 }
 
 /// `Σ f(a[i], b[i])` in f64, serial. `a` and `b` must have equal lengths.
-#[inline]
+#[inline(always)]
 pub(crate) fn sum_mapped2_f64<T: Real>(a: &[T], b: &[T], f: impl Fn(T, T) -> f64) -> f64 {
     let mut acc = [0.0f64; LANES];
     let mut ca = a.chunks_exact(LANES);

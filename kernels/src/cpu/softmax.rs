@@ -1,6 +1,6 @@
 //! Softmax over the last dimension of a `[rows, n]` tensor, forward and backward.
 
-use super::activation::exp_fast;
+use super::activation::{exp_fast, simd};
 use super::reduce::{sum_mapped2_f64, sum_mapped_f64};
 use crate::error::check_len;
 use crate::{KernelError, Real};
@@ -13,9 +13,16 @@ fn rows_per_task(n: usize) -> usize {
     (MIN_TASK_ELEMS / n.max(1)).max(1)
 }
 
-/// Softmax of one row, written into `y` (which may hold anything before; `x` and `y` may be
-/// the same data through [`softmax_inplace`]).
+/// Softmax of one row, in place.
 fn softmax_row<T: Real>(y: &mut [T]) {
+    simd(
+        #[inline(always)]
+        || softmax_row_body(y),
+    )
+}
+
+#[inline(always)]
+fn softmax_row_body<T: Real>(y: &mut [T]) {
     let m = y
         .iter()
         .fold(T::neg_infinity(), |m, &v| if v > m { v } else { m });

@@ -258,3 +258,30 @@ pub fn assert_grad(name: &str, x: &[f64], analytic: &[f64], f: impl Fn(&[f64]) -
         Err(msg) => panic!("{msg}"),
     }
 }
+
+/// ‖a − b‖ / ‖b‖ of f64 vectors; infinite if `a` has a non-finite value.
+pub fn rel(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    if a.iter().any(|v| !v.is_finite()) {
+        return f64::INFINITY;
+    }
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| y * y).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// [`rel`] of an f32 result against an f64 reference.
+pub fn rel32(a: &[f32], b: &[f64]) -> f64 {
+    rel(&a.iter().map(|&v| v as f64).collect::<Vec<_>>(), b)
+}
+
+/// Print and check a relative error.
+pub fn assert_rel(what: &str, e: f64, tol: f64) {
+    println!("{what}: rel err {e:.3e}");
+    assert!(e <= tol, "{what}: rel err {e:.3e} > {tol:e}");
+}
+
+/// The logistic function in f64.
+pub fn sigmoid(v: f64) -> f64 {
+    1.0 / (1.0 + (-v).exp())
+}

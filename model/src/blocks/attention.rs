@@ -55,7 +55,7 @@ fn no_dx(what: &str) -> RuntimeError {
 
 impl AttnBlock {
     pub fn new(rank: usize, channels: usize, init: &mut Init) -> Result<AttnBlock> {
-        let mut one = |init: &mut Init| -> Result<ConvUnit> {
+        let one = |init: &mut Init| -> Result<ConvUnit> {
             Ok(ConvUnit::Plain(Conv::new(conv_spec(rank, channels, channels, 1, 1, 0, 0)?, rank, true, init)?))
         };
         let norm = GroupNorm::new(channels, false, init)?;

@@ -6,6 +6,7 @@
 //! tensor of a supported case must be produced and match: one the engine did not compute is a
 //! failure, not a skip.
 
+mod modules;
 mod ops;
 mod tensors;
 
@@ -148,6 +149,9 @@ pub fn verify_case(path: &Path, name: &str, opts: &VerifyOptions) -> CaseReport 
 fn run_case(case: &GoldenCase, opts: &VerifyOptions) -> Result<Option<Produced>> {
     if case.meta.get("op").is_some() {
         return ops::run(case, opts.device);
+    }
+    if case.meta.get("module").is_some() {
+        return modules::run(case, opts.device);
     }
     Ok(None)
 }

@@ -52,9 +52,10 @@ pub fn inflate_2d_to_3d_with_report(
         let tensor = if &src.shape == shape3 {
             report.copied.push(key.clone());
             src.clone()
-        } else if let Some(t) = (shape3.len() == 5 && src.shape.len() == 4 && src.shape[..] == shape3[..4])
-            .then(|| inflate_kernel(src, shape3[4]))
-            .flatten()
+        } else if let Some(t) =
+            (shape3.len() == 5 && src.shape.len() == 4 && src.shape[..] == shape3[..4])
+                .then(|| inflate_kernel(src, shape3[4]))
+                .flatten()
         {
             report.inflated.push(key.clone());
             t

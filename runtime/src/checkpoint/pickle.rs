@@ -135,7 +135,9 @@ impl<'a> Machine<'a> {
         // CPython decodes with `surrogatepass`; lone surrogates never occur in real keys, so a
         // lossy decode is enough and cannot fail.
         let bytes = self.take(n)?;
-        Ok(Value::Str(Rc::from(String::from_utf8_lossy(bytes).as_ref())))
+        Ok(Value::Str(Rc::from(
+            String::from_utf8_lossy(bytes).as_ref(),
+        )))
     }
 
     fn bytes(&mut self, n: usize) -> Step<Value> {

@@ -116,11 +116,15 @@ fn encode(tensor: &NamedTensor, format: FloatFormat) -> Encoded<'_> {
         }
         (TensorData::Float(v), FloatFormat::F16) => (
             Dtype::F16,
-            v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
+            v.iter()
+                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                .collect(),
         ),
         (TensorData::Float(v), FloatFormat::BF16) => (
             Dtype::BF16,
-            v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+            v.iter()
+                .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+                .collect(),
         ),
         (TensorData::Int(v), _) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
     };
@@ -132,7 +136,10 @@ fn encode(tensor: &NamedTensor, format: FloatFormat) -> Encoded<'_> {
 }
 
 /// Encodes a state dict as safetensors bytes.
-pub fn safetensors_bytes(state: &StateDict, options: &SaveOptions) -> Result<Vec<u8>, CheckpointError> {
+pub fn safetensors_bytes(
+    state: &StateDict,
+    options: &SaveOptions,
+) -> Result<Vec<u8>, CheckpointError> {
     let encoded: Vec<(&str, Encoded)> = state
         .iter()
         .map(|(k, t)| (k, encode(t, options.float_format)))

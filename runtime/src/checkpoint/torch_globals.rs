@@ -18,13 +18,56 @@ use super::state_dict::StoredDType;
 /// Modules whose globals can only mean "run code" in a pickle. Matched on the module path and
 /// its sub-modules.
 const FORBIDDEN_MODULES: &[&str] = &[
-    "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "sys", "runpy", "importlib",
-    "pickle", "_pickle", "cPickle", "dill", "shutil", "socket", "pty", "webbrowser", "code",
-    "codeop", "ctypes", "multiprocessing", "marshal", "types", "operator", "_operator", "io",
-    "_io", "pdb", "timeit", "commands", "platform", "asyncio", "threading", "_thread", "signal",
-    "tempfile", "urllib", "http", "ftplib", "smtplib", "requests", "torch.hub", "torch.jit",
-    "torch._C", "torch.ops", "torch.package", "torch.utils.cpp_extension", "numpy.testing",
-    "numpy.f2py", "numpy.distutils",
+    "os",
+    "posix",
+    "nt",
+    "posixpath",
+    "ntpath",
+    "subprocess",
+    "sys",
+    "runpy",
+    "importlib",
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "dill",
+    "shutil",
+    "socket",
+    "pty",
+    "webbrowser",
+    "code",
+    "codeop",
+    "ctypes",
+    "multiprocessing",
+    "marshal",
+    "types",
+    "operator",
+    "_operator",
+    "io",
+    "_io",
+    "pdb",
+    "timeit",
+    "commands",
+    "platform",
+    "asyncio",
+    "threading",
+    "_thread",
+    "signal",
+    "tempfile",
+    "urllib",
+    "http",
+    "ftplib",
+    "smtplib",
+    "requests",
+    "torch.hub",
+    "torch.jit",
+    "torch._C",
+    "torch.ops",
+    "torch.package",
+    "torch.utils.cpp_extension",
+    "numpy.testing",
+    "numpy.f2py",
+    "numpy.distutils",
 ];
 
 /// Forbidden single names outside the modules above.
@@ -33,8 +76,21 @@ const FORBIDDEN_NAMES: &[&str] = &["torch.load", "torch.save", "torch.compile"];
 /// `builtins` members that are plain data types; every other builtin (`eval`, `exec`,
 /// `getattr`, `__import__`, `open`, `compile`, ...) is forbidden.
 const DATA_BUILTINS: &[&str] = &[
-    "set", "frozenset", "bytearray", "dict", "list", "tuple", "int", "float", "complex", "str",
-    "bool", "bytes", "slice", "range", "object",
+    "set",
+    "frozenset",
+    "bytearray",
+    "dict",
+    "list",
+    "tuple",
+    "int",
+    "float",
+    "complex",
+    "str",
+    "bool",
+    "bytes",
+    "slice",
+    "range",
+    "object",
 ];
 
 /// Python-2 module names that protocol-2 pickles (torch.save's default) use for builtins.
@@ -50,7 +106,8 @@ fn python3_module(module: &str) -> &str {
 pub(crate) fn resolve(module: &str, name: &str) -> Result<Global, String> {
     let module = python3_module(module);
     let full = format!("{module}.{name}");
-    let in_module = |m: &str| module == m || module.strip_prefix(m).is_some_and(|r| r.starts_with('.'));
+    let in_module =
+        |m: &str| module == m || module.strip_prefix(m).is_some_and(|r| r.starts_with('.'));
     if FORBIDDEN_MODULES.iter().any(|m| in_module(m)) || FORBIDDEN_NAMES.contains(&full.as_str()) {
         return Err(full);
     }
@@ -115,9 +172,14 @@ fn torch_dtype(name: &str) -> Option<Result<StoredDType, ()>> {
         "int8" => StoredDType::I8,
         "uint8" => StoredDType::U8,
         "bool" => StoredDType::Bool,
-        n if n.starts_with("float") || n.starts_with("complex") || n.starts_with("uint")
-            || n.starts_with("int") || n.starts_with("qint") || n.starts_with("quint")
-            || n.starts_with("bits") || matches!(n, "cfloat" | "cdouble" | "chalf") =>
+        n if n.starts_with("float")
+            || n.starts_with("complex")
+            || n.starts_with("uint")
+            || n.starts_with("int")
+            || n.starts_with("qint")
+            || n.starts_with("quint")
+            || n.starts_with("bits")
+            || matches!(n, "cfloat" | "cdouble" | "chalf") =>
         {
             return Some(Err(()))
         }
@@ -135,7 +197,12 @@ fn tuple_items<'a>(arena: &'a Arena, v: &Value, what: &str) -> Result<&'a [Value
 fn non_negative(v: &Value, what: &str, arena: &Arena) -> Result<usize, String> {
     v.as_int()
         .and_then(|i| usize::try_from(i).ok())
-        .ok_or_else(|| format!("{what}: expected a non-negative int, found {}", v.kind(arena)))
+        .ok_or_else(|| {
+            format!(
+                "{what}: expected a non-negative int, found {}",
+                v.kind(arena)
+            )
+        })
 }
 
 fn usize_list(arena: &Arena, v: &Value, what: &str) -> Result<Vec<usize>, String> {
@@ -152,39 +219,63 @@ fn rebuild_tensor(
     dtype_arg: Option<&Value>,
 ) -> Result<Value, String> {
     let [storage, offset, size, stride, ..] = args else {
-        return Err(format!("tensor rebuild: expected at least 4 arguments, found {}", args.len()));
+        return Err(format!(
+            "tensor rebuild: expected at least 4 arguments, found {}",
+            args.len()
+        ));
     };
     let Some(Object::Storage(storage)) = arena.object(storage) else {
-        return Err(format!("tensor rebuild: expected a storage, found {}", storage.kind(arena)));
+        return Err(format!(
+            "tensor rebuild: expected a storage, found {}",
+            storage.kind(arena)
+        ));
     };
     let storage_key = storage.key.clone();
     let mut dtype = storage.kind.dtype.clone();
     if let Some(d) = dtype_arg {
         match arena.object(d) {
             Some(Object::Global(Global::TorchDType(t))) => dtype = t.clone(),
-            _ => return Err(format!("_rebuild_tensor_v3: expected a dtype, found {}", d.kind(arena))),
+            _ => {
+                return Err(format!(
+                    "_rebuild_tensor_v3: expected a dtype, found {}",
+                    d.kind(arena)
+                ))
+            }
         }
     }
     let offset = non_negative(offset, "storage offset", arena)?;
     let shape = usize_list(arena, size, "tensor size")?;
     let stride = usize_list(arena, stride, "tensor stride")?;
     if shape.len() != stride.len() {
-        return Err(format!("tensor size {shape:?} and stride {stride:?} differ in rank"));
+        return Err(format!(
+            "tensor size {shape:?} and stride {stride:?} differ in rank"
+        ));
     }
-    Ok(arena.alloc(Object::Tensor(TensorRef { storage_key, dtype, offset, shape, stride })))
+    Ok(arena.alloc(Object::Tensor(TensorRef {
+        storage_key,
+        dtype,
+        offset,
+        shape,
+        stride,
+    })))
 }
 
 fn expect_tensor(arena: &Arena, v: Option<&Value>, what: &str) -> Result<Value, String> {
     match v {
         Some(v @ Value::Obj(id)) if matches!(arena.get(*id), Object::Tensor(_)) => Ok(v.clone()),
-        Some(v) => Err(format!("{what}: expected a tensor, found {}", v.kind(arena))),
+        Some(v) => Err(format!(
+            "{what}: expected a tensor, found {}",
+            v.kind(arena)
+        )),
         None => Err(format!("{what}: missing tensor argument")),
     }
 }
 
 fn pairs_into_dict(arena: &Arena, args: &[Value]) -> Dict {
     let mut dict = Dict::default();
-    if let Some(Object::List(items) | Object::Tuple(items)) = args.first().and_then(|a| arena.object(a)) {
+    if let Some(Object::List(items) | Object::Tuple(items)) =
+        args.first().and_then(|a| arena.object(a))
+    {
         for item in items {
             if let Some(Object::Tuple(kv) | Object::List(kv)) = arena.object(item) {
                 if let [k, v] = kv.as_slice() {
@@ -204,12 +295,20 @@ fn codecs_encode(arena: &Arena, args: &[Value]) -> Result<Value, String> {
     let encoding = match encoding {
         Some(Value::Str(e)) => e.to_ascii_lowercase(),
         None => "utf-8".into(),
-        Some(other) => return Err(format!("_codecs.encode: bad encoding {}", other.kind(arena))),
+        Some(other) => {
+            return Err(format!(
+                "_codecs.encode: bad encoding {}",
+                other.kind(arena)
+            ))
+        }
     };
     let bytes: Vec<u8> = match encoding.as_str() {
         "latin1" | "latin-1" | "iso-8859-1" => text
             .chars()
-            .map(|c| u8::try_from(u32::from(c)).map_err(|_| "_codecs.encode: non-latin-1 char".to_string()))
+            .map(|c| {
+                u8::try_from(u32::from(c))
+                    .map_err(|_| "_codecs.encode: non-latin-1 char".to_string())
+            })
             .collect::<Result<_, _>>()?,
         "utf-8" | "utf8" => text.as_bytes().to_vec(),
         other => return Err(format!("_codecs.encode: unsupported encoding `{other}`")),
@@ -250,7 +349,10 @@ pub(crate) fn reduce(arena: &mut Arena, callable: &Value, args: &Value) -> Resul
         },
         Global::RebuildTensor | Global::RebuildTensorV2 => rebuild_tensor(arena, &args, None),
         Global::RebuildTensorV3 => {
-            let dtype = args.get(6).cloned().ok_or("_rebuild_tensor_v3: missing dtype")?;
+            let dtype = args
+                .get(6)
+                .cloned()
+                .ok_or("_rebuild_tensor_v3: missing dtype")?;
             rebuild_tensor(arena, &args, Some(&dtype))
         }
         Global::RebuildParameter | Global::RebuildParameterWithState => {
@@ -276,7 +378,9 @@ pub(crate) fn reduce(arena: &mut Arena, callable: &Value, args: &Value) -> Resul
 /// `NEWOBJ` / `NEWOBJ_EX`: `cls.__new__(cls, *args)`.
 pub(crate) fn new_object(arena: &mut Arena, class: &Value) -> Result<Value, String> {
     let obj = match arena.object(class) {
-        Some(Object::Global(Global::OrderedDict | Global::DictLike(_))) => Object::Dict(Dict::default()),
+        Some(Object::Global(Global::OrderedDict | Global::DictLike(_))) => {
+            Object::Dict(Dict::default())
+        }
         Some(Object::Global(Global::Set | Global::FrozenSet)) => Object::Set(Vec::new()),
         Some(Object::Global(g)) => Object::Opaque(g.name().into()),
         Some(Object::Opaque(class)) => Object::Opaque(class.clone()),
@@ -289,19 +393,32 @@ pub(crate) fn new_object(arena: &mut Arena, class: &Value) -> Result<Value, Stri
 pub(crate) fn persistent_load(arena: &mut Arena, pid: &Value) -> Result<Value, String> {
     let items = tuple_items(arena, pid, "persistent id")?;
     let [Value::Str(tag), storage_type, key, _location, _numel] = items else {
-        return Err(format!("persistent id: expected a 5-tuple, found {} items", items.len()));
+        return Err(format!(
+            "persistent id: expected a 5-tuple, found {} items",
+            items.len()
+        ));
     };
     if &**tag != "storage" {
         return Err(format!("persistent id: unknown kind `{tag}`"));
     }
     let kind = match arena.object(storage_type) {
         Some(Object::Global(Global::StorageType(kind))) => kind.clone(),
-        _ => return Err(format!("persistent id: expected a storage type, found {}", storage_type.kind(arena))),
+        _ => {
+            return Err(format!(
+                "persistent id: expected a storage type, found {}",
+                storage_type.kind(arena)
+            ))
+        }
     };
     let key: Rc<str> = match key {
         Value::Str(s) => s.clone(),
         Value::Int(i) => i.to_string().into(),
-        other => return Err(format!("persistent id: bad storage key {}", other.kind(arena))),
+        other => {
+            return Err(format!(
+                "persistent id: bad storage key {}",
+                other.kind(arena)
+            ))
+        }
     };
     Ok(arena.alloc(Object::Storage(StorageRef { key, kind })))
 }

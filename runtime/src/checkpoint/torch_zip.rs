@@ -137,28 +137,32 @@ impl<'a> Archive<'a> {
 
     fn materialise(&mut self, key: &str, t: &TensorRef) -> Result<NamedTensor, CheckpointError> {
         let file = self.file;
-        let dtype = t.dtype.clone().map_err(|name| CheckpointError::InvalidTensor {
-            file: file.to_owned(),
-            key: key.to_owned(),
-            detail: format!("element type `{name}` is not supported"),
-        })?;
+        let dtype = t
+            .dtype
+            .clone()
+            .map_err(|name| CheckpointError::InvalidTensor {
+                file: file.to_owned(),
+                key: key.to_owned(),
+                detail: format!("element type `{name}` is not supported"),
+            })?;
         let storage = self.storage(&t.storage_key)?;
-        let data = read_view(&storage, dtype, self.order, t.offset, &t.shape, &t.stride).map_err(
-            |e| match e {
-                ViewError::TooShort { needed, available } => CheckpointError::StorageTooShort {
-                    file: file.to_owned(),
-                    key: key.to_owned(),
-                    record: format!("data/{}", t.storage_key),
-                    needed,
-                    available,
-                },
-                ViewError::TooLarge => CheckpointError::InvalidTensor {
-                    file: file.to_owned(),
-                    key: key.to_owned(),
-                    detail: format!("shape {:?} has too many elements", t.shape),
-                },
-            },
-        )?;
+        let data =
+            read_view(&storage, dtype, self.order, t.offset, &t.shape, &t.stride).map_err(|e| {
+                match e {
+                    ViewError::TooShort { needed, available } => CheckpointError::StorageTooShort {
+                        file: file.to_owned(),
+                        key: key.to_owned(),
+                        record: format!("data/{}", t.storage_key),
+                        needed,
+                        available,
+                    },
+                    ViewError::TooLarge => CheckpointError::InvalidTensor {
+                        file: file.to_owned(),
+                        key: key.to_owned(),
+                        detail: format!("shape {:?} has too many elements", t.shape),
+                    },
+                }
+            })?;
         Ok(NamedTensor {
             shape: t.shape.clone(),
             dtype,
@@ -239,7 +243,10 @@ fn find_state_dict<'u>(
 }
 
 /// Reads the state dict of a `torch.save` zip held in `bytes`; `file` names it in errors.
-pub fn read_torch_zip(file: &str, bytes: &[u8]) -> Result<(StateDict, TorchZipInfo), CheckpointError> {
+pub fn read_torch_zip(
+    file: &str,
+    bytes: &[u8],
+) -> Result<(StateDict, TorchZipInfo), CheckpointError> {
     let mut archive = Archive::open(file, bytes)?;
     let pickle_record = format!("{}data.pkl", archive.prefix);
     let pickle_bytes = archive.record(&pickle_record)?;
@@ -252,7 +259,10 @@ pub fn read_torch_zip(file: &str, bytes: &[u8]) -> Result<(StateDict, TorchZipIn
             other => {
                 return Err(CheckpointError::NoStateDict {
                     file: file.to_owned(),
-                    detail: format!("state dict key is a {}, not a str", other.kind(&unpickled.arena)),
+                    detail: format!(
+                        "state dict key is a {}, not a str",
+                        other.kind(&unpickled.arena)
+                    ),
                 })
             }
         };

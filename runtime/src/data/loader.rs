@@ -186,7 +186,9 @@ impl Loader {
         let item_shape = match cfg.crop {
             Some(crop) => {
                 if crop.contains(&0) {
-                    return Err(LoaderError::Config(format!("crop {crop:?} has a zero extent")));
+                    return Err(LoaderError::Config(format!(
+                        "crop {crop:?} has a zero extent"
+                    )));
                 }
                 if let Some((i, s)) = set
                     .index()
@@ -203,8 +205,19 @@ impl Loader {
                 vec![crop[0], crop[1], crop[2], 1]
             }
             None => {
-                let first = set.index().samples.first().map(|s| s.shape.clone()).unwrap_or_default();
-                if let Some((i, s)) = set.index().samples.iter().enumerate().find(|(_, s)| s.shape != first) {
+                let first = set
+                    .index()
+                    .samples
+                    .first()
+                    .map(|s| s.shape.clone())
+                    .unwrap_or_default();
+                if let Some((i, s)) = set
+                    .index()
+                    .samples
+                    .iter()
+                    .enumerate()
+                    .find(|(_, s)| s.shape != first)
+                {
                     return Err(shapes_err(format!(
                         "sample {i} ({}) has shape {:?}, sample 0 {:?}: whole-sample batches need one shape",
                         s.source, s.shape, first
@@ -365,7 +378,8 @@ impl WorkerJob {
                 None => sample.values.copy_to_f32(dst),
                 Some(crop) => {
                     let shape = [sample.shape[0], sample.shape[1], sample.shape[2]];
-                    let mut rng = ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, self.epoch, index as u64));
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, self.epoch, index as u64));
                     let origin = crop_origin(shape, crop, &mut rng);
                     let pad = self.cfg.pad_value;
                     match sample.values {

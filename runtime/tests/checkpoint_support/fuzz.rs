@@ -62,7 +62,10 @@ fn mutate(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
 fn check_no_panic(bytes: &[u8]) {
     if let Err(e) = load_checkpoint_bytes(bytes, "fuzz.ckpt") {
         let msg = e.to_string();
-        assert!(msg.starts_with("fuzz.ckpt: "), "error without file name: {msg}");
+        assert!(
+            msg.starts_with("fuzz.ckpt: "),
+            "error without file name: {msg}"
+        );
     }
 }
 
@@ -129,7 +132,11 @@ fn random_opcodes(rng: &mut ChaCha8Rng) -> Vec<u8> {
                 p.op(op);
                 let n = rng.gen_range(0..9);
                 for _ in 0..n {
-                    p.0.push(if rng.gen_bool(0.7) { rng.gen_range(0..4) } else { rng.gen() });
+                    p.0.push(if rng.gen_bool(0.7) {
+                        rng.gen_range(0..4)
+                    } else {
+                        rng.gen()
+                    });
                 }
             }
         }
@@ -184,77 +191,110 @@ fn structured_case(rng: &mut ChaCha8Rng) {
             Kind::F16 => ("HalfStorage", 2),
             Kind::I64 => ("LongStorage", 8),
         };
-        p.str(&format!("t{t}")).global("torch._utils", "_rebuild_tensor_v2").op(b'(');
-        p.op(b'(').str("storage").global("torch", class).str(&s.to_string()).str("cpu");
+        p.str(&format!("t{t}"))
+            .global("torch._utils", "_rebuild_tensor_v2")
+            .op(b'(');
+        p.op(b'(')
+            .str("storage")
+            .global("torch", class)
+            .str(&s.to_string())
+            .str("cpu");
         p.int(bytes.len() / elem).op(b't').op(b'Q');
         p.int(offset).ints(&shape).ints(&stride).op(0x89);
-        p.global("collections", "OrderedDict").op(b')').op(b'R').op(b't').op(b'R');
+        p.global("collections", "OrderedDict")
+            .op(b')')
+            .op(b'R')
+            .op(b't')
+            .op(b'R');
         tensors.push((format!("t{t}"), s, offset, shape, stride));
     }
     p.op(b'u').op(b'.');
-    let records: Vec<(String, Vec<u8>)> =
-        storages.iter().enumerate().map(|(i, (_, b))| (i.to_string(), b.clone())).collect();
+    let records: Vec<(String, Vec<u8>)> = storages
+        .iter()
+        .enumerate()
+        .map(|(i, (_, b))| (i.to_string(), b.clone()))
+        .collect();
     let result = load_checkpoint_bytes(&torch_zip(p.0, &records), "gen.ckpt");
 
     // Naive reference: every multi-index, decomposed from the flat row-major index.
+    let elem_size = |kind: &Kind| match kind {
+        Kind::F32 => 4,
+        Kind::F16 => 2,
+        Kind::I64 => 8,
+    };
+    let naive_index = |flat: usize, offset: usize, shape: &[usize], stride: &[usize]| {
+        let mut rem = flat;
+        let mut at = offset;
+        for d in (0..shape.len()).rev() {
+            at += (rem % shape[d]) * stride[d];
+            rem /= shape[d];
+        }
+        at
+    };
+    // The first out-of-bounds key in file order is the one reported.
+    let first_out_of_bounds = tensors.iter().find(|(_, s, offset, shape, stride)| {
+        let (kind, bytes) = &storages[*s];
+        let numel: usize = shape.iter().product();
+        (0..numel).any(|i| naive_index(i, *offset, shape, stride) >= bytes.len() / elem_size(kind))
+    });
+    if let Some((key, ..)) = first_out_of_bounds {
+        match &result {
+            Err(CheckpointError::StorageTooShort { key: k, .. }) => assert_eq!(k, key),
+            other => panic!("{key}: expected StorageTooShort, got {other:?}"),
+        }
+        return;
+    }
+    let state = result.unwrap_or_else(|e| panic!("generated state dict: {e}"));
     for (key, s, offset, shape, stride) in &tensors {
         let (kind, bytes) = &storages[*s];
-        let elem = match kind {
-            Kind::F32 => 4,
-            Kind::F16 => 2,
-            Kind::I64 => 8,
-        };
-        let numel: usize = shape.iter().product();
-        let index = |flat: usize| {
-            let mut rem = flat;
-            let mut at = *offset;
-            for d in (0..shape.len()).rev() {
-                at += (rem % shape[d]) * stride[d];
-                rem /= shape[d];
-            }
-            at
-        };
-        let out_of_bounds = (0..numel).any(|i| index(i) >= bytes.len() / elem);
-        if out_of_bounds {
-            // The first out-of-bounds key in file order is the one reported.
-            match &result {
-                Err(CheckpointError::StorageTooShort { key: k, .. }) => assert_eq!(k, key),
-                other => panic!("{key}: expected StorageTooShort, got {other:?}"),
-            }
-            return;
-        }
-        let state = result.as_ref().unwrap_or_else(|e| panic!("{key}: {e}"));
+        let elem = elem_size(kind);
         let got = state.get(key).unwrap();
         assert_eq!(&got.shape, shape, "{key}");
-        let at = |i: usize| &bytes[index(i) * elem..(index(i) + 1) * elem];
+        let at = |i: usize| {
+            let j = naive_index(i, *offset, shape, stride);
+            &bytes[j * elem..(j + 1) * elem]
+        };
         match (&got.data, kind) {
             (TensorData::Float(v), Kind::F32) => {
                 for (i, x) in v.iter().enumerate() {
                     let e = f32::from_le_bytes(at(i).try_into().unwrap());
-                    assert!(x.to_bits() == e.to_bits() || (x.is_nan() && e.is_nan()), "{key}[{i}]");
+                    assert!(
+                        x.to_bits() == e.to_bits() || (x.is_nan() && e.is_nan()),
+                        "{key}[{i}]"
+                    );
                 }
             }
             (TensorData::Float(v), Kind::F16) => {
                 for (i, x) in v.iter().enumerate() {
                     let e = f16::from_le_bytes(at(i).try_into().unwrap()).to_f32();
-                    assert!(x.to_bits() == e.to_bits() || (x.is_nan() && e.is_nan()), "{key}[{i}]");
+                    assert!(
+                        x.to_bits() == e.to_bits() || (x.is_nan() && e.is_nan()),
+                        "{key}[{i}]"
+                    );
                 }
             }
             (TensorData::Int(v), Kind::I64) => {
                 for (i, x) in v.iter().enumerate() {
-                    assert_eq!(*x, i64::from_le_bytes(at(i).try_into().unwrap()), "{key}[{i}]");
+                    assert_eq!(
+                        *x,
+                        i64::from_le_bytes(at(i).try_into().unwrap()),
+                        "{key}[{i}]"
+                    );
                 }
             }
             _ => panic!("{key}: wrong value kind"),
         }
+        assert_eq!(got.data.len(), shape.iter().product::<usize>(), "{key}");
     }
-    assert!(result.is_ok());
 }
 
 /// Runs the four generators round-robin for `budget`; deterministic sequence (fixed seed).
 pub fn mutation_fuzz(budget: Duration) {
     let mut rng = ChaCha8Rng::seed_from_u64(0x6d65_6476_6165);
-    let seeds: Vec<Vec<u8>> = SEEDS.iter().map(|s| std::fs::read(fixture(s)).unwrap()).collect();
+    let seeds: Vec<Vec<u8>> = SEEDS
+        .iter()
+        .map(|s| std::fs::read(fixture(s)).unwrap())
+        .collect();
     let seed_records: Vec<Vec<(String, Vec<u8>)>> =
         SEEDS.iter().map(|s| zip_records(&fixture(s))).collect();
     let start = Instant::now();

@@ -33,7 +33,9 @@ pub fn golden_checkpoint(name: &str) -> PathBuf {
 
 /// A fixture made by tests/data/gen_checkpoint_fixtures.py.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 /// A fresh, empty temporary folder for this test process.
@@ -53,7 +55,9 @@ pub fn read_expected(path: &Path, prefix: &str) -> StateDict {
     names.sort();
     let mut out = StateDict::new(path.display().to_string());
     for name in names {
-        let Some(key) = name.strip_prefix(prefix) else { continue };
+        let Some(key) = name.strip_prefix(prefix) else {
+            continue;
+        };
         let view = st.tensor(&name).unwrap();
         let (dtype, data) = match view.dtype() {
             Dtype::F32 => (
@@ -77,7 +81,8 @@ pub fn read_expected(path: &Path, prefix: &str) -> StateDict {
             other => panic!("{name}: unexpected dtype {other:?} in expected file"),
         };
         let shape = view.shape().to_vec();
-        out.insert(key.to_owned(), NamedTensor { shape, dtype, data }).unwrap();
+        out.insert(key.to_owned(), NamedTensor { shape, dtype, data })
+            .unwrap();
     }
     out
 }
@@ -99,8 +104,8 @@ pub fn zip_records(path: &Path) -> Vec<(String, Vec<u8>)> {
 /// Packs records into an uncompressed zip, as torch.save does.
 pub fn rezip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (name, data) in records {
         out.start_file(name.as_str(), options).unwrap();
         out.write_all(data).unwrap();

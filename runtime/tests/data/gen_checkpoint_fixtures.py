@@ -42,15 +42,25 @@ class TinyNet(torch.nn.Module):
         self.lin = torch.nn.Linear(4, 5)
 
 
-def varied_state_dict():
-    """A real module state_dict (OrderedDict with _metadata, int64 num_batches_tracked) plus
-    tensors in every supported storage type, non-contiguous views and shared storages."""
+def trained_net():
+    """A tiny module after one Adam step, so that the optimizer state holds tensors."""
     torch.manual_seed(7)
     net = TinyNet()
     with torch.no_grad():
         net.bn.running_mean.uniform_(-1, 1)
         net.bn.running_var.uniform_(0.5, 2)
         net.bn.num_batches_tracked.fill_(17)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.9))
+    for p in net.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3)
+    return net, opt.state_dict(), sched.state_dict()
+
+
+def varied_state_dict(net):
+    """A real module state_dict (OrderedDict with _metadata, int64 num_batches_tracked) plus
+    tensors in every supported storage type, non-contiguous views and shared storages."""
     sd = net.state_dict()
     base = torch.randn(6, 8)
     sd["extra.transposed"] = base.t()  # stride (1, 8): gathered
@@ -66,7 +76,7 @@ def varied_state_dict():
     sd["extra.bool"] = torch.tensor([True, False, True])
     sd["extra.scalar"] = torch.tensor(3.5)
     sd["extra.empty"] = torch.zeros(0, 4)
-    return net, sd
+    return sd
 
 
 def expected_tensors(sd):
@@ -82,14 +92,9 @@ def expected_tensors(sd):
     return out
 
 
-def lightning_like(net, sd):
+def lightning_like(sd, opt_state, sched_state):
     """The extra entries a Lightning checkpoint carries: optimizer state with tensors nested in
     dicts and lists, hyper-parameters holding arbitrary objects, callbacks, loops."""
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.9))
-    for p in net.parameters():
-        p.grad = torch.ones_like(p)
-    opt.step()
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3)
     return {
         "epoch": 3,
         "global_step": 1234,
@@ -104,8 +109,8 @@ def lightning_like(net, sd):
                 "kth_value": torch.tensor(float("inf")),
             }
         },
-        "optimizer_states": [opt.state_dict()],
-        "lr_schedulers": [sched.state_dict()],
+        "optimizer_states": [opt_state],
+        "lr_schedulers": [sched_state],
         "hparams_name": "kwargs",
         "hyper_parameters": {
             "embed_dim": 1,
@@ -125,9 +130,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(HERE))
     out = pathlib.Path(ap.parse_args().out)
-    net, sd = varied_state_dict()
+    net, opt_state, sched_state = trained_net()
+    sd = varied_state_dict(net)
     save_file(expected_tensors(sd), str(out / "varied_expected.safetensors"))
-    torch.save(lightning_like(net, sd), out / "lightning_full.ckpt")
+    torch.save(lightning_like(sd, opt_state, sched_state), out / "lightning_full.ckpt")
     torch.save(sd, out / "varied_protocol5.pt", pickle_protocol=5)
     torch.save({"state_dict": {"w": torch.ones(2)}, "hook": SystemCall()}, out / "forbidden_os_system.ckpt")
     torch.save({"w": torch.ones(2), "payload": Payload()}, out / "forbidden_custom_class.pt")

@@ -134,8 +134,9 @@ pub(super) fn flip_weight<T: Real>(g: &ConvGeometry, classes: &[DataClass], w: &
             for jy in 0..t[1] {
                 for jx in 0..t[2] {
                     let j = [jz, jy, jx];
-                    let k: Vec<usize> =
-                        (0..3).map(|i| g.stride[i] * (t[i] - 1 - j[i]) + cl.residue[i]).collect();
+                    let k: Vec<usize> = (0..3)
+                        .map(|i| g.stride[i] * (t[i] - 1 - j[i]) + cl.residue[i])
+                        .collect();
                     let dst = cl.weight / (cin * cout) + (jz * t[1] + jy) * t[2] + jx;
                     sources[dst] = (k[0] * kh + k[1]) * kw + k[2];
                 }
@@ -183,8 +184,7 @@ pub(super) fn backward_data_on_source<T: Real>(
         let plan = &cl.plan;
         let [_, gy, gx] = plan.grid;
         let s = g.stride;
-        let coord =
-            |i: usize, p: usize| s[i] * (cl.q_min[i] + p) + cl.residue[i] - g.pad_lo[i];
+        let coord = |i: usize, p: usize| s[i] * (cl.q_min[i] + p) + cl.residue[i] - g.pad_lo[i];
         plan.run(src, wf, |ch, buf| {
             let (v0, _) = plan.span(ch);
             for r in ch.row0..ch.row0 + ch.rows {

@@ -135,7 +135,7 @@ impl VirtualGemm {
                 .and_then(|p| p.checked_add(self.sx.checked_mul(last_v)?))
                 .and_then(|p| p.checked_add(t.width))
                 .and_then(|p| p.checked_mul(self.c));
-            if src_end.is_none_or_gt(src_len) {
+            if exceeds(src_end, src_len) {
                 return Err(bad("source"));
             }
             let w_end = t
@@ -143,7 +143,7 @@ impl VirtualGemm {
                 .checked_mul(self.c)
                 .and_then(|k| k.checked_mul(self.n))
                 .and_then(|k| k.checked_add(t.weight));
-            if w_end.is_none_or_gt(weight_len) {
+            if exceeds(w_end, weight_len) {
                 return Err(bad("weight"));
             }
         }
@@ -165,46 +165,44 @@ impl VirtualGemm {
     pub fn run<T: Real>(&self, src: &[T], weight: &[T], sink: impl Fn(&Chunk, &[T]) + Sync) {
         let chunks = self.chunks();
         let par = self.parallelism(chunks.len());
-        chunks
-            .par_iter()
-            .for_each_init(Vec::<T>::new, |buf, ch| {
-                let (v0, len) = self.span(ch);
-                // The first term overwrites the buffer; only an empty plan needs zeros.
-                buf.resize(len * self.n, T::zero());
-                if self.terms.is_empty() {
-                    buf.fill(T::zero());
+        chunks.par_iter().for_each_init(Vec::<T>::new, |buf, ch| {
+            let (v0, len) = self.span(ch);
+            // The first term overwrites the buffer; only an empty plan needs zeros.
+            buf.resize(len * self.n, T::zero());
+            if self.terms.is_empty() {
+                buf.fill(T::zero());
+            }
+            for (i, t) in self.terms.iter().enumerate() {
+                let src_off = (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
+                // SAFETY: `check` bounded the farthest source and weight element of every
+                // term; `buf` is this task's own `len × n` buffer.
+                unsafe {
+                    gemm(
+                        len,
+                        self.n,
+                        t.width * self.c,
+                        View {
+                            ptr: buf.as_mut_ptr(),
+                            rs: self.n,
+                            cs: 1,
+                        },
+                        i > 0,
+                        View {
+                            ptr: src.as_ptr().add(src_off),
+                            rs: self.sx * self.c,
+                            cs: 1,
+                        },
+                        View {
+                            ptr: weight.as_ptr().add(t.weight),
+                            rs: self.n,
+                            cs: 1,
+                        },
+                        par,
+                    );
                 }
-                for (i, t) in self.terms.iter().enumerate() {
-                    let src_off = (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
-                    // SAFETY: `check` bounded the farthest source and weight element of every
-                    // term; `buf` is this task's own `len × n` buffer.
-                    unsafe {
-                        gemm(
-                            len,
-                            self.n,
-                            t.width * self.c,
-                            View {
-                                ptr: buf.as_mut_ptr(),
-                                rs: self.n,
-                                cs: 1,
-                            },
-                            i > 0,
-                            View {
-                                ptr: src.as_ptr().add(src_off),
-                                rs: self.sx * self.c,
-                                cs: 1,
-                            },
-                            View {
-                                ptr: weight.as_ptr().add(t.weight),
-                                rs: self.n,
-                                cs: 1,
-                            },
-                            par,
-                        );
-                    }
-                }
-                sink(ch, buf);
-            });
+            }
+            sink(ch, buf);
+        });
     }
 
     /// `dw[term] += A_termᵀ · dy` over the whole grid, where `dy` is laid out like the output
@@ -266,16 +264,14 @@ impl VirtualGemm {
                 acc
             })
             .collect();
-        dw.par_chunks_mut(1 << 14)
-            .enumerate()
-            .for_each(|(i, out)| {
-                let range = i << 14..(i << 14) + out.len();
-                for part in &partials {
-                    for (o, &p) in out.iter_mut().zip(&part[range.clone()]) {
-                        *o += p;
-                    }
+        dw.par_chunks_mut(1 << 14).enumerate().for_each(|(i, out)| {
+            let range = i << 14..(i << 14) + out.len();
+            for part in &partials {
+                for (o, &p) in out.iter_mut().zip(&part[range.clone()]) {
+                    *o += p;
                 }
-            });
+            }
+        });
     }
 
     /// Scatter the chunk's output rows of `dy` into virtual-row layout, zeroing the rows that
@@ -294,13 +290,7 @@ impl VirtualGemm {
     }
 }
 
-/// `None` (overflowed) or larger than the limit.
-trait NoneOrGreater {
-    fn is_none_or_gt(self, limit: usize) -> bool;
-}
-
-impl NoneOrGreater for Option<usize> {
-    fn is_none_or_gt(self, limit: usize) -> bool {
-        !matches!(self, Some(v) if v <= limit)
-    }
+/// An end offset that overflowed (`None`) or lies beyond `limit`.
+fn exceeds(end: Option<usize>, limit: usize) -> bool {
+    !matches!(end, Some(v) if v <= limit)
 }

@@ -7,8 +7,8 @@
 //! `implicit_gemm` for the scheme, `forward`, `backward_data` and `backward_weight` for how
 //! each direction maps onto it.
 //!
-//! 3×3 stride-1 2D convolutions (forward and backward-data) run as Winograd F(2×2, 3×3)
-//! instead (`winograd`), unless [`ConvAlgorithm::ImplicitGemm`] is asked for.
+//! 3×3 stride-1 2D convolutions (all three directions) run as Winograd F(2×2, 3×3) instead
+//! (`winograd`), unless [`ConvAlgorithm::ImplicitGemm`] is asked for.
 //!
 //! The `*_with` variants take a [`ConvScratch`] so that repeated calls reuse their packing
 //! buffers instead of allocating, and carry the algorithm choice.
@@ -133,15 +133,10 @@ pub fn conv_forward_with<T: Real>(
         check_len(KERNEL, "bias", b.len(), g.cout)?;
     }
     if scratch.algorithm == ConvAlgorithm::Auto && winograd::applicable(g) {
-        let ConvScratch {
-            source,
-            transformed,
-            ..
-        } = scratch;
-        transformed.resize(16 * g.cin * g.cout, T::zero());
-        winograd::transform_weight(w, g.cin, g.cout, transformed);
-        let src = winograd::packed(g, x, source);
-        winograd::forward_on_source(g, src, transformed, bias, y);
+        let u = &mut scratch.transformed;
+        u.resize(16 * g.cin * g.cout, T::zero());
+        winograd::transform_weight(w, g.cin, g.cout, u);
+        winograd::forward(g, x, u, bias, y);
         return Ok(());
     }
     let (plan, spec) = forward::forward_plan(g);
@@ -186,8 +181,7 @@ pub fn conv_backward_data_with<T: Real>(
         let gt = winograd::backward_data_geometry(g);
         transformed.resize(16 * g.cin * g.cout, T::zero());
         winograd::transform_weight(weight, gt.cin, gt.cout, transformed);
-        let src = winograd::packed(&gt, dy, source);
-        winograd::forward_on_source(&gt, src, transformed, None, dx);
+        winograd::forward(&gt, dy, transformed, None, dx);
         return Ok(());
     }
     let src = packed_source(dy, g.batch, g.out_spatial(), g.cout, &spec, source);
@@ -225,10 +219,14 @@ pub fn conv_backward_weight_with<T: Real>(
     if let Some(db) = dbias.as_deref() {
         check_len(KERNEL, "dbias", db.len(), g.cout)?;
     }
-    let (plan, spec) = forward::forward_plan(g);
-    let src = packed_source(x, g.batch, g.in_spatial, g.cin, &spec, &mut scratch.source);
-    plan.check(src.len(), dw.len())?;
-    plan.accumulate_weight_grad(src, dy, dw);
+    if scratch.algorithm == ConvAlgorithm::Auto && winograd::applicable(g) {
+        winograd::backward_weight(g, x, dy, dw);
+    } else {
+        let (plan, spec) = forward::forward_plan(g);
+        let src = packed_source(x, g.batch, g.in_spatial, g.cin, &spec, &mut scratch.source);
+        plan.check(src.len(), dw.len())?;
+        plan.accumulate_weight_grad(src, dy, dw);
+    }
     if let Some(db) = dbias {
         backward_weight::accumulate_bias_grad(dy, g.cout, db);
     }
@@ -239,7 +237,12 @@ pub fn conv_backward_weight_with<T: Real>(
 /// tap-major `[kd, kh, kw, I, O]` layout of these kernels. `w_oidhw` must hold
 /// `cout · cin · kd · kh · kw` elements; missing elements are not read (the result is then
 /// shorter), so check lengths first.
-pub fn weight_from_torch<T: Copy>(w_oidhw: &[T], cout: usize, cin: usize, kernel: Spatial) -> Vec<T> {
+pub fn weight_from_torch<T: Copy>(
+    w_oidhw: &[T],
+    cout: usize,
+    cin: usize,
+    kernel: Spatial,
+) -> Vec<T> {
     let taps: usize = kernel.iter().product();
     let mut out = Vec::with_capacity(taps * cin * cout);
     for tap in 0..taps {

@@ -53,10 +53,6 @@ pub(super) fn pack<T: Real>(
 ) {
     let row = spec.ext[2] * c;
     let [d, h, w] = input;
-    let in_row = w * c;
-    // Columns of the row that hold data: [x0, x1) in pixels.
-    let x0 = spec.lo[2].min(spec.ext[2]);
-    let x1 = (spec.lo[2] + w).min(spec.ext[2]);
     let rows = batch * spec.phases[0] * spec.phases[1] * spec.ext[0] * spec.ext[1];
     debug_assert_eq!(out.len(), rows * row);
     out.par_chunks_mut(row)
@@ -73,14 +69,28 @@ pub(super) fn pack<T: Real>(
             let n = rest / spec.phases[0];
             let z = (spec.step[0] * zq + a).checked_sub(spec.lo[0]).filter(|&z| z < d);
             let y = (spec.step[1] * yq + b).checked_sub(spec.lo[1]).filter(|&y| y < h);
-            match (z, y) {
-                (Some(z), Some(y)) if x1 > x0 => {
-                    let from = ((n * d + z) * h + y) * in_row;
-                    dst[..x0 * c].fill(T::zero());
-                    dst[x0 * c..x1 * c].copy_from_slice(&x[from..from + (x1 - x0) * c]);
-                    dst[x1 * c..].fill(T::zero());
+            let src = match (z, y) {
+                (Some(z), Some(y)) => {
+                    let from = ((n * d + z) * h + y) * w * c;
+                    Some(&x[from..from + w * c])
                 }
-                _ => dst.fill(T::zero()),
-            }
+                _ => None,
+            };
+            fill_row(dst, src, spec.lo[2], c);
         });
+}
+
+/// Write one padded row: `lo` zero pixels, then the `src` row (or zeros where there is no
+/// source row), then zeros to the end, all cut to `dst`'s length.
+pub(super) fn fill_row<T: Real>(dst: &mut [T], src: Option<&[T]>, lo: usize, c: usize) {
+    let x0 = (lo * c).min(dst.len());
+    match src {
+        Some(src) => {
+            let x1 = (x0 + src.len()).min(dst.len());
+            dst[..x0].fill(T::zero());
+            dst[x0..x1].copy_from_slice(&src[..x1 - x0]);
+            dst[x1..].fill(T::zero());
+        }
+        None => dst.fill(T::zero()),
+    }
 }

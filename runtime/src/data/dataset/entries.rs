@@ -52,7 +52,10 @@ pub fn read_entries(spec: &DatasetSpec) -> Result<Vec<DatasetEntry>, DatasetErro
         let line = record.position().map_or(0, |p| p.line());
         let id = record.get(image_col).unwrap_or("").trim();
         if id.is_empty() {
-            return Err(DatasetError::EmptyId { path: path.clone(), line });
+            return Err(DatasetError::EmptyId {
+                path: path.clone(),
+                line,
+            });
         }
         let value = record.get(split_col).unwrap_or("");
         let split = Split::parse(value).ok_or_else(|| DatasetError::BadSplit {

@@ -18,7 +18,11 @@ pub enum DatasetError {
         available: Vec<String>,
     },
     #[error("{}: line {line}: split {value:?} is not train, val (valid, validation) or test", path.display())]
-    BadSplit { path: PathBuf, line: u64, value: String },
+    BadSplit {
+        path: PathBuf,
+        line: u64,
+        value: String,
+    },
     #[error("{}: line {line}: empty image id", path.display())]
     EmptyId { path: PathBuf, line: u64 },
 }
@@ -39,7 +43,9 @@ pub enum PrepareError {
     Dataset(#[from] DatasetError),
     #[error(transparent)]
     Shard(#[from] ShardError),
-    #[error("bad input (dataset {dataset}, {split}): {source} (use --skip-bad to skip such files)")]
+    #[error(
+        "bad input (dataset {dataset}, {split}): {source} (use --skip-bad to skip such files)"
+    )]
     BadFile {
         dataset: usize,
         split: crate::data::dataset::Split,

@@ -14,8 +14,8 @@ mod prepare;
 pub use entries::{read_entries, DatasetEntry};
 pub use error::{DatasetError, PrepareError, SampleError};
 pub use prepare::{
-    decode_sample, prepare, DecodedSample, PrepareOptions, PrepareReport, Progress, SkippedFile, SplitSummary,
-    REPORT_FILE,
+    decode_sample, prepare, DecodedSample, PrepareOptions, PrepareReport, Progress, SkippedFile,
+    SplitSummary, REPORT_FILE,
 };
 
 use std::path::PathBuf;
@@ -95,7 +95,9 @@ impl DataKind {
 }
 
 /// A dataset split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,

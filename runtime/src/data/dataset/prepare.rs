@@ -148,7 +148,11 @@ pub fn prepare(
     let mut jobs = Vec::new();
     for (dataset, spec) in specs.iter().enumerate() {
         for entry in read_entries(spec)? {
-            jobs.push(Job { dataset, spec, entry });
+            jobs.push(Job {
+                dataset,
+                spec,
+                entry,
+            });
         }
     }
 
@@ -174,7 +178,13 @@ pub fn prepare(
     for split in Split::ALL {
         writers.insert(
             split,
-            SplitWriter::create(out, split.name(), opts.dtype, opts.alignment, opts.max_shard_bytes)?,
+            SplitWriter::create(
+                out,
+                split.name(),
+                opts.dtype,
+                opts.alignment,
+                opts.max_shard_bytes,
+            )?,
         );
     }
 
@@ -198,16 +208,23 @@ pub fn prepare(
     let mut done = 0usize;
     let mut skipped = Vec::new();
     for chunk in jobs.chunks(workers * 2) {
-        let decoded: Vec<Result<DecodedSample, SampleError>> =
-            pool.install(|| chunk.par_iter().map(|j| decode_sample(&j.entry.path, j.spec)).collect());
+        let decoded: Vec<Result<DecodedSample, SampleError>> = pool.install(|| {
+            chunk
+                .par_iter()
+                .map(|j| decode_sample(&j.entry.path, j.spec))
+                .collect()
+        });
         for (job, result) in chunk.iter().zip(decoded) {
             done += 1;
             match result {
                 Ok(sample) => {
-                    let writer = writers.get_mut(&job.entry.split).ok_or_else(|| PrepareError::Output {
-                        path: out.clone(),
-                        msg: format!("no writer for split {}", job.entry.split),
-                    })?;
+                    let writer =
+                        writers
+                            .get_mut(&job.entry.split)
+                            .ok_or_else(|| PrepareError::Output {
+                                path: out.clone(),
+                                msg: format!("no writer for split {}", job.entry.split),
+                            })?;
                     let source = job.entry.path.to_string_lossy();
                     writer.append(&sample.shape, &sample.data, &source, job.dataset)?;
                     progress(&Progress {

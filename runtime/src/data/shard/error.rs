@@ -13,7 +13,11 @@ pub enum ShardError {
         source: std::io::Error,
     },
     #[error("{}: truncated shard: {actual} bytes, the header says {expected}", path.display())]
-    Truncated { path: PathBuf, expected: u64, actual: u64 },
+    Truncated {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{}: corrupt shard: {msg}", path.display())]
     Corrupt { path: PathBuf, msg: String },
     #[error("{}: bad shard index: {msg}", path.display())]
@@ -21,7 +25,11 @@ pub enum ShardError {
     #[error("{}: cannot append sample: {msg}", path.display())]
     Sample { path: PathBuf, msg: String },
     #[error("{}: sample {index} out of range ({len} samples)", path.display())]
-    OutOfRange { path: PathBuf, index: usize, len: usize },
+    OutOfRange {
+        path: PathBuf,
+        index: usize,
+        len: usize,
+    },
 }
 
 impl ShardError {

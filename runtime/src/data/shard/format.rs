@@ -62,7 +62,11 @@ pub struct SampleShape {
 impl SampleShape {
     /// `None` for rank 0, rank above 4, a zero extent, or a size that overflows.
     pub fn new(dims: &[usize]) -> Option<Self> {
-        if dims.is_empty() || dims.len() > MAX_RANK || dims.contains(&0) || dims.iter().any(|&d| d > u32::MAX as usize) {
+        if dims.is_empty()
+            || dims.len() > MAX_RANK
+            || dims.contains(&0)
+            || dims.iter().any(|&d| d > u32::MAX as usize)
+        {
             return None;
         }
         dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
@@ -153,12 +157,19 @@ impl Header {
                     actual,
                 });
             }
-            return Err(ShardError::corrupt(path, format!("{actual} bytes: not a shard file")));
+            return Err(ShardError::corrupt(
+                path,
+                format!("{actual} bytes: not a shard file"),
+            ));
         }
         if bytes[..8] != MAGIC {
-            return Err(ShardError::corrupt(path, "bad magic: not a medvae shard file"));
+            return Err(ShardError::corrupt(
+                path,
+                "bad magic: not a medvae shard file",
+            ));
         }
-        let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+        let u32_at =
+            |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
         let u64_at = |o: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&bytes[o..o + 8]);
@@ -174,14 +185,21 @@ impl Header {
         if checksum(&bytes[..56]) != u64_at(56) {
             return Err(ShardError::corrupt(path, "header checksum mismatch"));
         }
-        let dtype = ShardDtype::from_code(u32_at(12))
-            .ok_or_else(|| ShardError::corrupt(path, format!("unknown dtype code {}", u32_at(12))))?;
+        let dtype = ShardDtype::from_code(u32_at(12)).ok_or_else(|| {
+            ShardError::corrupt(path, format!("unknown dtype code {}", u32_at(12)))
+        })?;
         let alignment = u32_at(16);
         if !super::ALIGNMENTS.contains(&(alignment as usize)) {
-            return Err(ShardError::corrupt(path, format!("alignment {alignment} is not 64 or 4096")));
+            return Err(ShardError::corrupt(
+                path,
+                format!("alignment {alignment} is not 64 or 4096"),
+            ));
         }
         if u32_at(20) as usize != ENTRY_BYTES {
-            return Err(ShardError::corrupt(path, format!("table entry size {} != {ENTRY_BYTES}", u32_at(20))));
+            return Err(ShardError::corrupt(
+                path,
+                format!("table entry size {} != {ENTRY_BYTES}", u32_at(20)),
+            ));
         }
         let header = Header {
             dtype,
@@ -236,14 +254,19 @@ impl Entry {
 
     /// Parse the table and check each entry's shape, alignment and bounds (samples lie between
     /// the header and the table, in order, without overlap).
-    pub fn decode_table(path: &Path, header: &Header, table: &[u8]) -> Result<Vec<Entry>, ShardError> {
+    pub fn decode_table(
+        path: &Path,
+        header: &Header,
+        table: &[u8],
+    ) -> Result<Vec<Entry>, ShardError> {
         if checksum(table) != header.table_checksum {
             return Err(ShardError::corrupt(path, "table checksum mismatch"));
         }
         let mut entries = Vec::with_capacity(header.count as usize);
         let mut prev_end = HEADER_BYTES as u64;
         for (i, e) in table.chunks_exact(ENTRY_BYTES).enumerate() {
-            let u32_at = |o: usize| u32::from_le_bytes([e[o], e[o + 1], e[o + 2], e[o + 3]]) as usize;
+            let u32_at =
+                |o: usize| u32::from_le_bytes([e[o], e[o + 1], e[o + 2], e[o + 3]]) as usize;
             let u64_at = |o: usize| {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&e[o..o + 8]);
@@ -263,10 +286,18 @@ impl Entry {
             };
             let expected_len = (shape.numel() as u64).checked_mul(header.dtype.size() as u64);
             if expected_len != Some(entry.len) {
-                return Err(bad(format!("{} bytes for shape {:?} of {}", entry.len, shape.dims(), header.dtype)));
+                return Err(bad(format!(
+                    "{} bytes for shape {:?} of {}",
+                    entry.len,
+                    shape.dims(),
+                    header.dtype
+                )));
             }
-            if entry.offset % header.alignment as u64 != 0 {
-                return Err(bad(format!("offset {} not aligned to {}", entry.offset, header.alignment)));
+            if !entry.offset.is_multiple_of(header.alignment as u64) {
+                return Err(bad(format!(
+                    "offset {} not aligned to {}",
+                    entry.offset, header.alignment
+                )));
             }
             let end = match entry.offset.checked_add(entry.len) {
                 Some(end) if entry.offset >= prev_end && end <= header.table_offset => end,

@@ -51,7 +51,10 @@ pub fn index_path(dir: &Path, split: &str) -> PathBuf {
 }
 
 fn check_split_name(dir: &Path, split: &str) -> Result<(), ShardError> {
-    let ok = !split.is_empty() && split.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let ok = !split.is_empty()
+        && split
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -88,7 +91,10 @@ impl SplitWriter {
         if !super::ALIGNMENTS.contains(&alignment) {
             return Err(ShardError::Index {
                 path: dir.to_path_buf(),
-                msg: format!("alignment {alignment} is not one of {:?}", super::ALIGNMENTS),
+                msg: format!(
+                    "alignment {alignment} is not one of {:?}",
+                    super::ALIGNMENTS
+                ),
             });
         }
         std::fs::create_dir_all(dir).map_err(|e| ShardError::io(dir, "create folder", e))?;
@@ -112,15 +118,29 @@ impl SplitWriter {
     }
 
     /// Append a sample; returns its global index in the split.
-    pub fn append(&mut self, shape: &[usize], data: &[f32], source: &str, dataset: usize) -> Result<usize, ShardError> {
-        if self.current.as_ref().is_some_and(|w| w.bytes_written() >= self.max_shard_bytes) {
+    pub fn append(
+        &mut self,
+        shape: &[usize],
+        data: &[f32],
+        source: &str,
+        dataset: usize,
+    ) -> Result<usize, ShardError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|w| w.bytes_written() >= self.max_shard_bytes)
+        {
             self.close_current()?;
         }
         let writer = match &mut self.current {
             Some(w) => w,
             None => {
                 let name = format!("{}-{:05}.shard", self.split, self.shards.len());
-                self.current.insert(ShardWriter::create(&self.dir.join(name), self.dtype, self.alignment)?)
+                self.current.insert(ShardWriter::create(
+                    &self.dir.join(name),
+                    self.dtype,
+                    self.alignment,
+                )?)
             }
         };
         writer.append(shape, data)?;
@@ -168,7 +188,10 @@ impl SplitWriter {
 }
 
 /// Write `value` as pretty JSON to `path` via a temp file, fsync and rename.
-pub(crate) fn write_json_atomically<T: serde::Serialize>(path: &Path, value: &T) -> Result<(), ShardError> {
+pub(crate) fn write_json_atomically<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+) -> Result<(), ShardError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
@@ -205,7 +228,8 @@ impl ShardSet {
             path: path.clone(),
             msg,
         };
-        let index: SplitIndex = serde_json::from_slice(&text).map_err(|e| bad(format!("not a valid index: {e}")))?;
+        let index: SplitIndex =
+            serde_json::from_slice(&text).map_err(|e| bad(format!("not a valid index: {e}")))?;
         if index.format != INDEX_FORMAT || index.version != INDEX_VERSION {
             return Err(bad(format!(
                 "format {:?} version {}, expected {INDEX_FORMAT:?} version {INDEX_VERSION}",
@@ -216,8 +240,12 @@ impl ShardSet {
         let mut starts = Vec::with_capacity(index.shards.len());
         let mut total = 0usize;
         for shard in &index.shards {
-            if shard.file.contains('/') || shard.file.contains('\\') || shard.file.starts_with('.') {
-                return Err(bad(format!("shard file name {:?} is not a plain name", shard.file)));
+            if shard.file.contains('/') || shard.file.contains('\\') || shard.file.starts_with('.')
+            {
+                return Err(bad(format!(
+                    "shard file name {:?} is not a plain name",
+                    shard.file
+                )));
             }
             let reader = ShardReader::open(&dir.join(&shard.file))?;
             if reader.len() != shard.samples || reader.dtype() != index.dtype {
@@ -233,7 +261,11 @@ impl ShardSet {
             for i in 0..reader.len() {
                 let listed = index.samples.get(total + i).map(|s| s.shape.as_slice());
                 if listed != Some(reader.shape(i)?.dims()) {
-                    return Err(bad(format!("sample {} shape differs between the index and {}", total + i, shard.file)));
+                    return Err(bad(format!(
+                        "sample {} shape differs between the index and {}",
+                        total + i,
+                        shard.file
+                    )));
                 }
             }
             starts.push(total);

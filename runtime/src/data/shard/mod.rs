@@ -45,9 +45,11 @@ mod reader;
 mod writer;
 
 pub use error::ShardError;
-pub use format::{checksum, ShardDtype, SampleShape, FORMAT_VERSION, MAGIC, MAX_RANK};
+pub use format::{checksum, SampleShape, ShardDtype, FORMAT_VERSION, MAGIC, MAX_RANK};
 pub(crate) use index::write_json_atomically;
-pub use index::{index_path, IndexedSample, ShardEntry, ShardSet, SplitIndex, SplitWriter, INDEX_FORMAT};
+pub use index::{
+    index_path, IndexedSample, ShardEntry, ShardSet, SplitIndex, SplitWriter, INDEX_FORMAT,
+};
 pub use reader::{SampleValues, SampleView, ShardReader};
 pub use writer::{ShardSummary, ShardWriter};
 

@@ -65,7 +65,10 @@ impl std::fmt::Debug for ShardReader {
 impl ShardReader {
     pub fn open(path: &Path) -> Result<Self, ShardError> {
         if cfg!(target_endian = "big") {
-            return Err(ShardError::corrupt(path, "shards are little-endian; this host is big-endian"));
+            return Err(ShardError::corrupt(
+                path,
+                "shards are little-endian; this host is big-endian",
+            ));
         }
         let file = File::open(path).map_err(|e| ShardError::io(path, "open", e))?;
         // SAFETY: the map is read-only and shards are never modified after their atomic rename
@@ -118,10 +121,19 @@ impl ShardReader {
     pub fn sample(&self, i: usize) -> Result<SampleView<'_>, ShardError> {
         let e = self.entry(i)?;
         let bytes = self.bytes(e);
-        let misaligned = || ShardError::corrupt(&self.path, format!("sample {i}: data not aligned in memory"));
+        let misaligned = || {
+            ShardError::corrupt(
+                &self.path,
+                format!("sample {i}: data not aligned in memory"),
+            )
+        };
         let values = match self.dtype {
-            ShardDtype::F32 => SampleValues::F32(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?),
-            ShardDtype::F16 => SampleValues::F16(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?),
+            ShardDtype::F32 => {
+                SampleValues::F32(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
+            ShardDtype::F16 => {
+                SampleValues::F16(bytemuck::try_cast_slice(bytes).map_err(|_| misaligned())?)
+            }
         };
         Ok(SampleView {
             shape: e.shape.dims(),
@@ -142,7 +154,10 @@ impl ShardReader {
     pub fn verify(&self) -> Result<(), ShardError> {
         for (i, e) in self.entries.iter().enumerate() {
             if checksum(self.bytes(e)) != e.checksum {
-                return Err(ShardError::corrupt(&self.path, format!("sample {i}: data checksum mismatch")));
+                return Err(ShardError::corrupt(
+                    &self.path,
+                    format!("sample {i}: data checksum mismatch"),
+                ));
             }
         }
         Ok(())

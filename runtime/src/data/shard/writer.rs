@@ -3,9 +3,11 @@
 //! exists complete or not at all. A writer dropped without `finish` removes its temp file.
 
 use super::error::ShardError;
-use super::format::{align_up, checksum, Entry, Header, SampleShape, ShardDtype, HEADER_BYTES, TABLE_ALIGN};
-use half::slice::HalfFloatSliceExt;
+use super::format::{
+    align_up, checksum, Entry, Header, SampleShape, ShardDtype, HEADER_BYTES, TABLE_ALIGN,
+};
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -47,7 +49,10 @@ impl ShardWriter {
         if !super::ALIGNMENTS.contains(&alignment) {
             return Err(ShardError::Sample {
                 path: path.to_path_buf(),
-                msg: format!("alignment {alignment} is not one of {:?}", super::ALIGNMENTS),
+                msg: format!(
+                    "alignment {alignment} is not one of {:?}",
+                    super::ALIGNMENTS
+                ),
             });
         }
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -92,12 +97,20 @@ impl ShardWriter {
             path: self.path.clone(),
             msg,
         };
-        let shape = SampleShape::new(shape).ok_or_else(|| bad(format!("invalid shape {shape:?}")))?;
+        let shape =
+            SampleShape::new(shape).ok_or_else(|| bad(format!("invalid shape {shape:?}")))?;
         if shape.numel() != data.len() {
-            return Err(bad(format!("{} values for shape {:?}", data.len(), shape.dims())));
+            return Err(bad(format!(
+                "{} values for shape {:?}",
+                data.len(),
+                shape.dims()
+            )));
         }
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(bad(format!("value {} at element {i} is not finite", data[i])));
+            return Err(bad(format!(
+                "value {} at element {i} is not finite",
+                data[i]
+            )));
         }
         self.byte_buf.clear();
         match self.dtype {
@@ -112,7 +125,10 @@ impl ShardWriter {
                 self.half_buf.resize(data.len(), f16::ZERO);
                 self.half_buf.convert_from_f32_slice(data);
                 if let Some(i) = self.half_buf.iter().position(|h| h.is_infinite()) {
-                    return Err(bad(format!("value {} at element {i} overflows f16", data[i])));
+                    return Err(bad(format!(
+                        "value {} at element {i} overflows f16",
+                        data[i]
+                    )));
                 }
                 self.byte_buf.reserve(data.len() * 2);
                 for h in &self.half_buf {
@@ -180,13 +196,16 @@ impl ShardWriter {
             });
         };
         let tmp = self.tmp_path.clone();
-        let mut file = file.into_inner().map_err(|e| ShardError::io(&tmp, "flush", e.into_error()))?;
+        let mut file = file
+            .into_inner()
+            .map_err(|e| ShardError::io(&tmp, "flush", e.into_error()))?;
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&header.encode()))
             .and_then(|_| file.sync_all())
             .map_err(|e| ShardError::io(&tmp, "finish", e))?;
         drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(|e| ShardError::io(&self.path, "rename into place", e))?;
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| ShardError::io(&self.path, "rename into place", e))?;
         sync_parent(&self.path)?;
         Ok(ShardSummary {
             path: self.path.clone(),
@@ -209,7 +228,10 @@ impl Drop for ShardWriter {
 pub(crate) fn sync_parent(path: &Path) -> Result<(), ShardError> {
     #[cfg(unix)]
     {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| ShardError::io(dir, "fsync folder", e))?;

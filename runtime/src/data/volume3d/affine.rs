@@ -52,13 +52,19 @@ fn qform_affine(h: &NiftiHeader) -> Result<Affine, String> {
     let w = if w2.abs() < threshold {
         0.0
     } else if w2 < 0.0 {
-        return Err(format!("qform quaternion (b, c, d) = ({b}, {c}, {d}) has norm above 1"));
+        return Err(format!(
+            "qform quaternion (b, c, d) = ({b}, {c}, {d}) has norm above 1"
+        ));
     } else {
         w2.sqrt()
     };
     let rot = quat_to_mat(w, b, c, d);
     let qfac = h.pixdim[0] as f64;
-    let vox = [h.pixdim[1] as f64, h.pixdim[2] as f64, h.pixdim[3] as f64 * qfac];
+    let vox = [
+        h.pixdim[1] as f64,
+        h.pixdim[2] as f64,
+        h.pixdim[3] as f64 * qfac,
+    ];
     let mut out = identity();
     for (r, row) in rot.iter().enumerate() {
         for (col, v) in vox.iter().enumerate() {
@@ -91,7 +97,11 @@ fn quat_to_mat(w: f64, x: f64, y: f64, z: f64) -> [[f64; 3]; 3] {
 
 /// The Analyze base affine (`shape_zoom_affine` with the x axis flipped).
 fn base_affine(h: &NiftiHeader, dims: [usize; 3]) -> Affine {
-    let zooms = [-(h.pixdim[1] as f64), h.pixdim[2] as f64, h.pixdim[3] as f64];
+    let zooms = [
+        -(h.pixdim[1] as f64),
+        h.pixdim[2] as f64,
+        h.pixdim[3] as f64,
+    ];
     let mut out = identity();
     for a in 0..3 {
         out[a][a] = zooms[a];
@@ -114,7 +124,10 @@ fn identity() -> Affine {
 pub fn ras_orientation(affine: &Affine) -> Result<Orientation, String> {
     let mut rs = [[0.0f64; 3]; 3];
     for col in 0..3 {
-        let zoom = (0..3).map(|r| affine[r][col] * affine[r][col]).sum::<f64>().sqrt();
+        let zoom = (0..3)
+            .map(|r| affine[r][col] * affine[r][col])
+            .sum::<f64>()
+            .sqrt();
         let zoom = if zoom == 0.0 { 1.0 } else { zoom };
         for r in 0..3 {
             rs[r][col] = affine[r][col] / zoom;
@@ -126,7 +139,11 @@ pub fn ras_orientation(affine: &Affine) -> Result<Orientation, String> {
     let mut r = polar_rotation(rs);
 
     // input axes from strongest to weakest (stable on ties), as nibabel >= 5.3 processes them
-    let strength = |col: usize| (0..3).map(|row| r[row][col] * r[row][col]).fold(f64::MIN, f64::max);
+    let strength = |col: usize| {
+        (0..3)
+            .map(|row| r[row][col] * r[row][col])
+            .fold(f64::MIN, f64::max)
+    };
     let mut in_axes = [0usize, 1, 2];
     let strengths = [strength(0), strength(1), strength(2)];
     in_axes.sort_by(|&a, &b| strengths[b].total_cmp(&strengths[a]));
@@ -136,7 +153,9 @@ pub fn ras_orientation(affine: &Affine) -> Result<Orientation, String> {
     for &in_ax in &in_axes {
         let col = [r[0][in_ax], r[1][in_ax], r[2][in_ax]];
         if col.iter().all(|v| v.abs() <= 1e-8) {
-            return Err(format!("voxel axis {in_ax} has no direction in affine {affine:?}"));
+            return Err(format!(
+                "voxel axis {in_ax} has no direction in affine {affine:?}"
+            ));
         }
         // np.argmax: the first of equal maxima
         let mut best = 0;
@@ -231,7 +250,11 @@ mod tests {
         for i in 0..3 {
             for j in 0..3 {
                 let rec: f64 = (0..3).map(|k| u[i][k] * s[k] * v[j][k]).sum();
-                assert!((rec - m[i][j]).abs() < 1e-12, "{i},{j}: {rec} vs {}", m[i][j]);
+                assert!(
+                    (rec - m[i][j]).abs() < 1e-12,
+                    "{i},{j}: {rec} vs {}",
+                    m[i][j]
+                );
             }
         }
     }
@@ -239,15 +262,31 @@ mod tests {
     #[test]
     fn axis_aligned_affines() {
         // LAS: x reversed
-        let o = ras_orientation(&aff([[-2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])).unwrap();
-        assert_eq!(o, Orientation { out_axis: [0, 1, 2], flip: [true, false, false] });
+        let o =
+            ras_orientation(&aff([[-2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])).unwrap();
+        assert_eq!(
+            o,
+            Orientation {
+                out_axis: [0, 1, 2],
+                flip: [true, false, false]
+            }
+        );
         // file axes (i, j, k) along (S, L, P)
-        let o = ras_orientation(&aff([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [3.0, 0.0, 0.0]])).unwrap();
-        assert_eq!(o, Orientation { out_axis: [2, 0, 1], flip: [false, true, true] });
+        let o =
+            ras_orientation(&aff([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [3.0, 0.0, 0.0]])).unwrap();
+        assert_eq!(
+            o,
+            Orientation {
+                out_axis: [2, 0, 1],
+                flip: [false, true, true]
+            }
+        );
     }
 
     #[test]
     fn degenerate_axis_is_an_error() {
-        assert!(ras_orientation(&aff([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])).is_err());
+        assert!(
+            ras_orientation(&aff([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])).is_err()
+        );
     }
 }

@@ -22,7 +22,11 @@ pub const FINETUNE_PAD_VALUE: f32 = -1.0;
 pub const FOREGROUND_PAD_VALUE: f32 = 0.0;
 
 /// The `CropForeground` box: start (may be negative) and size per axis.
-pub fn foreground_box(vol: &Volume, k: usize, path: &Path) -> Result<([isize; 3], [usize; 3]), VolumeError> {
+pub fn foreground_box(
+    vol: &Volume,
+    k: usize,
+    path: &Path,
+) -> Result<([isize; 3], [usize; 3]), VolumeError> {
     let [n0, n1, n2] = vol.shape;
     if n0.checked_mul(n1).and_then(|v| v.checked_mul(n2)) != Some(vol.data.len()) {
         return Err(VolumeError::Layout {
@@ -72,7 +76,12 @@ pub fn crop_foreground(vol: &Volume, k: usize, path: &Path) -> Result<Volume, Vo
 }
 
 /// A `size` window of `vol` starting at `start` (may lie partly outside; outside reads `pad`).
-pub fn crop_padded(vol: &Volume, start: [isize; 3], size: [usize; 3], pad: f32) -> Result<Volume, CropError> {
+pub fn crop_padded(
+    vol: &Volume,
+    start: [isize; 3],
+    size: [usize; 3],
+    pad: f32,
+) -> Result<Volume, CropError> {
     let mut data = vec![0.0f32; size[0] * size[1] * size[2]];
     crop_into(vol.shape, &vol.data, start, size, pad, &mut data)?;
     Ok(Volume { shape: size, data })
@@ -144,7 +153,10 @@ pub fn crop_into<T: CropSource>(
             row[hi2..].fill(pad);
             let base = (i0 as usize * n1 + i1 as usize) * n2;
             let first = (start[2] + lo2 as isize) as usize;
-            T::copy_row(&src[base + first..base + first + (hi2 - lo2)], &mut row[lo2..hi2]);
+            T::copy_row(
+                &src[base + first..base + first + (hi2 - lo2)],
+                &mut row[lo2..hi2],
+            );
         }
     }
     Ok(())
@@ -175,7 +187,11 @@ pub fn crop_origin<R: Rng>(shape: [usize; 3], crop: [usize; 3], rng: &mut R) -> 
 }
 
 /// The reference finetuning transform on a whole volume: pad to ≥ `crop` with -1, random crop.
-pub fn finetune_crop<R: Rng>(vol: &Volume, crop: [usize; 3], rng: &mut R) -> Result<Volume, CropError> {
+pub fn finetune_crop<R: Rng>(
+    vol: &Volume,
+    crop: [usize; 3],
+    rng: &mut R,
+) -> Result<Volume, CropError> {
     let origin = crop_origin(vol.shape, crop, rng);
     crop_padded(vol, origin, crop, FINETUNE_PAD_VALUE)
 }
@@ -192,11 +208,13 @@ mod tests {
                 for c in 0..size[2] as isize {
                     let (i, j, k) = (start[0] + a, start[1] + b, start[2] + c);
                     let s = vol.shape.map(|v| v as isize);
-                    out.push(if i < 0 || j < 0 || k < 0 || i >= s[0] || j >= s[1] || k >= s[2] {
-                        pad
-                    } else {
-                        vol.data[((i * s[1] + j) * s[2] + k) as usize]
-                    });
+                    out.push(
+                        if i < 0 || j < 0 || k < 0 || i >= s[0] || j >= s[1] || k >= s[2] {
+                            pad
+                        } else {
+                            vol.data[((i * s[1] + j) * s[2] + k) as usize]
+                        },
+                    );
                 }
             }
         }
@@ -212,7 +230,11 @@ mod tests {
         for start in [[-2, -1, -3], [0, 0, 0], [1, 2, 3], [2, -5, 4], [-4, 5, -9]] {
             for size in [[1, 1, 1], [4, 6, 7], [3, 4, 5], [2, 9, 2]] {
                 let got = crop_padded(&vol, start, size, -1.0).unwrap();
-                assert_eq!(got.data, naive(&vol, start, size, -1.0), "start {start:?} size {size:?}");
+                assert_eq!(
+                    got.data,
+                    naive(&vol, start, size, -1.0),
+                    "start {start:?} size {size:?}"
+                );
             }
         }
     }

@@ -29,7 +29,9 @@ pub fn normalise(data: &mut [f32], modality: Modality, path: &Path) -> Result<()
         Modality::Mri => {
             let (mn, mx) = data
                 .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
             if mn == mx || data.is_empty() {
                 return Err(VolumeError::Constant {
                     path: path.to_path_buf(),

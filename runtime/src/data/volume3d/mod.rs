@@ -25,8 +25,8 @@ mod read;
 
 pub use affine::{best_affine, ras_orientation, Affine, Orientation};
 pub use crop::{
-    crop_foreground, crop_into, crop_origin, CropError, CropSource, crop_padded, finetune_crop, foreground_box, FINETUNE_PAD_VALUE,
-    FOREGROUND_PAD_VALUE,
+    crop_foreground, crop_into, crop_origin, crop_padded, finetune_crop, foreground_box, CropError,
+    CropSource, FINETUNE_PAD_VALUE, FOREGROUND_PAD_VALUE,
 };
 pub use error::VolumeError;
 pub use intensity::{normalise, Modality, CT_WINDOW};

@@ -79,7 +79,8 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<NiftiVolume, VolumeErro
     let mut header = NiftiHeader::from_reader(bytes).map_err(|e| header_err(e.to_string()))?;
     if &header.magic == b"ni1\0" {
         return Err(header_err(
-            "a header-only (.hdr/.img pair) file; only single-file .nii/.nii.gz is supported".into(),
+            "a header-only (.hdr/.img pair) file; only single-file .nii/.nii.gz is supported"
+                .into(),
         ));
     }
     fix_header_like_nibabel(&mut header);
@@ -196,7 +197,9 @@ fn data_offset(path: &Path, h: &NiftiHeader) -> Result<usize, VolumeError> {
     if off < SINGLE_FILE_DATA_START {
         return Err(VolumeError::Header {
             path: path.to_path_buf(),
-            msg: format!("vox_offset {off} is inside the header (minimum {SINGLE_FILE_DATA_START})"),
+            msg: format!(
+                "vox_offset {off} is inside the header (minimum {SINGLE_FILE_DATA_START})"
+            ),
         });
     }
     Ok(off)
@@ -273,7 +276,11 @@ fn convert(
                 .map(|c| {
                     let mut b = [0u8; $n];
                     b.copy_from_slice(c);
-                    (if big_endian { <$t>::from_be_bytes(b) } else { <$t>::from_le_bytes(b) }) as f64
+                    (if big_endian {
+                        <$t>::from_be_bytes(b)
+                    } else {
+                        <$t>::from_le_bytes(b)
+                    }) as f64
                 })
                 .map(|x| (x * slope + inter) as f32)
                 .collect::<Vec<f32>>()

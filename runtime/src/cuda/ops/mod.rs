@@ -1,0 +1,124 @@
+//! Typed launchers for every CUDA kernel. They take [`DeviceBuffer`]s by shared reference
+//! (outputs included: device memory is ordered by the stream, not by Rust borrows; outputs may
+//! alias inputs where the kernel is elementwise), validate lengths and geometry the way the CPU
+//! kernels do (a buffer may be larger than needed, never smaller), and queue the kernel.
+//! Semantics mirror `medvae_kernels::cpu` (same geometry structs where one exists): backward
+//! launchers overwrite input gradients (or add `beta * old` where they take `beta`) and
+//! accumulate parameter gradients.
+// Launchers mirror kernel signatures, which carry many operands.
+#![allow(clippy::too_many_arguments)]
+
+pub mod adam;
+pub mod attention;
+pub mod conv;
+pub mod elementwise;
+pub mod loss;
+pub mod norm;
+pub mod sample;
+
+use super::device::{cfg, CudaDevice};
+use super::error::{CudaError, CudaResult};
+use super::DeviceBuffer;
+use cudarc::driver::{result, LaunchConfig};
+use medvae_kernels::KernelError;
+use std::ffi::c_void;
+
+/// Threads per block of the 1-D grid-stride kernels.
+pub(crate) const BLOCK: u32 = 256;
+
+/// Types that may be passed by value to a kernel (their layout matches the C side).
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]` (or primitive) with the exact layout of the kernel's
+/// parameter type.
+pub(crate) unsafe trait KernelArg: Copy {}
+// SAFETY: primitives with the same layout as their C counterparts.
+unsafe impl KernelArg for i32 {}
+// SAFETY: as above.
+unsafe impl KernelArg for i64 {}
+// SAFETY: as above.
+unsafe impl KernelArg for u64 {}
+// SAFETY: as above.
+unsafe impl KernelArg for f32 {}
+
+/// Kernel arguments, each copied into its own 8-byte-aligned slot.
+pub(crate) struct Args {
+    slots: Vec<Vec<u64>>,
+}
+
+impl Args {
+    pub(crate) fn new() -> Self {
+        Args { slots: Vec::with_capacity(16) }
+    }
+    pub(crate) fn push<T: KernelArg>(&mut self, v: T) -> &mut Self {
+        let size = std::mem::size_of::<T>();
+        let mut slot = vec![0u64; size.div_ceil(8).max(1)];
+        // SAFETY: the slot has at least `size` bytes; T is plain data (KernelArg).
+        unsafe { std::ptr::copy_nonoverlapping(&v as *const T as *const u8, slot.as_mut_ptr() as *mut u8, size) };
+        self.slots.push(slot);
+        self
+    }
+    /// A buffer's device address.
+    pub(crate) fn buf(&mut self, b: &DeviceBuffer) -> &mut Self {
+        self.push(b.ptr())
+    }
+    /// An optional buffer (null when absent).
+    pub(crate) fn opt(&mut self, b: Option<&DeviceBuffer>) -> &mut Self {
+        self.push(b.map_or(0u64, DeviceBuffer::ptr))
+    }
+    /// Queue `entry` on the device's stream.
+    pub(crate) fn launch(&mut self, dev: &CudaDevice, entry: &str, c: LaunchConfig) -> CudaResult<()> {
+        if c.grid_dim.0 == 0 || c.grid_dim.1 == 0 || c.grid_dim.2 == 0 {
+            return Ok(()); // nothing to do (empty tensor)
+        }
+        let f = dev.function(entry, c.shared_mem_bytes)?;
+        let mut params: Vec<*mut c_void> = self.slots.iter_mut().map(|s| s.as_mut_ptr() as *mut c_void).collect();
+        // SAFETY: `f` is a loaded function; `params` points at one slot per kernel parameter,
+        // in order, each holding a value of the parameter's C type (the launchers construct
+        // them from the kernel signatures); the slots outlive the call (the driver copies them).
+        unsafe {
+            result::launch_kernel(
+                f.cu_function(),
+                c.grid_dim,
+                c.block_dim,
+                c.shared_mem_bytes,
+                dev.stream().cu_stream(),
+                &mut params,
+            )
+        }
+        .map_err(|e| CudaError::Driver(format!("launching {entry}: {e}")))
+    }
+}
+
+/// Grid for a 1-D grid-stride kernel over `n` items: enough blocks to fill the device, never
+/// more than the work needs.
+pub(crate) fn grid_1d(dev: &CudaDevice, n: usize) -> LaunchConfig {
+    let want = n.div_ceil(BLOCK as usize).max(1);
+    let cap = (dev.sm_count().max(1) as usize) * 32;
+    let blocks = if n == 0 { 0 } else { want.min(cap) as u32 };
+    cfg((blocks, 1, 1), (BLOCK, 1, 1), 0)
+}
+
+/// `buf` must hold at least `expected` f32.
+pub(crate) fn check_f32(kernel: &'static str, what: &'static str, buf: &DeviceBuffer, expected: usize) -> CudaResult<()> {
+    if buf.len_f32() >= expected {
+        Ok(())
+    } else {
+        Err(CudaError::Kernel(KernelError::Length {
+            kernel,
+            what,
+            got: buf.len_f32(),
+            expected,
+        }))
+    }
+}
+
+/// `v` as an i32 kernel argument, or a geometry error naming `what`.
+pub(crate) fn i32_of(kernel: &'static str, what: &str, v: usize) -> CudaResult<i32> {
+    i32::try_from(v).map_err(|_| super::error::geometry(kernel, format!("{what} = {v} exceeds the kernel's 32-bit range")))
+}
+
+/// `v` as an i64 kernel argument.
+pub(crate) fn i64_of(v: usize) -> i64 {
+    v as i64
+}
