@@ -8,7 +8,7 @@ Times, at a fixed thread count (default 2), on a 1x128x128x128 f32 activation:
   * gn_silu_128/forward and fwd_bwd: GroupNorm(32, 128, eps=1e-6) + SiLU.
 Both memory formats are timed for the convolutions (channels_last is what medvae-fast uses;
 contiguous NCHW is PyTorch's default). Prints one JSON line per measurement with the median
-wall time in ms.
+and min wall time and the median process CPU time (all threads), in ms.
 """
 import argparse
 import json
@@ -19,20 +19,23 @@ import torch
 import torch.nn.functional as F
 
 
-def median_ms(fn, warmup, iters):
+def measure(fn, warmup, iters):
+    """Median and min wall time, and median process CPU time (all threads), in ms."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(iters):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times)
+        wall.append((time.perf_counter() - t0) * 1e3)
+        cpu.append((time.process_time() - c0) * 1e3)
+    return statistics.median(wall), min(wall), statistics.median(cpu)
 
 
 def emit(name, fn, args, **extra):
-    med, best = median_ms(fn, args.warmup, args.iters)
+    med, best, cpu = measure(fn, args.warmup, args.iters)
     rec = {"bench": name, "median_ms": round(med, 3), "min_ms": round(best, 3),
+           "cpu_median_ms": round(cpu, 3),
            "threads": torch.get_num_threads(), "torch": torch.__version__}
     rec.update(extra)
     print(json.dumps(rec), flush=True)

@@ -15,7 +15,7 @@
 //!    (`torch._utils._rebuild_tensor[_v2|_v3]`, `_rebuild_parameter[_with_state]`,
 //!    `torch._tensor._rebuild_from_type_v2`).
 //! 2. **Forbidden**: names that in a pickle can only mean "run code" (`os.*`/`posix.*`,
-//!    `subprocess.*`, `builtins.eval`/`exec`/`getattr`/`__import__`, `runpy`, `importlib`,
+//!    `subprocess.*`, `builtins.eval`/`exec`/`__import__`/`open`, `runpy`, `importlib`,
 //!    `pickle`, `torch.hub`, `torch.jit`, ...). The whole file is refused with
 //!    [`CheckpointError::ForbiddenGlobal`], wherever the name occurs: such a file is an attack
 //!    or not a checkpoint, and refusing it is the useful answer even though nothing would run.

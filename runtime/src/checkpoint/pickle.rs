@@ -256,7 +256,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items_on_top(&mut self, items: Vec<Value>) -> Step<()> {
-        if items.len() % 2 != 0 {
+        if items.len() & 1 == 1 {
             return self.fail("SETITEMS with an odd number of items");
         }
         let target = self.top()?.clone();
@@ -371,7 +371,7 @@ impl<'a> Machine<'a> {
                 0x8f => self.push_obj(Object::Set(Vec::new())),
                 b'd' => {
                     let items = self.pop_mark()?;
-                    if items.len() % 2 != 0 {
+                    if items.len() & 1 == 1 {
                         return self.fail("DICT with an odd number of items");
                     }
                     let mut dict = super::pickle_value::Dict::default();

@@ -12,6 +12,7 @@ use safetensors::SafeTensors;
 use super::atomic_write::write_atomically;
 use super::error::CheckpointError;
 use super::state_dict::{NamedTensor, StateDict, StoredDType, TensorData};
+use super::tensor_view::{decode_contiguous, ByteOrder};
 
 /// Element type used for float tensors when writing. Integer tensors are always written as
 /// i64 (PyTorch's type for `num_batches_tracked`).
@@ -71,17 +72,9 @@ pub fn read_safetensors(
             detail: format!("element type {:?} is not supported", view.dtype()),
         })?;
         let shape = view.shape().to_vec();
-        // One contiguous view: the row-major gather of a full-length view is a plain decode.
-        let numel = view.data().len() / dtype.size_bytes();
-        let data = super::tensor_view::read_view(
-            view.data(),
-            dtype,
-            super::tensor_view::ByteOrder::Little,
-            0,
-            &[numel],
-            &[1],
-        )
-        .map_err(|_| st_error(file, format!("tensor `{key}` has a truncated buffer")))?;
+        // Safetensors data is contiguous, little-endian, and its length was validated against
+        // the shape by `deserialize`.
+        let data = decode_contiguous(view.data(), dtype, ByteOrder::Little);
         state.insert(key, NamedTensor { shape, dtype, data })?;
     }
     Ok((state, header.metadata().clone().unwrap_or_default()))
@@ -91,7 +84,7 @@ pub fn read_safetensors(
 struct Encoded<'a> {
     dtype: Dtype,
     shape: &'a [usize],
-    bytes: Vec<u8>,
+    bytes: Cow<'a, [u8]>,
 }
 
 impl View for &Encoded<'_> {
@@ -109,24 +102,34 @@ impl View for &Encoded<'_> {
     }
 }
 
+/// Little-endian bytes of `values`, `N` bytes each.
+fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * N);
+    for &v in values {
+        out.extend_from_slice(&to_le(v));
+    }
+    out
+}
+
 fn encode(tensor: &NamedTensor, format: FloatFormat) -> Encoded<'_> {
     let (dtype, bytes) = match (&tensor.data, format) {
+        // f32 is stored as is: borrowed without a copy on little-endian hosts.
+        (TensorData::Float(v), FloatFormat::F32) if cfg!(target_endian = "little") => (
+            Dtype::F32,
+            Cow::Borrowed(bytemuck::cast_slice::<f32, u8>(v)),
+        ),
         (TensorData::Float(v), FloatFormat::F32) => {
-            (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            (Dtype::F32, Cow::Owned(le_bytes(v, f32::to_le_bytes)))
         }
         (TensorData::Float(v), FloatFormat::F16) => (
             Dtype::F16,
-            v.iter()
-                .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-                .collect(),
+            Cow::Owned(le_bytes(v, |x| f16::from_f32(x).to_le_bytes())),
         ),
         (TensorData::Float(v), FloatFormat::BF16) => (
             Dtype::BF16,
-            v.iter()
-                .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
-                .collect(),
+            Cow::Owned(le_bytes(v, |x| bf16::from_f32(x).to_le_bytes())),
         ),
-        (TensorData::Int(v), _) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        (TensorData::Int(v), _) => (Dtype::I64, Cow::Owned(le_bytes(v, i64::to_le_bytes))),
     };
     Encoded {
         dtype,

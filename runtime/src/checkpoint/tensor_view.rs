@@ -50,19 +50,58 @@ pub(crate) fn read_view(
         }
     }
     let indices = ElementIndices::new(offset, shape, stride, numel);
+    if let Some(range) = indices.contiguous_range() {
+        // The common case (every tensor torch.save writes from a module): one tight decode
+        // loop per dtype over a byte slice, which the compiler vectorises.
+        return Ok(decode_contiguous(
+            &storage[range.start * elem..range.end * elem],
+            dtype,
+            order,
+        ));
+    }
     let at = |i: usize| &storage[i * elem..(i + 1) * elem];
     Ok(if dtype.is_float() {
         let mut out = Vec::with_capacity(numel);
-        match indices.contiguous_range() {
-            Some(range) => out.extend(range.map(|i| float_at(at(i), dtype, order))),
-            None => out.extend(indices.map(|i| float_at(at(i), dtype, order))),
-        }
+        out.extend(indices.map(|i| float_at(at(i), dtype, order)));
         TensorData::Float(out)
     } else {
         let mut out = Vec::with_capacity(numel);
         out.extend(indices.map(|i| int_at(at(i), dtype, order)));
         TensorData::Int(out)
     })
+}
+
+/// Decodes consecutive elements; `bytes.len()` is a multiple of the element size.
+pub(crate) fn decode_contiguous(bytes: &[u8], dtype: StoredDType, order: ByteOrder) -> TensorData {
+    match dtype {
+        StoredDType::F32 => TensorData::Float(decode(bytes, order, f32::from_le_bytes)),
+        StoredDType::F64 => {
+            TensorData::Float(decode(bytes, order, |b| f64::from_le_bytes(b) as f32))
+        }
+        StoredDType::F16 => {
+            TensorData::Float(decode(bytes, order, |b| f16::from_le_bytes(b).to_f32()))
+        }
+        StoredDType::BF16 => {
+            TensorData::Float(decode(bytes, order, |b| bf16::from_le_bytes(b).to_f32()))
+        }
+        StoredDType::I64 => TensorData::Int(decode(bytes, order, i64::from_le_bytes)),
+        StoredDType::I32 => TensorData::Int(decode(bytes, order, |b| i32::from_le_bytes(b).into())),
+        StoredDType::I16 => TensorData::Int(decode(bytes, order, |b| i16::from_le_bytes(b).into())),
+        StoredDType::I8 => TensorData::Int(decode(bytes, order, |b: [u8; 1]| (b[0] as i8).into())),
+        StoredDType::U8 => TensorData::Int(decode(bytes, order, |b: [u8; 1]| b[0].into())),
+        StoredDType::Bool => {
+            TensorData::Int(decode(bytes, order, |b: [u8; 1]| i64::from(b[0] != 0)))
+        }
+    }
+}
+
+/// Applies `f` to each `N`-byte element, presented in little-endian order.
+fn decode<const N: usize, T>(bytes: &[u8], order: ByteOrder, f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    let chunks = bytes.chunks_exact(N);
+    match order {
+        ByteOrder::Little => chunks.map(|c| f(array(c, ByteOrder::Little))).collect(),
+        ByteOrder::Big => chunks.map(|c| f(array(c, ByteOrder::Big))).collect(),
+    }
 }
 
 fn array<const N: usize>(b: &[u8], order: ByteOrder) -> [u8; N] {

@@ -16,81 +16,33 @@ use super::pickle_value::{Arena, Dict, Global, Object, StorageKind, StorageRef, 
 use super::state_dict::StoredDType;
 
 /// Modules whose globals can only mean "run code" in a pickle. Matched on the module path and
-/// its sub-modules.
+/// its sub-modules. (`torch._C` and `torch.ops` are not here: hyper-parameters legitimately
+/// name tensor functions such as `torch._C._nn.gelu`, and they stay inert placeholders.)
+#[rustfmt::skip]
 const FORBIDDEN_MODULES: &[&str] = &[
-    "os",
-    "posix",
-    "nt",
-    "posixpath",
-    "ntpath",
-    "subprocess",
-    "sys",
-    "runpy",
-    "importlib",
-    "pickle",
-    "_pickle",
-    "cPickle",
-    "dill",
-    "shutil",
-    "socket",
-    "pty",
-    "webbrowser",
-    "code",
-    "codeop",
-    "ctypes",
-    "multiprocessing",
-    "marshal",
-    "types",
-    "operator",
-    "_operator",
-    "io",
-    "_io",
-    "pdb",
-    "timeit",
-    "commands",
-    "platform",
-    "asyncio",
-    "threading",
-    "_thread",
-    "signal",
-    "tempfile",
-    "urllib",
-    "http",
-    "ftplib",
-    "smtplib",
-    "requests",
-    "torch.hub",
-    "torch.jit",
-    "torch._C",
-    "torch.ops",
-    "torch.package",
-    "torch.utils.cpp_extension",
-    "numpy.testing",
-    "numpy.f2py",
+    "os", "posix", "nt", "posixpath", "ntpath", "subprocess", "sys", "runpy", "importlib",
+    "pickle", "_pickle", "cPickle", "dill", "shutil", "socket", "pty", "webbrowser", "code",
+    "codeop", "ctypes", "multiprocessing", "marshal", "types", "operator", "_operator", "io",
+    "_io", "pdb", "timeit", "commands", "platform", "asyncio", "threading", "_thread",
+    "signal", "tempfile", "urllib", "http", "ftplib", "smtplib", "requests", "torch.hub",
+    "torch.jit", "torch.package", "torch.utils.cpp_extension", "numpy.testing", "numpy.f2py",
     "numpy.distutils",
 ];
+
+/// Harmless names inside the modules above.
+const ALLOWED_IN_FORBIDDEN_MODULES: &[&str] = &["types.SimpleNamespace"];
 
 /// Forbidden single names outside the modules above.
 const FORBIDDEN_NAMES: &[&str] = &["torch.load", "torch.save", "torch.compile"];
 
-/// `builtins` members that are plain data types; every other builtin (`eval`, `exec`,
-/// `getattr`, `__import__`, `open`, `compile`, ...) is forbidden.
-const DATA_BUILTINS: &[&str] = &[
-    "set",
-    "frozenset",
-    "bytearray",
-    "dict",
-    "list",
-    "tuple",
-    "int",
-    "float",
-    "complex",
-    "str",
-    "bool",
-    "bytes",
-    "slice",
-    "range",
-    "object",
+/// `builtins` members that are plain data types or inert helpers; every other builtin
+/// (`eval`, `exec`, `__import__`, `open`, `compile`, `input`, `breakpoint`, ...) is forbidden.
+/// `getattr` is allowed because protocol-2 pickles use it for nested class names
+/// (`getattr(Outer, "Inner")`); applied to an inert placeholder it yields another one.
+#[rustfmt::skip]
+const INERT_BUILTINS: &[&str] = &[
+    "set", "frozenset", "bytearray", "dict", "list", "tuple", "int", "float", "complex", "str",
+    "bool", "bytes", "slice", "range", "object", "getattr",
 ];
 
 /// Python-2 module names that protocol-2 pickles (torch.save's default) use for builtins.
@@ -108,10 +60,12 @@ pub(crate) fn resolve(module: &str, name: &str) -> Result<Global, String> {
     let full = format!("{module}.{name}");
     let in_module =
         |m: &str| module == m || module.strip_prefix(m).is_some_and(|r| r.starts_with('.'));
-    if FORBIDDEN_MODULES.iter().any(|m| in_module(m)) || FORBIDDEN_NAMES.contains(&full.as_str()) {
+    let forbidden_module = FORBIDDEN_MODULES.iter().any(|m| in_module(m))
+        && !ALLOWED_IN_FORBIDDEN_MODULES.contains(&full.as_str());
+    if forbidden_module || FORBIDDEN_NAMES.contains(&full.as_str()) {
         return Err(full);
     }
-    if module == "builtins" && !DATA_BUILTINS.contains(&name) {
+    if module == "builtins" && !INERT_BUILTINS.contains(&name) {
         return Err(full);
     }
     Ok(match (module, name) {

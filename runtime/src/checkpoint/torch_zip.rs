@@ -190,13 +190,19 @@ fn is_tensor(arena: &Arena, v: &Value) -> bool {
     matches!(arena.object(v), Some(Object::Tensor(_)))
 }
 
+/// The state dict's `(key, value)` entries and the other top-level keys beside it.
+struct FoundStateDict<'u> {
+    entries: &'u [(Value, Value)],
+    other_top_level_keys: Vec<String>,
+}
+
 /// Locates the state dict: the value of a top-level `state_dict` key (Lightning and most
 /// training scripts), else the top-level dict itself when it holds tensors (a plain
 /// `torch.save(model.state_dict())`).
 fn find_state_dict<'u>(
     file: &str,
     u: &'u Unpickled,
-) -> Result<(&'u [(Value, Value)], Vec<String>), CheckpointError> {
+) -> Result<FoundStateDict<'u>, CheckpointError> {
     let no_state_dict = |detail: String| CheckpointError::NoStateDict {
         file: file.to_owned(),
         detail,
@@ -222,10 +228,16 @@ fn find_state_dict<'u>(
                 _ => None,
             })
             .collect();
-        return Ok((sd.entries(), others));
+        return Ok(FoundStateDict {
+            entries: sd.entries(),
+            other_top_level_keys: others,
+        });
     }
     if root.entries().iter().any(|(_, v)| is_tensor(&u.arena, v)) {
-        return Ok((root.entries(), Vec::new()));
+        return Ok(FoundStateDict {
+            entries: root.entries(),
+            other_top_level_keys: Vec::new(),
+        });
     }
     let keys: Vec<String> = root
         .entries()
@@ -251,7 +263,10 @@ pub fn read_torch_zip(
     let pickle_record = format!("{}data.pkl", archive.prefix);
     let pickle_bytes = archive.record(&pickle_record)?;
     let unpickled = unpickle(&pickle_bytes).map_err(|e| pickle_error(file, &pickle_record, e))?;
-    let (entries, other_top_level_keys) = find_state_dict(file, &unpickled)?;
+    let FoundStateDict {
+        entries,
+        other_top_level_keys,
+    } = find_state_dict(file, &unpickled)?;
     let mut state = StateDict::new(file);
     for (k, v) in entries {
         let key = match k {

@@ -16,7 +16,8 @@ use medvae_runtime::checkpoint::{load_checkpoint_bytes, CheckpointError, TensorD
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{fixture, rezip, zip_records};
+use super::pickle_writer::Pickle;
+use super::{fixture, rezip, torch_zip, zip_records};
 
 const SEEDS: &[&str] = &[
     "lightning_full.ckpt",
@@ -69,40 +70,6 @@ fn check_no_panic(bytes: &[u8]) {
     }
 }
 
-/// A minimal pickle writer for generated streams.
-#[derive(Default)]
-struct Pickle(Vec<u8>);
-
-impl Pickle {
-    fn op(&mut self, op: u8) -> &mut Self {
-        self.0.push(op);
-        self
-    }
-    fn str(&mut self, s: &str) -> &mut Self {
-        self.0.push(b'X');
-        self.0.extend((s.len() as u32).to_le_bytes());
-        self.0.extend(s.as_bytes());
-        self
-    }
-    fn int(&mut self, v: usize) -> &mut Self {
-        self.0.push(b'J');
-        self.0.extend((v as i32).to_le_bytes());
-        self
-    }
-    fn global(&mut self, module: &str, name: &str) -> &mut Self {
-        self.0.push(b'c');
-        self.0.extend(format!("{module}\n{name}\n").as_bytes());
-        self
-    }
-    fn ints(&mut self, v: &[usize]) -> &mut Self {
-        self.op(b'(');
-        for &x in v {
-            self.int(x);
-        }
-        self.op(b't')
-    }
-}
-
 const OPCODES: &[u8] = b"(.NKJMGXTUBCdlt}])eaqhrjsu012cRbQ\x80\x81\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95\x96IiopgLFSVP\x82\x97\xff";
 
 fn random_opcodes(rng: &mut ChaCha8Rng) -> Vec<u8> {
@@ -145,15 +112,6 @@ fn random_opcodes(rng: &mut ChaCha8Rng) -> Vec<u8> {
     p.0
 }
 
-fn torch_zip(pickle: Vec<u8>, storages: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let mut records = vec![("archive/data.pkl".to_owned(), pickle)];
-    records.push(("archive/byteorder".to_owned(), b"little".to_vec()));
-    for (key, bytes) in storages {
-        records.push((format!("archive/data/{key}"), bytes.clone()));
-    }
-    rezip(&records)
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
     F32,
@@ -191,21 +149,14 @@ fn structured_case(rng: &mut ChaCha8Rng) {
             Kind::F16 => ("HalfStorage", 2),
             Kind::I64 => ("LongStorage", 8),
         };
-        p.str(&format!("t{t}"))
-            .global("torch._utils", "_rebuild_tensor_v2")
-            .op(b'(');
-        p.op(b'(')
-            .str("storage")
-            .global("torch", class)
-            .str(&s.to_string())
-            .str("cpu");
-        p.int(bytes.len() / elem).op(b't').op(b'Q');
-        p.int(offset).ints(&shape).ints(&stride).op(0x89);
-        p.global("collections", "OrderedDict")
-            .op(b')')
-            .op(b'R')
-            .op(b't')
-            .op(b'R');
+        p.str(&format!("t{t}")).tensor_v2(
+            class,
+            &s.to_string(),
+            bytes.len() / elem,
+            offset,
+            &shape,
+            &stride,
+        );
         tensors.push((format!("t{t}"), s, offset, shape, stride));
     }
     p.op(b'u').op(b'.');

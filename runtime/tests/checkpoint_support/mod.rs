@@ -2,6 +2,8 @@
 //! tensors, zip re-packing, and the deterministic mutation "fuzz" run in the normal suite.
 
 pub mod fuzz;
+pub mod pickle_cases;
+pub mod pickle_writer;
 
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
@@ -103,12 +105,35 @@ pub fn zip_records(path: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Packs records into an uncompressed zip, as torch.save does.
 pub fn rezip(records: &[(String, Vec<u8>)]) -> Vec<u8> {
+    rezip_with(records, zip::CompressionMethod::Stored)
+}
+
+/// Packs records into a zip with the given compression.
+pub fn rezip_with(records: &[(String, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {
     let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let options = zip::write::SimpleFileOptions::default().compression_method(method);
     for (name, data) in records {
         out.start_file(name.as_str(), options).unwrap();
         out.write_all(data).unwrap();
     }
     out.finish().unwrap().into_inner()
+}
+
+/// A torch.save-like archive: `archive/data.pkl`, a `byteorder` record and `data/<key>` storages.
+pub fn torch_zip(pickle: Vec<u8>, storages: &[(String, Vec<u8>)]) -> Vec<u8> {
+    torch_zip_with_order(pickle, storages, "little")
+}
+
+/// [`torch_zip`] with the given `byteorder` record.
+pub fn torch_zip_with_order(
+    pickle: Vec<u8>,
+    storages: &[(String, Vec<u8>)],
+    order: &str,
+) -> Vec<u8> {
+    let mut records = vec![("archive/data.pkl".to_owned(), pickle)];
+    records.push(("archive/byteorder".to_owned(), order.as_bytes().to_vec()));
+    for (key, bytes) in storages {
+        records.push((format!("archive/data/{key}"), bytes.clone()));
+    }
+    rezip(&records)
 }

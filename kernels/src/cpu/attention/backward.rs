@@ -7,7 +7,9 @@
 //! schedule). Either way results do not depend on thread timing.
 
 use super::forward::effective_query_tile;
-use super::tile::{gemm, probs_from_lse, rows, rows_mut, rows_t, score_grad};
+use super::tile::{
+    gemm, probs_from_lse, rows, rows_mut, rows_t, score_grad, transposed, Mat, MatMut,
+};
 use super::{AttentionDims, AttentionPlan, BackwardSchedule, FUSED_PARTIAL_BUDGET};
 use crate::cpu::reduce::sum_mapped2_f64;
 use crate::Real;
@@ -24,9 +26,12 @@ pub(super) struct Inputs<'a, T> {
     pub d_o: &'a [T],
 }
 
-/// One batch entry's view of the operands (`tokens × dim` each) plus its `lse` and `delta`.
+/// One batch entry's view of the operands (`tokens × dim` each; `q_t`, `d_o_t` transposed,
+/// `dim × tokens`) plus its `lse` and `delta`.
 struct Batch<'a, T> {
     q: &'a [T],
+    q_t: &'a [T],
+    d_o_t: &'a [T],
     k: &'a [T],
     v: &'a [T],
     d_o: &'a [T],
@@ -34,7 +39,9 @@ struct Batch<'a, T> {
     delta: &'a [T],
 }
 
-/// Per-task scratch: the probability tile and the score-gradient tile.
+/// Per-task scratch: the probability tile and the score-gradient tile, both column-major
+/// (`P[i, j]` at `j·rows + i`): with `Qᵀ` and `dOᵀ` copies, the layout in which four of the
+/// five tile products need no repacking inside `gemm`.
 struct Scratch<T> {
     probs: Vec<T>,
     grads: Vec<T>,
@@ -96,10 +103,13 @@ pub(super) fn backward<T: Real>(
             }));
         }
     });
+    let (q_t, d_o_t) = (transposed(x.q, n, dim), transposed(x.d_o, n, dim));
     let batch = |b: usize| {
         let span = b * n * dim..(b + 1) * n * dim;
         Batch {
             q: &x.q[span.clone()],
+            q_t: &q_t[span.clone()],
+            d_o_t: &d_o_t[span.clone()],
             k: &x.k[span.clone()],
             v: &x.v[span.clone()],
             d_o: &x.d_o[span],
@@ -257,6 +267,8 @@ fn two_pass_keys<'a, T: Real>(
 }
 
 /// All query tiles against key rows `r0..r1` (in tiles of `t.key`): accumulates the task's
+
+/// All query tiles against key rows `r0..r1` (in tiles of `t.key`): accumulates the task's
 /// `dk`, `dv` rows and, if it has one, its `dq` buffer.
 fn key_range<T: Real>(t: &Tiles, x: &Batch<T>, task: KeyTask<T>, s: &mut Scratch<T>) {
     let dim = t.dim;
@@ -279,55 +291,35 @@ fn key_range<T: Real>(t: &Tiles, x: &Batch<T>, task: KeyTask<T>, s: &mut Scratch
             let nrows = t.query.min(t.tokens - q0);
             let qrows = q0 * dim..(q0 + nrows) * dim;
             let (q_i, do_i) = (&x.q[qrows.clone()], &x.d_o[qrows.clone()]);
-            let probs = &mut s.probs[..nrows * cols];
-            let grads = &mut s.grads[..nrows * cols];
+            let (probs, grads) = (&mut s.probs[..nrows * cols], &mut s.grads[..nrows * cols]);
+            probs_and_score_grads(t, x, q0, k_j, v_j, probs, grads);
             let first_query = q0 == 0;
-            // P = exp(scale·Q·Kᵀ − lse)
-            gemm(
-                (nrows, cols, dim),
-                rows_mut(probs, cols),
-                false,
-                scale,
-                rows(q_i, dim),
-                rows_t(k_j, dim),
-            );
-            probs_from_lse(probs, cols, &x.lse[q0..q0 + nrows]);
-            // dV += Pᵀ·dO
+            // dV += Pᵀ·dO, dK += dSᵀ·Q (scaled below); Pᵀ, dSᵀ are the tiles read row-major.
             gemm(
                 (cols, dim, nrows),
                 rows_mut(dv_j, dim),
                 !first_query,
                 T::one(),
-                rows_t(probs, cols),
+                rows(probs, nrows),
                 rows(do_i, dim),
             );
-            // dS = P ∘ (dO·Vᵀ − D)
-            gemm(
-                (nrows, cols, dim),
-                rows_mut(grads, cols),
-                false,
-                T::one(),
-                rows(do_i, dim),
-                rows_t(v_j, dim),
-            );
-            score_grad(grads, probs, cols, &x.delta[q0..q0 + nrows]);
-            // dK += dSᵀ·Q (scaled below)
             gemm(
                 (cols, dim, nrows),
                 rows_mut(dk_j, dim),
                 !first_query,
                 T::one(),
-                rows_t(grads, cols),
+                rows(grads, nrows),
                 rows(q_i, dim),
             );
             // dQ += dS·K (scaled by the caller once all partials are in)
             if let Some(dq) = dq.as_deref_mut() {
+                let dq_i = rows_mut(&mut dq[qrows], dim);
                 gemm(
                     (nrows, dim, cols),
-                    rows_mut(&mut dq[qrows], dim),
+                    dq_i,
                     k0 != r0,
                     T::one(),
-                    rows(grads, cols),
+                    rows_t(grads, nrows),
                     rows(k_j, dim),
                 );
             }
@@ -353,40 +345,20 @@ fn two_pass_queries<'a, T: Real>(
                 .for_each_init(
                     || Scratch::new(t.query, t.key),
                     |s, (i, dq_i)| {
-                        let q0 = i * t.query;
-                        let nrows = dq_i.len() / dim;
-                        let qrows = q0 * dim..(q0 + nrows) * dim;
-                        let (q_i, do_i) = (&x.q[qrows.clone()], &x.d_o[qrows]);
+                        let (q0, nrows) = (i * t.query, dq_i.len() / dim);
                         for k0 in (0..n).step_by(t.key) {
                             let cols = t.key.min(n - k0);
                             let keys = k0 * dim..(k0 + cols) * dim;
                             let (k_j, v_j) = (&x.k[keys.clone()], &x.v[keys]);
-                            let probs = &mut s.probs[..nrows * cols];
-                            let grads = &mut s.grads[..nrows * cols];
-                            gemm(
-                                (nrows, cols, dim),
-                                rows_mut(probs, cols),
-                                false,
-                                scale,
-                                rows(q_i, dim),
-                                rows_t(k_j, dim),
-                            );
-                            probs_from_lse(probs, cols, &x.lse[q0..q0 + nrows]);
-                            gemm(
-                                (nrows, cols, dim),
-                                rows_mut(grads, cols),
-                                false,
-                                T::one(),
-                                rows(do_i, dim),
-                                rows_t(v_j, dim),
-                            );
-                            score_grad(grads, probs, cols, &x.delta[q0..q0 + nrows]);
+                            let (probs, grads) =
+                                (&mut s.probs[..nrows * cols], &mut s.grads[..nrows * cols]);
+                            probs_and_score_grads(t, &x, q0, k_j, v_j, probs, grads);
                             gemm(
                                 (nrows, dim, cols),
                                 rows_mut(dq_i, dim),
                                 k0 != 0,
                                 T::one(),
-                                rows(grads, cols),
+                                rows_t(grads, nrows),
                                 rows(k_j, dim),
                             );
                         }
@@ -394,4 +366,58 @@ fn two_pass_queries<'a, T: Real>(
                     },
                 );
         });
+}
+
+/// Query rows `q0..q0 + rows` against one key tile (`k_j`, `v_j`: `cols × dim`), into
+/// column-major `rows × cols` tiles (`rows = probs.len() / cols`):
+/// `probs = P = exp(scale·Q·Kᵀ − lse)`, `grads = dS = P ∘ (dO·Vᵀ − D)`.
+fn probs_and_score_grads<T: Real>(
+    t: &Tiles,
+    x: &Batch<T>,
+    q0: usize,
+    k_j: &[T],
+    v_j: &[T],
+    probs: &mut [T],
+    grads: &mut [T],
+) {
+    let (n, dim) = (t.tokens, t.dim);
+    let cols = k_j.len() / dim;
+    let rows = probs.len() / cols;
+    // Q and dO rows read from their transposed copies: column-major operands.
+    let q_i = Mat {
+        data: &x.q_t[q0..],
+        rs: 1,
+        cs: n,
+    };
+    let do_i = Mat {
+        data: &x.d_o_t[q0..],
+        rs: 1,
+        cs: n,
+    };
+    gemm(
+        (rows, cols, dim),
+        MatMut {
+            data: &mut *probs,
+            rs: 1,
+            cs: rows,
+        },
+        false,
+        T::c(t.scale),
+        q_i,
+        rows_t(k_j, dim),
+    );
+    probs_from_lse(probs, rows, &x.lse[q0..q0 + rows]);
+    gemm(
+        (rows, cols, dim),
+        MatMut {
+            data: &mut *grads,
+            rs: 1,
+            cs: rows,
+        },
+        false,
+        T::one(),
+        do_i,
+        rows_t(v_j, dim),
+    );
+    score_grad(grads, probs, rows, &x.delta[q0..q0 + rows]);
 }

@@ -2,7 +2,7 @@
 //! tiles through a `query_tile × key_tile` score buffer with an online softmax and
 //! accumulating straight into its rows of `o`.
 
-use super::tile::{gemm, online_softmax_step, rows, rows_mut, rows_t, RowStats};
+use super::tile::{gemm, online_softmax_step, rows, rows_mut, transposed, Mat, RowStats};
 use super::{AttentionDims, AttentionPlan};
 use crate::Real;
 use rayon::prelude::*;
@@ -46,12 +46,14 @@ pub(super) fn forward<T: Real>(
     let qt = effective_query_tile(plan, d);
     let kt = plan.key_tile.min(n);
     let per_batch = n * dim;
+    // Kᵀ per batch entry ([dim, tokens]): the score product's operand without repacking.
+    let k_t = transposed(k, n, dim);
     o.par_chunks_mut(per_batch)
         .zip(lse.par_chunks_mut(n))
         .enumerate()
         .for_each(|(b, (ob, lb))| {
             let span = b * per_batch..(b + 1) * per_batch;
-            let (qb, kb, vb) = (&q[span.clone()], &k[span.clone()], &v[span]);
+            let (qb, ktb, vb) = (&q[span.clone()], &k_t[span.clone()], &v[span]);
             ob.par_chunks_mut(qt * dim)
                 .zip(lb.par_chunks_mut(qt))
                 .enumerate()
@@ -60,19 +62,20 @@ pub(super) fn forward<T: Real>(
                     |s, (t, (o_tile, lse_tile))| {
                         let q0 = t * qt;
                         let q_tile = &qb[q0 * dim..q0 * dim + o_tile.len()];
-                        query_tile(d, kt, q_tile, kb, vb, o_tile, lse_tile, s);
+                        query_tile(d, kt, q_tile, ktb, vb, o_tile, lse_tile, s);
                     },
                 );
         });
 }
 
-/// All key tiles for one tile of query rows (`q_tile`, `o_tile`: `rows × dim`).
+/// All key tiles for one tile of query rows (`q_tile`, `o_tile`: `rows × dim`; `k_t`: this
+/// batch entry's keys transposed, `[dim, tokens]`).
 #[allow(clippy::too_many_arguments)]
 fn query_tile<T: Real>(
     d: &AttentionDims,
     key_tile: usize,
     q_tile: &[T],
-    k: &[T],
+    k_t: &[T],
     v: &[T],
     o_tile: &mut [T],
     lse_tile: &mut [T],
@@ -84,16 +87,20 @@ fn query_tile<T: Real>(
     s.stats.reset(nrows);
     for k0 in (0..n).step_by(key_tile) {
         let cols = key_tile.min(n - k0);
-        let keys = k0 * dim..(k0 + cols) * dim;
         let scores = &mut s.scores[..nrows * cols];
-        // S = scale · Q·Kᵀ (Kᵀ is the key rows read column-wise).
+        // S = scale · Q·Kᵀ
+        let k_t_tile = Mat {
+            data: &k_t[k0..],
+            rs: n,
+            cs: 1,
+        };
         gemm(
             (nrows, cols, dim),
             rows_mut(scores, cols),
             false,
             scale,
             rows(q_tile, dim),
-            rows_t(&k[keys.clone()], dim),
+            k_t_tile,
         );
         let first = k0 == 0;
         online_softmax_step(scores, cols, &mut s.stats, o_tile, dim, first);
@@ -104,7 +111,7 @@ fn query_tile<T: Real>(
             !first,
             T::one(),
             rows(scores, cols),
-            rows(&v[keys], dim),
+            rows(&v[k0 * dim..(k0 + cols) * dim], dim),
         );
     }
     for ((o_row, l), (&m, &sum)) in o_tile

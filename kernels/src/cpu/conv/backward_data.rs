@@ -12,6 +12,7 @@
 use super::implicit_gemm::{Term, VirtualGemm};
 use super::pack::PackSpec;
 use super::raw::SharedOut;
+use super::workspace::ThreadBuffers;
 use super::ConvGeometry;
 use crate::{Real, Spatial};
 use rayon::prelude::*;
@@ -176,6 +177,7 @@ pub(super) fn backward_data_on_source<T: Real>(
     src: &[T],
     wf: &[T],
     dx: &mut [T],
+    threads: &ThreadBuffers<T>,
 ) {
     let [d, h, w] = g.in_spatial;
     let cin = g.cin;
@@ -185,7 +187,7 @@ pub(super) fn backward_data_on_source<T: Real>(
         let [_, gy, gx] = plan.grid;
         let s = g.stride;
         let coord = |i: usize, p: usize| s[i] * (cl.q_min[i] + p) + cl.residue[i] - g.pad_lo[i];
-        plan.run(src, wf, |ch, buf| {
+        plan.run(src, wf, threads, |ch, buf| {
             let (v0, _) = plan.span(ch);
             for r in ch.row0..ch.row0 + ch.rows {
                 let (iz, iy) = (coord(0, r / gy), coord(1, r % gy));

@@ -7,6 +7,7 @@
 use super::implicit_gemm::{Term, VirtualGemm};
 use super::pack::PackSpec;
 use super::raw::SharedOut;
+use super::workspace::ThreadBuffers;
 use super::ConvGeometry;
 use crate::Real;
 
@@ -66,13 +67,14 @@ pub(super) fn forward_on_source<T: Real>(
     w: &[T],
     bias: Option<&[T]>,
     y: &mut [T],
+    threads: &ThreadBuffers<T>,
 ) {
     let out = g.out_spatial();
     let cout = g.cout;
     let row_len = out[2] * cout;
     let rows_per_item = out[0] * out[1];
     let y_out = SharedOut::new(y);
-    plan.run(src, w, |ch, buf| {
+    plan.run(src, w, threads, |ch, buf| {
         // SAFETY: a chunk's output rows are its own, consecutive rows of y.
         let dst = unsafe {
             y_out.range(

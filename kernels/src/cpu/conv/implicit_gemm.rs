@@ -14,6 +14,7 @@
 
 use super::geometry::KERNEL;
 use super::raw::{gemm, View};
+use super::workspace::{ThreadBuffers, Workspace};
 use crate::{KernelError, Real};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -162,54 +163,78 @@ impl VirtualGemm {
     /// the chunk's virtual rows (`span().1 × n`, row-major); output row `r` of the chunk starts
     /// at virtual row `vrow(r) - span().0`. Chunks run in parallel; `sink` must only write
     /// what belongs to its chunk. The caller has run [`check`](Self::check).
-    pub fn run<T: Real>(&self, src: &[T], weight: &[T], sink: impl Fn(&Chunk, &[T]) + Sync) {
+    pub fn run<T: Real>(
+        &self,
+        src: &[T],
+        weight: &[T],
+        threads: &ThreadBuffers<T>,
+        sink: impl Fn(&Chunk, &[T]) + Sync,
+    ) {
         let chunks = self.chunks();
         let par = self.parallelism(chunks.len());
-        chunks.par_iter().for_each_init(Vec::<T>::new, |buf, ch| {
-            let (v0, len) = self.span(ch);
-            // The first term overwrites the buffer; only an empty plan needs zeros.
-            buf.resize(len * self.n, T::zero());
-            if self.terms.is_empty() {
-                buf.fill(T::zero());
-            }
-            for (i, t) in self.terms.iter().enumerate() {
-                let src_off = (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
-                // SAFETY: `check` bounded the farthest source and weight element of every
-                // term; `buf` is this task's own `len × n` buffer.
-                unsafe {
-                    gemm(
-                        len,
-                        self.n,
-                        t.width * self.c,
-                        View {
-                            ptr: buf.as_mut_ptr(),
-                            rs: self.n,
-                            cs: 1,
-                        },
-                        i > 0,
-                        View {
-                            ptr: src.as_ptr().add(src_off),
-                            rs: self.sx * self.c,
-                            cs: 1,
-                        },
-                        View {
-                            ptr: weight.as_ptr().add(t.weight),
-                            rs: self.n,
-                            cs: 1,
-                        },
-                        par,
-                    );
-                }
-            }
-            sink(ch, buf);
+        chunks.par_iter().for_each(|ch| {
+            threads.with(|tb| self.run_chunk(src, weight, ch, par, &mut tb.a, &sink))
         });
+    }
+
+    fn run_chunk<T: Real>(
+        &self,
+        src: &[T],
+        weight: &[T],
+        ch: &Chunk,
+        par: Parallelism,
+        buf: &mut Vec<T>,
+        sink: impl Fn(&Chunk, &[T]),
+    ) {
+        let (v0, len) = self.span(ch);
+        // The first term overwrites the buffer; only an empty plan needs zeros.
+        buf.resize(len * self.n, T::zero());
+        if self.terms.is_empty() {
+            buf.fill(T::zero());
+        }
+        for (i, t) in self.terms.iter().enumerate() {
+            let src_off = (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
+            // SAFETY: `check` bounded the farthest source and weight element of every term;
+            // `buf` is this task's own buffer of at least `len × n` elements.
+            unsafe {
+                gemm(
+                    len,
+                    self.n,
+                    t.width * self.c,
+                    View {
+                        ptr: buf.as_mut_ptr(),
+                        rs: self.n,
+                        cs: 1,
+                    },
+                    i > 0,
+                    View {
+                        ptr: src.as_ptr().add(src_off),
+                        rs: self.sx * self.c,
+                        cs: 1,
+                    },
+                    View {
+                        ptr: weight.as_ptr().add(t.weight),
+                        rs: self.n,
+                        cs: 1,
+                    },
+                    par,
+                );
+            }
+        }
+        sink(ch, &buf[..len * self.n]);
     }
 
     /// `dw[term] += A_termᵀ · dy` over the whole grid, where `dy` is laid out like the output
     /// grid (`[batch, grid_z, grid_y, grid_x, n]`). Chunks are split among the threads, each
     /// accumulating into its own copy of `dw`, summed at the end. The caller has run `check`
     /// with `weight_len = dw.len()` and checked `dy.len()`.
-    pub fn accumulate_weight_grad<T: Real>(&self, src: &[T], dy: &[T], dw: &mut [T]) {
+    pub fn accumulate_weight_grad<T: Real>(
+        &self,
+        src: &[T],
+        dy: &[T],
+        dw: &mut [T],
+        work: &mut Workspace<T>,
+    ) {
         let chunks = self.chunks();
         if chunks.is_empty() {
             return;
@@ -217,61 +242,64 @@ impl VirtualGemm {
         let groups = rayon::current_num_threads().clamp(1, chunks.len());
         let par = self.parallelism(groups);
         let per_group = chunks.len().div_ceil(groups);
-        let partials: Vec<Vec<T>> = chunks
+        let Workspace { threads, partials } = work;
+        let partials = partials.zeroed(groups, dw.len());
+        chunks
             .par_chunks(per_group)
-            .map(|group| {
-                let mut acc = vec![T::zero(); dw.len()];
-                let mut buf = Vec::new();
-                for ch in group {
-                    let (v0, len) = self.span(ch);
-                    let rows: &[T] = if self.dense() {
-                        let first = (ch.batch * self.rows_per_item() + ch.row0) * self.grid[2];
-                        &dy[first * self.n..(first + len) * self.n]
-                    } else {
-                        self.gather_virtual(dy, ch, &mut buf);
-                        &buf
-                    };
-                    for t in &self.terms {
-                        let src_off =
-                            (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
-                        // SAFETY: as in `run`; `acc` has dw's length, which `check` bounded.
-                        unsafe {
-                            gemm(
-                                t.width * self.c,
-                                self.n,
-                                len,
-                                View {
-                                    ptr: acc.as_mut_ptr().add(t.weight),
-                                    rs: self.n,
-                                    cs: 1,
-                                },
-                                true,
-                                View {
-                                    ptr: src.as_ptr().add(src_off),
-                                    rs: 1,
-                                    cs: self.sx * self.c,
-                                },
-                                View {
-                                    ptr: rows.as_ptr(),
-                                    rs: self.n,
-                                    cs: 1,
-                                },
-                                par,
-                            );
-                        }
-                    }
-                }
-                acc
-            })
-            .collect();
-        dw.par_chunks_mut(1 << 14).enumerate().for_each(|(i, out)| {
-            let range = i << 14..(i << 14) + out.len();
-            for part in &partials {
-                for (o, &p) in out.iter_mut().zip(&part[range.clone()]) {
-                    *o += p;
+            .zip(partials.par_iter_mut())
+            .for_each(|(group, acc)| {
+                threads.with(|tb| self.weight_grad_group(src, dy, group, par, acc, &mut tb.a))
+            });
+        add_partials(partials, dw);
+    }
+
+    fn weight_grad_group<T: Real>(
+        &self,
+        src: &[T],
+        dy: &[T],
+        group: &[Chunk],
+        par: Parallelism,
+        acc: &mut [T],
+        buf: &mut Vec<T>,
+    ) {
+        for ch in group {
+            let (v0, len) = self.span(ch);
+            let rows: &[T] = if self.dense() {
+                let first = (ch.batch * self.rows_per_item() + ch.row0) * self.grid[2];
+                &dy[first * self.n..(first + len) * self.n]
+            } else {
+                self.gather_virtual(dy, ch, buf);
+                buf
+            };
+            for t in &self.terms {
+                let src_off = (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
+                // SAFETY: as in `run`; `acc` has dw's length, which `check` bounded.
+                unsafe {
+                    gemm(
+                        t.width * self.c,
+                        self.n,
+                        len,
+                        View {
+                            ptr: acc.as_mut_ptr().add(t.weight),
+                            rs: self.n,
+                            cs: 1,
+                        },
+                        true,
+                        View {
+                            ptr: src.as_ptr().add(src_off),
+                            rs: 1,
+                            cs: self.sx * self.c,
+                        },
+                        View {
+                            ptr: rows.as_ptr(),
+                            rs: self.n,
+                            cs: 1,
+                        },
+                        par,
+                    );
                 }
             }
-        });
+        }
     }
 
     /// Scatter the chunk's output rows of `dy` into virtual-row layout, zeroing the rows that
@@ -288,6 +316,19 @@ impl VirtualGemm {
             buf[at..at + row_len].copy_from_slice(&dy[from..from + row_len]);
         }
     }
+}
+
+/// `dst += Σ partials`, in parallel over `dst`.
+pub(super) fn add_partials<T: Real>(partials: &[Vec<T>], dst: &mut [T]) {
+    const SPAN: usize = 1 << 14;
+    dst.par_chunks_mut(SPAN).enumerate().for_each(|(i, out)| {
+        let range = i * SPAN..i * SPAN + out.len();
+        for part in partials {
+            for (o, &p) in out.iter_mut().zip(&part[range.clone()]) {
+                *o += p;
+            }
+        }
+    });
 }
 
 /// An end offset that overflowed (`None`) or lies beyond `limit`.

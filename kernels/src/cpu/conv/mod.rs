@@ -21,6 +21,7 @@ mod implicit_gemm;
 mod pack;
 mod raw;
 mod winograd;
+mod workspace;
 
 pub use geometry::ConvGeometry;
 
@@ -28,8 +29,9 @@ use crate::error::check_len;
 use crate::{KernelError, Real, Spatial};
 use geometry::KERNEL;
 use pack::{pack, PackSpec};
+use workspace::Workspace;
 
-/// Which algorithm computes forward and backward-data.
+/// Which algorithm computes the convolution (all three directions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
     /// Winograd F(2×2, 3×3) where it applies (3×3, stride 1, 2D or `1×3×3`), otherwise the
@@ -41,16 +43,20 @@ pub enum ConvAlgorithm {
 }
 
 /// Reusable buffers of the convolution kernels (packed source, rearranged and transformed
-/// weights) and the algorithm choice.
-#[derive(Debug, Default)]
+/// weights, per-thread task buffers) and the algorithm choice. Keep one per layer (or per
+/// thread of callers) and pass it to the `*_with` functions: steady-state calls then
+/// allocate nothing.
+#[derive(Debug)]
 pub struct ConvScratch<T> {
     algorithm: ConvAlgorithm,
     source: Vec<T>,
     weight: Vec<T>,
     transformed: Vec<T>,
+    work: Workspace<T>,
 }
 
 impl<T> ConvScratch<T> {
+    /// Empty buffers, [`ConvAlgorithm::Auto`].
     pub fn new() -> Self {
         Self::with_algorithm(ConvAlgorithm::Auto)
     }
@@ -61,15 +67,23 @@ impl<T> ConvScratch<T> {
             source: Vec::new(),
             weight: Vec::new(),
             transformed: Vec::new(),
+            work: Workspace::default(),
         }
     }
 
+    /// The algorithm used by calls with this scratch.
     pub fn algorithm(&self) -> ConvAlgorithm {
         self.algorithm
     }
 
     pub fn set_algorithm(&mut self, algorithm: ConvAlgorithm) {
         self.algorithm = algorithm;
+    }
+}
+
+impl<T> Default for ConvScratch<T> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -132,17 +146,18 @@ pub fn conv_forward_with<T: Real>(
     if let Some(b) = bias {
         check_len(KERNEL, "bias", b.len(), g.cout)?;
     }
+    scratch.work.threads.prepare();
     if scratch.algorithm == ConvAlgorithm::Auto && winograd::applicable(g) {
         let u = &mut scratch.transformed;
         u.resize(16 * g.cin * g.cout, T::zero());
         winograd::transform_weight(w, g.cin, g.cout, u);
-        winograd::forward(g, x, u, bias, y);
+        winograd::forward(g, x, u, bias, y, &scratch.work.threads);
         return Ok(());
     }
     let (plan, spec) = forward::forward_plan(g);
     let src = packed_source(x, g.batch, g.in_spatial, g.cin, &spec, &mut scratch.source);
     plan.check(src.len(), w.len())?;
-    forward::forward_on_source(g, &plan, src, w, bias, y);
+    forward::forward_on_source(g, &plan, src, w, bias, y, &scratch.work.threads);
     Ok(())
 }
 
@@ -174,21 +189,23 @@ pub fn conv_backward_data_with<T: Real>(
         source,
         weight,
         transformed,
+        work,
     } = scratch;
+    work.threads.prepare();
     weight.resize(w.len(), T::zero());
     backward_data::flip_weight(g, &classes, w, weight);
     if *algorithm == ConvAlgorithm::Auto && winograd::applicable_backward_data(g) {
         let gt = winograd::backward_data_geometry(g);
         transformed.resize(16 * g.cin * g.cout, T::zero());
         winograd::transform_weight(weight, gt.cin, gt.cout, transformed);
-        winograd::forward(&gt, dy, transformed, None, dx);
+        winograd::forward(&gt, dy, transformed, None, dx, &work.threads);
         return Ok(());
     }
     let src = packed_source(dy, g.batch, g.out_spatial(), g.cout, &spec, source);
     for cl in &classes {
         cl.plan.check(src.len(), weight.len())?;
     }
-    backward_data::backward_data_on_source(g, &classes, src, weight, dx);
+    backward_data::backward_data_on_source(g, &classes, src, weight, dx, &work.threads);
     Ok(())
 }
 
@@ -219,13 +236,14 @@ pub fn conv_backward_weight_with<T: Real>(
     if let Some(db) = dbias.as_deref() {
         check_len(KERNEL, "dbias", db.len(), g.cout)?;
     }
+    scratch.work.threads.prepare();
     if scratch.algorithm == ConvAlgorithm::Auto && winograd::applicable(g) {
-        winograd::backward_weight(g, x, dy, dw);
+        winograd::backward_weight(g, x, dy, dw, &mut scratch.work);
     } else {
         let (plan, spec) = forward::forward_plan(g);
         let src = packed_source(x, g.batch, g.in_spatial, g.cin, &spec, &mut scratch.source);
         plan.check(src.len(), dw.len())?;
-        plan.accumulate_weight_grad(src, dy, dw);
+        plan.accumulate_weight_grad(src, dy, dw, &mut scratch.work);
     }
     if let Some(db) = dbias {
         backward_weight::accumulate_bias_grad(dy, g.cout, db);

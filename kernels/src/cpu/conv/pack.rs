@@ -67,8 +67,12 @@ pub(super) fn pack<T: Real>(
             let rest = rest / spec.phases[1];
             let a = rest % spec.phases[0];
             let n = rest / spec.phases[0];
-            let z = (spec.step[0] * zq + a).checked_sub(spec.lo[0]).filter(|&z| z < d);
-            let y = (spec.step[1] * yq + b).checked_sub(spec.lo[1]).filter(|&y| y < h);
+            let z = (spec.step[0] * zq + a)
+                .checked_sub(spec.lo[0])
+                .filter(|&z| z < d);
+            let y = (spec.step[1] * yq + b)
+                .checked_sub(spec.lo[1])
+                .filter(|&y| y < h);
             let src = match (z, y) {
                 (Some(z), Some(y)) => {
                     let from = ((n * d + z) * h + y) * w * c;

@@ -4,7 +4,7 @@
 //! shard is an error naming the file, never a panic or garbage.
 
 use super::error::ShardError;
-use super::format::{checksum, Entry, Header, SampleShape, ShardDtype, HEADER_BYTES};
+use super::format::{checksum, Entry, Header, SampleShape, ShardDtype};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use memmap2::Mmap;
@@ -165,6 +165,6 @@ impl ShardReader {
 
     /// Size of the mapped file in bytes.
     pub fn file_len(&self) -> usize {
-        self.map.len().max(HEADER_BYTES)
+        self.map.len()
     }
 }

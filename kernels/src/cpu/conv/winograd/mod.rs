@@ -17,8 +17,10 @@ mod transforms;
 
 pub(super) use transforms::{accumulate_weight_grad, transform_weight};
 
+use super::implicit_gemm::add_partials;
 use super::pack::fill_row;
 use super::raw::{gemm, SharedOut, View};
+use super::workspace::{TaskBuffers, ThreadBuffers, Workspace};
 use super::ConvGeometry;
 use crate::Real;
 use gemm::Parallelism;
@@ -91,7 +93,11 @@ impl Tiling {
         let rows_per_block = (BLOCK_TILES / tiles[1]).max(1);
         let images = g.batch * g.in_spatial[0];
         let blocks = (0..images)
-            .flat_map(|img| (0..tiles[0]).step_by(rows_per_block).map(move |ty| (img, ty)))
+            .flat_map(|img| {
+                (0..tiles[0])
+                    .step_by(rows_per_block)
+                    .map(move |ty| (img, ty))
+            })
             .collect();
         Tiling {
             input: [g.in_spatial[1], g.in_spatial[2]],
@@ -148,13 +154,13 @@ pub(super) fn forward<T: Real>(
     u: &[T],
     bias: Option<&[T]>,
     y: &mut [T],
+    threads: &ThreadBuffers<T>,
 ) {
     let tiling = Tiling::new(g);
     let (cin, cout) = (g.cin, g.cout);
     let y_out = SharedOut::new(y);
-    tiling.blocks.par_iter().for_each_init(
-        || (Vec::new(), Vec::new(), Vec::new()),
-        |(p, v, m), &id| {
+    tiling.blocks.par_iter().for_each(|&id| {
+        threads.with(|TaskBuffers { a: p, b: v, c: m }| {
             let b = tiling.block(id);
             tiling.pad_block(x, &b, cin, p);
             let nt = b.tiles[0] * b.tiles[1];
@@ -195,8 +201,8 @@ pub(super) fn forward<T: Real>(
             let dst = unsafe { y_out.range(start, len) };
             let extent = [b.out_rows[1] - b.out_rows[0], tiling.out[1]];
             simd::output_block(m, b.tiles, cout, bias, dst, extent);
-        },
-    );
+        })
+    });
 }
 
 /// Backward-weight of `g` (see [`applicable`]): `dw += ∂⟨y, dy⟩/∂w`. The Winograd-domain
@@ -206,64 +212,63 @@ pub(super) fn backward_weight<T: Real>(
     x: &[T],
     dy: &[T],
     dw: &mut [T],
+    work: &mut Workspace<T>,
 ) {
     let tiling = Tiling::new(g);
     let (cin, cout) = (g.cin, g.cout);
     let groups = rayon::current_num_threads().clamp(1, tiling.blocks.len().max(1));
     let per_group = tiling.blocks.len().div_ceil(groups).max(1);
-    let partials: Vec<Vec<T>> = tiling
+    let Workspace { threads, partials } = work;
+    let partials = partials.zeroed(groups, 16 * cin * cout);
+    tiling
         .blocks
         .par_chunks(per_group)
-        .map(|ids| {
-            let mut du = vec![T::zero(); 16 * cin * cout];
-            let (mut p, mut v, mut z) = (Vec::new(), Vec::new(), Vec::new());
-            for &id in ids {
-                let b = tiling.block(id);
-                tiling.pad_block(x, &b, cin, &mut p);
-                let nt = b.tiles[0] * b.tiles[1];
-                let (v_pitch, z_pitch) = (plane_pitch(nt, cin), plane_pitch(nt, cout));
-                v.resize(16 * v_pitch, T::zero());
-                z.resize(16 * z_pitch, T::zero());
-                simd::input_block(&p, 0, tiling.pitch, b.tiles, cin, &mut v);
-                let (start, len) = tiling.out_range(&b, cout);
-                let extent = [b.out_rows[1] - b.out_rows[0], tiling.out[1]];
-                simd::grad_output_block(&dy[start..start + len], extent, b.tiles, cout, &mut z);
-                for xi in 0..16 {
-                    // SAFETY: as in the forward; `du` holds 16 blocks of cin × cout.
-                    unsafe {
-                        gemm(
-                            cin,
-                            cout,
-                            nt,
-                            View {
-                                ptr: du.as_mut_ptr().add(xi * cin * cout),
-                                rs: cout,
-                                cs: 1,
-                            },
-                            true,
-                            View {
-                                ptr: v.as_ptr().add(xi * v_pitch),
-                                rs: 1,
-                                cs: cin,
-                            },
-                            View {
-                                ptr: z.as_ptr().add(xi * z_pitch),
-                                rs: cout,
-                                cs: 1,
-                            },
-                            Parallelism::None,
-                        );
+        .zip(partials.par_iter_mut())
+        .for_each(|(ids, du)| {
+            threads.with(|TaskBuffers { a: p, b: v, c: z }| {
+                for &id in ids {
+                    let b = tiling.block(id);
+                    let nt = b.tiles[0] * b.tiles[1];
+                    let (v_pitch, z_pitch) = (plane_pitch(nt, cin), plane_pitch(nt, cout));
+                    v.resize(16 * v_pitch, T::zero());
+                    z.resize(16 * z_pitch, T::zero());
+                    tiling.pad_block(x, &b, cin, p);
+                    simd::input_block(p, 0, tiling.pitch, b.tiles, cin, v);
+                    let (start, len) = tiling.out_range(&b, cout);
+                    let extent = [b.out_rows[1] - b.out_rows[0], tiling.out[1]];
+                    simd::grad_output_block(&dy[start..start + len], extent, b.tiles, cout, z);
+                    for xi in 0..16 {
+                        // SAFETY: as in the forward; `du` holds 16 blocks of cin × cout.
+                        unsafe {
+                            gemm(
+                                cin,
+                                cout,
+                                nt,
+                                View {
+                                    ptr: du.as_mut_ptr().add(xi * cin * cout),
+                                    rs: cout,
+                                    cs: 1,
+                                },
+                                true,
+                                View {
+                                    ptr: v.as_ptr().add(xi * v_pitch),
+                                    rs: 1,
+                                    cs: cin,
+                                },
+                                View {
+                                    ptr: z.as_ptr().add(xi * z_pitch),
+                                    rs: cout,
+                                    cs: 1,
+                                },
+                                Parallelism::None,
+                            );
+                        }
                     }
                 }
-            }
-            du
-        })
-        .collect();
-    let mut parts = partials.into_iter();
-    if let Some(mut du) = parts.next() {
-        for p in parts {
-            du.par_iter_mut().zip(&p).for_each(|(a, &b)| *a += b);
-        }
-        accumulate_weight_grad(&du, cin, cout, dw);
+            })
+        });
+    if let Some((first, rest)) = partials.split_first_mut() {
+        add_partials(rest, first);
+        accumulate_weight_grad(first, cin, cout, dw);
     }
 }
