@@ -18,7 +18,10 @@ const DEFAULT_ARCHS: [&str; 2] = ["sm_80", "sm_90"];
 /// `kernels list`: every module with its summary and entry points.
 pub fn run_kernels_list() {
     let entries: usize = SOURCES.iter().map(|s| s.entry_points.len()).sum();
-    println!("{} CUDA modules, {entries} kernels (kernels/cuda/)", SOURCES.len());
+    println!(
+        "{} CUDA modules, {entries} kernels (kernels/cuda/)",
+        SOURCES.len()
+    );
     for src in SOURCES {
         println!("{:<16} {}", src.file, src.summary());
         for e in src.entry_points {
@@ -57,7 +60,8 @@ pub fn run_kernels_compile(archs: &[String], ptxas: bool) -> Result<()> {
         SOURCES.len(),
         match (&ptxas_bin, ptxas) {
             (Some(p), _) => p.display().to_string(),
-            (None, true) => "not found (set MEDVAE_PTXAS or put ptxas on PATH; no resource report)".into(),
+            (None, true) =>
+                "not found (set MEDVAE_PTXAS or put ptxas on PATH; no resource report)".into(),
             (None, false) => "off".into(),
         }
     );
@@ -74,14 +78,26 @@ pub fn run_kernels_compile(archs: &[String], ptxas: bool) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     if !failures.is_empty() {
-        bail!("{} module build(s) failed: {}", failures.len(), failures.join(", "));
+        bail!(
+            "{} module build(s) failed: {}",
+            failures.len(),
+            failures.join(", ")
+        );
     }
     Ok(())
 }
 
-fn compile_one(src: &KernelSource, arch: Arch, includes: &[String], ptxas: Option<&Path>, scratch: &Path) -> Result<()> {
+fn compile_one(
+    src: &KernelSource,
+    arch: Arch,
+    includes: &[String],
+    ptxas: Option<&Path>,
+    scratch: &Path,
+) -> Result<()> {
     let compiled = nvrtc::compile(src, arch, Target::Ptx, includes)?;
-    let ptx = compiled.ptx().context("NVRTC returned PTX that is not UTF-8")?;
+    let ptx = compiled
+        .ptx()
+        .context("NVRTC returned PTX that is not UTF-8")?;
     let found = nvrtc::ptx_entries(ptx);
     for e in src.entry_points {
         if !found.iter().any(|f| f == e) {
@@ -89,10 +105,20 @@ fn compile_one(src: &KernelSource, arch: Arch, includes: &[String], ptxas: Optio
         }
     }
     let resources = match ptxas {
-        Some(bin) => match ptxas_report(bin, ptx, arch, &scratch.join(format!("{}-{}.ptx", src.name, arch.sm()))) {
+        Some(bin) => match ptxas_report(
+            bin,
+            ptx,
+            arch,
+            &scratch.join(format!("{}-{}.ptx", src.name, arch.sm())),
+        ) {
             Ok(r) => Some(r),
             Err(e) => {
-                println!("{:<28} {:<14} {:<6} ptxas failed (resources not reported): {e:#}", "*", src.name, arch.sm());
+                println!(
+                    "{:<28} {:<14} {:<6} ptxas failed (resources not reported): {e:#}",
+                    "*",
+                    src.name,
+                    arch.sm()
+                );
                 None
             }
         },
@@ -106,10 +132,20 @@ fn compile_one(src: &KernelSource, arch: Arch, includes: &[String], ptxas: Optio
             ),
             None => String::new(),
         };
-        println!("{e:<28} {:<14} {:<6} OK   PTX {:>8} B  {res}", src.name, arch.sm(), compiled.image.len());
+        println!(
+            "{e:<28} {:<14} {:<6} OK   PTX {:>8} B  {res}",
+            src.name,
+            arch.sm(),
+            compiled.image.len()
+        );
     }
     if !compiled.log.is_empty() {
-        println!("    NVRTC log for {} ({}):\n{}", src.name, arch.sm(), compiled.log);
+        println!(
+            "    NVRTC log for {} ({}):\n{}",
+            src.name,
+            arch.sm(),
+            compiled.log
+        );
     }
     Ok(())
 }
@@ -120,9 +156,14 @@ fn find_ptxas() -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     let on_path = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|d| d.join("ptxas")).collect::<Vec<_>>())
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("ptxas"))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
-    let cuda_home = std::env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("bin").join("ptxas"));
+    let cuda_home =
+        std::env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("bin").join("ptxas"));
     on_path
         .into_iter()
         .chain(cuda_home)
@@ -131,7 +172,12 @@ fn find_ptxas() -> Option<PathBuf> {
 }
 
 /// Assemble `ptx` for `arch` with `ptxas -v` and parse its per-kernel report.
-fn ptxas_report(bin: &Path, ptx: &str, arch: Arch, file: &Path) -> Result<HashMap<String, Resources>> {
+fn ptxas_report(
+    bin: &Path,
+    ptx: &str,
+    arch: Arch,
+    file: &Path,
+) -> Result<HashMap<String, Resources>> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -144,9 +190,15 @@ fn ptxas_report(bin: &Path, ptx: &str, arch: Arch, file: &Path) -> Result<HashMa
         .arg(file)
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("{}", text.lines().find(|l| l.contains("error")).unwrap_or(text.trim()));
+        bail!(
+            "{}",
+            text.lines()
+                .find(|l| l.contains("error"))
+                .unwrap_or(text.trim())
+        );
     }
     Ok(parse_ptxas(&text))
 }
@@ -165,7 +217,9 @@ fn parse_ptxas(text: &str) -> HashMap<String, Resources> {
         } else if let Some(rest) = line.split("Function properties for ").nth(1) {
             current = Some(rest.trim().to_string());
         }
-        let Some(name) = current.clone() else { continue };
+        let Some(name) = current.clone() else {
+            continue;
+        };
         let r = out.entry(name).or_default();
         if line.contains("stack frame") {
             r.stack_bytes = num_before(line, "bytes stack frame").unwrap_or(0);
@@ -199,7 +253,13 @@ mod tests {
         let c = r["conv_fwd_tf32_128x128"];
         assert_eq!(
             c,
-            Resources { registers: 165, smem_bytes: 37888, stack_bytes: 8, spill_stores: 12, spill_loads: 20 }
+            Resources {
+                registers: 165,
+                smem_bytes: 37888,
+                stack_bytes: 8,
+                spill_stores: 12,
+                spill_loads: 20
+            }
         );
         assert_eq!(r["adam_multi"].registers, 40);
         assert_eq!(r["adam_multi"].smem_bytes, 0);

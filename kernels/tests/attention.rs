@@ -181,6 +181,7 @@ fn tiny_plan(backward: BackwardSchedule) -> AttentionPlan {
         query_tile: 5,
         key_tile: 8,
         backward,
+        engine: Engine::Auto,
     }
 }
 
@@ -247,29 +248,35 @@ fn check_against_naive(d: AttentionDims, plan: AttentionPlan, seed: u64, spread:
         assert!(e < 1e-11, "{label}: f64 {name} rel err {e:e}");
     }
 
-    // f32: within the golden tolerance (in practice ~1e-6).
+    // f32, both engines (the fast one where the CPU has it): within the golden tolerance
+    // (in practice ~1e-6).
     let [q32, k32, v32, do32] = [&q, &k, &v, &d_o].map(|x| to_f32(x));
-    let (mut o32, mut lse32) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.lse_len()]);
-    attention_forward_with(&plan, &d, &q32, &k32, &v32, &mut o32, &mut lse32).unwrap();
-    let e = rel_err(&o32, &to_f32(&reference[0]));
-    assert!(e < 1e-5, "{label}: f32 o rel err {e:e}");
-    let e = rel_err(&lse32, &to_f32(&reference[1]));
-    assert!(e < 1e-6, "{label}: f32 lse rel err {e:e}");
-    let mut g32 = [
-        vec![f32::NAN; d.len()],
-        vec![f32::NAN; d.len()],
-        vec![f32::NAN; d.len()],
-    ];
-    let [dq, dk, dv] = &mut g32;
-    attention_backward_with(&plan, &d, &q32, &k32, &v32, &o32, &lse32, &do32, dq, dk, dv).unwrap();
-    for (name, got, want) in [
-        ("dq", &g32[0], &grads[0]),
-        ("dk", &g32[1], &grads[1]),
-        ("dv", &g32[2], &grads[2]),
-    ] {
-        let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
-        let e = rel_err_floor(&got, want, 1e-2 * dv_rms);
-        assert!(e < 2e-5, "{label}: f32 {name} rel err {e:e}");
+    for engine in [Engine::Auto, Engine::Portable] {
+        let plan = AttentionPlan { engine, ..plan };
+        let label = format!("{label} {engine:?}");
+        let (mut o32, mut lse32) = (vec![f32::NAN; d.len()], vec![f32::NAN; d.lse_len()]);
+        attention_forward_with(&plan, &d, &q32, &k32, &v32, &mut o32, &mut lse32).unwrap();
+        let e = rel_err(&o32, &to_f32(&reference[0]));
+        assert!(e < 1e-5, "{label}: f32 o rel err {e:e}");
+        let e = rel_err(&lse32, &to_f32(&reference[1]));
+        assert!(e < 1e-6, "{label}: f32 lse rel err {e:e}");
+        let mut g32 = [
+            vec![f32::NAN; d.len()],
+            vec![f32::NAN; d.len()],
+            vec![f32::NAN; d.len()],
+        ];
+        let [dq, dk, dv] = &mut g32;
+        attention_backward_with(&plan, &d, &q32, &k32, &v32, &o32, &lse32, &do32, dq, dk, dv)
+            .unwrap();
+        for (name, got, want) in [
+            ("dq", &g32[0], &grads[0]),
+            ("dk", &g32[1], &grads[1]),
+            ("dv", &g32[2], &grads[2]),
+        ] {
+            let got: Vec<f64> = got.iter().map(|&v| v as f64).collect();
+            let e = rel_err_floor(&got, want, 1e-2 * dv_rms);
+            assert!(e < 2e-5, "{label}: f32 {name} rel err {e:e}");
+        }
     }
 }
 
@@ -301,10 +308,17 @@ fn matches_naive_default_tiles() {
 #[test]
 fn matches_naive_tiny_tiles_every_schedule() {
     for (s, schedule) in SCHEDULES.into_iter().enumerate() {
-        for (i, &(batch, tokens, dim)) in
-            [(1, 1, 3), (2, 4, 1), (2, 23, 3), (1, 40, 32), (2, 41, 64)]
-                .iter()
-                .enumerate()
+        for (i, &(batch, tokens, dim)) in [
+            (1, 1, 3),
+            (2, 4, 1),
+            (2, 23, 3),
+            (1, 40, 32),
+            (2, 41, 64),
+            (2, 101, 3),
+            (1, 150, 32),
+        ]
+        .iter()
+        .enumerate()
         {
             check_against_naive(
                 dims(batch, tokens, dim),
@@ -329,6 +343,7 @@ fn peaked_softmax_with_late_maxima() {
                 query_tile: 16,
                 key_tile: 4,
                 backward: schedule,
+                engine: Engine::Auto,
             },
             8,
             12.0,
@@ -353,6 +368,7 @@ fn backward_matches_central_differences() {
                 query_tile: 2,
                 key_tile: 3,
                 backward: BackwardSchedule::Fused { partitions: 3 },
+                engine: Engine::Portable,
             },
         ),
     ]

@@ -26,16 +26,25 @@ fn every_module_compiles_for_sm80_and_sm90() {
                     let ptx = c.ptx().expect("PTX is text");
                     let mut entries = nvrtc::ptx_entries(ptx);
                     entries.sort();
-                    let mut listed: Vec<String> = src.entry_points.iter().map(|s| s.to_string()).collect();
+                    let mut listed: Vec<String> =
+                        src.entry_points.iter().map(|s| s.to_string()).collect();
                     listed.sort();
-                    assert_eq!(entries, listed, "{} {arch}: PTX entries differ from the registry", src.name);
+                    assert_eq!(
+                        entries, listed,
+                        "{} {arch}: PTX entries differ from the registry",
+                        src.name
+                    );
                     println!("{:<16} {arch}  OK  {} bytes PTX", src.name, c.image.len());
                 }
                 Err(e) => failures.push(format!("{} {arch}: {e}", src.name)),
             }
         }
     }
-    assert!(failures.is_empty(), "compile failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "compile failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -45,7 +54,8 @@ fn cubin_target_compiles_too() {
         return;
     }
     let src = medvae_kernels::cuda::registry::source("adam").expect("adam registered");
-    let c = nvrtc::compile(src, Arch::parse("sm_90").expect("arch"), Target::Cubin, &[]).expect("compiles");
+    let c = nvrtc::compile(src, Arch::parse("sm_90").expect("arch"), Target::Cubin, &[])
+        .expect("compiles");
     assert_eq!(&c.image[..4], b"\x7fELF", "a CUBIN is an ELF image");
 }
 

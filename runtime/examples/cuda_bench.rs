@@ -10,8 +10,12 @@
 
 use medvae_kernels::cpu::conv::ConvGeometry;
 use medvae_kernels::cpu::group_norm::GroupNormDims;
-use medvae_runtime::cuda::ops::attention::{attention_backward, attention_forward, AttnDims, AttnOperand};
-use medvae_runtime::cuda::ops::conv::{conv_backward_data, conv_backward_weight, conv_forward, ConvPrecision};
+use medvae_runtime::cuda::ops::attention::{
+    attention_backward, attention_forward, AttnDims, AttnOperand,
+};
+use medvae_runtime::cuda::ops::conv::{
+    conv_backward_data, conv_backward_weight, conv_forward, ConvPrecision,
+};
 use medvae_runtime::cuda::ops::norm::{group_norm_backward, group_norm_forward};
 use medvae_runtime::cuda::{CudaDevice, CudaResult, DeviceBuffer};
 use std::time::Instant;
@@ -24,7 +28,12 @@ struct Opts {
 }
 
 fn parse() -> Result<Opts, String> {
-    let mut o = Opts { batch: 8, reps: 10, json: None, only: None };
+    let mut o = Opts {
+        batch: 8,
+        reps: 10,
+        json: None,
+        only: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or(format!("{a} needs a value"));
@@ -64,10 +73,14 @@ fn time(dev: &CudaDevice, reps: usize, mut f: impl FnMut() -> CudaResult<()>) ->
 
 fn random(dev: &CudaDevice, n: usize, seed: u64) -> CudaResult<DeviceBuffer> {
     // Cheap deterministic pseudo-random values in [-1, 1).
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
@@ -86,16 +99,31 @@ fn report(out: &mut Vec<Record>, name: String, ms: f64, flops: Option<f64>) {
 fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
     for &(c, s) in &[(128usize, 256usize), (256, 128), (512, 64)] {
         let g = ConvGeometry::conv2d(o.batch, [s, s], c, c, 3, 1, 1);
-        let (x, w, b) = (random(dev, g.input_len(), 1)?, random(dev, g.weight_len(), 2)?, random(dev, c, 3)?);
-        let (y, dy, dx, dw) = (dev.alloc_f32(g.output_len())?, random(dev, g.output_len(), 4)?, dev.alloc_f32(g.input_len())?, dev.zeros_f32(g.weight_len())?);
+        let (x, w, b) = (
+            random(dev, g.input_len(), 1)?,
+            random(dev, g.weight_len(), 2)?,
+            random(dev, c, 3)?,
+        );
+        let (y, dy, dx, dw) = (
+            dev.alloc_f32(g.output_len())?,
+            random(dev, g.output_len(), 4)?,
+            dev.alloc_f32(g.input_len())?,
+            dev.zeros_f32(g.weight_len())?,
+        );
         let flops = 2.0 * (g.output_len() as f64) * (9 * c) as f64;
         for prec in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
             let tag = format!("conv3x3 {c}->{c} {s}x{s} b{} {prec:?}", o.batch);
-            let ms = time(dev, o.reps, || conv_forward(dev, &g, prec, &x, &w, Some(&b), &y, 0.0))?;
+            let ms = time(dev, o.reps, || {
+                conv_forward(dev, &g, prec, &x, &w, Some(&b), &y, 0.0)
+            })?;
             report(out, format!("{tag} fwd"), ms, Some(flops));
-            let ms = time(dev, o.reps, || conv_backward_data(dev, &g, prec, &dy, &w, &dx, 0.0))?;
+            let ms = time(dev, o.reps, || {
+                conv_backward_data(dev, &g, prec, &dy, &w, &dx, 0.0)
+            })?;
             report(out, format!("{tag} dgrad"), ms, Some(flops));
-            let ms = time(dev, o.reps, || conv_backward_weight(dev, &g, prec, &x, &dy, &dw, None))?;
+            let ms = time(dev, o.reps, || {
+                conv_backward_weight(dev, &g, prec, &x, &dy, &dw, None)
+            })?;
             report(out, format!("{tag} wgrad"), ms, Some(flops));
         }
     }
@@ -105,18 +133,45 @@ fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<(
 fn bench_attention(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
     let c = 512;
     for &(tokens, batch) in &[(4096usize, o.batch), (9216, 1)] {
-        let d = AttnDims { batch, heads: 1, tq: tokens, tk: tokens, head_dim: c, scale: 1.0 / (c as f32).sqrt() };
+        let d = AttnDims {
+            batch,
+            heads: 1,
+            tq: tokens,
+            tk: tokens,
+            head_dim: c,
+            scale: 1.0 / (c as f32).sqrt(),
+        };
         let n = batch * tokens * c;
-        let (q, k, v, dout) = (random(dev, n, 5)?, random(dev, n, 6)?, random(dev, n, 7)?, random(dev, n, 8)?);
+        let (q, k, v, dout) = (
+            random(dev, n, 5)?,
+            random(dev, n, 6)?,
+            random(dev, n, 7)?,
+            random(dev, n, 8)?,
+        );
         let (o_, lse) = (dev.alloc_f32(n)?, dev.alloc_f32(batch * tokens)?);
         let (dq, dk, dv) = (dev.alloc_f32(n)?, dev.alloc_f32(n)?, dev.alloc_f32(n)?);
         let op = |b: &DeviceBuffer| AttnOperand::dense(b, tokens, c);
         let flops = 4.0 * (batch * tokens * tokens * c) as f64;
         let tag = format!("attention {tokens} tokens x{c} b{batch}");
-        let ms = time(dev, o.reps.min(5), || attention_forward(dev, &d, op(&q), op(&k), op(&v), op(&o_), &lse))?;
+        let ms = time(dev, o.reps.min(5), || {
+            attention_forward(dev, &d, op(&q), op(&k), op(&v), op(&o_), &lse)
+        })?;
         report(out, format!("{tag} fwd"), ms, Some(flops));
         let ms = time(dev, o.reps.min(5), || {
-            attention_backward(dev, &d, op(&q), op(&k), op(&v), op(&o_), op(&dout), &lse, op(&dq), op(&dk), op(&dv), 0.0)
+            attention_backward(
+                dev,
+                &d,
+                op(&q),
+                op(&k),
+                op(&v),
+                op(&o_),
+                op(&dout),
+                &lse,
+                op(&dq),
+                op(&dk),
+                op(&dv),
+                0.0,
+            )
         })?;
         report(out, format!("{tag} bwd"), ms, Some(2.5 * flops));
     }
@@ -125,15 +180,47 @@ fn bench_attention(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaRes
 
 fn bench_groupnorm(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
     for &(c, s) in &[(128usize, 256usize), (256, 128), (512, 64)] {
-        let d = GroupNormDims { n: o.batch, spatial: s * s, channels: c, groups: 32, eps: 1e-6 };
-        let (x, g, b, dy) = (random(dev, d.len(), 9)?, random(dev, c, 10)?, random(dev, c, 11)?, random(dev, d.len(), 12)?);
-        let (y, mean, rstd, dx) = (dev.alloc_f32(d.len())?, dev.alloc_f32(d.stats_len())?, dev.alloc_f32(d.stats_len())?, dev.alloc_f32(d.len())?);
+        let d = GroupNormDims {
+            n: o.batch,
+            spatial: s * s,
+            channels: c,
+            groups: 32,
+            eps: 1e-6,
+        };
+        let (x, g, b, dy) = (
+            random(dev, d.len(), 9)?,
+            random(dev, c, 10)?,
+            random(dev, c, 11)?,
+            random(dev, d.len(), 12)?,
+        );
+        let (y, mean, rstd, dx) = (
+            dev.alloc_f32(d.len())?,
+            dev.alloc_f32(d.stats_len())?,
+            dev.alloc_f32(d.stats_len())?,
+            dev.alloc_f32(d.len())?,
+        );
         let (dg, db) = (dev.zeros_f32(c)?, dev.zeros_f32(c)?);
         let tag = format!("groupnorm+silu c{c} {s}x{s} b{}", o.batch);
-        let ms = time(dev, o.reps, || group_norm_forward(dev, &d, true, &x, Some(&g), Some(&b), &y, &mean, &rstd))?;
+        let ms = time(dev, o.reps, || {
+            group_norm_forward(dev, &d, true, &x, Some(&g), Some(&b), &y, &mean, &rstd)
+        })?;
         report(out, format!("{tag} fwd"), ms, None);
         let ms = time(dev, o.reps, || {
-            group_norm_backward(dev, &d, true, &x, Some(&g), Some(&b), &mean, &rstd, &dy, &dx, Some(&dg), Some(&db), 0.0)
+            group_norm_backward(
+                dev,
+                &d,
+                true,
+                &x,
+                Some(&g),
+                Some(&b),
+                &mean,
+                &rstd,
+                &dy,
+                &dx,
+                Some(&dg),
+                Some(&db),
+                0.0,
+            )
         })?;
         report(out, format!("{tag} bwd"), ms, None);
     }
@@ -155,7 +242,12 @@ fn main() {
             return;
         }
     };
-    println!("{} ({}), {} SMs", dev.info().name, dev.arch(), dev.sm_count());
+    println!(
+        "{} ({}), {} SMs",
+        dev.info().name,
+        dev.arch(),
+        dev.sm_count()
+    );
     let t0 = Instant::now();
     if let Err(e) = dev.load_all_kernels() {
         eprintln!("error: loading kernels: {e}");
@@ -166,7 +258,11 @@ fn main() {
     let mut out = Vec::new();
     let mut failed = false;
     type Bench = fn(&CudaDevice, &Opts, &mut Vec<Record>) -> CudaResult<()>;
-    let benches: [(&str, Bench); 3] = [("conv", bench_conv), ("attention", bench_attention), ("groupnorm", bench_groupnorm)];
+    let benches: [(&str, Bench); 3] = [
+        ("conv", bench_conv),
+        ("attention", bench_attention),
+        ("groupnorm", bench_groupnorm),
+    ];
     for (name, f) in benches {
         if want(name) {
             if let Err(e) = f(&dev, &o, &mut out) {
@@ -176,13 +272,20 @@ fn main() {
         }
     }
     let m = dev.memory();
-    println!("peak device memory {:.2} GiB, {} driver allocations", m.peak_bytes as f64 / (1u64 << 30) as f64, m.driver_allocations);
+    println!(
+        "peak device memory {:.2} GiB, {} driver allocations",
+        m.peak_bytes as f64 / (1u64 << 30) as f64,
+        m.driver_allocations
+    );
     if let Some(path) = &o.json {
         let items: Vec<String> = out
             .iter()
             .map(|r| {
                 let t = r.tflops.map_or("null".to_string(), |t| format!("{t:.3}"));
-                format!("{{\"name\": \"{}\", \"ms\": {:.4}, \"tflops\": {t}}}", r.name, r.ms)
+                format!(
+                    "{{\"name\": \"{}\", \"ms\": {:.4}, \"tflops\": {t}}}",
+                    r.name, r.ms
+                )
             })
             .collect();
         if let Err(e) = std::fs::write(path, format!("[\n  {}\n]\n", items.join(",\n  "))) {

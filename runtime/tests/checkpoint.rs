@@ -430,21 +430,3 @@ fn mutated_checkpoints_never_panic() {
     checkpoint_support::mutation_fuzz(std::time::Duration::from_secs(4));
 }
 
-#[test]
-#[ignore]
-fn tmp_large_load_timing() {
-    let path = PathBuf::from("/tmp/big.ckpt");
-    for _ in 0..3 {
-        let t = std::time::Instant::now();
-        let s = load_checkpoint(&path).unwrap();
-        eprintln!("load {} tensors in {:?}", s.len(), t.elapsed());
-        let t = std::time::Instant::now();
-        let dir = temp_dir("big");
-        save_safetensors(&dir.join("big.safetensors"), &s).unwrap();
-        eprintln!("save safetensors in {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let s2 = load_checkpoint(&dir.join("big.safetensors")).unwrap();
-        eprintln!("load safetensors in {:?} ({})", t.elapsed(), s2.len());
-        std::fs::remove_dir_all(&dir).ok();
-    }
-}

@@ -207,8 +207,14 @@ mod tests {
         assert_eq!(k.len(), 64 + "-compute_90.ptx".len());
         assert_eq!(k, cache_file_name(a, s90, Target::Ptx));
         assert_ne!(k, cache_file_name(b, s90, Target::Ptx));
-        assert_ne!(source_hash(a, s90, Target::Ptx), source_hash(a, s80, Target::Ptx));
-        assert_ne!(source_hash(a, s90, Target::Ptx), source_hash(a, s90, Target::Cubin));
+        assert_ne!(
+            source_hash(a, s90, Target::Ptx),
+            source_hash(a, s80, Target::Ptx)
+        );
+        assert_ne!(
+            source_hash(a, s90, Target::Ptx),
+            source_hash(a, s90, Target::Cubin)
+        );
         assert!(cache_file_name(a, s90, Target::Cubin).ends_with("-sm_90.cubin"));
     }
 

@@ -40,7 +40,9 @@ pub fn version() -> Result<(i32, i32), CompileError> {
     }
     let (mut major, mut minor): (c_int, c_int) = (0, 0);
     // SAFETY: the library is present; the out-pointers are valid.
-    check("nvrtcVersion", unsafe { sys::nvrtcVersion(&mut major, &mut minor) })?;
+    check("nvrtcVersion", unsafe {
+        sys::nvrtcVersion(&mut major, &mut minor)
+    })?;
     Ok((major, minor))
 }
 
@@ -88,7 +90,8 @@ impl Program {
     fn log(&self) -> String {
         let mut n = 0usize;
         // SAFETY: valid program, valid out-pointer.
-        if unsafe { sys::nvrtcGetProgramLogSize(self.0, &mut n) } != sys::nvrtcResult::NVRTC_SUCCESS {
+        if unsafe { sys::nvrtcGetProgramLogSize(self.0, &mut n) } != sys::nvrtcResult::NVRTC_SUCCESS
+        {
             return String::new();
         }
         let mut buf = vec![0u8; n.max(1)];
@@ -179,13 +182,18 @@ pub fn compile(
         .collect::<Result<Vec<_>, _>>()?;
     let opt_ptrs: Vec<*const c_char> = c_opts.iter().map(|c| c.as_ptr()).collect();
     // SAFETY: valid program; opt_ptrs holds options.len() live C strings.
-    let rc = unsafe { sys::nvrtcCompileProgram(prog.0, opt_ptrs.len() as c_int, opt_ptrs.as_ptr()) };
+    let rc =
+        unsafe { sys::nvrtcCompileProgram(prog.0, opt_ptrs.len() as c_int, opt_ptrs.as_ptr()) };
     let log = prog.log();
     if rc != sys::nvrtcResult::NVRTC_SUCCESS {
         return Err(CompileError::Compile {
             module: src.name.to_string(),
             arch: arch.for_target(target),
-            log: if log.is_empty() { error_string(rc) } else { log },
+            log: if log.is_empty() {
+                error_string(rc)
+            } else {
+                log
+            },
         });
     }
     let image = prog.image(target)?;

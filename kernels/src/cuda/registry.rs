@@ -80,7 +80,10 @@ pub const SOURCES: &[KernelSource] = &[
             "conv_wgrad_bf16_64x64",
         ]
     ),
-    source!("conv_direct", ["conv_direct_fwd", "conv_direct_dgrad", "conv_direct_wgrad"]),
+    source!(
+        "conv_direct",
+        ["conv_direct_fwd", "conv_direct_dgrad", "conv_direct_wgrad"]
+    ),
     source!(
         "group_norm",
         [
@@ -96,7 +99,12 @@ pub const SOURCES: &[KernelSource] = &[
     source!("layer_norm", ["ln_fwd", "ln_bwd"]),
     source!(
         "attention_fwd",
-        ["attn_fwd_d64", "attn_fwd_d128", "attn_fwd_d256", "attn_fwd_d512"]
+        [
+            "attn_fwd_d64",
+            "attn_fwd_d128",
+            "attn_fwd_d256",
+            "attn_fwd_d512"
+        ]
     ),
     source!(
         "attention_bwd",
@@ -206,7 +214,10 @@ pub fn parse_entry_points(source: &str) -> Vec<String> {
             // the first '(' belonged to the launch bounds; the name follows its ')'
             if let Some(close) = rest.find(')') {
                 let after = &rest[close + 1..];
-                name = after.split('(').next().and_then(|s| s.split_whitespace().next_back());
+                name = after
+                    .split('(')
+                    .next()
+                    .and_then(|s| s.split_whitespace().next_back());
             }
         }
         if let Some(n) = name {
@@ -246,7 +257,10 @@ mod tests {
     #[test]
     fn every_include_is_a_registered_header() {
         let names: BTreeSet<&str> = HEADERS.iter().map(|h| h.name).collect();
-        let texts = SOURCES.iter().map(|s| s.source).chain(HEADERS.iter().map(|h| h.source));
+        let texts = SOURCES
+            .iter()
+            .map(|s| s.source)
+            .chain(HEADERS.iter().map(|h| h.source));
         for text in texts {
             for line in text.lines() {
                 let line = line.trim();
@@ -271,6 +285,10 @@ mod tests {
     #[test]
     fn summaries_come_from_the_first_line() {
         let s = source("adam").expect("adam registered");
-        assert!(s.summary().starts_with("multi-tensor Adam"), "{}", s.summary());
+        assert!(
+            s.summary().starts_with("multi-tensor Adam"),
+            "{}",
+            s.summary()
+        );
     }
 }

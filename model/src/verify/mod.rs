@@ -8,6 +8,7 @@
 
 mod modules;
 mod ops;
+mod preprocess;
 mod tensors;
 
 use medvae_runtime::golden::{find_cases, rel_error, GoldenCase};
@@ -150,6 +151,10 @@ fn run_case(case: &GoldenCase, opts: &VerifyOptions) -> Result<Option<Produced>>
     if case.meta.get("op").is_some() {
         return ops::run(case, opts.device);
     }
+    if case.meta.get("loader").is_some() {
+        // Data loading runs on the CPU whatever the compute device.
+        return preprocess::run(case);
+    }
     if case.meta.get("module").is_some() {
         return modules::run(case, opts.device);
     }
@@ -170,7 +175,12 @@ fn describe(case: &GoldenCase) -> String {
 fn compare(case: &GoldenCase, produced: &Produced, device: Device) -> Vec<Check> {
     let mut checks = Vec::new();
     for (name, want) in &case.tensors {
-        if !(name.starts_with("out.") || name.starts_with("grad.") || name.starts_with("buf.")) {
+        // Loader cases hold only outputs (`img`); other cases mark outputs by prefix.
+        let is_output = case.meta.get("loader").is_some()
+            || name.starts_with("out.")
+            || name.starts_with("grad.")
+            || name.starts_with("buf.");
+        if !is_output {
             continue;
         }
         let tol = tolerance(case, name, device);

@@ -8,10 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `bytes` to `path` via a temporary file in the same folder (so the rename stays on
-/// one filesystem): write, fsync the file, rename over `path`, fsync the folder so the rename
-/// itself is durable. The temporary file is removed on failure.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Replaces `path` with the file that `write_tmp` creates at the temporary path it is given
+/// (in the same folder, so the rename stays on one filesystem): fsync that file, rename it
+/// over `path`, fsync the folder so the rename itself is durable. The temporary file is
+/// removed on failure.
+pub(crate) fn replace_atomically(
+    path: &Path,
+    write_tmp: impl FnOnce(&Path) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -27,14 +31,8 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(tmp_name);
 
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
+        write_tmp(&tmp)?;
+        File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(&dir)
     })();
@@ -42,6 +40,19 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Writes `bytes` to `path` atomically (see [`replace_atomically`]).
+#[allow(dead_code)] // kept for small files (configs, indexes) written beside checkpoints
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace_atomically(path, |tmp| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(tmp)?;
+        f.write_all(bytes)
+    })
 }
 
 #[cfg(unix)]

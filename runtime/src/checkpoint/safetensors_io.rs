@@ -9,7 +9,7 @@ use half::{bf16, f16};
 use safetensors::tensor::{Dtype, View};
 use safetensors::SafeTensors;
 
-use super::atomic_write::write_atomically;
+use super::atomic_write::replace_atomically;
 use super::error::CheckpointError;
 use super::state_dict::{NamedTensor, StateDict, StoredDType, TensorData};
 use super::tensor_view::{decode_contiguous, ByteOrder};
@@ -138,15 +138,16 @@ fn encode(tensor: &NamedTensor, format: FloatFormat) -> Encoded<'_> {
     }
 }
 
+fn encode_all(state: &StateDict, format: FloatFormat) -> Vec<(&str, Encoded<'_>)> {
+    state.iter().map(|(k, t)| (k, encode(t, format))).collect()
+}
+
 /// Encodes a state dict as safetensors bytes.
 pub fn safetensors_bytes(
     state: &StateDict,
     options: &SaveOptions,
 ) -> Result<Vec<u8>, CheckpointError> {
-    let encoded: Vec<(&str, Encoded)> = state
-        .iter()
-        .map(|(k, t)| (k, encode(t, options.float_format)))
-        .collect();
+    let encoded = encode_all(state, options.float_format);
     safetensors::serialize(
         encoded.iter().map(|(k, e)| (*k, e)),
         options.metadata.clone(),
@@ -166,8 +167,20 @@ pub fn save_safetensors_with(
     state: &StateDict,
     options: &SaveOptions,
 ) -> Result<(), CheckpointError> {
-    let bytes = safetensors_bytes(state, options)?;
-    write_atomically(path, &bytes).map_err(|source| CheckpointError::Write {
+    let encoded = encode_all(state, options.float_format);
+    // Streamed to disk by the safetensors crate: no second full-size buffer in memory.
+    replace_atomically(path, |tmp| {
+        safetensors::serialize_to_file(
+            encoded.iter().map(|(k, e)| (*k, e)),
+            options.metadata.clone(),
+            tmp,
+        )
+        .map_err(|e| match e {
+            safetensors::SafeTensorError::IoError(io) => io,
+            other => std::io::Error::other(other.to_string()),
+        })
+    })
+    .map_err(|source| CheckpointError::Write {
         file: path.display().to_string(),
         source,
     })

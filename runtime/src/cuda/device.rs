@@ -95,7 +95,10 @@ impl CudaDevice {
     pub fn upload_into<T: Pod>(&self, host: &[T], dst: &DeviceBuffer) -> CudaResult<()> {
         let bytes = std::mem::size_of_val(host);
         if bytes > dst.bytes() {
-            return Err(CudaError::Driver(format!("upload of {bytes} bytes into a {}-byte buffer", dst.bytes())));
+            return Err(CudaError::Driver(format!(
+                "upload of {bytes} bytes into a {}-byte buffer",
+                dst.bytes()
+            )));
         }
         if bytes == 0 {
             return Ok(());
@@ -115,7 +118,10 @@ impl CudaDevice {
     pub fn download<T: Pod>(&self, src: &DeviceBuffer, host: &mut [T]) -> CudaResult<()> {
         let bytes = std::mem::size_of_val(host);
         if bytes > src.bytes() {
-            return Err(CudaError::Driver(format!("download of {bytes} bytes from a {}-byte buffer", src.bytes())));
+            return Err(CudaError::Driver(format!(
+                "download of {bytes} bytes from a {}-byte buffer",
+                src.bytes()
+            )));
         }
         if bytes == 0 {
             return Ok(());

@@ -56,8 +56,11 @@ pub fn probe() -> CudaResult<CudaInfo> {
     }
     // A driver too old for a symbol cudarc resolves would panic inside cudarc: turn that into
     // an error too.
-    std::panic::catch_unwind(probe_driver)
-        .unwrap_or_else(|_| Err(CudaError::NotAvailable("the NVIDIA driver could not be used".into())))
+    std::panic::catch_unwind(probe_driver).unwrap_or_else(|_| {
+        Err(CudaError::NotAvailable(
+            "the NVIDIA driver could not be used".into(),
+        ))
+    })
 }
 
 fn probe_driver() -> CudaResult<CudaInfo> {
@@ -67,7 +70,9 @@ fn probe_driver() -> CudaResult<CudaInfo> {
     unsafe { sys::cuDriverGetVersion(&mut driver_version) }.result()?;
     let count = result::device::get_count()?;
     if count <= 0 {
-        return Err(CudaError::NotAvailable("the driver reports no CUDA device".into()));
+        return Err(CudaError::NotAvailable(
+            "the driver reports no CUDA device".into(),
+        ));
     }
     let mut devices = Vec::new();
     for ordinal in 0..count {
@@ -84,7 +89,9 @@ fn probe_driver() -> CudaResult<CudaInfo> {
             // SAFETY: as above.
             total_memory: unsafe { result::device::total_mem(dev) }?,
             multiprocessors: attr(Attr::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32,
-            max_shared_per_block_optin: attr(Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)? as usize,
+            max_shared_per_block_optin: attr(
+                Attr::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            )? as usize,
         });
     }
     Ok(CudaInfo {

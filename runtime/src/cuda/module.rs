@@ -20,7 +20,11 @@ use std::sync::{Arc, Mutex};
 /// The disk cache directory (None: disabled).
 pub fn cache_dir() -> Option<PathBuf> {
     if let Ok(v) = std::env::var("MEDVAE_PTX_CACHE") {
-        return if v.is_empty() { None } else { Some(PathBuf::from(v)) };
+        return if v.is_empty() {
+            None
+        } else {
+            Some(PathBuf::from(v))
+        };
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -30,7 +34,11 @@ pub fn cache_dir() -> Option<PathBuf> {
 
 /// The image of one module for `arch`: from the cache directory if present, else compiled (and
 /// stored). CUBIN is tried first, PTX second.
-pub fn module_image(src: &KernelSource, arch: Arch, dir: Option<&Path>) -> CudaResult<(Target, Vec<u8>)> {
+pub fn module_image(
+    src: &KernelSource,
+    arch: Arch,
+    dir: Option<&Path>,
+) -> CudaResult<(Target, Vec<u8>)> {
     if let Some(d) = dir {
         for target in [Target::Cubin, Target::Ptx] {
             let path = d.join(cache_file_name(src, arch, target));
@@ -47,12 +55,18 @@ pub fn module_image(src: &KernelSource, arch: Arch, dir: Option<&Path>) -> CudaR
         Ok(c) => c,
         // A source error is the same for both targets; anything else (e.g. an NVRTC that does
         // not know this GPU's sm_XX) may still work as PTX.
-        Err(e @ CompileError::Compile { .. }) | Err(e @ CompileError::Unavailable(_)) => return Err(e.into()),
+        Err(e @ CompileError::Compile { .. }) | Err(e @ CompileError::Unavailable(_)) => {
+            return Err(e.into())
+        }
         Err(_) => nvrtc::compile(src, arch, Target::Ptx, &includes)?,
     };
     if let Some(d) = dir {
         // A cache that cannot be written only costs a recompile next time.
-        let _ = store(d, &cache_file_name(src, arch, compiled.target), &compiled.image);
+        let _ = store(
+            d,
+            &cache_file_name(src, arch, compiled.target),
+            &compiled.image,
+        );
     }
     Ok((compiled.target, compiled.image))
 }
@@ -69,7 +83,11 @@ pub fn warm_cache(arch: Arch, dir: &Path) -> CudaResult<Vec<(&'static str, PathB
     let mut out = Vec::new();
     for src in registry::SOURCES {
         let (target, image) = module_image(src, arch, Some(dir))?;
-        out.push((src.name, dir.join(cache_file_name(src, arch, target)), image.len()));
+        out.push((
+            src.name,
+            dir.join(cache_file_name(src, arch, target)),
+            image.len(),
+        ));
     }
     Ok(out)
 }
@@ -96,10 +114,16 @@ impl KernelCache {
 
     /// The function `entry`, loading (and if needed compiling) its module on first use.
     pub(crate) fn function(&self, entry: &str) -> CudaResult<CudaFunction> {
-        if let Some(f) = self.functions.lock().unwrap_or_else(|p| p.into_inner()).get(entry) {
+        if let Some(f) = self
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(entry)
+        {
             return Ok(f.clone());
         }
-        let src = registry::source_of_entry(entry).ok_or_else(|| CudaError::UnknownKernel(entry.to_string()))?;
+        let src = registry::source_of_entry(entry)
+            .ok_or_else(|| CudaError::UnknownKernel(entry.to_string()))?;
         let module = self.module(src)?;
         let mut fns = self.functions.lock().unwrap_or_else(|p| p.into_inner());
         for e in src.entry_points {
@@ -113,7 +137,12 @@ impl KernelCache {
     }
 
     fn module(&self, src: &'static KernelSource) -> CudaResult<Arc<CudaModule>> {
-        if let Some(m) = self.modules.lock().unwrap_or_else(|p| p.into_inner()).get(src.name) {
+        if let Some(m) = self
+            .modules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(src.name)
+        {
             return Ok(Arc::clone(m));
         }
         let (target, image) = module_image(src, self.arch, self.dir.as_deref())?;

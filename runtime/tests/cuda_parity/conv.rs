@@ -1,10 +1,24 @@
 //! Convolution: implicit GEMM (TF32, BF16) and direct (f32) kernels against the CPU kernels.
 
 use crate::support::{assert_close, device, down, randn, rng, up};
-use medvae_kernels::cpu::conv::{conv_backward_data, conv_backward_weight, conv_forward, ConvGeometry};
-use medvae_runtime::cuda::ops::conv::{conv_backward_data as gpu_dgrad, conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd, ConvPrecision};
+use medvae_kernels::cpu::conv::{
+    conv_backward_data, conv_backward_weight, conv_forward, ConvGeometry,
+};
+use medvae_runtime::cuda::ops::conv::{
+    conv_backward_data as gpu_dgrad, conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd,
+    ConvPrecision,
+};
 
-fn geom(batch: usize, dhw: [usize; 3], cin: usize, cout: usize, k: [usize; 3], s: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> ConvGeometry {
+fn geom(
+    batch: usize,
+    dhw: [usize; 3],
+    cin: usize,
+    cout: usize,
+    k: [usize; 3],
+    s: [usize; 3],
+    lo: [usize; 3],
+    hi: [usize; 3],
+) -> ConvGeometry {
     ConvGeometry {
         batch,
         in_spatial: dhw,
@@ -19,15 +33,123 @@ fn geom(batch: usize, dhw: [usize; 3], cin: usize, cout: usize, k: [usize; 3], s
 
 fn cases() -> Vec<(&'static str, ConvGeometry)> {
     vec![
-        ("2d k3 s1 p1", geom(2, [1, 9, 7], 8, 12, [1, 3, 3], [1, 1, 1], [0, 1, 1], [0, 1, 1])),
-        ("2d k3 s2 pad(0,1) odd channels", geom(1, [1, 13, 9], 3, 5, [1, 3, 3], [1, 2, 2], [0, 0, 0], [0, 1, 1])),
-        ("2d k1", geom(2, [1, 5, 6], 16, 8, [1, 1, 1], [1, 1, 1], [0, 0, 0], [0, 0, 0])),
-        ("2d k4 s2 p1", geom(2, [1, 18, 14], 4, 8, [1, 4, 4], [1, 2, 2], [0, 1, 1], [0, 1, 1])),
-        ("2d k4 s1 p1 cout 1", geom(1, [1, 7, 9], 5, 1, [1, 4, 4], [1, 1, 1], [0, 1, 1], [0, 1, 1])),
-        ("3d k3 s1 p1", geom(2, [5, 7, 4], 4, 8, [3, 3, 3], [1, 1, 1], [1, 1, 1], [1, 1, 1])),
-        ("3d k3 s2 pad(0,1)", geom(1, [7, 9, 6], 3, 4, [3, 3, 3], [2, 2, 2], [0, 0, 0], [1, 1, 1])),
-        ("2d k3 64->136 several tiles", geom(2, [1, 24, 20], 64, 136, [1, 3, 3], [1, 1, 1], [0, 1, 1], [0, 1, 1])),
-        ("2d k3 128->128 192^2 (128x128 tiles)", geom(1, [1, 192, 192], 128, 128, [1, 3, 3], [1, 1, 1], [0, 1, 1], [0, 1, 1])),
+        (
+            "2d k3 s1 p1",
+            geom(
+                2,
+                [1, 9, 7],
+                8,
+                12,
+                [1, 3, 3],
+                [1, 1, 1],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+        ),
+        (
+            "2d k3 s2 pad(0,1) odd channels",
+            geom(
+                1,
+                [1, 13, 9],
+                3,
+                5,
+                [1, 3, 3],
+                [1, 2, 2],
+                [0, 0, 0],
+                [0, 1, 1],
+            ),
+        ),
+        (
+            "2d k1",
+            geom(
+                2,
+                [1, 5, 6],
+                16,
+                8,
+                [1, 1, 1],
+                [1, 1, 1],
+                [0, 0, 0],
+                [0, 0, 0],
+            ),
+        ),
+        (
+            "2d k4 s2 p1",
+            geom(
+                2,
+                [1, 18, 14],
+                4,
+                8,
+                [1, 4, 4],
+                [1, 2, 2],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+        ),
+        (
+            "2d k4 s1 p1 cout 1",
+            geom(
+                1,
+                [1, 7, 9],
+                5,
+                1,
+                [1, 4, 4],
+                [1, 1, 1],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+        ),
+        (
+            "3d k3 s1 p1",
+            geom(
+                2,
+                [5, 7, 4],
+                4,
+                8,
+                [3, 3, 3],
+                [1, 1, 1],
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+        ),
+        (
+            "3d k3 s2 pad(0,1)",
+            geom(
+                1,
+                [7, 9, 6],
+                3,
+                4,
+                [3, 3, 3],
+                [2, 2, 2],
+                [0, 0, 0],
+                [1, 1, 1],
+            ),
+        ),
+        (
+            "2d k3 64->136 several tiles",
+            geom(
+                2,
+                [1, 24, 20],
+                64,
+                136,
+                [1, 3, 3],
+                [1, 1, 1],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+        ),
+        (
+            "2d k3 128->128 192^2 (128x128 tiles)",
+            geom(
+                1,
+                [1, 192, 192],
+                128,
+                128,
+                [1, 3, 3],
+                [1, 1, 1],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+        ),
     ]
 }
 
@@ -51,24 +173,53 @@ fn conv_matches_cpu_in_every_precision() {
         conv_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db)).expect("cpu wgrad");
 
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
-        for (prec, tol) in [(ConvPrecision::Fp32, 1e-4), (ConvPrecision::Tf32, 5e-3), (ConvPrecision::Bf16, 3e-2)] {
+        for (prec, tol) in [
+            (ConvPrecision::Fp32, 1e-4),
+            (ConvPrecision::Tf32, 5e-3),
+            (ConvPrecision::Bf16, 3e-2),
+        ] {
             if prec == ConvPrecision::Fp32 && g.output_len() > 1 << 20 {
                 continue; // the direct kernels are too slow for the large case
             }
             let gy = dev.alloc_f32(g.output_len()).expect("alloc");
             gpu_fwd(dev, &g, prec, &gx, &gw, Some(&gb), &gy, 0.0).expect("gpu fwd");
-            assert_close(&format!("{name} {prec:?} forward"), &down(dev, &gy, g.output_len()), &y, tol);
+            assert_close(
+                &format!("{name} {prec:?} forward"),
+                &down(dev, &gy, g.output_len()),
+                &y,
+                tol,
+            );
             // beta = 1 accumulates onto the previous output: y + y
             gpu_fwd(dev, &g, prec, &gx, &gw, Some(&gb), &gy, 1.0).expect("gpu fwd beta");
             let twice: Vec<f32> = y.iter().map(|v| 2.0 * v).collect();
-            assert_close(&format!("{name} {prec:?} forward beta=1"), &down(dev, &gy, g.output_len()), &twice, tol);
+            assert_close(
+                &format!("{name} {prec:?} forward beta=1"),
+                &down(dev, &gy, g.output_len()),
+                &twice,
+                tol,
+            );
             let gdx = dev.alloc_f32(g.input_len()).expect("alloc");
             gpu_dgrad(dev, &g, prec, &gdy, &gw, &gdx, 0.0).expect("gpu dgrad");
-            assert_close(&format!("{name} {prec:?} backward data"), &down(dev, &gdx, g.input_len()), &dx, tol);
+            assert_close(
+                &format!("{name} {prec:?} backward data"),
+                &down(dev, &gdx, g.input_len()),
+                &dx,
+                tol,
+            );
             let (gdw, gdb) = (up(dev, &dw0), up(dev, &db0));
             gpu_wgrad(dev, &g, prec, &gx, &gdy, &gdw, Some(&gdb)).expect("gpu wgrad");
-            assert_close(&format!("{name} {prec:?} backward weight"), &down(dev, &gdw, g.weight_len()), &dw, tol);
-            assert_close(&format!("{name} {prec:?} backward bias"), &down(dev, &gdb, g.cout), &db, 1e-4);
+            assert_close(
+                &format!("{name} {prec:?} backward weight"),
+                &down(dev, &gdw, g.weight_len()),
+                &dw,
+                tol,
+            );
+            assert_close(
+                &format!("{name} {prec:?} backward bias"),
+                &down(dev, &gdb, g.cout),
+                &db,
+                1e-4,
+            );
         }
     }
 }
@@ -76,7 +227,16 @@ fn conv_matches_cpu_in_every_precision() {
 #[test]
 fn conv_rejects_short_buffers() {
     let Some(dev) = device() else { return };
-    let g = geom(1, [1, 8, 8], 4, 4, [1, 3, 3], [1, 1, 1], [0, 1, 1], [0, 1, 1]);
+    let g = geom(
+        1,
+        [1, 8, 8],
+        4,
+        4,
+        [1, 3, 3],
+        [1, 1, 1],
+        [0, 1, 1],
+        [0, 1, 1],
+    );
     let x = dev.alloc_f32(g.input_len() - 1).expect("alloc");
     let w = dev.alloc_f32(g.weight_len()).expect("alloc");
     let y = dev.alloc_f32(g.output_len()).expect("alloc");

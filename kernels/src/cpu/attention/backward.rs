@@ -15,15 +15,37 @@ use crate::cpu::reduce::sum_mapped2_f64;
 use crate::Real;
 use rayon::prelude::*;
 
-/// The forward's inputs and results the backward reads (`[batch, tokens, dim]`, `lse`
-/// `[batch, tokens]`).
+/// What the backward reads: the forward's inputs (`[batch, tokens, dim]`), its saved `lse`,
+/// the upstream gradient and `delta` = [`row_dots`]`(o, d_o)` (`[batch, tokens]`).
 pub(super) struct Inputs<'a, T> {
     pub q: &'a [T],
     pub k: &'a [T],
     pub v: &'a [T],
-    pub o: &'a [T],
     pub lse: &'a [T],
     pub d_o: &'a [T],
+    pub delta: &'a [T],
+}
+
+/// `D_i = Σ_c o_ic·d_o_ic` for every row of `dim` values (accumulated in f64).
+pub(super) fn row_dots<T: Real>(o: &[T], d_o: &[T], dim: usize) -> Vec<T> {
+    const ROWS_PER_TASK: usize = 256;
+    let mut delta = vec![T::zero(); o.len() / dim];
+    delta
+        .par_chunks_mut(ROWS_PER_TASK)
+        .zip(
+            o.par_chunks(ROWS_PER_TASK * dim)
+                .zip(d_o.par_chunks(ROWS_PER_TASK * dim)),
+        )
+        .for_each(|(out, (o, g))| {
+            for ((dl, o), g) in out
+                .iter_mut()
+                .zip(o.chunks_exact(dim))
+                .zip(g.chunks_exact(dim))
+            {
+                *dl = T::c(sum_mapped2_f64(o, g, |a, b| a.f64() * b.f64()));
+            }
+        });
+    delta
 }
 
 /// One batch entry's view of the operands (`tokens × dim` each; `q_t`, `d_o_t` transposed,
@@ -79,6 +101,7 @@ struct KeyTask<'a, T> {
 
 pub(super) fn backward<T: Real>(
     plan: &AttentionPlan,
+    schedule: BackwardSchedule,
     d: &AttentionDims,
     x: &Inputs<T>,
     dq: &mut [T],
@@ -93,16 +116,6 @@ pub(super) fn backward<T: Real>(
         key: plan.key_tile.min(n),
         scale: d.scale,
     };
-    // D_i = Σ_c dO_ic·O_ic, one per query row.
-    let mut delta = vec![T::zero(); d.lse_len()];
-    delta.par_chunks_mut(1024).enumerate().for_each(|(c, out)| {
-        for (i, dl) in out.iter_mut().enumerate() {
-            let row = (c * 1024 + i) * dim..(c * 1024 + i + 1) * dim;
-            *dl = T::c(sum_mapped2_f64(&x.o[row.clone()], &x.d_o[row], |a, b| {
-                a.f64() * b.f64()
-            }));
-        }
-    });
     let (q_t, d_o_t) = (transposed(x.q, n, dim), transposed(x.d_o, n, dim));
     let batch = |b: usize| {
         let span = b * n * dim..(b + 1) * n * dim;
@@ -114,10 +127,10 @@ pub(super) fn backward<T: Real>(
             v: &x.v[span.clone()],
             d_o: &x.d_o[span],
             lse: &x.lse[b * n..(b + 1) * n],
-            delta: &delta[b * n..(b + 1) * n],
+            delta: &x.delta[b * n..(b + 1) * n],
         }
     };
-    match resolve_schedule(plan, d) {
+    match schedule {
         BackwardSchedule::Fused { partitions } => {
             fused(&t, d.batch, partitions.min(n), &batch, dq, dk, dv)
         }
@@ -131,7 +144,7 @@ pub(super) fn backward<T: Real>(
 /// The schedule [`BackwardSchedule::Auto`] stands for here: fused with enough partitions
 /// that `batch · partitions` tasks of equal size split evenly over the threads, if the
 /// partial `dq` buffers fit the budget.
-fn resolve_schedule(plan: &AttentionPlan, d: &AttentionDims) -> BackwardSchedule {
+pub(super) fn resolve_schedule(plan: &AttentionPlan, d: &AttentionDims) -> BackwardSchedule {
     if plan.backward != BackwardSchedule::Auto {
         return plan.backward;
     }

@@ -13,6 +13,8 @@
 //! recomputes the probabilities `P = exp(S − lse)` tile by tile.
 
 mod backward;
+#[cfg(target_arch = "x86_64")]
+mod fast;
 mod forward;
 mod tile;
 
@@ -64,7 +66,16 @@ pub enum BackwardSchedule {
     TwoPass,
 }
 
-/// Tile sizes and backward schedule. [`AttentionPlan::default`] suits production; tests use
+/// Which implementation runs an f32 call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// The AVX2+FMA f32 engine where the CPU has it (f64 always runs portable).
+    Auto,
+    /// The portable implementation on the `gemm` crate (any CPU, f32 and f64).
+    Portable,
+}
+
+/// Tile sizes, backward schedule and engine. [`AttentionPlan::default`] suits production; tests use
 /// tiny tiles to exercise the tiling on small inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionPlan {
@@ -73,6 +84,7 @@ pub struct AttentionPlan {
     /// Key rows per tile (columns of each score tile).
     pub key_tile: usize,
     pub backward: BackwardSchedule,
+    pub engine: Engine,
 }
 
 impl Default for AttentionPlan {
@@ -81,7 +93,35 @@ impl Default for AttentionPlan {
             query_tile: 128,
             key_tile: 256,
             backward: BackwardSchedule::Auto,
+            engine: Engine::Auto,
         }
+    }
+}
+
+/// `x` as f32 when `T` is f32 (the fast engine's element type).
+fn as_f32<T: Real>(x: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (same type, so same size, alignment and validity).
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<f32>(), x.len()) })
+}
+
+/// `x` as mutable f32 when `T` is f32.
+fn as_f32_mut<T: Real>(x: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`; the borrow of `x` moves into the result.
+    (TypeId::of::<T>() == TypeId::of::<f32>())
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
+}
+
+/// Whether the fast engine runs this call.
+fn use_fast<T: Real>(plan: &AttentionPlan) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        plan.engine == Engine::Auto && TypeId::of::<T>() == TypeId::of::<f32>() && fast::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = plan;
+        false
     }
 }
 
@@ -158,6 +198,20 @@ pub fn attention_forward_with<T: Real>(
     if d.is_empty() {
         return Ok(());
     }
+    #[cfg(target_arch = "x86_64")]
+    if use_fast::<T>(plan) {
+        if let (Some(q), Some(k), Some(v), Some(o), Some(lse)) = (
+            as_f32(q),
+            as_f32(k),
+            as_f32(v),
+            as_f32_mut(o),
+            as_f32_mut(lse),
+        ) {
+            let tiles = fast::forward_tiles(forward::effective_query_tile(plan, d), plan.key_tile);
+            fast::forward(tiles, d, q, k, v, o, lse);
+            return Ok(());
+        }
+    }
     forward::forward(plan, d, q, k, v, o, lse);
     Ok(())
 }
@@ -228,14 +282,56 @@ pub fn attention_backward_with<T: Real>(
     if d.is_empty() {
         return Ok(());
     }
+    let delta = backward::row_dots(o, d_o, d.dim);
+    let schedule = backward::resolve_schedule(plan, d);
+    #[cfg(target_arch = "x86_64")]
+    if let (true, BackwardSchedule::Fused { partitions }) = (use_fast::<T>(plan), schedule) {
+        let partitions = partitions.min(d.tokens);
+        let fits = plan.backward != BackwardSchedule::Auto
+            || fast::partial_len(d, partitions) <= FUSED_PARTIAL_BUDGET;
+        if let (true, Some(q), Some(k), Some(v), Some(d_o), Some(lse), Some(delta)) = (
+            fits,
+            as_f32(q),
+            as_f32(k),
+            as_f32(v),
+            as_f32(d_o),
+            as_f32(lse),
+            as_f32(&delta),
+        ) {
+            if let (Some(dq), Some(dk), Some(dv)) = (as_f32_mut(dq), as_f32_mut(dk), as_f32_mut(dv))
+            {
+                let tiles =
+                    fast::backward_tiles(forward::effective_query_tile(plan, d), plan.key_tile);
+                let inputs = fast::FastInputs {
+                    q,
+                    k,
+                    v,
+                    d_o,
+                    lse,
+                    delta,
+                };
+                fast::backward(tiles, partitions, d, &inputs, dq, dk, dv);
+                return Ok(());
+            }
+        }
+    }
+    // The fast engine declined only for memory: its portable stand-in must not use more.
+    let schedule = match schedule {
+        BackwardSchedule::Fused { .. }
+            if plan.backward == BackwardSchedule::Auto && use_fast::<T>(plan) =>
+        {
+            BackwardSchedule::TwoPass
+        }
+        other => other,
+    };
     let inputs = backward::Inputs {
         q,
         k,
         v,
-        o,
         lse,
         d_o,
+        delta: &delta,
     };
-    backward::backward(plan, d, &inputs, dq, dk, dv);
+    backward::backward(plan, schedule, d, &inputs, dq, dk, dv);
     Ok(())
 }

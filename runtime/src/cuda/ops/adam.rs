@@ -46,7 +46,13 @@ pub struct AdamHyper {
 /// One Adam step (`step` counts from 1) over every parameter; gradients are multiplied by
 /// `grad_scale` first (e.g. 1/accumulation steps). The small descriptor table is uploaded each
 /// call, so no device pointer outlives the borrowed buffers.
-pub fn adam_step(dev: &CudaDevice, params: &[AdamParam], h: &AdamHyper, step: u64, grad_scale: f32) -> CudaResult<()> {
+pub fn adam_step(
+    dev: &CudaDevice,
+    params: &[AdamParam],
+    h: &AdamHyper,
+    step: u64,
+    grad_scale: f32,
+) -> CudaResult<()> {
     if step == 0 {
         return Err(geometry(KERNEL, "Adam steps count from 1"));
     }
@@ -88,5 +94,9 @@ pub fn adam_step(dev: &CudaDevice, params: &[AdamParam], h: &AdamHyper, step: u6
         .push(bc1 as f32)
         .push(bc2 as f32)
         .push(grad_scale)
-        .launch(dev, "adam_multi", cfg((chunks as u32, 1, 1), (256, 1, 1), 0))
+        .launch(
+            dev,
+            "adam_multi",
+            cfg((chunks as u32, 1, 1), (256, 1, 1), 0),
+        )
 }

@@ -76,28 +76,52 @@ impl<'a> AttnOperand<'a> {
     fn check(&self, what: &'static str, d: &AttnDims, tokens: usize) -> CudaResult<()> {
         let width = d.heads * d.head_dim;
         if self.row_stride % 4 != 0 || self.offset % 4 != 0 || self.batch_stride % 4 != 0 {
-            return Err(geometry(KERNEL, format!("{what}: offset and strides must be multiples of 4 (16-byte rows)")));
+            return Err(geometry(
+                KERNEL,
+                format!("{what}: offset and strides must be multiples of 4 (16-byte rows)"),
+            ));
         }
         if self.row_stride < width {
-            return Err(geometry(KERNEL, format!("{what}: row stride {} < heads * head_dim {width}", self.row_stride)));
+            return Err(geometry(
+                KERNEL,
+                format!(
+                    "{what}: row stride {} < heads * head_dim {width}",
+                    self.row_stride
+                ),
+            ));
         }
         if d.batch == 0 || tokens == 0 {
             return Ok(());
         }
-        let last = self.offset + (d.batch - 1) * self.batch_stride + (tokens - 1) * self.row_stride + width;
+        let last = self.offset
+            + (d.batch - 1) * self.batch_stride
+            + (tokens - 1) * self.row_stride
+            + width;
         check_f32(KERNEL, what, self.buf, last)
     }
     fn same_layout(&self, other: &AttnOperand, what: &str) -> CudaResult<()> {
         if self.row_stride != other.row_stride || self.batch_stride != other.batch_stride {
-            return Err(geometry(KERNEL, format!("{what} must have the layout of its forward operand")));
+            return Err(geometry(
+                KERNEL,
+                format!("{what} must have the layout of its forward operand"),
+            ));
         }
         Ok(())
     }
 }
 
-fn geom(d: &AttnDims, q: &AttnOperand, k: &AttnOperand, v: &AttnOperand, o: &AttnOperand) -> CudaResult<(AttnGeom, usize)> {
+fn geom(
+    d: &AttnDims,
+    q: &AttnOperand,
+    k: &AttnOperand,
+    v: &AttnOperand,
+    o: &AttnOperand,
+) -> CudaResult<(AttnGeom, usize)> {
     if d.head_dim == 0 || d.head_dim % 4 != 0 || d.head_dim > 512 {
-        return Err(geometry(KERNEL, format!("head dim {} must be a multiple of 4 in 4..=512", d.head_dim)));
+        return Err(geometry(
+            KERNEL,
+            format!("head dim {} must be a multiple of 4 in 4..=512", d.head_dim),
+        ));
     }
     if d.batch * d.heads > 65535 {
         return Err(geometry(KERNEL, "batch * heads > 65535"));
@@ -143,7 +167,15 @@ pub fn bwd_smem_bytes(dmax: usize) -> u32 {
 
 /// `o = softmax(scale q k^T) v`; `lse` (`[batch, heads, tq]`) receives the log-sum-exp of each
 /// query's scaled scores, which the backward needs.
-pub fn attention_forward(dev: &CudaDevice, d: &AttnDims, q: AttnOperand, k: AttnOperand, v: AttnOperand, o: AttnOperand, lse: &DeviceBuffer) -> CudaResult<()> {
+pub fn attention_forward(
+    dev: &CudaDevice,
+    d: &AttnDims,
+    q: AttnOperand,
+    k: AttnOperand,
+    v: AttnOperand,
+    o: AttnOperand,
+    lse: &DeviceBuffer,
+) -> CudaResult<()> {
     let (g, dmax) = geom(d, &q, &k, &v, &o)?;
     check_f32(KERNEL, "lse", lse, d.batch * d.heads * d.tq)?;
     if d.tk == 0 {
@@ -157,7 +189,11 @@ pub fn attention_forward(dev: &CudaDevice, d: &AttnDims, q: AttnOperand, k: Attn
         .push(v.ptr())
         .push(o.ptr())
         .buf(lse)
-        .launch(dev, &format!("attn_fwd_d{dmax}"), cfg(grid, (256, 1, 1), fwd_smem_bytes(dmax)))
+        .launch(
+            dev,
+            &format!("attn_fwd_d{dmax}"),
+            cfg(grid, (256, 1, 1), fwd_smem_bytes(dmax)),
+        )
 }
 
 /// Gradients of `sum <o, dout>`: dq, dk, dv = value + beta * old (beta = 0 overwrites). `o`
@@ -194,7 +230,11 @@ pub fn attention_backward(
         .push(o.ptr())
         .push(dout.ptr())
         .buf(&delta)
-        .launch(dev, "attn_bwd_delta", cfg((rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), 0))?;
+        .launch(
+            dev,
+            "attn_bwd_delta",
+            cfg((rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), 0),
+        )?;
     let bh = (d.batch * d.heads) as u32;
     let smem = bwd_smem_bytes(dmax);
     Args::new()
@@ -208,7 +248,11 @@ pub fn attention_backward(
         .push(dk.ptr())
         .push(dv.ptr())
         .push(beta)
-        .launch(dev, &format!("attn_bwd_dkdv_d{dmax}"), cfg((d.tk.div_ceil(16) as u32, bh, 1), (256, 1, 1), smem))?;
+        .launch(
+            dev,
+            &format!("attn_bwd_dkdv_d{dmax}"),
+            cfg((d.tk.div_ceil(16) as u32, bh, 1), (256, 1, 1), smem),
+        )?;
     Args::new()
         .push(g)
         .push(q.ptr())
@@ -219,5 +263,9 @@ pub fn attention_backward(
         .buf(&delta)
         .push(dq.ptr())
         .push(beta)
-        .launch(dev, &format!("attn_bwd_dq_d{dmax}"), cfg((d.tq.div_ceil(16) as u32, bh, 1), (256, 1, 1), smem))
+        .launch(
+            dev,
+            &format!("attn_bwd_dq_d{dmax}"),
+            cfg((d.tq.div_ceil(16) as u32, bh, 1), (256, 1, 1), smem),
+        )
 }

@@ -45,7 +45,10 @@ impl ConvGeom {
         let i = |what: &str, v: usize| i32_of(KERNEL, what, v);
         let taps = g.kernel.iter().product::<usize>();
         i("output pixels", g.batch * o.iter().product::<usize>())?;
-        i("input pixels", g.batch * g.in_spatial.iter().product::<usize>())?;
+        i(
+            "input pixels",
+            g.batch * g.in_spatial.iter().product::<usize>(),
+        )?;
         i("taps*cin", taps * g.cin)?;
         i("taps*cout", taps * g.cout)?;
         Ok(ConvGeom {
@@ -112,7 +115,9 @@ fn tile(dev: &CudaDevice, m: usize, n: usize) -> (usize, u32, &'static str) {
 
 /// Each `(name, buffer, f32 needed)` must be large enough.
 fn check_all(operands: &[(&'static str, &DeviceBuffer, usize)]) -> CudaResult<()> {
-    operands.iter().try_for_each(|(what, b, n)| check_f32(KERNEL, what, b, *n))
+    operands
+        .iter()
+        .try_for_each(|(what, b, n)| check_f32(KERNEL, what, b, *n))
 }
 
 /// `y = conv(x, w) + bias + beta * y`. x `[N, D, H, W, Cin]`, w `[kd, kh, kw, Cin, Cout]`,
@@ -128,7 +133,11 @@ pub fn conv_forward(
     beta: f32,
 ) -> CudaResult<()> {
     let cg = ConvGeom::from_geometry(g)?;
-    check_all(&[("x", x, g.input_len()), ("w", w, g.weight_len()), ("y", y, g.output_len())])?;
+    check_all(&[
+        ("x", x, g.input_len()),
+        ("w", w, g.weight_len()),
+        ("y", y, g.output_len()),
+    ])?;
     if let Some(b) = bias {
         check_f32(KERNEL, "bias", b, g.cout)?;
     }
@@ -140,7 +149,11 @@ pub fn conv_forward(
     let m = g.output_len() / g.cout;
     let (bm, threads, name) = tile(dev, m, g.cout);
     let grid = (m.div_ceil(bm) as u32, g.cout.div_ceil(bm) as u32, 1);
-    a.launch(dev, &format!("conv_fwd_{}_{name}", prec.tag()), cfg(grid, (threads, 1, 1), 0))
+    a.launch(
+        dev,
+        &format!("conv_fwd_{}_{name}", prec.tag()),
+        cfg(grid, (threads, 1, 1), 0),
+    )
 }
 
 /// `dx = conv^T(dy, w) + beta * dx` (the data gradient; `beta = 0` overwrites).
@@ -154,7 +167,11 @@ pub fn conv_backward_data(
     beta: f32,
 ) -> CudaResult<()> {
     let cg = ConvGeom::from_geometry(g)?;
-    check_all(&[("dy", dy, g.output_len()), ("w", w, g.weight_len()), ("dx", dx, g.input_len())])?;
+    check_all(&[
+        ("dy", dy, g.output_len()),
+        ("w", w, g.weight_len()),
+        ("dx", dx, g.input_len()),
+    ])?;
     let mut a = Args::new();
     a.push(cg).buf(dy).buf(w).buf(dx).push(beta);
     if prec == ConvPrecision::Fp32 {
@@ -163,7 +180,11 @@ pub fn conv_backward_data(
     let m = g.input_len() / g.cin;
     let (bm, threads, name) = tile(dev, m, g.cin);
     let grid = (m.div_ceil(bm) as u32, g.cin.div_ceil(bm) as u32, 1);
-    a.launch(dev, &format!("conv_dgrad_{}_{name}", prec.tag()), cfg(grid, (threads, 1, 1), 0))
+    a.launch(
+        dev,
+        &format!("conv_dgrad_{}_{name}", prec.tag()),
+        cfg(grid, (threads, 1, 1), 0),
+    )
 }
 
 /// `dw += x^T dy` and, when given, `dbias += sum over pixels of dy` (parameter gradients
@@ -178,7 +199,11 @@ pub fn conv_backward_weight(
     dbias: Option<&DeviceBuffer>,
 ) -> CudaResult<()> {
     let cg = ConvGeom::from_geometry(g)?;
-    check_all(&[("x", x, g.input_len()), ("dy", dy, g.output_len()), ("dw", dw, g.weight_len())])?;
+    check_all(&[
+        ("x", x, g.input_len()),
+        ("dy", dy, g.output_len()),
+        ("dw", dw, g.weight_len()),
+    ])?;
     if let Some(b) = dbias {
         check_f32(KERNEL, "dbias", b, g.cout)?;
     }
@@ -199,10 +224,17 @@ pub fn conv_backward_weight(
         let per_split = kt.div_ceil(splits);
         let splits = kt.div_ceil(per_split);
         if splits > 65535 {
-            return Err(geometry(KERNEL, format!("{splits} weight-gradient splits exceed the grid limit")));
+            return Err(geometry(
+                KERNEL,
+                format!("{splits} weight-gradient splits exceed the grid limit"),
+            ));
         }
         let mut a = Args::new();
-        a.push(cg).buf(x).buf(dy).buf(dw).push(i32_of(KERNEL, "tiles per split", per_split)?);
+        a.push(cg)
+            .buf(x)
+            .buf(dy)
+            .buf(dw)
+            .push(i32_of(KERNEL, "tiles per split", per_split)?);
         a.launch(
             dev,
             &format!("conv_wgrad_{}_{name}", prec.tag()),

@@ -19,11 +19,18 @@ pub enum Activation {
 }
 
 fn check(bufs: &[(&'static str, &DeviceBuffer)], n: usize) -> CudaResult<()> {
-    bufs.iter().try_for_each(|(w, b)| check_f32(KERNEL, w, b, n))
+    bufs.iter()
+        .try_for_each(|(w, b)| check_f32(KERNEL, w, b, n))
 }
 
 /// `y = act(x)`.
-pub fn activation_forward(dev: &CudaDevice, act: Activation, x: &DeviceBuffer, y: &DeviceBuffer, n: usize) -> CudaResult<()> {
+pub fn activation_forward(
+    dev: &CudaDevice,
+    act: Activation,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+    n: usize,
+) -> CudaResult<()> {
     check(&[("x", x), ("y", y)], n)?;
     let mut a = Args::new();
     a.buf(x).buf(y).push(i64_of(n));
@@ -40,7 +47,14 @@ pub fn activation_forward(dev: &CudaDevice, act: Activation, x: &DeviceBuffer, y
 }
 
 /// `dx = dy * act'(x)` (overwrites dx).
-pub fn activation_backward(dev: &CudaDevice, act: Activation, x: &DeviceBuffer, dy: &DeviceBuffer, dx: &DeviceBuffer, n: usize) -> CudaResult<()> {
+pub fn activation_backward(
+    dev: &CudaDevice,
+    act: Activation,
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    n: usize,
+) -> CudaResult<()> {
     check(&[("x", x), ("dy", dy), ("dx", dx)], n)?;
     let mut a = Args::new();
     a.buf(x).buf(dy).buf(dx).push(i64_of(n));
@@ -59,11 +73,23 @@ pub fn activation_backward(dev: &CudaDevice, act: Activation, x: &DeviceBuffer, 
 /// `y[..n] = value`.
 pub fn fill(dev: &CudaDevice, y: &DeviceBuffer, n: usize, value: f32) -> CudaResult<()> {
     check(&[("y", y)], n)?;
-    Args::new().buf(y).push(i64_of(n)).push(value).launch(dev, "ew_fill", grid_1d(dev, n))
+    Args::new()
+        .buf(y)
+        .push(i64_of(n))
+        .push(value)
+        .launch(dev, "ew_fill", grid_1d(dev, n))
 }
 
 /// `y = alpha * a + beta * b` (add: 1, 1; subtract: 1, -1).
-pub fn add_scaled(dev: &CudaDevice, a: &DeviceBuffer, b: &DeviceBuffer, y: &DeviceBuffer, n: usize, alpha: f32, beta: f32) -> CudaResult<()> {
+pub fn add_scaled(
+    dev: &CudaDevice,
+    a: &DeviceBuffer,
+    b: &DeviceBuffer,
+    y: &DeviceBuffer,
+    n: usize,
+    alpha: f32,
+    beta: f32,
+) -> CudaResult<()> {
     check(&[("a", a), ("b", b), ("y", y)], n)?;
     Args::new()
         .buf(a)
@@ -76,25 +102,64 @@ pub fn add_scaled(dev: &CudaDevice, a: &DeviceBuffer, b: &DeviceBuffer, y: &Devi
 }
 
 /// `y = alpha * x`.
-pub fn scale(dev: &CudaDevice, x: &DeviceBuffer, y: &DeviceBuffer, n: usize, alpha: f32) -> CudaResult<()> {
+pub fn scale(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+    n: usize,
+    alpha: f32,
+) -> CudaResult<()> {
     check(&[("x", x), ("y", y)], n)?;
-    Args::new().buf(x).buf(y).push(i64_of(n)).push(alpha).launch(dev, "ew_scale", grid_1d(dev, n))
+    Args::new()
+        .buf(x)
+        .buf(y)
+        .push(i64_of(n))
+        .push(alpha)
+        .launch(dev, "ew_scale", grid_1d(dev, n))
 }
 
 /// `y += alpha * x`.
-pub fn axpy(dev: &CudaDevice, x: &DeviceBuffer, y: &DeviceBuffer, n: usize, alpha: f32) -> CudaResult<()> {
+pub fn axpy(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+    n: usize,
+    alpha: f32,
+) -> CudaResult<()> {
     check(&[("x", x), ("y", y)], n)?;
-    Args::new().buf(x).buf(y).push(i64_of(n)).push(alpha).launch(dev, "ew_axpy", grid_1d(dev, n))
+    Args::new()
+        .buf(x)
+        .buf(y)
+        .push(i64_of(n))
+        .push(alpha)
+        .launch(dev, "ew_axpy", grid_1d(dev, n))
 }
 
 /// `y = a * b`.
-pub fn mul(dev: &CudaDevice, a: &DeviceBuffer, b: &DeviceBuffer, y: &DeviceBuffer, n: usize) -> CudaResult<()> {
+pub fn mul(
+    dev: &CudaDevice,
+    a: &DeviceBuffer,
+    b: &DeviceBuffer,
+    y: &DeviceBuffer,
+    n: usize,
+) -> CudaResult<()> {
     check(&[("a", a), ("b", b), ("y", y)], n)?;
-    Args::new().buf(a).buf(b).buf(y).push(i64_of(n)).launch(dev, "ew_mul", grid_1d(dev, n))
+    Args::new()
+        .buf(a)
+        .buf(b)
+        .buf(y)
+        .push(i64_of(n))
+        .launch(dev, "ew_mul", grid_1d(dev, n))
 }
 
 /// `y[r, c] += bias[c]` over `[rows, channels]`.
-pub fn add_channel_bias(dev: &CudaDevice, y: &DeviceBuffer, bias: &DeviceBuffer, rows: usize, channels: usize) -> CudaResult<()> {
+pub fn add_channel_bias(
+    dev: &CudaDevice,
+    y: &DeviceBuffer,
+    bias: &DeviceBuffer,
+    rows: usize,
+    channels: usize,
+) -> CudaResult<()> {
     check(&[("y", y)], rows * channels)?;
     check_f32(KERNEL, "bias", bias, channels)?;
     Args::new()
@@ -106,7 +171,16 @@ pub fn add_channel_bias(dev: &CudaDevice, y: &DeviceBuffer, bias: &DeviceBuffer,
 }
 
 /// `y = clamp(a * x + b, lo, hi)`.
-pub fn affine_clamp(dev: &CudaDevice, x: &DeviceBuffer, y: &DeviceBuffer, n: usize, a: f32, b: f32, lo: f32, hi: f32) -> CudaResult<()> {
+pub fn affine_clamp(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+    n: usize,
+    a: f32,
+    b: f32,
+    lo: f32,
+    hi: f32,
+) -> CudaResult<()> {
     check(&[("x", x), ("y", y)], n)?;
     Args::new()
         .buf(x)
@@ -120,7 +194,17 @@ pub fn affine_clamp(dev: &CudaDevice, x: &DeviceBuffer, y: &DeviceBuffer, n: usi
 }
 
 /// `dx = a * dy` where `lo <= a*x+b <= hi`, else 0.
-pub fn affine_clamp_backward(dev: &CudaDevice, x: &DeviceBuffer, dy: &DeviceBuffer, dx: &DeviceBuffer, n: usize, a: f32, b: f32, lo: f32, hi: f32) -> CudaResult<()> {
+pub fn affine_clamp_backward(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    n: usize,
+    a: f32,
+    b: f32,
+    lo: f32,
+    hi: f32,
+) -> CudaResult<()> {
     check(&[("x", x), ("dy", dy), ("dx", dx)], n)?;
     Args::new()
         .buf(x)
@@ -135,12 +219,26 @@ pub fn affine_clamp_backward(dev: &CudaDevice, x: &DeviceBuffer, dy: &DeviceBuff
 }
 
 /// `y[b] = x[b]^T` for `batch` row-major `[rows, cols]` matrices (y must not alias x).
-pub fn transpose_2d(dev: &CudaDevice, x: &DeviceBuffer, y: &DeviceBuffer, batch: usize, rows: usize, cols: usize) -> CudaResult<()> {
+pub fn transpose_2d(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+    batch: usize,
+    rows: usize,
+    cols: usize,
+) -> CudaResult<()> {
     check(&[("x", x), ("y", y)], batch * rows * cols)?;
     if batch > 65535 || rows.div_ceil(32) > 65535 {
-        return Err(geometry(KERNEL, "transpose grid too large (batch or rows/32 > 65535)"));
+        return Err(geometry(
+            KERNEL,
+            "transpose grid too large (batch or rows/32 > 65535)",
+        ));
     }
-    let grid = (cols.div_ceil(32) as u32, rows.div_ceil(32) as u32, batch as u32);
+    let grid = (
+        cols.div_ceil(32) as u32,
+        rows.div_ceil(32) as u32,
+        batch as u32,
+    );
     Args::new()
         .buf(x)
         .buf(y)

@@ -13,10 +13,18 @@ const KERNEL: &str = "cuda loss";
 
 /// Partial-sum blocks of the two-pass reductions.
 fn partial_blocks(dev: &CudaDevice, n: usize) -> usize {
-    n.div_ceil(BLOCK as usize * 4).clamp(1, (dev.sm_count() as usize * 4).max(1))
+    n.div_ceil(BLOCK as usize * 4)
+        .clamp(1, (dev.sm_count() as usize * 4).max(1))
 }
 
-fn finalize(dev: &CudaDevice, partial: &DeviceBuffer, count: usize, out: &DeviceBuffer, scale: f32, accumulate: bool) -> CudaResult<()> {
+fn finalize(
+    dev: &CudaDevice,
+    partial: &DeviceBuffer,
+    count: usize,
+    out: &DeviceBuffer,
+    scale: f32,
+    accumulate: bool,
+) -> CudaResult<()> {
     Args::new()
         .buf(partial)
         .push(count as i32)
@@ -26,7 +34,15 @@ fn finalize(dev: &CudaDevice, partial: &DeviceBuffer, count: usize, out: &Device
         .launch(dev, "reduce_finalize", cfg((1, 1, 1), (256, 1, 1), 0))
 }
 
-fn two_pass(dev: &CudaDevice, entry: &str, inputs: &[&DeviceBuffer], n: usize, out: &DeviceBuffer, scale: f32, accumulate: bool) -> CudaResult<()> {
+fn two_pass(
+    dev: &CudaDevice,
+    entry: &str,
+    inputs: &[&DeviceBuffer],
+    n: usize,
+    out: &DeviceBuffer,
+    scale: f32,
+    accumulate: bool,
+) -> CudaResult<()> {
     check_f32(KERNEL, "out", out, 1)?;
     let blocks = partial_blocks(dev, n);
     let partial = dev.alloc_f32(blocks)?;
@@ -41,17 +57,37 @@ fn two_pass(dev: &CudaDevice, entry: &str, inputs: &[&DeviceBuffer], n: usize, o
 }
 
 /// `out[0] = scale * sum(x[..n])` (+ out[0] when `accumulate`); mean = scale 1/n.
-pub fn sum(dev: &CudaDevice, x: &DeviceBuffer, n: usize, out: &DeviceBuffer, scale: f32, accumulate: bool) -> CudaResult<()> {
+pub fn sum(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    n: usize,
+    out: &DeviceBuffer,
+    scale: f32,
+    accumulate: bool,
+) -> CudaResult<()> {
     two_pass(dev, "reduce_sum_partial", &[x], n, out, scale, accumulate)
 }
 
 /// `out[0] = sum(x^2)` (squared L2 norm, e.g. of a gradient).
-pub fn sum_squares(dev: &CudaDevice, x: &DeviceBuffer, n: usize, out: &DeviceBuffer) -> CudaResult<()> {
+pub fn sum_squares(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    n: usize,
+    out: &DeviceBuffer,
+) -> CudaResult<()> {
     two_pass(dev, "reduce_sumsq_partial", &[x], n, out, 1.0, false)
 }
 
 /// `out[r] = scale * sum_c x[r, c]` (+ out[r] when `accumulate`).
-pub fn reduce_rows(dev: &CudaDevice, x: &DeviceBuffer, rows: usize, cols: usize, out: &DeviceBuffer, scale: f32, accumulate: bool) -> CudaResult<()> {
+pub fn reduce_rows(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    rows: usize,
+    cols: usize,
+    out: &DeviceBuffer,
+    scale: f32,
+    accumulate: bool,
+) -> CudaResult<()> {
     check_f32(KERNEL, "x", x, rows * cols)?;
     check_f32(KERNEL, "out", out, rows)?;
     Args::new()
@@ -64,7 +100,13 @@ pub fn reduce_rows(dev: &CudaDevice, x: &DeviceBuffer, rows: usize, cols: usize,
 }
 
 /// `out[c] += sum_r x[r, c]` (bias gradients).
-pub fn reduce_cols_acc(dev: &CudaDevice, x: &DeviceBuffer, rows: usize, cols: usize, out: &DeviceBuffer) -> CudaResult<()> {
+pub fn reduce_cols_acc(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    rows: usize,
+    cols: usize,
+    out: &DeviceBuffer,
+) -> CudaResult<()> {
     check_f32(KERNEL, "x", x, rows * cols)?;
     check_f32(KERNEL, "out", out, cols)?;
     let per_block = rows.div_ceil(65535).max(256);
@@ -79,12 +121,28 @@ pub fn reduce_cols_acc(dev: &CudaDevice, x: &DeviceBuffer, rows: usize, cols: us
 }
 
 /// `out[0] = scale * sum |a - b|` (mean: scale 1/n).
-pub fn l1_forward(dev: &CudaDevice, a: &DeviceBuffer, b: &DeviceBuffer, n: usize, out: &DeviceBuffer, scale: f32) -> CudaResult<()> {
+pub fn l1_forward(
+    dev: &CudaDevice,
+    a: &DeviceBuffer,
+    b: &DeviceBuffer,
+    n: usize,
+    out: &DeviceBuffer,
+    scale: f32,
+) -> CudaResult<()> {
     two_pass(dev, "l1_partial", &[a, b], n, out, scale, false)
 }
 
 /// `da = scale * gscale * sign(a - b) + beta * da`.
-pub fn l1_backward(dev: &CudaDevice, a: &DeviceBuffer, b: &DeviceBuffer, da: &DeviceBuffer, n: usize, scale: f32, gscale: Option<&DeviceBuffer>, beta: f32) -> CudaResult<()> {
+pub fn l1_backward(
+    dev: &CudaDevice,
+    a: &DeviceBuffer,
+    b: &DeviceBuffer,
+    da: &DeviceBuffer,
+    n: usize,
+    scale: f32,
+    gscale: Option<&DeviceBuffer>,
+    beta: f32,
+) -> CudaResult<()> {
     for (w, x) in [("a", a), ("b", b), ("da", da)] {
         check_f32(KERNEL, w, x, n)?;
     }
@@ -100,7 +158,14 @@ pub fn l1_backward(dev: &CudaDevice, a: &DeviceBuffer, b: &DeviceBuffer, da: &De
 }
 
 /// `out[0] = 0.5 * (mean(relu(1 - real)) + mean(relu(1 + fake)))`.
-pub fn hinge_forward(dev: &CudaDevice, real: &DeviceBuffer, nr: usize, fake: &DeviceBuffer, nf: usize, out: &DeviceBuffer) -> CudaResult<()> {
+pub fn hinge_forward(
+    dev: &CudaDevice,
+    real: &DeviceBuffer,
+    nr: usize,
+    fake: &DeviceBuffer,
+    nf: usize,
+    out: &DeviceBuffer,
+) -> CudaResult<()> {
     if nr == 0 || nf == 0 {
         return Err(geometry(KERNEL, "hinge loss of empty logits"));
     }
@@ -115,7 +180,11 @@ pub fn hinge_forward(dev: &CudaDevice, real: &DeviceBuffer, nr: usize, fake: &De
         .buf(fake)
         .push(i64_of(nf))
         .buf(&partial)
-        .launch(dev, "hinge_partial", cfg((blocks as u32, 1, 1), (BLOCK, 1, 1), 0))?;
+        .launch(
+            dev,
+            "hinge_partial",
+            cfg((blocks as u32, 1, 1), (BLOCK, 1, 1), 0),
+        )?;
     Args::new()
         .buf(&partial)
         .push(blocks as i32)
@@ -126,11 +195,27 @@ pub fn hinge_forward(dev: &CudaDevice, real: &DeviceBuffer, nr: usize, fake: &De
 }
 
 /// Gradients of the hinge loss (times `scale * gscale`) into dreal, dfake (+ beta * old).
-pub fn hinge_backward(dev: &CudaDevice, real: &DeviceBuffer, nr: usize, fake: &DeviceBuffer, nf: usize, dreal: &DeviceBuffer, dfake: &DeviceBuffer, scale: f32, gscale: Option<&DeviceBuffer>, beta: f32) -> CudaResult<()> {
+pub fn hinge_backward(
+    dev: &CudaDevice,
+    real: &DeviceBuffer,
+    nr: usize,
+    fake: &DeviceBuffer,
+    nf: usize,
+    dreal: &DeviceBuffer,
+    dfake: &DeviceBuffer,
+    scale: f32,
+    gscale: Option<&DeviceBuffer>,
+    beta: f32,
+) -> CudaResult<()> {
     if nr == 0 || nf == 0 {
         return Err(geometry(KERNEL, "hinge loss of empty logits"));
     }
-    for (w, b, n) in [("real", real, nr), ("dreal", dreal, nr), ("fake", fake, nf), ("dfake", dfake, nf)] {
+    for (w, b, n) in [
+        ("real", real, nr),
+        ("dreal", dreal, nr),
+        ("fake", fake, nf),
+        ("dfake", dfake, nf),
+    ] {
         check_f32(KERNEL, w, b, n)?;
     }
     Args::new()
@@ -160,7 +245,12 @@ fn kl_args(d: &KlDims) -> CudaResult<[i32; 6]> {
 
 /// KL of the diagonal Gaussian given by `moments` to N(0, 1), per sample (or per sample and W
 /// with `keep_last_axis`, as the 3D reference). Same dims as the CPU kernel.
-pub fn kl_forward(dev: &CudaDevice, d: &KlDims, moments: &DeviceBuffer, kl: &DeviceBuffer) -> CudaResult<()> {
+pub fn kl_forward(
+    dev: &CudaDevice,
+    d: &KlDims,
+    moments: &DeviceBuffer,
+    kl: &DeviceBuffer,
+) -> CudaResult<()> {
     let a = kl_args(d)?;
     check_f32(KERNEL, "moments", moments, d.moments_len())?;
     check_f32(KERNEL, "kl", kl, d.out_len())?;
@@ -169,11 +259,24 @@ pub fn kl_forward(dev: &CudaDevice, d: &KlDims, moments: &DeviceBuffer, kl: &Dev
     for v in a {
         args.push(v);
     }
-    args.buf(kl).launch(dev, "kl_moments_fwd", cfg((d.out_len() as u32, 1, 1), (256, 1, 1), 0))
+    args.buf(kl).launch(
+        dev,
+        "kl_moments_fwd",
+        cfg((d.out_len() as u32, 1, 1), (256, 1, 1), 0),
+    )
 }
 
 /// dmoments = dKL/dmoments for upstream `dkl` (None = ones) times `scale * gscale`, + beta * old.
-pub fn kl_backward(dev: &CudaDevice, d: &KlDims, moments: &DeviceBuffer, dkl: Option<&DeviceBuffer>, dmoments: &DeviceBuffer, scale: f32, gscale: Option<&DeviceBuffer>, beta: f32) -> CudaResult<()> {
+pub fn kl_backward(
+    dev: &CudaDevice,
+    d: &KlDims,
+    moments: &DeviceBuffer,
+    dkl: Option<&DeviceBuffer>,
+    dmoments: &DeviceBuffer,
+    scale: f32,
+    gscale: Option<&DeviceBuffer>,
+    beta: f32,
+) -> CudaResult<()> {
     let a = kl_args(d)?;
     check_f32(KERNEL, "moments", moments, d.moments_len())?;
     check_f32(KERNEL, "dmoments", dmoments, d.moments_len())?;
@@ -185,14 +288,22 @@ pub fn kl_backward(dev: &CudaDevice, d: &KlDims, moments: &DeviceBuffer, dkl: Op
     for v in a {
         args.push(v);
     }
-    args.push(scale)
-        .opt(gscale)
-        .push(beta)
-        .launch(dev, "kl_moments_bwd", super::grid_1d(dev, d.moments_len()))
+    args.push(scale).opt(gscale).push(beta).launch(
+        dev,
+        "kl_moments_bwd",
+        super::grid_1d(dev, d.moments_len()),
+    )
 }
 
 /// z = mean + exp(0.5 * clamp(logvar)) * eps over `pixels` positions of `z_channels`.
-pub fn gaussian_sample_forward(dev: &CudaDevice, pixels: usize, z_channels: usize, moments: &DeviceBuffer, eps: &DeviceBuffer, z: &DeviceBuffer) -> CudaResult<()> {
+pub fn gaussian_sample_forward(
+    dev: &CudaDevice,
+    pixels: usize,
+    z_channels: usize,
+    moments: &DeviceBuffer,
+    eps: &DeviceBuffer,
+    z: &DeviceBuffer,
+) -> CudaResult<()> {
     check_f32(KERNEL, "moments", moments, pixels * 2 * z_channels)?;
     check_f32(KERNEL, "eps", eps, pixels * z_channels)?;
     check_f32(KERNEL, "z", z, pixels * z_channels)?;
@@ -202,11 +313,24 @@ pub fn gaussian_sample_forward(dev: &CudaDevice, pixels: usize, z_channels: usiz
         .buf(z)
         .push(i64_of(pixels))
         .push(i32_of(KERNEL, "z channels", z_channels)?)
-        .launch(dev, "gaussian_sample_fwd", super::grid_1d(dev, pixels * z_channels))
+        .launch(
+            dev,
+            "gaussian_sample_fwd",
+            super::grid_1d(dev, pixels * z_channels),
+        )
 }
 
 /// dmoments from dz (+ beta * old).
-pub fn gaussian_sample_backward(dev: &CudaDevice, pixels: usize, z_channels: usize, moments: &DeviceBuffer, eps: &DeviceBuffer, dz: &DeviceBuffer, dmoments: &DeviceBuffer, beta: f32) -> CudaResult<()> {
+pub fn gaussian_sample_backward(
+    dev: &CudaDevice,
+    pixels: usize,
+    z_channels: usize,
+    moments: &DeviceBuffer,
+    eps: &DeviceBuffer,
+    dz: &DeviceBuffer,
+    dmoments: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
     check_f32(KERNEL, "moments", moments, pixels * 2 * z_channels)?;
     check_f32(KERNEL, "dmoments", dmoments, pixels * 2 * z_channels)?;
     check_f32(KERNEL, "eps", eps, pixels * z_channels)?;
@@ -219,12 +343,24 @@ pub fn gaussian_sample_backward(dev: &CudaDevice, pixels: usize, z_channels: usi
         .push(i64_of(pixels))
         .push(i32_of(KERNEL, "z channels", z_channels)?)
         .push(beta)
-        .launch(dev, "gaussian_sample_bwd", super::grid_1d(dev, pixels * 2 * z_channels))
+        .launch(
+            dev,
+            "gaussian_sample_bwd",
+            super::grid_1d(dev, pixels * 2 * z_channels),
+        )
 }
 
 /// out = disc_weight * clamp(sqrt(sq_nll) / (sqrt(sq_adv) + eps), 0, max_weight), all on the
 /// device (the inputs are `sum_squares` results).
-pub fn adaptive_weight(dev: &CudaDevice, sq_nll: &DeviceBuffer, sq_adv: &DeviceBuffer, out: &DeviceBuffer, disc_weight: f32, eps: f32, max_weight: f32) -> CudaResult<()> {
+pub fn adaptive_weight(
+    dev: &CudaDevice,
+    sq_nll: &DeviceBuffer,
+    sq_adv: &DeviceBuffer,
+    out: &DeviceBuffer,
+    disc_weight: f32,
+    eps: f32,
+    max_weight: f32,
+) -> CudaResult<()> {
     for (w, b) in [("sq_nll", sq_nll), ("sq_adv", sq_adv), ("out", out)] {
         check_f32(KERNEL, w, b, 1)?;
     }

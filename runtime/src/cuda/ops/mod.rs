@@ -48,13 +48,21 @@ pub(crate) struct Args {
 
 impl Args {
     pub(crate) fn new() -> Self {
-        Args { slots: Vec::with_capacity(16) }
+        Args {
+            slots: Vec::with_capacity(16),
+        }
     }
     pub(crate) fn push<T: KernelArg>(&mut self, v: T) -> &mut Self {
         let size = std::mem::size_of::<T>();
         let mut slot = vec![0u64; size.div_ceil(8).max(1)];
         // SAFETY: the slot has at least `size` bytes; T is plain data (KernelArg).
-        unsafe { std::ptr::copy_nonoverlapping(&v as *const T as *const u8, slot.as_mut_ptr() as *mut u8, size) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                &v as *const T as *const u8,
+                slot.as_mut_ptr() as *mut u8,
+                size,
+            )
+        };
         self.slots.push(slot);
         self
     }
@@ -67,12 +75,21 @@ impl Args {
         self.push(b.map_or(0u64, DeviceBuffer::ptr))
     }
     /// Queue `entry` on the device's stream.
-    pub(crate) fn launch(&mut self, dev: &CudaDevice, entry: &str, c: LaunchConfig) -> CudaResult<()> {
+    pub(crate) fn launch(
+        &mut self,
+        dev: &CudaDevice,
+        entry: &str,
+        c: LaunchConfig,
+    ) -> CudaResult<()> {
         if c.grid_dim.0 == 0 || c.grid_dim.1 == 0 || c.grid_dim.2 == 0 {
             return Ok(()); // nothing to do (empty tensor)
         }
         let f = dev.function(entry, c.shared_mem_bytes)?;
-        let mut params: Vec<*mut c_void> = self.slots.iter_mut().map(|s| s.as_mut_ptr() as *mut c_void).collect();
+        let mut params: Vec<*mut c_void> = self
+            .slots
+            .iter_mut()
+            .map(|s| s.as_mut_ptr() as *mut c_void)
+            .collect();
         // SAFETY: `f` is a loaded function; `params` points at one slot per kernel parameter,
         // in order, each holding a value of the parameter's C type (the launchers construct
         // them from the kernel signatures); the slots outlive the call (the driver copies them).
@@ -100,7 +117,12 @@ pub(crate) fn grid_1d(dev: &CudaDevice, n: usize) -> LaunchConfig {
 }
 
 /// `buf` must hold at least `expected` f32.
-pub(crate) fn check_f32(kernel: &'static str, what: &'static str, buf: &DeviceBuffer, expected: usize) -> CudaResult<()> {
+pub(crate) fn check_f32(
+    kernel: &'static str,
+    what: &'static str,
+    buf: &DeviceBuffer,
+    expected: usize,
+) -> CudaResult<()> {
     if buf.len_f32() >= expected {
         Ok(())
     } else {
@@ -115,7 +137,12 @@ pub(crate) fn check_f32(kernel: &'static str, what: &'static str, buf: &DeviceBu
 
 /// `v` as an i32 kernel argument, or a geometry error naming `what`.
 pub(crate) fn i32_of(kernel: &'static str, what: &str, v: usize) -> CudaResult<i32> {
-    i32::try_from(v).map_err(|_| super::error::geometry(kernel, format!("{what} = {v} exceeds the kernel's 32-bit range")))
+    i32::try_from(v).map_err(|_| {
+        super::error::geometry(
+            kernel,
+            format!("{what} = {v} exceeds the kernel's 32-bit range"),
+        )
+    })
 }
 
 /// `v` as an i64 kernel argument.

@@ -29,10 +29,16 @@ struct Gn {
 impl Gn {
     fn validate(&self) -> CudaResult<()> {
         if self.c == 0 || self.g == 0 || self.c % self.g != 0 {
-            return Err(geometry(KERNEL, format!("{} channels in {} groups", self.c, self.g)));
+            return Err(geometry(
+                KERNEL,
+                format!("{} channels in {} groups", self.c, self.g),
+            ));
         }
         if self.c > GN_MAX_C {
-            return Err(geometry(KERNEL, format!("{} channels > {GN_MAX_C}", self.c)));
+            return Err(geometry(
+                KERNEL,
+                format!("{} channels > {GN_MAX_C}", self.c),
+            ));
         }
         if self.n > 65535 {
             return Err(geometry(KERNEL, format!("batch {} > 65535", self.n)));
@@ -52,10 +58,21 @@ impl Gn {
 }
 
 /// Statistics pass: mean, rstd (and var when given) per (n, g).
-fn gn_stats(dev: &CudaDevice, p: &Gn, x: &DeviceBuffer, mean: &DeviceBuffer, rstd: &DeviceBuffer, var: Option<&DeviceBuffer>) -> CudaResult<()> {
+fn gn_stats(
+    dev: &CudaDevice,
+    p: &Gn,
+    x: &DeviceBuffer,
+    mean: &DeviceBuffer,
+    rstd: &DeviceBuffer,
+    var: Option<&DeviceBuffer>,
+) -> CudaResult<()> {
     let (chunks, rows) = p.chunks(dev);
     let partial = dev.alloc_f32(p.n * chunks * p.g * 2)?;
-    let (s, c, g) = (i64_of(p.s), i32_of(KERNEL, "channels", p.c)?, i32_of(KERNEL, "groups", p.g)?);
+    let (s, c, g) = (
+        i64_of(p.s),
+        i32_of(KERNEL, "channels", p.c)?,
+        i32_of(KERNEL, "groups", p.g)?,
+    );
     Args::new()
         .buf(x)
         .push(s)
@@ -63,7 +80,11 @@ fn gn_stats(dev: &CudaDevice, p: &Gn, x: &DeviceBuffer, mean: &DeviceBuffer, rst
         .push(g)
         .push(i32_of(KERNEL, "rows per chunk", rows)?)
         .buf(&partial)
-        .launch(dev, "gn_stats_partial", cfg((chunks as u32, p.n as u32, 1), (256, 1, 1), 0))?;
+        .launch(
+            dev,
+            "gn_stats_partial",
+            cfg((chunks as u32, p.n as u32, 1), (256, 1, 1), 0),
+        )?;
     Args::new()
         .buf(&partial)
         .buf(x)
@@ -79,7 +100,17 @@ fn gn_stats(dev: &CudaDevice, p: &Gn, x: &DeviceBuffer, mean: &DeviceBuffer, rst
         .launch(dev, "gn_stats_finalize", grid_1d(dev, p.n * p.g))
 }
 
-fn gn_apply(dev: &CudaDevice, p: &Gn, silu: bool, x: &DeviceBuffer, mean: &DeviceBuffer, rstd: &DeviceBuffer, gamma: Option<&DeviceBuffer>, beta: Option<&DeviceBuffer>, y: &DeviceBuffer) -> CudaResult<()> {
+fn gn_apply(
+    dev: &CudaDevice,
+    p: &Gn,
+    silu: bool,
+    x: &DeviceBuffer,
+    mean: &DeviceBuffer,
+    rstd: &DeviceBuffer,
+    gamma: Option<&DeviceBuffer>,
+    beta: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+) -> CudaResult<()> {
     Args::new()
         .buf(x)
         .buf(mean)
@@ -130,7 +161,11 @@ fn gn_backward(
         .push(silu as i32)
         .push(i32_of(KERNEL, "rows per chunk", rows)?)
         .buf(&partial)
-        .launch(dev, "gn_bwd_partial", cfg((chunks as u32, p.n as u32, 1), (256, 1, 1), 0))?;
+        .launch(
+            dev,
+            "gn_bwd_partial",
+            cfg((chunks as u32, p.n as u32, 1), (256, 1, 1), 0),
+        )?;
     Args::new()
         .buf(&partial)
         .push(chunks as i32)
@@ -141,7 +176,11 @@ fn gn_backward(
         .opt(dgamma)
         .opt(dbeta)
         .buf(&coef)
-        .launch(dev, "gn_bwd_finalize", cfg((p.n as u32, 1, 1), (256, 1, 1), 0))?;
+        .launch(
+            dev,
+            "gn_bwd_finalize",
+            cfg((p.n as u32, 1, 1), (256, 1, 1), 0),
+        )?;
     Args::new()
         .buf(x)
         .buf(dy)
@@ -172,7 +211,11 @@ fn gn_of(d: &GroupNormDims) -> CudaResult<Gn> {
     Ok(p)
 }
 
-fn check_affine(c: usize, gamma: Option<&DeviceBuffer>, beta: Option<&DeviceBuffer>) -> CudaResult<()> {
+fn check_affine(
+    c: usize,
+    gamma: Option<&DeviceBuffer>,
+    beta: Option<&DeviceBuffer>,
+) -> CudaResult<()> {
     if let Some(b) = gamma {
         check_f32(KERNEL, "gamma", b, c)?;
     }
@@ -184,7 +227,17 @@ fn check_affine(c: usize, gamma: Option<&DeviceBuffer>, beta: Option<&DeviceBuff
 
 /// GroupNorm (+ SiLU when `silu`) forward over `[n, spatial, channels]`; saves `mean`, `rstd`
 /// (`[n * groups]`). gamma/beta may be absent (1 / 0).
-pub fn group_norm_forward(dev: &CudaDevice, d: &GroupNormDims, silu: bool, x: &DeviceBuffer, gamma: Option<&DeviceBuffer>, beta: Option<&DeviceBuffer>, y: &DeviceBuffer, mean: &DeviceBuffer, rstd: &DeviceBuffer) -> CudaResult<()> {
+pub fn group_norm_forward(
+    dev: &CudaDevice,
+    d: &GroupNormDims,
+    silu: bool,
+    x: &DeviceBuffer,
+    gamma: Option<&DeviceBuffer>,
+    beta: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+    mean: &DeviceBuffer,
+    rstd: &DeviceBuffer,
+) -> CudaResult<()> {
     let p = gn_of(d)?;
     check_f32(KERNEL, "x", x, p.len())?;
     check_f32(KERNEL, "y", y, p.len())?;
@@ -226,7 +279,9 @@ pub fn group_norm_backward(
     if p.len() == 0 {
         return Ok(());
     }
-    gn_backward(dev, &p, silu, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dx_beta, false)
+    gn_backward(
+        dev, &p, silu, x, gamma, beta, mean, rstd, dy, dx, dgamma, dbeta, dx_beta, false,
+    )
 }
 
 fn bn_of(d: &BatchNormDims) -> CudaResult<Gn> {
@@ -257,11 +312,21 @@ pub fn batch_norm_train_forward(
 ) -> CudaResult<()> {
     let p = bn_of(d)?;
     if p.s < 2 {
-        return Err(geometry(KERNEL, "batch norm in training mode needs more than one value per channel"));
+        return Err(geometry(
+            KERNEL,
+            "batch norm in training mode needs more than one value per channel",
+        ));
     }
     check_f32(KERNEL, "x", x, p.len())?;
     check_f32(KERNEL, "y", y, p.len())?;
-    for (what, b) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var), ("mean", mean), ("rstd", rstd)] {
+    for (what, b) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("mean", mean),
+        ("rstd", rstd),
+    ] {
         check_f32(KERNEL, what, b, p.c)?;
     }
     let var = dev.alloc_f32(p.c)?;
@@ -279,7 +344,16 @@ pub fn batch_norm_train_forward(
 }
 
 /// BatchNorm, eval mode: normalises with the running statistics.
-pub fn batch_norm_eval_forward(dev: &CudaDevice, d: &BatchNormDims, x: &DeviceBuffer, gamma: &DeviceBuffer, beta: &DeviceBuffer, running_mean: &DeviceBuffer, running_var: &DeviceBuffer, y: &DeviceBuffer) -> CudaResult<()> {
+pub fn batch_norm_eval_forward(
+    dev: &CudaDevice,
+    d: &BatchNormDims,
+    x: &DeviceBuffer,
+    gamma: &DeviceBuffer,
+    beta: &DeviceBuffer,
+    running_mean: &DeviceBuffer,
+    running_var: &DeviceBuffer,
+    y: &DeviceBuffer,
+) -> CudaResult<()> {
     let p = bn_of(d)?;
     check_f32(KERNEL, "x", x, p.len())?;
     check_f32(KERNEL, "y", y, p.len())?;
@@ -288,7 +362,12 @@ pub fn batch_norm_eval_forward(dev: &CudaDevice, d: &BatchNormDims, x: &DeviceBu
     gn_apply(dev, &p, false, x, &mean, &rstd, Some(gamma), Some(beta), y)
 }
 
-fn bn_eval_stats(dev: &CudaDevice, p: &Gn, running_mean: &DeviceBuffer, running_var: &DeviceBuffer) -> CudaResult<(DeviceBuffer, DeviceBuffer)> {
+fn bn_eval_stats(
+    dev: &CudaDevice,
+    p: &Gn,
+    running_mean: &DeviceBuffer,
+    running_var: &DeviceBuffer,
+) -> CudaResult<(DeviceBuffer, DeviceBuffer)> {
     check_f32(KERNEL, "running_mean", running_mean, p.c)?;
     check_f32(KERNEL, "running_var", running_var, p.c)?;
     let mean = dev.alloc_f32(p.c)?;
@@ -305,7 +384,18 @@ fn bn_eval_stats(dev: &CudaDevice, p: &Gn, running_mean: &DeviceBuffer, running_
 }
 
 /// BatchNorm backward, training mode, from the saved batch statistics.
-pub fn batch_norm_train_backward(dev: &CudaDevice, d: &BatchNormDims, x: &DeviceBuffer, gamma: &DeviceBuffer, mean: &DeviceBuffer, rstd: &DeviceBuffer, dy: &DeviceBuffer, dx: &DeviceBuffer, dgamma: Option<&DeviceBuffer>, dbeta: Option<&DeviceBuffer>) -> CudaResult<()> {
+pub fn batch_norm_train_backward(
+    dev: &CudaDevice,
+    d: &BatchNormDims,
+    x: &DeviceBuffer,
+    gamma: &DeviceBuffer,
+    mean: &DeviceBuffer,
+    rstd: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    dgamma: Option<&DeviceBuffer>,
+    dbeta: Option<&DeviceBuffer>,
+) -> CudaResult<()> {
     let p = bn_of(d)?;
     for (what, b) in [("x", x), ("dy", dy), ("dx", dx)] {
         check_f32(KERNEL, what, b, p.len())?;
@@ -314,11 +404,37 @@ pub fn batch_norm_train_backward(dev: &CudaDevice, d: &BatchNormDims, x: &Device
         check_f32(KERNEL, what, b, p.c)?;
     }
     check_affine(p.c, dgamma, dbeta)?;
-    gn_backward(dev, &p, false, x, Some(gamma), None, mean, rstd, dy, dx, dgamma, dbeta, 0.0, false)
+    gn_backward(
+        dev,
+        &p,
+        false,
+        x,
+        Some(gamma),
+        None,
+        mean,
+        rstd,
+        dy,
+        dx,
+        dgamma,
+        dbeta,
+        0.0,
+        false,
+    )
 }
 
 /// BatchNorm backward, eval mode (statistics are constants).
-pub fn batch_norm_eval_backward(dev: &CudaDevice, d: &BatchNormDims, x: &DeviceBuffer, gamma: &DeviceBuffer, running_mean: &DeviceBuffer, running_var: &DeviceBuffer, dy: &DeviceBuffer, dx: &DeviceBuffer, dgamma: Option<&DeviceBuffer>, dbeta: Option<&DeviceBuffer>) -> CudaResult<()> {
+pub fn batch_norm_eval_backward(
+    dev: &CudaDevice,
+    d: &BatchNormDims,
+    x: &DeviceBuffer,
+    gamma: &DeviceBuffer,
+    running_mean: &DeviceBuffer,
+    running_var: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    dgamma: Option<&DeviceBuffer>,
+    dbeta: Option<&DeviceBuffer>,
+) -> CudaResult<()> {
     let p = bn_of(d)?;
     for (what, b) in [("x", x), ("dy", dy), ("dx", dx)] {
         check_f32(KERNEL, what, b, p.len())?;
@@ -326,18 +442,45 @@ pub fn batch_norm_eval_backward(dev: &CudaDevice, d: &BatchNormDims, x: &DeviceB
     check_f32(KERNEL, "gamma", gamma, p.c)?;
     check_affine(p.c, dgamma, dbeta)?;
     let (mean, rstd) = bn_eval_stats(dev, &p, running_mean, running_var)?;
-    gn_backward(dev, &p, false, x, Some(gamma), None, &mean, &rstd, dy, dx, dgamma, dbeta, 0.0, true)
+    gn_backward(
+        dev,
+        &p,
+        false,
+        x,
+        Some(gamma),
+        None,
+        &mean,
+        &rstd,
+        dy,
+        dx,
+        dgamma,
+        dbeta,
+        0.0,
+        true,
+    )
 }
 
 fn check_ln(d: &LayerNormDims) -> CudaResult<()> {
     if d.dim == 0 || d.dim > LN_MAX_C {
-        return Err(geometry(KERNEL, format!("layer norm dim {} not in 1..={LN_MAX_C}", d.dim)));
+        return Err(geometry(
+            KERNEL,
+            format!("layer norm dim {} not in 1..={LN_MAX_C}", d.dim),
+        ));
     }
     Ok(())
 }
 
 /// LayerNorm forward over the last dim of `[rows, dim]`; saves `mean`, `rstd` (`[rows]`).
-pub fn layer_norm_forward(dev: &CudaDevice, d: &LayerNormDims, x: &DeviceBuffer, gamma: Option<&DeviceBuffer>, beta: Option<&DeviceBuffer>, y: &DeviceBuffer, mean: &DeviceBuffer, rstd: &DeviceBuffer) -> CudaResult<()> {
+pub fn layer_norm_forward(
+    dev: &CudaDevice,
+    d: &LayerNormDims,
+    x: &DeviceBuffer,
+    gamma: Option<&DeviceBuffer>,
+    beta: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+    mean: &DeviceBuffer,
+    rstd: &DeviceBuffer,
+) -> CudaResult<()> {
     check_ln(d)?;
     check_f32(KERNEL, "x", x, d.rows * d.dim)?;
     check_f32(KERNEL, "y", y, d.rows * d.dim)?;
@@ -354,11 +497,27 @@ pub fn layer_norm_forward(dev: &CudaDevice, d: &LayerNormDims, x: &DeviceBuffer,
         .push(i32_of(KERNEL, "rows", d.rows)?)
         .push(d.dim as i32)
         .push(d.eps as f32)
-        .launch(dev, "ln_fwd", cfg((d.rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), 0))
+        .launch(
+            dev,
+            "ln_fwd",
+            cfg((d.rows.div_ceil(8) as u32, 1, 1), (256, 1, 1), 0),
+        )
 }
 
 /// LayerNorm backward: dx = value + dx_beta * dx; dgamma, dbeta accumulate (optional).
-pub fn layer_norm_backward(dev: &CudaDevice, d: &LayerNormDims, x: &DeviceBuffer, gamma: Option<&DeviceBuffer>, mean: &DeviceBuffer, rstd: &DeviceBuffer, dy: &DeviceBuffer, dx: &DeviceBuffer, dgamma: Option<&DeviceBuffer>, dbeta: Option<&DeviceBuffer>, dx_beta: f32) -> CudaResult<()> {
+pub fn layer_norm_backward(
+    dev: &CudaDevice,
+    d: &LayerNormDims,
+    x: &DeviceBuffer,
+    gamma: Option<&DeviceBuffer>,
+    mean: &DeviceBuffer,
+    rstd: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    dgamma: Option<&DeviceBuffer>,
+    dbeta: Option<&DeviceBuffer>,
+    dx_beta: f32,
+) -> CudaResult<()> {
     check_ln(d)?;
     for (what, b) in [("x", x), ("dy", dy), ("dx", dx)] {
         check_f32(KERNEL, what, b, d.rows * d.dim)?;

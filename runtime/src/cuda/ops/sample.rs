@@ -13,7 +13,13 @@ const KERNEL: &str = "cuda sample";
 
 // ------------------------------------------------------------------ softmax
 /// `y = softmax(x)` over each of `rows` rows of `n`.
-pub fn softmax_forward(dev: &CudaDevice, x: &DeviceBuffer, y: &DeviceBuffer, rows: usize, n: usize) -> CudaResult<()> {
+pub fn softmax_forward(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+    rows: usize,
+    n: usize,
+) -> CudaResult<()> {
     check_f32(KERNEL, "x", x, rows * n)?;
     check_f32(KERNEL, "y", y, rows * n)?;
     if n == 0 {
@@ -27,7 +33,15 @@ pub fn softmax_forward(dev: &CudaDevice, x: &DeviceBuffer, y: &DeviceBuffer, row
 }
 
 /// `dx = y * (dy - sum(dy * y)) + dx_beta * dx` per row.
-pub fn softmax_backward(dev: &CudaDevice, y: &DeviceBuffer, dy: &DeviceBuffer, dx: &DeviceBuffer, rows: usize, n: usize, dx_beta: f32) -> CudaResult<()> {
+pub fn softmax_backward(
+    dev: &CudaDevice,
+    y: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    rows: usize,
+    n: usize,
+    dx_beta: f32,
+) -> CudaResult<()> {
     for (w, b) in [("y", y), ("dy", dy), ("dx", dx)] {
         check_f32(KERNEL, w, b, rows * n)?;
     }
@@ -46,7 +60,10 @@ pub fn softmax_backward(dev: &CudaDevice, y: &DeviceBuffer, dy: &DeviceBuffer, d
 // ------------------------------------------------------------------ nearest upsample
 fn up_args(d: &UpsampleDims) -> CudaResult<[i32; 8]> {
     if d.scale.contains(&0) {
-        return Err(geometry(KERNEL, format!("upsample scale {:?} has a zero", d.scale)));
+        return Err(geometry(
+            KERNEL,
+            format!("upsample scale {:?} has a zero", d.scale),
+        ));
     }
     let i = |w: &str, v: usize| i32_of(KERNEL, w, v);
     Ok([
@@ -62,7 +79,12 @@ fn up_args(d: &UpsampleDims) -> CudaResult<[i32; 8]> {
 }
 
 /// Nearest upsampling by the integer factors of `d`.
-pub fn upsample_nearest_forward(dev: &CudaDevice, d: &UpsampleDims, x: &DeviceBuffer, y: &DeviceBuffer) -> CudaResult<()> {
+pub fn upsample_nearest_forward(
+    dev: &CudaDevice,
+    d: &UpsampleDims,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+) -> CudaResult<()> {
     let a = up_args(d)?;
     check_f32(KERNEL, "x", x, d.in_len())?;
     check_f32(KERNEL, "y", y, d.out_len())?;
@@ -75,7 +97,13 @@ pub fn upsample_nearest_forward(dev: &CudaDevice, d: &UpsampleDims, x: &DeviceBu
 }
 
 /// `dx = (block sums of dy) + dx_beta * dx`.
-pub fn upsample_nearest_backward(dev: &CudaDevice, d: &UpsampleDims, dy: &DeviceBuffer, dx: &DeviceBuffer, dx_beta: f32) -> CudaResult<()> {
+pub fn upsample_nearest_backward(
+    dev: &CudaDevice,
+    d: &UpsampleDims,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    dx_beta: f32,
+) -> CudaResult<()> {
     let a = up_args(d)?;
     check_f32(KERNEL, "dy", dy, d.out_len())?;
     check_f32(KERNEL, "dx", dx, d.in_len())?;
@@ -84,18 +112,29 @@ pub fn upsample_nearest_backward(dev: &CudaDevice, d: &UpsampleDims, dy: &Device
     for v in a {
         args.push(v);
     }
-    args.push(dx_beta).launch(dev, "upsample_nearest_bwd", grid_1d(dev, d.in_len()))
+    args.push(dx_beta)
+        .launch(dev, "upsample_nearest_bwd", grid_1d(dev, d.in_len()))
 }
 
 // ------------------------------------------------------------------ 2x2 max pool
 /// Pools h and w; depth slices are independent, so [n, d, h, w, c] runs as n*d images.
 fn pool_args(d: &MaxPoolDims) -> CudaResult<[i32; 4]> {
     let i = |w: &str, v: usize| i32_of(KERNEL, w, v);
-    Ok([i("n*d", d.n * d.spatial[0])?, i("h", d.spatial[1])?, i("w", d.spatial[2])?, i("channels", d.channels)?])
+    Ok([
+        i("n*d", d.n * d.spatial[0])?,
+        i("h", d.spatial[1])?,
+        i("w", d.spatial[2])?,
+        i("channels", d.channels)?,
+    ])
 }
 
 /// 2x2/2 max pool (floor); the window's first maximum wins, NaN propagates (torch rule).
-pub fn max_pool2x2_forward(dev: &CudaDevice, d: &MaxPoolDims, x: &DeviceBuffer, y: &DeviceBuffer) -> CudaResult<()> {
+pub fn max_pool2x2_forward(
+    dev: &CudaDevice,
+    d: &MaxPoolDims,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+) -> CudaResult<()> {
     let a = pool_args(d)?;
     check_f32(KERNEL, "x", x, d.in_len())?;
     check_f32(KERNEL, "y", y, d.out_len())?;
@@ -110,7 +149,14 @@ pub fn max_pool2x2_forward(dev: &CudaDevice, d: &MaxPoolDims, x: &DeviceBuffer, 
 }
 
 /// Max pool backward from the forward input (the argmax is recomputed, no index buffer).
-pub fn max_pool2x2_backward(dev: &CudaDevice, d: &MaxPoolDims, x: &DeviceBuffer, dy: &DeviceBuffer, dx: &DeviceBuffer, dx_beta: f32) -> CudaResult<()> {
+pub fn max_pool2x2_backward(
+    dev: &CudaDevice,
+    d: &MaxPoolDims,
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    dx_beta: f32,
+) -> CudaResult<()> {
     let a = pool_args(d)?;
     check_f32(KERNEL, "x", x, d.in_len())?;
     check_f32(KERNEL, "dy", dy, d.out_len())?;
@@ -139,7 +185,12 @@ struct AxisTable {
 }
 
 /// Dense (start, weights) table from a CSR gather table whose rows are contiguous runs.
-fn dense(dev: &CudaDevice, out_len: usize, in_len: usize, rows: impl Fn(usize) -> Vec<(usize, f64)>) -> CudaResult<AxisTable> {
+fn dense(
+    dev: &CudaDevice,
+    out_len: usize,
+    in_len: usize,
+    rows: impl Fn(usize) -> Vec<(usize, f64)>,
+) -> CudaResult<AxisTable> {
     let runs: Vec<Vec<(usize, f64)>> = (0..out_len).map(rows).collect();
     let taps = runs.iter().map(Vec::len).max().unwrap_or(0).max(1);
     let mut idx0 = vec![0i32; out_len];
@@ -167,7 +218,9 @@ fn dense(dev: &CudaDevice, out_len: usize, in_len: usize, rows: impl Fn(usize) -
 /// Forward (output-major) and transposed (input-major) tables of one axis.
 fn axis_tables(dev: &CudaDevice, a: &AxisWeights) -> CudaResult<(AxisTable, AxisTable)> {
     let (off, src, w) = (a.offsets(), a.source(), a.weights());
-    let fwd = dense(dev, a.dest_len(), a.source_len(), |j| (off[j]..off[j + 1]).map(|k| (src[k], w[k])).collect())?;
+    let fwd = dense(dev, a.dest_len(), a.source_len(), |j| {
+        (off[j]..off[j + 1]).map(|k| (src[k], w[k])).collect()
+    })?;
     let mut by_input: Vec<Vec<(usize, f64)>> = vec![Vec::new(); a.source_len()];
     for j in 0..a.dest_len() {
         for k in off[j]..off[j + 1] {
@@ -190,14 +243,30 @@ pub struct GpuResizePlan {
 impl GpuResizePlan {
     pub fn new(dev: &CudaDevice, plan: &ResizePlan) -> CudaResult<Self> {
         let (in_hw, out_hw) = (plan.in_hw(), plan.out_hw());
-        let rows = (in_hw[0] != out_hw[0]).then(|| axis_tables(dev, plan.height_weights())).transpose()?;
-        let cols = (in_hw[1] != out_hw[1]).then(|| axis_tables(dev, plan.width_weights())).transpose()?;
-        Ok(GpuResizePlan { in_hw, out_hw, rows, cols })
+        let rows = (in_hw[0] != out_hw[0])
+            .then(|| axis_tables(dev, plan.height_weights()))
+            .transpose()?;
+        let cols = (in_hw[1] != out_hw[1])
+            .then(|| axis_tables(dev, plan.width_weights()))
+            .transpose()?;
+        Ok(GpuResizePlan {
+            in_hw,
+            out_hw,
+            rows,
+            cols,
+        })
     }
 }
 
 /// One pass over `[outer, len, inner]`.
-fn resample(dev: &CudaDevice, t: &AxisTable, x: &DeviceBuffer, y: &DeviceBuffer, outer: usize, inner: usize) -> CudaResult<()> {
+fn resample(
+    dev: &CudaDevice,
+    t: &AxisTable,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+    outer: usize,
+    inner: usize,
+) -> CudaResult<()> {
     Args::new()
         .buf(x)
         .buf(y)
@@ -208,13 +277,29 @@ fn resample(dev: &CudaDevice, t: &AxisTable, x: &DeviceBuffer, y: &DeviceBuffer,
         .buf(&t.idx0)
         .buf(&t.wts)
         .push(t.taps as i32)
-        .launch(dev, "resample_axis_fwd", grid_1d(dev, outer * t.out_len * inner))
+        .launch(
+            dev,
+            "resample_axis_fwd",
+            grid_1d(dev, outer * t.out_len * inner),
+        )
 }
 
 /// Width pass then height pass, as the CPU kernel (and PyTorch) do; `bwd` selects the
 /// transposed tables, whose passes commute the same way.
-fn separable(dev: &CudaDevice, p: &GpuResizePlan, bwd: bool, n: usize, c: usize, src: &DeviceBuffer, dst: &DeviceBuffer) -> CudaResult<()> {
-    let (src_hw, dst_hw) = if bwd { (p.out_hw, p.in_hw) } else { (p.in_hw, p.out_hw) };
+fn separable(
+    dev: &CudaDevice,
+    p: &GpuResizePlan,
+    bwd: bool,
+    n: usize,
+    c: usize,
+    src: &DeviceBuffer,
+    dst: &DeviceBuffer,
+) -> CudaResult<()> {
+    let (src_hw, dst_hw) = if bwd {
+        (p.out_hw, p.in_hw)
+    } else {
+        (p.in_hw, p.out_hw)
+    };
     let cols = p.cols.as_ref().map(|(f, b)| if bwd { b } else { f });
     let rows = p.rows.as_ref().map(|(f, b)| if bwd { b } else { f });
     match (cols, rows) {
@@ -230,14 +315,28 @@ fn separable(dev: &CudaDevice, p: &GpuResizePlan, bwd: bool, n: usize, c: usize,
 }
 
 /// Bicubic antialiased resize: x `[n, in_h, in_w, c]` -> y `[n, out_h, out_w, c]`.
-pub fn resize_forward(dev: &CudaDevice, p: &GpuResizePlan, n: usize, c: usize, x: &DeviceBuffer, y: &DeviceBuffer) -> CudaResult<()> {
+pub fn resize_forward(
+    dev: &CudaDevice,
+    p: &GpuResizePlan,
+    n: usize,
+    c: usize,
+    x: &DeviceBuffer,
+    y: &DeviceBuffer,
+) -> CudaResult<()> {
     check_f32(KERNEL, "x", x, n * p.in_hw[0] * p.in_hw[1] * c)?;
     check_f32(KERNEL, "y", y, n * p.out_hw[0] * p.out_hw[1] * c)?;
     separable(dev, p, false, n, c, x, y)
 }
 
 /// The transpose: dy `[n, out_h, out_w, c]` -> dx `[n, in_h, in_w, c]` (overwritten).
-pub fn resize_backward(dev: &CudaDevice, p: &GpuResizePlan, n: usize, c: usize, dy: &DeviceBuffer, dx: &DeviceBuffer) -> CudaResult<()> {
+pub fn resize_backward(
+    dev: &CudaDevice,
+    p: &GpuResizePlan,
+    n: usize,
+    c: usize,
+    dy: &DeviceBuffer,
+    dx: &DeviceBuffer,
+) -> CudaResult<()> {
     check_f32(KERNEL, "dy", dy, n * p.out_hw[0] * p.out_hw[1] * c)?;
     check_f32(KERNEL, "dx", dx, n * p.in_hw[0] * p.in_hw[1] * c)?;
     separable(dev, p, true, n, c, dy, dx)

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# gpu-check.sh — the one prepared command for a lent H100/H200: build, CUDA parity tests,
+# golden verification on CUDA, kernel and training-step timings (ours and PyTorch eager on the
+# same GPU). Every step is time-boxed and its status recorded; a failing step never stops the
+# script. Logs go to $OUT/gpu-check/ (OUT defaults to ./out); a summary table is printed LAST.
+# Meant to finish in under 8 minutes (MEDVAE_GPU_CHECK_BUDGET seconds, default 450).
+#
+#   scripts/gpu-check.sh            on the GPU machine, from the repository root
+#   scripts/gpu-check.sh --prepare  on a build machine (no GPU needed): build release binaries
+#                                   and precompile the kernels for sm_90 into
+#                                   target/gpu-prebuilt/ — carry that folder when the GPU
+#                                   machine cannot build (no cargo, no crates offline) or has no
+#                                   NVRTC; the check then runs the prebuilt binaries.
+#
+# Environment (all optional):
+#   OUT                     output folder (default ./out)
+#   MEDVAE_GOLDEN           golden cases (default: shared/golden or ../shared/golden)
+#   MEDVAE_PREBUILT         prebuilt folder (default target/gpu-prebuilt)
+#   MEDVAE_PTX_CACHE        kernel image cache (default: the prebuilt ptx-cache if present)
+#   MEDVAE_NVRTC_DIR        where libnvrtc.so* lives, if not found automatically
+#   MEDVAE_WHEEL            medvae wheel for the PyTorch baseline (else searched in shared/bench)
+#   MEDVAE_GPU_CHECK_ARCH   architecture for --prepare (default sm_90)
+set -u
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT" || exit 1
+PREBUILT="${MEDVAE_PREBUILT:-$ROOT/target/gpu-prebuilt}"
+
+# ------------------------------------------------------------------ --prepare (build machine)
+if [ "${1:-}" = "--prepare" ]; then
+  set -e
+  arch="${MEDVAE_GPU_CHECK_ARCH:-sm_90}"
+  mkdir -p "$PREBUILT/bin" "$PREBUILT/ptx-cache"
+  cargo build --release -p medvae-fast
+  cargo build --release -p medvae-runtime --example cuda_bench
+  cargo build --release -p medvae-fast --example kernels
+  # The parity test binary: ask cargo where it put it.
+  parity="$(cargo test --release -p medvae-runtime --test cuda_parity --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*cuda_parity[^"]*\)".*/\1/p' | tail -1)"
+  cp target/release/medvae-fast "$PREBUILT/bin/"
+  cp target/release/examples/cuda_bench target/release/examples/kernels "$PREBUILT/bin/"
+  [ -n "$parity" ] && cp "$parity" "$PREBUILT/bin/cuda_parity"
+  strip "$PREBUILT"/bin/* 2>/dev/null || true
+  # Precompiled kernel images (CUBIN for $arch): the GPU machine then needs no NVRTC.
+  MEDVAE_PTX_CACHE="$PREBUILT/ptx-cache" "$PREBUILT/bin/kernels" warm-cache --arch "$arch" ||
+    echo "warning: could not precompile kernels (is NVRTC on LD_LIBRARY_PATH? see scripts/install-nvrtc.sh)"
+  du -sh "$PREBUILT"
+  ls -la "$PREBUILT/bin" "$PREBUILT/ptx-cache"
+  exit 0
+fi
+
+# ------------------------------------------------------------------ bookkeeping
+OUT="${OUT:-$ROOT/out}"
+LOG="$OUT/gpu-check"
+mkdir -p "$LOG"
+START=$(date +%s)
+BUDGET="${MEDVAE_GPU_CHECK_BUDGET:-450}"
+NAMES=()
+STATES=()
+SECS=()
+NOTES=()
+
+elapsed() { echo $(( $(date +%s) - START )); }
+remaining() { echo $(( BUDGET - $(elapsed) )); }
+record() { NAMES+=("$1"); STATES+=("$2"); SECS+=("$3"); NOTES+=("$4"); }
+
+# run_step NAME LIMIT_SECONDS CMD... : time-boxed (never past the budget), logged, recorded.
+run_step() {
+  local name="$1" limit="$2"
+  shift 2
+  local left
+  left=$(remaining)
+  if [ "$left" -lt 15 ]; then
+    record "$name" "SKIP" 0 "out of time budget"
+    return 1
+  fi
+  [ "$limit" -gt "$left" ] && limit="$left"
+  local t0=$SECONDS
+  echo "== $name (limit ${limit}s): $*" | tee -a "$LOG/steps.log"
+  timeout --kill-after=10 "$limit" "$@" >"$LOG/$name.log" 2>&1
+  local rc=$?
+  local dt=$(( SECONDS - t0 ))
+  if [ $rc -eq 0 ]; then
+    record "$name" "OK" "$dt" "$(tail -n 1 "$LOG/$name.log" | cut -c1-70)"
+  elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+    record "$name" "TIMEOUT" "$dt" "after ${limit}s, see $name.log"
+  else
+    record "$name" "FAIL" "$dt" "rc $rc: $(grep -m1 -iE 'error|panicked|fail' "$LOG/$name.log" | cut -c1-60)"
+  fi
+  return $rc
+}
+
+# ------------------------------------------------------------------ environment
+{
+  echo "date: $(date -u)"
+  echo "host: $(hostname)"
+  nvidia-smi 2>&1 || echo "nvidia-smi not available"
+  echo "cargo: $(command -v cargo || echo none)"
+  echo "python3: $(command -v python3 || echo none)"
+} >"$LOG/environment.log" 2>&1
+GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+record "environment" "INFO" 0 "${GPU_NAME:-no nvidia-smi}"
+
+# NVRTC: cudarc loads libnvrtc.so / libnvrtc.so.12; find one (torch ships it in its
+# nvidia-cuda-nvrtc wheel) and expose it under the bare name too.
+find_nvrtc() {
+  local dirs=()
+  [ -n "${MEDVAE_NVRTC_DIR:-}" ] && dirs+=("$MEDVAE_NVRTC_DIR" "$MEDVAE_NVRTC_DIR/nvidia/cuda_nvrtc/lib")
+  dirs+=(/opt/nvrtc/nvidia/cuda_nvrtc/lib)
+  if command -v python3 >/dev/null 2>&1; then
+    while IFS= read -r d; do dirs+=("$d"); done < <(python3 - 2>/dev/null <<'PY'
+import os, site, sys
+roots = set(site.getsitepackages() + [site.getusersitepackages()] + sys.path)
+for r in roots:
+    for sub in ("nvidia/cuda_nvrtc/lib", "nvidia/cu13/lib", "torch/lib"):
+        p = os.path.join(r, sub)
+        if os.path.isdir(p):
+            print(p)
+PY
+)
+  fi
+  dirs+=(/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu)
+  local d f
+  for d in "${dirs[@]}"; do
+    for f in "$d"/libnvrtc.so.12 "$d"/libnvrtc.so.13 "$d"/libnvrtc.so "$d"/libnvrtc.so.1[0-9]*; do
+      [ -e "$f" ] && { echo "$f"; return 0; }
+    done
+  done
+  return 1
+}
+if NVRTC_LIB="$(find_nvrtc)"; then
+  mkdir -p "$OUT/nvrtc-lib"
+  ln -sf "$NVRTC_LIB" "$OUT/nvrtc-lib/libnvrtc.so"
+  export LD_LIBRARY_PATH="$OUT/nvrtc-lib:$(dirname "$NVRTC_LIB")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  record "nvrtc" "INFO" 0 "$NVRTC_LIB"
+else
+  record "nvrtc" "INFO" 0 "not found: needs the prebuilt kernel cache"
+fi
+if [ -z "${MEDVAE_PTX_CACHE:-}" ]; then
+  if [ -d "$PREBUILT/ptx-cache" ]; then
+    export MEDVAE_PTX_CACHE="$PREBUILT/ptx-cache"
+  else
+    export MEDVAE_PTX_CACHE="$OUT/ptx-cache"
+  fi
+fi
+
+# ------------------------------------------------------------------ build (or prebuilt)
+BIN=""
+if command -v cargo >/dev/null 2>&1; then
+  if run_step build 240 bash -c 'cargo build --release --offline -p medvae-fast &&
+      cargo build --release --offline -p medvae-runtime --example cuda_bench &&
+      cargo test --release --offline -p medvae-runtime --test cuda_parity --no-run'; then
+    BIN="$ROOT/target/release"
+  fi
+fi
+if [ -z "$BIN" ] && [ -x "$PREBUILT/bin/medvae-fast" ]; then
+  BIN="$PREBUILT/bin"
+  record "prebuilt" "INFO" 0 "$BIN"
+fi
+if [ -z "$BIN" ]; then
+  record "binaries" "FAIL" 0 "no cargo build and no $PREBUILT (run --prepare)"
+fi
+MEDVAE_BIN="$BIN/medvae-fast"
+BENCH_BIN="$BIN/cuda_bench"
+[ -x "$BENCH_BIN" ] || BENCH_BIN="$BIN/examples/cuda_bench"
+if [ -x "$BIN/cuda_parity" ]; then
+  PARITY_CMD=("$BIN/cuda_parity")
+else
+  PARITY_CMD=(cargo test --release --offline -p medvae-runtime --test cuda_parity --)
+fi
+
+# ------------------------------------------------------------------ checks
+if [ -n "$BIN" ]; then
+  run_step parity 150 "${PARITY_CMD[@]}" --nocapture --test-threads 1
+  if grep -q "skipped:" "$LOG/parity.log" 2>/dev/null; then
+    NOTES[${#NOTES[@]}-1]="SKIPPED: $(grep -m1 -o 'skipped: .*' "$LOG/parity.log" | cut -c1-60)"
+  fi
+
+  GOLDEN="${MEDVAE_GOLDEN:-}"
+  for g in "$ROOT/shared/golden" "$ROOT/../shared/golden"; do
+    [ -z "$GOLDEN" ] && [ -d "$g" ] && GOLDEN="$g"
+  done
+  if [ -n "$GOLDEN" ]; then
+    run_step verify-cuda 90 "$MEDVAE_BIN" verify --golden "$GOLDEN" --device cuda
+  else
+    record "verify-cuda" "SKIP" 0 "no golden folder (set MEDVAE_GOLDEN)"
+  fi
+
+  run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
+
+  for prec in tf32 bf16; do
+    name="bench-step-$prec"
+    if "$MEDVAE_BIN" bench --help 2>/dev/null | grep -q step; then
+      run_step "$name" 60 "$MEDVAE_BIN" bench step --model medvae_4_1_2d --size 256 --batch 8 --device cuda --precision "$prec"
+    else
+      record "$name" "N/A" 0 "not available (no 'bench step' subcommand yet)"
+    fi
+  done
+fi
+
+# ------------------------------------------------------------------ PyTorch eager baseline
+TORCH_SCRIPT=""
+for s in "$ROOT/shared/bench/torch_baseline.py" "$ROOT/../shared/bench/torch_baseline.py"; do
+  [ -z "$TORCH_SCRIPT" ] && [ -f "$s" ] && TORCH_SCRIPT="$s"
+done
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import torch" >/dev/null 2>&1; then
+  record "torch-baseline" "N/A" 0 "python3 with torch not available"
+elif [ -z "$TORCH_SCRIPT" ]; then
+  record "torch-baseline" "N/A" 0 "torch_baseline.py not found (shared/bench)"
+else
+  WHEEL="${MEDVAE_WHEEL:-}"
+  if [ -z "$WHEEL" ]; then
+    WHEEL="$(ls "$(dirname "$TORCH_SCRIPT")"/medvae-*.whl "$ROOT"/shared/bench/wheels/medvae-*.whl \
+      "$ROOT"/.bench/medvae-*.whl 2>/dev/null | head -1)"
+  fi
+  if [ -z "$WHEEL" ] && ! python3 -c "import medvae" >/dev/null 2>&1; then
+    record "torch-baseline" "N/A" 0 "no medvae wheel (MEDVAE_WHEEL) and medvae not installed"
+  else
+    wheel_arg=()
+    [ -n "$WHEEL" ] && wheel_arg=(--medvae-wheel "$WHEEL")
+    for prec in tf32 bf16; do
+      run_step "torch-$prec" 100 python3 "$TORCH_SCRIPT" --device cuda --size 256 --batch 8 --reps 5 \
+        --precision "$prec" --only stage1_step,ae_fwd_bwd,conv3x3_128 "${wheel_arg[@]}"
+    done
+  fi
+fi
+
+# ------------------------------------------------------------------ summary (printed last)
+{
+  echo
+  echo "gpu-check on ${GPU_NAME:-unknown GPU}, $(elapsed)s total, logs in $LOG"
+  if [ -f "$LOG/bench-kernels.log" ]; then
+    echo "-- kernel timings (median ms, TFLOP/s) --"
+    grep -E "ms" "$LOG/bench-kernels.log" | grep -vE "^(error|warning)" | head -40
+  fi
+  for prec in tf32 bf16; do
+    [ -f "$LOG/torch-$prec.log" ] && echo "-- torch $prec: $(tail -n 1 "$LOG/torch-$prec.log" | cut -c1-300)"
+    [ -f "$LOG/bench-step-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/bench-step-$prec.log" | cut -c1-300)"
+  done
+  printf '%-16s %-8s %6s  %s\n' STEP STATUS SECS NOTE
+  for i in "${!NAMES[@]}"; do
+    printf '%-16s %-8s %6s  %s\n' "${NAMES[$i]}" "${STATES[$i]}" "${SECS[$i]}" "${NOTES[$i]}"
+  done
+} | tee "$LOG/summary.txt"
+exit 0
