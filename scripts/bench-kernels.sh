@@ -36,12 +36,13 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round: cargo bench --bench $b" >&2
     cargo bench -q -p medvae-benches --bench "$b" -- --noplot >&2
   done
-  # Criterion keeps its latest estimate per bench; collect the ones written this round.
+  # Criterion keeps only its latest estimate per bench: record this round's medians now.
   find "$TARGET_DIR/criterion" -path '*/new/estimates.json' -newer "$marker" |
     while read -r f; do
       id=${f#"$TARGET_DIR/criterion/"}
       id=${id%/new/estimates.json}
-      printf '%s\t%s\n' "$id" "$f"
+      median_ns=$("$TORCH_PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["median"]["point_estimate"])' "$f")
+      printf '%s\t%s\n' "$id" "$median_ns"
     done >"$results/ours-$round.tsv"
   echo "== round $round: PyTorch ($TORCH_PYTHON)" >&2
   "$TORCH_PYTHON" scripts/torch_kernels_bench.py --threads "$THREADS" >"$results/torch-$round.jsonl"
@@ -58,10 +59,10 @@ for r in range(1, rounds + 1):
         rec = json.loads(line)
         torch.setdefault(rec["bench"], {})[rec["memory_format"]] = rec["median_ms"]
     for line in sorted(open(f"{results}/ours-{r}.tsv")):
-        crit_id, path = line.rstrip("\n").split("\t")
+        crit_id, median_ns = line.rstrip("\n").split("\t")
         group, _, bench = crit_id.rpartition("/")
         key = f"gn_silu_128/{bench}" if "gn_silu" in group else f"{group}/{bench}"
-        ours = json.load(open(path))["median"]["point_estimate"] / 1e6
+        ours = float(median_ns) / 1e6
         t = torch.get(key, {})
         cl, nchw = t.get("channels_last"), t.get("nchw")
         best = min(v for v in (cl, nchw) if v is not None) if t else None

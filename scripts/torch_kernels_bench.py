@@ -95,8 +95,8 @@ def gn_silu_benches(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=11)
     ap.add_argument("--only", choices=["conv", "gn_silu"], default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -9,6 +9,7 @@ use medvae_kernels::cpu::conv::{
 };
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
+use std::time::Duration;
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -29,7 +30,8 @@ fn bench_geometry(c: &mut Criterion, group_name: &str, g: ConvGeometry) {
     let mut scratch = ConvScratch::new();
 
     let mut group = c.benchmark_group(group_name);
-    group.sample_size(20);
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(6));
     group.bench_function("forward", |bench| {
         bench.iter(|| {
             conv_forward_with(&mut scratch, &g, &x, &w, Some(&b), &mut y).unwrap();

@@ -1,6 +1,7 @@
 //! medvae-fast: MedVAE finetuning and inference on a hand-written tensor runtime.
 //! The binary is thin: argument parsing and presentation; the work lives in the libraries.
 
+mod cmd_kernels;
 mod cmd_verify;
 
 use anyhow::Result;
@@ -29,6 +30,26 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// CUDA kernels: list them, or compile every one through NVRTC (no GPU needed).
+    Kernels {
+        #[command(subcommand)]
+        action: KernelsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KernelsAction {
+    /// Every CUDA module with its entry points.
+    List,
+    /// Compile every kernel for each architecture; fails if any does not compile.
+    Compile {
+        /// Target architecture, e.g. sm_90 (repeatable; default sm_80 and sm_90).
+        #[arg(long = "arch")]
+        archs: Vec<String>,
+        /// Skip the `ptxas -v` resource report even when ptxas is found.
+        #[arg(long)]
+        no_ptxas: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,5 +65,12 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Verify { golden, filter, device } => cmd_verify::run(&golden, filter, &device),
+        Command::Kernels { action } => {
+            match action {
+                KernelsAction::List => cmd_kernels::run_kernels_list(),
+                KernelsAction::Compile { archs, no_ptxas } => cmd_kernels::run_kernels_compile(&archs, !no_ptxas)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

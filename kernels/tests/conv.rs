@@ -14,37 +14,24 @@ use std::path::PathBuf;
 // ---------------------------------------------------------------------------------------------
 // Independent references
 
-/// Visit every (output position, tap, input position) triple of a convolution, in f64.
+/// Visit every `(y pixel, weight tap, x pixel)` triple of a convolution (pixel indices
+/// without channels), straight from the definition of a strided, zero-padded correlation.
 fn for_each_pair(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
-    // f(y pixel, weight tap, x pixel), pixel indices without channels.
-    let o = g.out_spatial();
-    let [d, h, w] = g.in_spatial;
-    for n in 0..g.batch {
-        for oz in 0..o[0] {
-            for oy in 0..o[1] {
-                for ox in 0..o[2] {
-                    let ypix = ((n * o[0] + oz) * o[1] + oy) * o[2] + ox;
-                    for kz in 0..g.kernel[0] {
-                        for ky in 0..g.kernel[1] {
-                            for kx in 0..g.kernel[2] {
-                                let iz = (oz * g.stride[0] + kz) as isize - g.pad_lo[0] as isize;
-                                let iy = (oy * g.stride[1] + ky) as isize - g.pad_lo[1] as isize;
-                                let ix = (ox * g.stride[2] + kx) as isize - g.pad_lo[2] as isize;
-                                if iz < 0 || iy < 0 || ix < 0 {
-                                    continue;
-                                }
-                                let (iz, iy, ix) = (iz as usize, iy as usize, ix as usize);
-                                if iz >= d || iy >= h || ix >= w {
-                                    continue;
-                                }
-                                let tap = (kz * g.kernel[1] + ky) * g.kernel[2] + kx;
-                                let xpix = ((n * d + iz) * h + iy) * w + ix;
-                                f(ypix, tap, xpix);
-                            }
-                        }
-                    }
+    let (o, k) = (g.out_spatial(), g.kernel);
+    for ypix in 0..g.batch * o.iter().product::<usize>() {
+        let n = ypix / (o[0] * o[1] * o[2]);
+        let out = [ypix / (o[1] * o[2]) % o[0], ypix / o[2] % o[1], ypix % o[2]];
+        'taps: for tap in 0..k.iter().product() {
+            let kk = [tap / (k[1] * k[2]), tap / k[2] % k[1], tap % k[2]];
+            let mut xpix = n;
+            for i in 0..3 {
+                let c = (out[i] * g.stride[i] + kk[i]) as isize - g.pad_lo[i] as isize;
+                if c < 0 || c >= g.in_spatial[i] as isize {
+                    continue 'taps;
                 }
+                xpix = xpix * g.in_spatial[i] + c as usize;
             }
+            f(ypix, tap, xpix);
         }
     }
 }
@@ -492,6 +479,52 @@ fn fast_path_matches_naive_f32() {
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     for g in small_geometries().iter().chain(&larger_geometries()) {
         compare_with_naive::<f32>(g, 2e-6, &mut rng);
+    }
+}
+
+/// One scratch reused across geometries, algorithms and thread pools of different sizes
+/// (its per-thread buffers must never leak results from one call into the next).
+#[test]
+fn scratch_reuse_across_geometries_and_pools() {
+    let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let mut scratch = ConvScratch::<f64>::new();
+    let geometries = [
+        larger_geometries()[0],
+        larger_geometries()[3],
+        small_geometries()[8],
+    ];
+    for threads in [3, 1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for (i, g) in geometries.iter().enumerate() {
+            let alg = ALGORITHMS[(i + threads) % 2];
+            scratch.set_algorithm(alg);
+            let (x, w, dy) = (
+                random(&mut rng, g.input_len()),
+                random(&mut rng, g.weight_len()),
+                random(&mut rng, g.output_len()),
+            );
+            let r = naive(g, &x, &w, &vec![0.0; g.cout], &dy);
+            let (mut y, mut dx, mut dw) = (
+                vec![0.0; g.output_len()],
+                vec![0.0; g.input_len()],
+                vec![0.0; g.weight_len()],
+            );
+            pool.install(|| {
+                conv_forward_with(&mut scratch, g, &x, &w, None, &mut y).unwrap();
+                conv_backward_data_with(&mut scratch, g, &dy, &w, &mut dx).unwrap();
+                conv_backward_weight_with(&mut scratch, g, &x, &dy, &mut dw, None).unwrap();
+            });
+            for (what, a, rf) in [("y", &y, &r.y), ("dx", &dx, &r.dx), ("dw", &dw, &r.dw)] {
+                let e = rel_err(a, rf);
+                assert!(
+                    e <= 1e-12,
+                    "{g:?} {alg:?} {threads} threads: {what} {e:.3e}"
+                );
+            }
+        }
     }
 }
 

@@ -130,6 +130,11 @@ fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<(
     Ok(())
 }
 
+/// A dense `[batch, tokens, c]` attention operand.
+fn dense(b: &DeviceBuffer, tokens: usize, c: usize) -> AttnOperand<'_> {
+    AttnOperand::dense(b, tokens, c)
+}
+
 fn bench_attention(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
     let c = 512;
     for &(tokens, batch) in &[(4096usize, o.batch), (9216, 1)] {
@@ -150,26 +155,33 @@ fn bench_attention(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaRes
         );
         let (o_, lse) = (dev.alloc_f32(n)?, dev.alloc_f32(batch * tokens)?);
         let (dq, dk, dv) = (dev.alloc_f32(n)?, dev.alloc_f32(n)?, dev.alloc_f32(n)?);
-        let op = |b: &DeviceBuffer| AttnOperand::dense(b, tokens, c);
         let flops = 4.0 * (batch * tokens * tokens * c) as f64;
         let tag = format!("attention {tokens} tokens x{c} b{batch}");
         let ms = time(dev, o.reps.min(5), || {
-            attention_forward(dev, &d, op(&q), op(&k), op(&v), op(&o_), &lse)
+            attention_forward(
+                dev,
+                &d,
+                dense(&q, tokens, c),
+                dense(&k, tokens, c),
+                dense(&v, tokens, c),
+                dense(&o_, tokens, c),
+                &lse,
+            )
         })?;
         report(out, format!("{tag} fwd"), ms, Some(flops));
         let ms = time(dev, o.reps.min(5), || {
             attention_backward(
                 dev,
                 &d,
-                op(&q),
-                op(&k),
-                op(&v),
-                op(&o_),
-                op(&dout),
+                dense(&q, tokens, c),
+                dense(&k, tokens, c),
+                dense(&v, tokens, c),
+                dense(&o_, tokens, c),
+                dense(&dout, tokens, c),
                 &lse,
-                op(&dq),
-                op(&dk),
-                op(&dv),
+                dense(&dq, tokens, c),
+                dense(&dk, tokens, c),
+                dense(&dv, tokens, c),
                 0.0,
             )
         })?;
@@ -254,7 +266,7 @@ fn main() {
         std::process::exit(1);
     }
     println!("kernels loaded in {:.1} s", t0.elapsed().as_secs_f64());
-    let want = |s: &str| o.only.as_ref().map_or(true, |l| l.iter().any(|x| x == s));
+    let want = |s: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == s));
     let mut out = Vec::new();
     let mut failed = false;
     type Bench = fn(&CudaDevice, &Opts, &mut Vec<Record>) -> CudaResult<()>;

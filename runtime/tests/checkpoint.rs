@@ -429,4 +429,3 @@ fn compare_keys_reports_missing_unexpected_and_shape_mismatch() {
 fn mutated_checkpoints_never_panic() {
     checkpoint_support::mutation_fuzz(std::time::Duration::from_secs(4));
 }
-

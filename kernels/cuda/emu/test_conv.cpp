@@ -1,6 +1,8 @@
-// Emulator checks of conv_igemm.cu and conv_direct.cu against a naive double-precision convolution.
+// Emulator checks of conv_igemm.cu, conv_direct.cu and gemm.cu against naive double-precision
+// convolutions and matrix products.
 #include "../conv_direct.cu"
 #include "../conv_igemm.cu"
+#include "../gemm.cu"
 #include "check.h"
 
 struct Case {
@@ -50,7 +52,51 @@ static void reference(const ConvGeom& g, const std::vector<float>& x, const std:
 }
 
 
+// C[b] = alpha * op(A) op(B) + bias + beta * C for layouts nn, nt, tn.
+static void test_gemm() {
+    struct G { int m, n, k, batch; };
+    const char* lay[] = {"nn", "nt", "tn"};
+    for (G t : {G{37, 45, 29, 2}, G{64, 64, 64, 1}, G{150, 70, 100, 1}, G{8, 132, 36, 3}}) {
+        for (int l = 0; l < 3; ++l) {
+            bool at = l == 2, bt = l == 1;
+            int lda = at ? t.m : t.k, ldb = bt ? t.k : t.n, ldc = t.n;
+            long long sa = (long long)t.m * t.k, sb = (long long)t.k * t.n, sc = (long long)t.m * t.n;
+            auto a = chk::randn(sa * t.batch), b = chk::randn(sb * t.batch), bias = chk::randn(t.n);
+            auto c0 = chk::randn(sc * t.batch);
+            std::vector<double> ref(c0.size());
+            for (int z = 0; z < t.batch; ++z)
+                for (int i = 0; i < t.m; ++i)
+                    for (int j = 0; j < t.n; ++j) {
+                        double acc = 0;
+                        for (int k = 0; k < t.k; ++k) {
+                            double av = at ? a[z * sa + (long long)k * lda + i] : a[z * sa + (long long)i * lda + k];
+                            double bv = bt ? b[z * sb + (long long)j * ldb + k] : b[z * sb + (long long)k * ldb + j];
+                            acc += av * bv;
+                        }
+                        ref[z * sc + (long long)i * ldc + j] = 0.5 * acc + bias[j] + 2.0 * c0[z * sc + (long long)i * ldc + j];
+                    }
+            GemmGeom g{t.m, t.n, t.k, lda, ldb, ldc, 0.5f, 2.0f, sa, sb, sc};
+            for (int v = 0; v < 4; ++v) {
+                const bool big = v % 2 == 0;
+                const int BM = big ? 128 : 64, NT = big ? 256 : 128;
+                dim3 grid((t.m + BM - 1) / BM, (t.n + BM - 1) / BM, t.batch);
+                auto c = c0;
+                auto run = [&](auto kern) { EMU_LAUNCH(kern, grid, dim3(NT), 0, g, a.data(), b.data(), bias.data(), c.data()); };
+                if (v == 0) run(l == 0 ? gemm_tf32_128x128_nn : l == 1 ? gemm_tf32_128x128_nt : gemm_tf32_128x128_tn);
+                if (v == 1) run(l == 0 ? gemm_tf32_64x64_nn : l == 1 ? gemm_tf32_64x64_nt : gemm_tf32_64x64_tn);
+                if (v == 2) run(l == 0 ? gemm_bf16_128x128_nn : l == 1 ? gemm_bf16_128x128_nt : gemm_bf16_128x128_tn);
+                if (v == 3) run(l == 0 ? gemm_bf16_64x64_nn : l == 1 ? gemm_bf16_64x64_nt : gemm_bf16_64x64_tn);
+                char tag[128];
+                snprintf(tag, sizeof tag, "gemm %s %dx%dx%d b%d %s", lay[l], t.m, t.n, t.k, t.batch,
+                         v == 0 ? "tf32_128" : v == 1 ? "tf32_64" : v == 2 ? "bf16_128" : "bf16_64");
+                chk::expect(tag, c, ref, v < 2 ? 2e-3 : 1e-2);
+            }
+        }
+    }
+}
+
 int main() {
+    test_gemm();
     std::vector<Case> cases = {
         // n  id ih iw cin cout kd kh kw sd sh sw pdl phl pwl pdh phh pwh
         {2, 1, 7, 6, 8, 12, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // k3 s1 p1, vectorised

@@ -34,20 +34,22 @@ pub(crate) fn read_view(
     let numel = checked_numel(shape).ok_or(ViewError::TooLarge)?;
     let elem = dtype.size_bytes();
     let available = storage.len() / elem;
-    if numel > 0 {
-        // Last element reached: offset + sum (size_i - 1) * stride_i, computed without overflow.
-        let last: u128 = shape
-            .iter()
-            .zip(stride)
-            .map(|(&n, &s)| (n as u128 - 1) * s as u128)
-            .sum::<u128>()
-            + offset as u128;
-        if last >= available as u128 {
-            return Err(ViewError::TooShort {
-                needed: last + 1,
-                available,
-            });
-        }
+    if numel == 0 {
+        // torch accepts an empty view at any offset, even past the end: nothing is read.
+        return Ok(decode_contiguous(&[], dtype, order));
+    }
+    // Last element reached: offset + sum (size_i - 1) * stride_i, computed without overflow.
+    let last: u128 = shape
+        .iter()
+        .zip(stride)
+        .map(|(&n, &s)| (n as u128 - 1) * s as u128)
+        .sum::<u128>()
+        + offset as u128;
+    if last >= available as u128 {
+        return Err(ViewError::TooShort {
+            needed: last + 1,
+            available,
+        });
     }
     let indices = ElementIndices::new(offset, shape, stride, numel);
     if let Some(range) = indices.contiguous_range() {

@@ -262,8 +262,10 @@ fn deflate_compressed_archives_load_like_stored_ones() {
 fn empty_views_past_the_end_of_their_storage_are_empty() {
     // torch allows a zero-element view at any offset; nothing is read.
     let pickle = wrapped_state_dict(|p| {
-        p.str("e").tensor_v2("FloatStorage", "0", 0, 1000, &[0], &[1]);
-        p.str("z").tensor_v2("FloatStorage", "0", 0, 7, &[2, 0, 3], &[0, 1, 5]);
+        p.str("e")
+            .tensor_v2("FloatStorage", "0", 0, 1000, &[0], &[1]);
+        p.str("z")
+            .tensor_v2("FloatStorage", "0", 0, 7, &[2, 0, 3], &[0, 1, 5]);
     });
     let storage = vec![("0".to_owned(), Vec::new())];
     let state = load_checkpoint_bytes(&torch_zip(pickle, &storage), "empty.ckpt").unwrap();

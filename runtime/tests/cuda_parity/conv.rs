@@ -9,6 +9,7 @@ use medvae_runtime::cuda::ops::conv::{
     ConvPrecision,
 };
 
+#[allow(clippy::too_many_arguments)] // one geometry field per argument
 fn geom(
     batch: usize,
     dhw: [usize; 3],

@@ -37,3 +37,29 @@ fn probe_reports_instead_of_panicking() {
         Err(e) => panic!("probe must report NotAvailable, got {e}"),
     }
 }
+
+/// The on-disk image cache: a compiled CUBIN is stored under `<sha256>-sm_XX.cubin` and read
+/// back instead of recompiling. Needs NVRTC only (no GPU).
+#[test]
+fn kernel_image_cache_is_written_and_read_back() {
+    use medvae_kernels::cuda::arch::cache_file_name;
+    use medvae_kernels::cuda::{nvrtc, registry, Arch, Target};
+    use medvae_runtime::cuda::module::module_image;
+    if let Err(e) = nvrtc::version() {
+        println!("skipped: {e}");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("medvae-ptx-cache-test-{}", std::process::id()));
+    let src = registry::source("adam").expect("adam registered");
+    let arch = Arch::parse("sm_90").expect("arch");
+    let (target, image) = module_image(src, arch, Some(&dir)).expect("compiles");
+    assert_eq!(target, Target::Cubin);
+    assert_eq!(&image[..4], b"\x7fELF");
+    let file = dir.join(cache_file_name(src, arch, target));
+    assert_eq!(std::fs::read(&file).expect("cached file"), image);
+    // A second lookup must come from the file, not from NVRTC.
+    std::fs::write(&file, b"marker").expect("write");
+    let (_, again) = module_image(src, arch, Some(&dir)).expect("cached");
+    assert_eq!(again, b"marker");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -225,9 +225,9 @@ impl VirtualGemm {
     }
 
     /// `dw[term] += A_termᵀ · dy` over the whole grid, where `dy` is laid out like the output
-    /// grid (`[batch, grid_z, grid_y, grid_x, n]`). Chunks are split among the threads, each
-    /// accumulating into its own copy of `dw`, summed at the end. The caller has run `check`
-    /// with `weight_len = dw.len()` and checked `dy.len()`.
+    /// grid (`[batch, grid_z, grid_y, grid_x, n]`). Each chunk adds into the partial gradient
+    /// of the thread running it; the partials are summed at the end. The caller has run
+    /// `check` with `weight_len = dw.len()` and checked `dy.len()`.
     pub fn accumulate_weight_grad<T: Real>(
         &self,
         src: &[T],
@@ -239,65 +239,60 @@ impl VirtualGemm {
         if chunks.is_empty() {
             return;
         }
-        let groups = rayon::current_num_threads().clamp(1, chunks.len());
-        let par = self.parallelism(groups);
-        let per_group = chunks.len().div_ceil(groups);
-        let Workspace { threads, partials } = work;
-        let partials = partials.zeroed(groups, dw.len());
-        chunks
-            .par_chunks(per_group)
-            .zip(partials.par_iter_mut())
-            .for_each(|(group, acc)| {
-                threads.with(|tb| self.weight_grad_group(src, dy, group, par, acc, &mut tb.a))
-            });
-        add_partials(partials, dw);
+        work.partials.reset(dw.len());
+        let Workspace { threads, partials } = &*work;
+        chunks.par_iter().for_each(|ch| {
+            threads
+                .with(|tb| partials.with(|acc| self.weight_grad_chunk(src, dy, ch, acc, &mut tb.a)))
+        });
+        for (d, &s) in dw.iter_mut().zip(work.partials.total()) {
+            *d += s;
+        }
     }
 
-    fn weight_grad_group<T: Real>(
+    fn weight_grad_chunk<T: Real>(
         &self,
         src: &[T],
         dy: &[T],
-        group: &[Chunk],
-        par: Parallelism,
+        ch: &Chunk,
         acc: &mut [T],
         buf: &mut Vec<T>,
     ) {
-        for ch in group {
-            let (v0, len) = self.span(ch);
-            let rows: &[T] = if self.dense() {
-                let first = (ch.batch * self.rows_per_item() + ch.row0) * self.grid[2];
-                &dy[first * self.n..(first + len) * self.n]
-            } else {
-                self.gather_virtual(dy, ch, buf);
-                buf
-            };
-            for t in &self.terms {
-                let src_off = (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
-                // SAFETY: as in `run`; `acc` has dw's length, which `check` bounded.
-                unsafe {
-                    gemm(
-                        t.width * self.c,
-                        self.n,
-                        len,
-                        View {
-                            ptr: acc.as_mut_ptr().add(t.weight),
-                            rs: self.n,
-                            cs: 1,
-                        },
-                        true,
-                        View {
-                            ptr: src.as_ptr().add(src_off),
-                            rs: 1,
-                            cs: self.sx * self.c,
-                        },
-                        View {
-                            ptr: rows.as_ptr(),
-                            rs: self.n,
-                            cs: 1,
-                        },
-                        par,
-                    );
-                }
+        let (v0, len) = self.span(ch);
+        let rows: &[T] = if self.dense() {
+            let first = (ch.batch * self.rows_per_item() + ch.row0) * self.grid[2];
+            &dy[first * self.n..(first + len) * self.n]
+        } else {
+            self.gather_virtual(dy, ch, buf);
+            buf
+        };
+        for t in &self.terms {
+            let src_off = (ch.batch * self.src_batch + t.src_pixel + self.sx * v0) * self.c;
+            // SAFETY: as in `run`; `acc` has dw's length, which `check` bounded.
+            // Parallelism::None: tasks must not nest while holding their accumulator.
+            unsafe {
+                gemm(
+                    t.width * self.c,
+                    self.n,
+                    len,
+                    View {
+                        ptr: acc.as_mut_ptr().add(t.weight),
+                        rs: self.n,
+                        cs: 1,
+                    },
+                    true,
+                    View {
+                        ptr: src.as_ptr().add(src_off),
+                        rs: 1,
+                        cs: self.sx * self.c,
+                    },
+                    View {
+                        ptr: rows.as_ptr(),
+                        rs: self.n,
+                        cs: 1,
+                    },
+                    Parallelism::None,
+                );
             }
         }
     }
@@ -316,19 +311,6 @@ impl VirtualGemm {
             buf[at..at + row_len].copy_from_slice(&dy[from..from + row_len]);
         }
     }
-}
-
-/// `dst += Σ partials`, in parallel over `dst`.
-pub(super) fn add_partials<T: Real>(partials: &[Vec<T>], dst: &mut [T]) {
-    const SPAN: usize = 1 << 14;
-    dst.par_chunks_mut(SPAN).enumerate().for_each(|(i, out)| {
-        let range = i * SPAN..i * SPAN + out.len();
-        for part in partials {
-            for (o, &p) in out.iter_mut().zip(&part[range.clone()]) {
-                *o += p;
-            }
-        }
-    });
 }
 
 /// An end offset that overflowed (`None`) or lies beyond `limit`.

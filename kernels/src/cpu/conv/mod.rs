@@ -4,8 +4,8 @@
 //! Everything is an implicit GEMM on the `gemm` crate (no im2col): the input (or, for
 //! backward-data, `dy`) is copied once into a zero-padded, stride-phase-split layout on which
 //! every kernel tap row is one large GEMM over a "virtual grid" of output rows. See
-//! `implicit_gemm` for the scheme, `forward`, `backward_data` and `backward_weight` for how
-//! each direction maps onto it.
+//! `implicit_gemm` for the scheme (and the weight gradient, which runs on the forward's
+//! layout), `forward` and `backward_data` for how those directions map onto it.
 //!
 //! 3×3 stride-1 2D convolutions (all three directions) run as Winograd F(2×2, 3×3) instead
 //! (`winograd`), unless [`ConvAlgorithm::ImplicitGemm`] is asked for.
@@ -14,7 +14,7 @@
 //! buffers instead of allocating, and carry the algorithm choice.
 
 mod backward_data;
-mod backward_weight;
+mod bias_grad;
 mod forward;
 mod geometry;
 mod implicit_gemm;
@@ -246,7 +246,7 @@ pub fn conv_backward_weight_with<T: Real>(
         plan.accumulate_weight_grad(src, dy, dw, &mut scratch.work);
     }
     if let Some(db) = dbias {
-        backward_weight::accumulate_bias_grad(dy, g.cout, db);
+        bias_grad::accumulate_bias_grad(dy, g.cout, db);
     }
     Ok(())
 }

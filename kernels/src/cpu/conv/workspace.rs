@@ -3,6 +3,8 @@
 //!
 //! [`ConvScratch`]: super::ConvScratch
 
+use crate::Real;
+use rayon::prelude::*;
 use std::sync::Mutex;
 
 /// The temporary buffers of one parallel task.
@@ -58,10 +60,13 @@ impl<T> ThreadBuffers<T> {
     }
 }
 
-/// Per-group partial sums of a parallel reduction (weight gradients).
+/// Per-thread partial sums of a parallel reduction (weight gradients): each task adds into
+/// the sum of the thread running it, so work is balanced dynamically while the number of
+/// accumulators stays at the thread count (plus one shared overflow sum for tasks running
+/// outside the pool's slots).
 #[derive(Debug)]
 pub(super) struct Partials<T> {
-    sums: Vec<Vec<T>>,
+    sums: Vec<Mutex<Vec<T>>>,
 }
 
 impl<T> Default for Partials<T> {
@@ -70,17 +75,50 @@ impl<T> Default for Partials<T> {
     }
 }
 
-impl<T: num_traits::Zero + Clone> Partials<T> {
-    /// `groups` zeroed accumulators of `len` elements each.
-    pub fn zeroed(&mut self, groups: usize, len: usize) -> &mut [Vec<T>] {
-        if self.sums.len() < groups {
-            self.sums.resize_with(groups, Vec::new);
+impl<T: Real> Partials<T> {
+    /// One zeroed sum of `len` elements per pool thread, plus the overflow sum.
+    pub fn reset(&mut self, len: usize) {
+        let n = rayon::current_num_threads() + 1;
+        if self.sums.len() < n {
+            self.sums.resize_with(n, || Mutex::new(Vec::new()));
         }
-        for p in &mut self.sums[..groups] {
-            p.clear();
-            p.resize(len, T::zero());
+        for m in &mut self.sums {
+            let sum = m.get_mut().unwrap_or_else(|e| e.into_inner());
+            sum.clear();
+            sum.resize(len, T::zero());
         }
-        &mut self.sums[..groups]
+    }
+
+    /// Run `f` on the calling thread's sum (or the shared overflow sum).
+    pub fn with<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
+        let own = rayon::current_thread_index()
+            .filter(|&i| i + 1 < self.sums.len())
+            .and_then(|i| self.sums[i].try_lock().ok());
+        match own {
+            Some(mut sum) => f(&mut sum),
+            None => match self.sums.last() {
+                Some(m) => f(&mut m.lock().unwrap_or_else(|e| e.into_inner())),
+                None => f(&mut []),
+            },
+        }
+    }
+
+    /// The total of all sums, in the first one.
+    pub fn total(&mut self) -> &[T] {
+        let mut sums = self
+            .sums
+            .iter_mut()
+            .map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let Some(first) = sums.next() else {
+            return &[];
+        };
+        for other in sums {
+            first
+                .par_chunks_mut(1 << 14)
+                .zip(other.par_chunks(1 << 14))
+                .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+        }
+        first
     }
 }
 

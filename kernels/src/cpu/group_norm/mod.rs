@@ -11,7 +11,7 @@
 //! Passes over memory: forward reads x twice (statistics, then normalise) and writes y once;
 //! backward reads x and dy, then x and dy again (plain) or x and the scratch `dh` it wrote into
 //! `dx` (fused), and writes dx. The fused forward saves only the statistics: backward recomputes
-//! the pre-activation from x.
+//! the pre-activation from x. The vectorised row loops of these passes are in `passes`.
 //!
 //! The small argument structs here ([`Affine`], [`AffineGrads`], [`NormStats`],
 //! [`NormStatsMut`]) are shared by the other normalisations.
@@ -260,6 +260,8 @@ pub(crate) fn backward_impl<T: Real, const SILU: bool>(
     // Group reductions → dx = dh·p_c + x·q_c + o_c; parameter gradients.
     let count = (s * cg) as f64;
     let mut lin = Vec::with_capacity(d.n);
+    // Parameter gradients summed over samples in f64, rounded once.
+    let (mut dgamma, mut dbeta) = (vec![0.0f64; c], vec![0.0f64; c]);
     for (ni, acc) in sums.iter().enumerate() {
         let (sdh, sdhx) = acc.split_at(c);
         let mut p = vec![T::zero(); c];
@@ -275,8 +277,8 @@ pub(crate) fn backward_impl<T: Real, const SILU: bool>(
                 let gm = gamma[ch].f64();
                 a_sum += gm * sdh[ch];
                 b_sum += gm * rstd * sdhx[ch];
-                grads.dbeta[ch] += T::c(sdh[ch]);
-                grads.dgamma[ch] += T::c(rstd * sdhx[ch]);
+                dbeta[ch] += sdh[ch];
+                dgamma[ch] += rstd * sdhx[ch];
             }
             let (a_mean, b_mean) = (a_sum / count, b_sum / count);
             let qg = -rstd * rstd * b_mean;
@@ -288,6 +290,10 @@ pub(crate) fn backward_impl<T: Real, const SILU: bool>(
             }
         }
         lin.push((p, q, o));
+    }
+    for ch in 0..c {
+        grads.dgamma[ch] += T::c(dgamma[ch]);
+        grads.dbeta[ch] += T::c(dbeta[ch]);
     }
 
     // Pass 2.

@@ -75,7 +75,10 @@ impl<'a> AttnOperand<'a> {
     }
     fn check(&self, what: &'static str, d: &AttnDims, tokens: usize) -> CudaResult<()> {
         let width = d.heads * d.head_dim;
-        if self.row_stride % 4 != 0 || self.offset % 4 != 0 || self.batch_stride % 4 != 0 {
+        if !self.row_stride.is_multiple_of(4)
+            || !self.offset.is_multiple_of(4)
+            || !self.batch_stride.is_multiple_of(4)
+        {
             return Err(geometry(
                 KERNEL,
                 format!("{what}: offset and strides must be multiples of 4 (16-byte rows)"),
@@ -117,7 +120,7 @@ fn geom(
     v: &AttnOperand,
     o: &AttnOperand,
 ) -> CudaResult<(AttnGeom, usize)> {
-    if d.head_dim == 0 || d.head_dim % 4 != 0 || d.head_dim > 512 {
+    if d.head_dim == 0 || !d.head_dim.is_multiple_of(4) || d.head_dim > 512 {
         return Err(geometry(
             KERNEL,
             format!("head dim {} must be a multiple of 4 in 4..=512", d.head_dim),

@@ -28,7 +28,7 @@ struct Gn {
 
 impl Gn {
     fn validate(&self) -> CudaResult<()> {
-        if self.c == 0 || self.g == 0 || self.c % self.g != 0 {
+        if self.c == 0 || self.g == 0 || !self.c.is_multiple_of(self.g) {
             return Err(geometry(
                 KERNEL,
                 format!("{} channels in {} groups", self.c, self.g),

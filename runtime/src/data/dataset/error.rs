@@ -34,6 +34,18 @@ pub enum SampleError {
     Volume(#[from] VolumeError),
     #[error(transparent)]
     Image(#[from] Image2dError),
+    /// A 2D image whose pixels are all equal. The library loader maps it to all −1, as the
+    /// reference does; `prepare` refuses it, as it refuses a constant MRI volume, because a
+    /// blank training sample is almost always a broken export.
+    #[error(
+        "{}: constant image (every pixel is {pixel:?}): min-max normalisation is undefined (the reference would return an all -1 image)",
+        path.display()
+    )]
+    ConstantImage {
+        path: PathBuf,
+        /// The decoded value of every pixel, per channel (8-bit samples as value / 255).
+        pixel: Vec<f32>,
+    },
 }
 
 /// Why `prepare` stopped.

@@ -6,8 +6,17 @@
 //! whole RAS volume after the modality's intensity rule (`[D, H, W, 1]`), so the loader can take
 //! a fresh random 64³ crop each epoch, as the reference does per `__getitem__`.
 //!
-//! Bad files (unreadable, corrupt, NaN, constant MRI, wrong dimensions…) stop the run with an
-//! error naming the file, or with `skip_bad` are counted and listed in the report. Either way
+//! Bad files (unreadable, corrupt, NaN, a constant image, wrong dimensions…) stop the run with
+//! an error naming the file, or with `skip_bad` are counted and listed in the report.
+//!
+//! Constant images: min-max normalisation is undefined when every pixel is equal. The library
+//! loaders keep the reference behaviour for 2D (`load_2d` maps a constant channel to −1, as
+//! MONAI's guard does, so the golden tests hold) and refuse a constant MRI volume; `prepare`
+//! refuses both: a 2D image whose pixels are all equal (every channel constant, checked on the
+//! decoded values before resizing) is [`SampleError::ConstantImage`], a constant MRI volume
+//! `VolumeError::Constant`. A constant channel beside varying ones (an opaque alpha channel) is
+//! accepted and becomes −1 as in the reference. A constant CT volume is accepted: the fixed HU
+//! window is defined for it. Either way
 //! every split's index is written only once all its shards are in place, and indexes of an
 //! earlier run in the same folder are removed first, so a failed run never leaves a usable-looking
 //! mix behind.
@@ -15,7 +24,7 @@
 use super::entries::{read_entries, DatasetEntry};
 use super::error::{PrepareError, SampleError};
 use super::{DataKind, DatasetSpec, Split};
-use crate::data::image2d::{load_2d, Preprocess2d};
+use crate::data::image2d::{load_png, preprocess_2d, Image2d, Preprocess2d};
 use crate::data::shard::{index_path, write_json_atomically, ShardDtype, SplitWriter};
 use crate::data::volume3d::{load_volume, Modality};
 use rayon::prelude::*;
@@ -121,13 +130,30 @@ pub fn decode_sample(path: &Path, spec: &DatasetSpec) -> Result<DecodedSample, S
                 resize_to: spec.resize_to,
                 merge_channels: spec.merge_channels,
             };
-            let img = load_2d(path, &p)?;
+            let decoded = load_png(path)?;
+            if let Some(pixel) = constant_pixel(&decoded) {
+                return Err(SampleError::ConstantImage {
+                    path: path.to_path_buf(),
+                    pixel,
+                });
+            }
+            let img = preprocess_2d(&decoded, &p, path)?;
             Ok(DecodedSample {
                 shape: vec![img.height, img.width, img.channels],
                 data: img.data,
             })
         }
     }
+}
+
+/// `Some(pixel)` when every pixel of `img` equals `pixel` (each channel constant): the
+/// definition of a constant image that `prepare` refuses. A constant channel next to varying
+/// ones (an opaque alpha channel, say) is accepted and becomes −1, as in the reference.
+fn constant_pixel(img: &Image2d) -> Option<Vec<f32>> {
+    let c = img.channels.max(1);
+    let mut pixels = img.data.chunks_exact(c);
+    let first = pixels.next()?;
+    pixels.all(|p| p == first).then(|| first.to_vec())
 }
 
 struct Job<'a> {

@@ -8,6 +8,8 @@ use std::arch::x86_64::*;
 pub(super) const MR: usize = 16;
 /// Columns of a B panel (broadcast one at a time).
 pub(super) const NR: usize = 6;
+/// Inner-dimension block of a tile product.
+const KC: usize = 256;
 
 /// A-side operand: panel `p` starts at `p·stride`; element `(kk, ii)` of a panel (inner index
 /// `kk`, row `ii < MR`) is at `kk·MR + ii`.
@@ -66,13 +68,18 @@ pub(super) unsafe fn tile_product(
             && (panels - 1) * c.stride + groups * MR * NR <= c.data.len(),
         "attention: internal panel layout error"
     );
-    // B group outermost: its k×6 floats stay in L1 while the A panels stream from L2.
-    for g in 0..groups {
-        let bp = b.data.as_ptr().add(g * b.stride);
-        for p in 0..panels {
-            let ap = a.data.as_ptr().add(p * a.stride);
-            let cp = c.data.as_mut_ptr().add(p * c.stride + g * MR * NR);
-            microkernel(k, ap, bp, cp, accumulate);
+    // Blocked over the inner dimension so that the A panels of one block (panels × KC × 16)
+    // stay in L2; within a block the B group (KC × 6) stays in L1 while the A panels stream.
+    for kb in (0..k).step_by(KC) {
+        let kc = KC.min(k - kb);
+        let accumulate = accumulate || kb > 0;
+        for g in 0..groups {
+            let bp = b.data.as_ptr().add(g * b.stride + kb * NR);
+            for p in 0..panels {
+                let ap = a.data.as_ptr().add(p * a.stride + kb * MR);
+                let cp = c.data.as_mut_ptr().add(p * c.stride + g * MR * NR);
+                microkernel(kc, ap, bp, cp, accumulate);
+            }
         }
     }
 }

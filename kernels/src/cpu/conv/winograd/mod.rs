@@ -17,7 +17,6 @@ mod transforms;
 
 pub(super) use transforms::{accumulate_weight_grad, transform_weight};
 
-use super::implicit_gemm::add_partials;
 use super::pack::fill_row;
 use super::raw::{gemm, SharedOut, View};
 use super::workspace::{TaskBuffers, ThreadBuffers, Workspace};
@@ -205,8 +204,9 @@ pub(super) fn forward<T: Real>(
     });
 }
 
-/// Backward-weight of `g` (see [`applicable`]): `dw += ∂⟨y, dy⟩/∂w`. The Winograd-domain
-/// gradient is accumulated per thread in `du` buffers and transformed back once.
+/// Backward-weight of `g` (see [`applicable`]): `dw += ∂⟨y, dy⟩/∂w`. Each block adds its
+/// Winograd-domain gradient into the partial `dU` of the thread running it; the sum is
+/// transformed back once.
 pub(super) fn backward_weight<T: Real>(
     g: &ConvGeometry,
     x: &[T],
@@ -216,59 +216,50 @@ pub(super) fn backward_weight<T: Real>(
 ) {
     let tiling = Tiling::new(g);
     let (cin, cout) = (g.cin, g.cout);
-    let groups = rayon::current_num_threads().clamp(1, tiling.blocks.len().max(1));
-    let per_group = tiling.blocks.len().div_ceil(groups).max(1);
-    let Workspace { threads, partials } = work;
-    let partials = partials.zeroed(groups, 16 * cin * cout);
-    tiling
-        .blocks
-        .par_chunks(per_group)
-        .zip(partials.par_iter_mut())
-        .for_each(|(ids, du)| {
-            threads.with(|TaskBuffers { a: p, b: v, c: z }| {
-                for &id in ids {
-                    let b = tiling.block(id);
-                    let nt = b.tiles[0] * b.tiles[1];
-                    let (v_pitch, z_pitch) = (plane_pitch(nt, cin), plane_pitch(nt, cout));
-                    v.resize(16 * v_pitch, T::zero());
-                    z.resize(16 * z_pitch, T::zero());
-                    tiling.pad_block(x, &b, cin, p);
-                    simd::input_block(p, 0, tiling.pitch, b.tiles, cin, v);
-                    let (start, len) = tiling.out_range(&b, cout);
-                    let extent = [b.out_rows[1] - b.out_rows[0], tiling.out[1]];
-                    simd::grad_output_block(&dy[start..start + len], extent, b.tiles, cout, z);
-                    for xi in 0..16 {
-                        // SAFETY: as in the forward; `du` holds 16 blocks of cin × cout.
-                        unsafe {
-                            gemm(
-                                cin,
-                                cout,
-                                nt,
-                                View {
-                                    ptr: du.as_mut_ptr().add(xi * cin * cout),
-                                    rs: cout,
-                                    cs: 1,
-                                },
-                                true,
-                                View {
-                                    ptr: v.as_ptr().add(xi * v_pitch),
-                                    rs: 1,
-                                    cs: cin,
-                                },
-                                View {
-                                    ptr: z.as_ptr().add(xi * z_pitch),
-                                    rs: cout,
-                                    cs: 1,
-                                },
-                                Parallelism::None,
-                            );
-                        }
+    work.partials.reset(16 * cin * cout);
+    let Workspace { threads, partials } = &*work;
+    tiling.blocks.par_iter().for_each(|&id| {
+        threads.with(|TaskBuffers { a: p, b: v, c: z }| {
+            let b = tiling.block(id);
+            let nt = b.tiles[0] * b.tiles[1];
+            let (v_pitch, z_pitch) = (plane_pitch(nt, cin), plane_pitch(nt, cout));
+            v.resize(16 * v_pitch, T::zero());
+            z.resize(16 * z_pitch, T::zero());
+            tiling.pad_block(x, &b, cin, p);
+            simd::input_block(p, 0, tiling.pitch, b.tiles, cin, v);
+            let (start, len) = tiling.out_range(&b, cout);
+            let extent = [b.out_rows[1] - b.out_rows[0], tiling.out[1]];
+            simd::grad_output_block(&dy[start..start + len], extent, b.tiles, cout, z);
+            partials.with(|du| {
+                for xi in 0..16 {
+                    // SAFETY: as in the forward; `du` holds 16 blocks of cin × cout.
+                    unsafe {
+                        gemm(
+                            cin,
+                            cout,
+                            nt,
+                            View {
+                                ptr: du.as_mut_ptr().add(xi * cin * cout),
+                                rs: cout,
+                                cs: 1,
+                            },
+                            true,
+                            View {
+                                ptr: v.as_ptr().add(xi * v_pitch),
+                                rs: 1,
+                                cs: cin,
+                            },
+                            View {
+                                ptr: z.as_ptr().add(xi * z_pitch),
+                                rs: cout,
+                                cs: 1,
+                            },
+                            Parallelism::None,
+                        );
                     }
                 }
             })
-        });
-    if let Some((first, rest)) = partials.split_first_mut() {
-        add_partials(rest, first);
-        accumulate_weight_grad(first, cin, cout, dw);
-    }
+        })
+    });
+    accumulate_weight_grad(work.partials.total(), cin, cout, dw);
 }

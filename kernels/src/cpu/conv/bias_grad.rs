@@ -1,8 +1,5 @@
-//! Convolution backward with respect to the weight and bias.
-//!
-//! On the forward's packed input, `dw[kz, ky] (kw·cin × cout) += Aᵀ · dY` for each tap row,
-//! where `A` is the forward's strided view of the packed input and `dY` is `dy` placed on the
-//! virtual grid with the padding-column rows zeroed (see `VirtualGemm::accumulate_weight_grad`).
+//! Convolution bias gradient: `db[c] += Σ_positions dy[.., c]`. (The weight gradient is
+//! `VirtualGemm::accumulate_weight_grad` on the forward's packed input, or the Winograd one.)
 
 use rayon::prelude::*;
 
