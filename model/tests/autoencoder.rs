@@ -13,6 +13,7 @@ use medvae_model::zoo::ModelConfig;
 use medvae_runtime::Tensor;
 use std::collections::BTreeMap;
 
+const STEP_AE: f32 = 1e-2;
 const ALL: Outputs = Outputs { decode: true, latent: true };
 
 fn tiny(dims: usize, lora: Option<usize>) -> ModelConfig {
@@ -124,7 +125,7 @@ fn system(cfg: &ModelConfig, spatial: &[usize]) -> System<Probe> {
 #[test]
 fn finite_differences_2d_every_output_input_and_parameter() {
     let mut sys = system(&tiny(2, None), &[8, 6]);
-    assert_checks("AutoencoderKL 2D", &sys.check(3e-2, 500, None), 1e-3);
+    assert_checks("AutoencoderKL 2D", &sys.check(STEP_AE, 500, None), 1e-3);
 }
 
 #[test]
