@@ -123,11 +123,23 @@ fn run_group_norm<T: medvae_kernels::Real>(
 }
 
 fn group_norm_large(silu: bool, n: usize, spatial: usize, seed: u64) {
+    group_norm_large_with(silu, n, spatial, (64, 32), seed);
+}
+
+/// `(channels, groups)`: 64 channels take only the 8-channel register tiles of the row loops,
+/// 20 channels two tiles plus 4 leftover channels.
+fn group_norm_large_with(
+    silu: bool,
+    n: usize,
+    spatial: usize,
+    (channels, groups): (usize, usize),
+    seed: u64,
+) {
     let d = GroupNormDims {
         n,
         spatial,
-        channels: 64,
-        groups: 32,
+        channels,
+        groups,
         eps: 1e-6,
     };
     let mut r = rng(seed);
@@ -136,8 +148,8 @@ fn group_norm_large(silu: bool, n: usize, spatial: usize, seed: u64) {
         .iter()
         .map(|v| v + 20.0)
         .collect();
-    let gamma = uniform(&mut r, 64, 0.5, 1.5);
-    let beta = uniform(&mut r, 64, -0.5, 0.5);
+    let gamma = uniform(&mut r, channels, 0.5, 1.5);
+    let beta = uniform(&mut r, channels, -0.5, 0.5);
     let dy = uniform(&mut r, d.len(), -1.0, 1.0);
     let want = naive_group_norm(&d, silu, &x, &gamma, &beta, &dy);
     let wants = [&want.y, &want.dx, &want.dgamma, &want.dbeta];
@@ -171,6 +183,12 @@ fn group_norm_large_matches_naive() {
 fn group_norm_silu_large_matches_naive() {
     group_norm_large(true, 2, 4096, 3);
     group_norm_large(true, 1, 3001, 4);
+}
+
+#[test]
+fn group_norm_partial_channel_tile_matches_naive() {
+    group_norm_large_with(false, 2, 2500, (20, 4), 7);
+    group_norm_large_with(true, 2, 2500, (20, 4), 8);
 }
 
 #[test]

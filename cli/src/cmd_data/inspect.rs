@@ -143,6 +143,9 @@ fn inspect_split(
         dtype_name(set.dtype()),
         bytes as f64 / (1024.0 * 1024.0)
     );
+    if set.is_empty() {
+        return Ok(Vec::new());
+    }
     if args.verify {
         set.verify()
             .with_context(|| format!("{} split of {}", split, dir.display()))?;

@@ -8,7 +8,6 @@ mod contact_sheet;
 mod inspect;
 mod prepare;
 
-pub use config::DataConfig;
 pub use inspect::InspectArgs;
 pub use prepare::PrepareArgs;
 
@@ -31,10 +30,60 @@ pub enum DataCommand {
     Inspect(InspectArgs),
 }
 
+/// An error and its causes as one line, leaving out each cause whose text its parent already
+/// quotes (the library errors name their cause in their own message, so printing the whole
+/// chain would repeat it).
+pub(crate) fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
 /// Run a `data` subcommand.
 pub fn run(args: DataArgs) -> Result<ExitCode> {
     match args.command {
         DataCommand::Prepare(a) => prepare::run(&a),
         DataCommand::Inspect(a) => inspect::run(&a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_line;
+    use std::fmt;
+
+    /// An error with a fixed message and an optional cause.
+    #[derive(Debug)]
+    struct E(&'static str, Option<Box<E>>);
+
+    impl fmt::Display for E {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for E {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn quoted_causes_are_not_repeated() {
+        let fire = || Some(Box::new(E("disk on fire", None)));
+        let quoting = E("reading a.png: disk on fire", fire());
+        assert_eq!(error_line(&quoting), "reading a.png: disk on fire");
+        let silent = E("reading b.png", fire());
+        assert_eq!(error_line(&silent), "reading b.png: disk on fire");
+        let two = E("prepare failed", Some(Box::new(E("reading c.png", fire()))));
+        assert_eq!(error_line(&two), "prepare failed: reading c.png: disk on fire");
     }
 }

@@ -2,7 +2,8 @@
 //! threads into shards, with a progress bar on stderr and a summary on stdout.
 
 use super::config::DataConfig;
-use anyhow::{Context, Result};
+use super::error_line;
+use anyhow::{anyhow, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medvae_runtime::data::dataset::{
     prepare, DataKind, DatasetSpec, PrepareOptions, PrepareReport, Progress, REPORT_FILE,
@@ -131,8 +132,13 @@ pub fn run(args: &PrepareArgs) -> Result<ExitCode> {
     };
     let result = prepare(&specs, &opts, &mut on_file);
     bar.finish_and_clear();
-    let report =
-        result.with_context(|| format!("data prepare into {} failed", opts.out_dir.display()))?;
+    let report = result.map_err(|e| {
+        anyhow!(
+            "data prepare into {} failed: {}",
+            opts.out_dir.display(),
+            error_line(&e)
+        )
+    })?;
     print_summary(&report);
     Ok(ExitCode::SUCCESS)
 }

@@ -58,11 +58,29 @@ macro_rules! source {
 pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_common.cuh"),
     header!("medvae_conv.cuh"),
+    header!("medvae_igemm.cuh"),
     header!("medvae_attention.cuh"),
 ];
 
 /// Every kernel module.
 pub const SOURCES: &[KernelSource] = &[
+    source!(
+        "gemm",
+        [
+            "gemm_tf32_128x128_nn",
+            "gemm_tf32_128x128_nt",
+            "gemm_tf32_128x128_tn",
+            "gemm_tf32_64x64_nn",
+            "gemm_tf32_64x64_nt",
+            "gemm_tf32_64x64_tn",
+            "gemm_bf16_128x128_nn",
+            "gemm_bf16_128x128_nt",
+            "gemm_bf16_128x128_tn",
+            "gemm_bf16_64x64_nn",
+            "gemm_bf16_64x64_nt",
+            "gemm_bf16_64x64_tn",
+        ]
+    ),
     source!(
         "conv_igemm",
         [

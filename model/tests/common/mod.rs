@@ -182,17 +182,39 @@ impl<M: Parameters> System<M> {
     }
 }
 
+impl<M: Parameters> System<M> {
+    /// [`System::check`] at several steps, keeping per direction the estimate that agrees best
+    /// (relative to its own noise bound). Long steps suffer truncation where the function curves
+    /// (exp in the posterior), short ones rounding noise where a derivative is small; a wrong
+    /// gradient disagrees at every step.
+    pub fn check_steps(&mut self, steps: &[f32], seed: u64) -> Vec<DirCheck> {
+        let mut best: Vec<DirCheck> = Vec::new();
+        for &h in steps {
+            for (i, c) in self.check(h, seed, None).into_iter().enumerate() {
+                let excess = |c: &DirCheck| (c.fd - c.analytic).abs() - c.noise;
+                match best.get_mut(i) {
+                    None => best.push(c),
+                    Some(b) if excess(&c) < excess(b) => *b = c,
+                    Some(_) => {}
+                }
+            }
+        }
+        best
+    }
+}
+
 /// Assert every direction passes, printing all of them on failure; and that the check had
-/// teeth: most directions resolve a 1 % gradient error above the rounding noise (the rest are
-/// structurally ~zero gradients, such as the key bias of attention).
+/// teeth: most directions resolve an error of `10·tol` above the rounding noise (the rest are
+/// small or structurally zero gradients, such as the key bias of attention).
 pub fn assert_checks(label: &str, checks: &[DirCheck], tol: f64) {
     assert!(!checks.is_empty(), "{label}: nothing was checked");
-    let sharp = checks.iter().filter(|c| c.noise < 0.01 * c.analytic.abs()).count();
-    eprintln!("{label}: {} directions, {sharp} resolve 1 %", checks.len());
+    let sharp = checks.iter().filter(|c| c.noise < 10.0 * tol * c.analytic.abs()).count();
+    eprintln!("{label}: {} directions, {sharp} resolve {:.0e}", checks.len(), 10.0 * tol);
     assert!(
         sharp * 5 >= checks.len() * 4,
-        "{label}: only {sharp} of {} directions resolve a 1 % error: {checks:#?}",
-        checks.len()
+        "{label}: only {sharp} of {} directions resolve a {:.0e} error: {checks:#?}",
+        checks.len(),
+        10.0 * tol
     );
     let bad: Vec<&DirCheck> = checks.iter().filter(|c| !c.passes(tol)).collect();
     assert!(

@@ -8,8 +8,8 @@
 //! * [`CudaDevice`]: context + one stream + a caching allocator ([`DeviceBuffer`],
 //!   [`MemStats`]) + pinned host buffers + lazily loaded kernels;
 //! * [`module`]: NVRTC compilation with the on-disk image cache (`MEDVAE_PTX_CACHE`);
-//! * [`ops`]: typed launchers (conv, norms, attention, elementwise, losses, Adam, ...), which
-//!   validate lengths like the CPU kernels and mirror their semantics for parity.
+//! * [`ops`]: typed launchers (conv, GEMM/linear, norms, attention, elementwise, losses, Adam,
+//!   ...), which validate lengths like the CPU kernels and mirror their semantics for parity.
 
 mod alloc;
 mod device;

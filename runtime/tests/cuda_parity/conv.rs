@@ -243,3 +243,79 @@ fn conv_rejects_short_buffers() {
     let y = dev.alloc_f32(g.output_len()).expect("alloc");
     assert!(gpu_fwd(dev, &g, ConvPrecision::Tf32, &x, &w, None, &y, 0.0).is_err());
 }
+
+#[test]
+fn linear_matches_cpu() {
+    use medvae_kernels::cpu::linear::{linear_backward, linear_forward, LinearDims, LinearGrads};
+    use medvae_runtime::cuda::ops::gemm::{
+        linear_backward as gpu_lin_bwd, linear_forward as gpu_lin_fwd,
+    };
+    let Some(dev) = device() else { return };
+    let mut r = rng(12);
+    for &(rows, fin, fout) in &[
+        (10usize, 48usize, 20usize),
+        (2 * 197, 768, 768),
+        (197, 768, 3072),
+        (33, 17, 5),
+    ] {
+        let d = LinearDims {
+            rows,
+            in_features: fin,
+            out_features: fout,
+        };
+        let x = randn(&mut r, rows * fin, 1.0);
+        let w = randn(&mut r, fout * fin, 0.05);
+        let b = randn(&mut r, fout, 0.1);
+        let dy = randn(&mut r, rows * fout, 1.0);
+        let mut y = vec![0.0f32; rows * fout];
+        linear_forward(&d, &x, &w, Some(&b), &mut y).expect("cpu");
+        let (mut dx, mut dw, mut db) = (
+            vec![0.0f32; rows * fin],
+            vec![0.5f32; fout * fin],
+            vec![0.5f32; fout],
+        );
+        let grads = LinearGrads {
+            dx: Some(&mut dx),
+            dweight: Some(&mut dw),
+            dbias: Some(&mut db),
+        };
+        linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
+        let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
+        for (prec, tol) in [(ConvPrecision::Tf32, 5e-3), (ConvPrecision::Bf16, 3e-2)] {
+            let gy = dev.alloc_f32(rows * fout).unwrap();
+            gpu_lin_fwd(dev, prec, &d, &gx, &gw, Some(&gb), &gy).expect("gpu");
+            let tag = format!("linear {rows}x{fin}->{fout} {prec:?}");
+            assert_close(
+                &format!("{tag} forward"),
+                &down(dev, &gy, rows * fout),
+                &y,
+                tol,
+            );
+            let (gdx, gdw, gdb) = (
+                dev.alloc_f32(rows * fin).unwrap(),
+                up(dev, &vec![0.5; fout * fin]),
+                up(dev, &vec![0.5; fout]),
+            );
+            gpu_lin_bwd(
+                dev,
+                prec,
+                &d,
+                &gx,
+                &gw,
+                &gdy,
+                Some(&gdx),
+                Some(&gdw),
+                Some(&gdb),
+            )
+            .expect("gpu");
+            assert_close(&format!("{tag} dx"), &down(dev, &gdx, rows * fin), &dx, tol);
+            assert_close(
+                &format!("{tag} dweight"),
+                &down(dev, &gdw, fout * fin),
+                &dw,
+                tol,
+            );
+            assert_close(&format!("{tag} dbias"), &down(dev, &gdb, fout), &db, 1e-4);
+        }
+    }
+}

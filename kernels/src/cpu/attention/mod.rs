@@ -11,6 +11,13 @@
 //!
 //! The forward saves `lse` (log-sum-exp of each query row's scaled scores); the backward
 //! recomputes the probabilities `P = exp(S − lse)` tile by tile.
+//!
+//! Two engines compute the same thing ([`Engine`]): f32 on x86-64 with AVX2+FMA runs
+//! `fast` (a hand-written microkernel on operands packed once per call; about 1.3–1.6× the
+//! portable speed), everything else the portable tiles on the `gemm` crate. Extra memory, as
+//! multiples of one `[batch, tokens, dim]` operand: forward 1 (portable) or 2 (fast) packed
+//! or transposed copies; backward 2 (portable) or 4 (fast), plus the fused schedule's private
+//! `dq` buffers (see [`BackwardSchedule`]).
 
 mod backward;
 #[cfg(target_arch = "x86_64")]
@@ -58,11 +65,12 @@ pub enum BackwardSchedule {
     /// One pass over (key tile, query tile) pairs doing all five products; the keys of each
     /// batch entry are split into `partitions` contiguous ranges processed in parallel, each
     /// accumulating its own `tokens × dim` partial `dq` (partitions − 1 extra buffers per
-    /// batch entry), summed at the end in a fixed order.
+    /// batch entry in the portable engine, `partitions` in the fast one), summed at the end
+    /// in a fixed order. The portable engine only; the fast one is always fused.
     Fused { partitions: usize },
     /// `dk`, `dv` in a pass parallel over key tiles, then `dq` in a pass parallel over query
     /// tiles: no extra memory, any parallelism, but the scores and `dO·Vᵀ` are computed twice
-    /// (seven tile products instead of five).
+    /// (seven tile products instead of five). Runs on the portable engine.
     TwoPass,
 }
 
@@ -75,8 +83,9 @@ pub enum Engine {
     Portable,
 }
 
-/// Tile sizes, backward schedule and engine. [`AttentionPlan::default`] suits production; tests use
-/// tiny tiles to exercise the tiling on small inputs.
+/// Tile sizes, backward schedule and engine. [`AttentionPlan::default`] suits production;
+/// tests use tiny tiles to exercise the tiling on small inputs. The fast engine rounds tile
+/// sizes up to its panel multiples (16 or 48 query rows, 6 or 16 keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AttentionPlan {
     /// Query rows per tile (per rayon task in the forward).
@@ -112,17 +121,23 @@ fn as_f32_mut<T: Real>(x: &mut [T]) -> Option<&mut [f32]> {
         .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast::<f32>(), x.len()) })
 }
 
-/// Whether the fast engine runs this call.
-fn use_fast<T: Real>(plan: &AttentionPlan) -> bool {
+/// Whether f32 calls with [`Engine::Auto`] run the fast engine on this CPU.
+pub fn fast_engine_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        plan.engine == Engine::Auto && TypeId::of::<T>() == TypeId::of::<f32>() && fast::available()
+        fast::available()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = plan;
         false
     }
+}
+
+/// Whether the fast engine runs this call.
+fn use_fast<T: Real>(plan: &AttentionPlan) -> bool {
+    plan.engine == Engine::Auto
+        && TypeId::of::<T>() == TypeId::of::<f32>()
+        && fast_engine_available()
 }
 
 /// Most elements the fused backward may spend on partial `dq` buffers before

@@ -12,6 +12,7 @@ pub mod adam;
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
+pub mod gemm;
 pub mod loss;
 pub mod norm;
 pub mod sample;

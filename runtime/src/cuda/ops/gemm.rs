@@ -1,0 +1,235 @@
+//! Dense batched GEMM on tensor cores and the linear layer built on it (PyTorch weight layout
+//! `[out, in]`, as the CPU kernel).
+
+use super::{check_f32, i32_of, i64_of, Args};
+use crate::cuda::device::cfg;
+use crate::cuda::error::{geometry, CudaResult};
+use crate::cuda::ops::conv::ConvPrecision;
+use crate::cuda::{CudaDevice, DeviceBuffer};
+use medvae_kernels::cpu::linear::LinearDims;
+
+const KERNEL: &str = "cuda gemm";
+
+/// `GemmGeom` of `kernels/cuda/gemm.cu`, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct GemmGeom {
+    m: i32,
+    n: i32,
+    k: i32,
+    lda: i32,
+    ldb: i32,
+    ldc: i32,
+    alpha: f32,
+    beta: f32,
+    sa: i64,
+    sb: i64,
+    sc: i64,
+}
+const _: () = assert!(std::mem::size_of::<GemmGeom>() == 56);
+// SAFETY: #[repr(C)] with the field order and types of the C struct (i64 at offset 32).
+unsafe impl super::KernelArg for GemmGeom {}
+
+/// How A and B are stored (row-major, with their leading dimensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmLayout {
+    /// A `[M, K]`, B `[K, N]`.
+    Nn,
+    /// A `[M, K]`, B `[N, K]` (C = A B^T).
+    Nt,
+    /// A `[K, M]`, B `[K, N]` (C = A^T B).
+    Tn,
+}
+
+/// A matrix inside a buffer: element offset, leading dimension, batch stride (0 = shared).
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    pub buf: &'a DeviceBuffer,
+    pub offset: usize,
+    pub ld: usize,
+    pub batch_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A dense row-major matrix with `cols` columns at the start of `buf`.
+    pub fn dense(buf: &'a DeviceBuffer, cols: usize, batch_stride: usize) -> Self {
+        MatRef {
+            buf,
+            offset: 0,
+            ld: cols,
+            batch_stride,
+        }
+    }
+    fn check(&self, what: &'static str, rows: usize, cols: usize, batch: usize) -> CudaResult<()> {
+        if self.ld < cols {
+            return Err(geometry(
+                KERNEL,
+                format!("{what}: leading dimension {} < {cols} columns", self.ld),
+            ));
+        }
+        if rows == 0 || cols == 0 || batch == 0 {
+            return Ok(());
+        }
+        let last = self.offset + (batch - 1) * self.batch_stride + (rows - 1) * self.ld + cols;
+        check_f32(KERNEL, what, self.buf, last)
+    }
+    fn ptr(&self) -> u64 {
+        self.buf.ptr() + 4 * self.offset as u64
+    }
+}
+
+/// `C[b] = alpha * op(A[b]) op(B[b]) + bias + beta * C[b]` for `b < batch`, on tensor cores
+/// (`prec` TF32 or BF16; Fp32 is refused: there is no SIMT GEMM). `C` is `[M, N]` and is not
+/// read when `beta == 0`; `bias` has N entries.
+pub fn gemm(
+    dev: &CudaDevice,
+    prec: ConvPrecision,
+    layout: GemmLayout,
+    (m, n, k, batch): (usize, usize, usize, usize),
+    a: MatRef,
+    b: MatRef,
+    c: MatRef,
+    bias: Option<&DeviceBuffer>,
+    alpha: f32,
+    beta: f32,
+) -> CudaResult<()> {
+    let tag = match prec {
+        ConvPrecision::Tf32 => "tf32",
+        ConvPrecision::Bf16 => "bf16",
+        ConvPrecision::Fp32 => {
+            return Err(geometry(
+                KERNEL,
+                "GEMM runs on tensor cores only (tf32 or bf16)",
+            ))
+        }
+    };
+    let (ar, ac) = if layout == GemmLayout::Tn {
+        (k, m)
+    } else {
+        (m, k)
+    };
+    let (br, bc) = if layout == GemmLayout::Nt {
+        (n, k)
+    } else {
+        (k, n)
+    };
+    a.check("a", ar, ac, batch)?;
+    b.check("b", br, bc, batch)?;
+    c.check("c", m, n, batch)?;
+    if let Some(bb) = bias {
+        check_f32(KERNEL, "bias", bb, n)?;
+    }
+    if batch > 65535 {
+        return Err(geometry(KERNEL, format!("batch {batch} > 65535")));
+    }
+    let i = |w: &str, v: usize| i32_of(KERNEL, w, v);
+    let g = GemmGeom {
+        m: i("m", m)?,
+        n: i("n", n)?,
+        k: i("k", k)?,
+        lda: i("lda", a.ld)?,
+        ldb: i("ldb", b.ld)?,
+        ldc: i("ldc", c.ld)?,
+        alpha,
+        beta,
+        sa: i64_of(a.batch_stride),
+        sb: i64_of(b.batch_stride),
+        sc: i64_of(c.batch_stride),
+    };
+    let big = n > 64 && m.div_ceil(128) * n.div_ceil(128) * batch >= 2 * dev.sm_count() as usize;
+    let (bm, threads, size) = if big {
+        (128, 256, "128x128")
+    } else {
+        (64, 128, "64x64")
+    };
+    let suffix = match layout {
+        GemmLayout::Nn => "nn",
+        GemmLayout::Nt => "nt",
+        GemmLayout::Tn => "tn",
+    };
+    let grid = (m.div_ceil(bm) as u32, n.div_ceil(bm) as u32, batch as u32);
+    Args::new()
+        .push(g)
+        .push(a.ptr())
+        .push(b.ptr())
+        .opt(bias)
+        .push(c.ptr())
+        .launch(
+            dev,
+            &format!("gemm_{tag}_{size}_{suffix}"),
+            cfg(grid, (threads, 1, 1), 0),
+        )
+}
+
+/// `y = x W^T + b`: x `[rows, in]`, W `[out, in]`, y `[rows, out]` (overwritten).
+pub fn linear_forward(
+    dev: &CudaDevice,
+    prec: ConvPrecision,
+    d: &LinearDims,
+    x: &DeviceBuffer,
+    w: &DeviceBuffer,
+    bias: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+) -> CudaResult<()> {
+    let (r, fi, fo) = (d.rows, d.in_features, d.out_features);
+    gemm(
+        dev,
+        prec,
+        GemmLayout::Nt,
+        (r, fo, fi, 1),
+        MatRef::dense(x, fi, 0),
+        MatRef::dense(w, fi, 0),
+        MatRef::dense(y, fo, 0),
+        bias,
+        1.0,
+        0.0,
+    )
+}
+
+/// Backward of [`linear_forward`]: `dx = dy W` (overwritten), `dW += dy^T x`, `db += sum dy`
+/// (each optional, as the CPU kernel's `LinearGrads`).
+pub fn linear_backward(
+    dev: &CudaDevice,
+    prec: ConvPrecision,
+    d: &LinearDims,
+    x: &DeviceBuffer,
+    w: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dx: Option<&DeviceBuffer>,
+    dw: Option<&DeviceBuffer>,
+    db: Option<&DeviceBuffer>,
+) -> CudaResult<()> {
+    let (r, fi, fo) = (d.rows, d.in_features, d.out_features);
+    if let Some(dx) = dx {
+        gemm(
+            dev,
+            prec,
+            GemmLayout::Nn,
+            (r, fi, fo, 1),
+            MatRef::dense(dy, fo, 0),
+            MatRef::dense(w, fi, 0),
+            MatRef::dense(dx, fi, 0),
+            None,
+            1.0,
+            0.0,
+        )?;
+    }
+    if let Some(dw) = dw {
+        gemm(
+            dev,
+            prec,
+            GemmLayout::Tn,
+            (fo, fi, r, 1),
+            MatRef::dense(dy, fo, 0),
+            MatRef::dense(x, fi, 0),
+            MatRef::dense(dw, fi, 0),
+            None,
+            1.0,
+            1.0,
+        )?;
+    }
+    if let Some(db) = db {
+        super::loss::reduce_cols_acc(dev, dy, r, fo, db)?;
+    }
+    Ok(())
+}
