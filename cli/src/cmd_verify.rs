@@ -21,5 +21,9 @@ pub fn run(dir: &Path, filter: Option<String>, device: &str) -> Result<ExitCode>
         eprintln!("no golden cases found under {}", dir.display());
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if summary.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if summary.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "medvae-fast", version, about = "MedVAE finetuning and inference in one binary")]
+#[command(
+    name = "medvae-fast",
+    version,
+    about = "MedVAE finetuning and inference in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -64,11 +68,17 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Verify { golden, filter, device } => cmd_verify::run(&golden, filter, &device),
+        Command::Verify {
+            golden,
+            filter,
+            device,
+        } => cmd_verify::run(&golden, filter, &device),
         Command::Kernels { action } => {
             match action {
                 KernelsAction::List => cmd_kernels::run_kernels_list(),
-                KernelsAction::Compile { archs, no_ptxas } => cmd_kernels::run_kernels_compile(&archs, !no_ptxas)?,
+                KernelsAction::Compile { archs, no_ptxas } => {
+                    cmd_kernels::run_kernels_compile(&archs, !no_ptxas)?
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

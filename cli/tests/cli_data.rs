@@ -93,13 +93,28 @@ fn prepare_and_inspect_the_2d_samples() {
     // Run from an unrelated folder: the config's paths must not depend on the working directory.
     let (ok, stdout, stderr) = run(
         &tmp.0,
-        &["data", "prepare", "--config", s(&config), "--out", s(&out), "--workers", "2"],
+        &[
+            "data",
+            "prepare",
+            "--config",
+            s(&config),
+            "--out",
+            s(&out),
+            "--workers",
+            "2",
+        ],
     );
     assert!(ok, "prepare failed:\n{stdout}\n{stderr}");
     let [train, val, test] = csv_split_counts("xray_2d.csv");
-    assert!(train >= 8 && val >= 2, "sample CSV too small: {train} {val}");
+    assert!(
+        train >= 8 && val >= 2,
+        "sample CSV too small: {train} {val}"
+    );
     let total = train + val + test;
-    assert!(stdout.contains(&format!("prepared {total} of {total} files")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("prepared {total} of {total} files")),
+        "{stdout}"
+    );
     assert!(stdout.contains("skipped 0 files"), "{stdout}");
     assert!(stdout.contains("prepare_report.json"), "{stdout}");
     let r = report(&out);
@@ -110,27 +125,50 @@ fn prepare_and_inspect_the_2d_samples() {
     let sheet = tmp.join("sheet.png");
     let (ok, stdout, stderr) = run(
         &tmp.0,
-        &["data", "inspect", s(&out), "--contact-sheet", s(&sheet), "--verify"],
+        &[
+            "data",
+            "inspect",
+            s(&out),
+            "--contact-sheet",
+            s(&sheet),
+            "--verify",
+        ],
     );
     assert!(ok, "inspect failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains(&format!("train: {train} samples")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("train: {train} samples")),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("val: {val} samples")), "{stdout}");
     assert!(stdout.contains("f16"), "{stdout}");
     // the reference finetuning shape: 384 x 384, channels merged
-    assert!(stdout.contains(&format!("{train} × [384, 384, 1]")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{train} × [384, 384, 1]")),
+        "{stdout}"
+    );
     // every sample is min-max normalised to exactly [-1, 1] (±1 are exact in f16)
     assert!(stdout.contains("min -1.0000  max 1.0000"), "{stdout}");
     assert!(stdout.contains("NaN 0  Inf 0"), "{stdout}");
     assert!(stdout.contains("checksums: ok"), "{stdout}");
-    let img = image::open(&sheet).expect("contact sheet is a PNG").to_rgb8();
+    let img = image::open(&sheet)
+        .expect("contact sheet is a PNG")
+        .to_rgb8();
     assert!(img.width() >= 128 && img.height() >= 128);
     // not blank: the tiles hold both dark and bright pixels
-    let (lo, hi) = img.pixels().fold((255u8, 0u8), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
+    let (lo, hi) = img
+        .pixels()
+        .fold((255u8, 0u8), |(lo, hi), p| (lo.min(p[0]), hi.max(p[0])));
     assert!(lo < 10 && hi > 245, "sheet range {lo}..{hi}");
 
-    let (ok, stdout, _) = run(&tmp.0, &["data", "inspect", s(&out), "--split", "val", "--max", "1"]);
+    let (ok, stdout, _) = run(
+        &tmp.0,
+        &["data", "inspect", s(&out), "--split", "val", "--max", "1"],
+    );
     assert!(ok);
-    assert!(stdout.contains("(first 1 samples)") && !stdout.contains("train:"), "{stdout}");
+    assert!(
+        stdout.contains("(first 1 samples)") && !stdout.contains("train:"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -140,7 +178,16 @@ fn prepare_and_inspect_the_3d_samples() {
     let config = repo().join("configs/dataloader/samples_3d.yaml");
     let (ok, stdout, stderr) = run(
         &repo(),
-        &["data", "prepare", "--config", s(&config), "--out", s(&out), "--dtype", "f32"],
+        &[
+            "data",
+            "prepare",
+            "--config",
+            s(&config),
+            "--out",
+            s(&out),
+            "--dtype",
+            "f32",
+        ],
     );
     assert!(ok, "prepare failed:\n{stdout}\n{stderr}");
     let [mri_train, mri_val, mri_test] = csv_split_counts("mri_3d.csv");
@@ -161,7 +208,10 @@ fn prepare_and_inspect_the_3d_samples() {
     // the LAS anatomical volume (33 x 41 x 25) keeps its extents when flipped to RAS.
     assert!(stdout.contains("[197, 233, 189, 1]"), "{stdout}");
     assert!(stdout.contains("[33, 41, 25, 1]"), "{stdout}");
-    assert!(stdout.contains("dataset 0: ") && stdout.contains("dataset 1: "), "{stdout}");
+    assert!(
+        stdout.contains("dataset 0: ") && stdout.contains("dataset 1: "),
+        "{stdout}"
+    );
     assert!(stdout.contains("f32"), "{stdout}");
     let img = image::open(&sheet).expect("contact sheet").to_rgb8();
     // three views per volume side by side
@@ -195,7 +245,14 @@ fn prepare_csv(tmp: &Scratch, csv: &Path, out: &str, extra: &[&str]) -> (bool, S
     let data = tmp.join("data");
     let out = tmp.join(out);
     let mut args = vec![
-        "data", "prepare", "--csv", s(csv), "--data-dir", s(&data), "--out", s(&out),
+        "data",
+        "prepare",
+        "--csv",
+        s(csv),
+        "--data-dir",
+        s(&data),
+        "--out",
+        s(&out),
     ];
     args.extend_from_slice(extra);
     run(&tmp.0, &args)
@@ -213,7 +270,10 @@ fn each_bad_png_stops_prepare_naming_the_file() {
         let csv = bad_png_set(&tmp, &["good.png", bad]);
         let (ok, stdout, stderr) = prepare_csv(&tmp, &csv, "out", &[]);
         assert!(!ok, "{bad} was accepted:\n{stdout}");
-        assert!(stderr.contains(bad) && stderr.contains(problem), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(bad) && stderr.contains(problem),
+            "{bad}: {stderr}"
+        );
         assert!(stderr.contains("--skip-bad"), "{stderr}");
         // no split index is left behind by a failed run
         assert!(!tmp.join("out/train.index.json").exists());
@@ -223,7 +283,14 @@ fn each_bad_png_stops_prepare_naming_the_file() {
 #[test]
 fn skip_bad_counts_bad_files_in_the_report() {
     let tmp = Scratch::new("skipbad");
-    let ids = ["good.png", "cut.png", "missing.png", "corrupt.png", "flat.png", "good.png"];
+    let ids = [
+        "good.png",
+        "cut.png",
+        "missing.png",
+        "corrupt.png",
+        "flat.png",
+        "good.png",
+    ];
     let csv = bad_png_set(&tmp, &ids);
     let (ok, stdout, stderr) = prepare_csv(&tmp, &csv, "out", &["--skip-bad", "--workers", "1"]);
     assert!(ok, "{stdout}\n{stderr}");
@@ -295,10 +362,17 @@ fn bad_volumes_stop_prepare_and_skip_bad_counts_them() {
     ];
     for (bad, problem) in cases {
         let csv = tmp.join("vols.csv");
-        std::fs::write(&csv, format!("image_uuid,split\ngood.nii,train\n{bad},val\n")).unwrap();
+        std::fs::write(
+            &csv,
+            format!("image_uuid,split\ngood.nii,train\n{bad},val\n"),
+        )
+        .unwrap();
         let (ok, _, stderr) = prepare_csv(&tmp, &csv, "out", &["--kind", "mri3d"]);
         assert!(!ok, "{bad} was accepted");
-        assert!(stderr.contains(bad) && stderr.contains(problem), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(bad) && stderr.contains(problem),
+            "{bad}: {stderr}"
+        );
     }
 
     let mut text = String::from("image_uuid,split\ngood.nii,train\n");
@@ -324,7 +398,10 @@ fn csv_without_the_column_fails_listing_the_columns() {
     let (ok, _, stderr) = prepare_csv(&tmp, &csv, "out", &[]);
     assert!(!ok);
     assert!(stderr.contains("list.csv"), "{stderr}");
-    assert!(stderr.contains("\"image_uuid\"") && stderr.contains("columns: file, fold"), "{stderr}");
+    assert!(
+        stderr.contains("\"image_uuid\"") && stderr.contains("columns: file, fold"),
+        "{stderr}"
+    );
     // naming the columns makes it work (the file itself is then missing: a different error)
     let (ok, _, stderr) = prepare_csv(
         &tmp,
@@ -333,7 +410,10 @@ fn csv_without_the_column_fails_listing_the_columns() {
         &["--image-column", "file", "--split-column", "fold"],
     );
     assert!(!ok);
-    assert!(stderr.contains("good.png") && stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("good.png") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -346,19 +426,36 @@ fn config_errors_name_the_file_and_the_valid_keys() {
     )
     .unwrap();
     let out = tmp.join("out");
-    let (ok, _, stderr) = run(&tmp.0, &["data", "prepare", "--config", s(&cfg), "--out", s(&out)]);
+    let (ok, _, stderr) = run(
+        &tmp.0,
+        &["data", "prepare", "--config", s(&cfg), "--out", s(&out)],
+    );
     assert!(!ok);
-    assert!(stderr.contains("cfg.yaml") && stderr.contains("sufix"), "{stderr}");
-    assert!(stderr.contains("suffix") && stderr.contains("data_dir"), "{stderr}");
+    assert!(
+        stderr.contains("cfg.yaml") && stderr.contains("sufix"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("suffix") && stderr.contains("data_dir"),
+        "{stderr}"
+    );
 
     std::fs::write(&cfg, "datasets: []\nworkers: 4\n").unwrap();
-    let (ok, _, stderr) = run(&tmp.0, &["data", "prepare", "--config", s(&cfg), "--out", s(&out)]);
+    let (ok, _, stderr) = run(
+        &tmp.0,
+        &["data", "prepare", "--config", s(&cfg), "--out", s(&out)],
+    );
     assert!(!ok);
-    assert!(stderr.contains("workers") && stderr.contains("root"), "{stderr}");
+    assert!(
+        stderr.contains("workers") && stderr.contains("root"),
+        "{stderr}"
+    );
 
     let missing = tmp.join("nope.yaml");
-    let (ok, _, stderr) =
-        run(&tmp.0, &["data", "prepare", "--config", s(&missing), "--out", s(&out)]);
+    let (ok, _, stderr) = run(
+        &tmp.0,
+        &["data", "prepare", "--config", s(&missing), "--out", s(&out)],
+    );
     assert!(!ok && stderr.contains("nope.yaml"), "{stderr}");
 }
 
@@ -371,10 +468,24 @@ fn argument_and_inspect_errors() {
     // both
     let (ok, _, _) = run(
         &tmp.0,
-        &["data", "prepare", "--config", "a.yaml", "--csv", "b.csv", "--data-dir", ".", "--out", "x"],
+        &[
+            "data",
+            "prepare",
+            "--config",
+            "a.yaml",
+            "--csv",
+            "b.csv",
+            "--data-dir",
+            ".",
+            "--out",
+            "x",
+        ],
     );
     assert!(!ok);
     // inspect of a folder that is not a prepared set
     let (ok, _, stderr) = run(&tmp.0, &["data", "inspect", s(&tmp.0)]);
-    assert!(!ok && stderr.contains("not a prepared dataset folder"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("not a prepared dataset folder"),
+        "{stderr}"
+    );
 }

@@ -51,7 +51,12 @@ impl TorchLayout {
     pub fn torch_shape(&self) -> Vec<usize> {
         match self {
             TorchLayout::Same { shape } => shape.clone(),
-            TorchLayout::ConvWeight { cout, cin, kernel, rank } => {
+            TorchLayout::ConvWeight {
+                cout,
+                cin,
+                kernel,
+                rank,
+            } => {
                 let mut s = vec![*cout, *cin];
                 s.extend_from_slice(&kernel[3 - rank..]);
                 s
@@ -101,7 +106,12 @@ impl Param {
     pub fn conv_weight(name: &str, value: Tensor, rank: usize) -> Result<Param> {
         let (kernel, cin, cout) = match *value.shape() {
             [kd, kh, kw, cin, cout] => ([kd, kh, kw], cin, cout),
-            _ => return Err(RuntimeError::shape("Param::conv_weight", format!("{:?}", value.shape()))),
+            _ => {
+                return Err(RuntimeError::shape(
+                    "Param::conv_weight",
+                    format!("{:?}", value.shape()),
+                ))
+            }
         };
         if !(rank == 2 && kernel[0] == 1 || rank == 3) {
             return Err(RuntimeError::shape(
@@ -115,7 +125,12 @@ impl Param {
             grad: None,
             trainable: true,
             kind: ParamKind::Weight,
-            layout: TorchLayout::ConvWeight { cout, cin, kernel, rank },
+            layout: TorchLayout::ConvWeight {
+                cout,
+                cin,
+                kernel,
+                rank,
+            },
         })
     }
 
@@ -153,7 +168,9 @@ impl Param {
     pub fn engine_to_torch(&self, data: &[f32]) -> Vec<f32> {
         match &self.layout {
             TorchLayout::Same { .. } => data.to_vec(),
-            TorchLayout::ConvWeight { cout, cin, kernel, .. } => weight_to_torch(data, *cout, *cin, *kernel),
+            TorchLayout::ConvWeight {
+                cout, cin, kernel, ..
+            } => weight_to_torch(data, *cout, *cin, *kernel),
         }
     }
 
@@ -164,7 +181,9 @@ impl Param {
 
     /// The accumulated gradient in PyTorch's layout, if any.
     pub fn grad_to_torch(&self) -> Option<Vec<f32>> {
-        self.grad.as_ref().map(|g| self.engine_to_torch(&g.to_f32_vec()))
+        self.grad
+            .as_ref()
+            .map(|g| self.engine_to_torch(&g.to_f32_vec()))
     }
 
     /// Overwrite the value from PyTorch-layout data of PyTorch shape `shape`.
@@ -173,12 +192,18 @@ impl Param {
         if shape != want.as_slice() || data.len() != want.iter().product::<usize>() {
             return Err(RuntimeError::shape(
                 "Param::load_torch",
-                format!("`{}` expects {want:?}, got {shape:?} with {} values", self.name, data.len()),
+                format!(
+                    "`{}` expects {want:?}, got {shape:?} with {} values",
+                    self.name,
+                    data.len()
+                ),
             ));
         }
         let engine = match &self.layout {
             TorchLayout::Same { .. } => data.to_vec(),
-            TorchLayout::ConvWeight { cout, cin, kernel, .. } => weight_from_torch(data, *cout, *cin, *kernel),
+            TorchLayout::ConvWeight {
+                cout, cin, kernel, ..
+            } => weight_from_torch(data, *cout, *cin, *kernel),
         };
         self.value = Tensor::from_vec(self.value.shape(), engine)?;
         Ok(())

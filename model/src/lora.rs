@@ -61,7 +61,8 @@ impl LoraConv {
 impl Parameters for LoraConv {
     fn visit_params(&mut self, prefix: &str, f: &mut ParamVisitor) {
         self.conv.visit_params(&join_key(prefix, "conv"), f);
-        self.lora_down.visit_params(&join_key(prefix, "lora_down"), f);
+        self.lora_down
+            .visit_params(&join_key(prefix, "lora_down"), f);
         self.lora_up.visit_params(&join_key(prefix, "lora_up"), f);
     }
 }

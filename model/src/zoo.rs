@@ -56,14 +56,26 @@ fn usize_field(v: &Value, key: &str) -> Result<usize> {
 
 impl ModelConfig {
     /// From the reference's `ddconfig` (as JSON), `embed_dim`, LoRA rank and spatial rank.
-    pub fn from_ddconfig(dd: &Value, embed_dim: usize, lora_rank: Option<usize>, dims: usize) -> Result<ModelConfig> {
+    pub fn from_ddconfig(
+        dd: &Value,
+        embed_dim: usize,
+        lora_rank: Option<usize>,
+        dims: usize,
+    ) -> Result<ModelConfig> {
         if dd.get("double_z").and_then(Value::as_bool) == Some(false) {
-            return Err(err("double_z = false is not supported (the reference asserts it)"));
+            return Err(err(
+                "double_z = false is not supported (the reference asserts it)",
+            ));
         }
         let ch_mult: Vec<usize> = dd
             .get("ch_mult")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).map(|x| x as usize).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_u64)
+                    .map(|x| x as usize)
+                    .collect()
+            })
             .ok_or_else(|| err("ddconfig needs `ch_mult`"))?;
         let attn_res: Vec<u64> = dd
             .get("attn_resolutions")
@@ -115,17 +127,26 @@ impl ModelConfig {
             return Err(err(format!("dims must be 2 or 3, not {}", self.dims)));
         }
         if self.ch_mult.is_empty() || self.num_res_blocks == 0 {
-            return Err(err("ch_mult and num_res_blocks must be non-empty / positive"));
+            return Err(err(
+                "ch_mult and num_res_blocks must be non-empty / positive",
+            ));
         }
         for &m in &self.ch_mult {
             if m == 0 || (self.ch * m) % 32 != 0 {
-                return Err(err(format!("width ch·mult = {} is not a positive multiple of 32 (GroupNorm)", self.ch * m)));
+                return Err(err(format!(
+                    "width ch·mult = {} is not a positive multiple of 32 (GroupNorm)",
+                    self.ch * m
+                )));
             }
         }
         if let Some(&l) = self.attn_levels.iter().find(|&&l| l >= self.ch_mult.len()) {
-            return Err(err(format!("attention level {l} beyond {} levels", self.ch_mult.len())));
+            return Err(err(format!(
+                "attention level {l} beyond {} levels",
+                self.ch_mult.len()
+            )));
         }
-        if self.in_channels == 0 || self.out_ch == 0 || self.z_channels == 0 || self.embed_dim == 0 {
+        if self.in_channels == 0 || self.out_ch == 0 || self.z_channels == 0 || self.embed_dim == 0
+        {
             return Err(err("channel counts must be positive"));
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -141,26 +162,45 @@ impl ModelConfig {
 
     /// Derive the configuration from a checkpoint's `(key, PyTorch shape)` list.
     pub fn from_state_dict_shapes(shapes: &[(String, Vec<usize>)]) -> Result<ModelConfig> {
-        let get = |key: &str| -> Option<&Vec<usize>> { shapes.iter().find(|(k, _)| k == key).map(|(_, s)| s) };
+        let get = |key: &str| -> Option<&Vec<usize>> {
+            shapes.iter().find(|(k, _)| k == key).map(|(_, s)| s)
+        };
         let need = |key: &str| get(key).ok_or_else(|| err(format!("checkpoint has no `{key}`")));
         // A LoRA-injected convolution keeps its weight under `.conv.`.
-        let conv_w = |base: &str| get(&format!("{base}.weight")).or_else(|| get(&format!("{base}.conv.weight")));
+        let conv_w = |base: &str| {
+            get(&format!("{base}.weight")).or_else(|| get(&format!("{base}.conv.weight")))
+        };
         let conv_in = need("encoder.conv_in.weight")?;
         let dims = match conv_in.len() {
             4 => 2,
             5 => 3,
-            n => return Err(err(format!("encoder.conv_in.weight has rank {n}; expected 4 (2D) or 5 (3D)"))),
+            n => {
+                return Err(err(format!(
+                    "encoder.conv_in.weight has rank {n}; expected 4 (2D) or 5 (3D)"
+                )))
+            }
         };
         let (ch, in_channels) = (conv_in[0], conv_in[1]);
         let mut ch_mult = Vec::new();
-        while let Some(s) = get(&format!("encoder.down.{}.block.0.norm2.weight", ch_mult.len())) {
+        while let Some(s) = get(&format!(
+            "encoder.down.{}.block.0.norm2.weight",
+            ch_mult.len()
+        )) {
             if ch == 0 || s[0] % ch != 0 {
-                return Err(err(format!("level {} width {} is not a multiple of ch {ch}", ch_mult.len(), s[0])));
+                return Err(err(format!(
+                    "level {} width {} is not a multiple of ch {ch}",
+                    ch_mult.len(),
+                    s[0]
+                )));
             }
             ch_mult.push(s[0] / ch);
         }
         let mut num_res_blocks = 0;
-        while get(&format!("encoder.down.0.block.{num_res_blocks}.norm1.weight")).is_some() {
+        while get(&format!(
+            "encoder.down.0.block.{num_res_blocks}.norm1.weight"
+        ))
+        .is_some()
+        {
             num_res_blocks += 1;
         }
         let attn_levels = (0..ch_mult.len())
@@ -191,7 +231,10 @@ impl ModelConfig {
         // The decoder's input width must agree with the encoder's output.
         match conv_w("decoder.conv_in") {
             Some(s) if s[1] == cfg.z_channels => Ok(cfg),
-            Some(s) => Err(err(format!("decoder.conv_in takes {} channels, encoder gives z = {}", s[1], cfg.z_channels))),
+            Some(s) => Err(err(format!(
+                "decoder.conv_in takes {} channels, encoder gives z = {}",
+                s[1], cfg.z_channels
+            ))),
             None => Err(err("checkpoint has no `decoder.conv_in.weight`")),
         }
     }
@@ -204,7 +247,11 @@ fn kl_layout(levels: usize, channels: usize, z: usize) -> ModelConfig {
         in_channels: channels,
         out_ch: channels,
         ch: 128,
-        ch_mult: if levels == 3 { vec![1, 2, 4] } else { vec![1, 2, 4, 4] },
+        ch_mult: if levels == 3 {
+            vec![1, 2, 4]
+        } else {
+            vec![1, 2, 4, 4]
+        },
         num_res_blocks: 2,
         attn_levels: vec![],
         z_channels: z,

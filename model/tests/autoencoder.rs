@@ -18,7 +18,10 @@ use std::collections::BTreeMap;
 /// takes the better of three steps (`check_steps`).
 const TOL_AE: f64 = 1e-3;
 const STEPS_AE: [f32; 3] = [1e-1, 3e-2, 1e-2];
-const ALL: Outputs = Outputs { decode: true, latent: true };
+const ALL: Outputs = Outputs {
+    decode: true,
+    latent: true,
+};
 
 fn tiny(dims: usize, lora: Option<usize>) -> ModelConfig {
     ModelConfig {
@@ -49,8 +52,14 @@ impl Parameters for Probe {
     }
 }
 
-fn run(p: &mut Probe, inputs: &BTreeMap<String, Tensor>, ctx: &mut Ctx) -> BTreeMap<&'static str, Tensor> {
-    let out = p.ae.forward(&inputs["x"], Sampling::Eps(inputs["eps"].clone()), ALL, ctx).unwrap();
+fn run(
+    p: &mut Probe,
+    inputs: &BTreeMap<String, Tensor>,
+    ctx: &mut Ctx,
+) -> BTreeMap<&'static str, Tensor> {
+    let out =
+        p.ae.forward(&inputs["x"], Sampling::Eps(inputs["eps"].clone()), ALL, ctx)
+            .unwrap();
     BTreeMap::from([
         ("moments", out.moments),
         ("z", out.z),
@@ -71,7 +80,11 @@ fn objective(p: &mut Probe, inputs: &BTreeMap<String, Tensor>, ctx: &mut Ctx) ->
     (f, m2.sqrt())
 }
 
-fn gradients(p: &mut Probe, inputs: &BTreeMap<String, Tensor>, ctx: &mut Ctx) -> BTreeMap<String, Tensor> {
+fn gradients(
+    p: &mut Probe,
+    inputs: &BTreeMap<String, Tensor>,
+    ctx: &mut Ctx,
+) -> BTreeMap<String, Tensor> {
     run(p, inputs, ctx);
     let grads = AeGrads {
         moments: Some(&p.g["moments"]),
@@ -81,7 +94,10 @@ fn gradients(p: &mut Probe, inputs: &BTreeMap<String, Tensor>, ctx: &mut Ctx) ->
         kl: Some(&p.g["kl"]),
     };
     let d = p.ae.backward(grads, true).unwrap();
-    BTreeMap::from([("x".to_string(), d.x.unwrap()), ("eps".to_string(), d.eps.unwrap())])
+    BTreeMap::from([
+        ("x".to_string(), d.x.unwrap()),
+        ("eps".to_string(), d.eps.unwrap()),
+    ])
 }
 
 /// Random parameters (norm scales around 1), with the latent head's ReLU inputs kept far from
@@ -94,10 +110,23 @@ fn randomise(model: &mut dyn Parameters) {
         let relu_in = key.starts_with("channel_ds.0.") || key.starts_with("channel_ds.2.");
         let scale = if relu_in { 0.02 } else { 0.15 };
         let noise = randn_scaled(p.value.shape(), s, scale).to_f32_vec();
-        for (i, (v, n)) in p.value.f32s_mut("test").unwrap().iter_mut().zip(noise).enumerate() {
+        for (i, (v, n)) in p
+            .value
+            .f32s_mut("test")
+            .unwrap()
+            .iter_mut()
+            .zip(noise)
+            .enumerate()
+        {
             *v = match () {
                 _ if norm_scale => 1.0 + n,
-                _ if relu_in && key.ends_with(".bias") => if i % 2 == 0 { 2.0 } else { -2.0 },
+                _ if relu_in && key.ends_with(".bias") => {
+                    if i % 2 == 0 {
+                        2.0
+                    } else {
+                        -2.0
+                    }
+                }
                 _ => n,
             };
         }
@@ -115,11 +144,17 @@ fn system(cfg: &ModelConfig, spatial: &[usize]) -> System<Probe> {
     lat_shape.extend(spatial.iter().map(|s| s / cfg.downsample_factor()));
     lat_shape.push(cfg.embed_dim);
     let eps = randn(&lat_shape, 2);
-    let out = ae.forward(&x, Sampling::Eps(eps.clone()), ALL, &mut Ctx::eval()).unwrap();
+    let out = ae
+        .forward(&x, Sampling::Eps(eps.clone()), ALL, &mut Ctx::eval())
+        .unwrap();
     let mut g = BTreeMap::new();
-    for (i, (k, t)) in [("moments", &out.moments), ("z", &out.z), ("latent", out.latent.as_ref().unwrap())]
-        .into_iter()
-        .enumerate()
+    for (i, (k, t)) in [
+        ("moments", &out.moments),
+        ("z", &out.z),
+        ("latent", out.latent.as_ref().unwrap()),
+    ]
+    .into_iter()
+    .enumerate()
     {
         g.insert(k, randn(t.shape(), 10 + i as u64));
     }
@@ -148,7 +183,10 @@ fn finite_differences_3d_with_lora() {
     // Frozen base: only LoRA weights, quant convs and the latent head get gradients.
     for c in &checks {
         let k = &c.what;
-        let trained = k == "x" || k == "eps" || k.contains("lora_") || !(k.starts_with("encoder.") || k.starts_with("decoder."));
+        let trained = k == "x"
+            || k == "eps"
+            || k.contains("lora_")
+            || !(k.starts_with("encoder.") || k.starts_with("decoder."));
         assert!(trained, "{k} should be frozen");
     }
     assert!(checks.iter().any(|c| c.what.contains("lora_up")));
@@ -157,10 +195,17 @@ fn finite_differences_3d_with_lora() {
     assert_eq!(sys.model.g["kl"].shape(), &[1, 6]);
 }
 
-fn all_grads(ae: &mut AutoencoderKL, x: &Tensor, eps: &Tensor, g: &BTreeMap<&str, Tensor>, seed: u64) -> Vec<(String, Vec<f32>)> {
+fn all_grads(
+    ae: &mut AutoencoderKL,
+    x: &Tensor,
+    eps: &Tensor,
+    g: &BTreeMap<&str, Tensor>,
+    seed: u64,
+) -> Vec<(String, Vec<f32>)> {
     zero_grads(ae);
     let mut ctx = Ctx::train(seed);
-    ae.forward(x, Sampling::Eps(eps.clone()), ALL, &mut ctx).unwrap();
+    ae.forward(x, Sampling::Eps(eps.clone()), ALL, &mut ctx)
+        .unwrap();
     let grads = AeGrads {
         dec: Some(&g["dec"]),
         kl: Some(&g["kl"]),
@@ -168,7 +213,10 @@ fn all_grads(ae: &mut AutoencoderKL, x: &Tensor, eps: &Tensor, g: &BTreeMap<&str
         ..AeGrads::default()
     };
     let d = ae.backward(grads, true).unwrap();
-    let mut v: Vec<(String, Vec<f32>)> = export_grads(ae).into_iter().map(|t| (t.key, t.data)).collect();
+    let mut v: Vec<(String, Vec<f32>)> = export_grads(ae)
+        .into_iter()
+        .map(|t| (t.key, t.data))
+        .collect();
     v.push(("x".into(), d.x.unwrap().to_f32_vec()));
     v
 }
@@ -202,20 +250,70 @@ fn gradient_subsets_and_missing_forward_state() {
     let x = &sys.inputs["x"];
     // Latent only, posterior mode (stage-2 shape): no eps gradient, an image gradient.
     let mut ctx = Ctx::eval_with_grad();
-    let out = ae.forward(x, Sampling::Mode, Outputs { decode: false, latent: true }, &mut ctx).unwrap();
+    let out = ae
+        .forward(
+            x,
+            Sampling::Mode,
+            Outputs {
+                decode: false,
+                latent: true,
+            },
+            &mut ctx,
+        )
+        .unwrap();
     assert!(out.eps.is_none() && out.dec.is_none());
     let d = ae
-        .backward(AeGrads { latent: Some(&g["latent"]), ..AeGrads::default() }, true)
+        .backward(
+            AeGrads {
+                latent: Some(&g["latent"]),
+                ..AeGrads::default()
+            },
+            true,
+        )
         .unwrap();
     assert!(d.eps.is_none() && d.x.is_some());
     // Nothing saved any more: a second backward is an error, not a panic.
-    assert!(ae.backward(AeGrads { latent: Some(&g["latent"]), ..AeGrads::default() }, true).is_err());
+    assert!(ae
+        .backward(
+            AeGrads {
+                latent: Some(&g["latent"]),
+                ..AeGrads::default()
+            },
+            true
+        )
+        .is_err());
     // A decoder gradient without a decoded forward is an error.
-    ae.forward(x, Sampling::Mode, Outputs { decode: false, latent: false }, &mut ctx).unwrap();
-    assert!(ae.backward(AeGrads { dec: Some(&g["dec"]), ..AeGrads::default() }, true).is_err());
+    ae.forward(
+        x,
+        Sampling::Mode,
+        Outputs {
+            decode: false,
+            latent: false,
+        },
+        &mut ctx,
+    )
+    .unwrap();
+    assert!(ae
+        .backward(
+            AeGrads {
+                dec: Some(&g["dec"]),
+                ..AeGrads::default()
+            },
+            true
+        )
+        .is_err());
     // Eval without gradients keeps nothing.
-    ae.forward(x, Sampling::Mode, ALL, &mut Ctx::eval()).unwrap();
-    assert!(ae.backward(AeGrads { kl: Some(&g["kl"]), ..AeGrads::default() }, true).is_err());
+    ae.forward(x, Sampling::Mode, ALL, &mut Ctx::eval())
+        .unwrap();
+    assert!(ae
+        .backward(
+            AeGrads {
+                kl: Some(&g["kl"]),
+                ..AeGrads::default()
+            },
+            true
+        )
+        .is_err());
 }
 
 #[test]
@@ -224,13 +322,30 @@ fn random_sampling_is_seeded() {
     let mut ae = sys.model.ae;
     let x = &sys.inputs["x"];
     let z = |ae: &mut AutoencoderKL, seed| {
-        let out = ae.forward(x, Sampling::Random, Outputs { decode: false, latent: false }, &mut Ctx::train(seed)).unwrap();
+        let out = ae
+            .forward(
+                x,
+                Sampling::Random,
+                Outputs {
+                    decode: false,
+                    latent: false,
+                },
+                &mut Ctx::train(seed),
+            )
+            .unwrap();
         (out.z.to_f32_vec(), out.eps.unwrap().to_f32_vec())
     };
     let (a, ea) = z(&mut ae, 1);
     assert_eq!((a.clone(), ea.clone()), z(&mut ae, 1));
     assert_ne!(a, z(&mut ae, 2).0);
     // z = mean + std·eps with the returned eps.
-    let out = ae.forward(x, Sampling::Eps(Tensor::from_vec(&[1, 4, 4, 2], ea).unwrap()), ALL, &mut Ctx::eval()).unwrap();
+    let out = ae
+        .forward(
+            x,
+            Sampling::Eps(Tensor::from_vec(&[1, 4, 4, 2], ea).unwrap()),
+            ALL,
+            &mut Ctx::eval(),
+        )
+        .unwrap();
     assert_eq!(out.z.to_f32_vec(), a);
 }

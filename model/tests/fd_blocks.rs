@@ -5,7 +5,9 @@ mod common;
 
 use common::{assert_checks, randn, randn_scaled, System};
 use medvae_model::autoencoder::LatentHead;
-use medvae_model::blocks::{AttnBlock, Downsample, MidBlock, NLayerDiscriminator, ResnetBlock, Upsample};
+use medvae_model::blocks::{
+    AttnBlock, Downsample, MidBlock, NLayerDiscriminator, ResnetBlock, Upsample,
+};
 use medvae_model::layer::{Ctx, Layer, ParamVisitor, Parameters};
 use medvae_model::layers::{Conv, GroupNorm, Init};
 use std::collections::BTreeMap;
@@ -26,7 +28,11 @@ impl<L: Layer> Parameters for Probe<L> {
     }
 }
 
-fn objective<L: Layer>(p: &mut Probe<L>, inputs: &BTreeMap<String, medvae_runtime::Tensor>, ctx: &mut Ctx) -> (f64, f64) {
+fn objective<L: Layer>(
+    p: &mut Probe<L>,
+    inputs: &BTreeMap<String, medvae_runtime::Tensor>,
+    ctx: &mut Ctx,
+) -> (f64, f64) {
     let y = p.layer.forward(&inputs["x"], ctx).expect("forward");
     common::dot(&y, &p.g)
 }
@@ -69,7 +75,9 @@ fn randomise(model: &mut dyn Parameters, seed: u64) {
     let mut s = seed;
     model.visit_params("", &mut |key, p| {
         s += 1;
-        let is_norm_scale = key.ends_with("norm1.weight") || key.ends_with("norm2.weight") || key.ends_with("norm.weight");
+        let is_norm_scale = key.ends_with("norm1.weight")
+            || key.ends_with("norm2.weight")
+            || key.ends_with("norm.weight");
         let base = if is_norm_scale { 1.0 } else { 0.0 };
         let noise = randn_scaled(p.value.shape(), s, 0.2).to_f32_vec();
         for (v, n) in p.value.f32s_mut("test").unwrap().iter_mut().zip(noise) {
@@ -82,7 +90,13 @@ fn check<L: Layer>(label: &str, layer: L, x_shape: &[usize], ctx: fn() -> Ctx) {
     check_with_step(label, layer, x_shape, ctx, STEP)
 }
 
-fn check_with_step<L: Layer>(label: &str, mut layer: L, x_shape: &[usize], ctx: fn() -> Ctx, step: f32) {
+fn check_with_step<L: Layer>(
+    label: &str,
+    mut layer: L,
+    x_shape: &[usize],
+    ctx: fn() -> Ctx,
+    step: f32,
+) {
     randomise(&mut layer, 7);
     let mut sys = system(layer, randn(x_shape, 5), ctx);
     let checks = sys.check(step, 1000, None);
@@ -95,16 +109,46 @@ fn init() -> Init {
 
 #[test]
 fn conv_and_group_norm_layers() {
-    check("conv 3x3 s2 3D", Conv::square(3, 4, 6, 3, 2, 1, &mut init()).unwrap(), &[1, 5, 4, 6, 4], eval_ctx);
-    check("group norm + silu", GroupNorm::new(64, true, &mut init()).unwrap(), &[2, 3, 5, 64], eval_ctx);
-    check("group norm", GroupNorm::new(32, false, &mut init()).unwrap(), &[1, 2, 3, 4, 32], eval_ctx);
+    check(
+        "conv 3x3 s2 3D",
+        Conv::square(3, 4, 6, 3, 2, 1, &mut init()).unwrap(),
+        &[1, 5, 4, 6, 4],
+        eval_ctx,
+    );
+    check(
+        "group norm + silu",
+        GroupNorm::new(64, true, &mut init()).unwrap(),
+        &[2, 3, 5, 64],
+        eval_ctx,
+    );
+    check(
+        "group norm",
+        GroupNorm::new(32, false, &mut init()).unwrap(),
+        &[1, 2, 3, 4, 32],
+        eval_ctx,
+    );
 }
 
 #[test]
 fn resnet_block_2d_and_3d() {
-    check("resnet 2D 32→64", ResnetBlock::new(2, 32, 64, 0.0, &mut init()).unwrap(), &[2, 5, 6, 32], eval_ctx);
-    check("resnet 2D 64→64", ResnetBlock::new(2, 64, 64, 0.0, &mut init()).unwrap(), &[1, 4, 5, 64], eval_ctx);
-    check("resnet 3D 32→64", ResnetBlock::new(3, 32, 64, 0.0, &mut init()).unwrap(), &[1, 3, 4, 5, 32], eval_ctx);
+    check(
+        "resnet 2D 32→64",
+        ResnetBlock::new(2, 32, 64, 0.0, &mut init()).unwrap(),
+        &[2, 5, 6, 32],
+        eval_ctx,
+    );
+    check(
+        "resnet 2D 64→64",
+        ResnetBlock::new(2, 64, 64, 0.0, &mut init()).unwrap(),
+        &[1, 4, 5, 64],
+        eval_ctx,
+    );
+    check(
+        "resnet 3D 32→64",
+        ResnetBlock::new(3, 32, 64, 0.0, &mut init()).unwrap(),
+        &[1, 3, 4, 5, 32],
+        eval_ctx,
+    );
 }
 
 #[test]
@@ -114,14 +158,29 @@ fn resnet_block_with_lora_dropout_and_recompute() {
         b.inject_lora(4, &mut Init::random(3)).unwrap();
         b.recompute = recompute;
         // Training mode: block dropout and LoRA dropout active, same masks on every pass.
-        check(&format!("resnet LoRA train recompute={recompute}"), b, &[2, 4, 5, 32], train_ctx);
+        check(
+            &format!("resnet LoRA train recompute={recompute}"),
+            b,
+            &[2, 4, 5, 32],
+            train_ctx,
+        );
     }
 }
 
 #[test]
 fn attn_block_2d_3d_lora_recompute() {
-    check("attn 2D", AttnBlock::new(2, 32, &mut init()).unwrap(), &[2, 5, 6, 32], eval_ctx);
-    check("attn 3D", AttnBlock::new(3, 32, &mut init()).unwrap(), &[1, 3, 4, 5, 32], eval_ctx);
+    check(
+        "attn 2D",
+        AttnBlock::new(2, 32, &mut init()).unwrap(),
+        &[2, 5, 6, 32],
+        eval_ctx,
+    );
+    check(
+        "attn 3D",
+        AttnBlock::new(3, 32, &mut init()).unwrap(),
+        &[1, 3, 4, 5, 32],
+        eval_ctx,
+    );
     let mut a = AttnBlock::new(2, 32, &mut init()).unwrap();
     a.inject_lora(4, &mut Init::random(4)).unwrap();
     a.recompute = true;
@@ -130,16 +189,42 @@ fn attn_block_2d_3d_lora_recompute() {
 
 #[test]
 fn resampling_blocks() {
-    check("downsample 2D", Downsample::new(2, 8, &mut init()).unwrap(), &[2, 7, 6, 8], eval_ctx);
+    check(
+        "downsample 2D",
+        Downsample::new(2, 8, &mut init()).unwrap(),
+        &[2, 7, 6, 8],
+        eval_ctx,
+    );
     // A linear layer: the difference quotient is exact up to rounding, so a long step.
-    check_with_step("downsample 3D", Downsample::new(3, 4, &mut init()).unwrap(), &[1, 4, 5, 6, 4], eval_ctx, 0.3);
-    check("upsample 2D", Upsample::new(2, 8, &mut init()).unwrap(), &[1, 3, 4, 8], eval_ctx);
-    check("upsample 3D", Upsample::new(3, 4, &mut init()).unwrap(), &[1, 2, 3, 2, 4], eval_ctx);
+    check_with_step(
+        "downsample 3D",
+        Downsample::new(3, 4, &mut init()).unwrap(),
+        &[1, 4, 5, 6, 4],
+        eval_ctx,
+        0.3,
+    );
+    check(
+        "upsample 2D",
+        Upsample::new(2, 8, &mut init()).unwrap(),
+        &[1, 3, 4, 8],
+        eval_ctx,
+    );
+    check(
+        "upsample 3D",
+        Upsample::new(3, 4, &mut init()).unwrap(),
+        &[1, 2, 3, 2, 4],
+        eval_ctx,
+    );
 }
 
 #[test]
 fn mid_block_and_latent_head() {
-    check("mid 2D", MidBlock::new(2, 32, 0.0, &mut init()).unwrap(), &[1, 3, 4, 32], eval_ctx);
+    check(
+        "mid 2D",
+        MidBlock::new(2, 32, 0.0, &mut init()).unwrap(),
+        &[1, 3, 4, 32],
+        eval_ctx,
+    );
     // ReLU: pre-activations are kept far from the kink (biases ±2, small weights), half of
     // the channels active and half dead, so no finite-difference step crosses it.
     let mut head = LatentHead::new(3, 2, &mut init()).unwrap();
@@ -195,8 +280,11 @@ fn a_wrong_gradient_is_caught() {
     let mut sys = system(b, randn(&[1, 4, 5, 32], 5), eval_ctx);
     for target in ["x", "conv1.weight", "norm2.bias"] {
         let checks = sys.check(STEP, 1000, Some(target));
-        let bad: Vec<_> = checks.iter().filter(|c| !c.passes(TOL)).map(|c| c.what.as_str()).collect();
+        let bad: Vec<_> = checks
+            .iter()
+            .filter(|c| !c.passes(TOL))
+            .map(|c| c.what.as_str())
+            .collect();
         assert_eq!(bad, vec![target], "sabotaging {target}");
     }
 }
-

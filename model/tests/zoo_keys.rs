@@ -15,7 +15,10 @@ use serde_json::Value;
 fn listing() -> (Value, String) {
     let path = common::golden_dir().join("model_keys.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    (serde_json::from_str(&text).expect("model_keys.json parses"), text)
+    (
+        serde_json::from_str(&text).expect("model_keys.json parses"),
+        text,
+    )
 }
 
 fn listed_shapes(entry: &Value) -> Vec<(String, Vec<usize>)> {
@@ -24,7 +27,12 @@ fn listed_shapes(entry: &Value) -> Vec<(String, Vec<usize>)> {
         .expect("state_dict object")
         .iter()
         .map(|(k, v)| {
-            let shape = v.as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+            let shape = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
             (k.clone(), shape)
         })
         .collect()
@@ -32,13 +40,23 @@ fn listed_shapes(entry: &Value) -> Vec<(String, Vec<usize>)> {
 
 /// The keys of `name`'s section in file order (the JSON map type may sort keys).
 fn file_order(text: &str, name: &str) -> Vec<String> {
-    let start = text.find(&format!("\"{name}\": {{")).expect("model section");
+    let start = text
+        .find(&format!("\"{name}\": {{"))
+        .expect("model section");
     let section = &text[start..];
     let sd = section.find("\"state_dict\": {").expect("state_dict") + "\"state_dict\": {".len();
-    let end = section[sd..].find("\n  }").map(|e| sd + e).expect("end of state_dict");
+    let end = section[sd..]
+        .find("\n  }")
+        .map(|e| sd + e)
+        .expect("end of state_dict");
     section[sd..end]
         .lines()
-        .filter_map(|l| l.trim().strip_prefix('"').and_then(|r| r.split_once("\": [")).map(|(k, _)| k.to_string()))
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix('"')
+                .and_then(|r| r.split_once("\": ["))
+                .map(|(k, _)| k.to_string())
+        })
         .collect()
 }
 
@@ -73,10 +91,18 @@ fn zoo_models_have_the_published_keys_shapes_order_and_sizes() {
         let order: Vec<String> = built.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(order, file_order(&text, name), "{name}: state_dict order");
         let (all, _) = count_params(&mut model);
-        assert_eq!(all as u64, entry["params"].as_u64().unwrap(), "{name}: parameter count");
+        assert_eq!(
+            all as u64,
+            entry["params"].as_u64().unwrap(),
+            "{name}: parameter count"
+        );
 
         // The configuration from the shapes alone, and from the listed ddconfig.
-        assert_eq!(ModelConfig::from_state_dict_shapes(&listed).unwrap(), cfg, "{name}: from shapes");
+        assert_eq!(
+            ModelConfig::from_state_dict_shapes(&listed).unwrap(),
+            cfg,
+            "{name}: from shapes"
+        );
         let dims = if name.ends_with("_3d") { 3 } else { 2 };
         let lora = entry["lora_rank"].as_u64().map(|r| r as usize);
         let embed = entry["embed_dim"].as_u64().unwrap() as usize;
@@ -99,9 +125,16 @@ fn every_zoo_name_builds_and_round_trips_its_config() {
         }
         let mut model = AutoencoderKL::new(&cfg, &mut Init::Zeros).unwrap();
         let shapes = param_shapes(&mut model);
-        assert_eq!(ModelConfig::from_state_dict_shapes(&shapes).unwrap(), cfg, "{name}");
+        assert_eq!(
+            ModelConfig::from_state_dict_shapes(&shapes).unwrap(),
+            cfg,
+            "{name}"
+        );
     }
-    assert!(zoo_config("medvae_16_1_2d").unwrap_err().to_string().contains("medvae_4_1_2d"));
+    assert!(zoo_config("medvae_16_1_2d")
+        .unwrap_err()
+        .to_string()
+        .contains("medvae_4_1_2d"));
 }
 
 #[test]
@@ -134,33 +167,58 @@ fn config_from_shapes_reads_variants() {
     };
     let mut model = AutoencoderKL::new(&cfg, &mut Init::Zeros).unwrap();
     let shapes = param_shapes(&mut model);
-    assert!(shapes.iter().any(|(k, _)| k == "decoder.up.1.attn.3.proj_out.lora_up.weight"));
+    assert!(shapes
+        .iter()
+        .any(|(k, _)| k == "decoder.up.1.attn.3.proj_out.lora_up.weight"));
     assert!(!shapes.iter().any(|(k, _)| k.starts_with("channel_")));
     assert_eq!(ModelConfig::from_state_dict_shapes(&shapes).unwrap(), cfg);
     // ddconfig round trip: attention placed by resolution.
     let dd = cfg.to_ddconfig(64);
     assert_eq!(dd["attn_resolutions"], serde_json::json!([32]));
     let back = ModelConfig::from_ddconfig(&dd, 5, Some(2), 3).unwrap();
-    assert_eq!(back, ModelConfig { latent_head: true, ..cfg });
+    assert_eq!(
+        back,
+        ModelConfig {
+            latent_head: true,
+            ..cfg
+        }
+    );
 }
 
 #[test]
 fn bad_configs_are_errors() {
     let base = zoo_config("medvae_4_1_2d").unwrap();
     let bad = [
-        ModelConfig { ch: 48, ..base.clone() },
-        ModelConfig { dims: 4, ..base.clone() },
-        ModelConfig { attn_levels: vec![3], ..base.clone() },
-        ModelConfig { ch_mult: vec![], ..base.clone() },
+        ModelConfig {
+            ch: 48,
+            ..base.clone()
+        },
+        ModelConfig {
+            dims: 4,
+            ..base.clone()
+        },
+        ModelConfig {
+            attn_levels: vec![3],
+            ..base.clone()
+        },
+        ModelConfig {
+            ch_mult: vec![],
+            ..base.clone()
+        },
     ];
     for cfg in bad {
-        assert!(AutoencoderKL::new(&cfg, &mut Init::Zeros).is_err(), "{cfg:?}");
+        assert!(
+            AutoencoderKL::new(&cfg, &mut Init::Zeros).is_err(),
+            "{cfg:?}"
+        );
     }
     let shapes = vec![("encoder.conv_in.weight".to_string(), vec![128, 1, 3])];
     assert!(ModelConfig::from_state_dict_shapes(&shapes).is_err());
     let mut m = AutoencoderKL::new(&base, &mut Init::Zeros).unwrap();
     let mut shapes = param_shapes(&mut m);
     shapes.retain(|(k, _)| k != "quant_conv.weight");
-    let e = ModelConfig::from_state_dict_shapes(&shapes).unwrap_err().to_string();
+    let e = ModelConfig::from_state_dict_shapes(&shapes)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("quant_conv.weight"), "{e}");
 }

@@ -34,8 +34,9 @@ fn cuda_available(ordinal: usize) -> Result<()> {
             "the NVIDIA driver library (libcuda.so) was not found on this machine".into(),
         ));
     }
-    let count = cudarc::driver::CudaContext::device_count()
-        .map_err(|e| RuntimeError::CudaUnavailable(format!("cuInit/cuDeviceGetCount failed: {e}")))?;
+    let count = cudarc::driver::CudaContext::device_count().map_err(|e| {
+        RuntimeError::CudaUnavailable(format!("cuInit/cuDeviceGetCount failed: {e}"))
+    })?;
     if ordinal >= count as usize {
         return Err(RuntimeError::CudaUnavailable(format!(
             "device cuda:{ordinal} requested but {count} CUDA device(s) present"
@@ -72,10 +73,9 @@ impl FromStr for Device {
             return Ok(Device::Cuda(0));
         }
         if let Some(n) = s.strip_prefix("cuda:") {
-            return n
-                .parse()
-                .map(Device::Cuda)
-                .map_err(|_| RuntimeError::Other(format!("bad device `{s}`: expected cpu, cuda or cuda:N")));
+            return n.parse().map(Device::Cuda).map_err(|_| {
+                RuntimeError::Other(format!("bad device `{s}`: expected cpu, cuda or cuda:N"))
+            });
         }
         Err(RuntimeError::Other(format!(
             "unknown device `{s}`: expected cpu, cuda or cuda:N"

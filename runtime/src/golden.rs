@@ -29,7 +29,8 @@ pub struct GoldenCase {
 impl GoldenCase {
     /// Read and parse a case file.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| RuntimeError::file(path, format!("cannot read: {e}")))?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| RuntimeError::file(path, format!("cannot read: {e}")))?;
         Self::from_bytes(path, &bytes)
     }
 
@@ -38,8 +39,9 @@ impl GoldenCase {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| RuntimeError::file(path, format!("not a valid safetensors file: {e}")))?;
         let meta = match header.metadata().as_ref().and_then(|m| m.get("case")) {
-            Some(text) => serde_json::from_str(text)
-                .map_err(|e| RuntimeError::file(path, format!("metadata `case` is not JSON: {e}")))?,
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                RuntimeError::file(path, format!("metadata `case` is not JSON: {e}"))
+            })?,
             None => serde_json::Value::Null,
         };
         let st = SafeTensors::deserialize(bytes)
@@ -47,11 +49,17 @@ impl GoldenCase {
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let data = decode(view.dtype(), view.data()).ok_or_else(|| {
-                RuntimeError::file(path, format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()))
+                RuntimeError::file(
+                    path,
+                    format!("tensor `{name}` has unsupported dtype {:?}", view.dtype()),
+                )
             })?;
             let shape = view.shape().to_vec();
             if shape.iter().product::<usize>() != data.len() {
-                return Err(RuntimeError::file(path, format!("tensor `{name}`: data does not match shape {shape:?}")));
+                return Err(RuntimeError::file(
+                    path,
+                    format!("tensor `{name}`: data does not match shape {shape:?}"),
+                ));
             }
             tensors.insert(name, HostTensor { shape, data });
         }
@@ -75,15 +83,19 @@ impl GoldenCase {
 
     /// Names with a prefix, the prefix stripped (`names_with("param.")` gives parameter keys).
     pub fn names_with<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.tensors.keys().filter_map(move |k| k.strip_prefix(prefix))
+        self.tensors
+            .keys()
+            .filter_map(move |k| k.strip_prefix(prefix))
     }
 
     /// A metadata field as f64 (errors name the file and field).
     pub fn meta_f64(&self, key: &str) -> Result<f64> {
-        self.meta
-            .get(key)
-            .and_then(|v| v.as_f64())
-            .ok_or_else(|| RuntimeError::file(&self.path, format!("metadata field `{key}` missing or not a number")))
+        self.meta.get(key).and_then(|v| v.as_f64()).ok_or_else(|| {
+            RuntimeError::file(
+                &self.path,
+                format!("metadata field `{key}` missing or not a number"),
+            )
+        })
     }
 
     /// A metadata field as f64, or `default` when absent.
@@ -108,11 +120,18 @@ impl GoldenCase {
                 .map(|v| v.as_u64().map(|x| x as usize))
                 .collect::<Option<Vec<_>>>()
                 .map(Some)
-                .ok_or_else(|| RuntimeError::file(&self.path, format!("metadata `{key}` is not a list of integers"))),
-            Some(v) => v
-                .as_u64()
-                .map(|x| Some(vec![x as usize]))
-                .ok_or_else(|| RuntimeError::file(&self.path, format!("metadata `{key}` is not an integer list"))),
+                .ok_or_else(|| {
+                    RuntimeError::file(
+                        &self.path,
+                        format!("metadata `{key}` is not a list of integers"),
+                    )
+                }),
+            Some(v) => v.as_u64().map(|x| Some(vec![x as usize])).ok_or_else(|| {
+                RuntimeError::file(
+                    &self.path,
+                    format!("metadata `{key}` is not an integer list"),
+                )
+            }),
         }
     }
 }
@@ -120,12 +139,18 @@ impl GoldenCase {
 fn decode(dtype: Dtype, raw: &[u8]) -> Option<Vec<f32>> {
     let chunks = |n: usize| raw.chunks_exact(n);
     Some(match dtype {
-        Dtype::F32 => chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F32 => chunks(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         Dtype::F64 => chunks(8)
             .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
             .collect(),
-        Dtype::F16 => chunks(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => chunks(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::F16 => chunks(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => chunks(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
         Dtype::I64 => chunks(8)
             .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
             .collect(),
@@ -142,9 +167,12 @@ pub fn find_cases(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::file(dir, format!("cannot list: {e}")))?;
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| RuntimeError::file(dir, format!("cannot list: {e}")))?;
     for entry in entries {
-        let path = entry.map_err(|e| RuntimeError::file(dir, e.to_string()))?.path();
+        let path = entry
+            .map_err(|e| RuntimeError::file(dir, e.to_string()))?
+            .path();
         if path.is_dir() {
             walk(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "safetensors") {
@@ -187,7 +215,11 @@ mod tests {
 
     #[test]
     fn corrupt_file_is_an_error_naming_it() {
-        let err = GoldenCase::from_bytes(Path::new("x/bad.safetensors"), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap_err();
+        let err = GoldenCase::from_bytes(
+            Path::new("x/bad.safetensors"),
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("x/bad.safetensors"), "{err}");
     }
 }

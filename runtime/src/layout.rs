@@ -43,7 +43,10 @@ pub fn to_channels_first(data: &[f32], shape: &[usize]) -> Result<(Vec<f32>, Vec
 
 fn check(data: &[f32], shape: &[usize], op: &str) -> Result<()> {
     if shape.len() < 2 {
-        return Err(RuntimeError::shape(op, format!("need rank >= 2, got {shape:?}")));
+        return Err(RuntimeError::shape(
+            op,
+            format!("need rank >= 2, got {shape:?}"),
+        ));
     }
     let n: usize = shape.iter().product();
     if n != data.len() {

@@ -109,7 +109,11 @@ fn take_from_pool(len: usize) -> Vec<f32> {
     if len >= MIN_POOLED_ELEMS {
         let key = bucket(len);
         if let Ok(mut guard) = POOL.lock() {
-            if let Some(v) = guard.as_mut().and_then(|m| m.get_mut(&key)).and_then(|l| l.pop()) {
+            if let Some(v) = guard
+                .as_mut()
+                .and_then(|m| m.get_mut(&key))
+                .and_then(|l| l.pop())
+            {
                 IDLE_BYTES.fetch_sub(v.capacity() * 4, Ordering::Relaxed);
                 return v;
             }
@@ -136,7 +140,11 @@ impl Drop for PoolBuf {
         let v = std::mem::take(&mut self.data);
         if let Ok(mut guard) = POOL.lock() {
             IDLE_BYTES.fetch_add(cap * 4, Ordering::Relaxed);
-            guard.get_or_insert_with(HashMap::new).entry(cap).or_default().push(v);
+            guard
+                .get_or_insert_with(HashMap::new)
+                .entry(cap)
+                .or_default()
+                .push(v);
         }
     }
 }
@@ -179,7 +187,10 @@ mod tests {
         }
         let after_second = stats();
         // The second buffer of the same bucket must come from the pool, not the allocator.
-        assert_eq!(after_second.fresh_allocations, after_first.fresh_allocations);
+        assert_eq!(
+            after_second.fresh_allocations,
+            after_first.fresh_allocations
+        );
         assert!(after_first.peak_bytes >= before.live_bytes + (4 << 20));
     }
 }

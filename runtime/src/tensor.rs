@@ -52,7 +52,12 @@ impl Tensor {
         if data.len() != numel(shape) {
             return Err(RuntimeError::shape(
                 "Tensor::from_vec",
-                format!("shape {:?} needs {} elements, got {}", shape, numel(shape), data.len()),
+                format!(
+                    "shape {:?} needs {} elements, got {}",
+                    shape,
+                    numel(shape),
+                    data.len()
+                ),
             ));
         }
         Ok(Tensor {
@@ -124,7 +129,9 @@ impl Tensor {
         let storage = match dtype {
             DType::F32 => Storage::F32(PoolBuf::from_vec(self.to_f32_vec())),
             DType::F16 => Storage::F16(self.to_f32_vec().into_iter().map(f16::from_f32).collect()),
-            DType::BF16 => Storage::BF16(self.to_f32_vec().into_iter().map(bf16::from_f32).collect()),
+            DType::BF16 => {
+                Storage::BF16(self.to_f32_vec().into_iter().map(bf16::from_f32).collect())
+            }
         };
         Tensor {
             shape: self.shape.clone(),

@@ -78,7 +78,10 @@ fn check(what: &str, i: usize, input: &[u8], f: fn(&[u8])) {
     if catch_unwind(AssertUnwindSafe(|| f(input))).is_err() {
         let saved = std::env::temp_dir().join(format!("medvae-decode-crash-{what}-{i}.bin"));
         let _ = std::fs::write(&saved, input);
-        panic!("{what} mutant {i} panicked; input saved to {}", saved.display());
+        panic!(
+            "{what} mutant {i} panicked; input saved to {}",
+            saved.display()
+        );
     }
 }
 
@@ -106,7 +109,13 @@ fn nifti_fields() -> Vec<(usize, bool)> {
     let mut f: Vec<(usize, bool)> = (0..8).map(|i| (40 + 2 * i, false)).collect();
     f.extend([(70, false), (72, false)]);
     f.extend((0..8).map(|i| (76 + 4 * i, true)));
-    f.extend([(108, true), (112, true), (116, true), (252, false), (254, false)]);
+    f.extend([
+        (108, true),
+        (112, true),
+        (116, true),
+        (252, false),
+        (254, false),
+    ]);
     f.extend((0..6).map(|i| (256 + 4 * i, true)));
     f.extend((0..12).map(|i| (280 + 4 * i, true)));
     f
@@ -162,7 +171,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -225,7 +238,10 @@ fn sample_pngs() -> Vec<Vec<u8>> {
         .filter(|p| p.extension().is_some_and(|x| x == "png"))
         .collect();
     paths.sort();
-    assert!(paths.len() >= 6, "expected the sample PNGs, found {paths:?}");
+    assert!(
+        paths.len() >= 6,
+        "expected the sample PNGs, found {paths:?}"
+    );
     paths.iter().map(|p| read(p)).collect()
 }
 
@@ -272,7 +288,10 @@ fn mutated_niftis_never_panic() {
         }
         check("nifti", i, &m, run_nifti);
     }
-    eprintln!("{n} NIfTI mutants in {:.1} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "{n} NIfTI mutants in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -289,12 +308,22 @@ fn every_truncation_of_a_png_and_a_nifti_header_is_an_error() {
         let r = catch_unwind(|| decode_png(&png[..len], Path::new("cut.png")).is_err());
         assert!(r.is_ok(), "PNG cut at {len} panicked");
         if len < iend {
-            assert_eq!(r.ok(), Some(true), "PNG cut at {len} of {} bytes", png.len());
+            assert_eq!(
+                r.ok(),
+                Some(true),
+                "PNG cut at {len} of {} bytes",
+                png.len()
+            );
         }
     }
     let nii = read(&samples().join("3d/anatomical_las_i16be.nii"));
     for len in (0..600).chain([nii.len() - 1]) {
         let r = catch_unwind(|| decode_nifti(Path::new("cut.nii"), &nii[..len]).is_err());
-        assert_eq!(r.ok(), Some(true), "NIfTI cut at {len} of {} bytes", nii.len());
+        assert_eq!(
+            r.ok(),
+            Some(true),
+            "NIfTI cut at {len} of {} bytes",
+            nii.len()
+        );
     }
 }

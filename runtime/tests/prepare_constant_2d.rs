@@ -49,14 +49,20 @@ fn constant_images_are_refused_by_prepare_but_not_by_the_loader() {
     ] {
         let err = decode_sample(path, &spec(&dir.0)).expect_err("constant image accepted");
         match &err {
-            SampleError::ConstantImage { path: p, pixel: got } => {
+            SampleError::ConstantImage {
+                path: p,
+                pixel: got,
+            } => {
                 assert_eq!(p, path);
                 assert_eq!(got, &pixel);
             }
             other => panic!("{}: wrong error {other}", path.display()),
         }
         let msg = err.to_string();
-        assert!(msg.contains(&*path.to_string_lossy()) && msg.contains("constant image"), "{msg}");
+        assert!(
+            msg.contains(&*path.to_string_lossy()) && msg.contains("constant image"),
+            "{msg}"
+        );
         // the library loader: MONAI's guard, every value −1
         let img = load_2d(path, &Preprocess2d::finetune(true)).expect("loader accepts it");
         assert!(img.data.iter().all(|&v| v == -1.0));

@@ -25,7 +25,11 @@ fn run_all(filter: &str) {
     }
     println!("{}", summary.line());
     assert!(summary.passed > 0, "no `{filter}` cases found");
-    assert!(bad.is_empty(), "failing or unsupported cases:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "failing or unsupported cases:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]

@@ -17,7 +17,11 @@ fn opts() -> VerifyOptions {
 }
 
 /// Rewrite a case with `edit` applied to its tensors; returns the new file's path.
-fn rewrite(src: &Path, out: &Path, edit: impl Fn(&mut HashMap<String, (Vec<usize>, Vec<f32>)>)) -> PathBuf {
+fn rewrite(
+    src: &Path,
+    out: &Path,
+    edit: impl Fn(&mut HashMap<String, (Vec<usize>, Vec<f32>)>),
+) -> PathBuf {
     let case = GoldenCase::load(src).unwrap();
     let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = case
         .tensors
@@ -31,7 +35,12 @@ fn rewrite(src: &Path, out: &Path, edit: impl Fn(&mut HashMap<String, (Vec<usize
         .collect();
     let views: Vec<(String, TensorView)> = bytes
         .iter()
-        .map(|(k, s, b)| (k.clone(), TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(k, s, b)| {
+            (
+                k.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
         .collect();
     let meta = HashMap::from([("case".to_string(), case.meta.to_string())]);
     safetensors::serialize_to_file(views, Some(meta), out).unwrap();

@@ -46,7 +46,13 @@ impl Decoder {
             let mut block = Vec::with_capacity(cfg.num_res_blocks + 1);
             let mut attn = Vec::new();
             for _ in 0..=cfg.num_res_blocks {
-                block.push(ResnetBlock::new(rank, block_in, block_out, cfg.dropout, init)?);
+                block.push(ResnetBlock::new(
+                    rank,
+                    block_in,
+                    block_out,
+                    cfg.dropout,
+                    init,
+                )?);
                 block_in = block_out;
                 if cfg.attn_levels.contains(&level) {
                     attn.push(AttnBlock::new(rank, block_in, init)?);
@@ -57,7 +63,11 @@ impl Decoder {
             } else {
                 None
             };
-            up[level] = Some(UpLevel { block, attn, upsample });
+            up[level] = Some(UpLevel {
+                block,
+                attn,
+                upsample,
+            });
         }
         let up = up.into_iter().flatten().collect();
         let norm_out = GroupNorm::new(block_in, true, init)?;
@@ -97,7 +107,10 @@ impl Decoder {
     /// The input of `conv_out` (`silu(norm_out(h))`), recomputed from the saved `h`, and the
     /// layer itself: the adaptive GAN weight needs `∂L/∂conv_out.weight` per loss term.
     pub fn last_layer_input(&self) -> Result<(Tensor, &Conv)> {
-        let h = self.saved_h.as_ref().ok_or_else(|| no_saved_state("Decoder (last layer)"))?;
+        let h = self
+            .saved_h
+            .as_ref()
+            .ok_or_else(|| no_saved_state("Decoder (last layer)"))?;
         Ok((self.norm_out.apply(h)?.0, &self.conv_out))
     }
 }
@@ -152,7 +165,10 @@ impl Layer for Decoder {
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        let h = self.saved_h.take().ok_or_else(|| no_saved_state("Decoder"))?;
+        let h = self
+            .saved_h
+            .take()
+            .ok_or_else(|| no_saved_state("Decoder"))?;
         let mut d = norm_conv_backward(&mut self.norm_out, &mut self.conv_out, &h, &IDENTITY, dy)?;
         drop(h);
         for level in self.up.iter_mut() {
@@ -167,7 +183,10 @@ impl Layer for Decoder {
             }
         }
         d = self.mid.backward(&d)?;
-        let z = self.conv_in_input.take().ok_or_else(|| no_saved_state("Decoder.conv_in"))?;
+        let z = self
+            .conv_in_input
+            .take()
+            .ok_or_else(|| no_saved_state("Decoder.conv_in"))?;
         self.conv_in
             .grad(&z, &d, true)?
             .ok_or_else(|| RuntimeError::Other("Decoder: no dz".into()))

@@ -42,7 +42,13 @@ impl Encoder {
             let mut block = Vec::with_capacity(cfg.num_res_blocks);
             let mut attn = Vec::new();
             for _ in 0..cfg.num_res_blocks {
-                block.push(ResnetBlock::new(rank, block_in, block_out, cfg.dropout, init)?);
+                block.push(ResnetBlock::new(
+                    rank,
+                    block_in,
+                    block_out,
+                    cfg.dropout,
+                    init,
+                )?);
                 block_in = block_out;
                 if cfg.attn_levels.contains(&level) {
                     attn.push(AttnBlock::new(rank, block_in, init)?);
@@ -53,7 +59,11 @@ impl Encoder {
             } else {
                 None
             };
-            down.push(DownLevel { block, attn, downsample });
+            down.push(DownLevel {
+                block,
+                attn,
+                downsample,
+            });
         }
         let mid = MidBlock::new(rank, block_in, cfg.dropout, init)?;
         let norm_out = GroupNorm::new(block_in, true, init)?;
@@ -93,7 +103,10 @@ impl Encoder {
     /// Backward with the option of skipping the input gradient (an image needs none in
     /// training; the golden checks ask for it).
     pub fn backward_to_input(&mut self, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
-        let h = self.saved_h.take().ok_or_else(|| no_saved_state("Encoder"))?;
+        let h = self
+            .saved_h
+            .take()
+            .ok_or_else(|| no_saved_state("Encoder"))?;
         let mut d = norm_conv_backward(&mut self.norm_out, &mut self.conv_out, &h, &IDENTITY, dy)?;
         drop(h);
         d = self.mid.backward(&d)?;
@@ -108,7 +121,10 @@ impl Encoder {
                 d = level.block[i].backward(&d)?;
             }
         }
-        let x = self.conv_in_input.take().ok_or_else(|| no_saved_state("Encoder.conv_in"))?;
+        let x = self
+            .conv_in_input
+            .take()
+            .ok_or_else(|| no_saved_state("Encoder.conv_in"))?;
         self.conv_in.grad(&x, &d, need_dx)
     }
 }

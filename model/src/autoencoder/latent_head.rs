@@ -69,19 +69,38 @@ impl Layer for LatentHead {
         let r3 = activation_forward(Activation::Relu, &self.ds2.apply(&r1)?)?;
         let s = add(&self.ds4.apply(&r3)?, &z)?;
         let latent = self.proj.apply(&s)?;
-        self.saved = if ctx.grad { Some(Saved { z, r1, r3, s }) } else { None };
+        self.saved = if ctx.grad {
+            Some(Saved { z, r1, r3, s })
+        } else {
+            None
+        };
         Ok(latent)
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        let Saved { z, r1, r3, s } = self.saved.take().ok_or_else(|| no_saved_state("LatentHead"))?;
-        let ds = self.proj.grad(&s, dy, true)?.ok_or_else(|| no_dx("channel_proj"))?;
-        let d3 = self.ds4.grad(&r3, &ds, true)?.ok_or_else(|| no_dx("channel_ds.4"))?;
+        let Saved { z, r1, r3, s } = self
+            .saved
+            .take()
+            .ok_or_else(|| no_saved_state("LatentHead"))?;
+        let ds = self
+            .proj
+            .grad(&s, dy, true)?
+            .ok_or_else(|| no_dx("channel_proj"))?;
+        let d3 = self
+            .ds4
+            .grad(&r3, &ds, true)?
+            .ok_or_else(|| no_dx("channel_ds.4"))?;
         // relu'(x) = [x > 0] = [relu(x) > 0]: the saved output serves as the input.
         let d2 = activation_backward(Activation::Relu, &r3, &d3)?;
-        let d1 = self.ds2.grad(&r1, &d2, true)?.ok_or_else(|| no_dx("channel_ds.2"))?;
+        let d1 = self
+            .ds2
+            .grad(&r1, &d2, true)?
+            .ok_or_else(|| no_dx("channel_ds.2"))?;
         let d0 = activation_backward(Activation::Relu, &r1, &d1)?;
-        let mut dz = self.ds0.grad(&z, &d0, true)?.ok_or_else(|| no_dx("channel_ds.0"))?;
+        let mut dz = self
+            .ds0
+            .grad(&z, &d0, true)?
+            .ok_or_else(|| no_dx("channel_ds.0"))?;
         add_assign(&mut dz, &ds)?;
         Ok(dz)
     }

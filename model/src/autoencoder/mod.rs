@@ -21,7 +21,8 @@ use crate::layers::init::Init;
 use crate::lora::freeze_base_for_lora;
 use crate::zoo::ModelConfig;
 use medvae_runtime::ops::elementwise::{
-    add_assign, concat_last, gaussian_sample_backward, gaussian_sample_forward, split_last, standard_normal,
+    add_assign, concat_last, gaussian_sample_backward, gaussian_sample_forward, split_last,
+    standard_normal,
 };
 use medvae_runtime::ops::loss::{kl_backward, kl_forward};
 use medvae_runtime::{Result, RuntimeError, Tensor};
@@ -152,8 +153,14 @@ impl AutoencoderKL {
 
     /// Backward of [`AutoencoderKL::encode`]; `dx` only when `need_dx`.
     pub fn encode_backward(&mut self, dmoments: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
-        let h = self.enc_out.take().ok_or_else(|| no_saved_state("AutoencoderKL.encode"))?;
-        let dh = self.quant_conv.grad(&h, dmoments, true)?.ok_or_else(|| no_dx("quant_conv"))?;
+        let h = self
+            .enc_out
+            .take()
+            .ok_or_else(|| no_saved_state("AutoencoderKL.encode"))?;
+        let dh = self
+            .quant_conv
+            .grad(&h, dmoments, true)?
+            .ok_or_else(|| no_dx("quant_conv"))?;
         drop(h);
         self.encoder.backward_to_input(&dh, need_dx)
     }
@@ -168,14 +175,19 @@ impl AutoencoderKL {
     /// Backward of [`AutoencoderKL::decode`]: `dz`.
     pub fn decode_backward(&mut self, ddec: &Tensor) -> Result<Tensor> {
         let dzq = self.decoder.backward(ddec)?;
-        let z = self.post_quant_in.take().ok_or_else(|| no_saved_state("AutoencoderKL.decode"))?;
-        self.post_quant_conv.grad(&z, &dzq, true)?.ok_or_else(|| no_dx("post_quant_conv"))
+        let z = self
+            .post_quant_in
+            .take()
+            .ok_or_else(|| no_saved_state("AutoencoderKL.decode"))?;
+        self.post_quant_conv
+            .grad(&z, &dzq, true)?
+            .ok_or_else(|| no_dx("post_quant_conv"))
     }
 
     fn head_mut(&mut self) -> Result<&mut LatentHead> {
-        self.head
-            .as_mut()
-            .ok_or_else(|| RuntimeError::Other("this model has no latent head (channel_ds/channel_proj)".into()))
+        self.head.as_mut().ok_or_else(|| {
+            RuntimeError::Other("this model has no latent head (channel_ds/channel_proj)".into())
+        })
     }
 
     /// `latent = channel_proj(channel_ds(z) + z)`.
@@ -197,7 +209,12 @@ impl AutoencoderKL {
     }
 
     /// `z` from the moments; returns the noise used.
-    pub fn sample(&self, moments: &Tensor, sampling: Sampling, ctx: &mut Ctx) -> Result<(Tensor, Option<Tensor>)> {
+    pub fn sample(
+        &self,
+        moments: &Tensor,
+        sampling: Sampling,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let cz = moments.shape().last().copied().unwrap_or(0) / 2;
         let eps = match sampling {
             Sampling::Mode => return Ok((split_last(moments, cz)?.0, None)),
@@ -214,13 +231,27 @@ impl AutoencoderKL {
     }
 
     /// The whole model: moments, z, KL, and the decoded image / latent head as asked.
-    pub fn forward(&mut self, x: &Tensor, sampling: Sampling, outputs: Outputs, ctx: &mut Ctx) -> Result<AeOutputs> {
+    pub fn forward(
+        &mut self,
+        x: &Tensor,
+        sampling: Sampling,
+        outputs: Outputs,
+        ctx: &mut Ctx,
+    ) -> Result<AeOutputs> {
         self.posterior = None;
         let moments = self.encode(x, ctx)?;
         let (z, eps) = self.sample(&moments, sampling, ctx)?;
         let kl = self.kl(&moments)?;
-        let latent = if outputs.latent { Some(self.latent(&z, ctx)?) } else { None };
-        let dec = if outputs.decode { Some(self.decode(&z, ctx)?) } else { None };
+        let latent = if outputs.latent {
+            Some(self.latent(&z, ctx)?)
+        } else {
+            None
+        };
+        let dec = if outputs.decode {
+            Some(self.decode(&z, ctx)?)
+        } else {
+            None
+        };
         if ctx.grad {
             self.posterior = Some((moments.clone(), eps.clone()));
         }
@@ -237,7 +268,10 @@ impl AutoencoderKL {
     /// Backward of [`AutoencoderKL::forward`] from upstream gradients of any of its outputs:
     /// `dx` (when `need_dx`) and `d eps`; parameter gradients are accumulated.
     pub fn backward(&mut self, grads: AeGrads, need_dx: bool) -> Result<AeInputGrads> {
-        let (moments, eps) = self.posterior.take().ok_or_else(|| no_saved_state("AutoencoderKL"))?;
+        let (moments, eps) = self
+            .posterior
+            .take()
+            .ok_or_else(|| no_saved_state("AutoencoderKL"))?;
         let mut dz = grads.z.cloned();
         if let Some(g) = grads.dec {
             accumulate(&mut dz, self.decode_backward(g)?)?;
@@ -259,7 +293,10 @@ impl AutoencoderKL {
             accumulate(&mut dm, dmz)?;
         }
         if let Some(g) = grads.kl {
-            accumulate(&mut dm, kl_backward(&moments, self.kl_keeps_last_axis(), g)?)?;
+            accumulate(
+                &mut dm,
+                kl_backward(&moments, self.kl_keeps_last_axis(), g)?,
+            )?;
         }
         let dx = match dm {
             Some(dm) => self.encode_backward(&dm, need_dx)?,
@@ -275,8 +312,10 @@ impl Parameters for AutoencoderKL {
     fn visit_params(&mut self, prefix: &str, f: &mut ParamVisitor) {
         self.encoder.visit_params(&join_key(prefix, "encoder"), f);
         self.decoder.visit_params(&join_key(prefix, "decoder"), f);
-        self.quant_conv.visit_params(&join_key(prefix, "quant_conv"), f);
-        self.post_quant_conv.visit_params(&join_key(prefix, "post_quant_conv"), f);
+        self.quant_conv
+            .visit_params(&join_key(prefix, "quant_conv"), f);
+        self.post_quant_conv
+            .visit_params(&join_key(prefix, "post_quant_conv"), f);
         if let Some(h) = self.head.as_mut() {
             h.visit_params(prefix, f);
         }

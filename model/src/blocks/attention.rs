@@ -56,7 +56,12 @@ fn no_dx(what: &str) -> RuntimeError {
 impl AttnBlock {
     pub fn new(rank: usize, channels: usize, init: &mut Init) -> Result<AttnBlock> {
         let one = |init: &mut Init| -> Result<ConvUnit> {
-            Ok(ConvUnit::Plain(Conv::new(conv_spec(rank, channels, channels, 1, 1, 0, 0)?, rank, true, init)?))
+            Ok(ConvUnit::Plain(Conv::new(
+                conv_spec(rank, channels, channels, 1, 1, 0, 0)?,
+                rank,
+                true,
+                init,
+            )?))
         };
         let norm = GroupNorm::new(channels, false, init)?;
         let (q, k, v, proj_out) = (one(init)?, one(init)?, one(init)?, one(init)?);
@@ -96,13 +101,39 @@ impl AttnBlock {
     }
 
     fn run_backward(&mut self, x: &Tensor, act: Activations, dy: &Tensor) -> Result<Tensor> {
-        let d_o = self.proj_out.conv_backward(&act.o, dy, true)?.ok_or_else(|| no_dx("proj_out"))?;
-        let (dq, dk, dv) = attention_backward(&act.q, &act.k, &act.v, &act.o, &act.attn, &d_o, self.scale())?;
+        let d_o = self
+            .proj_out
+            .conv_backward(&act.o, dy, true)?
+            .ok_or_else(|| no_dx("proj_out"))?;
+        let (dq, dk, dv) = attention_backward(
+            &act.q,
+            &act.k,
+            &act.v,
+            &act.o,
+            &act.attn,
+            &d_o,
+            self.scale(),
+        )?;
         drop(act);
         let (h, stats) = self.norm.apply(x)?;
-        let mut dh = self.q.conv_backward(&h, &dq, true)?.ok_or_else(|| no_dx("q"))?;
-        add_assign(&mut dh, &self.k.conv_backward(&h, &dk, true)?.ok_or_else(|| no_dx("k"))?)?;
-        add_assign(&mut dh, &self.v.conv_backward(&h, &dv, true)?.ok_or_else(|| no_dx("v"))?)?;
+        let mut dh = self
+            .q
+            .conv_backward(&h, &dq, true)?
+            .ok_or_else(|| no_dx("q"))?;
+        add_assign(
+            &mut dh,
+            &self
+                .k
+                .conv_backward(&h, &dk, true)?
+                .ok_or_else(|| no_dx("k"))?,
+        )?;
+        add_assign(
+            &mut dh,
+            &self
+                .v
+                .conv_backward(&h, &dv, true)?
+                .ok_or_else(|| no_dx("v"))?,
+        )?;
         drop(h);
         let mut dx = self.norm.grad(x, &stats, &dh)?;
         add_assign(&mut dx, dy)?;
@@ -129,7 +160,10 @@ impl Layer for AttnBlock {
         self.saved = None;
         if ctx.grad && self.recompute {
             let replay = ctx.clone();
-            let mut no_grad = Ctx { grad: false, ..ctx.clone() };
+            let mut no_grad = Ctx {
+                grad: false,
+                ..ctx.clone()
+            };
             let (y, _) = self.run(&x, &mut no_grad)?;
             ctx.rng = no_grad.rng;
             self.saved = Some(Saved::Checkpoint { x, ctx: replay });
@@ -143,7 +177,11 @@ impl Layer for AttnBlock {
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        match self.saved.take().ok_or_else(|| no_saved_state("AttnBlock"))? {
+        match self
+            .saved
+            .take()
+            .ok_or_else(|| no_saved_state("AttnBlock"))?
+        {
             Saved::Full { x, act } => self.run_backward(&x, act, dy),
             Saved::Checkpoint { x, mut ctx } => {
                 let (_, act) = self.run(&x, &mut ctx)?;

@@ -10,7 +10,10 @@ use crate::layers::group_norm::GroupNorm;
 use medvae_runtime::{Result, RuntimeError, Tensor};
 
 /// No dropout.
-pub const IDENTITY: DropoutDraw = DropoutDraw { p: 0.0, stream: None };
+pub const IDENTITY: DropoutDraw = DropoutDraw {
+    p: 0.0,
+    stream: None,
+};
 
 /// `conv(mask(norm(x)))` (`norm` is fused with SiLU where the reference applies one).
 pub fn norm_conv_forward<C: ConvOp>(

@@ -33,8 +33,19 @@ impl std::fmt::Debug for NLayerDiscriminator {
     }
 }
 
-fn k4(cin: usize, cout: usize, stride: usize, bias: bool, init: &mut Init) -> Result<Box<dyn Layer + Send>> {
-    Ok(Box::new(Conv::new(conv_spec(2, cin, cout, 4, stride, 1, 0)?, 2, bias, init)?))
+fn k4(
+    cin: usize,
+    cout: usize,
+    stride: usize,
+    bias: bool,
+    init: &mut Init,
+) -> Result<Box<dyn Layer + Send>> {
+    Ok(Box::new(Conv::new(
+        conv_spec(2, cin, cout, 4, stride, 1, 0)?,
+        2,
+        bias,
+        init,
+    )?))
 }
 
 fn leaky() -> Box<dyn Layer + Send> {
@@ -44,9 +55,16 @@ fn leaky() -> Box<dyn Layer + Send> {
 impl NLayerDiscriminator {
     /// Convolution weights `N(0, 0.02²)` and BatchNorm weights `N(1, 0.02²)`, biases 0 (the
     /// reference's `weights_init`), under [`Init::Random`]; zeros under [`Init::Zeros`].
-    pub fn new(input_nc: usize, ndf: usize, n_layers: usize, init: &mut Init) -> Result<NLayerDiscriminator> {
+    pub fn new(
+        input_nc: usize,
+        ndf: usize,
+        n_layers: usize,
+        init: &mut Init,
+    ) -> Result<NLayerDiscriminator> {
         if n_layers == 0 || ndf == 0 || input_nc == 0 {
-            return Err(RuntimeError::Other("NLayerDiscriminator needs input_nc, ndf, n_layers ≥ 1".into()));
+            return Err(RuntimeError::Other(
+                "NLayerDiscriminator needs input_nc, ndf, n_layers ≥ 1".into(),
+            ));
         }
         let mut main: Vec<Box<dyn Layer + Send>> = vec![k4(input_nc, ndf, 2, true, init)?, leaky()];
         let mut mult = 1;

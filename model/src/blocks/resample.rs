@@ -44,7 +44,10 @@ impl Layer for Downsample {
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        let x = self.saved_x.take().ok_or_else(|| no_saved_state("Downsample"))?;
+        let x = self
+            .saved_x
+            .take()
+            .ok_or_else(|| no_saved_state("Downsample"))?;
         self.conv
             .grad(&x, dy, true)?
             .ok_or_else(|| RuntimeError::Other("Downsample: no dx".into()))
@@ -85,7 +88,10 @@ impl Layer for Upsample {
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        let x = self.saved_x.take().ok_or_else(|| no_saved_state("Upsample"))?;
+        let x = self
+            .saved_x
+            .take()
+            .ok_or_else(|| no_saved_state("Upsample"))?;
         let up = upsample_nearest2_forward(&x)?;
         let dup = self
             .conv

@@ -10,8 +10,8 @@
 //! what the block holds. With `recompute` it keeps only `x` and re-runs the whole forward in
 //! its backward (activation checkpointing).
 
-use crate::layer::{join_key, no_saved_state, Ctx, Layer, ParamVisitor, Parameters};
 use crate::blocks::norm_conv::{norm_conv_backward, norm_conv_forward, IDENTITY};
+use crate::layer::{join_key, no_saved_state, Ctx, Layer, ParamVisitor, Parameters};
 use crate::layers::conv::{conv_spec, Conv, ConvOp};
 use crate::layers::dropout::DropoutDraw;
 use crate::layers::group_norm::GroupNorm;
@@ -37,15 +37,33 @@ pub struct ResnetBlock {
 
 #[derive(Debug, Clone)]
 enum Saved {
-    Full { x: Tensor, a1: Tensor, drop: DropoutDraw },
-    Checkpoint { x: Tensor, ctx: Ctx },
+    Full {
+        x: Tensor,
+        a1: Tensor,
+        drop: DropoutDraw,
+    },
+    Checkpoint {
+        x: Tensor,
+        ctx: Ctx,
+    },
 }
 
 impl ResnetBlock {
     /// `ResnetBlock(in_channels, out_channels, dropout)` of spatial rank 2 or 3.
-    pub fn new(rank: usize, in_channels: usize, out_channels: usize, dropout: f32, init: &mut Init) -> Result<ResnetBlock> {
+    pub fn new(
+        rank: usize,
+        in_channels: usize,
+        out_channels: usize,
+        dropout: f32,
+        init: &mut Init,
+    ) -> Result<ResnetBlock> {
         let conv3 = |cin, cout, init: &mut Init| -> Result<ConvUnit> {
-            Ok(ConvUnit::Plain(Conv::new(conv_spec(rank, cin, cout, 3, 1, 1, 0)?, rank, true, init)?))
+            Ok(ConvUnit::Plain(Conv::new(
+                conv_spec(rank, cin, cout, 3, 1, 1, 0)?,
+                rank,
+                true,
+                init,
+            )?))
         };
         let norm1 = GroupNorm::new(in_channels, true, init)?;
         let conv1 = conv3(in_channels, out_channels, init)?;
@@ -94,14 +112,20 @@ impl ResnetBlock {
     }
 
     /// Backward of [`ResnetBlock::run`] from its saved tensors.
-    fn run_backward(&mut self, x: &Tensor, a1: &Tensor, drop: &DropoutDraw, dy: &Tensor) -> Result<Tensor> {
+    fn run_backward(
+        &mut self,
+        x: &Tensor,
+        a1: &Tensor,
+        drop: &DropoutDraw,
+        dy: &Tensor,
+    ) -> Result<Tensor> {
         let da1 = norm_conv_backward(&mut self.norm2, &mut self.conv2, a1, drop, dy)?;
         let mut dx = norm_conv_backward(&mut self.norm1, &mut self.conv1, x, &IDENTITY, &da1)?;
         match self.nin_shortcut.as_mut() {
             Some(s) => {
-                let ds = s
-                    .conv_backward(x, dy, true)?
-                    .ok_or_else(|| RuntimeError::Other("nin_shortcut backward returned no dx".into()))?;
+                let ds = s.conv_backward(x, dy, true)?.ok_or_else(|| {
+                    RuntimeError::Other("nin_shortcut backward returned no dx".into())
+                })?;
                 add_assign(&mut dx, &ds)?;
             }
             None => add_assign(&mut dx, dy)?,
@@ -131,7 +155,10 @@ impl Layer for ResnetBlock {
         self.saved = None;
         if ctx.grad && self.recompute {
             let replay = ctx.clone();
-            let mut no_grad = Ctx { grad: false, ..ctx.clone() };
+            let mut no_grad = Ctx {
+                grad: false,
+                ..ctx.clone()
+            };
             let (y, _, _) = self.run(&x, &mut no_grad)?;
             ctx.rng = no_grad.rng;
             self.saved = Some(Saved::Checkpoint { x, ctx: replay });
@@ -145,7 +172,11 @@ impl Layer for ResnetBlock {
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        match self.saved.take().ok_or_else(|| no_saved_state("ResnetBlock"))? {
+        match self
+            .saved
+            .take()
+            .ok_or_else(|| no_saved_state("ResnetBlock"))?
+        {
             Saved::Full { x, a1, drop } => self.run_backward(&x, &a1, &drop, dy),
             Saved::Checkpoint { x, mut ctx } => {
                 // Same inputs and the same random streams: the same activations as the forward.

@@ -12,7 +12,10 @@ pub struct Act {
 
 impl Act {
     pub fn new(kind: Activation) -> Act {
-        Act { kind, saved_x: None }
+        Act {
+            kind,
+            saved_x: None,
+        }
     }
 }
 
@@ -32,7 +35,10 @@ impl Layer for Act {
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        let x = self.saved_x.take().ok_or_else(|| no_saved_state("activation"))?;
+        let x = self
+            .saved_x
+            .take()
+            .ok_or_else(|| no_saved_state("activation"))?;
         activation_backward(self.kind, &x, dy)
     }
 }

@@ -2,9 +2,13 @@
 //! update in training mode, running statistics in eval mode. PyTorch defaults: eps 1e-5,
 //! momentum 0.1; `num_batches_tracked` counts training-mode calls.
 
-use crate::layer::{no_saved_state, visit_one, Ctx, Layer, Param, ParamKind, ParamVisitor, Parameters};
+use crate::layer::{
+    no_saved_state, visit_one, Ctx, Layer, Param, ParamKind, ParamVisitor, Parameters,
+};
 use crate::layers::init::Init;
-use medvae_runtime::ops::norm::{batch_norm_backward, batch_norm_forward, NormGrads, NormParams, NormSaved, Running};
+use medvae_runtime::ops::norm::{
+    batch_norm_backward, batch_norm_forward, NormGrads, NormParams, NormSaved, Running,
+};
 use medvae_runtime::{Result, Tensor};
 
 #[derive(Debug, Clone)]
@@ -58,18 +62,26 @@ impl Layer for BatchNorm {
             mean: &mut self.running_mean.value,
             var: &mut self.running_var.value,
         };
-        let (y, stats) = batch_norm_forward(x, &params, running, ctx.train, self.eps, self.momentum)?;
+        let (y, stats) =
+            batch_norm_forward(x, &params, running, ctx.train, self.eps, self.momentum)?;
         if ctx.train {
             for v in self.num_batches_tracked.value.f32s_mut("BatchNorm")? {
                 *v += 1.0;
             }
         }
-        self.saved = if ctx.grad { Some((x.clone(), stats, ctx.train)) } else { None };
+        self.saved = if ctx.grad {
+            Some((x.clone(), stats, ctx.train))
+        } else {
+            None
+        };
         Ok(y)
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        let (x, stats, train) = self.saved.take().ok_or_else(|| no_saved_state("BatchNorm"))?;
+        let (x, stats, train) = self
+            .saved
+            .take()
+            .ok_or_else(|| no_saved_state("BatchNorm"))?;
         let shape = self.weight.value.shape().to_vec();
         let (gamma, dg) = self.weight.value_and_grad();
         let (beta, db) = self.bias.value_and_grad();
@@ -81,6 +93,14 @@ impl Layer for BatchNorm {
                 dbeta: db.unwrap_or_else(|| sb.insert(Tensor::zeros(&shape))),
             }),
         };
-        batch_norm_backward(&x, &NormParams { gamma, beta }, train, self.eps, &stats, dy, grads)
+        batch_norm_backward(
+            &x,
+            &NormParams { gamma, beta },
+            train,
+            self.eps,
+            &stats,
+            dy,
+            grads,
+        )
     }
 }

@@ -46,7 +46,9 @@ pub fn conv_spec(
             pad_lo: [pad; 3],
             pad_hi: [pad + pad_hi_extra; 3],
         }),
-        _ => Err(RuntimeError::Other(format!("convolutions are 2D or 3D, not {rank}D"))),
+        _ => Err(RuntimeError::Other(format!(
+            "convolutions are 2D or 3D, not {rank}D"
+        ))),
     }
 }
 
@@ -66,7 +68,8 @@ impl Conv {
     pub fn new(spec: ConvSpec, rank: usize, bias: bool, init: &mut Init) -> Result<Conv> {
         let taps: usize = spec.kernel.iter().product();
         let bound = 1.0 / ((spec.cin * taps) as f32).sqrt();
-        let weight = Param::conv_weight("weight", init.uniform(&spec.weight_shape(), bound)?, rank)?;
+        let weight =
+            Param::conv_weight("weight", init.uniform(&spec.weight_shape(), bound)?, rank)?;
         let bias = if bias {
             Some(Param::plain("bias", init.uniform(&[spec.cout], bound)?))
         } else {
@@ -82,13 +85,31 @@ impl Conv {
     }
 
     /// `Conv{rank}d(cin, cout, k, stride, padding)` with bias.
-    pub fn square(rank: usize, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, init: &mut Init) -> Result<Conv> {
-        Conv::new(conv_spec(rank, cin, cout, k, stride, pad, 0)?, rank, true, init)
+    pub fn square(
+        rank: usize,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        init: &mut Init,
+    ) -> Result<Conv> {
+        Conv::new(
+            conv_spec(rank, cin, cout, k, stride, pad, 0)?,
+            rank,
+            true,
+            init,
+        )
     }
 
     /// Forward without saving anything.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        conv_forward(&self.spec, x, &self.weight.value, self.bias.as_ref().map(|b| &b.value))
+        conv_forward(
+            &self.spec,
+            x,
+            &self.weight.value,
+            self.bias.as_ref().map(|b| &b.value),
+        )
     }
 
     /// Backward from the forward input `x`: `dx` when `need_dx`, parameter gradients
@@ -106,7 +127,15 @@ impl Conv {
     /// touching the accumulated gradients: the adaptive GAN weight needs it per loss term.
     pub fn weight_grad_of(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
         let mut dw = Tensor::zeros(self.weight.value.shape());
-        conv_backward(&self.spec, x, &self.weight.value, dy, false, Some(&mut dw), None)?;
+        conv_backward(
+            &self.spec,
+            x,
+            &self.weight.value,
+            dy,
+            false,
+            Some(&mut dw),
+            None,
+        )?;
         Ok(dw)
     }
 }

@@ -16,7 +16,11 @@ pub struct DropoutDraw {
 impl DropoutDraw {
     /// Draw for one application of dropout with probability `p` in `ctx`.
     pub fn draw(p: f32, ctx: &mut Ctx) -> DropoutDraw {
-        let stream = if ctx.train && p > 0.0 { Some(ctx.rng.next_stream()) } else { None };
+        let stream = if ctx.train && p > 0.0 {
+            Some(ctx.rng.next_stream())
+        } else {
+            None
+        };
         DropoutDraw { p, stream }
     }
 

@@ -3,7 +3,9 @@
 
 use crate::layer::{no_saved_state, visit_one, Ctx, Layer, Param, ParamVisitor, Parameters};
 use crate::layers::init::Init;
-use medvae_runtime::ops::norm::{group_norm_backward, group_norm_forward, NormGrads, NormParams, NormSaved};
+use medvae_runtime::ops::norm::{
+    group_norm_backward, group_norm_forward, NormGrads, NormParams, NormSaved,
+};
 use medvae_runtime::{Result, Tensor};
 
 pub const GROUPS: usize = 32;
@@ -61,7 +63,16 @@ impl GroupNorm {
                 dbeta: db.unwrap_or_else(|| sb.insert(Tensor::zeros(&shape))),
             }),
         };
-        group_norm_backward(x, &params, self.groups, self.eps, self.silu, saved, dy, grads)
+        group_norm_backward(
+            x,
+            &params,
+            self.groups,
+            self.eps,
+            self.silu,
+            saved,
+            dy,
+            grads,
+        )
     }
 }
 
@@ -75,12 +86,19 @@ impl Parameters for GroupNorm {
 impl Layer for GroupNorm {
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let (y, stats) = self.apply(x)?;
-        self.saved = if ctx.grad { Some((x.clone(), stats)) } else { None };
+        self.saved = if ctx.grad {
+            Some((x.clone(), stats))
+        } else {
+            None
+        };
         Ok(y)
     }
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        let (x, stats) = self.saved.take().ok_or_else(|| no_saved_state("GroupNorm"))?;
+        let (x, stats) = self
+            .saved
+            .take()
+            .ok_or_else(|| no_saved_state("GroupNorm"))?;
         self.grad(&x, &stats, dy)
     }
 }

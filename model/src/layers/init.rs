@@ -11,7 +11,10 @@ use medvae_runtime::{Result, Tensor};
 pub enum Init {
     Zeros,
     /// Seeded random initialisation; each tensor draws a fresh stream.
-    Random { seed: u64, counter: u64 },
+    Random {
+        seed: u64,
+        counter: u64,
+    },
 }
 
 impl Init {
@@ -24,7 +27,10 @@ impl Init {
             Init::Zeros => None,
             Init::Random { seed, counter } => {
                 *counter += 1;
-                Some(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ counter.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                Some(
+                    seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+                        ^ counter.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                )
             }
         }
     }

@@ -33,7 +33,10 @@ impl LoadReport {
         if self.is_exact() {
             Ok(())
         } else {
-            Err(RuntimeError::file(source, format!("state dict does not match the model: {self}")))
+            Err(RuntimeError::file(
+                source,
+                format!("state dict does not match the model: {self}"),
+            ))
         }
     }
 }
@@ -91,7 +94,9 @@ where
         seen.insert(key.to_string());
         let want = p.torch_shape();
         if want.as_slice() != shape {
-            report.mismatched.push((key.to_string(), want, shape.to_vec()));
+            report
+                .mismatched
+                .push((key.to_string(), want, shape.to_vec()));
         } else if let Err(e) = p.load_torch(shape, data) {
             failure.get_or_insert(e);
         } else {
@@ -101,7 +106,11 @@ where
     if let Some(e) = failure {
         return Err(e);
     }
-    report.unexpected = order.into_iter().filter(|k| !seen.contains(*k)).map(str::to_string).collect();
+    report.unexpected = order
+        .into_iter()
+        .filter(|k| !seen.contains(*k))
+        .map(str::to_string)
+        .collect();
     Ok(report)
 }
 
@@ -147,7 +156,9 @@ pub fn export_grads(model: &mut dyn Parameters) -> Vec<ExportedTensor> {
 /// `(key, PyTorch shape)` of every parameter and buffer, in `state_dict` order.
 pub fn param_shapes(model: &mut dyn Parameters) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
-    model.visit_params("", &mut |key, p| out.push((key.to_string(), p.torch_shape())));
+    model.visit_params("", &mut |key, p| {
+        out.push((key.to_string(), p.torch_shape()))
+    });
     out
 }
 
@@ -157,10 +168,15 @@ pub fn load_state_dict(model: &mut dyn Parameters, state: &StateDict) -> Result<
         .iter()
         .filter_map(|(k, t)| match &t.data {
             TensorData::Float(_) => None,
-            TensorData::Int(v) => Some((k, t.shape.as_slice(), v.iter().map(|&x| x as f32).collect())),
+            TensorData::Int(v) => {
+                Some((k, t.shape.as_slice(), v.iter().map(|&x| x as f32).collect()))
+            }
         })
         .collect();
-    let ints: HashMap<&str, &[f32]> = converted.iter().map(|(k, _, v)| (*k, v.as_slice())).collect();
+    let ints: HashMap<&str, &[f32]> = converted
+        .iter()
+        .map(|(k, _, v)| (*k, v.as_slice()))
+        .collect();
     let entries = state.iter().filter_map(|(k, t)| match &t.data {
         TensorData::Float(v) => Some((k, t.shape.as_slice(), v.as_slice())),
         TensorData::Int(_) => ints.get(k).map(|v| (k, t.shape.as_slice(), *v)),

@@ -71,7 +71,11 @@ impl CaseReport {
     pub fn line(&self) -> String {
         match &self.outcome {
             Outcome::Checked(checks) => {
-                let status = if self.passed() == Some(true) { "PASS" } else { "FAIL" };
+                let status = if self.passed() == Some(true) {
+                    "PASS"
+                } else {
+                    "FAIL"
+                };
                 let parts: Vec<String> = checks
                     .iter()
                     .map(|c| match c.rel_err {
@@ -109,7 +113,11 @@ impl Summary {
 }
 
 /// Verify every case under `dir`, calling `each` after each case (for printing/progress).
-pub fn verify_dir(dir: &Path, opts: &VerifyOptions, mut each: impl FnMut(&CaseReport)) -> Result<Summary> {
+pub fn verify_dir(
+    dir: &Path,
+    opts: &VerifyOptions,
+    mut each: impl FnMut(&CaseReport),
+) -> Result<Summary> {
     let mut summary = Summary::default();
     for path in find_cases(dir)? {
         let rel = path.strip_prefix(dir).unwrap_or(&path);
@@ -164,7 +172,10 @@ fn run_case(case: &GoldenCase, opts: &VerifyOptions) -> Result<Option<Produced>>
 fn describe(case: &GoldenCase) -> String {
     for key in ["op", "module", "loss", "loader"] {
         if let Some(v) = case.meta.get(key) {
-            let v = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+            let v = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
             return format!("{key} `{v}` is not implemented");
         }
     }

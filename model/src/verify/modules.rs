@@ -21,11 +21,16 @@ pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     let produced = match case.meta_str("module").unwrap_or_default() {
         "ResnetBlock" => {
             let (cin, cout) = (meta_usize(case, "in")?, meta_usize(case, "out")?);
-            let mut block = ResnetBlock::new(spatial_rank(case)?, cin, cout, 0.0, &mut Init::Zeros)?;
+            let mut block =
+                ResnetBlock::new(spatial_rank(case)?, cin, cout, 0.0, &mut Init::Zeros)?;
             single_input(case, &mut block, training(case, true))?
         }
         "AttnBlock" => {
-            let mut block = AttnBlock::new(spatial_rank(case)?, meta_usize(case, "channels")?, &mut Init::Zeros)?;
+            let mut block = AttnBlock::new(
+                spatial_rank(case)?,
+                meta_usize(case, "channels")?,
+                &mut Init::Zeros,
+            )?;
             single_input(case, &mut block, training(case, true))?
         }
         "NLayerDiscriminator" => {
@@ -37,7 +42,10 @@ pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
             )?;
             single_input(case, &mut d, training(case, true))?
         }
-        "AutoencoderKL_2D" | "AutoencoderKL_3D" | "AutoencoderKL_2D+LoRA" | "AutoencoderKL_3D+LoRA" => autoencoder(case)?,
+        "AutoencoderKL_2D"
+        | "AutoencoderKL_3D"
+        | "AutoencoderKL_2D+LoRA"
+        | "AutoencoderKL_3D+LoRA" => autoencoder(case)?,
         _ => return Ok(None),
     };
     Ok(Some(produced))
@@ -46,7 +54,10 @@ pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
 fn meta_usize(case: &GoldenCase, key: &str) -> Result<usize> {
     let v = case.meta_f64(key)?;
     if v < 0.0 || v.fract() != 0.0 {
-        return Err(RuntimeError::file(&case.path, format!("`{key}` = {v} is not a count")));
+        return Err(RuntimeError::file(
+            &case.path,
+            format!("`{key}` = {v} is not a count"),
+        ));
     }
     Ok(v as usize)
 }
@@ -61,7 +72,10 @@ fn spatial_rank(case: &GoldenCase) -> Result<usize> {
     if rank != from_input || !(rank == 2 || rank == 3) {
         return Err(RuntimeError::file(
             &case.path,
-            format!("spatial rank {rank} does not fit input shape {:?}", case.tensor("in.x")?.shape),
+            format!(
+                "spatial rank {rank} does not fit input shape {:?}",
+                case.tensor("in.x")?.shape
+            ),
         ));
     }
     Ok(rank)
@@ -69,7 +83,10 @@ fn spatial_rank(case: &GoldenCase) -> Result<usize> {
 
 /// Training-mode semantics: the case's `training` flag if it has one, else `default`.
 fn training(case: &GoldenCase, default: bool) -> bool {
-    case.meta.get("training").and_then(Value::as_bool).unwrap_or(default)
+    case.meta
+        .get("training")
+        .and_then(Value::as_bool)
+        .unwrap_or(default)
 }
 
 fn ctx_for(train: bool) -> Ctx {
@@ -83,10 +100,10 @@ fn ctx_for(train: bool) -> Ctx {
 /// Load every `param.*` tensor by key. Unexpected or mis-shaped keys are errors; a missing key
 /// is tolerated only for integer buffers (`num_batches_tracked`, which the goldens omit).
 fn load_case_params(case: &GoldenCase, model: &mut dyn Parameters) -> Result<()> {
-    let entries = case
-        .tensors
-        .iter()
-        .filter_map(|(k, t)| k.strip_prefix("param.").map(|key| (key, t.shape.as_slice(), t.data.as_slice())));
+    let entries = case.tensors.iter().filter_map(|(k, t)| {
+        k.strip_prefix("param.")
+            .map(|key| (key, t.shape.as_slice(), t.data.as_slice()))
+    });
     let mut report = load_params(model, entries)?;
     let mut int_buffers = Vec::new();
     model.visit_params("", &mut |key, p| {
@@ -115,7 +132,10 @@ fn output_name(case: &GoldenCase) -> Result<String> {
     let names: Vec<&str> = case.names_with("gout.").collect();
     match names[..] {
         [one] => Ok(one.trim_start_matches("gout.").to_string()),
-        _ => Err(RuntimeError::file(&case.path, format!("expected one gout.* tensor, found {names:?}"))),
+        _ => Err(RuntimeError::file(
+            &case.path,
+            format!("expected one gout.* tensor, found {names:?}"),
+        )),
     }
 }
 
@@ -167,7 +187,13 @@ fn autoencoder(case: &GoldenCase) -> Result<Produced> {
             activation(case, &key).map(Some)
         }
     };
-    let (gm, gz, gd, gl, gk) = (gout("moments")?, gout("z")?, gout("dec")?, gout("latent")?, gout("kl")?);
+    let (gm, gz, gd, gl, gk) = (
+        gout("moments")?,
+        gout("z")?,
+        gout("dec")?,
+        gout("latent")?,
+        gout("kl")?,
+    );
     let grads = AeGrads {
         moments: gm.as_ref(),
         z: gz.as_ref(),

@@ -9,11 +9,12 @@ use medvae_runtime::ops::conv::{conv_backward, conv_forward, ConvSpec};
 use medvae_runtime::ops::linear::{linear_backward, linear_forward};
 use medvae_runtime::ops::loss::{hinge_backward, hinge_forward, kl_backward, kl_forward};
 use medvae_runtime::ops::norm::{
-    batch_norm_backward, batch_norm_forward, group_norm_backward, group_norm_forward, layer_norm_backward,
-    layer_norm_forward, NormGrads, NormParams, Running,
+    batch_norm_backward, batch_norm_forward, group_norm_backward, group_norm_forward,
+    layer_norm_backward, layer_norm_forward, NormGrads, NormParams, Running,
 };
 use medvae_runtime::ops::resample::{
-    resize_bicubic_aa_backward, resize_bicubic_aa_forward, upsample_nearest2_backward, upsample_nearest2_forward,
+    resize_bicubic_aa_backward, resize_bicubic_aa_forward, upsample_nearest2_backward,
+    upsample_nearest2_forward,
 };
 use medvae_runtime::ops::softmax::{softmax_backward, softmax_forward};
 use medvae_runtime::{Device, Result, RuntimeError, Tensor};
@@ -27,7 +28,10 @@ pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
         "conv3d" => conv(case, 3)?,
         "silu" => pointwise(case, Activation::Silu)?,
         "relu" => pointwise(case, Activation::Relu)?,
-        "leaky_relu" => pointwise(case, Activation::LeakyRelu(case.meta_f64_or("negative_slope", 0.01)? as f32))?,
+        "leaky_relu" => pointwise(
+            case,
+            Activation::LeakyRelu(case.meta_f64_or("negative_slope", 0.01)? as f32),
+        )?,
         "gelu" => match case.meta_str("approximate").unwrap_or("none") {
             "none" => pointwise(case, Activation::Gelu)?,
             _ => return Ok(None),
@@ -69,19 +73,33 @@ fn conv(case: &GoldenCase, rank: usize) -> Result<Produced> {
     if ws.len() != rank + 2 {
         return Err(RuntimeError::file(
             &case.path,
-            format!("param.weight has shape {ws:?}, expected rank {} for conv{rank}d", rank + 2),
+            format!(
+                "param.weight has shape {ws:?}, expected rank {} for conv{rank}d",
+                rank + 2
+            ),
         ));
     }
     let (cout, cin) = (ws[0], ws[1]);
-    let kernel = if rank == 2 { [1, ws[2], ws[3]] } else { [ws[2], ws[3], ws[4]] };
+    let kernel = if rank == 2 {
+        [1, ws[2], ws[3]]
+    } else {
+        [ws[2], ws[3], ws[4]]
+    };
     let stride = case.meta_f64_or("stride", 1.0)? as usize;
     let pad = case.meta_f64_or("padding", 0.0)? as usize;
     // PyTorch's F.pad order is last axis first: (w_lo, w_hi, h_lo, h_hi[, d_lo, d_hi]).
     let pre = case
-        .meta_usizes(if rank == 2 { "pre_pad_lrtb" } else { "pre_pad_lrtbfb" })?
+        .meta_usizes(if rank == 2 {
+            "pre_pad_lrtb"
+        } else {
+            "pre_pad_lrtbfb"
+        })?
         .unwrap_or_else(|| vec![0; 2 * rank]);
     if pre.len() != 2 * rank {
-        return Err(RuntimeError::file(&case.path, format!("pre-pad {pre:?} needs {} entries", 2 * rank)));
+        return Err(RuntimeError::file(
+            &case.path,
+            format!("pre-pad {pre:?} needs {} entries", 2 * rank),
+        ));
     }
     let axis_pad = |axis_from_last: usize| (pre[2 * axis_from_last], pre[2 * axis_from_last + 1]);
     let mut spec = ConvSpec {
@@ -101,8 +119,15 @@ fn conv(case: &GoldenCase, rank: usize) -> Result<Produced> {
         spec.pad_hi[axis] = pad + hi;
         spec.stride[axis] = stride;
     }
-    let w = Tensor::from_vec(&spec.weight_shape(), weight_from_torch(&w_torch.data, cout, cin, kernel))?;
-    let b = if case.has("param.bias") { Some(plain(case, "param.bias")?) } else { None };
+    let w = Tensor::from_vec(
+        &spec.weight_shape(),
+        weight_from_torch(&w_torch.data, cout, cin, kernel),
+    )?;
+    let b = if case.has("param.bias") {
+        Some(plain(case, "param.bias")?)
+    } else {
+        None
+    };
     let y = conv_forward(&spec, &x, &w, b.as_ref())?;
     let dy = gout(case, "y")?;
     let mut dw = Tensor::zeros(&spec.weight_shape());
@@ -112,7 +137,10 @@ fn conv(case: &GoldenCase, rank: usize) -> Result<Produced> {
     let mut out = Produced::new();
     out.insert("out.y".into(), activation_out(&y)?);
     out.insert("grad.in.x".into(), activation_out(&dx)?);
-    out.insert("grad.param.weight".into(), weight_to_torch(&dw.to_f32_vec(), cout, cin, kernel));
+    out.insert(
+        "grad.param.weight".into(),
+        weight_to_torch(&dw.to_f32_vec(), cout, cin, kernel),
+    );
     out.insert("grad.param.bias".into(), db.to_f32_vec());
     Ok(out)
 }
@@ -159,21 +187,41 @@ fn group_norm(case: &GoldenCase) -> Result<Produced> {
     let eps = case.meta_f64_or("eps", 1e-5)?;
     let x = activation(case, "in.x")?;
     let (g, b, mut dg, mut db) = norm_params(case)?;
-    let p = NormParams { gamma: &g, beta: &b };
+    let p = NormParams {
+        gamma: &g,
+        beta: &b,
+    };
     let (y, saved) = group_norm_forward(&x, &p, groups, eps, false)?;
     let grads = NormGrads {
         dgamma: &mut dg,
         dbeta: &mut db,
     };
-    let dx = group_norm_backward(&x, &p, groups, eps, false, &saved, &gout(case, "y")?, Some(grads))?;
-    Ok(norm_outputs(activation_out(&y)?, activation_out(&dx)?, &dg, &db))
+    let dx = group_norm_backward(
+        &x,
+        &p,
+        groups,
+        eps,
+        false,
+        &saved,
+        &gout(case, "y")?,
+        Some(grads),
+    )?;
+    Ok(norm_outputs(
+        activation_out(&y)?,
+        activation_out(&dx)?,
+        &dg,
+        &db,
+    ))
 }
 
 fn layer_norm(case: &GoldenCase) -> Result<Produced> {
     let eps = case.meta_f64_or("eps", 1e-5)?;
     let x = plain(case, "in.x")?;
     let (g, b, mut dg, mut db) = norm_params(case)?;
-    let p = NormParams { gamma: &g, beta: &b };
+    let p = NormParams {
+        gamma: &g,
+        beta: &b,
+    };
     let (y, saved) = layer_norm_forward(&x, &p, eps)?;
     let grads = NormGrads {
         dgamma: &mut dg,
@@ -184,14 +232,21 @@ fn layer_norm(case: &GoldenCase) -> Result<Produced> {
 }
 
 fn batch_norm(case: &GoldenCase) -> Result<Produced> {
-    let training = case.meta.get("training").and_then(|v| v.as_bool()).unwrap_or(false);
+    let training = case
+        .meta
+        .get("training")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
     let eps = case.meta_f64_or("eps", 1e-5)?;
     let momentum = case.meta_f64_or("momentum", 0.1)?;
     let x = activation(case, "in.x")?;
     let (g, b, mut dg, mut db) = norm_params(case)?;
     let mut mean = plain(case, "param.running_mean")?;
     let mut var = plain(case, "param.running_var")?;
-    let p = NormParams { gamma: &g, beta: &b };
+    let p = NormParams {
+        gamma: &g,
+        beta: &b,
+    };
     let running = Running {
         mean: &mut mean,
         var: &mut var,
@@ -201,7 +256,15 @@ fn batch_norm(case: &GoldenCase) -> Result<Produced> {
         dgamma: &mut dg,
         dbeta: &mut db,
     };
-    let dx = batch_norm_backward(&x, &p, training, eps, &saved, &gout(case, "y")?, Some(grads))?;
+    let dx = batch_norm_backward(
+        &x,
+        &p,
+        training,
+        eps,
+        &saved,
+        &gout(case, "y")?,
+        Some(grads),
+    )?;
     let mut out = norm_outputs(activation_out(&y)?, activation_out(&dx)?, &dg, &db);
     out.insert("buf.running_mean".into(), mean.to_f32_vec());
     out.insert("buf.running_var".into(), var.to_f32_vec());
@@ -211,12 +274,23 @@ fn batch_norm(case: &GoldenCase) -> Result<Produced> {
 fn linear(case: &GoldenCase) -> Result<Produced> {
     let x = plain(case, "in.x")?;
     let w = plain(case, "param.weight")?;
-    let b = if case.has("param.bias") { Some(plain(case, "param.bias")?) } else { None };
+    let b = if case.has("param.bias") {
+        Some(plain(case, "param.bias")?)
+    } else {
+        None
+    };
     let y = linear_forward(&x, &w, b.as_ref())?;
     let mut dw = Tensor::zeros(w.shape());
     let mut db = Tensor::zeros(&[w.shape()[0]]);
-    let dx = linear_backward(&x, &w, &plain(case, "gout.y")?, true, Some(&mut dw), Some(&mut db))?
-        .ok_or_else(|| RuntimeError::Other("linear_backward returned no dx".into()))?;
+    let dx = linear_backward(
+        &x,
+        &w,
+        &plain(case, "gout.y")?,
+        true,
+        Some(&mut dw),
+        Some(&mut db),
+    )?
+    .ok_or_else(|| RuntimeError::Other("linear_backward returned no dx".into()))?;
     Ok(Produced::from([
         ("out.y".into(), y.to_f32_vec()),
         ("grad.in.x".into(), dx.to_f32_vec()),
@@ -242,7 +316,12 @@ fn resize(case: &GoldenCase) -> Result<Produced> {
     let out_hw = match size[..] {
         [h, w] => [h, w],
         [s] => [s, s],
-        _ => return Err(RuntimeError::file(&case.path, format!("resize size {size:?} is not 2D"))),
+        _ => {
+            return Err(RuntimeError::file(
+                &case.path,
+                format!("resize size {size:?} is not 2D"),
+            ))
+        }
     };
     let x = activation(case, "in.x")?;
     let y = resize_bicubic_aa_forward(&x, out_hw)?;
@@ -269,7 +348,11 @@ fn kl(case: &GoldenCase) -> Result<Produced> {
 fn hinge(case: &GoldenCase) -> Result<Produced> {
     let real = plain(case, "in.logits_real")?;
     let fake = plain(case, "in.logits_fake")?;
-    let dloss = plain(case, "gout.loss")?.to_f32_vec().first().copied().unwrap_or(1.0);
+    let dloss = plain(case, "gout.loss")?
+        .to_f32_vec()
+        .first()
+        .copied()
+        .unwrap_or(1.0);
     let loss = hinge_forward(&real, &fake)?;
     let (dr, df) = hinge_backward(&real, &fake, dloss)?;
     Ok(Produced::from([

@@ -14,24 +14,34 @@ use std::path::{Path, PathBuf};
 /// Run a loader case. `Ok(None)`: the loader is not implemented.
 pub fn run(case: &GoldenCase) -> Result<Option<Produced>> {
     let loader = case.meta_str("loader").unwrap_or_default();
-    let file = case
-        .meta_str("file")
-        .ok_or_else(|| RuntimeError::file(&case.path, "loader case without `file` in its metadata"))?;
+    let file = case.meta_str("file").ok_or_else(|| {
+        RuntimeError::file(&case.path, "loader case without `file` in its metadata")
+    })?;
     let path = locate(&case.path, file)?;
-    let merge = case.meta.get("merge_channels").and_then(|v| v.as_bool()).unwrap_or(true);
+    let merge = case
+        .meta
+        .get("merge_channels")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
     // The finetune crops are seeded; the reference cases are chosen so the crop is the whole
     // padded volume, so any fixed seed reproduces them.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let err = |e: &dyn std::fmt::Display| RuntimeError::Other(e.to_string());
     let img = match loader {
         "load_2d" | "load_2d_finetune" => {
-            let p = if loader == "load_2d" { Preprocess2d::inference(merge) } else { Preprocess2d::finetune(merge) };
+            let p = if loader == "load_2d" {
+                Preprocess2d::inference(merge)
+            } else {
+                Preprocess2d::finetune(merge)
+            };
             let im = load_2d(&path, &p).map_err(|e| err(&e))?;
             channels_first(&im.data, im.height * im.width, im.channels)
         }
         "load_mri_3d" => volume(load_mri_3d(&path).map_err(|e| err(&e))?),
         "load_ct_3d" => volume(load_ct_3d(&path).map_err(|e| err(&e))?),
-        "load_mri_3d_finetune" => volume(load_mri_3d_finetune(&path, &mut rng).map_err(|e| err(&e))?),
+        "load_mri_3d_finetune" => {
+            volume(load_mri_3d_finetune(&path, &mut rng).map_err(|e| err(&e))?)
+        }
         "load_ct_3d_finetune" => volume(load_ct_3d_finetune(&path, &mut rng).map_err(|e| err(&e))?),
         _ => return Ok(None),
     };

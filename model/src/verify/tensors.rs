@@ -10,7 +10,10 @@ pub fn activation(case: &GoldenCase, name: &str) -> Result<Tensor> {
     if t.shape.len() < 3 {
         return Err(RuntimeError::file(
             &case.path,
-            format!("`{name}` has shape {:?}; an activation needs [N, C, spatial...]", t.shape),
+            format!(
+                "`{name}` has shape {:?}; an activation needs [N, C, spatial...]",
+                t.shape
+            ),
         ));
     }
     let (data, shape) = to_channels_last(&t.data, &t.shape)?;

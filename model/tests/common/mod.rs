@@ -34,7 +34,10 @@ pub fn randn(shape: &[usize], seed: u64) -> Tensor {
 
 pub fn randn_scaled(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     let mut t = randn(shape, seed);
-    t.f32s_mut("test").unwrap().iter_mut().for_each(|v| *v *= scale);
+    t.f32s_mut("test")
+        .unwrap()
+        .iter_mut()
+        .for_each(|v| *v *= scale);
     t
 }
 
@@ -51,7 +54,12 @@ pub fn dot(a: &Tensor, b: &Tensor) -> (f64, f64) {
 }
 
 fn axpy(t: &mut Tensor, v: &Tensor, h: f32) {
-    for (a, &b) in t.f32s_mut("test").unwrap().iter_mut().zip(v.to_f32_vec().iter()) {
+    for (a, &b) in t
+        .f32s_mut("test")
+        .unwrap()
+        .iter_mut()
+        .zip(v.to_f32_vec().iter())
+    {
         *a += h * b;
     }
 }
@@ -114,7 +122,8 @@ impl<M: Parameters> System<M> {
     fn rms_of(&mut self, name: &str, is_input: bool) -> f32 {
         let rms = |t: &Tensor| {
             let v = t.to_f32_vec();
-            (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt() as f32
+            (v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len().max(1) as f64).sqrt()
+                as f32
         };
         if is_input {
             return rms(&self.inputs[name]);
@@ -208,8 +217,15 @@ impl<M: Parameters> System<M> {
 /// small or structurally zero gradients, such as the key bias of attention).
 pub fn assert_checks(label: &str, checks: &[DirCheck], tol: f64) {
     assert!(!checks.is_empty(), "{label}: nothing was checked");
-    let sharp = checks.iter().filter(|c| c.noise < 10.0 * tol * c.analytic.abs()).count();
-    eprintln!("{label}: {} directions, {sharp} resolve {:.0e}", checks.len(), 10.0 * tol);
+    let sharp = checks
+        .iter()
+        .filter(|c| c.noise < 10.0 * tol * c.analytic.abs())
+        .count();
+    eprintln!(
+        "{label}: {} directions, {sharp} resolve {:.0e}",
+        checks.len(),
+        10.0 * tol
+    );
     assert!(
         sharp * 5 >= checks.len() * 4,
         "{label}: only {sharp} of {} directions resolve a {:.0e} error: {checks:#?}",

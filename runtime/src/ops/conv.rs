@@ -44,7 +44,13 @@ impl ConvSpec {
     }
 
     pub fn weight_shape(&self) -> Vec<usize> {
-        vec![self.kernel[0], self.kernel[1], self.kernel[2], self.cin, self.cout]
+        vec![
+            self.kernel[0],
+            self.kernel[1],
+            self.kernel[2],
+            self.cin,
+            self.cout,
+        ]
     }
 
     /// The kernel geometry for input `x` (validated).
@@ -53,11 +59,19 @@ impl ConvSpec {
         if c != self.cin {
             return Err(RuntimeError::shape(
                 op,
-                format!("input {x_shape:?} has {c} channels, the convolution expects {}", self.cin),
+                format!(
+                    "input {x_shape:?} has {c} channels, the convolution expects {}",
+                    self.cin
+                ),
             ));
         }
-        if x_shape.len() == 4 && (self.kernel[0] != 1 || self.stride[0] != 1 || self.pad_lo[0] + self.pad_hi[0] != 0) {
-            return Err(RuntimeError::shape(op, "a 3D convolution was given a 2D input"));
+        if x_shape.len() == 4
+            && (self.kernel[0] != 1 || self.stride[0] != 1 || self.pad_lo[0] + self.pad_hi[0] != 0)
+        {
+            return Err(RuntimeError::shape(
+                op,
+                "a 3D convolution was given a 2D input",
+            ));
         }
         let g = k::ConvGeometry {
             batch: n,
@@ -107,7 +121,11 @@ pub fn conv_backward(
     let dev = common_device(OP, &[x, w, dy])?;
     cpu_only(OP, dev)?;
     let g = spec.geometry(OP, x.shape())?;
-    dy.expect_shape(OP, "dy", &join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout))?;
+    dy.expect_shape(
+        OP,
+        "dy",
+        &join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout),
+    )?;
     if let Some(dw) = dw {
         dw.expect_shape(OP, "dw", &spec.weight_shape())?;
         let dbias = match db {

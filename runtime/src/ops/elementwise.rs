@@ -46,11 +46,13 @@ fn zip_update(acc: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
             *a = f(*a, y);
         }
     } else {
-        acc.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, y)| {
-            for (a, &y) in a.iter_mut().zip(y) {
-                *a = f(*a, y);
-            }
-        });
+        acc.par_chunks_mut(CHUNK)
+            .zip(b.par_chunks(CHUNK))
+            .for_each(|(a, y)| {
+                for (a, &y) in a.iter_mut().zip(y) {
+                    *a = f(*a, y);
+                }
+            });
     }
 }
 
@@ -115,7 +117,10 @@ pub fn split_last(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
     cpu_only(OP, common_device(OP, &[x])?)?;
     let c = last_dim(OP, x)?;
     if c0 == 0 || c0 >= c {
-        return Err(RuntimeError::shape(OP, format!("cannot split {c} channels at {c0}")));
+        return Err(RuntimeError::shape(
+            OP,
+            format!("cannot split {c} channels at {c0}"),
+        ));
     }
     let c1 = c - c0;
     let mut sa = x.shape().to_vec();
@@ -147,7 +152,11 @@ pub fn concat_last(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if ra != rb || ca == 0 || cb == 0 {
         return Err(RuntimeError::shape(
             OP,
-            format!("cannot join {:?} and {:?} along the last axis", a.shape(), b.shape()),
+            format!(
+                "cannot join {:?} and {:?} along the last axis",
+                a.shape(),
+                b.shape()
+            ),
         ));
     }
     let mut shape = ra.to_vec();
@@ -178,7 +187,10 @@ fn sample_dims(op: &str, moments: &Tensor, eps: &Tensor) -> Result<usize> {
         *l = cz;
     }
     if c2 % 2 != 0 || cz == 0 {
-        return Err(RuntimeError::shape(op, format!("moments {:?} need an even channel count", moments.shape())));
+        return Err(RuntimeError::shape(
+            op,
+            format!("moments {:?} need an even channel count", moments.shape()),
+        ));
     }
     eps.expect_shape(op, "eps", &want)?;
     Ok(cz)
@@ -207,7 +219,11 @@ pub fn gaussian_sample_forward(moments: &Tensor, eps: &Tensor) -> Result<Tensor>
 
 /// Backward of [`gaussian_sample_forward`]: `(dmoments, deps)`. The clamp passes the gradient
 /// where `−30 ≤ logvar ≤ 20` (inclusive, as `torch.clamp`).
-pub fn gaussian_sample_backward(moments: &Tensor, eps: &Tensor, dz: &Tensor) -> Result<(Tensor, Tensor)> {
+pub fn gaussian_sample_backward(
+    moments: &Tensor,
+    eps: &Tensor,
+    dz: &Tensor,
+) -> Result<(Tensor, Tensor)> {
     const OP: &str = "gaussian_sample_backward";
     cpu_only(OP, common_device(OP, &[moments, eps, dz])?)?;
     let cz = sample_dims(OP, moments, eps)?;
@@ -253,23 +269,34 @@ pub fn uniform_at(seed: u64, i: u64) -> f32 {
 }
 
 fn fill_indexed(out: &mut [f32], f: impl Fn(u64) -> f32 + Sync) {
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| {
-        let base = (ci * CHUNK) as u64;
-        for (j, v) in chunk.iter_mut().enumerate() {
-            *v = f(base + j as u64);
-        }
-    });
+    out.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(ci, chunk)| {
+            let base = (ci * CHUNK) as u64;
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v = f(base + j as u64);
+            }
+        });
 }
 
 /// An inverted-dropout mask: each element is `0` with probability `p`, else `1 / (1 − p)`
 /// (PyTorch's `nn.Dropout` scaling), a pure function of `(seed, index)`.
 pub fn dropout_mask(shape: &[usize], p: f32, seed: u64) -> Result<Tensor> {
     if !(0.0..1.0).contains(&p) {
-        return Err(RuntimeError::shape("dropout_mask", format!("drop probability {p} is not in [0, 1)")));
+        return Err(RuntimeError::shape(
+            "dropout_mask",
+            format!("drop probability {p} is not in [0, 1)"),
+        ));
     }
     let keep = 1.0 / (1.0 - p);
     let mut m = Tensor::uninit(shape);
-    fill_indexed(m.f32s_mut("dropout_mask")?, |i| if uniform_at(seed, i) < p { 0.0 } else { keep });
+    fill_indexed(m.f32s_mut("dropout_mask")?, |i| {
+        if uniform_at(seed, i) < p {
+            0.0
+        } else {
+            keep
+        }
+    });
     Ok(m)
 }
 
@@ -332,6 +359,9 @@ mod tests {
         let n = v.len() as f64;
         let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
         let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.02, "mean {mean} var {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.02,
+            "mean {mean} var {var}"
+        );
     }
 }

@@ -7,12 +7,19 @@ use medvae_kernels::cpu::linear::{self as k, LinearDims, LinearGrads};
 
 fn dims(op: &str, x: &Tensor, w: &Tensor) -> Result<LinearDims> {
     let (Some(&in_features), [out_features, w_in]) = (x.shape().last(), w.shape()) else {
-        return Err(RuntimeError::shape(op, format!("x {:?}, weight {:?}", x.shape(), w.shape())));
+        return Err(RuntimeError::shape(
+            op,
+            format!("x {:?}, weight {:?}", x.shape(), w.shape()),
+        ));
     };
     if *w_in != in_features {
         return Err(RuntimeError::shape(
             op,
-            format!("x {:?} has {in_features} features, weight {:?} expects {w_in}", x.shape(), w.shape()),
+            format!(
+                "x {:?} has {in_features} features, weight {:?} expects {w_in}",
+                x.shape(),
+                w.shape()
+            ),
         ));
     }
     Ok(LinearDims {
@@ -56,9 +63,16 @@ pub fn linear_backward(
     cpu_only(OP, common_device(OP, &[x, w, dy])?)?;
     let d = dims(OP, x, w)?;
     if dy.numel() != d.rows * d.out_features {
-        return Err(RuntimeError::shape(OP, format!("dy {:?} does not match x {:?}", dy.shape(), x.shape())));
+        return Err(RuntimeError::shape(
+            OP,
+            format!("dy {:?} does not match x {:?}", dy.shape(), x.shape()),
+        ));
     }
-    let mut dx = if need_dx { Some(Tensor::uninit(x.shape())) } else { None };
+    let mut dx = if need_dx {
+        Some(Tensor::uninit(x.shape()))
+    } else {
+        None
+    };
     let dweight = match dw {
         Some(t) => {
             t.expect_shape(OP, "dweight", w.shape())?;

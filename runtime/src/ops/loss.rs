@@ -8,7 +8,10 @@ use medvae_kernels::cpu::loss::{self as k, KlDims};
 fn kl_dims(op: &str, moments: &Tensor, keep_last_axis: bool) -> Result<KlDims> {
     let (n, s, c2) = split_nsc(op, moments.shape())?;
     if c2 % 2 != 0 {
-        return Err(RuntimeError::shape(op, format!("moments {:?} need an even channel count", moments.shape())));
+        return Err(RuntimeError::shape(
+            op,
+            format!("moments {:?} need an even channel count", moments.shape()),
+        ));
     }
     Ok(KlDims {
         n,
@@ -25,7 +28,11 @@ pub fn kl_forward(moments: &Tensor, keep_last_axis: bool) -> Result<Tensor> {
     const OP: &str = "kl_forward";
     cpu_only(OP, common_device(OP, &[moments])?)?;
     let d = kl_dims(OP, moments, keep_last_axis)?;
-    let shape = if keep_last_axis { vec![d.n, d.spatial[2]] } else { vec![d.n] };
+    let shape = if keep_last_axis {
+        vec![d.n, d.spatial[2]]
+    } else {
+        vec![d.n]
+    };
     let mut kl = Tensor::uninit(&shape);
     k::kl_diag_gaussian_forward(&d, moments.f32s(OP)?, kl.f32s_mut(OP)?)?;
     Ok(kl)
@@ -53,7 +60,13 @@ pub fn hinge_backward(real: &Tensor, fake: &Tensor, dloss: f32) -> Result<(Tenso
     cpu_only(OP, common_device(OP, &[real, fake])?)?;
     let mut dr = Tensor::uninit(real.shape());
     let mut df = Tensor::uninit(fake.shape());
-    k::hinge_d_loss_backward(real.f32s(OP)?, fake.f32s(OP)?, dloss, dr.f32s_mut(OP)?, df.f32s_mut(OP)?)?;
+    k::hinge_d_loss_backward(
+        real.f32s(OP)?,
+        fake.f32s(OP)?,
+        dloss,
+        dr.f32s_mut(OP)?,
+        df.f32s_mut(OP)?,
+    )?;
     Ok((dr, df))
 }
 

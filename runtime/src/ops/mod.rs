@@ -26,7 +26,9 @@ pub fn split_nsc(op: &str, shape: &[usize]) -> Result<(usize, Spatial, usize)> {
         [n, d, h, w, c] => Ok((n, [d, h, w], c)),
         _ => Err(RuntimeError::shape(
             op,
-            format!("expected a channels-last [N, H, W, C] or [N, D, H, W, C] tensor, got {shape:?}"),
+            format!(
+                "expected a channels-last [N, H, W, C] or [N, D, H, W, C] tensor, got {shape:?}"
+            ),
         )),
     }
 }
@@ -54,6 +56,8 @@ pub(crate) fn cpu_only(op: &str, dev: Device) -> Result<()> {
     if dev.is_cpu() {
         Ok(())
     } else {
-        Err(RuntimeError::Other(format!("{op}: no kernel for {dev} in this build")))
+        Err(RuntimeError::Other(format!(
+            "{op}: no kernel for {dev} in this build"
+        )))
     }
 }

@@ -4,7 +4,9 @@ use super::{common_device, cpu_only, split_nsc};
 use crate::error::{Result, RuntimeError};
 use crate::tensor::Tensor;
 use medvae_kernels::cpu::batch_norm::{self as bn, BatchNormDims, RunningStats, RunningStatsMut};
-use medvae_kernels::cpu::group_norm::{self as gn, Affine, AffineGrads, GroupNormDims, NormStats, NormStatsMut};
+use medvae_kernels::cpu::group_norm::{
+    self as gn, Affine, AffineGrads, GroupNormDims, NormStats, NormStatsMut,
+};
 use medvae_kernels::cpu::layer_norm::{self as ln, LayerNormDims};
 use medvae_kernels::volume;
 
@@ -45,7 +47,10 @@ pub struct NormGrads<'a> {
 fn gn_dims(op: &str, x: &Tensor, groups: usize, eps: f64) -> Result<GroupNormDims> {
     let (n, s, c) = split_nsc(op, x.shape())?;
     if groups == 0 || c % groups != 0 {
-        return Err(RuntimeError::shape(op, format!("{c} channels do not split into {groups} groups")));
+        return Err(RuntimeError::shape(
+            op,
+            format!("{c} channels do not split into {groups} groups"),
+        ));
     }
     Ok(GroupNormDims {
         n,
@@ -77,7 +82,11 @@ pub fn group_norm_forward(
         mean: &mut saved.mean,
         rstd: &mut saved.rstd,
     };
-    let f = if fuse_silu { gn::group_norm_silu_forward } else { gn::group_norm_forward };
+    let f = if fuse_silu {
+        gn::group_norm_silu_forward
+    } else {
+        gn::group_norm_forward
+    };
     f(&d, x.f32s(OP)?, p.affine(OP)?, y.f32s_mut(OP)?, stats)?;
     Ok((y, saved))
 }
@@ -106,9 +115,25 @@ pub fn group_norm_backward(
         rstd: &saved.rstd,
     };
     if fuse_silu {
-        gn::group_norm_silu_backward(&d, x.f32s(OP)?, p.affine(OP)?, stats, dy.f32s(OP)?, dx.f32s_mut(OP)?, grads)?;
+        gn::group_norm_silu_backward(
+            &d,
+            x.f32s(OP)?,
+            p.affine(OP)?,
+            stats,
+            dy.f32s(OP)?,
+            dx.f32s_mut(OP)?,
+            grads,
+        )?;
     } else {
-        gn::group_norm_backward(&d, x.f32s(OP)?, p.gamma.f32s(OP)?, stats, dy.f32s(OP)?, dx.f32s_mut(OP)?, grads)?;
+        gn::group_norm_backward(
+            &d,
+            x.f32s(OP)?,
+            p.gamma.f32s(OP)?,
+            stats,
+            dy.f32s(OP)?,
+            dx.f32s_mut(OP)?,
+            grads,
+        )?;
     }
     Ok(dx)
 }
@@ -192,7 +217,15 @@ pub fn layer_norm_backward(
         mean: &saved.mean,
         rstd: &saved.rstd,
     };
-    ln::layer_norm_backward(&d, x.f32s(OP)?, p.gamma.f32s(OP)?, stats, dy.f32s(OP)?, dx.f32s_mut(OP)?, grads)?;
+    ln::layer_norm_backward(
+        &d,
+        x.f32s(OP)?,
+        p.gamma.f32s(OP)?,
+        stats,
+        dy.f32s(OP)?,
+        dx.f32s_mut(OP)?,
+        grads,
+    )?;
     Ok(dx)
 }
 
@@ -227,7 +260,9 @@ pub fn batch_norm_forward(
     cpu_only(OP, common_device(OP, &[x, p.gamma, p.beta])?)?;
     let d = bn_dims(OP, x, eps, momentum)?;
     p.check(OP, d.channels)?;
-    running.mean.expect_shape(OP, "running_mean", &[d.channels])?;
+    running
+        .mean
+        .expect_shape(OP, "running_mean", &[d.channels])?;
     running.var.expect_shape(OP, "running_var", &[d.channels])?;
     let mut y = Tensor::uninit(x.shape());
     let mut saved = NormSaved {
@@ -281,13 +316,29 @@ pub fn batch_norm_backward(
             mean: &saved.mean,
             rstd: &saved.rstd,
         };
-        bn::batch_norm_train_backward(&d, x.f32s(OP)?, p.gamma.f32s(OP)?, stats, dy.f32s(OP)?, dx.f32s_mut(OP)?, grads)?;
+        bn::batch_norm_train_backward(
+            &d,
+            x.f32s(OP)?,
+            p.gamma.f32s(OP)?,
+            stats,
+            dy.f32s(OP)?,
+            dx.f32s_mut(OP)?,
+            grads,
+        )?;
     } else {
         let run = RunningStats {
             mean: &saved.mean,
             var: &saved.rstd,
         };
-        bn::batch_norm_eval_backward(&d, x.f32s(OP)?, p.gamma.f32s(OP)?, run, dy.f32s(OP)?, dx.f32s_mut(OP)?, grads)?;
+        bn::batch_norm_eval_backward(
+            &d,
+            x.f32s(OP)?,
+            p.gamma.f32s(OP)?,
+            run,
+            dy.f32s(OP)?,
+            dx.f32s_mut(OP)?,
+            grads,
+        )?;
     }
     Ok(dx)
 }

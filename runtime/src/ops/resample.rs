@@ -11,7 +11,11 @@ use medvae_kernels::cpu::upsample::{self, UpsampleDims};
 fn up_dims(op: &str, x_shape: &[usize]) -> Result<UpsampleDims> {
     let (n, s, c) = split_nsc(op, x_shape)?;
     // Every spatial axis doubles: 2D tensors have no depth axis to scale.
-    let scale = if x_shape.len() == 4 { [1, 2, 2] } else { [2, 2, 2] };
+    let scale = if x_shape.len() == 4 {
+        [1, 2, 2]
+    } else {
+        [2, 2, 2]
+    };
     Ok(UpsampleDims {
         n,
         spatial: s,
@@ -35,7 +39,11 @@ pub fn upsample_nearest2_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tens
     const OP: &str = "upsample_nearest_backward";
     cpu_only(OP, common_device(OP, &[dy])?)?;
     let d = up_dims(OP, x_shape)?;
-    dy.expect_shape(OP, "dy", &join_nsc(x_shape.len(), d.n, d.out_spatial(), d.channels))?;
+    dy.expect_shape(
+        OP,
+        "dy",
+        &join_nsc(x_shape.len(), d.n, d.out_spatial(), d.channels),
+    )?;
     let mut dx = Tensor::uninit(x_shape);
     upsample::upsample_nearest_backward(&d, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
     Ok(dx)
@@ -50,7 +58,10 @@ pub struct PoolArgmax {
 
 fn pool_dims(op: &str, x_shape: &[usize]) -> Result<MaxPoolDims> {
     if x_shape.len() != 4 {
-        return Err(RuntimeError::shape(op, format!("2×2 max pool takes [N, H, W, C], got {x_shape:?}")));
+        return Err(RuntimeError::shape(
+            op,
+            format!("2×2 max pool takes [N, H, W, C], got {x_shape:?}"),
+        ));
     }
     let (n, s, c) = split_nsc(op, x_shape)?;
     Ok(MaxPoolDims {
@@ -90,7 +101,10 @@ pub fn max_pool2x2_backward(saved: &PoolArgmax, dy: &Tensor) -> Result<Tensor> {
 fn resize_dims(op: &str, x_shape: &[usize]) -> Result<(usize, [usize; 2], usize)> {
     match *x_shape {
         [n, h, w, c] => Ok((n, [h, w], c)),
-        _ => Err(RuntimeError::shape(op, format!("resize takes [N, H, W, C], got {x_shape:?}"))),
+        _ => Err(RuntimeError::shape(
+            op,
+            format!("resize takes [N, H, W, C], got {x_shape:?}"),
+        )),
     }
 }
 

@@ -6,7 +6,10 @@ use crate::tensor::Tensor;
 use medvae_kernels::cpu::softmax as k;
 
 fn rows_cols(op: &str, x: &Tensor) -> Result<(usize, usize)> {
-    let n = *x.shape().last().ok_or_else(|| RuntimeError::shape(op, "softmax of a scalar"))?;
+    let n = *x
+        .shape()
+        .last()
+        .ok_or_else(|| RuntimeError::shape(op, "softmax of a scalar"))?;
     Ok((x.numel() / n.max(1), n))
 }
 
