@@ -280,8 +280,6 @@ fn two_pass_keys<'a, T: Real>(
 }
 
 /// All query tiles against key rows `r0..r1` (in tiles of `t.key`): accumulates the task's
-
-/// All query tiles against key rows `r0..r1` (in tiles of `t.key`): accumulates the task's
 /// `dk`, `dv` rows and, if it has one, its `dq` buffer.
 fn key_range<T: Real>(t: &Tiles, x: &Batch<T>, task: KeyTask<T>, s: &mut Scratch<T>) {
     let dim = t.dim;

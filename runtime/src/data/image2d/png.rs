@@ -19,7 +19,7 @@
 
 use super::{Image2d, Image2dError, Samples};
 use image::codecs::png::PngDecoder;
-use image::{DynamicImage, Limits};
+use image::{DynamicImage, ImageDecoder, Limits};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -153,9 +153,14 @@ pub fn decode_png(bytes: &[u8], path: &Path) -> Result<Image2d, Image2dError> {
         path: path.to_path_buf(),
         source,
     };
-    // Default limits cap allocations (512 MiB), so a decompression bomb is an error.
+    // Default limits cap allocations (512 MiB), so a decompression bomb is an error. The limits
+    // only cover the decoder's own buffers: the output buffer `from_decoder` allocates must be
+    // reserved against them here, or a header claiming a huge image aborts the process in the
+    // allocator (found by runtime/tests/decode_fuzz.rs).
+    let mut limits = Limits::default();
     let decoder =
-        PngDecoder::with_limits(Cursor::new(bytes), Limits::default()).map_err(decode_err)?;
+        PngDecoder::with_limits(Cursor::new(bytes), limits.clone()).map_err(decode_err)?;
+    limits.reserve(decoder.total_bytes()).map_err(decode_err)?;
     let img = DynamicImage::from_decoder(decoder).map_err(decode_err)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     let unexpected = || Image2dError::Unsupported {

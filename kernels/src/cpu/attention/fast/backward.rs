@@ -84,7 +84,7 @@ pub(in crate::cpu::attention) fn backward(
         key: tiles.key,
         scale: d.scale as f32,
     };
-    debug_assert!(g.query % (MR * NR / 2) == 0 && g.key % MR == 0);
+    debug_assert!(g.query.is_multiple_of(MR * NR / 2) && g.key.is_multiple_of(MR));
     let per_batch = n * dim;
     let by_query_len = round_up(n, NR) * dim;
     let by_channel_len = dim_pad * n;
