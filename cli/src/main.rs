@@ -1,6 +1,7 @@
 //! medvae-fast: MedVAE finetuning and inference on a hand-written tensor runtime.
 //! The binary is thin: argument parsing and presentation; the work lives in the libraries.
 
+mod cmd_data;
 mod cmd_kernels;
 mod cmd_verify;
 
@@ -34,6 +35,8 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Data pipeline: decode datasets into memory-mapped shards, inspect them.
+    Data(cmd_data::DataArgs),
     /// CUDA kernels: list them, or compile every one through NVRTC (no GPU needed).
     Kernels {
         #[command(subcommand)]
@@ -73,6 +76,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             filter,
             device,
         } => cmd_verify::run(&golden, filter, &device),
+        Command::Data(args) => cmd_data::run(args),
         Command::Kernels { action } => {
             match action {
                 KernelsAction::List => cmd_kernels::run_kernels_list(),

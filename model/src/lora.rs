@@ -105,6 +105,8 @@ impl ConvOp for LoraConv {
 }
 
 /// A convolution slot of a ResnetBlock or AttnBlock: plain, or with LoRA injected.
+// A few of these per block, held in place: boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ConvUnit {
     Plain(Conv),

@@ -132,7 +132,10 @@ impl ModelConfig {
             ));
         }
         for &m in &self.ch_mult {
-            if m == 0 || (self.ch * m) % 32 != 0 {
+            let width = self.ch * m;
+            // `%` rather than `is_multiple_of`: the workspace's minimum Rust is 1.80.
+            #[allow(clippy::manual_is_multiple_of)]
+            if width == 0 || width % 32 != 0 {
                 return Err(err(format!(
                     "width ch·mult = {} is not a positive multiple of 32 (GroupNorm)",
                     self.ch * m

@@ -63,10 +63,17 @@ mod tests {
 
     #[test]
     fn resolves_paths_against_root_in_the_config_folder() {
-        let text = "root: ../..\ndatasets:\n  - csv: s/a.csv\n    data_dir: s/2d\n    kind: png2d\n";
+        let text =
+            "root: ../..\ndatasets:\n  - csv: s/a.csv\n    data_dir: s/2d\n    kind: png2d\n";
         let c = DataConfig::parse(text, Path::new("configs/dataloader")).unwrap();
-        assert_eq!(c.datasets[0].csv, Path::new("configs/dataloader/../../s/a.csv"));
-        assert_eq!(c.datasets[0].data_dir, Path::new("configs/dataloader/../../s/2d"));
+        assert_eq!(
+            c.datasets[0].csv,
+            Path::new("configs/dataloader/../../s/a.csv")
+        );
+        assert_eq!(
+            c.datasets[0].data_dir,
+            Path::new("configs/dataloader/../../s/2d")
+        );
         assert_eq!(c.datasets[0].kind, DataKind::Png2d);
         assert_eq!(c.datasets[0].resize_to, Some([384, 384]));
     }
@@ -81,18 +88,31 @@ mod tests {
     #[test]
     fn unknown_keys_list_the_valid_ones() {
         let top = "datasets: []\nworkers: 3\n";
-        let e = DataConfig::parse(top, Path::new("")).unwrap_err().to_string();
-        assert!(e.contains("workers") && e.contains("datasets") && e.contains("root"), "{e}");
-        let inner = "datasets:\n  - csv: a.csv\n    data_dir: d\n    kind: png2d\n    sufix: .png\n";
-        let e = DataConfig::parse(inner, Path::new("")).unwrap_err().to_string();
-        assert!(e.contains("sufix") && e.contains("suffix") && e.contains("image_column"), "{e}");
+        let e = DataConfig::parse(top, Path::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("workers") && e.contains("datasets") && e.contains("root"),
+            "{e}"
+        );
+        let inner =
+            "datasets:\n  - csv: a.csv\n    data_dir: d\n    kind: png2d\n    sufix: .png\n";
+        let e = DataConfig::parse(inner, Path::new(""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("sufix") && e.contains("suffix") && e.contains("image_column"),
+            "{e}"
+        );
     }
 
     #[test]
     fn empty_and_bad_kind_are_errors() {
         assert!(DataConfig::parse("datasets: []\n", Path::new("")).is_err());
         let bad = "datasets:\n  - csv: a.csv\n    data_dir: d\n    kind: png3d\n";
-        let e = DataConfig::parse(bad, Path::new("")).unwrap_err().to_string();
+        let e = DataConfig::parse(bad, Path::new(""))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("png2d") && e.contains("mri3d"), "{e}");
     }
 }

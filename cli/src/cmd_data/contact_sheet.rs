@@ -153,7 +153,9 @@ mod tests {
         // puts (a, b) at column a, row (3 - b).
         let dims = [3, 4, 5];
         let n = 60;
-        let values: Vec<f32> = (0..n).map(|i| -1.0 + 2.0 * i as f32 / (n - 1) as f32).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|i| -1.0 + 2.0 * i as f32 / (n - 1) as f32)
+            .collect();
         let axial = volume_slice(dims, &values, 2).unwrap();
         assert_eq!(axial.dimensions(), (3, 4));
         let expect = |a: usize, b: usize| to_u8(values[(a * 4 + b) * 5 + 2]);

@@ -86,7 +86,9 @@ impl ValueStats {
     /// Population standard deviation.
     pub fn std(&self) -> f64 {
         let m = self.mean();
-        (self.sum_sq / self.count.max(1) as f64 - m * m).max(0.0).sqrt()
+        (self.sum_sq / self.count.max(1) as f64 - m * m)
+            .max(0.0)
+            .sqrt()
     }
 }
 

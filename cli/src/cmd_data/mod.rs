@@ -84,6 +84,9 @@ mod tests {
         let silent = E("reading b.png", fire());
         assert_eq!(error_line(&silent), "reading b.png: disk on fire");
         let two = E("prepare failed", Some(Box::new(E("reading c.png", fire()))));
-        assert_eq!(error_line(&two), "prepare failed: reading c.png: disk on fire");
+        assert_eq!(
+            error_line(&two),
+            "prepare failed: reading c.png: disk on fire"
+        );
     }
 }

@@ -85,8 +85,14 @@ impl PrepareArgs {
         if let Some(path) = &self.config {
             return Ok(DataConfig::load(path)?.datasets);
         }
-        let csv = self.csv.clone().context("give --config FILE or --csv FILE")?;
-        let data_dir = self.data_dir.clone().context("--csv needs --data-dir DIR")?;
+        let csv = self
+            .csv
+            .clone()
+            .context("give --config FILE or --csv FILE")?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .context("--csv needs --data-dir DIR")?;
         let mut spec = DatasetSpec::new(csv, data_dir, self.kind.into());
         spec.suffix = self.suffix.clone();
         spec.image_column = self.image_column.clone();

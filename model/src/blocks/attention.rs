@@ -36,7 +36,7 @@ struct Activations {
 }
 
 enum Saved {
-    Full { x: Tensor, act: Activations },
+    Full { x: Tensor, act: Box<Activations> },
     Checkpoint { x: Tensor, ctx: Ctx },
 }
 
@@ -171,7 +171,7 @@ impl Layer for AttnBlock {
         }
         let (y, act) = self.run(&x, ctx)?;
         if ctx.grad {
-            self.saved = Some(Saved::Full { x, act });
+            self.saved = Some(Saved::Full { x, act: Box::new(act) });
         }
         Ok(y)
     }
@@ -182,7 +182,7 @@ impl Layer for AttnBlock {
             .take()
             .ok_or_else(|| no_saved_state("AttnBlock"))?
         {
-            Saved::Full { x, act } => self.run_backward(&x, act, dy),
+            Saved::Full { x, act } => self.run_backward(&x, *act, dy),
             Saved::Checkpoint { x, mut ctx } => {
                 let (_, act) = self.run(&x, &mut ctx)?;
                 self.run_backward(&x, act, dy)

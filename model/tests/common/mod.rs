@@ -192,18 +192,25 @@ impl<M: Parameters> System<M> {
 }
 
 impl<M: Parameters> System<M> {
-    /// [`System::check`] at several steps, keeping per direction the estimate that agrees best
-    /// (relative to its own noise bound). Long steps suffer truncation where the function curves
-    /// (exp in the posterior), short ones rounding noise where a derivative is small; a wrong
-    /// gradient disagrees at every step.
-    pub fn check_steps(&mut self, steps: &[f32], seed: u64) -> Vec<DirCheck> {
+    /// [`System::check`] at several steps (longest first). Per direction it keeps the estimate
+    /// with the least noise among those that agree at `tol`, else the one closest to agreeing.
+    /// Long steps suffer truncation where the function curves (exp in the posterior), short
+    /// ones rounding noise where a derivative is small; a wrong gradient disagrees at every step.
+    pub fn check_steps(&mut self, steps: &[f32], seed: u64, tol: f64) -> Vec<DirCheck> {
         let mut best: Vec<DirCheck> = Vec::new();
         for &h in steps {
             for (i, c) in self.check(h, seed, None).into_iter().enumerate() {
-                let excess = |c: &DirCheck| (c.fd - c.analytic).abs() - c.noise;
+                let excess =
+                    |c: &DirCheck| (c.fd - c.analytic).abs() - c.noise - tol * c.analytic.abs();
+                let better =
+                    |new: &DirCheck, old: &DirCheck| match (new.passes(tol), old.passes(tol)) {
+                        (true, true) => new.noise < old.noise,
+                        (a, b) if a != b => a,
+                        _ => excess(new) < excess(old),
+                    };
                 match best.get_mut(i) {
                     None => best.push(c),
-                    Some(b) if excess(&c) < excess(b) => *b = c,
+                    Some(b) if better(&c, b) => *b = c,
                     Some(_) => {}
                 }
             }

@@ -141,21 +141,28 @@ pub(super) fn backward<T: Real>(
     }
 }
 
-/// The schedule [`BackwardSchedule::Auto`] stands for here: fused with enough partitions
-/// that `batch · partitions` tasks of equal size split evenly over the threads, if the
-/// partial `dq` buffers fit the budget.
+/// The schedule [`BackwardSchedule::Auto`] stands for: fused, with the keys of each batch
+/// entry split so that the `batch · partitions` equal tasks are a multiple of twice the thread
+/// count (two tasks per thread let work stealing absorb a thread slowed by other load), or of
+/// the thread count where that does not fit [`FUSED_PARTIAL_BUDGET`]; two-pass if neither
+/// fits.
 pub(super) fn resolve_schedule(plan: &AttentionPlan, d: &AttentionDims) -> BackwardSchedule {
     if plan.backward != BackwardSchedule::Auto {
         return plan.backward;
     }
     let threads = rayon::current_num_threads().max(1);
-    let partitions = (threads / gcd(d.batch, threads)).min(d.tokens).max(1);
-    let extra = (partitions - 1).saturating_mul(d.len());
-    if extra <= FUSED_PARTIAL_BUDGET {
-        BackwardSchedule::Fused { partitions }
-    } else {
-        BackwardSchedule::TwoPass
+    for round in [2 * threads, threads] {
+        let partitions = (round / gcd(d.batch, round)).min(d.tokens).max(1);
+        // Private dq buffers, counted as the fast engine pads them (rows to 16, channels to 6).
+        let buffers = partitions
+            .saturating_mul(d.batch)
+            .saturating_mul(d.tokens + 16)
+            .saturating_mul(d.dim + 6);
+        if partitions == 1 || buffers <= FUSED_PARTIAL_BUDGET {
+            return BackwardSchedule::Fused { partitions };
+        }
     }
+    BackwardSchedule::TwoPass
 }
 
 fn gcd(a: usize, b: usize) -> usize {

@@ -59,8 +59,9 @@ impl AttentionDims {
 /// How the backward distributes the key-side work (see [`AttentionPlan`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackwardSchedule {
-    /// [`BackwardSchedule::Fused`] with as many partitions as rayon threads (capped by the
-    /// key tiles and by [`FUSED_PARTIAL_BUDGET`]), else [`BackwardSchedule::TwoPass`].
+    /// [`BackwardSchedule::Fused`] with enough partitions for two equal tasks per rayon
+    /// thread (one per thread, or [`BackwardSchedule::TwoPass`], where the private `dq`
+    /// buffers would exceed [`FUSED_PARTIAL_BUDGET`]).
     Auto,
     /// One pass over (key tile, query tile) pairs doing all five products; the keys of each
     /// batch entry are split into `partitions` contiguous ranges processed in parallel, each
@@ -108,6 +109,7 @@ impl Default for AttentionPlan {
 }
 
 /// `x` as f32 when `T` is f32 (the fast engine's element type).
+#[cfg(target_arch = "x86_64")]
 fn as_f32<T: Real>(x: &[T]) -> Option<&[f32]> {
     // SAFETY: T is f32 (same type, so same size, alignment and validity).
     (TypeId::of::<T>() == TypeId::of::<f32>())
@@ -115,6 +117,7 @@ fn as_f32<T: Real>(x: &[T]) -> Option<&[f32]> {
 }
 
 /// `x` as mutable f32 when `T` is f32.
+#[cfg(target_arch = "x86_64")]
 fn as_f32_mut<T: Real>(x: &mut [T]) -> Option<&mut [f32]> {
     // SAFETY: as in `as_f32`; the borrow of `x` moves into the result.
     (TypeId::of::<T>() == TypeId::of::<f32>())
@@ -140,8 +143,8 @@ fn use_fast<T: Real>(plan: &AttentionPlan) -> bool {
         && fast_engine_available()
 }
 
-/// Most elements the fused backward may spend on partial `dq` buffers before
-/// [`BackwardSchedule::Auto`] switches to [`BackwardSchedule::TwoPass`] (64 Mi elements:
+/// Most elements [`BackwardSchedule::Auto`] lets the fused backward spend on private `dq`
+/// buffers before it uses fewer partitions or [`BackwardSchedule::TwoPass`] (64 Mi elements:
 /// 256 MiB in f32).
 pub const FUSED_PARTIAL_BUDGET: usize = 1 << 26;
 
@@ -302,10 +305,7 @@ pub fn attention_backward_with<T: Real>(
     #[cfg(target_arch = "x86_64")]
     if let (true, BackwardSchedule::Fused { partitions }) = (use_fast::<T>(plan), schedule) {
         let partitions = partitions.min(d.tokens);
-        let fits = plan.backward != BackwardSchedule::Auto
-            || fast::partial_len(d, partitions) <= FUSED_PARTIAL_BUDGET;
-        if let (true, Some(q), Some(k), Some(v), Some(d_o), Some(lse), Some(delta)) = (
-            fits,
+        if let (Some(q), Some(k), Some(v), Some(d_o), Some(lse), Some(delta)) = (
             as_f32(q),
             as_f32(k),
             as_f32(v),
@@ -330,15 +330,6 @@ pub fn attention_backward_with<T: Real>(
             }
         }
     }
-    // The fast engine declined only for memory: its portable stand-in must not use more.
-    let schedule = match schedule {
-        BackwardSchedule::Fused { .. }
-            if plan.backward == BackwardSchedule::Auto && use_fast::<T>(plan) =>
-        {
-            BackwardSchedule::TwoPass
-        }
-        other => other,
-    };
     let inputs = backward::Inputs {
         q,
         k,

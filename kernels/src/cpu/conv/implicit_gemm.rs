@@ -240,14 +240,14 @@ impl VirtualGemm {
             return;
         }
         work.partials.reset(dw.len());
-        let Workspace { threads, partials } = &*work;
+        let Workspace {
+            threads, partials, ..
+        } = &*work;
         chunks.par_iter().for_each(|ch| {
             threads
                 .with(|tb| partials.with(|acc| self.weight_grad_chunk(src, dy, ch, acc, &mut tb.a)))
         });
-        for (d, &s) in dw.iter_mut().zip(work.partials.total()) {
-            *d += s;
-        }
+        work.partials.add_total_to(dw);
     }
 
     fn weight_grad_chunk<T: Real>(

@@ -63,62 +63,93 @@ impl<T> ThreadBuffers<T> {
 /// Per-thread partial sums of a parallel reduction (weight gradients): each task adds into
 /// the sum of the thread running it, so work is balanced dynamically while the number of
 /// accumulators stays at the thread count (plus one shared overflow sum for tasks running
-/// outside the pool's slots).
+/// outside the pool's slots). Sums are zeroed on first use in a call, so idle ones cost
+/// nothing.
 #[derive(Debug)]
 pub(super) struct Partials<T> {
-    sums: Vec<Mutex<Vec<T>>>,
+    sums: Vec<Mutex<PartialSum<T>>>,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct PartialSum<T> {
+    used: bool,
+    sum: Vec<T>,
 }
 
 impl<T> Default for Partials<T> {
     fn default() -> Self {
-        Partials { sums: Vec::new() }
+        Partials {
+            sums: Vec::new(),
+            len: 0,
+        }
     }
 }
 
 impl<T: Real> Partials<T> {
-    /// One zeroed sum of `len` elements per pool thread, plus the overflow sum.
+    /// Start a reduction into sums of `len` elements: one per pool thread, plus the overflow.
     pub fn reset(&mut self, len: usize) {
         let n = rayon::current_num_threads() + 1;
         if self.sums.len() < n {
-            self.sums.resize_with(n, || Mutex::new(Vec::new()));
+            self.sums.resize_with(n, || {
+                Mutex::new(PartialSum {
+                    used: false,
+                    sum: Vec::new(),
+                })
+            });
         }
         for m in &mut self.sums {
-            let sum = m.get_mut().unwrap_or_else(|e| e.into_inner());
-            sum.clear();
-            sum.resize(len, T::zero());
+            m.get_mut().unwrap_or_else(|e| e.into_inner()).used = false;
         }
+        self.len = len;
     }
 
     /// Run `f` on the calling thread's sum (or the shared overflow sum).
     pub fn with<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
+        let zeroed = |p: &mut PartialSum<T>| {
+            if !p.used {
+                p.sum.clear();
+                p.sum.resize(self.len, T::zero());
+                p.used = true;
+            }
+        };
         let own = rayon::current_thread_index()
             .filter(|&i| i + 1 < self.sums.len())
             .and_then(|i| self.sums[i].try_lock().ok());
         match own {
-            Some(mut sum) => f(&mut sum),
+            Some(mut p) => {
+                zeroed(&mut p);
+                f(&mut p.sum)
+            }
             None => match self.sums.last() {
-                Some(m) => f(&mut m.lock().unwrap_or_else(|e| e.into_inner())),
-                None => f(&mut []),
+                Some(m) => {
+                    let mut p = m.lock().unwrap_or_else(|e| e.into_inner());
+                    zeroed(&mut p);
+                    f(&mut p.sum)
+                }
+                None => f(&mut vec![T::zero(); self.len]),
             },
         }
     }
 
-    /// The total of all sums, in the first one.
-    pub fn total(&mut self) -> &[T] {
-        let mut sums = self
+    /// Add the total of the sums used since [`reset`](Self::reset) to `dst`.
+    pub fn add_total_to(&mut self, dst: &mut [T]) {
+        const SPAN: usize = 1 << 14;
+        let used: Vec<&[T]> = self
             .sums
             .iter_mut()
-            .map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()));
-        let Some(first) = sums.next() else {
-            return &[];
-        };
-        for other in sums {
-            first
-                .par_chunks_mut(1 << 14)
-                .zip(other.par_chunks(1 << 14))
-                .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
-        }
-        first
+            .map(|m| m.get_mut().unwrap_or_else(|e| e.into_inner()))
+            .filter(|p| p.used)
+            .map(|p| &p.sum[..])
+            .collect();
+        dst.par_chunks_mut(SPAN).enumerate().for_each(|(i, out)| {
+            let range = i * SPAN..i * SPAN + out.len();
+            for sum in &used {
+                for (o, &v) in out.iter_mut().zip(&sum[range.clone()]) {
+                    *o += v;
+                }
+            }
+        });
     }
 }
 
@@ -127,6 +158,8 @@ impl<T: Real> Partials<T> {
 pub(super) struct Workspace<T> {
     pub threads: ThreadBuffers<T>,
     pub partials: Partials<T>,
+    /// The reduced partials, where a result needs a further pass (Winograd weight gradient).
+    pub total: Vec<T>,
 }
 
 impl<T> Default for Workspace<T> {
@@ -134,6 +167,7 @@ impl<T> Default for Workspace<T> {
         Workspace {
             threads: ThreadBuffers::default(),
             partials: Partials::default(),
+            total: Vec::new(),
         }
     }
 }

@@ -60,11 +60,6 @@ struct KeyTask<'a> {
     dq_panels: &'a mut [f32],
 }
 
-/// Elements of the private `dQ` accumulators of a fused call (for the memory budget).
-pub(in crate::cpu::attention) fn partial_len(d: &AttentionDims, partitions: usize) -> usize {
-    partitions * d.batch * round_up(d.tokens, MR) * round_up(d.dim, NR)
-}
-
 pub(in crate::cpu::attention) fn backward(
     tiles: FastTiles,
     partitions: usize,

@@ -9,7 +9,7 @@ mod forward;
 mod kernel;
 mod pack;
 
-pub(super) use backward::{backward, partial_len, FastInputs};
+pub(super) use backward::{backward, FastInputs};
 pub(super) use forward::{forward, FastTiles};
 
 /// Whether this CPU can run the engine.

@@ -217,7 +217,9 @@ pub(super) fn backward_weight<T: Real>(
     let tiling = Tiling::new(g);
     let (cin, cout) = (g.cin, g.cout);
     work.partials.reset(16 * cin * cout);
-    let Workspace { threads, partials } = &*work;
+    let Workspace {
+        threads, partials, ..
+    } = &*work;
     tiling.blocks.par_iter().for_each(|&id| {
         threads.with(|TaskBuffers { a: p, b: v, c: z }| {
             let b = tiling.block(id);
@@ -261,5 +263,10 @@ pub(super) fn backward_weight<T: Real>(
             })
         })
     });
-    accumulate_weight_grad(work.partials.total(), cin, cout, dw);
+    // The total goes through the (linear) inverse transform once, so sum it first.
+    let du = &mut work.total;
+    du.clear();
+    du.resize(16 * cin * cout, T::zero());
+    work.partials.add_total_to(du);
+    accumulate_weight_grad(du, cin, cout, dw);
 }

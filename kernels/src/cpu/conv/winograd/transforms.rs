@@ -214,7 +214,7 @@ pub(super) fn grad_output_block<T: Real>(
 }
 
 /// `dw[tap][ci][co] += (Gᵀ dU G)[tap]` for the Winograd-domain weight gradient
-/// `du[ξ][ci][co]`.
+/// `du[ξ][ci][co]`. Parallel over `ci`; each task owns row `ci` of every tap.
 pub(in super::super) fn accumulate_weight_grad<T: Real>(
     du: &[T],
     cin: usize,
@@ -225,29 +225,30 @@ pub(in super::super) fn accumulate_weight_grad<T: Real>(
     let block = cin * cout;
     let dw_out = SharedOut::new(dw);
     (0..cin).into_par_iter().for_each(|ci| {
+        let rows: [&[T]; 16] = std::array::from_fn(|xi| {
+            let at = xi * block + ci * cout;
+            &du[at..at + cout]
+        });
+        // SAFETY: row `ci` of each tap belongs to this task only.
+        let out: [&mut [T]; 9] =
+            std::array::from_fn(|tap| unsafe { dw_out.range(tap * block + ci * cout, cout) });
         for co in 0..cout {
-            let at = |xi: usize| du[xi * block + ci * cout + co];
-            // Rows: r = Gᵀ dU (3 × 4).
-            let u = |i: usize, j: usize| at(i * 4 + j);
+            let u = |i: usize, j: usize| rows[i * 4 + j][co];
+            // Rows: r = Gᵀ dU (3 × 4), then columns: r G (3 × 3).
             let r: [[T; 4]; 3] = [
                 std::array::from_fn(|j| u(0, j) + half * (u(1, j) + u(2, j))),
                 std::array::from_fn(|j| half * (u(1, j) - u(2, j))),
                 std::array::from_fn(|j| half * (u(1, j) + u(2, j)) + u(3, j)),
             ];
             for (a, ra) in r.iter().enumerate() {
-                let g = [
-                    ra[0] + half * (ra[1] + ra[2]),
-                    half * (ra[1] - ra[2]),
-                    half * (ra[1] + ra[2]) + ra[3],
-                ];
-                for (b, &v) in g.iter().enumerate() {
-                    // SAFETY: (tap, ci, co) is written by the task of `ci` only.
-                    unsafe { dw_out.range((a * 3 + b) * block + ci * cout + co, 1)[0] += v };
-                }
+                out[a * 3][co] += ra[0] + half * (ra[1] + ra[2]);
+                out[a * 3 + 1][co] += half * (ra[1] - ra[2]);
+                out[a * 3 + 2][co] += half * (ra[1] + ra[2]) + ra[3];
             }
         }
     });
 }
+
 /// Input transform of a block of `tiles = [rows, cols]` tiles whose first window starts at
 /// pixel `first` of `src` (row pitch `pitch` pixels): `v[ξ][tile][c]`.
 #[inline(always)]
@@ -301,33 +302,34 @@ pub(super) fn output_block<T: Real>(
     }
 }
 
-/// `U[ξ][ci][co] = (G g Gᵀ)[ξ]` for the tap-major `w` (`[3, 3, cin, cout]`).
+/// `U[ξ][ci][co] = (G g Gᵀ)[ξ]` for the tap-major `w` (`[3, 3, cin, cout]`). Parallel over
+/// `ci`; each task owns row `ci` of every plane.
 pub(in super::super) fn transform_weight<T: Real>(w: &[T], cin: usize, cout: usize, u: &mut [T]) {
     let half = T::c(0.5);
     let block = cin * cout;
     let u_out = SharedOut::new(u);
     (0..cin).into_par_iter().for_each(|ci| {
-        let tap = |t: usize, co: usize| w[t * block + ci * cout + co];
-        let mut outs = [T::zero(); 16];
+        let taps: [&[T]; 9] = std::array::from_fn(|t| {
+            let at = t * block + ci * cout;
+            &w[at..at + cout]
+        });
+        // SAFETY: row `ci` of each plane belongs to this task only.
+        let out: [&mut [T]; 16] =
+            std::array::from_fn(|xi| unsafe { u_out.range(xi * block + ci * cout, cout) });
         for co in 0..cout {
-            // Rows: t = G g (4 × 3).
-            let g = |a: usize, b: usize| tap(a * 3 + b, co);
+            let g = |a: usize, b: usize| taps[a * 3 + b][co];
+            // Rows: t = G g (4 × 3), then columns: t Gᵀ (4 × 4).
             let t: [[T; 3]; 4] = [
                 std::array::from_fn(|b| g(0, b)),
                 std::array::from_fn(|b| half * (g(0, b) + g(1, b) + g(2, b))),
                 std::array::from_fn(|b| half * (g(0, b) - g(1, b) + g(2, b))),
                 std::array::from_fn(|b| g(2, b)),
             ];
-            // Columns: (G g) Gᵀ (4 × 4).
             for (i, r) in t.iter().enumerate() {
-                outs[i * 4] = r[0];
-                outs[i * 4 + 1] = half * (r[0] + r[1] + r[2]);
-                outs[i * 4 + 2] = half * (r[0] - r[1] + r[2]);
-                outs[i * 4 + 3] = r[2];
-            }
-            for (xi, &v) in outs.iter().enumerate() {
-                // SAFETY: (xi, ci, co) is written by the task of `ci` only.
-                unsafe { u_out.range(xi * block + ci * cout + co, 1)[0] = v };
+                out[i * 4][co] = r[0];
+                out[i * 4 + 1][co] = half * (r[0] + r[1] + r[2]);
+                out[i * 4 + 2][co] = half * (r[0] - r[1] + r[2]);
+                out[i * 4 + 3][co] = r[2];
             }
         }
     });
