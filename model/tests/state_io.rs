@@ -70,10 +70,10 @@ fn key_problems_are_reported_not_loaded() {
     let mut m = AutoencoderKL::new(&small_config(), &mut Init::Zeros).unwrap();
     let ones = vec![1.0f32; 32 * 9];
     let bias = vec![0.5f32; 32];
-    let entries: Vec<(&str, &[usize], &[f32])> = vec![
-        ("encoder.conv_in.weight", &[32, 1, 3, 3][..], &ones[..]),
-        ("encoder.conv_in.bias", &[16][..], &bias[..16]),
-        ("encoder.nonexistent.weight", &[32][..], &bias[..]),
+    let entries: [(&str, &[usize], &[f32]); 3] = [
+        ("encoder.conv_in.weight", &[32, 1, 3, 3], &ones),
+        ("encoder.conv_in.bias", &[16], &bias[..16]),
+        ("encoder.nonexistent.weight", &[32], &bias),
     ];
     let r = load_params(&mut m, entries).unwrap();
     assert_eq!(r.loaded, 1);

@@ -67,15 +67,18 @@ fn axpy(t: &mut Tensor, v: &Tensor, h: f32) {
 /// Allowance for the growth of relative rounding error through a network's depth.
 const NOISE_DEPTH: f64 = 8.0;
 
+/// Named tensors (inputs, input gradients).
+pub type Named = BTreeMap<String, Tensor>;
+
 /// A differentiable system under test: named inputs, parameters inside `model`.
 pub struct System<M> {
     pub model: M,
-    pub inputs: BTreeMap<String, Tensor>,
+    pub inputs: Named,
     /// `Σ_k ⟨out_k, g_k⟩` and `Σ|out_k · g_k|` from a fresh forward (no gradient state).
-    pub objective: fn(&mut M, &BTreeMap<String, Tensor>, &mut Ctx) -> (f64, f64),
+    pub objective: fn(&mut M, &Named, &mut Ctx) -> (f64, f64),
     /// Forward in gradient mode then backward: gradients of every input (by name); parameter
     /// gradients are accumulated into the model.
-    pub gradients: fn(&mut M, &BTreeMap<String, Tensor>, &mut Ctx) -> BTreeMap<String, Tensor>,
+    pub gradients: fn(&mut M, &Named, &mut Ctx) -> Named,
     /// Builds the context of every pass (same seed each time: the same dropout masks).
     pub ctx: fn() -> Ctx,
 }

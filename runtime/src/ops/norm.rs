@@ -92,6 +92,7 @@ pub fn group_norm_forward(
 }
 
 /// Backward of [`group_norm_forward`]: returns `dx`, accumulates parameter grads if given.
+#[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(
     x: &Tensor,
     p: &NormParams,
