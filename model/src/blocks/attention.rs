@@ -171,7 +171,10 @@ impl Layer for AttnBlock {
         }
         let (y, act) = self.run(&x, ctx)?;
         if ctx.grad {
-            self.saved = Some(Saved::Full { x, act: Box::new(act) });
+            self.saved = Some(Saved::Full {
+                x,
+                act: Box::new(act),
+            });
         }
         Ok(y)
     }
