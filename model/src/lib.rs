@@ -6,7 +6,8 @@
 //! * [`blocks`]: ResnetBlock, AttnBlock, resampling, the middle block, the PatchGAN
 //!   discriminator;
 //! * [`autoencoder`]: `AutoencoderKL` (encoder, decoder, latent head), 2D and 3D;
-//! * [`lora`]: LoRA on convolutions; [`zoo`]: the published models and their configuration.
+//! * [`lora`]: LoRA on convolutions; [`zoo`]: the published models and their configuration;
+//! * [`workloads`]: the benchmark workloads shared by `medvae-fast bench` and criterion.
 
 pub mod autoencoder;
 pub mod blocks;
@@ -14,4 +15,5 @@ pub mod layer;
 pub mod layers;
 pub mod lora;
 pub mod verify;
+pub mod workloads;
 pub mod zoo;

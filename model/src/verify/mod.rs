@@ -6,12 +6,13 @@
 //! tensor of a supported case must be produced and match: one the engine did not compute is a
 //! failure, not a skip.
 
+mod checkpoints;
 mod modules;
 mod ops;
 mod preprocess;
 mod tensors;
 
-use medvae_runtime::golden::{find_cases, rel_error, GoldenCase};
+use medvae_runtime::golden::{find_cases, norm, rel_error_at_scale, GoldenCase};
 use medvae_runtime::{Device, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -142,6 +143,8 @@ pub fn verify_dir(
 pub fn verify_case(path: &Path, name: &str, opts: &VerifyOptions) -> CaseReport {
     let outcome = match GoldenCase::load(path) {
         Err(e) => Outcome::Error(e.to_string()),
+        // The reference state after loading the checkpoint files beside it.
+        Ok(case) if checkpoints::is_checkpoint_case(&case) => checkpoints::run(&case),
         Ok(case) => match run_case(&case, opts) {
             Err(e) => Outcome::Error(e.to_string()),
             Ok(None) => Outcome::Unsupported(describe(&case)),
@@ -184,6 +187,14 @@ fn describe(case: &GoldenCase) -> String {
 
 /// Compare every reference output of the case with what the engine produced.
 fn compare(case: &GoldenCase, produced: &Produced, device: Device) -> Vec<Check> {
+    // Gradients are judged against the largest gradient of the case where their reference
+    // is zero up to rounding (see `rel_error_at_scale`); other tensors plainly.
+    let grad_scale = case
+        .tensors
+        .iter()
+        .filter(|(name, _)| name.starts_with("grad."))
+        .map(|(_, t)| norm(&t.data))
+        .fold(0.0, f64::max);
     let mut checks = Vec::new();
     for (name, want) in &case.tensors {
         // Loader cases hold only outputs (`img`); other cases mark outputs by prefix.
@@ -195,7 +206,14 @@ fn compare(case: &GoldenCase, produced: &Produced, device: Device) -> Vec<Check>
             continue;
         }
         let tol = tolerance(case, name, device);
-        let rel_err = produced.get(name).map(|got| rel_error(got, &want.data));
+        let scale = if name.starts_with("grad.") {
+            grad_scale
+        } else {
+            0.0
+        };
+        let rel_err = produced
+            .get(name)
+            .map(|got| rel_error_at_scale(got, &want.data, scale));
         checks.push(Check {
             tensor: name.clone(),
             rel_err,

@@ -9,8 +9,9 @@ use crate::Real;
 const BIAS_ROWS_PER_TASK: usize = 2048;
 
 /// `db[c] += Σ_positions dy[.., c]`, summed in f64 per task so long reductions stay exact.
+/// The per-task sums are added in task order, so the result never depends on scheduling.
 pub(super) fn accumulate_bias_grad<T: Real>(dy: &[T], channels: usize, db: &mut [T]) {
-    let sums = dy
+    let per_task: Vec<Vec<f64>> = dy
         .par_chunks(channels * BIAS_ROWS_PER_TASK)
         .map(|rows| {
             let mut acc = vec![0f64; channels];
@@ -21,15 +22,13 @@ pub(super) fn accumulate_bias_grad<T: Real>(dy: &[T], channels: usize, db: &mut 
             }
             acc
         })
-        .reduce(
-            || vec![0f64; channels],
-            |mut a, b| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x += y;
-                }
-                a
-            },
-        );
+        .collect();
+    let mut sums = vec![0f64; channels];
+    for task in &per_task {
+        for (s, v) in sums.iter_mut().zip(task) {
+            *s += v;
+        }
+    }
     for (d, s) in db.iter_mut().zip(sums) {
         *d += T::c(s);
     }

@@ -14,7 +14,7 @@
 
 use super::geometry::KERNEL;
 use super::raw::{gemm, View};
-use super::workspace::{ThreadBuffers, Workspace};
+use super::workspace::{group_count, group_range, ThreadBuffers, Workspace};
 use crate::{KernelError, Real};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -225,8 +225,9 @@ impl VirtualGemm {
     }
 
     /// `dw[term] += A_termᵀ · dy` over the whole grid, where `dy` is laid out like the output
-    /// grid (`[batch, grid_z, grid_y, grid_x, n]`). Each chunk adds into the partial gradient
-    /// of the thread running it; the partials are summed at the end. The caller has run
+    /// grid (`[batch, grid_z, grid_y, grid_x, n]`). The chunks are cut into one contiguous group
+    /// per thread, each summed into its own partial gradient; the partials are added in order
+    /// at the end, so the result does not depend on scheduling. The caller has run
     /// `check` with `weight_len = dw.len()` and checked `dy.len()`.
     pub fn accumulate_weight_grad<T: Real>(
         &self,
@@ -239,13 +240,20 @@ impl VirtualGemm {
         if chunks.is_empty() {
             return;
         }
-        work.partials.reset(dw.len());
+        let groups = group_count(chunks.len());
+        work.partials.reset(dw.len(), groups);
         let Workspace {
             threads, partials, ..
         } = &*work;
-        chunks.par_iter().for_each(|ch| {
-            threads
-                .with(|tb| partials.with(|acc| self.weight_grad_chunk(src, dy, ch, acc, &mut tb.a)))
+        (0..groups).into_par_iter().for_each(|group| {
+            let mine = &chunks[group_range(chunks.len(), groups, group)];
+            threads.with(|tb| {
+                partials.with(group, |acc| {
+                    for ch in mine {
+                        self.weight_grad_chunk(src, dy, ch, acc, &mut tb.a);
+                    }
+                })
+            })
         });
         work.partials.add_total_to(dw);
     }

@@ -60,11 +60,12 @@ impl<T> ThreadBuffers<T> {
     }
 }
 
-/// Per-thread partial sums of a parallel reduction (weight gradients): each task adds into
-/// the sum of the thread running it, so work is balanced dynamically while the number of
-/// accumulators stays at the thread count (plus one shared overflow sum for tasks running
-/// outside the pool's slots). Sums are zeroed on first use in a call, so idle ones cost
-/// nothing.
+/// Partial sums of a parallel reduction (weight gradients). The work is cut into a fixed
+/// number of contiguous groups, each summed by one task into its own slot, and the slots are
+/// added in index order: for a given thread count the result is bit-for-bit the same on every
+/// run (training is reproducible and activation recomputation replays exactly), which
+/// per-thread accumulation under work stealing would not give. Slots are zeroed on first use
+/// in a call, so unused ones cost nothing.
 #[derive(Debug)]
 pub(super) struct Partials<T> {
     sums: Vec<Mutex<PartialSum<T>>>,
@@ -86,12 +87,21 @@ impl<T> Default for Partials<T> {
     }
 }
 
+/// The contiguous range of `items` work items that group `group` of `groups` sums.
+pub(super) fn group_range(items: usize, groups: usize, group: usize) -> std::ops::Range<usize> {
+    items * group / groups..items * (group + 1) / groups
+}
+
+/// How many groups to cut `items` work items into: one per pool thread, never more than items.
+pub(super) fn group_count(items: usize) -> usize {
+    rayon::current_num_threads().clamp(1, items.max(1))
+}
+
 impl<T: Real> Partials<T> {
-    /// Start a reduction into sums of `len` elements: one per pool thread, plus the overflow.
-    pub fn reset(&mut self, len: usize) {
-        let n = rayon::current_num_threads() + 1;
-        if self.sums.len() < n {
-            self.sums.resize_with(n, || {
+    /// Start a reduction into `slots` sums of `len` elements.
+    pub fn reset(&mut self, len: usize, slots: usize) {
+        if self.sums.len() < slots {
+            self.sums.resize_with(slots, || {
                 Mutex::new(PartialSum {
                     used: false,
                     sum: Vec::new(),
@@ -104,35 +114,28 @@ impl<T: Real> Partials<T> {
         self.len = len;
     }
 
-    /// Run `f` on the calling thread's sum (or the shared overflow sum).
-    pub fn with<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
-        let zeroed = |p: &mut PartialSum<T>| {
-            if !p.used {
-                p.sum.clear();
-                p.sum.resize(self.len, T::zero());
-                p.used = true;
-            }
-        };
-        let own = rayon::current_thread_index()
-            .filter(|&i| i + 1 < self.sums.len())
-            .and_then(|i| self.sums[i].try_lock().ok());
-        match own {
-            Some(mut p) => {
-                zeroed(&mut p);
+    /// Run `f` on slot `slot`'s sum. Each slot belongs to one task, so the lock never waits.
+    pub fn with<R>(&self, slot: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+        match self.sums.get(slot) {
+            Some(m) => {
+                let mut p = m.lock().unwrap_or_else(|e| e.into_inner());
+                if !p.used {
+                    p.sum.clear();
+                    p.sum.resize(self.len, T::zero());
+                    p.used = true;
+                }
                 f(&mut p.sum)
             }
-            None => match self.sums.last() {
-                Some(m) => {
-                    let mut p = m.lock().unwrap_or_else(|e| e.into_inner());
-                    zeroed(&mut p);
-                    f(&mut p.sum)
-                }
-                None => f(&mut vec![T::zero(); self.len]),
-            },
+            // Out of range is a caller bug; a lone sum would be dropped, so fail loudly in
+            // debug builds and keep the (then incomplete) reduction otherwise defined.
+            None => {
+                debug_assert!(false, "partial slot {slot} out of range");
+                f(&mut vec![T::zero(); self.len])
+            }
         }
     }
 
-    /// Add the total of the sums used since [`reset`](Self::reset) to `dst`.
+    /// Add the total of the slots used since [`reset`](Self::reset) to `dst`, in slot order.
     pub fn add_total_to(&mut self, dst: &mut [T]) {
         const SPAN: usize = 1 << 14;
         let used: Vec<&[T]> = self

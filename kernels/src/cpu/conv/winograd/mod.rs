@@ -19,7 +19,7 @@ pub(super) use transforms::{accumulate_weight_grad, transform_weight};
 
 use super::pack::fill_row;
 use super::raw::{gemm, SharedOut, View};
-use super::workspace::{TaskBuffers, ThreadBuffers, Workspace};
+use super::workspace::{group_count, group_range, TaskBuffers, ThreadBuffers, Workspace};
 use super::ConvGeometry;
 use crate::Real;
 use gemm::Parallelism;
@@ -204,9 +204,9 @@ pub(super) fn forward<T: Real>(
     });
 }
 
-/// Backward-weight of `g` (see [`applicable`]): `dw += ∂⟨y, dy⟩/∂w`. Each block adds its
-/// Winograd-domain gradient into the partial `dU` of the thread running it; the sum is
-/// transformed back once.
+/// Backward-weight of `g` (see [`applicable`]): `dw += ∂⟨y, dy⟩/∂w`. The blocks are cut into one
+/// contiguous group per thread, each adding its Winograd-domain gradient into its own partial
+/// `dU`; the partials are summed in order (deterministic) and transformed back once.
 pub(super) fn backward_weight<T: Real>(
     g: &ConvGeometry,
     x: &[T],
@@ -216,51 +216,55 @@ pub(super) fn backward_weight<T: Real>(
 ) {
     let tiling = Tiling::new(g);
     let (cin, cout) = (g.cin, g.cout);
-    work.partials.reset(16 * cin * cout);
+    let groups = group_count(tiling.blocks.len());
+    work.partials.reset(16 * cin * cout, groups);
     let Workspace {
         threads, partials, ..
     } = &*work;
-    tiling.blocks.par_iter().for_each(|&id| {
+    (0..groups).into_par_iter().for_each(|group| {
+        let mine = &tiling.blocks[group_range(tiling.blocks.len(), groups, group)];
         threads.with(|TaskBuffers { a: p, b: v, c: z }| {
-            let b = tiling.block(id);
-            let nt = b.tiles[0] * b.tiles[1];
-            let (v_pitch, z_pitch) = (plane_pitch(nt, cin), plane_pitch(nt, cout));
-            v.resize(16 * v_pitch, T::zero());
-            z.resize(16 * z_pitch, T::zero());
-            tiling.pad_block(x, &b, cin, p);
-            simd::input_block(p, 0, tiling.pitch, b.tiles, cin, v);
-            let (start, len) = tiling.out_range(&b, cout);
-            let extent = [b.out_rows[1] - b.out_rows[0], tiling.out[1]];
-            simd::grad_output_block(&dy[start..start + len], extent, b.tiles, cout, z);
-            partials.with(|du| {
-                for xi in 0..16 {
-                    // SAFETY: as in the forward; `du` holds 16 blocks of cin × cout.
-                    unsafe {
-                        gemm(
-                            cin,
-                            cout,
-                            nt,
-                            View {
-                                ptr: du.as_mut_ptr().add(xi * cin * cout),
-                                rs: cout,
-                                cs: 1,
-                            },
-                            true,
-                            View {
-                                ptr: v.as_ptr().add(xi * v_pitch),
-                                rs: 1,
-                                cs: cin,
-                            },
-                            View {
-                                ptr: z.as_ptr().add(xi * z_pitch),
-                                rs: cout,
-                                cs: 1,
-                            },
-                            Parallelism::None,
-                        );
+            for &id in mine {
+                let b = tiling.block(id);
+                let nt = b.tiles[0] * b.tiles[1];
+                let (v_pitch, z_pitch) = (plane_pitch(nt, cin), plane_pitch(nt, cout));
+                v.resize(16 * v_pitch, T::zero());
+                z.resize(16 * z_pitch, T::zero());
+                tiling.pad_block(x, &b, cin, p);
+                simd::input_block(p, 0, tiling.pitch, b.tiles, cin, v);
+                let (start, len) = tiling.out_range(&b, cout);
+                let extent = [b.out_rows[1] - b.out_rows[0], tiling.out[1]];
+                simd::grad_output_block(&dy[start..start + len], extent, b.tiles, cout, z);
+                partials.with(group, |du| {
+                    for xi in 0..16 {
+                        // SAFETY: as in the forward; `du` holds 16 blocks of cin × cout.
+                        unsafe {
+                            gemm(
+                                cin,
+                                cout,
+                                nt,
+                                View {
+                                    ptr: du.as_mut_ptr().add(xi * cin * cout),
+                                    rs: cout,
+                                    cs: 1,
+                                },
+                                true,
+                                View {
+                                    ptr: v.as_ptr().add(xi * v_pitch),
+                                    rs: 1,
+                                    cs: cin,
+                                },
+                                View {
+                                    ptr: z.as_ptr().add(xi * z_pitch),
+                                    rs: cout,
+                                    cs: 1,
+                                },
+                                Parallelism::None,
+                            );
+                        }
                     }
-                }
-            })
+                })
+            }
         })
     });
     // The total goes through the (linear) inverse transform once, so sum it first.
