@@ -41,3 +41,13 @@ fn every_golden_op_passes() {
 fn every_golden_preprocess_case_passes() {
     run_all("preprocess/");
 }
+
+#[test]
+fn every_golden_module_passes() {
+    run_all("modules/");
+}
+
+#[test]
+fn every_golden_checkpoint_case_passes() {
+    run_all("checkpoints/");
+}

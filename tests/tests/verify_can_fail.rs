@@ -104,3 +104,50 @@ fn shape_mismatch_fails_naming_shapes() {
     assert_eq!(r.passed(), Some(false));
     assert!(r.line().contains("bias"), "{}", r.line());
 }
+
+/// A checkpoint case compares the files beside it: one altered value in a written checkpoint,
+/// or a missing key, fails the case; the unaltered file passes.
+#[test]
+fn checkpoint_case_fails_on_an_altered_or_incomplete_checkpoint() {
+    use medvae_runtime::checkpoint::{
+        load_checkpoint, save_torch, NamedTensor, StateDict, TensorData, TorchLayout,
+        TorchSaveOptions,
+    };
+    let golden = golden_dir().join("checkpoints");
+    let dir = std::env::temp_dir().join(format!("medvae-verify-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let expected = dir.join("ae2d_small_expected.safetensors");
+    std::fs::copy(golden.join("ae2d_small_expected.safetensors"), &expected).unwrap();
+    let state = load_checkpoint(&golden.join("ae2d_small_lightning.ckpt")).unwrap();
+    let plain = TorchSaveOptions {
+        layout: TorchLayout::PlainStateDict,
+        ..Default::default()
+    };
+    let written = dir.join("written.bin");
+
+    save_torch(&written, &state, plain).unwrap();
+    let r = verify_case(&expected, "ckpt", &opts());
+    assert_eq!(r.passed(), Some(true), "{}", r.line());
+
+    let mut altered = StateDict::new("altered");
+    for (i, (k, t)) in state.iter().enumerate() {
+        let mut t: NamedTensor = t.clone();
+        if let (10, TensorData::Float(v)) = (i, &mut t.data) {
+            v[0] += 1e-3;
+        }
+        altered.insert(k.to_string(), t).unwrap();
+    }
+    save_torch(&written, &altered, plain).unwrap();
+    let r = verify_case(&expected, "ckpt", &opts());
+    assert_eq!(r.passed(), Some(false), "{}", r.line());
+
+    let mut incomplete = StateDict::new("incomplete");
+    for (k, t) in state.iter().skip(1) {
+        incomplete.insert(k.to_string(), t.clone()).unwrap();
+    }
+    save_torch(&written, &incomplete, plain).unwrap();
+    let r = verify_case(&expected, "ckpt", &opts());
+    assert_eq!(r.passed(), Some(false), "{}", r.line());
+    assert!(r.line().contains("missing"), "{}", r.line());
+    std::fs::remove_dir_all(&dir).ok();
+}
