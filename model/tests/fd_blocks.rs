@@ -66,6 +66,7 @@ fn system<L: Layer>(mut layer: L, x: medvae_runtime::Tensor, ctx: fn() -> Ctx) -
         objective: objective::<L>,
         gradients: gradients::<L>,
         ctx,
+        noise_depth: common::NOISE_DEPTH_BLOCK,
     }
 }
 
@@ -165,6 +166,9 @@ fn resnet_block_with_lora_dropout_and_recompute() {
             train_ctx,
         );
     }
+    let mut b = ResnetBlock::new(3, 32, 64, 0.25, &mut init()).unwrap();
+    b.inject_lora(4, &mut Init::random(3)).unwrap();
+    check("resnet 3D LoRA train", b, &[1, 3, 2, 4, 32], train_ctx);
 }
 
 #[test]
