@@ -6,6 +6,19 @@ use crate::error::{Result, RuntimeError};
 use crate::tensor::Tensor;
 use medvae_kernels::cpu::conv as k;
 use medvae_kernels::Spatial;
+use std::cell::RefCell;
+
+thread_local! {
+    /// Packing buffers, per-task buffers and weight-gradient partials reused across calls, so a
+    /// steady-state training step does not allocate them on every convolution.
+    static SCRATCH: RefCell<k::ConvScratch<f32>> = RefCell::new(k::ConvScratch::new());
+}
+
+/// Run `f` with this thread's convolution scratch (the kernels never call back into the ops,
+/// so the borrow cannot be re-entered).
+fn with_scratch<R>(f: impl FnOnce(&mut k::ConvScratch<f32>) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
 
 /// Static description of a convolution (everything but the input's batch and extent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +116,8 @@ pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>)
         Some(b) => Some(b.f32s(OP)?),
         None => None,
     };
-    k::conv_forward(&g, x.f32s(OP)?, w.f32s(OP)?, bias, y.f32s_mut(OP)?)?;
+    let (xs, ws, ys) = (x.f32s(OP)?, w.f32s(OP)?, y.f32s_mut(OP)?);
+    with_scratch(|s| k::conv_forward_with(s, &g, xs, ws, bias, ys))?;
     Ok(y)
 }
 
@@ -135,7 +149,8 @@ pub fn conv_backward(
             }
             None => None,
         };
-        k::conv_backward_weight(&g, x.f32s(OP)?, dy.f32s(OP)?, dw.f32s_mut(OP)?, dbias)?;
+        let (xs, dys, dws) = (x.f32s(OP)?, dy.f32s(OP)?, dw.f32s_mut(OP)?);
+        with_scratch(|s| k::conv_backward_weight_with(s, &g, xs, dys, dws, dbias))?;
     } else if let Some(db) = db {
         // Bias gradient alone (frozen weight, trainable bias) still needs the sum over dy.
         db.expect_shape(OP, "db", &[spec.cout])?;
@@ -151,6 +166,7 @@ pub fn conv_backward(
         return Ok(None);
     }
     let mut dx = Tensor::uninit(x.shape());
-    k::conv_backward_data(&g, dy.f32s(OP)?, w.f32s(OP)?, dx.f32s_mut(OP)?)?;
+    let (dys, ws, dxs) = (dy.f32s(OP)?, w.f32s(OP)?, dx.f32s_mut(OP)?);
+    with_scratch(|s| k::conv_backward_data_with(s, &g, dys, ws, dxs))?;
     Ok(Some(dx))
 }
