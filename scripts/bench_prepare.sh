@@ -111,8 +111,9 @@ seconds() {
 # Reference loaders on every file of a CSV: prints the seconds taken.
 reference() { # kind csv data_dir processes
   "$PY" - "$@" <<'EOF'
-import os, sys, time
+import os, sys, time, warnings
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+warnings.filterwarnings("ignore")  # MONAI deprecation notices
 import torch
 torch.set_num_threads(1)
 from multiprocessing import get_context

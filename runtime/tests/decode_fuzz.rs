@@ -352,3 +352,19 @@ fn every_truncation_of_a_png_and_a_nifti_header_is_an_error() {
         );
     }
 }
+
+/// Regression: an IHDR claiming a huge image made the decoder allocate the whole output
+/// buffer (1 TiB here) and abort the process; it must be an error naming the file.
+#[test]
+fn huge_ihdr_dimensions_are_an_error_not_an_abort() {
+    let seed = read(&samples().join("2d/derived/mr_slice_rgba_rot180.png"));
+    for (width, height) in [(u32::MAX, 64u32), (60_000, 60_000), (1 << 24, 1 << 24)] {
+        let mut m = seed.clone();
+        m[16..20].copy_from_slice(&width.to_be_bytes());
+        m[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&m[12..29]);
+        m[29..33].copy_from_slice(&crc.to_be_bytes());
+        let err = decode_png(&m, Path::new("huge.png")).expect_err("huge image accepted");
+        assert!(err.to_string().contains("huge.png"), "{err}");
+    }
+}

@@ -6,6 +6,10 @@
 //! concatenated per split in the order listed, each decoded by its own kind's loader. Relative
 //! `csv` / `data_dir` paths are taken as given (relative to the working directory): resolving
 //! them against the config file's folder is the config loader's job.
+//!
+//! Bad input (unreadable, corrupt, NaN, 4D, a constant image…) is an error naming the file, or a
+//! reported skip with `skip_bad`; `prepare` refuses constant 2D images although the library
+//! loader maps them to −1 as the reference does (see the `prepare` module docs and docs/DATA.md).
 
 mod entries;
 mod error;
