@@ -1,8 +1,11 @@
 //! medvae-fast: MedVAE finetuning and inference on a hand-written tensor runtime.
 //! The binary is thin: argument parsing and presentation; the work lives in the libraries.
 
+mod cmd_bench;
+mod cmd_convert;
 mod cmd_data;
 mod cmd_kernels;
+mod cmd_model;
 mod cmd_verify;
 
 use anyhow::Result;
@@ -41,6 +44,25 @@ enum Command {
     Kernels {
         #[command(subcommand)]
         action: KernelsAction,
+    },
+    /// The published MedVAE models: their parameter keys and shapes.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Convert a checkpoint between torch .ckpt/.bin and .safetensors (same key names).
+    Convert(cmd_convert::ConvertArgs),
+    /// Time the model workloads (random weights); one JSON line like torch_baseline.py.
+    Bench(cmd_bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Print `key [shape]` for every parameter and buffer of a zoo model, in state_dict order.
+    Keys {
+        /// medvae_4_1_2d, medvae_4_3_2d, medvae_4_4_2d, medvae_8_1_2d, medvae_8_4_2d,
+        /// medvae_4_1_3d or medvae_8_1_3d.
+        name: String,
     },
 }
 
@@ -86,5 +108,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Model {
+            action: ModelAction::Keys { name },
+        } => cmd_model::run_model_keys(&name).map(|()| ExitCode::SUCCESS),
+        Command::Convert(args) => cmd_convert::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -5,19 +5,13 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    // The cause is part of the message and deliberately not a `source()`: error chains
+    // (`{:#}`) would print it twice.
+    #[error("{file}: cannot read: {cause}")]
+    Read { file: String, cause: std::io::Error },
 
-    #[error("{file}: cannot write: {source}")]
-    Write {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{file}: cannot write: {cause}")]
+    Write { file: String, cause: std::io::Error },
 
     #[error("{file}: not a readable checkpoint: {reason}")]
     UnrecognizedFormat { file: String, reason: String },

@@ -40,6 +40,7 @@ mod safetensors_io;
 mod state_dict;
 mod tensor_view;
 mod torch_globals;
+mod torch_write;
 mod torch_zip;
 
 use std::path::Path;
@@ -51,6 +52,7 @@ pub use safetensors_io::{
     SaveOptions,
 };
 pub use state_dict::{compare_keys, KeyReport, NamedTensor, StateDict, StoredDType, TensorData};
+pub use torch_write::{save_torch, torch_bytes, TorchLayout, TorchSaveOptions};
 
 /// The container a checkpoint was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +87,7 @@ pub fn load_checkpoint_detailed(path: &Path) -> Result<LoadedCheckpoint, Checkpo
     // (a training run saving `last.ckpt`) is undefined behaviour, and checkpoints fit in RAM.
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Read {
         file: name.clone(),
-        source,
+        cause: source,
     })?;
     load_checkpoint_bytes_detailed(&bytes, &name)
 }

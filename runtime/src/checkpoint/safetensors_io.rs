@@ -111,6 +111,22 @@ fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: impl Fn(T) -> [u8; N])
     out
 }
 
+/// The torch storage type name and little-endian bytes of `tensor` in `format` (for the
+/// `torch.save` writer, which stores the same bytes as safetensors does).
+pub(super) fn encoded_storage(
+    tensor: &NamedTensor,
+    format: FloatFormat,
+) -> (&'static str, Cow<'_, [u8]>) {
+    let e = encode(tensor, format);
+    let name = match e.dtype {
+        Dtype::F16 => "HalfStorage",
+        Dtype::BF16 => "BFloat16Storage",
+        Dtype::I64 => "LongStorage",
+        _ => "FloatStorage",
+    };
+    (name, e.bytes)
+}
+
 fn encode(tensor: &NamedTensor, format: FloatFormat) -> Encoded<'_> {
     let (dtype, bytes) = match (&tensor.data, format) {
         // f32 is stored as is: borrowed without a copy on little-endian hosts.
@@ -182,6 +198,6 @@ pub fn save_safetensors_with(
     })
     .map_err(|source| CheckpointError::Write {
         file: path.display().to_string(),
-        source,
+        cause: source,
     })
 }

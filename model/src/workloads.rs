@@ -1,0 +1,76 @@
+//! The benchmark workloads of `medvae-fast bench` and the criterion benches, defined once so
+//! both time the same thing as `shared/bench/torch_baseline.py` does in PyTorch:
+//! * `encode`: encoder + quant_conv + posterior mode + latent head, no gradients;
+//! * `ae_fwd_bwd`: encode, sample, decode (and the latent head, as the reference's forward
+//!   computes it), L1 against the input, backward into every parameter.
+
+use crate::autoencoder::{AeGrads, AutoencoderKL, Outputs, Sampling};
+use crate::layer::{zero_grads, Ctx};
+use crate::layers::Init;
+use crate::zoo::ModelConfig;
+use medvae_runtime::ops::elementwise::standard_normal;
+use medvae_runtime::ops::loss::{l1_mean_backward, l1_mean_forward};
+use medvae_runtime::{Result, RuntimeError, Tensor};
+
+/// A model with random weights and a fixed random input `[batch, size.., in_channels]`.
+pub struct AeWorkload {
+    pub model: AutoencoderKL,
+    pub x: Tensor,
+    seed: u64,
+}
+
+impl AeWorkload {
+    pub fn new(cfg: &ModelConfig, batch: usize, size: usize, seed: u64) -> Result<AeWorkload> {
+        let f = cfg.downsample_factor();
+        if size == 0 || size % f != 0 {
+            return Err(RuntimeError::Other(format!(
+                "size {size} must be a positive multiple of the downsampling factor {f}"
+            )));
+        }
+        let model = AutoencoderKL::new(cfg, &mut Init::random(seed))?;
+        let mut shape = vec![batch];
+        shape.extend(std::iter::repeat_n(size, cfg.dims));
+        shape.push(cfg.in_channels);
+        let x = standard_normal(&shape, seed ^ 0x5eed)?;
+        Ok(AeWorkload { model, x, seed })
+    }
+
+    /// Encode to the latent (no gradients); returns the latent.
+    pub fn encode(&mut self) -> Result<Tensor> {
+        let mut ctx = Ctx::eval();
+        let moments = self.model.encode(&self.x, &mut ctx)?;
+        let (z, _) = self.model.sample(&moments, Sampling::Mode, &mut ctx)?;
+        if self.model.config.latent_head {
+            self.model.latent(&z, &mut ctx)
+        } else {
+            Ok(z)
+        }
+    }
+
+    /// One forward + backward of the L1 reconstruction loss; returns the loss.
+    pub fn fwd_bwd(&mut self) -> Result<f32> {
+        self.seed = self.seed.wrapping_add(1);
+        let mut ctx = Ctx::train(self.seed);
+        zero_grads(&mut self.model);
+        let outputs = Outputs {
+            decode: true,
+            latent: self.model.config.latent_head,
+        };
+        let out = self
+            .model
+            .forward(&self.x, Sampling::Random, outputs, &mut ctx)?;
+        let dec = out
+            .dec
+            .ok_or_else(|| RuntimeError::Other("forward did not decode".into()))?;
+        let loss = l1_mean_forward(&dec, &self.x)?;
+        let ddec = l1_mean_backward(&dec, &self.x, 1.0)?;
+        self.model.backward(
+            AeGrads {
+                dec: Some(&ddec),
+                ..AeGrads::default()
+            },
+            false,
+        )?;
+        Ok(loss)
+    }
+}
