@@ -4,6 +4,8 @@
 mod cmd_bench;
 mod cmd_convert;
 mod cmd_data;
+mod cmd_finetune;
+mod cmd_infer;
 mod cmd_kernels;
 mod cmd_model;
 mod cmd_verify;
@@ -52,8 +54,12 @@ enum Command {
     },
     /// Convert a checkpoint between torch .ckpt/.bin and .safetensors (same key names).
     Convert(cmd_convert::ConvertArgs),
+    /// Finetune a MedVAE from a YAML experiment config (configs/*.yaml) with key=value overrides.
+    Finetune(cmd_finetune::FinetuneArgs),
     /// Time the model workloads (random weights); one JSON line like torch_baseline.py.
     Bench(cmd_bench::BenchArgs),
+    /// Images (.png) or volumes (.nii/.nii.gz) to latent .nii.gz files (3D: sliding window).
+    Infer(cmd_infer::InferArgs),
 }
 
 #[derive(Subcommand)]
@@ -112,6 +118,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             action: ModelAction::Keys { name },
         } => cmd_model::run_model_keys(&name).map(|()| ExitCode::SUCCESS),
         Command::Convert(args) => cmd_convert::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Finetune(args) => cmd_finetune::run(args).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Infer(args) => cmd_infer::run(args),
     }
 }

@@ -7,13 +7,19 @@
 //!   discriminator;
 //! * [`autoencoder`]: `AutoencoderKL` (encoder, decoder, latent head), 2D and 3D;
 //! * [`lora`]: LoRA on convolutions; [`zoo`]: the published models and their configuration;
+//! * [`infer`]: inference (latents from images/volumes, 3D sliding window);
 //! * [`workloads`]: the benchmark workloads shared by `medvae-fast bench` and criterion.
 
 pub mod autoencoder;
 pub mod blocks;
+pub mod infer;
 pub mod layer;
 pub mod layers;
 pub mod lora;
+pub mod losses;
+pub mod optim;
+pub mod train;
 pub mod verify;
+pub mod vit;
 pub mod workloads;
 pub mod zoo;

@@ -22,7 +22,7 @@ pub struct AeWorkload {
 impl AeWorkload {
     pub fn new(cfg: &ModelConfig, batch: usize, size: usize, seed: u64) -> Result<AeWorkload> {
         let f = cfg.downsample_factor();
-        if size == 0 || size % f != 0 {
+        if size == 0 || !size.is_multiple_of(f) {
             return Err(RuntimeError::Other(format!(
                 "size {size} must be a positive multiple of the downsampling factor {f}"
             )));

@@ -2,6 +2,8 @@
 //! layouts and every float format, and the file is replaced atomically. (That PyTorch itself
 //! loads these files with `weights_only=True` is checked by scripts/check_torch_write.py.)
 
+// Shared with tests/checkpoint.rs; this test uses only its file helpers.
+#[allow(dead_code, unused_imports)]
 mod checkpoint_support;
 
 use checkpoint_support::{fixture, golden_checkpoint, temp_dir};

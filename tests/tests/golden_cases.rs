@@ -51,3 +51,8 @@ fn every_golden_module_passes() {
 fn every_golden_checkpoint_case_passes() {
     run_all("checkpoints/");
 }
+
+#[test]
+fn every_golden_vit_case_passes() {
+    run_all("vit/");
+}

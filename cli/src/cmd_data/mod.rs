@@ -47,6 +47,11 @@ pub(crate) fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// `data prepare` with these arguments (used by `finetune` to prepare on first use).
+pub fn run_prepare(args: &PrepareArgs) -> Result<ExitCode> {
+    prepare::run(args)
+}
+
 /// Run a `data` subcommand.
 pub fn run(args: DataArgs) -> Result<ExitCode> {
     match args.command {

@@ -81,6 +81,23 @@ pub struct PrepareArgs {
 }
 
 impl PrepareArgs {
+    /// Prepare the datasets of a config file into `out` with the defaults (f16, all cores).
+    pub fn from_config(config: &std::path::Path, out: &std::path::Path) -> PrepareArgs {
+        PrepareArgs {
+            config: Some(config.to_path_buf()),
+            csv: None,
+            data_dir: None,
+            suffix: String::new(),
+            kind: KindArg::Png2d,
+            image_column: "image_uuid".into(),
+            split_column: "split".into(),
+            out: out.to_path_buf(),
+            workers: 0,
+            skip_bad: false,
+            dtype: DtypeArg::F16,
+        }
+    }
+
     fn datasets(&self) -> Result<Vec<DatasetSpec>> {
         if let Some(path) = &self.config {
             return Ok(DataConfig::load(path)?.datasets);

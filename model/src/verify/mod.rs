@@ -7,10 +7,13 @@
 //! failure, not a skip.
 
 mod checkpoints;
+mod losses;
 mod modules;
 mod ops;
 mod preprocess;
+mod stage2;
 mod tensors;
+mod vit;
 
 use medvae_runtime::golden::{find_cases, norm, rel_error_at_scale, GoldenCase};
 use medvae_runtime::{Device, Result};
@@ -159,6 +162,17 @@ pub fn verify_case(path: &Path, name: &str, opts: &VerifyOptions) -> CaseReport 
 
 /// Run the engine on a case. `Ok(None)` = not supported by this engine (yet).
 fn run_case(case: &GoldenCase, opts: &VerifyOptions) -> Result<Option<Produced>> {
+    // The BiomedCLIP tower and the stage-2 loss (matched on their exact metadata strings).
+    if vit::handles(case) {
+        return vit::run(case, opts.device);
+    }
+    if stage2::handles(case) {
+        return stage2::run(case, opts.device);
+    }
+    // LPIPS (2D, over slices) and the stage-1 losses.
+    if losses::handles(case) {
+        return losses::run(case, opts.device);
+    }
     if case.meta.get("op").is_some() {
         return ops::run(case, opts.device);
     }

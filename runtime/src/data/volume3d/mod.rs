@@ -22,6 +22,7 @@ mod error;
 mod intensity;
 mod orient;
 mod read;
+mod write;
 
 pub use affine::{best_affine, ras_orientation, Affine, Orientation};
 pub use crop::{
@@ -32,6 +33,7 @@ pub use error::VolumeError;
 pub use intensity::{normalise, Modality, CT_WINDOW};
 pub use orient::reorient;
 pub use read::{decode_nifti, read_nifti, NiftiVolume};
+pub use write::{nifti_bytes, write_nifti};
 
 use rand::Rng;
 use std::path::Path;

@@ -1,0 +1,198 @@
+//! `medvae-fast finetune --config FILE [key=value ...]`: prepare the data on first use, train,
+//! validate every epoch, checkpoint, log. The training itself is `medvae_model::train`.
+
+mod config;
+mod logs;
+mod tensorboard;
+
+use crate::cmd_data::PrepareArgs;
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use logs::RunLogs;
+use medvae_model::train::Trainer;
+use medvae_runtime::data::loader::{Loader, LoaderConfig};
+use medvae_runtime::Tensor;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct FinetuneArgs {
+    /// Experiment config (configs/*.yaml). Relative paths inside it are taken from the
+    /// current directory, as the reference's Hydra configs are.
+    #[arg(long)]
+    config: PathBuf,
+    /// Overrides, e.g. `max_epoch=3 criterion.disc_start=0 resume_from_ckpt=runs/x/checkpoints/last`.
+    overrides: Vec<String>,
+}
+
+pub fn run(args: FinetuneArgs) -> Result<()> {
+    let cfg = config::load(&args.config, &args.overrides)?;
+    if cfg.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let out = cfg.output_dir.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    ensure_prepared(&cfg.dataloader.config, &cfg.dataloader.prepared_dir)?;
+
+    let resume = cfg.resume_from_ckpt.clone();
+    let mut trainer = Trainer::new(cfg.clone())?;
+    if cfg.weights.is_none() && resume.is_none() {
+        eprintln!(
+            "note: no `weights:` given, so the autoencoder starts from random initialisation \
+             (a from-scratch run). Published MedVAE weights: see the README, `Weights`."
+        );
+    }
+    if let Some(ckpt) = &resume {
+        trainer
+            .resume_from(ckpt)
+            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        eprintln!(
+            "resumed from {} at global step {} (epoch {}, batch {})",
+            ckpt.display(),
+            trainer.global_step,
+            trainer.epoch,
+            trainer.batch_in_epoch
+        );
+    }
+    let (all, trainable) = trainer.parameter_counts();
+    eprintln!(
+        "{}: {}D model, {all} parameters, {trainable} trained; lr {:.3e}; output {}",
+        cfg.task_name,
+        trainer.model_config.dims,
+        cfg.learning_rate(),
+        out.display()
+    );
+
+    let mut train_cfg = LoaderConfig::images(cfg.batch_size, cfg.seed);
+    train_cfg.workers = cfg.dataloader.workers;
+    let train = Loader::open(&cfg.dataloader.prepared_dir, "train", train_cfg)
+        .context("opening the train split")?;
+    let mut val_cfg = LoaderConfig::images(cfg.batch_size, cfg.seed);
+    val_cfg.shuffle = false;
+    val_cfg.workers = 1;
+    let val = Loader::open(&cfg.dataloader.prepared_dir, "val", val_cfg)
+        .context("opening the val split (the CSV needs rows with split `val`)")?;
+    let mut logs = RunLogs::open(&out, trainer.global_step > 0)?;
+    let ckpt_dir = out.join("checkpoints");
+    let per_epoch = train.batches_per_epoch();
+    let max_steps = cfg.max_steps.unwrap_or(u64::MAX);
+
+    let bar = ProgressBar::with_draw_target(
+        Some(per_epoch as u64),
+        ProgressDrawTarget::stderr_with_hz(4),
+    );
+    bar.set_style(
+        ProgressStyle::with_template(
+            "epoch {prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, ETA {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+
+    while trainer.epoch < cfg.max_epoch && trainer.global_step < max_steps {
+        let epoch = trainer.epoch;
+        bar.set_prefix(format!("{}/{}", epoch + 1, cfg.max_epoch));
+        bar.set_position(trainer.batch_in_epoch as u64);
+        bar.reset_eta();
+        let skip = trainer.batch_in_epoch;
+        let started = Instant::now();
+        for (index, batch) in train.epoch(epoch).enumerate() {
+            let batch = batch.context("loading a training batch")?;
+            if index < skip {
+                continue;
+            }
+            let x = Tensor::from_vec(batch.shape(), batch.data().to_vec())?;
+            let t0 = Instant::now();
+            let log = trainer.train_batch(&x, index)?;
+            let step_s = t0.elapsed().as_secs_f64();
+            bar.inc(1);
+            bar.set_message(format!(
+                "ae {:.4} rec {:.4} disc {:.4} | {:.2} img/s",
+                log.ae_loss,
+                log.rec_loss,
+                log.disc_loss,
+                batch.len() as f64 / step_s
+            ));
+            if log.global_step % cfg.log_every_n_steps == 0 {
+                logs.train_step(&log, epoch, step_s, batch.len())?;
+            }
+            if trainer.global_step % cfg.ckpt_every_n_steps == 0 {
+                let name = format!("step-{}", trainer.global_step);
+                bar.suspend(|| trainer.save_checkpoint(&ckpt_dir, &name))?;
+            }
+            if cfg.fast_dev_run || trainer.global_step >= max_steps {
+                break;
+            }
+        }
+        let train_s = started.elapsed().as_secs_f64();
+        if trainer.batch_in_epoch < per_epoch && !cfg.fast_dev_run {
+            // Stopped inside the epoch (max_steps): keep the position, so that resuming
+            // continues this epoch exactly where it stopped.
+            trainer.save_checkpoint(&ckpt_dir, "last")?;
+            break;
+        }
+        let val_batches = val.epoch(0).map(|b| {
+            b.map_err(|e| medvae_runtime::RuntimeError::Other(format!("val batch: {e}")))
+                .and_then(|b| Tensor::from_vec(b.shape(), b.data().to_vec()))
+        });
+        let v = trainer.validate(val_batches)?;
+        trainer.end_epoch();
+        let best = trainer.best_val.is_none_or(|b| v.rec_loss < b);
+        bar.suspend(|| {
+            eprintln!(
+                "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB{}",
+                epoch + 1,
+                train_s,
+                v.ae_loss,
+                v.rec_loss,
+                v.mse,
+                v.psnr,
+                if best { " (best)" } else { "" }
+            )
+        });
+        logs.validation(&v, epoch, trainer.global_step)?;
+        logs.preview(&mut trainer, &val, epoch)?;
+        if best {
+            trainer.best_val = Some(v.rec_loss);
+            trainer.save_checkpoint(&ckpt_dir, "best")?;
+        }
+        if (epoch + 1) % cfg.ckpt_every_n_epochs == 0 {
+            trainer.save_checkpoint(&ckpt_dir, &format!("epoch-{epoch:04}"))?;
+        }
+        trainer.save_checkpoint(&ckpt_dir, "last")?;
+        if cfg.fast_dev_run {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    eprintln!(
+        "done: {} steps; checkpoints in {}; metrics in {}",
+        trainer.global_step,
+        ckpt_dir.display(),
+        out.join("metrics.jsonl").display()
+    );
+    Ok(())
+}
+
+/// Prepare the shards from the data config unless the folder already holds them.
+fn ensure_prepared(data_config: &Path, prepared: &Path) -> Result<()> {
+    if prepared.join("train.index.json").is_file() {
+        return Ok(());
+    }
+    if !data_config.is_file() {
+        bail!(
+            "dataloader.config {} not found (and {} holds no prepared data)",
+            data_config.display(),
+            prepared.display()
+        );
+    }
+    eprintln!(
+        "preparing {} into {} (once; delete that folder to prepare again)",
+        data_config.display(),
+        prepared.display()
+    );
+    crate::cmd_data::run_prepare(&PrepareArgs::from_config(data_config, prepared))?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! `medvae-fast infer`: images / volumes → latent `.nii.gz` files, as the reference's
+//! `medvae_inference` writes them. The work is in `medvae_model::infer`; this is options,
+//! progress and the report. A file that fails is reported (name and reason) and the others
+//! continue; the exit status is 1 when any failed.
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use medvae_model::infer::{
+    load_model, plan, write_array, InferOptions, Inferencer, Inferred, Job, Modality, ModelRequest,
+    DEFAULT_OVERLAP,
+};
+use medvae_runtime::Device;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModalityArg {
+    Xray,
+    Ct,
+    Mri,
+}
+
+#[derive(Args, Debug)]
+pub struct InferArgs {
+    /// Input: a .png / .nii / .nii.gz file, or a folder (every file of the model's kind in it).
+    #[arg(short = 'i', long = "input")]
+    input: PathBuf,
+    /// Output: a folder (one <name>.nii.gz per input), or a .nii.gz / .nii file for one input.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Published model: medvae_4_1_2d, medvae_4_3_2d, medvae_4_4_2d, medvae_8_1_2d,
+    /// medvae_8_4_2d, medvae_4_1_3d, medvae_8_1_3d. With --weights it may be left out (the
+    /// configuration is read from the checkpoint); if given, it must agree with it.
+    #[arg(long)]
+    model: Option<String>,
+    /// Imaging modality: picks the 3D intensity rule (CT window or MRI min-max).
+    #[arg(long, value_enum)]
+    modality: ModalityArg,
+    /// Weights: a published MedVAE .ckpt, a finetuned checkpoint, .bin or .safetensors.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Also write the reconstruction, <name>_decoded.nii.gz (normalised [-1, 1] intensities).
+    #[arg(long)]
+    decode: bool,
+    /// Largest 3D window edge; longer axes are split into overlapping windows.
+    #[arg(long, default_value_t = 160)]
+    roi_size: usize,
+    /// Overlap between neighbouring 3D windows (MONAI's default).
+    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
+    overlap: f64,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Run with random weights instead of refusing without --weights (smoke tests only).
+    #[arg(long)]
+    random_weights: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    // Hidden when stderr is not a terminal: the per-file lines and the summary remain.
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files (ETA {eta}) {msg}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+fn check_device(spec: &str) -> Result<()> {
+    let device: Device = spec.parse()?;
+    if let Device::Cuda(_) = device {
+        device.ensure_available()?;
+        bail!(
+            "--device {device}: the CUDA kernels are not yet wired into whole-model execution in \
+             this build; run inference with --device cpu"
+        );
+    }
+    Ok(())
+}
+
+fn describe(shape: &[usize]) -> String {
+    shape
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("x")
+}
+
+pub fn run(args: InferArgs) -> Result<ExitCode> {
+    check_device(&args.device)?;
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()?;
+    }
+    let loaded = load_model(&ModelRequest {
+        name: args.model.clone(),
+        weights: args.weights.clone(),
+        random_weights: args.random_weights,
+        seed: 0,
+    })?;
+    let cfg = loaded.model.config.clone();
+    eprintln!(
+        "model: {} ({}D, {} in / {} latent channels, {}x downsampling, weights: {})",
+        loaded.name.as_deref().unwrap_or("from checkpoint"),
+        cfg.dims,
+        cfg.in_channels,
+        cfg.embed_dim,
+        cfg.downsample_factor(),
+        loaded.weights
+    );
+    for note in &loaded.notes {
+        eprintln!("note: {note}");
+    }
+    let modality = match args.modality {
+        ModalityArg::Xray => Modality::Xray,
+        ModalityArg::Ct => Modality::Ct,
+        ModalityArg::Mri => Modality::Mri,
+    };
+    let mut inferencer = Inferencer::new(
+        loaded.model,
+        InferOptions {
+            modality,
+            decode: args.decode,
+            roi_size: args.roi_size,
+            overlap: args.overlap,
+        },
+    )?;
+    let plan = plan(&args.input, &args.output, inferencer.reads(), args.decode)?;
+    std::fs::create_dir_all(&plan.out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
+    for s in &plan.skipped {
+        eprintln!(
+            "skipped: {} (a {}D model does not read it)",
+            s.display(),
+            cfg.dims
+        );
+    }
+
+    let t0 = Instant::now();
+    let bar = progress_bar(plan.jobs.len());
+    let mut failed = Vec::new();
+    for job in &plan.jobs {
+        let name = job
+            .input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        bar.set_message(name.clone());
+        match run_job(&mut inferencer, job) {
+            Ok(out) => bar.suspend(|| {
+                println!(
+                    "ok {} -> {} (input {}, latent {}{})",
+                    job.input.display(),
+                    job.latent.display(),
+                    describe(&out.input_shape),
+                    describe(&out.latent.shape),
+                    if out.windows > 1 {
+                        format!(", {} windows", out.windows)
+                    } else {
+                        String::new()
+                    }
+                )
+            }),
+            Err(e) => {
+                bar.suspend(|| eprintln!("FAILED {}: {e}", job.input.display()));
+                failed.push(name);
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let total = plan.jobs.len();
+    println!(
+        "infer: {total} file(s): {} written, {} failed, {} skipped, {:.1} s -> {}",
+        total - failed.len(),
+        failed.len(),
+        plan.skipped.len(),
+        t0.elapsed().as_secs_f64(),
+        plan.out_dir.display()
+    );
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("failed: {}", failed.join(", "));
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn run_job(inferencer: &mut Inferencer, job: &Job) -> Result<Inferred> {
+    if let Some(c) = &job.conflict {
+        bail!("{c}");
+    }
+    let out = inferencer.infer_file(&job.input)?;
+    write_array(&job.latent, &out.latent)?;
+    if let (Some(path), Some(dec)) = (&job.decoded, &out.decoded) {
+        write_array(path, dec)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,38 @@
+//! Inference: images and volumes to latents, as the reference's `medvae_inference` /
+//! `MVAE.forward` (medvae 0.1.7) produce them.
+//!
+//! * [`source`]: the model — a checkpoint (configuration derived from its shapes), a zoo name
+//!   (refused without weights unless random weights are asked for), and their agreement;
+//! * [`run`]: preprocessing per model kind and modality, encoding, the latent the reference
+//!   returns, decoding; outputs as the reference's NumPy arrays;
+//! * [`window`]: MONAI-exact sliding-window inference with gaussian blending (3D);
+//! * [`files`]: which files a run reads and where their outputs go;
+//! * [`write_array`]: an output array to `.nii.gz` like `nib.save(Nifti1Image(a, eye(4)))`.
+//!
+//! Every function is usable without the CLI (`medvae-fast infer` is a thin shell around them).
+
+pub mod error;
+pub mod files;
+pub mod run;
+pub mod source;
+pub mod window;
+
+pub use error::InferError;
+pub use files::{decoded_path, plan, Job, Plan};
+pub use run::{
+    input_kind, output_stem, reference_array, Array, InferOptions, Inferencer, Inferred, InputKind,
+    Modality,
+};
+pub use source::{load_model, missing_weights_message, LoadedModel, ModelRequest, HF_REPO};
+pub use window::{
+    importance_map, resize_nearest_exact, roi_size_calc, scan_interval, window_starts, Blend,
+    SlidingWindow, DEFAULT_OVERLAP, DEFAULT_SIGMA_SCALE,
+};
+
+use std::path::Path;
+
+/// Write an output array as NIfTI-1 with an identity affine (gzip for `.gz` names).
+pub fn write_array(path: &Path, a: &Array) -> Result<(), InferError> {
+    medvae_runtime::data::volume3d::write_nifti(path, &a.shape, &a.data)?;
+    Ok(())
+}

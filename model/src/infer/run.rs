@@ -1,0 +1,264 @@
+//! The inference driver: one file in, the reference's output arrays out.
+//!
+//! What the reference (`medvae_inference` → `MVAE.forward`, medvae 0.1.7) computes:
+//!
+//! | model | preprocessing | latent | `--decode` also gives |
+//! |---|---|---|---|
+//! | 2D | `load_2d`: native size, per-channel min-max, `(x − 0.5) / 0.5`, channel mean for 1-channel models | `channel_proj(channel_ds(z) + z)` | `decoder(z)` |
+//! | 3D | `load_mri_3d` / `load_ct_3d`: RAS, intensity rule, `CropForeground(k_divisible=16)` | `z`, stitched by a gaussian sliding window over windows of `roi_size_calc(shape, roi_size)` | `decoder(z)` per window, stitched the same way |
+//!
+//! One deliberate difference: `z` is the posterior mode (the mean). The reference's forward
+//! *samples* `z = mean + std · eps` with fresh noise on every call, so its latents differ run to
+//! run; the mode is what that noise is centred on, and makes a latent archive reproducible.
+//!
+//! Outputs are returned as the reference hands them to nibabel: channels-first, batch and
+//! every size-1 axis squeezed (`tensor.squeeze()`), C order.
+
+use super::error::InferError;
+use super::window::{roi_size_calc, SlidingWindow};
+use crate::autoencoder::{AutoencoderKL, Sampling};
+use crate::layer::Ctx;
+use medvae_runtime::data::image2d::{load_2d, Image2d, Preprocess2d};
+use medvae_runtime::data::volume3d::{load_ct_3d, load_mri_3d, Volume};
+use medvae_runtime::layout::to_channels_first;
+use medvae_runtime::Tensor;
+use std::path::Path;
+
+/// The imaging modality (`-modality` of the reference); it picks the 3D intensity rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Modality {
+    Xray,
+    Ct,
+    Mri,
+}
+
+/// The file kinds inference reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    Png,
+    Nifti,
+}
+
+const SUFFIXES: [(&str, InputKind); 3] = [
+    (".png", InputKind::Png),
+    (".nii.gz", InputKind::Nifti),
+    (".nii", InputKind::Nifti),
+];
+
+/// The kind of `path` by its name (`.png`, `.nii`, `.nii.gz`, any case), if it is one.
+pub fn input_kind(path: &Path) -> Option<InputKind> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    SUFFIXES
+        .iter()
+        .find(|(s, _)| name.ends_with(s) && name.len() > s.len())
+        .map(|&(_, k)| k)
+}
+
+/// The file name without its image suffix: the reference names each latent after its source
+/// (`name.split('.')[0] + ".nii.gz"`; only the suffix is cut here, so dots inside a name stay).
+pub fn output_stem(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lower = name.to_ascii_lowercase();
+    for (s, _) in SUFFIXES {
+        if lower.ends_with(s) && name.len() > s.len() {
+            return name[..name.len() - s.len()].to_string();
+        }
+    }
+    name
+}
+
+/// What to compute.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InferOptions {
+    pub modality: Modality,
+    /// Also decode (the reconstruction, in the normalised [-1, 1] intensity space).
+    pub decode: bool,
+    /// Largest window edge for 3D sliding-window inference (the reference's `gpu_dim`).
+    pub roi_size: usize,
+    /// Overlap between neighbouring 3D windows.
+    pub overlap: f64,
+}
+
+/// An array as the reference gives it to nibabel: NumPy shape, C-order data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Array {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// The outputs for one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inferred {
+    pub latent: Array,
+    pub decoded: Option<Array>,
+    /// Shape of the preprocessed input (`[C, H, W]` or `[D0, D1, D2]`).
+    pub input_shape: Vec<usize>,
+    /// Sliding windows run (1 for 2D).
+    pub windows: usize,
+}
+
+/// `[1, spatial.., C]` channels-last → channels-first with every size-1 axis squeezed (as
+/// `torch.squeeze()`; an all-ones shape keeps one axis).
+pub fn reference_array(t: &Tensor) -> Result<Array, InferError> {
+    let (data, shape) = to_channels_first(t.f32s("reference_array")?, t.shape())?;
+    let mut squeezed: Vec<usize> = shape.into_iter().filter(|&d| d != 1).collect();
+    if squeezed.is_empty() {
+        squeezed.push(1);
+    }
+    Ok(Array {
+        shape: squeezed,
+        data,
+    })
+}
+
+/// Runs a loaded model on files.
+#[derive(Debug)]
+pub struct Inferencer {
+    model: AutoencoderKL,
+    opts: InferOptions,
+}
+
+impl Inferencer {
+    /// Check that the model and the options go together.
+    pub fn new(model: AutoencoderKL, opts: InferOptions) -> Result<Inferencer, InferError> {
+        let cfg = &model.config;
+        if cfg.dims == 3 {
+            if opts.modality == Modality::Xray {
+                return Err(InferError::Setup(
+                    "a 3D model reads CT or MRI volumes: use --modality ct or mri (xray is 2D)"
+                        .into(),
+                ));
+            }
+            if cfg.in_channels != 1 {
+                return Err(InferError::Setup(format!(
+                    "a 3D model must take 1 input channel (volumes are single-channel), this \
+                     one takes {}",
+                    cfg.in_channels
+                )));
+            }
+        }
+        if opts.roi_size == 0 {
+            return Err(InferError::Setup("--roi-size must be positive".into()));
+        }
+        Ok(Inferencer { model, opts })
+    }
+
+    /// 2 or 3.
+    pub fn dims(&self) -> usize {
+        self.model.config.dims
+    }
+
+    /// The file kind this model reads.
+    pub fn reads(&self) -> InputKind {
+        if self.dims() == 2 {
+            InputKind::Png
+        } else {
+            InputKind::Nifti
+        }
+    }
+
+    /// Preprocess and run one file.
+    pub fn infer_file(&mut self, path: &Path) -> Result<Inferred, InferError> {
+        let want = self.reads();
+        match input_kind(path) {
+            Some(k) if k == want => {}
+            _ => {
+                let (what, ext) = match want {
+                    InputKind::Png => ("2D", ".png images"),
+                    InputKind::Nifti => ("3D", ".nii / .nii.gz volumes"),
+                };
+                return Err(InferError::Input {
+                    path: path.to_path_buf(),
+                    msg: format!("a {what} model reads {ext}"),
+                });
+            }
+        }
+        if want == InputKind::Png {
+            // The reference merges channels exactly for the 1-channel models.
+            let merge = self.model.config.in_channels == 1;
+            let img = load_2d(path, &Preprocess2d::inference(merge))?;
+            self.infer_image(&img, path)
+        } else {
+            let vol = match self.opts.modality {
+                Modality::Ct => load_ct_3d(path)?,
+                _ => load_mri_3d(path)?,
+            };
+            self.infer_volume(&vol)
+        }
+    }
+
+    /// Run a preprocessed image (`source` names it in errors).
+    pub fn infer_image(&mut self, img: &Image2d, source: &Path) -> Result<Inferred, InferError> {
+        let want = self.model.config.in_channels;
+        if img.channels != want {
+            return Err(InferError::Input {
+                path: source.to_path_buf(),
+                msg: format!(
+                    "the image has {} channels after preprocessing, the model takes {want}",
+                    img.channels
+                ),
+            });
+        }
+        let x = Tensor::from_vec(&[1, img.height, img.width, img.channels], img.data.clone())?;
+        let mut ctx = Ctx::eval();
+        let moments = self.model.encode(&x, &mut ctx)?;
+        let (z, _) = self.model.sample(&moments, Sampling::Mode, &mut ctx)?;
+        let latent = if self.model.head.is_some() {
+            self.model.latent(&z, &mut ctx)?
+        } else {
+            z.clone()
+        };
+        let decoded = if self.opts.decode {
+            Some(reference_array(&self.model.decode(&z, &mut ctx)?)?)
+        } else {
+            None
+        };
+        Ok(Inferred {
+            latent: reference_array(&latent)?,
+            decoded,
+            input_shape: vec![img.channels, img.height, img.width],
+            windows: 1,
+        })
+    }
+
+    /// Run a preprocessed volume through the gaussian sliding window.
+    pub fn infer_volume(&mut self, vol: &Volume) -> Result<Inferred, InferError> {
+        let roi = roi_size_calc(&vol.shape, self.opts.roi_size)?;
+        let mut sw = SlidingWindow::gaussian(roi);
+        sw.overlap = self.opts.overlap;
+        let [d0, d1, d2] = vol.shape;
+        let x = Tensor::from_vec(&[1, d0, d1, d2, 1], vol.data.clone())?;
+        let decode = self.opts.decode;
+        let model = &mut self.model;
+        let mut windows = 0;
+        let outs = sw.run(&x, |win| {
+            windows += 1;
+            let mut ctx = Ctx::eval();
+            let moments = model.encode(win, &mut ctx)?;
+            let (z, _) = model.sample(&moments, Sampling::Mode, &mut ctx)?;
+            let mut out = Vec::with_capacity(2);
+            if decode {
+                let dec = model.decode(&z, &mut ctx)?;
+                out.push(z);
+                out.push(dec);
+            } else {
+                out.push(z);
+            }
+            Ok(out)
+        })?;
+        let mut outs = outs.into_iter();
+        let latent = outs
+            .next()
+            .ok_or_else(|| InferError::Window("no output".into()))?;
+        let decoded = outs.next().map(|d| reference_array(&d)).transpose()?;
+        Ok(Inferred {
+            latent: reference_array(&latent)?,
+            decoded,
+            input_shape: vol.shape.to_vec(),
+            windows,
+        })
+    }
+}

@@ -1,0 +1,10 @@
+//! Finetuning: the configuration, the stage-1 training loop, validation metrics and the
+//! run checkpoints. The CLI (`medvae-fast finetune`) adds data preparation, progress and logs.
+
+pub mod checkpoint;
+pub mod config;
+pub mod metrics;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{StepKind, StepLog, Trainer, ValidationLog};

@@ -1,0 +1,213 @@
+//! NIfTI-1 writing: float32 arrays as single `.nii` / `.nii.gz` files, the way the reference
+//! saves its latents (`nib.save(nib.Nifti1Image(array, np.eye(4)), path)`):
+//!
+//! * the NumPy array's axes become the NIfTI axes in order (`dim = [ndim, shape.., 1..]`), and
+//!   element `a[i, j, k]` is voxel `(i, j, k)`: the C-order data is written in NIfTI's
+//!   Fortran order (first index fastest), as nibabel does;
+//! * datatype float32, little-endian, `vox_offset` 352, every `pixdim` 1;
+//! * affine = identity, stored as the sform (`sform_code` 2, "aligned") with `qform_code` 0 —
+//!   what nibabel writes for `np.eye(4)`; the source image's orientation is *not* carried over
+//!   (neither does the reference);
+//! * `scl_slope` 1, `scl_inter` 0 (nibabel writes NaN, meaning "unscaled" to nibabel only;
+//!   1/0 means the same to every reader).
+//!
+//! Gzip is chosen by the `.gz` suffix. The file is written to a temporary name beside the
+//! target and renamed over it, so an interrupted run never leaves a truncated latent.
+
+use super::error::VolumeError;
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const HEADER_BYTES: usize = 348;
+/// Header + the 4-byte extension flag; voxel data starts here.
+const DATA_START: usize = 352;
+const DT_FLOAT32: i16 = 16;
+const SFORM_ALIGNED: i16 = 2;
+
+/// The bytes of an uncompressed NIfTI-1 file holding the C-order array `data` of NumPy shape
+/// `shape` (1 to 7 axes, each 1..=32767 long) with an identity affine.
+pub fn nifti_bytes(shape: &[usize], data: &[f32], path: &Path) -> Result<Vec<u8>, VolumeError> {
+    if shape.is_empty() || shape.len() > 7 || shape.iter().any(|&d| d == 0 || d > i16::MAX as usize)
+    {
+        return Err(VolumeError::Dims {
+            path: path.to_path_buf(),
+            dims: shape.to_vec(),
+        });
+    }
+    let numel = shape.iter().product::<usize>();
+    if numel != data.len() {
+        return Err(VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: format!("{} values for an array of shape {shape:?}", data.len()),
+        });
+    }
+    if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+        return Err(VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: format!("value {} at flat index {pos} is not finite", data[pos]),
+        });
+    }
+    let mut out = header(shape);
+    out.resize(DATA_START, 0); // extension flag: none
+    out.reserve(numel * 4);
+    for v in fortran_order(shape, data) {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+/// Write `data` (C-order, NumPy shape `shape`) to `path` as NIfTI-1; gzip when the name ends
+/// in `.gz`. The parent folder must exist.
+pub fn write_nifti(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), VolumeError> {
+    let raw = nifti_bytes(shape, data, path)?;
+    let io = |source| VolumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let gz = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"));
+    let bytes = if gz {
+        let mut enc = GzEncoder::new(Vec::with_capacity(raw.len() / 2), Compression::default());
+        enc.write_all(&raw).map_err(io)?;
+        enc.finish().map_err(io)?
+    } else {
+        raw
+    };
+    let tmp = temp_name(path);
+    let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+fn temp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// The C-order array re-indexed with the first axis fastest.
+fn fortran_order<'a>(shape: &'a [usize], data: &'a [f32]) -> impl Iterator<Item = f32> + 'a {
+    // C-order strides; walk the multi-index with axis 0 varying fastest.
+    let mut strides = vec![1usize; shape.len()];
+    for a in (0..shape.len().saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * shape[a + 1];
+    }
+    let mut idx = vec![0usize; shape.len()];
+    let numel = data.len();
+    (0..numel).map(move |n| {
+        let off: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        if n + 1 < numel {
+            for (a, i) in idx.iter_mut().enumerate() {
+                *i += 1;
+                if *i < shape[a] {
+                    break;
+                }
+                *i = 0;
+            }
+        }
+        data[off]
+    })
+}
+
+fn header(shape: &[usize]) -> Vec<u8> {
+    let mut h = vec![0u8; HEADER_BYTES];
+    let put_i32 = |h: &mut [u8], at: usize, v: i32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put_i16 = |h: &mut [u8], at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put_f32 = |h: &mut [u8], at: usize, v: f32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put_i32(&mut h, 0, HEADER_BYTES as i32); // sizeof_hdr
+    let mut dim = [1i16; 8];
+    dim[0] = shape.len() as i16;
+    for (d, &s) in dim[1..].iter_mut().zip(shape) {
+        *d = s as i16;
+    }
+    for (n, d) in dim.iter().enumerate() {
+        put_i16(&mut h, 40 + 2 * n, *d);
+    }
+    put_i16(&mut h, 70, DT_FLOAT32); // datatype
+    put_i16(&mut h, 72, 32); // bitpix
+    for n in 0..8 {
+        put_f32(&mut h, 76 + 4 * n, 1.0); // pixdim (qfac = 1, unit spacing)
+    }
+    put_f32(&mut h, 108, DATA_START as f32); // vox_offset
+    put_f32(&mut h, 112, 1.0); // scl_slope
+    put_f32(&mut h, 116, 0.0); // scl_inter
+    put_i16(&mut h, 252, 0); // qform_code: unknown
+    put_i16(&mut h, 254, SFORM_ALIGNED); // sform_code
+                                         // srow_x, srow_y, srow_z: the identity affine's first three rows.
+    for row in 0..3 {
+        for col in 0..4 {
+            let v = if row == col { 1.0 } else { 0.0 };
+            put_f32(&mut h, 280 + 16 * row + 4 * col, v);
+        }
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::volume3d::read::{decode_nifti, read_nifti};
+
+    #[test]
+    fn fortran_order_puts_the_first_axis_fastest() {
+        // a[i, j] = 10 i + j, shape (2, 3): Fortran order is a[0,0], a[1,0], a[0,1], ...
+        let data: Vec<f32> = (0..2)
+            .flat_map(|i| (0..3).map(move |j| (10 * i + j) as f32))
+            .collect();
+        let f: Vec<f32> = fortran_order(&[2, 3], &data).collect();
+        assert_eq!(f, vec![0.0, 10.0, 1.0, 11.0, 2.0, 12.0]);
+    }
+
+    #[test]
+    fn a_written_volume_reads_back_through_the_reader() {
+        let shape = [3usize, 4, 5];
+        let data: Vec<f32> = (0..60).map(|v| v as f32 * 0.5 - 7.0).collect();
+        let p = Path::new("mem.nii");
+        let bytes = nifti_bytes(&shape, &data, p).unwrap();
+        let vol = decode_nifti(p, &bytes).unwrap();
+        assert_eq!(vol.dims, shape);
+        // the reader returns the file's order (i fastest): voxel (i, j, k) = a[i, j, k]
+        for i in 0..3 {
+            for j in 0..4 {
+                for k in 0..5 {
+                    let want = data[(i * 4 + j) * 5 + k];
+                    assert_eq!(vol.data[i + 3 * (j + 4 * k)], want);
+                }
+            }
+        }
+        // identity affine
+        for r in 0..3 {
+            for c in 0..4 {
+                assert_eq!(vol.affine[r][c], if r == c { 1.0 } else { 0.0 });
+            }
+        }
+
+        let dir = std::env::temp_dir().join(format!("medvae-nifti-write-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gz = dir.join("v.nii.gz");
+        write_nifti(&gz, &shape, &data).unwrap();
+        let raw = std::fs::read(&gz).unwrap();
+        assert_eq!(&raw[..2], &[0x1f, 0x8b], "gzip by suffix");
+        assert_eq!(read_nifti(&gz).unwrap().data, vol.data);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bad_shapes_and_values_are_errors() {
+        let p = Path::new("x.nii");
+        assert!(nifti_bytes(&[], &[], p).is_err());
+        assert!(nifti_bytes(&[2, 2], &[0.0; 3], p).is_err());
+        assert!(nifti_bytes(&[1; 8], &[0.0], p).is_err());
+        assert!(nifti_bytes(&[2], &[0.0, f32::NAN], p).is_err());
+        let two_d = nifti_bytes(&[2, 3], &[0.0; 6], p).unwrap();
+        assert_eq!(i16::from_le_bytes([two_d[40], two_d[41]]), 2);
+        assert_eq!(two_d.len(), DATA_START + 24);
+    }
+}
