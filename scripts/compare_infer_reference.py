@@ -38,14 +38,18 @@ from medvae.utils.loaders import load_2d, load_ct_3d, load_mri_3d
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def ddconfig(in_ch):
+def ddconfig(in_ch, full=False):
+    if full:  # the published medvae_4x1 layout (model_weights/medvae_4x1.yaml)
+        return dict(double_z=True, z_channels=1, resolution=384, in_channels=in_ch,
+                    out_ch=in_ch, ch=128, ch_mult=[1, 2, 4], num_res_blocks=2,
+                    attn_resolutions=[], dropout=0.0)
     return dict(double_z=True, z_channels=4, resolution=64, in_channels=in_ch, out_ch=in_ch,
                 ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, attn_resolutions=[], dropout=0.0)
 
 
-def tiny(cls, in_ch, embed_dim, seed):
+def tiny(cls, in_ch, embed_dim, seed, full=False):
     torch.manual_seed(seed)
-    m = cls(ddconfig=ddconfig(in_ch), embed_dim=embed_dim).eval()
+    m = cls(ddconfig=ddconfig(in_ch, full), embed_dim=embed_dim).eval()
     with torch.no_grad():  # non-trivial norms and biases, so every parameter matters
         for name, p in m.named_parameters():
             if "norm" in name:
@@ -115,20 +119,23 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         s2d = os.path.join(REPO, "samples", "2d")
         s3d = os.path.join(REPO, "samples", "3d")
+        # (input channels, latent channels, full-size medvae_4_1_2d layout, files)
         cases_2d = [
-            (1, 3, ["mr_slice_u8.png", "ct_slice_u16.png", "mr_slice_rgb.png"]),
-            (3, 3, ["mr_slice_rgb.png"]),
+            (1, 3, False, ["mr_slice_u8.png", "ct_slice_u16.png", "mr_slice_rgb.png"]),
+            (3, 3, False, ["mr_slice_rgb.png"]),
+            (1, 1, True, ["mr_slice_u8.png"]),
         ]
-        for in_ch, embed, files in cases_2d:
-            model = tiny(AutoencoderKL_2D, in_ch, embed, seed=in_ch)
-            w = os.path.join(tmp, f"tiny2d_{in_ch}c.safetensors")
+        for in_ch, embed, full, files in cases_2d:
+            model = tiny(AutoencoderKL_2D, in_ch, embed, seed=in_ch, full=full)
+            kind = "4_1_2d-size" if full else f"tiny {in_ch}c"
+            w = os.path.join(tmp, f"model2d_{in_ch}c_{full}.safetensors")
             save(model, w)
             for f in files:
-                out = os.path.join(tmp, f"out2d_{in_ch}c")
+                out = os.path.join(tmp, f"out2d_{in_ch}c_{full}")
                 lat, dec = ours(args.bin, w, os.path.join(s2d, f), out, "xray")
                 ref_lat, ref_dec = ref_2d(model, os.path.join(s2d, f), merge=in_ch == 1)
-                compare(f"2D {in_ch}c {f} latent", ref_lat, lat, args.tol, failures)
-                compare(f"2D {in_ch}c {f} decoded", ref_dec, dec, args.tol, failures)
+                compare(f"2D {kind} {f} latent", ref_lat, lat, args.tol, failures)
+                compare(f"2D {kind} {f} decoded", ref_dec, dec, args.tol, failures)
 
         model = tiny(AutoencoderKL_3D, 1, 1, seed=3)
         w = os.path.join(tmp, "tiny3d.safetensors")

@@ -22,7 +22,10 @@ use medvae_runtime::Tensor;
 use std::collections::BTreeMap;
 
 const TOL: f64 = 1e-3;
-const NARROW: [usize; 5] = [4, 6, 8, 8, 8];
+/// Narrow VGG widths for the finite-difference checks. Not narrower: where every channel of a
+/// ReLU output is 0, LPIPS' unit normalisation jumps (0 → a unit vector) as soon as one channel
+/// turns positive, a discontinuity of LPIPS itself; with 16 channels such pixels are rare.
+const NARROW: [usize; 5] = [16, 16, 24, 24, 24];
 
 // ------------------------------------------------------------------------------- LPIPS
 
@@ -75,11 +78,8 @@ fn lpips_system(shape: &[usize], volume: bool, seed: u64) -> System<LpipsProbe> 
     let lp = Lpips::new(NARROW, &mut Init::random(seed)).unwrap();
     let n = if volume { 1 } else { shape[0] };
     let g = randn(&[n], seed + 1).to_f32_vec();
-    // A target near the input: the distance is quadratic in their difference and its gradient
-    // linear, so the gradient stands out of the distance's rounding noise by 1 / difference.
     let input = randn(shape, seed + 2);
-    let mut target = randn_scaled(shape, seed + 3, 0.2);
-    medvae_runtime::ops::elementwise::add_assign(&mut target, &input).unwrap();
+    let target = randn(shape, seed + 3);
     System {
         model: LpipsProbe { lp, g, volume },
         inputs: BTreeMap::from([("input".to_string(), input), ("target".to_string(), target)]),
@@ -353,8 +353,7 @@ fn discriminator_hinge_step_gradients() {
 //   `d_weight · ∂g_loss/∂θ` (the reference detaches `d_weight`), checked against finite
 //   differences of `g_loss`, and `d_weight` itself against its definition from the two
 //   gradients at `decoder.conv_out.weight`.
-// Kinks are kept out of the way of the steps: the image sits far above any reconstruction (no
-// L1 corner) and D works on the linear side of its LeakyReLUs (`linear_regime_discriminator`).
+// The image sits far above any reconstruction, so the L1 term has no corner under the steps.
 
 const BEFORE_DISC: u64 = 0;
 const AFTER_DISC: u64 = 10;
@@ -424,23 +423,10 @@ fn rec_gradients(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> Named {
     Named::new()
 }
 
-/// `g_loss`, with its rounding scale: each logit is a sum whose terms are of size
-/// `D_SHIFT·|w|` (the constant cancels, its rounding does not), averaged.
+/// `g_loss = −mean D(rec)`.
 fn adv_objective(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> (f64, f64) {
     let g = step(p, inputs, ctx, AFTER_DISC).log.g_loss as f64;
-    let mut w8 = 0.0;
-    p.loss.disc.visit_params("", &mut |k, q| {
-        if k == "main.8.weight" {
-            w8 = q
-                .value
-                .to_f32_vec()
-                .iter()
-                .map(|v| v.abs() as f64)
-                .sum::<f64>();
-        }
-    });
-    let logits = 8.0f64; // [2, 2, 2, 1] for a 2×16×16 batch
-    (g, g.abs() + D_SHIFT as f64 * w8 / logits.sqrt())
+    (g, g.abs())
 }
 
 /// Parameter gradients of the whole model, by key.
@@ -480,13 +466,19 @@ fn adv_gradients(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> Named {
         .map(|(a, b)| a - b)
         .collect();
     let gg = norm(&adv) / dw;
-    let want = p.loss.config.disc_weight as f64 * gn / (gg + 1e-4);
+    let want = p.loss.config.disc_weight as f64 * (gn / (gg + 1e-4)).min(1e4);
     assert!(
         (dw - want).abs() <= 1e-4 * want,
         "d_weight {dw} != disc_weight·|g_nll|/(|g_adv| + 1e-4) = {want}"
     );
     p.d_weight = dw;
+    // The path from D into the autoencoder, end to end (the blocks in between are checked
+    // with the reconstruction terms and in autoencoder.rs).
     p.visit_params("", &mut |k, q| {
+        q.grad = None;
+        if !ADV_PATH.contains(&k) {
+            return;
+        }
         if let (Some(a), Some(b)) = (after.get(k), before.get(k)) {
             let d: Vec<f32> = a
                 .iter()
@@ -498,34 +490,6 @@ fn adv_gradients(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> Named {
     });
     Named::new()
 }
-
-/// Shift D into the linear side of every LeakyReLU, so that D adds no kinks under the
-/// finite-difference steps: the first convolution's and the BatchNorms' biases at
-/// [`D_SHIFT`] (4 standard deviations of the normalised activations). The logit convolution
-/// then sees a constant `D_SHIFT` in every channel; its weights are made zero-sum over the
-/// channels of each tap, so that constant cancels exactly (also at the zero-padded border,
-/// where whole taps are 0) and the logits stay O(1). Its weights are scaled up so that D's
-/// gradient is not negligible and the adaptive weight is not clamped.
-fn linear_regime_discriminator(disc: &mut NLayerDiscriminator) {
-    disc.visit_params("", &mut |key, p| {
-        // main.0: first conv, main.3 / main.6: BatchNorms, main.8: the logit conv.
-        if key.ends_with(".bias") && key != "main.8.bias" {
-            p.value = Tensor::from_vec(p.value.shape(), vec![D_SHIFT; p.value.numel()]).unwrap();
-        }
-        if key == "main.8.weight" {
-            // Engine layout [kd, kh, kw, Cin, Cout = 1]: rows of Cin per tap.
-            let mut v = p.value.to_f32_vec();
-            let cin = p.value.shape()[3];
-            for tap in v.chunks_mut(cin) {
-                let mean = tap.iter().sum::<f32>() / cin as f32;
-                tap.iter_mut().for_each(|w| *w = 20.0 * (*w - mean));
-            }
-            p.value = Tensor::from_vec(p.value.shape(), v).unwrap();
-        }
-    });
-}
-
-const D_SHIFT: f32 = 4.0;
 
 fn stage1_probe() -> (Stage1Probe, Named) {
     let cfg = ModelConfig {
@@ -560,8 +524,7 @@ fn stage1_probe() -> (Stage1Probe, Named) {
         ..Stage1Config::default()
     };
     let lpips = Lpips::new(NARROW, &mut Init::random(51)).unwrap();
-    let mut disc = NLayerDiscriminator::new(1, 4, 2, &mut Init::random(52)).unwrap();
-    linear_regime_discriminator(&mut disc);
+    let disc = NLayerDiscriminator::new(1, 4, 2, &mut Init::random(52)).unwrap();
     let loss = Stage1Loss::new(config, Some(lpips), disc).unwrap();
     // The image far above any reconstruction: |x − rec| = x − rec, no L1 corner.
     let mut x = randn_scaled(&[2, 16, 16, 1], 53, 0.3);
@@ -582,6 +545,15 @@ fn stage1_probe() -> (Stage1Probe, Named) {
 }
 
 const STEPS_S1: [f32; 3] = [1e-1, 3e-2, 1e-2];
+const ADV_PATH: [&str; 7] = [
+    "decoder.conv_out.weight",
+    "decoder.conv_out.bias",
+    "decoder.norm_out.weight",
+    "decoder.conv_in.weight",
+    "post_quant_conv.weight",
+    "quant_conv.weight",
+    "encoder.conv_in.weight",
+];
 const GLUE_S1: [&str; 4] = [
     "decoder.conv_out.weight",
     "decoder.conv_out.bias",
@@ -621,10 +593,10 @@ fn stage1_adversarial_term_and_adaptive_weight() {
         ctx: || Ctx::train(0),
         noise_depth: 32.0,
     };
-    let checks = s.check_steps(&STEPS_S1, 61, TOL);
-    // logvar does not reach g_loss: its difference is 0 and it is not a direction here.
-    let checks: Vec<_> = checks.into_iter().filter(|c| c.what != "logvar").collect();
-    assert_checks_with("stage-1 adversarial", &checks, TOL, 0.5, &GLUE_S1);
+    // D's LeakyReLUs make g_loss piecewise smooth: short steps.
+    let checks = s.check_steps(&[1e-2, 3e-3, 1e-3], 61, TOL);
+    assert_eq!(checks.len(), ADV_PATH.len());
+    assert_checks_with("stage-1 adversarial", &checks, TOL, 0.8, &[]);
 }
 
 #[test]

@@ -140,3 +140,77 @@ fn nan_in_the_batch_is_caught() {
     let err = t.train_batch(&x, 0).unwrap_err().to_string();
     assert!(err.contains("NaN") || err.contains("non-finite"), "{err}");
 }
+
+/// A tiny random BiomedCLIP-like tower saved as an open_clip checkpoint (`visual.*` keys).
+fn tiny_tower_file(dir: &std::path::Path) -> PathBuf {
+    use medvae_model::layers::state::to_state_dict;
+    use medvae_model::layers::Init;
+    use medvae_model::vit::{VisionTower, VitConfig};
+    use medvae_runtime::checkpoint::{save_safetensors, StateDict};
+    let cfg = VitConfig {
+        image_size: 32,
+        patch: 16,
+        in_chans: 3,
+        width: 32,
+        depth: 1,
+        heads: 2,
+        mlp_hidden: 64,
+        embed_dim: 16,
+        proj_bias: false,
+    };
+    let mut tower = VisionTower::new(&cfg, &mut Init::random(11)).unwrap();
+    let mut sd = StateDict::new("tower");
+    for (k, t) in to_state_dict(&mut tower, "tower").unwrap().iter() {
+        sd.insert(format!("visual.{k}"), t.clone()).unwrap();
+    }
+    let path = dir.join("open_clip_tiny.safetensors");
+    save_safetensors(&path, &sd).unwrap();
+    path
+}
+
+#[test]
+fn stage2_trains_only_the_latent_head_from_a_stage1_checkpoint() {
+    let dir = temp("stage2");
+    let mut s1 = Trainer::new(tiny_config("s1")).unwrap();
+    s1.train_batch(&batch(21), 0).unwrap();
+    let ckpt = s1.save_checkpoint(&dir, "best").unwrap();
+    let tower = tiny_tower_file(&dir);
+
+    let mut cfg = tiny_config("s2");
+    cfg.stage2 = true;
+    // Missing pieces are clear errors.
+    let err = Trainer::new(cfg.clone()).err().unwrap().to_string();
+    assert!(err.contains("stage2_ckpt"), "{err}");
+    cfg.stage2_ckpt = Some(ckpt.clone());
+    let err = Trainer::new(cfg.clone()).err().unwrap().to_string();
+    assert!(err.contains("biomedclip_weights"), "{err}");
+    cfg.biomedclip_weights = Some(tower);
+    cfg.biomedclip_heads = 2;
+    cfg.gradient_accumulation_steps = 1;
+    cfg.base_learning_rate = 1e-3;
+
+    let mut s2 = Trainer::new(cfg).unwrap();
+    let before: Vec<(String, Vec<f32>)> = medvae_model::layers::state::export_params(&mut s2.ae)
+        .into_iter()
+        .map(|t| (t.key, t.data))
+        .collect();
+    let x = batch(22);
+    let first = s2.train_batch(&x, 0).unwrap().ae_loss;
+    let mut last = first;
+    for i in 1..15 {
+        last = s2.train_batch(&x, i).unwrap().ae_loss;
+        assert!(last.is_finite());
+    }
+    assert!(last < first, "stage-2 loss went from {first} to {last}");
+    let after = medvae_model::layers::state::export_params(&mut s2.ae);
+    for ((key, b), a) in before.iter().zip(&after) {
+        let head = key.starts_with("channel_ds.") || key.starts_with("channel_proj.");
+        let changed = b != &a.data;
+        assert_eq!(
+            changed,
+            head && !key.ends_with("num_batches_tracked"),
+            "{key}: changed = {changed}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

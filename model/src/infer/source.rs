@@ -145,7 +145,8 @@ fn load_from_file(
             )));
         }
     }
-    let mut model = AutoencoderKL::new(&cfg, &mut Init::random(0))?;
+    // Zero init: every value is overwritten by the exact load below.
+    let mut model = AutoencoderKL::new(&cfg, &mut Init::Zeros)?;
     let report = load_state_dict(&mut model, &state)?;
     report
         .ensure_exact(&path.display().to_string())

@@ -33,6 +33,9 @@ pub struct TrainConfig {
     /// open_clip's `open_clip_pytorch_model.bin` of BiomedCLIP (stage 2).
     #[serde(default)]
     pub biomedclip_weights: Option<PathBuf>,
+    /// Attention heads of that tower (not visible in its shapes; BiomedCLIP's ViT-B/16: 12).
+    #[serde(default = "twelve")]
+    pub biomedclip_heads: usize,
     pub dataloader: DataloaderGroup,
     pub criterion: CriterionGroup,
     pub batch_size: usize,
@@ -110,6 +113,9 @@ pub struct CriterionGroup {
     pub disc_layers: usize,
 }
 
+fn twelve() -> usize {
+    12
+}
 fn one() -> usize {
     1
 }

@@ -14,6 +14,7 @@
 
 use super::config::TrainConfig;
 use super::metrics::{Mean, ReconstructionMetrics};
+use super::stage2;
 use crate::autoencoder::{AutoencoderKL, Outputs, Sampling};
 use crate::blocks::NLayerDiscriminator;
 use crate::layer::{set_trainable, visit_one, zero_grads, Ctx, Param, ParamVisitor, Parameters};
@@ -21,6 +22,7 @@ use crate::layers::state::{load_state_dict, param_shapes};
 use crate::layers::Init;
 use crate::lora::freeze_base_for_lora;
 use crate::losses::lpips::{Lpips, Need};
+use crate::losses::stage2::BiomedClipLatentLoss;
 use crate::losses::{Stage1Config, Stage1Loss};
 use crate::optim::{Adam, AdamConfig};
 use crate::zoo::ModelConfig;
@@ -65,6 +67,8 @@ pub struct Trainer {
     pub model_config: ModelConfig,
     pub ae: AutoencoderKL,
     pub loss: Stage1Loss,
+    /// Stage 2: the BiomedCLIP latent loss (then the only trained loss).
+    pub bc_loss: Option<BiomedClipLatentLoss>,
     pub opt_ae: Adam,
     pub opt_disc: Adam,
     /// Batches trained so far (the reference's `global_step`).
@@ -100,19 +104,23 @@ impl Trainer {
     /// Build the networks, load the starting weights and set which parameters train.
     pub fn new(config: TrainConfig) -> Result<Trainer> {
         config.validate()?;
-        if config.stage2 {
-            return Err(RuntimeError::Other(
-                "stage 2 (the BiomedCLIP latent loss) is not wired into `finetune` yet; \
-                 use a stage-1 config"
-                    .into(),
-            ));
-        }
         let mut init = Init::random(config.seed);
-        let start = match &config.weights {
-            Some(path) => {
-                Some(load_checkpoint(path).map_err(|e| RuntimeError::Other(e.to_string()))?)
+        let (start, start_path) = if config.stage2 {
+            let (path, state) = stage2::stage1_weights(&config)?;
+            (Some(state), Some(path))
+        } else {
+            match &config.weights {
+                Some(path) => (
+                    Some(load_checkpoint(path).map_err(|e| RuntimeError::Other(e.to_string()))?),
+                    Some(path.clone()),
+                ),
+                None => (None, None),
             }
-            None => None,
+        };
+        let bc_loss = if config.stage2 {
+            Some(stage2::load_loss(&config)?)
+        } else {
+            None
         };
         let model_config = match &start {
             Some(state) => {
@@ -132,7 +140,7 @@ impl Trainer {
             ));
         }
         let mut ae = AutoencoderKL::new(&model_config, &mut init)?;
-        if let (Some(state), Some(path)) = (&start, &config.weights) {
+        if let (Some(state), Some(path)) = (&start, &start_path) {
             let report = load_state_dict(&mut ae, state)?;
             report.ensure_exact(&path.display().to_string())?;
             state
@@ -151,8 +159,12 @@ impl Trainer {
         if model_config.lora_rank.is_some() {
             freeze_base_for_lora(&mut ae);
         }
+        if config.stage2 {
+            stage2::train_only_latent_head(&mut ae)?;
+        }
         let c = &config.criterion;
-        let lpips = if c.perceptual_weight > 0.0 {
+        // Stage 2 has no reconstruction loss to train, so no LPIPS (validation reports L1).
+        let lpips = if c.perceptual_weight > 0.0 && !config.stage2 {
             Some(Lpips::require(
                 c.lpips_vgg_weights.as_deref(),
                 c.lpips_lin_weights.as_deref(),
@@ -165,7 +177,11 @@ impl Trainer {
         let loss = Stage1Loss::new(
             Stage1Config {
                 kl_weight: c.kl_weight,
-                perceptual_weight: c.perceptual_weight,
+                perceptual_weight: if config.stage2 {
+                    0.0
+                } else {
+                    c.perceptual_weight
+                },
                 disc_weight: c.disc_weight,
                 disc_factor: c.disc_factor,
                 disc_start: c.disc_start,
@@ -180,6 +196,7 @@ impl Trainer {
             model_config,
             ae,
             loss,
+            bc_loss,
             opt_ae: Adam::new(AdamConfig::medvae(lr)),
             opt_disc: Adam::new(AdamConfig::medvae(lr)),
             global_step: 0,
@@ -217,6 +234,9 @@ impl Trainer {
     pub fn train_batch(&mut self, x: &Tensor, index: usize) -> Result<StepLog> {
         let step = self.global_step;
         let mut ctx = Ctx::train(step_seed(self.config.seed, step));
+        if self.bc_loss.is_some() {
+            return self.train_stage2_batch(x, index, &mut ctx);
+        }
         let adversarial = self.loss.adversarial_active(step);
         let accum = self.config.gradient_accumulation_steps;
         let log = if !adversarial || index.is_multiple_of(2) {
@@ -302,6 +322,44 @@ impl Trainer {
         self.global_step += 1;
         self.batch_in_epoch = index + 1;
         Ok(log)
+    }
+
+    fn train_stage2_batch(&mut self, x: &Tensor, index: usize, ctx: &mut Ctx) -> Result<StepLog> {
+        let step = self.global_step;
+        let accum = self.config.gradient_accumulation_steps;
+        if self.gen_accumulated == 0 {
+            zero_grads(&mut self.ae);
+        }
+        let loss = self
+            .bc_loss
+            .as_mut()
+            .ok_or_else(|| RuntimeError::Other("stage 2 without its loss".into()))?;
+        let value = stage2::step(&mut self.ae, loss, x, ctx)?;
+        if !value.is_finite() {
+            return Err(RuntimeError::Other(format!(
+                "the stage-2 loss is {value} at step {step}: training diverged or the data \
+                 holds NaN/Inf"
+            )));
+        }
+        self.gen_accumulated += 1;
+        if self.gen_accumulated == accum {
+            self.opt_ae.step(&mut self.ae, 1.0 / accum as f32)?;
+            self.gen_accumulated = 0;
+        }
+        self.last_gen = StepLog {
+            kind: StepKind::Generator,
+            global_step: step,
+            ae_loss: value,
+            rec_loss: 0.0,
+            nll: 0.0,
+            kl: 0.0,
+            d_weight: 0.0,
+            g_loss: 0.0,
+            disc_loss: 0.0,
+        };
+        self.global_step += 1;
+        self.batch_in_epoch = index + 1;
+        Ok(self.last_gen)
     }
 
     pub(super) fn gen_accumulated(&self) -> usize {

@@ -1,0 +1,361 @@
+//! `medvae-fast infer` end to end, through the real binary: the sample folders with tiny
+//! random models saved as safetensors (configuration read back from the file), output shapes
+//! and layout, and the error paths (no weights, a conflicting --model, bad files among good
+//! ones, a wrong modality).
+//!
+//! Expected shapes come from the inputs (PNG header sizes; the 3D loader's cropped shape, which
+//! the golden preprocess cases pin to the reference) and the tiny model's 4x downsampling.
+
+use flate2::read::GzDecoder;
+use medvae_model::autoencoder::AutoencoderKL;
+use medvae_model::layers::state::to_state_dict;
+use medvae_model::layers::Init;
+use medvae_model::zoo::ModelConfig;
+use medvae_runtime::checkpoint::save_safetensors;
+use medvae_runtime::data::volume3d::{decode_nifti, load_mri_3d};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let p =
+            std::env::temp_dir().join(format!("medvae-cli-infer-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create scratch dir");
+        Scratch(p)
+    }
+    fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Run the binary; returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+        .arg("infer")
+        .args(args)
+        .output()
+        .expect("run medvae-fast");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+const FACTOR: usize = 4;
+const EMBED: usize = 2;
+
+/// A tiny random MedVAE (4x downsampling, 2 latent channels) saved as safetensors.
+fn tiny_weights(dir: &Path, dims: usize) -> PathBuf {
+    let cfg = ModelConfig {
+        dims,
+        in_channels: 1,
+        out_ch: 1,
+        ch: 32,
+        ch_mult: vec![1, 1, 1],
+        num_res_blocks: 1,
+        attn_levels: vec![],
+        z_channels: EMBED,
+        embed_dim: EMBED,
+        dropout: 0.0,
+        lora_rank: None,
+        latent_head: true,
+    };
+    let mut m = AutoencoderKL::new(&cfg, &mut Init::random(11)).unwrap();
+    let path = dir.join(format!("tiny{dims}d.safetensors"));
+    save_safetensors(&path, &to_state_dict(&mut m, "tiny").unwrap()).unwrap();
+    path
+}
+
+/// The NumPy shape nibabel would give for a written file (dims from the header, any rank),
+/// after checking the format fields the reference's files have.
+fn nifti_shape(path: &Path) -> Vec<usize> {
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&raw[..2], &[0x1f, 0x8b], "{} is gzipped", path.display());
+    let mut bytes = Vec::new();
+    GzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
+    let i16_at = |o: usize| i16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    let f32_at = |o: usize| f32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    assert_eq!(&bytes[344..348], b"n+1\0");
+    assert_eq!(i16_at(70), 16, "float32");
+    assert_eq!(i16_at(254), 2, "sform aligned");
+    let srow: Vec<f32> = (0..12).map(|n| f32_at(280 + 4 * n)).collect();
+    assert_eq!(
+        srow,
+        vec![1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 1., 0.],
+        "identity affine"
+    );
+    let ndim = i16_at(40) as usize;
+    let shape: Vec<usize> = (1..=ndim).map(|n| i16_at(40 + 2 * n) as usize).collect();
+    assert_eq!(bytes.len(), 352 + 4 * shape.iter().product::<usize>());
+    let data: Vec<f32> = bytes[352..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert!(data.iter().all(|v| v.is_finite()));
+    assert!(
+        data.iter().any(|&v| v != data[0]),
+        "{} is constant",
+        path.display()
+    );
+    shape
+}
+
+#[test]
+fn infer_2d_on_the_sample_folder() {
+    let t = Scratch::new("2d");
+    let w = tiny_weights(&t.0, 2);
+    let out = t.join("out");
+    let samples = repo().join("samples/2d");
+    let (code, stdout, stderr) = run(&[
+        "-i",
+        s(&samples),
+        "-o",
+        s(&out),
+        "--weights",
+        s(&w),
+        "--modality",
+        "xray",
+        "--decode",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let mut pngs: Vec<PathBuf> = std::fs::read_dir(&samples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    pngs.sort();
+    assert!(pngs.len() >= 3);
+    assert!(
+        stdout.contains(&format!("{} written, 0 failed", pngs.len())),
+        "{stdout}"
+    );
+    for png in &pngs {
+        let (w, h) = image::image_dimensions(png).unwrap();
+        let (h, w) = (h as usize, w as usize);
+        let stem = png.file_stem().unwrap().to_str().unwrap();
+        // the reference's squeeze: [embed, h/4, w/4] latent, [H, W] reconstruction (1 channel)
+        assert_eq!(
+            nifti_shape(&out.join(format!("{stem}.nii.gz"))),
+            vec![EMBED, h / FACTOR, w / FACTOR],
+            "{stem}"
+        );
+        assert_eq!(
+            nifti_shape(&out.join(format!("{stem}_decoded.nii.gz"))),
+            vec![h, w],
+            "{stem}"
+        );
+    }
+    // the derived/ subfolder is not read (the reference lists the folder, not the tree)
+    assert!(!out.join("ct_slice_u16_fliplr.nii.gz").exists());
+}
+
+#[test]
+fn infer_3d_with_overlapping_windows() {
+    // The small sample volumes (the 197x233x189 MNI template would take minutes on 2 cores).
+    let t = Scratch::new("3d");
+    let inp = t.join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    let names = [
+        "anatomical_las_i16be.nii",
+        "ct_small_vol_lps_i16.nii.gz",
+        "stat_las_f32.nii.gz",
+    ];
+    for n in names {
+        std::fs::copy(repo().join("samples/3d").join(n), inp.join(n)).unwrap();
+    }
+    let w = tiny_weights(&t.0, 3);
+    let out = t.join("out");
+    let (code, stdout, stderr) = run(&[
+        "-i",
+        s(&inp),
+        "-o",
+        s(&out),
+        "--weights",
+        s(&w),
+        "--modality",
+        "mri",
+        "--roi-size",
+        "24",
+        "--decode",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("windows"), "{stdout}");
+    for n in names {
+        let cropped = load_mri_3d(&inp.join(n)).unwrap().shape;
+        let stem = n.split('.').next().unwrap();
+        let lat = out.join(format!("{stem}.nii.gz"));
+        let mut want = vec![EMBED];
+        want.extend(cropped.iter().map(|d| d / FACTOR));
+        // channels first, then the RAS axes; the 1-channel reconstruction squeezed to 3 axes
+        assert_eq!(nifti_shape(&lat), want, "{n}");
+        assert_eq!(
+            nifti_shape(&out.join(format!("{stem}_decoded.nii.gz"))),
+            cropped.to_vec(),
+            "{n}"
+        );
+        // and the engine's own (3D) reader agrees on the reconstruction
+        let dec = out.join(format!("{stem}_decoded.nii.gz"));
+        let raw = std::fs::read(&dec).unwrap();
+        let mut bytes = Vec::new();
+        GzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
+        assert_eq!(decode_nifti(&dec, &bytes).unwrap().dims, cropped);
+    }
+}
+
+#[test]
+fn no_weights_is_refused_with_where_to_download_them() {
+    let t = Scratch::new("noweights");
+    let out = t.join("out");
+    let samples = repo().join("samples/2d");
+    let (code, _, stderr) = run(&[
+        "-i",
+        s(&samples),
+        "-o",
+        s(&out),
+        "--model",
+        "medvae_4_1_2d",
+        "--modality",
+        "xray",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("huggingface.co/stanfordmimi/MedVAE")
+            && stderr.contains("model_weights/vae_4x_1c_2D.ckpt")
+            && stderr.contains("--random-weights"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "nothing is written");
+
+    // --random-weights runs the published layout (one file, to a named output file)
+    let one = t.join("one.nii.gz");
+    let (code, stdout, stderr) = run(&[
+        "-i",
+        s(&samples.join("mr_slice_u8.png")),
+        "-o",
+        s(&one),
+        "--model",
+        "medvae_4_1_2d",
+        "--modality",
+        "xray",
+        "--random-weights",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stderr.contains("random weights"), "{stderr}");
+    // 64x64, 4x, 1-channel latent: squeezed to [16, 16]
+    assert_eq!(nifti_shape(&one), vec![16, 16]);
+}
+
+#[test]
+fn a_conflicting_model_name_is_an_error() {
+    let t = Scratch::new("conflict");
+    let w = tiny_weights(&t.0, 2);
+    let (code, _, stderr) = run(&[
+        "-i",
+        s(&repo().join("samples/2d")),
+        "-o",
+        s(&t.join("out")),
+        "--weights",
+        s(&w),
+        "--model",
+        "medvae_4_1_2d",
+        "--modality",
+        "xray",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("conflicts with --model medvae_4_1_2d") && stderr.contains("tiny2d"),
+        "{stderr}"
+    );
+    // a 3D checkpoint cannot take x-rays
+    let w3 = tiny_weights(&t.0, 3);
+    let (code, _, stderr) = run(&[
+        "-i",
+        s(&repo().join("samples/3d")),
+        "-o",
+        s(&t.join("out3")),
+        "--weights",
+        s(&w3),
+        "--modality",
+        "xray",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--modality ct or mri"), "{stderr}");
+}
+
+#[test]
+fn bad_files_are_reported_and_the_others_continue() {
+    let t = Scratch::new("bad");
+    let inp = t.join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    let good = repo().join("samples/2d/mr_slice_u8.png");
+    std::fs::copy(&good, inp.join("a_good.png")).unwrap();
+    std::fs::write(inp.join("b_garbage.png"), b"this is not a png at all").unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    std::fs::write(inp.join("c_truncated.png"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::copy(&good, inp.join("d_good.png")).unwrap();
+    let w = tiny_weights(&t.0, 2);
+    let out = t.join("out");
+    let (code, stdout, stderr) = run(&[
+        "-i",
+        s(&inp),
+        "-o",
+        s(&out),
+        "--weights",
+        s(&w),
+        "--modality",
+        "xray",
+    ]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("4 file(s): 2 written, 2 failed"),
+        "{stdout}"
+    );
+    for bad in ["b_garbage.png", "c_truncated.png"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("FAILED") && l.contains(bad)),
+            "{bad}: {stderr}"
+        );
+        assert!(!out.join(bad.replace(".png", ".nii.gz")).exists());
+    }
+    for ok in ["a_good", "d_good"] {
+        assert_eq!(
+            nifti_shape(&out.join(format!("{ok}.nii.gz"))),
+            vec![EMBED, 16, 16]
+        );
+    }
+
+    // a volume given to a 2D model, as a single file, fails with the reason
+    let (code, _, stderr) = run(&[
+        "-i",
+        s(&repo().join("samples/3d/anatomical_las_i16be.nii")),
+        "-o",
+        s(&out),
+        "--weights",
+        s(&w),
+        "--modality",
+        "mri",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("a 2D model reads .png images"), "{stderr}");
+}
