@@ -8,6 +8,7 @@ mod cmd_finetune;
 mod cmd_infer;
 mod cmd_kernels;
 mod cmd_model;
+mod cmd_plot;
 mod cmd_verify;
 
 use anyhow::Result;
@@ -56,6 +57,11 @@ enum Command {
     Convert(cmd_convert::ConvertArgs),
     /// Finetune a MedVAE from a YAML experiment config (configs/*.yaml) with key=value overrides.
     Finetune(cmd_finetune::FinetuneArgs),
+    /// Loss curves of a finetune run as PNGs (RUN_DIR/plots/*.png) from its metrics.jsonl.
+    Plot {
+        /// The run folder (`output_dir` of the finetune config).
+        run_dir: PathBuf,
+    },
     /// Time the model workloads (random weights); one JSON line like torch_baseline.py.
     Bench(cmd_bench::BenchArgs),
     /// Images (.png) or volumes (.nii/.nii.gz) to latent .nii.gz files (3D: sliding window).
@@ -119,6 +125,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => cmd_model::run_model_keys(&name).map(|()| ExitCode::SUCCESS),
         Command::Convert(args) => cmd_convert::run(args).map(|()| ExitCode::SUCCESS),
         Command::Finetune(args) => cmd_finetune::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Plot { run_dir } => cmd_plot::run(&run_dir).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Infer(args) => cmd_infer::run(args),
     }
