@@ -2,9 +2,9 @@
 //! JSON line in the format of `shared/bench/torch_baseline.py`, so the two can be compared
 //! side by side (scripts/bench-model.sh does that).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
-use medvae_model::workloads::AeWorkload;
+use medvae_model::workloads::{AeWorkload, Stage1Workload};
 use medvae_model::zoo::zoo_config;
 use medvae_runtime::memory;
 use serde_json::{json, Map, Value};
@@ -12,6 +12,13 @@ use std::time::Instant;
 
 #[derive(Args)]
 pub struct BenchArgs {
+    /// `step`: the stage-1 training step and encode throughput in images/s (the default
+    /// times encode and ae_fwd_bwd like torch_baseline.py).
+    #[arg(value_parser = ["step"])]
+    mode: Option<String>,
+    /// Device: cpu (cuda: the training path is not wired to the CUDA kernels yet).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Zoo model (random weights).
     #[arg(long, default_value = "medvae_4_1_2d")]
     model: String,
@@ -26,7 +33,7 @@ pub struct BenchArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Comma list of workloads: encode, ae_fwd_bwd.
+    /// Comma list of workloads: encode, ae_fwd_bwd, stage1_step.
     #[arg(long, default_value = "encode,ae_fwd_bwd")]
     only: String,
 }
@@ -37,8 +44,21 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .num_threads(args.threads)
             .build_global()?;
     }
+    if args.device != "cpu" {
+        bail!(
+            "bench on `{}`: the model and training path run on the CPU kernels; the CUDA \
+             kernels are not wired into it yet (see docs/BENCHMARKS.md)",
+            args.device
+        );
+    }
+    let only = if args.mode.as_deref() == Some("step") {
+        "encode,stage1_step".to_string()
+    } else {
+        args.only.clone()
+    };
     let cfg = zoo_config(&args.model)?;
     let mut work = AeWorkload::new(&cfg, args.batch, args.size, 0)?;
+    let mut stage1: Option<Stage1Workload> = None;
     let mut res = Map::new();
     res.insert("engine".into(), json!("medvae-fast"));
     res.insert("model".into(), json!(args.model));
@@ -46,7 +66,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     res.insert("threads".into(), json!(rayon::current_num_threads()));
     res.insert("size".into(), json!(args.size));
     res.insert("batch".into(), json!(args.batch));
-    for name in args.only.split(',').map(str::trim) {
+    for name in only.split(',').map(str::trim) {
         memory::reset_peak();
         let timing = match name {
             "encode" => time(args.reps, args.batch, || Ok(work.encode().map(drop)?))?,
@@ -57,7 +77,20 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 }
                 Ok(())
             })?,
-            other => bail!("unknown workload `{other}` (encode, ae_fwd_bwd)"),
+            "stage1_step" => {
+                if stage1.is_none() {
+                    stage1 = Some(Stage1Workload::new(&cfg, args.batch, args.size, 0)?);
+                }
+                let w = stage1.as_mut().context("stage-1 workload")?;
+                time(args.reps, args.batch, || {
+                    let loss = w.step()?;
+                    if !loss.is_finite() {
+                        bail!("stage1_step: loss is {loss}");
+                    }
+                    Ok(())
+                })?
+            }
+            other => bail!("unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step)"),
         };
         let mut timing = timing;
         timing.insert(

@@ -121,7 +121,13 @@ fn chart(points: &[(f64, f64)]) -> RgbImage {
     text(&mut img, 4, y1 - 7, &short(lo), black);
     text(&mut img, x0, y1 + 8, &short(s0), black);
     let last = short(s1);
-    text(&mut img, x1.saturating_sub(6 * last.len() as u32), y1 + 8, &last, black);
+    text(
+        &mut img,
+        x1.saturating_sub(6 * last.len() as u32),
+        y1 + 8,
+        &last,
+        black,
+    );
     img
 }
 

@@ -74,3 +74,53 @@ impl AeWorkload {
         Ok(loss)
     }
 }
+
+/// The stage-1 training step of `torch_baseline.py`'s `stage1_step`: forward, L1 + LPIPS
+/// (VGG16 widths, random weights — timing only) + KL + the PatchGAN generator term with the
+/// adaptive weight, backward, Adam step. `disc_start = 0`, so every step is the full one.
+pub struct Stage1Workload {
+    pub ae: AeWorkload,
+    pub loss: crate::losses::Stage1Loss,
+    pub opt: crate::optim::Adam,
+    step: u64,
+}
+
+impl Stage1Workload {
+    pub fn new(cfg: &ModelConfig, batch: usize, size: usize, seed: u64) -> Result<Stage1Workload> {
+        use crate::losses::{Lpips, Stage1Config, Stage1Loss, VGG16_WIDTHS};
+        let ae = AeWorkload::new(cfg, batch, size, seed)?;
+        let mut init = Init::random(seed ^ 0x1b);
+        let lpips = Lpips::new(VGG16_WIDTHS, &mut init)?;
+        let disc = crate::blocks::NLayerDiscriminator::new(cfg.out_ch, 64, 3, &mut init)?;
+        let loss = Stage1Loss::new(
+            Stage1Config {
+                disc_start: 0,
+                ..Stage1Config::default()
+            },
+            Some(lpips),
+            disc,
+        )?;
+        Ok(Stage1Workload {
+            ae,
+            loss,
+            opt: crate::optim::Adam::new(crate::optim::AdamConfig::medvae(1e-5)),
+            step: 0,
+        })
+    }
+
+    /// One full generator step; returns the total loss.
+    pub fn step(&mut self) -> Result<f32> {
+        self.step += 1;
+        let mut ctx = Ctx::train(self.step);
+        zero_grads(&mut self.ae.model);
+        let out = self.loss.generator_step(
+            &mut self.ae.model,
+            &self.ae.x,
+            Sampling::Random,
+            self.step,
+            &mut ctx,
+        )?;
+        self.opt.step(&mut self.ae.model, 1.0)?;
+        Ok(out.log.total)
+    }
+}
