@@ -151,3 +151,34 @@ fn bad_configs_are_clear_errors() {
     assert!(err.contains("/nonexistent/last"), "{err}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+#[test]
+fn quickstart_3d_runs_through_the_adversarial_phase() {
+    let out = scratch("q3d");
+    let o = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+        .current_dir(repo())
+        .args([
+            "finetune",
+            "--config",
+            "configs/quickstart_3d.yaml",
+            &format!("output_dir={}", out.display()),
+            &format!("dataloader.prepared_dir={}", out.join("prepared").display()),
+            "max_epoch=3",
+            "criterion.disc_start=4",
+            "log_every_n_steps=1",
+            "threads=2",
+        ])
+        .output()
+        .expect("run medvae-fast");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "3D quickstart failed:\n{err}");
+    let lines = metrics(&out);
+    let train: Vec<&Value> = lines.iter().filter(|l| l["split"] == "train").collect();
+    assert_eq!(train.len(), 9, "3 epochs of 3 volumes");
+    assert!(train.iter().any(|l| l["kind"] == "discriminator"));
+    assert!(train
+        .iter()
+        .all(|l| l["aeloss"].as_f64().is_some_and(f64::is_finite)));
+    assert!(out.join("checkpoints/last/model.safetensors").is_file());
+    std::fs::remove_dir_all(&out).ok();
+}

@@ -66,11 +66,21 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         out.display()
     );
 
-    let mut train_cfg = LoaderConfig::images(cfg.batch_size, cfg.seed);
+    // 3D trains on random cubic crops (padded with -1 where a volume is smaller).
+    let loader_cfg = |seed| {
+        if trainer.model_config.dims == 3 {
+            let mut c = LoaderConfig::volumes(cfg.batch_size, seed);
+            c.crop = Some([cfg.dataloader.crop; 3]);
+            c
+        } else {
+            LoaderConfig::images(cfg.batch_size, seed)
+        }
+    };
+    let mut train_cfg = loader_cfg(cfg.seed);
     train_cfg.workers = cfg.dataloader.workers;
     let train = Loader::open(&cfg.dataloader.prepared_dir, "train", train_cfg)
         .context("opening the train split")?;
-    let mut val_cfg = LoaderConfig::images(cfg.batch_size, cfg.seed);
+    let mut val_cfg = loader_cfg(cfg.seed);
     val_cfg.shuffle = false;
     val_cfg.workers = 1;
     let val = Loader::open(&cfg.dataloader.prepared_dir, "val", val_cfg)

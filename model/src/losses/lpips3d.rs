@@ -210,3 +210,55 @@ pub fn slices_backward(lp: &Lpips, state: SlicesState, dloss: f32) -> Result<Lpi
     }
     Ok(out)
 }
+
+/// The volume `[N, S, S, S, C]` of a cube as one batch of 2D images `[3·N·S, S, S, C]`: its
+/// depth, height and width slices, in that order (the input of the 3D PatchGAN, the 2D
+/// network over the slices of all three axes).
+pub fn cube_slices(x: &Tensor) -> Result<Tensor> {
+    let v = cube(x.shape())?;
+    let s = v.dhw[0];
+    let mut out = Tensor::uninit(&[3 * v.n * s, s, s, v.c]);
+    gather(
+        &v,
+        x.f32s("cube slices")?,
+        &[0, 1, 2],
+        out.f32s_mut("cube slices")?,
+    );
+    Ok(out)
+}
+
+/// The adjoint of [`cube_slices`]: the gradient of the volume of shape `shape` from the
+/// gradient of its slice batch (each voxel sums its three slices' entries).
+pub fn cube_slices_backward(shape: &[usize], g: &Tensor) -> Result<Tensor> {
+    let v = cube(shape)?;
+    let s = v.dhw[0];
+    g.expect_shape(
+        "cube slices backward",
+        "gradient",
+        &[3 * v.n * s, s, s, v.c],
+    )?;
+    let mut dx = Tensor::zeros(shape);
+    scatter_add(
+        &v,
+        g.f32s("cube slices backward")?,
+        &[0, 1, 2],
+        dx.f32s_mut("cube slices backward")?,
+    );
+    Ok(dx)
+}
+
+fn cube(shape: &[usize]) -> Result<Vol> {
+    match *shape {
+        [n, d, h, w, c] if d == h && h == w => Ok(Vol {
+            n,
+            dhw: [d, h, w],
+            c,
+        }),
+        _ => Err(RuntimeError::shape(
+            "cube slices",
+            format!(
+                "the 3D discriminator runs on the slices of cubic crops [N, S, S, S, C]; got {shape:?}"
+            ),
+        )),
+    }
+}

@@ -24,6 +24,7 @@
 
 use super::discriminator_loss::{discriminator_step, DiscStep};
 use super::lpips::{Lpips, Need, WEIGHTS_HELP};
+use super::lpips3d::{cube_slices, cube_slices_backward, slices_backward, slices_forward};
 use crate::autoencoder::{AeGrads, AutoencoderKL, Outputs, Sampling};
 use crate::blocks::NLayerDiscriminator;
 use crate::layer::{join_key, visit_one, Ctx, Layer, Param, ParamVisitor, Parameters};
@@ -165,16 +166,17 @@ impl Stage1Loss {
         ctx: &mut Ctx,
     ) -> Result<GeneratorStep> {
         const OP: &str = "stage-1 loss";
-        if x.rank() != 4 {
+        if x.rank() != 4 && x.rank() != 5 {
             return Err(RuntimeError::shape(
                 OP,
                 format!(
-                    "the stage-1 generator loss takes 2D batches [N, H, W, C], got {:?} (the 3D \
-                     loss needs the slice-wise discriminator, not implemented yet)",
+                    "the stage-1 generator loss takes 2D batches [N, H, W, C] or 3D batches \
+                     [N, D, H, W, C], got {:?}",
                     x.shape()
                 ),
             ));
         }
+        let volumes = x.rank() == 5;
         ctx.grad = true;
         let cfg = self.config.clone();
         let outputs = Outputs {
@@ -207,13 +209,19 @@ impl Stage1Loss {
                 .lpips
                 .as_ref()
                 .ok_or_else(|| RuntimeError::Other(format!("{OP}: {WEIGHTS_HELP}")))?;
-            let (p, state) = lp.distance(x, &rec, Need::TARGET)?;
-            p_sum = p.f32s(OP)?.iter().map(|&v| v as f64).sum();
-            let state =
-                state.ok_or_else(|| RuntimeError::Other(format!("{OP}: no LPIPS state")))?;
-            // Each sample's distance is broadcast over its C·H·W pixels of rec_loss.
+            let no_state = || RuntimeError::Other(format!("{OP}: no LPIPS state"));
+            // Each sample's distance is broadcast over its voxels of rec_loss; for volumes the
+            // distance is the mean over every slice of the three axes (and of the batch).
             let dp = (cfg.perceptual_weight as f64 * per_sample * inv_var / n) as f32;
-            let g = lp.distance_backward(state, &vec![dp; x.shape()[0]])?;
+            let g = if volumes {
+                let (p, state) = slices_forward(lp, x, &rec, Need::TARGET)?;
+                p_sum = p as f64 * n;
+                slices_backward(lp, state.ok_or_else(no_state)?, dp * n as f32)?
+            } else {
+                let (p, state) = lp.distance(x, &rec, Need::TARGET)?;
+                p_sum = p.f32s(OP)?.iter().map(|&v| v as f64).sum();
+                lp.distance_backward(state.ok_or_else(no_state)?, &vec![dp; x.shape()[0]])?
+            };
             if let Some(g) = g.target {
                 scaled_add_assign(&mut drec, &g, 1.0)?;
             }
@@ -225,13 +233,25 @@ impl Stage1Loss {
         let (mut g_loss, mut d_weight) = (0.0f64, 0.0f64);
         if self.adversarial_active(global_step) {
             let mut dctx = ctx.clone();
+            // Volumes: the 2D discriminator over the slices of all three axes at once.
+            let d_in = if volumes {
+                cube_slices(&rec)?
+            } else {
+                rec.clone()
+            };
             let (logits, drec_adv) = with_frozen(&mut self.disc, |d| -> Result<_> {
-                let logits = d.forward(&rec, &mut dctx)?;
+                let logits = d.forward(&d_in, &mut dctx)?;
                 let len = logits.numel() as f32;
                 let g = Tensor::from_vec(logits.shape(), vec![-1.0 / len; logits.numel()])?;
                 let dx = d.backward(&g)?;
                 Ok((logits, dx))
             })?;
+            drop(d_in);
+            let drec_adv = if volumes {
+                cube_slices_backward(rec.shape(), &drec_adv)?
+            } else {
+                drec_adv
+            };
             ctx.rng = dctx.rng;
             g_loss =
                 -logits.f32s(OP)?.iter().map(|&v| v as f64).sum::<f64>() / logits.numel() as f64;
@@ -290,6 +310,11 @@ impl Stage1Loss {
     ) -> Result<Option<DiscStep>> {
         if !self.adversarial_active(global_step) {
             return Ok(None);
+        }
+        if real.rank() == 5 {
+            let (real, fake) = (cube_slices(real)?, cube_slices(fake)?);
+            return discriminator_step(&mut self.disc, &real, &fake, self.config.disc_factor, ctx)
+                .map(Some);
         }
         discriminator_step(&mut self.disc, real, fake, self.config.disc_factor, ctx).map(Some)
     }

@@ -82,6 +82,9 @@ pub struct DataloaderGroup {
     pub prepared_dir: PathBuf,
     #[serde(default = "two")]
     pub workers: usize,
+    /// 3D: the edge of the random cubic training crops (the reference: 64).
+    #[serde(default = "sixty_four")]
+    pub crop: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

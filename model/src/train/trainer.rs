@@ -132,11 +132,9 @@ impl Trainer {
             }
             None => config.model_config()?,
         };
-        if model_config.dims != 2 {
+        if model_config.dims == 3 && config.stage2 {
             return Err(RuntimeError::Other(
-                "3D finetuning needs the slice-wise discriminator, which is not wired into \
-                 `finetune` yet; use a 2D config"
-                    .into(),
+                "stage 2 (the BiomedCLIP latent loss) is 2D only, as in the reference".into(),
             ));
         }
         let mut ae = AutoencoderKL::new(&model_config, &mut init)?;
