@@ -1,27 +1,24 @@
-//! The stage-1 losses: finite-difference checks of LPIPS' input gradients (2D, 1 and 3
-//! channels, and over the slices of a volume), of the discriminator hinge step and of the whole
-//! stage-1 generator loss (with the adaptive weight held fixed, as the reference detaches it);
-//! weight-file errors name the file and the key. See `common` for the method.
+//! LPIPS and the discriminator step: finite-difference checks of LPIPS' input gradients (2D, 1
+//! and 3 channels, and over the slices of a volume) and of the discriminator hinge step;
+//! single-branch LPIPS equals the joint pass; bad inputs and weight-file errors name what is
+//! wrong. The stage-1 generator loss is in stage1_loss.rs. See `common` for the method.
 
 mod common;
 
-use common::{assert_checks_with, randn, randn_scaled, Named, System};
-use medvae_model::autoencoder::{AutoencoderKL, Sampling};
+use common::{assert_checks_with, randn, Named, System};
 use medvae_model::blocks::NLayerDiscriminator;
-use medvae_model::layer::{zero_grads, Ctx, ParamVisitor, Parameters};
+use medvae_model::layer::{Ctx, ParamVisitor, Parameters};
 use medvae_model::layers::Init;
 use medvae_model::losses::lpips3d::{slices_backward, slices_forward};
-use medvae_model::losses::{
-    discriminator_step, GeneratorStep, Lpips, Need, Stage1Config, Stage1Loss,
-};
-use medvae_model::zoo::ModelConfig;
+use medvae_model::losses::{discriminator_step, Lpips, Need};
 use medvae_runtime::checkpoint::{
     save_safetensors, save_torch, NamedTensor, StateDict, TorchLayout, TorchSaveOptions,
 };
 use medvae_runtime::Tensor;
 use std::collections::BTreeMap;
 
-const TOL: f64 = 1e-3;
+/// Kinks (ReLU, max pool) and small gradients next to the rounding: see each use.
+const TOL_COARSE: f64 = 1e-2;
 /// Narrow VGG widths for the finite-difference checks. Not narrower: where every channel of a
 /// ReLU output is 0, LPIPS' unit normalisation jumps (0 → a unit vector) as soon as one channel
 /// turns positive, a discontinuity of LPIPS itself; with 16 channels such pixels are rare.
@@ -91,18 +88,19 @@ fn lpips_system(shape: &[usize], volume: bool, seed: u64) -> System<LpipsProbe> 
 }
 
 /// Both input gradients along random directions, for three weight/input draws. ReLU and
-/// max-pool switches make LPIPS piecewise smooth, so each direction takes the best of several
-/// steps (a wrong gradient disagrees at every step). LPIPS' input gradient is small next to
-/// the distance's rounding in some directions (the 1-channel input through the broadcast);
-/// half of the directions must resolve a 1 % error, all must agree. The per-layer distance is
-/// checked exactly in f64 (`lpips_distance` unit tests).
+/// max-pool switches under the steps make LPIPS piecewise smooth, which costs finite
+/// differences a few 0.1 % (each direction takes the best of several steps; a wrong gradient
+/// disagrees at every step), so the check is at 1 %: wiring errors (the 1-channel broadcast,
+/// the slice gather, the halves of a joint batch) are O(1). The per-layer distance, where the
+/// arithmetic is, is checked exactly in f64 (`lpips_distance` unit tests), and the whole
+/// against PyTorch by the golden cases.
 fn check_lpips(label: &str, shape: &[usize], volume: bool) {
     let mut all = Vec::new();
     for seed in [10, 20, 30] {
         let mut s = lpips_system(shape, volume, seed);
-        all.extend(s.check_steps(&[3e-2, 1e-2, 3e-3], seed, TOL));
+        all.extend(s.check_steps(&[3e-2, 1e-2, 3e-3], seed, TOL_COARSE));
     }
-    assert_checks_with(label, &all, TOL, 0.5, &[]);
+    assert_checks_with(label, &all, TOL_COARSE, 0.8, &[]);
 }
 
 #[test]
@@ -282,23 +280,54 @@ fn weight_files_load_and_errors_name_file_and_key() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The real LPIPS lin weights (`lpips/weights/v0.1/vgg.pth` of the `lpips` wheel) load through
-/// the safe unpickler. Needs the file: `MEDVAE_LPIPS_LIN=/path/to/vgg.pth`.
+/// The `lpips` wheel's `vgg.pth` (and torchvision's 2017 `vgg16-397923af.pth`) are legacy
+/// (pre-1.6, non-zip) `torch.save` streams, which the checkpoint reader does not read yet: the
+/// error names the file and says how to convert it. (The first 16 bytes of the real file.)
 #[test]
-#[ignore = "needs the lpips wheel's vgg.pth in $MEDVAE_LPIPS_LIN"]
-fn real_lpips_lin_file_loads() {
-    let path = std::env::var_os("MEDVAE_LPIPS_LIN").expect("MEDVAE_LPIPS_LIN");
-    let mut lp = Lpips::new(medvae_model::losses::VGG16_WIDTHS, &mut Init::Zeros).unwrap();
-    lp.load_lin(std::path::Path::new(&path)).unwrap();
-    let w0 = lp.lin[0].value.to_f32_vec();
-    assert_eq!(w0.len(), 64);
-    assert!(
-        w0.iter().all(|&v| v > 0.0),
-        "trained LPIPS weights are positive"
-    );
+fn legacy_torch_save_files_get_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("medvae-lpips-legacy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("vgg.pth");
+    let head = [
+        0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e,
+        0x80,
+    ];
+    std::fs::write(&path, head).unwrap();
+    let mut lp = Lpips::new(NARROW, &mut Init::Zeros).unwrap();
+    let err = lp.load_lin(&path).unwrap_err().to_string();
+    assert!(err.contains("vgg.pth") && err.contains("legacy"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 // ------------------------------------------------------------------- discriminator step
+
+/// D's biases after the first convolution and after each BatchNorm: every LeakyReLU input sits
+/// 4 standard deviations (of the normalised activations) on its linear side, so D has no kink
+/// under the finite-difference steps (D's layers are checked one by one in fd_blocks.rs and
+/// against the golden case; this checks the step's wiring). The logit convolution then sees a
+/// constant `D_SHIFT` in every channel: its weights are made zero-sum over the channels of
+/// each tap, so the constant cancels exactly (also at the zero-padded border, where whole taps
+/// are 0) and the logits stay inside both hinges.
+const D_SHIFT: f32 = 4.0;
+
+fn linear_regime_discriminator(disc: &mut NLayerDiscriminator) {
+    disc.visit_params("", &mut |key, p| {
+        // main.0: first conv, main.3 / main.6: BatchNorms, main.8: the logit conv.
+        if key.ends_with(".bias") && key != "main.8.bias" {
+            p.value = Tensor::from_vec(p.value.shape(), vec![D_SHIFT; p.value.numel()]).unwrap();
+        }
+        if key == "main.8.weight" {
+            // Engine layout [kd, kh, kw, Cin, Cout = 1]: one row of Cin per tap.
+            let mut v = p.value.to_f32_vec();
+            let cin = p.value.shape()[3];
+            for tap in v.chunks_mut(cin) {
+                let mean = tap.iter().sum::<f32>() / cin as f32;
+                tap.iter_mut().for_each(|w| *w -= mean);
+            }
+            p.value = Tensor::from_vec(p.value.shape(), v).unwrap();
+        }
+    });
+}
 
 struct DiscProbe {
     d: NLayerDiscriminator,
@@ -310,17 +339,34 @@ impl Parameters for DiscProbe {
     }
 }
 
-/// The loss and its rounding scale: each logit enters it once, with weight ½ / count, and
-/// carries the relative rounding error of the network (the hinge's `1 ±` is exact).
+/// The loss and its rounding scale: each logit enters with weight ½ / count and carries the
+/// rounding of a sum of terms `≈ D_SHIFT·w` (the constant cancels, its rounding does not),
+/// of size `D_SHIFT·‖w‖₂` for independent roundings.
 fn disc_objective(p: &mut DiscProbe, inputs: &Named, ctx: &mut Ctx) -> (f64, f64) {
     let s = discriminator_step(&mut p.d, &inputs["real"], &inputs["fake"], 1.0, ctx).unwrap();
-    let mut m2 = 0.0;
     for l in [&s.logits_real, &s.logits_fake] {
-        let v = l.to_f32_vec();
-        let w = 0.5 / v.len() as f64;
-        m2 += v.iter().map(|&x| (x as f64 * w).powi(2)).sum::<f64>();
+        assert!(
+            l.to_f32_vec().iter().all(|v| v.abs() < 1.0),
+            "logits inside the hinges"
+        );
     }
-    (s.loss as f64, m2.sqrt())
+    let mut w8 = 0.0;
+    p.d.visit_params("", &mut |k, q| {
+        if k == "main.8.weight" {
+            w8 = q
+                .value
+                .to_f32_vec()
+                .iter()
+                .map(|&v| (v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt();
+        }
+    });
+    let count = s.logits_real.numel() as f64;
+    (
+        s.loss as f64,
+        0.5 * D_SHIFT as f64 * w8 * (2.0 / count).sqrt(),
+    )
 }
 
 fn disc_gradients(p: &mut DiscProbe, inputs: &Named, ctx: &mut Ctx) -> Named {
@@ -330,9 +376,8 @@ fn disc_gradients(p: &mut DiscProbe, inputs: &Named, ctx: &mut Ctx) -> Named {
 
 #[test]
 fn discriminator_hinge_step_gradients() {
-    // The reference initialisation: small logits, inside both hinges, where the loss is
-    // smooth (the hinge's corner is covered by the golden case).
-    let d = NLayerDiscriminator::new(1, 4, 2, &mut Init::random(4)).unwrap();
+    let mut d = NLayerDiscriminator::new(1, 4, 2, &mut Init::random(4)).unwrap();
+    linear_regime_discriminator(&mut d);
     let mut s = System {
         model: DiscProbe { d },
         inputs: BTreeMap::from([
@@ -344,290 +389,9 @@ fn discriminator_hinge_step_gradients() {
         ctx: || Ctx::train(0),
         noise_depth: 32.0,
     };
-    let checks = s.check_steps(&[3e-2, 1e-2, 3e-3], 7, TOL);
-    assert_checks_with("hinge step", &checks, TOL, 0.8, &["main.0.weight"]);
-}
-
-// -------------------------------------------------------------------- stage-1 generator
-//
-// The generator loss is checked in two parts, each against its own rounding scale:
-// * the reconstruction terms `nll + kl_weight·kl` (a step before `disc_start`), through L1,
-//   LPIPS, the KL, `logvar` and the whole autoencoder backward;
-// * the adversarial term: a step after `disc_start` minus the step before is
-//   `d_weight · ∂g_loss/∂θ` (the reference detaches `d_weight`), checked against finite
-//   differences of `g_loss`, and `d_weight` itself against its definition from the two
-//   gradients at `decoder.conv_out.weight`.
-// The image sits far above any reconstruction, so the L1 term has no corner under the steps.
-
-const BEFORE_DISC: u64 = 0;
-const AFTER_DISC: u64 = 10;
-
-struct Stage1Probe {
-    ae: AutoencoderKL,
-    loss: Stage1Loss,
-    /// The adaptive weight at the point where the gradient was taken.
-    d_weight: f64,
-}
-
-impl Parameters for Stage1Probe {
-    fn visit_params(&mut self, prefix: &str, f: &mut ParamVisitor) {
-        self.ae.visit_params(prefix, f);
-        self.loss.visit_params(prefix, f);
-    }
-}
-
-fn step(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx, at: u64) -> GeneratorStep {
-    let sampling = Sampling::Eps(inputs["eps"].clone());
-    p.loss
-        .generator_step(&mut p.ae, &inputs["x"], sampling, at, ctx)
-        .unwrap()
-}
-
-/// `nll + kl_weight·kl`, recomputed in f64 from the reconstruction (the logged `nll` is an f32
-/// of a large sum), with its rounding scale: the network's relative rounding error enters
-/// through each reconstructed pixel (weight `1/(N·e^logvar)`), each sample's LPIPS distance
-/// (weight `C·H·W/(N·e^logvar)`) and the KL; `logvar·numel/N` is exact.
-fn rec_objective(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> (f64, f64) {
-    let st = step(p, inputs, ctx, BEFORE_DISC);
-    let x = &inputs["x"];
-    let cfg = &p.loss.config;
-    let n = x.shape()[0] as f64;
-    let numel = x.numel() as f64;
-    let lv = p.loss.logvar.value.to_f32_vec()[0] as f64;
-    let w = (-lv).exp() / n;
-    let (xs, rs) = (x.to_f32_vec(), st.rec.to_f32_vec());
-    let abs_sum: f64 = xs
-        .iter()
-        .zip(&rs)
-        .map(|(&a, &b)| (a - b).abs() as f64)
-        .sum();
-    let l1_rss = rs
-        .iter()
-        .map(|&r| (r as f64 * w).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let lp = p.loss.lpips.as_ref().unwrap();
-    let dist = lp.distance(x, &st.rec, Need::NONE).unwrap().0.to_f32_vec();
-    let lpips_term = cfg.perceptual_weight as f64
-        * (numel / n)
-        * w
-        * dist.iter().map(|&v| v as f64).sum::<f64>();
-    let kl = cfg.kl_weight as f64 * st.log.kl as f64;
-    let f = abs_sum * w + lpips_term + lv * numel / n + kl;
-    (f, l1_rss + lpips_term.abs() + kl.abs())
-}
-
-fn rec_gradients(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> Named {
-    let log = step(p, inputs, ctx, BEFORE_DISC).log;
-    assert_eq!(
-        (log.d_weight, log.g_loss),
-        (0.0, 0.0),
-        "no adversarial term before disc_start"
-    );
-    Named::new()
-}
-
-/// `g_loss = −mean D(rec)`.
-fn adv_objective(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> (f64, f64) {
-    let g = step(p, inputs, ctx, AFTER_DISC).log.g_loss as f64;
-    (g, g.abs())
-}
-
-/// Parameter gradients of the whole model, by key.
-fn grads_of(p: &mut Stage1Probe) -> BTreeMap<String, Vec<f32>> {
-    let mut out = BTreeMap::new();
-    p.visit_params("", &mut |k, q| {
-        if let Some(g) = &q.grad {
-            out.insert(k.to_string(), g.to_f32_vec());
-        }
-    });
-    out
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt()
-}
-
-/// `(step after − step before) / d_weight` into the parameters' gradients, after checking
-/// `d_weight` against its definition at `decoder.conv_out.weight`.
-fn adv_gradients(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> Named {
-    zero_grads(p);
-    step(p, inputs, ctx, BEFORE_DISC);
-    let before = grads_of(p);
-    zero_grads(p);
-    let log = step(p, inputs, ctx, AFTER_DISC).log;
-    let after = grads_of(p);
-    let dw = log.d_weight as f64;
-    assert!(
-        dw > 0.0 && dw < 0.5 * 1e4,
-        "adaptive weight unclamped: {log:?}"
-    );
-    let key = "decoder.conv_out.weight";
-    let gn = norm(&before[key]);
-    let adv: Vec<f32> = after[key]
-        .iter()
-        .zip(&before[key])
-        .map(|(a, b)| a - b)
-        .collect();
-    let gg = norm(&adv) / dw;
-    let want = p.loss.config.disc_weight as f64 * (gn / (gg + 1e-4)).min(1e4);
-    assert!(
-        (dw - want).abs() <= 1e-4 * want,
-        "d_weight {dw} != disc_weight·|g_nll|/(|g_adv| + 1e-4) = {want}"
-    );
-    p.d_weight = dw;
-    // The path from D into the autoencoder, end to end (the blocks in between are checked
-    // with the reconstruction terms and in autoencoder.rs).
-    p.visit_params("", &mut |k, q| {
-        q.grad = None;
-        if !ADV_PATH.contains(&k) {
-            return;
-        }
-        if let (Some(a), Some(b)) = (after.get(k), before.get(k)) {
-            let d: Vec<f32> = a
-                .iter()
-                .zip(b)
-                .map(|(a, b)| ((a - b) as f64 / dw) as f32)
-                .collect();
-            q.grad = Some(Tensor::from_vec(q.value.shape(), d).unwrap());
-        }
-    });
-    Named::new()
-}
-
-fn stage1_probe() -> (Stage1Probe, Named) {
-    let cfg = ModelConfig {
-        dims: 2,
-        in_channels: 1,
-        out_ch: 1,
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: 1,
-        embed_dim: 1,
-        dropout: 0.0,
-        lora_rank: None,
-        latent_head: false,
-    };
-    let mut ae = AutoencoderKL::new(&cfg, &mut Init::random(50)).unwrap();
-    ae.visit_params("", &mut |key, p| {
-        if key.contains("norm") && key.ends_with("weight") {
-            return;
-        }
-        let v: Vec<f32> = p.value.to_f32_vec().iter().map(|x| x * 1.5).collect();
-        p.value = Tensor::from_vec(p.value.shape(), v).unwrap();
-    });
-    let config = Stage1Config {
-        kl_weight: 1e-2,
-        disc_start: 5,
-        logvar_init: 0.3,
-        // LPIPS is piecewise smooth (ReLU, max pool) and its share of the gradient would carry
-        // their finite-difference error; at 0.05 its share (a wrong C·H·W scale would be 256×
-        // off) still moves the gradients by far more than the tolerance. LPIPS' own gradient
-        // is checked above and against the golden cases.
-        perceptual_weight: 0.05,
-        ..Stage1Config::default()
-    };
-    let lpips = Lpips::new(NARROW, &mut Init::random(51)).unwrap();
-    let disc = NLayerDiscriminator::new(1, 4, 2, &mut Init::random(52)).unwrap();
-    let loss = Stage1Loss::new(config, Some(lpips), disc).unwrap();
-    // The image far above any reconstruction: |x − rec| = x − rec, no L1 corner.
-    let mut x = randn_scaled(&[2, 16, 16, 1], 53, 0.3);
-    x.f32s_mut("test")
-        .unwrap()
-        .iter_mut()
-        .for_each(|v| *v += 4.0);
-    let inputs = BTreeMap::from([
-        ("x".to_string(), x),
-        ("eps".to_string(), randn(&[2, 8, 8, 1], 54)),
-    ]);
-    let probe = Stage1Probe {
-        ae,
-        loss,
-        d_weight: 0.0,
-    };
-    (probe, inputs)
-}
-
-const STEPS_S1: [f32; 3] = [1e-1, 3e-2, 1e-2];
-const ADV_PATH: [&str; 7] = [
-    "decoder.conv_out.weight",
-    "decoder.conv_out.bias",
-    "decoder.norm_out.weight",
-    "decoder.conv_in.weight",
-    "post_quant_conv.weight",
-    "quant_conv.weight",
-    "encoder.conv_in.weight",
-];
-const GLUE_S1: [&str; 4] = [
-    "decoder.conv_out.weight",
-    "decoder.conv_out.bias",
-    "quant_conv.weight",
-    "post_quant_conv.weight",
-];
-
-#[test]
-fn stage1_reconstruction_terms_gradients() {
-    let (model, inputs) = stage1_probe();
-    let mut s = System {
-        model,
-        inputs,
-        objective: rec_objective,
-        gradients: rec_gradients,
-        ctx: || Ctx::train(0),
-        noise_depth: 32.0,
-    };
-    let checks = s.check_steps(&STEPS_S1, 60, TOL);
-    let mut must = GLUE_S1.to_vec();
-    must.push("logvar");
-    // Deep single-parameter directions are small next to the rounding of a whole step (their
-    // blocks are checked sharply in fd_blocks.rs and autoencoder.rs); the glue must be sharp.
-    assert_checks_with("stage-1 nll + kl", &checks, TOL, 0.4, &must);
-    // LPIPS and D are frozen: nothing but logvar of the loss gets a gradient.
-    s.model.loss.visit_params("", &mut |key, p| {
-        assert!(key == "logvar" || p.grad.is_none(), "{key} got a gradient");
-    });
-}
-
-#[test]
-fn stage1_adversarial_term_and_adaptive_weight() {
-    let (model, inputs) = stage1_probe();
-    let mut s = System {
-        model,
-        inputs,
-        objective: adv_objective,
-        gradients: adv_gradients,
-        ctx: || Ctx::train(0),
-        noise_depth: 32.0,
-    };
-    // D's LeakyReLUs make g_loss piecewise smooth: short steps.
-    let checks = s.check_steps(&[1e-2, 3e-3, 1e-3], 61, TOL);
-    assert_eq!(checks.len(), ADV_PATH.len());
-    assert_checks_with(
-        "stage-1 adversarial",
-        &checks,
-        TOL,
-        0.7,
-        &[
-            "decoder.conv_out.weight",
-            "decoder.conv_in.weight",
-            "quant_conv.weight",
-        ],
-    );
-}
-
-#[test]
-fn stage1_refuses_perceptual_loss_without_weights() {
-    let disc = NLayerDiscriminator::new(1, 4, 2, &mut Init::random(1)).unwrap();
-    let err = Stage1Loss::new(Stage1Config::default(), None, disc)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("vgg16-397923af.pth"), "{err}");
-    let disc = NLayerDiscriminator::new(1, 4, 2, &mut Init::random(1)).unwrap();
-    let no_lpips = Stage1Config {
-        perceptual_weight: 0.0,
-        ..Stage1Config::default()
-    };
-    assert!(Stage1Loss::new(no_lpips, None, disc).is_ok());
+    // The reference initialisation's small logits make every direction small next to the
+    // rounding of the logit sums: checked at 1 % (a wiring error, such as the halves'
+    // factor, the order of the calls or a lost accumulation, is O(1)).
+    let checks = s.check_steps(&[1e-1, 3e-2, 1e-2], 7, TOL_COARSE);
+    assert_checks_with("hinge step", &checks, TOL_COARSE, 0.8, &[]);
 }

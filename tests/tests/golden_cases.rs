@@ -56,3 +56,8 @@ fn every_golden_checkpoint_case_passes() {
 fn every_golden_vit_case_passes() {
     run_all("vit/");
 }
+
+#[test]
+fn every_golden_loss_case_passes() {
+    run_all("losses/");
+}

@@ -41,7 +41,7 @@ pub enum Unit {
     ConvRelu {
         /// torchvision `features` index of the convolution (its ReLU is `index + 1`).
         index: usize,
-        conv: Conv,
+        conv: Box<Conv>,
     },
     Pool,
 }
@@ -95,7 +95,10 @@ impl Vgg16Features {
                 if let Some(b) = conv.bias.as_mut() {
                     b.trainable = false;
                 }
-                units.push(Unit::ConvRelu { index, conv });
+                units.push(Unit::ConvRelu {
+                    index,
+                    conv: Box::new(conv),
+                });
                 cin = widths[k];
                 index += 2;
             }
