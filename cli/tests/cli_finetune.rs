@@ -180,5 +180,6 @@ fn quickstart_3d_runs_through_the_adversarial_phase() {
         .iter()
         .all(|l| l["aeloss"].as_f64().is_some_and(f64::is_finite)));
     assert!(out.join("checkpoints/last/model.safetensors").is_file());
+    assert!(out.join("previews/epoch-0002.png").is_file());
     std::fs::remove_dir_all(&out).ok();
 }

@@ -103,16 +103,14 @@ impl RunLogs {
     }
 
     /// `previews/epoch-NNNN.png`: the first validation batch's images (top row) over their
-    /// reconstructions (bottom row), first channel, [-1, 1] mapped to [0, 255].
+    /// reconstructions (bottom row), first channel, [-1, 1] mapped to [0, 255]; volumes by
+    /// their middle depth slice.
     pub fn preview(&mut self, trainer: &mut Trainer, val: &Loader, epoch: u64) -> Result<()> {
         let Some(batch) = val.epoch(0).next() else {
             return Ok(());
         };
         let batch = batch.context("loading the preview batch")?;
         let shape = batch.shape().to_vec();
-        if shape.len() != 4 {
-            return Ok(()); // 3D previews: not drawn
-        }
         let x = Tensor::from_vec(&shape, batch.data().to_vec())?;
         let mut ctx = Ctx::eval();
         let outputs = Outputs {
@@ -124,9 +122,20 @@ impl RunLogs {
             .forward(&x, Sampling::Mode, outputs, &mut ctx)?
             .dec
             .context("no reconstruction")?;
-        let (n, h, w, c) = (shape[0], shape[1], shape[2], shape[3]);
+        // Volumes are shown by their middle depth slice.
+        let (images, [n, h, w, c]) = match shape[..] {
+            [n, h, w, c] => ([x.to_f32_vec(), rec.to_f32_vec()], [n, h, w, c]),
+            [n, d, h, w, c] => (
+                [
+                    middle_slice(&x.to_f32_vec(), [n, d, h, w, c]),
+                    middle_slice(&rec.to_f32_vec(), [n, d, h, w, c]),
+                ],
+                [n, h, w, c],
+            ),
+            _ => return Ok(()),
+        };
         let mut img = GrayImage::new((n * w) as u32, (2 * h) as u32);
-        for (row, t) in [x.to_f32_vec(), rec.to_f32_vec()].iter().enumerate() {
+        for (row, t) in images.iter().enumerate() {
             for i in 0..n {
                 for y in 0..h {
                     for xx in 0..w {
@@ -144,4 +153,15 @@ impl RunLogs {
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(())
     }
+}
+
+/// The middle depth slice `[N, H, W, C]` of a `[N, D, H, W, C]` batch.
+fn middle_slice(v: &[f32], [n, d, h, w, c]: [usize; 5]) -> Vec<f32> {
+    let plane = h * w * c;
+    (0..n)
+        .flat_map(|i| {
+            let start = (i * d + d / 2) * plane;
+            v[start..start + plane].iter().copied()
+        })
+        .collect()
 }
