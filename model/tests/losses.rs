@@ -10,9 +10,10 @@ use medvae_model::blocks::NLayerDiscriminator;
 use medvae_model::layer::{Ctx, ParamVisitor, Parameters};
 use medvae_model::layers::Init;
 use medvae_model::losses::lpips3d::{slices_backward, slices_forward};
-use medvae_model::losses::{discriminator_step, Lpips, Need};
+use medvae_model::losses::{discriminator_step, Lpips, Need, VGG16_WIDTHS};
 use medvae_runtime::checkpoint::{
-    save_safetensors, save_torch, NamedTensor, StateDict, TorchLayout, TorchSaveOptions,
+    load_checkpoint, save_safetensors, save_torch, NamedTensor, StateDict, TorchLayout,
+    TorchSaveOptions,
 };
 use medvae_runtime::Tensor;
 use std::collections::BTreeMap;
@@ -281,21 +282,50 @@ fn weight_files_load_and_errors_name_file_and_key() {
 }
 
 /// The `lpips` wheel's `vgg.pth` (and torchvision's 2017 `vgg16-397923af.pth`) are legacy
-/// (pre-1.6, non-zip) `torch.save` streams, which the checkpoint reader does not read yet: the
-/// error names the file and says how to convert it. (The first 16 bytes of the real file.)
+/// (pre-1.6, non-zip) `torch.save` streams. LPIPS-shaped legacy files written by torch
+/// (runtime/tests/data/gen_legacy_fixtures.py: lin weights at the real VGG16 widths, a
+/// torchvision-keyed VGG16 at tiny widths) load through `load_lin` / `load_vgg16` with exactly
+/// torch's values; a truncated one is an error naming the file.
 #[test]
-fn legacy_torch_save_files_get_a_clear_error() {
+fn legacy_torch_save_files_load() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/data");
+    let want = load_checkpoint(&data.join("legacy_lpips_expected.safetensors")).unwrap();
+
+    let mut lp = Lpips::new(VGG16_WIDTHS, &mut Init::Zeros).unwrap();
+    lp.load_lin(&data.join("legacy_lpips_lin.pth")).unwrap();
+    for (k, p) in lp.lin.iter().enumerate() {
+        let key = format!("lin{k}.model.1.weight");
+        assert_eq!(
+            p.value.to_f32_vec(),
+            want.get(&key).unwrap().as_f32().unwrap(),
+            "{key}"
+        );
+    }
+
+    // The tiny VGG: the legacy file and torch's safetensors copy give the same network.
+    let tiny = [4; 5];
+    let mut from_legacy = Lpips::new(tiny, &mut Init::Zeros).unwrap();
+    from_legacy
+        .load_vgg16(&data.join("legacy_lpips_vgg16_tiny.pth"))
+        .unwrap();
+    let mut from_safetensors = Lpips::new(tiny, &mut Init::Zeros).unwrap();
+    from_safetensors
+        .load_vgg16(&data.join("legacy_lpips_expected.safetensors"))
+        .unwrap();
+    let mut a = Vec::new();
+    from_legacy.visit_params("", &mut |k, p| a.push((k.to_owned(), p.value.to_f32_vec())));
+    let mut b = Vec::new();
+    from_safetensors.visit_params("", &mut |k, p| b.push((k.to_owned(), p.value.to_f32_vec())));
+    assert_eq!(a, b);
+    assert!(a.iter().any(|(_, v)| v.iter().any(|&x| x != 0.0)));
+
     let dir = std::env::temp_dir().join(format!("medvae-lpips-legacy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("vgg.pth");
-    let head = [
-        0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, 0x2e,
-        0x80,
-    ];
-    std::fs::write(&path, head).unwrap();
-    let mut lp = Lpips::new(NARROW, &mut Init::Zeros).unwrap();
+    let bytes = std::fs::read(data.join("legacy_lpips_lin.pth")).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
     let err = lp.load_lin(&path).unwrap_err().to_string();
-    assert!(err.contains("vgg.pth") && err.contains("legacy"), "{err}");
+    assert!(err.contains("vgg.pth") && err.contains("key `lin"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

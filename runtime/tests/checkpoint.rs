@@ -296,13 +296,18 @@ fn unknown_class_in_state_dict_is_an_error_naming_key_and_global() {
 }
 
 #[test]
-fn legacy_non_zip_torch_file_gets_a_clear_error() {
-    let err = load_checkpoint(&fixture("legacy_format.pt")).unwrap_err();
-    assert!(
-        matches!(err, CheckpointError::UnrecognizedFormat { .. }),
-        "{err:?}"
+fn legacy_non_zip_torch_files_load_and_corrupt_ones_are_clear_errors() {
+    // Read transparently (tests/torch_legacy.rs covers the format in depth).
+    let loaded = load_checkpoint_detailed(&fixture("legacy_format.pt")).unwrap();
+    assert_eq!(loaded.format, CheckpointFormat::TorchLegacy);
+    assert_eq!(
+        loaded.state.get("w").unwrap().as_f32(),
+        Some(&[1.0f32, 1.0][..])
     );
-    assert!(err.to_string().contains("legacy"), "{err}");
+    let bytes = std::fs::read(fixture("legacy_format.pt")).unwrap();
+    let err = load_checkpoint_bytes(&bytes[..bytes.len() - 3], "cut.pt").unwrap_err();
+    assert!(err.to_string().starts_with("cut.pt: "), "{err}");
+    assert!(err.to_string().contains("key `w`"), "{err}");
 }
 
 #[test]

@@ -43,6 +43,9 @@ pub enum CheckpointError {
         global: String,
     },
 
+    #[error("{file}: corrupt or truncated legacy torch.save file: {detail}")]
+    LegacyStream { file: String, detail: String },
+
     #[error("{file}: storage record `{record}` is missing from the archive")]
     MissingStorage { file: String, record: String },
 

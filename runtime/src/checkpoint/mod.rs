@@ -29,17 +29,22 @@
 //! Only the state dict's tensors are read from the archive; optimizer moments and other
 //! tensors elsewhere in the file are parsed as views and never materialised.
 //!
-//! Legacy (pre-1.6, non-zip) `torch.save` files are refused with a clear message.
+//! Legacy (pre-1.6, non-zip) `torch.save` streams (LPIPS' `vgg.pth`, older torchvision weights)
+//! are read too ([`CheckpointFormat::TorchLegacy`]): the same interpreter and global tiers
+//! apply to each of their pickles. Only the oldest tar-based format (PyTorch < 0.1.10) is
+//! refused, with a clear message.
 
 mod atomic_write;
 mod error;
 mod inflate;
 mod pickle;
 mod pickle_value;
+mod pickled_state;
 mod safetensors_io;
 mod state_dict;
 mod tensor_view;
 mod torch_globals;
+mod torch_legacy;
 mod torch_write;
 mod torch_zip;
 
@@ -59,6 +64,10 @@ pub use torch_write::{save_torch, torch_bytes, TorchLayout, TorchSaveOptions};
 pub enum CheckpointFormat {
     /// `torch.save` zip (PyTorch >= 1.6).
     TorchZip,
+    /// Legacy `torch.save` stream (PyTorch < 1.6, or `_use_new_zipfile_serialization=False`):
+    /// its own variant because the container differs, though the state dict is found and read
+    /// exactly as for [`CheckpointFormat::TorchZip`].
+    TorchLegacy,
     Safetensors,
 }
 
@@ -113,6 +122,16 @@ pub fn load_checkpoint_bytes_detailed(
                 metadata: Default::default(),
             })
         }
+        Detected::TorchLegacy => {
+            let (state, info) = torch_legacy::read_torch_legacy(name, bytes)?;
+            Ok(LoadedCheckpoint {
+                state,
+                format: CheckpointFormat::TorchLegacy,
+                other_top_level_keys: info.other_top_level_keys,
+                ignored_globals: info.ignored_globals,
+                metadata: Default::default(),
+            })
+        }
         Detected::Safetensors => {
             let (state, metadata) = read_safetensors(name, bytes)?;
             Ok(LoadedCheckpoint {
@@ -132,6 +151,7 @@ pub fn load_checkpoint_bytes_detailed(
 
 enum Detected {
     TorchZip,
+    TorchLegacy,
     Safetensors,
     Unrecognized(String),
 }
@@ -140,6 +160,9 @@ fn detect_format(bytes: &[u8]) -> Detected {
     // Local file header, or the end-of-central-directory record of an empty archive.
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return Detected::TorchZip;
+    }
+    if torch_legacy::looks_legacy(bytes) {
+        return Detected::TorchLegacy;
     }
     if let Some(header_len) = bytes.get(..8).map(|b| {
         let mut a = [0u8; 8];
@@ -152,9 +175,9 @@ fn detect_format(bytes: &[u8]) -> Detected {
     }
     let reason = if bytes.is_empty() {
         "the file is empty".to_owned()
-    } else if bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
-        "legacy torch.save format (PyTorch < 1.6, not a zip); re-save it with a current \
-         PyTorch (torch.save(torch.load(f), f)) or convert it to safetensors"
+    } else if bytes.get(257..262) == Some(b"ustar") {
+        "a tar archive: the oldest torch.save format (PyTorch < 0.1.10) is not supported; \
+         re-save it with a current PyTorch (torch.save(torch.load(f), f))"
             .to_owned()
     } else if bytes.first() == Some(&0x80) {
         "a bare pickle, not a torch.save zip archive".to_owned()

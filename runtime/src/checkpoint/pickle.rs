@@ -34,8 +34,17 @@ pub(crate) struct Unpickled {
     pub(crate) opaque_globals: Vec<String>,
 }
 
+/// Which persistent ids (`BINPERSID`) the pickle may hold: the zip format's 5-tuple storage
+/// ids, or the legacy stream's 6-tuple ones (plus its `'module'` ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PersistentIds {
+    Zip,
+    Legacy,
+}
+
 struct Machine<'a> {
     input: &'a [u8],
+    pids: PersistentIds,
     pos: usize,
     /// Position of the opcode being executed, for error messages.
     op_pos: usize,
@@ -48,10 +57,21 @@ struct Machine<'a> {
 
 type Step<T> = Result<T, PickleError>;
 
-/// Unpickles `input` without executing anything.
+/// Unpickles `input` (a zip archive's `data.pkl`) without executing anything.
 pub(crate) fn unpickle(input: &[u8]) -> Result<Unpickled, PickleError> {
+    unpickle_prefix(input, PersistentIds::Zip).map(|(u, _)| u)
+}
+
+/// Unpickles the pickle at the start of `input`, which may be followed by other data (the
+/// legacy `torch.save` stream is several pickles and raw storages back to back), and returns
+/// how many bytes it took: everything up to and including its `STOP`.
+pub(crate) fn unpickle_prefix(
+    input: &[u8],
+    pids: PersistentIds,
+) -> Result<(Unpickled, usize), PickleError> {
     let mut m = Machine {
         input,
+        pids,
         pos: 0,
         op_pos: 0,
         stack: Vec::new(),
@@ -61,11 +81,15 @@ pub(crate) fn unpickle(input: &[u8]) -> Result<Unpickled, PickleError> {
         opaque_globals: Vec::new(),
     };
     let root = m.run()?;
-    Ok(Unpickled {
-        root,
-        arena: m.arena,
-        opaque_globals: m.opaque_globals,
-    })
+    let consumed = m.pos;
+    Ok((
+        Unpickled {
+            root,
+            arena: m.arena,
+            opaque_globals: m.opaque_globals,
+        },
+        consumed,
+    ))
 }
 
 impl<'a> Machine<'a> {
@@ -492,7 +516,8 @@ impl<'a> Machine<'a> {
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    let v = torch_globals::persistent_load(&mut self.arena, &pid);
+                    let legacy = self.pids == PersistentIds::Legacy;
+                    let v = torch_globals::persistent_load(&mut self.arena, &pid, legacy);
                     self.push_result(v)?;
                 }
                 other => return self.fail(unsupported_opcode(other)),

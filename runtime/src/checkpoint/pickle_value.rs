@@ -178,12 +178,16 @@ pub(crate) struct StorageKind {
     pub(crate) dtype: Result<StoredDType, Rc<str>>,
 }
 
-/// A storage persistent id: `('storage', type, key, location, numel)`. The bytes are the
-/// archive record `data/<key>`; several tensors may view the same key.
+/// A storage persistent id: `('storage', type, key, location, numel)` (the legacy stream adds
+/// a sixth item, `view_metadata`). The bytes are the archive record `data/<key>` (zip) or the
+/// stream's record for `key` (legacy); several tensors may view the same key.
 #[derive(Debug, Clone)]
 pub(crate) struct StorageRef {
     pub(crate) key: Rc<str>,
     pub(crate) kind: StorageKind,
+    /// Declared element count (`None` if not a non-negative int); the legacy reader checks it
+    /// against the count in front of the storage's bytes.
+    pub(crate) numel: Option<usize>,
 }
 
 /// A tensor view of a storage, not yet read: only state-dict tensors are ever materialised,
@@ -233,6 +237,11 @@ impl Arena {
 
     pub(crate) fn get_mut(&mut self, id: ObjId) -> &mut Object {
         &mut self.objects[id.0]
+    }
+
+    /// Every object, in creation order.
+    pub(crate) fn objects(&self) -> &[Object] {
+        &self.objects
     }
 
     /// The object behind a value, if it is one.

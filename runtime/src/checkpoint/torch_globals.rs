@@ -343,18 +343,44 @@ pub(crate) fn new_object(arena: &mut Arena, class: &Value) -> Result<Value, Stri
     Ok(arena.alloc(obj))
 }
 
-/// `BINPERSID`: torch's persistent id for a storage, `('storage', type, key, location, numel)`.
-pub(crate) fn persistent_load(arena: &mut Arena, pid: &Value) -> Result<Value, String> {
+/// `BINPERSID`: torch's persistent id for a storage, `('storage', type, key, location, numel)`
+/// in a zip archive; the legacy stream (`legacy`) adds `view_metadata` and may also hold
+/// `('module', class, source_file, source)` ids of pickled `nn.Module` classes.
+pub(crate) fn persistent_load(
+    arena: &mut Arena,
+    pid: &Value,
+    legacy: bool,
+) -> Result<Value, String> {
     let items = tuple_items(arena, pid, "persistent id")?;
-    let [Value::Str(tag), storage_type, key, _location, _numel] = items else {
-        return Err(format!(
-            "persistent id: expected a 5-tuple, found {} items",
-            items.len()
-        ));
+    let (tag, rest) = match items {
+        [Value::Str(tag), rest @ ..] => (tag, rest),
+        _ => return Err("persistent id: expected a tuple starting with a str tag".into()),
     };
-    if &**tag != "storage" {
-        return Err(format!("persistent id: unknown kind `{tag}`"));
-    }
+    let (storage_type, key, numel) = match (&**tag, rest, legacy) {
+        ("storage", [storage_type, key, _location, numel], false) => (storage_type, key, numel),
+        ("storage", [storage_type, key, _location, numel, view], true) => {
+            if !matches!(view, Value::None) {
+                // Storage views were last written by PyTorch 0.3 (torch >= 0.4 always writes
+                // None); no checkpoint this engine reads has them.
+                return Err(
+                    "persistent id: legacy storage views (view_metadata not None, \
+                     PyTorch < 0.4) are not supported; re-save the file with a current PyTorch"
+                        .into(),
+                );
+            }
+            (storage_type, key, numel)
+        }
+        // The class of a module pickled whole: only ever a placeholder here (never a tensor).
+        ("module", [class, ..], true) => return Ok(class.clone()),
+        ("storage", _, _) => {
+            return Err(format!(
+                "persistent id: expected a {}-tuple, found {} items",
+                if legacy { 6 } else { 5 },
+                items.len()
+            ))
+        }
+        (other, _, _) => return Err(format!("persistent id: unknown kind `{other}`")),
+    };
     let kind = match arena.object(storage_type) {
         Some(Object::Global(Global::StorageType(kind))) => kind.clone(),
         _ => {
@@ -374,5 +400,6 @@ pub(crate) fn persistent_load(arena: &mut Arena, pid: &Value) -> Result<Value, S
             ))
         }
     };
-    Ok(arena.alloc(Object::Storage(StorageRef { key, kind })))
+    let numel = numel.as_int().and_then(|n| usize::try_from(n).ok());
+    Ok(arena.alloc(Object::Storage(StorageRef { key, kind, numel })))
 }

@@ -1,7 +1,8 @@
 //! Deterministic mutation fuzzing of the checkpoint reader, run inside the normal test suite
 //! (the coverage-guided target lives in fuzz/). Four generators, round-robin, until the time
 //! budget is spent:
-//! 1. byte-level mutations of whole fixture files (flips, truncations, insertions, splices);
+//! 1. byte-level mutations of whole fixture files (flips, truncations, insertions, splices),
+//!    zip archives and legacy streams;
 //! 2. mutations of a fixture's `data.pkl` alone, re-zipped, so they reach the unpickler;
 //! 3. random opcode streams with plausible arguments;
 //! 4. random well-formed state dicts with random tensor views over random storages, whose
@@ -25,6 +26,9 @@ const SEEDS: &[&str] = &[
     "forbidden_custom_class.pt",
     "forbidden_os_system.ckpt",
 ];
+
+/// Legacy (non-zip) streams: mutated as whole files only (they hold no zip records).
+const LEGACY_SEEDS: &[&str] = &["legacy_wrapped.ckpt", "legacy_os_system.pt"];
 
 fn mutate(rng: &mut ChaCha8Rng, bytes: &mut Vec<u8>) {
     for _ in 0..rng.gen_range(1..=4) {
@@ -244,6 +248,7 @@ pub fn mutation_fuzz(budget: Duration) {
     let mut rng = ChaCha8Rng::seed_from_u64(0x6d65_6476_6165);
     let seeds: Vec<Vec<u8>> = SEEDS
         .iter()
+        .chain(LEGACY_SEEDS)
         .map(|s| std::fs::read(fixture(s)).unwrap())
         .collect();
     let seed_records: Vec<Vec<(String, Vec<u8>)>> =
