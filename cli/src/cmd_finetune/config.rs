@@ -63,11 +63,11 @@ fn apply_override(root: &mut Value, ov: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn write(text: &str) -> std::path::PathBuf {
+    /// A config file of this test's own (tests run in parallel in one process).
+    fn write(name: &str, text: &str) -> std::path::PathBuf {
         let p = std::env::temp_dir().join(format!(
-            "medvae-ft-config-{}-{}.yaml",
-            std::process::id(),
-            text.len()
+            "medvae-ft-config-{}-{name}.yaml",
+            std::process::id()
         ));
         std::fs::write(&p, text).unwrap();
         p
@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn overrides_reach_into_groups_and_parse_yaml_values() {
-        let p = write(BASE);
+        let p = write("overrides", BASE);
         let cfg = load(
             &p,
             &[
@@ -98,7 +98,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_listing_the_valid_ones() {
-        let p = write(BASE);
+        let p = write("unknown", BASE);
         let err = format!("{:#}", load(&p, &["batchsize=4".into()]).unwrap_err());
         assert!(
             err.contains("batchsize") && err.contains("batch_size"),
