@@ -65,12 +65,8 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             loaded.ignored_globals.join(", ")
         );
     }
-    let shapes: Vec<(String, Vec<usize>)> = state
-        .iter()
-        .map(|(k, t)| (k.to_string(), t.shape.clone()))
-        .collect();
     // Tell the user what the file is; a state dict that is not a MedVAE converts all the same.
-    let described = match ModelConfig::from_state_dict_shapes(&shapes) {
+    let described = match ModelConfig::from_state_dict_shapes(&state.shapes()) {
         Ok(cfg) => format!(
             "MedVAE {}D, ch {}, ch_mult {:?}, {} latent channels{}",
             cfg.dims,

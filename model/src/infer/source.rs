@@ -129,11 +129,7 @@ fn load_from_file(
     let state = load_checkpoint(path)?;
     state.check_finite()?;
     let (state, dropped) = without_criterion(state, path)?;
-    let shapes: Vec<(String, Vec<usize>)> = state
-        .iter()
-        .map(|(k, t)| (k.to_string(), t.shape.clone()))
-        .collect();
-    let cfg = ModelConfig::from_state_dict_shapes(&shapes)
+    let cfg = ModelConfig::from_state_dict_shapes(&state.shapes())
         .map_err(|e| weights_err(format!("not a MedVAE autoencoder checkpoint: {e}")))?;
     if let (Some(n), Some(want)) = (&name, named) {
         let diffs = config_conflicts(want, &cfg);

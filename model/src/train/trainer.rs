@@ -123,13 +123,7 @@ impl Trainer {
             None
         };
         let model_config = match &start {
-            Some(state) => {
-                let shapes: Vec<(String, Vec<usize>)> = state
-                    .iter()
-                    .map(|(k, t)| (k.to_string(), t.shape.clone()))
-                    .collect();
-                ModelConfig::from_state_dict_shapes(&shapes)?
-            }
+            Some(state) => ModelConfig::from_state_dict_shapes(&state.shapes())?,
             None => config.model_config()?,
         };
         if model_config.dims == 3 && config.stage2 {

@@ -88,8 +88,7 @@ fn run_checked(case: &GoldenCase) -> Result<Vec<Check>> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let state = load_checkpoint(&file).map_err(|e| RuntimeError::Other(e.to_string()))?;
-        let inflating =
-            rank_of(&state_shapes(&state)) == Some(4) && rank_of(&expected_shapes) == Some(5);
+        let inflating = rank_of(&state.shapes()) == Some(4) && rank_of(&expected_shapes) == Some(5);
         let compared = if inflating {
             load_inflated(&file, &state, &expected_shapes)?
         } else {
@@ -168,13 +167,6 @@ fn exported(model: &mut AutoencoderKL, only: Option<&[&str]>) -> Result<Compared
             Some((k.to_string(), (t.shape.clone(), data)))
         })
         .collect())
-}
-
-fn state_shapes(state: &StateDict) -> Vec<(String, Vec<usize>)> {
-    state
-        .iter()
-        .map(|(k, t)| (k.to_string(), t.shape.clone()))
-        .collect()
 }
 
 /// The rank of `encoder.conv_in.weight` (4 = 2D, 5 = 3D), if present.

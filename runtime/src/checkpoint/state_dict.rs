@@ -196,6 +196,15 @@ impl StateDict {
         self.entries.iter().map(|(k, t)| (k.as_str(), t))
     }
 
+    /// `(key, shape)` of every entry, in file order: what a model config is derived from
+    /// (`ModelConfig::from_state_dict_shapes`) and key reports compare against.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.entries
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shape.clone()))
+            .collect()
+    }
+
     /// Consumes the map, yielding entries in file order.
     pub fn into_entries(self) -> Vec<(String, NamedTensor)> {
         self.entries
