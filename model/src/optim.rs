@@ -61,10 +61,8 @@ impl Adam {
         let mut bad = None;
         model.visit_params("", &mut |key, p| {
             if bad.is_none() {
-                if let Some(g) = &p.grad {
-                    if g.to_f32_vec().iter().any(|v| !v.is_finite()) {
-                        bad = Some(key.to_string());
-                    }
+                if p.grad.as_ref().is_some_and(|g| g.has_non_finite()) {
+                    bad = Some(key.to_string());
                 }
             }
         });
@@ -84,10 +82,18 @@ impl Adam {
             if result.is_err() || !p.trainable || p.kind.is_buffer() {
                 return;
             }
-            let Some(grad) = p.grad.as_ref() else {
+            // Value and gradient are disjoint fields: update in place, no gradient copy.
+            let crate::layer::Param { value, grad, .. } = p;
+            let Some(grad) = grad.as_ref() else {
                 return;
             };
-            let g = grad.to_f32_vec();
+            let g = match grad.f32s("adam") {
+                Ok(g) => g,
+                Err(e) => {
+                    result = Err(e);
+                    return;
+                }
+            };
             let st = self.state.entry(key.to_string()).or_default();
             if st.exp_avg.len() != g.len() {
                 st.exp_avg = vec![0.0; g.len()];
@@ -99,7 +105,7 @@ impl Adam {
             let bc1 = 1.0 - b1.powi(t);
             let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
             let step_size = lr / bc1;
-            let values = match p.value.f32s_mut("adam") {
+            let values = match value.f32s_mut("adam") {
                 Ok(v) => v,
                 Err(e) => {
                     result = Err(e);
