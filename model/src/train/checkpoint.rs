@@ -137,9 +137,9 @@ impl Trainer {
             epoch: self.epoch,
             batch_in_epoch: self.batch_in_epoch,
             best_val: self.best_val,
-            gen_accumulated: self.gen_accumulated(),
-            disc_accumulated: self.disc_accumulated(),
-            last_generator: self.last_generator_log(),
+            gen_accumulated: self.gen_accumulated,
+            disc_accumulated: self.disc_accumulated,
+            last_generator: self.last_gen,
         };
         let config = serde_json::to_string(&self.config)
             .map_err(|e| RuntimeError::Other(format!("config to JSON: {e}")))?;
@@ -157,7 +157,7 @@ impl Trainer {
             },
         )
         .map_err(ck)?;
-        sync_dir(&tmp)?;
+        sync_dir(&tmp);
 
         // Move the old folder aside, the new one in, then drop the old one.
         let old = dir.join(format!(".{name}.old-{}", std::process::id()));
@@ -165,7 +165,7 @@ impl Trainer {
             std::fs::rename(&final_dir, &old).map_err(|e| io_err(&final_dir, e))?;
         }
         std::fs::rename(&tmp, &final_dir).map_err(|e| io_err(&final_dir, e))?;
-        sync_dir(dir)?;
+        sync_dir(dir);
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
         }
@@ -224,16 +224,16 @@ impl Trainer {
         self.epoch = counters.epoch;
         self.batch_in_epoch = counters.batch_in_epoch;
         self.best_val = counters.best_val;
-        self.set_accumulated(counters.gen_accumulated, counters.disc_accumulated);
-        self.set_last_generator_log(counters.last_generator);
+        self.gen_accumulated = counters.gen_accumulated;
+        self.disc_accumulated = counters.disc_accumulated;
+        self.last_gen = counters.last_generator;
         Ok(())
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
-    // Durability of the folder entries; a no-op failure on filesystems without dir fsync.
+fn sync_dir(dir: &Path) {
+    // Durability of the folder entries; filesystems without directory fsync just skip it.
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
     }
-    Ok(())
 }

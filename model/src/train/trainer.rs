@@ -78,9 +78,11 @@ pub struct Trainer {
     pub batch_in_epoch: usize,
     /// Best validation rec loss so far.
     pub best_val: Option<f64>,
-    gen_accumulated: usize,
-    disc_accumulated: usize,
-    last_gen: StepLog,
+    /// Generator / discriminator steps whose gradients wait for the accumulation to fill.
+    pub(super) gen_accumulated: usize,
+    pub(super) disc_accumulated: usize,
+    /// The last generator step's log (discriminator steps report it too).
+    pub(super) last_gen: StepLog,
 }
 
 /// `logvar` as a parameter set of its own, so the autoencoder's optimizer updates it too
@@ -352,24 +354,6 @@ impl Trainer {
         self.global_step += 1;
         self.batch_in_epoch = index + 1;
         Ok(self.last_gen)
-    }
-
-    pub(super) fn gen_accumulated(&self) -> usize {
-        self.gen_accumulated
-    }
-    pub(super) fn disc_accumulated(&self) -> usize {
-        self.disc_accumulated
-    }
-    pub(super) fn set_accumulated(&mut self, gen: usize, disc: usize) {
-        self.gen_accumulated = gen;
-        self.disc_accumulated = disc;
-    }
-    /// The last generator step's log (discriminator steps report it too).
-    pub(super) fn last_generator_log(&self) -> StepLog {
-        self.last_gen
-    }
-    pub(super) fn set_last_generator_log(&mut self, log: StepLog) {
-        self.last_gen = log;
     }
 
     /// Start the next epoch's batch count.
