@@ -60,10 +60,8 @@ impl Adam {
     pub fn step(&mut self, model: &mut dyn Parameters, grad_scale: f32) -> Result<()> {
         let mut bad = None;
         model.visit_params("", &mut |key, p| {
-            if bad.is_none() {
-                if p.grad.as_ref().is_some_and(|g| g.has_non_finite()) {
-                    bad = Some(key.to_string());
-                }
+            if bad.is_none() && p.grad.as_ref().is_some_and(|g| g.has_non_finite()) {
+                bad = Some(key.to_string());
             }
         });
         if let Some(key) = bad {
