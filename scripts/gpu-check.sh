@@ -20,6 +20,7 @@
 #   MEDVAE_NVRTC_DIR        where libnvrtc.so* lives, if not found automatically
 #   MEDVAE_WHEEL            medvae wheel for the PyTorch baseline (else searched in shared/bench)
 #   MEDVAE_GPU_CHECK_ARCH   architecture for --prepare (default sm_90)
+#   MEDVAE_SKIP_TORCH       set to skip the PyTorch baseline (a rerun on the same machine kind)
 set -u
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,6 +41,9 @@ if [ "${1:-}" = "--prepare" ]; then
   cp target/release/medvae-fast "$PREBUILT/bin/"
   cp target/release/examples/cuda_bench target/release/examples/kernels "$PREBUILT/bin/"
   [ -n "$parity" ] && cp "$parity" "$PREBUILT/bin/cuda_parity"
+  model_parity="$(cargo test --release -p medvae-model --test cuda_model --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*cuda_model[^"]*\)".*/\1/p' | tail -1)"
+  [ -n "$model_parity" ] && cp "$model_parity" "$PREBUILT/bin/cuda_model"
   strip "$PREBUILT"/bin/* 2>/dev/null || true
   # Precompiled kernel images (CUBIN for $arch): the GPU machine then needs no NVRTC.
   MEDVAE_PTX_CACHE="$PREBUILT/ptx-cache" "$PREBUILT/bin/kernels" warm-cache --arch "$arch" ||
@@ -152,7 +156,8 @@ BIN=""
 if command -v cargo >/dev/null 2>&1; then
   if run_step build 240 bash -c 'cargo build --release --offline -p medvae-fast &&
       cargo build --release --offline -p medvae-runtime --example cuda_bench &&
-      cargo test --release --offline -p medvae-runtime --test cuda_parity --no-run'; then
+      cargo test --release --offline -p medvae-runtime --test cuda_parity --no-run &&
+      cargo test --release --offline -p medvae-model --test cuda_model --no-run'; then
     BIN="$ROOT/target/release"
   fi
 fi
@@ -171,10 +176,16 @@ if [ -x "$BIN/cuda_parity" ]; then
 else
   PARITY_CMD=(cargo test --release --offline -p medvae-runtime --test cuda_parity --)
 fi
+if [ -x "$BIN/cuda_model" ]; then
+  MODEL_PARITY_CMD=("$BIN/cuda_model")
+else
+  MODEL_PARITY_CMD=(cargo test --release --offline -p medvae-model --test cuda_model --)
+fi
 
 # ------------------------------------------------------------------ checks
 if [ -n "$BIN" ]; then
   run_step parity 150 "${PARITY_CMD[@]}" --nocapture --test-threads 1
+  run_step model-parity 120 "${MODEL_PARITY_CMD[@]}" --nocapture --test-threads 1
 
   GOLDEN="${MEDVAE_GOLDEN:-}"
   for g in "$ROOT/shared/golden" "$ROOT/../shared/golden"; do
@@ -189,13 +200,17 @@ if [ -n "$BIN" ]; then
   run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
 
   for prec in tf32 bf16; do
-    name="bench-step-$prec"
-    if "$MEDVAE_BIN" bench --help 2>/dev/null | grep -q step; then
-      run_step "$name" 60 "$MEDVAE_BIN" bench step --model medvae_4_1_2d --size 256 --batch 8 --device cuda --precision "$prec"
-    else
-      record "$name" "N/A" 0 "not available (no 'bench step' subcommand yet)"
-    fi
+    run_step "ours-$prec" 90 "$MEDVAE_BIN" bench --device cuda --precision "$prec" \
+      --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd
   done
+  # The same with the flash attention kernels instead of the GEMM path, and a kernel ranking.
+  run_step ours-bf16-flash 90 env MEDVAE_ATTENTION=flash "$MEDVAE_BIN" bench --device cuda \
+    --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd
+  # Out of memory must be a clear message naming the batch and size, not a crash.
+  run_step oom-message 60 bash -c '"$0" bench --device cuda --precision bf16 --size 2048 --batch 64 \
+    --reps 1 --only ae_fwd_bwd 2>&1 | grep -m1 "out of GPU memory"' "$MEDVAE_BIN"
+  run_step profile-bf16 90 env MEDVAE_CUDA_PROFILE=1 "$MEDVAE_BIN" bench --device cuda \
+    --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only ae_fwd_bwd
 fi
 
 # ------------------------------------------------------------------ PyTorch eager baseline
@@ -203,7 +218,9 @@ TORCH_SCRIPT=""
 for s in "$ROOT/.bench/torch_baseline.py" "$ROOT/shared/bench/torch_baseline.py" "$ROOT/../shared/bench/torch_baseline.py"; do
   [ -z "$TORCH_SCRIPT" ] && [ -f "$s" ] && TORCH_SCRIPT="$s"
 done
-if ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import torch" >/dev/null 2>&1; then
+if [ -n "${MEDVAE_SKIP_TORCH:-}" ]; then
+  record "torch-baseline" "SKIP" 0 "MEDVAE_SKIP_TORCH set"
+elif ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import torch" >/dev/null 2>&1; then
   record "torch-baseline" "N/A" 0 "python3 with torch not available"
 elif [ -z "$TORCH_SCRIPT" ]; then
   record "torch-baseline" "N/A" 0 "torch_baseline.py not found (shared/bench)"
@@ -220,7 +237,7 @@ else
     [ -n "$WHEEL" ] && wheel_arg=(--medvae-wheel "$WHEEL")
     for prec in tf32 bf16; do
       run_step "torch-$prec" 100 python3 "$TORCH_SCRIPT" --device cuda --size 256 --batch 8 --reps 5 \
-        --precision "$prec" --only stage1_step,ae_fwd_bwd,conv3x3_128 "${wheel_arg[@]}"
+        --precision "$prec" --only encode,ae_fwd_bwd,stage1_step,conv3x3_128 "${wheel_arg[@]}"
     done
   fi
 fi
@@ -235,11 +252,19 @@ fi
   fi
   for prec in tf32 bf16; do
     [ -f "$LOG/torch-$prec.log" ] && echo "-- torch $prec: $(tail -n 1 "$LOG/torch-$prec.log" | cut -c1-300)"
-    [ -f "$LOG/bench-step-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/bench-step-$prec.log" | cut -c1-300)"
+    [ -f "$LOG/ours-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/ours-$prec.log" | cut -c1-400)"
   done
+  [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
+  if [ -f "$LOG/profile-bf16.log" ]; then
+    echo "-- kernel profile, bf16 ae_fwd_bwd (serialised) --"
+    grep -A12 "kernel profile" "$LOG/profile-bf16.log"
+  fi
+  [ -f "$LOG/model-parity.log" ] && grep -E "rel err|worst" "$LOG/model-parity.log" | cut -c1-120
   printf '%-16s %-8s %6s  %s\n' STEP STATUS SECS NOTE
   for i in "${!NAMES[@]}"; do
     printf '%-16s %-8s %6s  %s\n' "${NAMES[$i]}" "${STATES[$i]}" "${SECS[$i]}" "${NOTES[$i]}"
   done
 } | tee "$LOG/summary.txt"
+# The device tool returns at most 8 files: pack every log into one archive beside the summary.
+tar -czf "$OUT/gpu-check-logs.tgz" -C "$OUT" gpu-check 2>/dev/null || true
 exit 0

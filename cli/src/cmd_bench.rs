@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use medvae_model::workloads::{AeWorkload, Stage1Workload};
 use medvae_model::zoo::zoo_config;
-use medvae_runtime::memory;
+use medvae_runtime::{memory, set_cuda_precision, Device};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -16,9 +16,14 @@ pub struct BenchArgs {
     /// times encode and ae_fwd_bwd like torch_baseline.py).
     #[arg(value_parser = ["step"])]
     mode: Option<String>,
-    /// Device: cpu (cuda: the training path is not wired to the CUDA kernels yet).
+    /// Device: cpu, cuda or cuda:N. On CUDA, encode and ae_fwd_bwd run on the GPU kernels;
+    /// stage1_step (LPIPS, discriminator) is CPU-only for now.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// CUDA convolution precision: fp32 (direct kernels), tf32 or bf16 (tensor cores, f32
+    /// accumulation).
+    #[arg(long, default_value = "tf32", value_parser = ["fp32", "tf32", "bf16"])]
+    precision: String,
     /// Zoo model (random weights).
     #[arg(long, default_value = "medvae_4_1_2d")]
     model: String,
@@ -44,12 +49,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .num_threads(args.threads)
             .build_global()?;
     }
-    if args.device != "cpu" {
-        bail!(
-            "bench on `{}`: the model and training path run on the CPU kernels; the CUDA \
-             kernels are not wired into it yet (see docs/BENCHMARKS.md)",
-            args.device
-        );
+    let device: Device = args.device.parse()?;
+    device
+        .ensure_available()
+        .with_context(|| format!("cannot bench on {device}"))?;
+    if !device.is_cpu() {
+        set_cuda_precision(&args.precision)?;
     }
     let only = if args.mode.as_deref() == Some("step") {
         "encode,stage1_step".to_string()
@@ -58,63 +63,105 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let cfg = zoo_config(&args.model)?;
     let mut work = AeWorkload::new(&cfg, args.batch, args.size, 0)?;
+    work.to_device(device)
+        .with_context(|| format!("moving the model to {device}"))?;
     let mut stage1: Option<Stage1Workload> = None;
     let mut res = Map::new();
     res.insert("engine".into(), json!("medvae-fast"));
     res.insert("model".into(), json!(args.model));
-    res.insert("device".into(), json!("cpu"));
+    res.insert("device".into(), json!(device.to_string()));
+    if !device.is_cpu() {
+        res.insert("precision".into(), json!(args.precision));
+    }
     res.insert("threads".into(), json!(rayon::current_num_threads()));
     res.insert("size".into(), json!(args.size));
     res.insert("batch".into(), json!(args.batch));
     for name in only.split(',').map(str::trim) {
         memory::reset_peak();
-        let timing = match name {
-            "encode" => time(args.reps, args.batch, || Ok(work.encode().map(drop)?))?,
-            "ae_fwd_bwd" => time(args.reps, args.batch, || {
+        device.reset_peak_memory();
+        let timing: Result<Map<String, Value>> = match name {
+            "encode" => time(device, args.reps, args.batch, || {
+                Ok(work.encode().map(drop)?)
+            }),
+            "ae_fwd_bwd" => time(device, args.reps, args.batch, || {
                 let loss = work.fwd_bwd()?;
                 if !loss.is_finite() {
                     bail!("ae_fwd_bwd: loss is {loss}");
                 }
                 Ok(())
-            })?,
+            }),
             "stage1_step" => {
+                if !device.is_cpu() {
+                    bail!(
+                        "stage1_step on {device}: LPIPS and the discriminator still run on the \
+                         CPU kernels only; time encode,ae_fwd_bwd on CUDA"
+                    );
+                }
                 if stage1.is_none() {
                     stage1 = Some(Stage1Workload::new(&cfg, args.batch, args.size, 0)?);
                 }
                 let w = stage1.as_mut().context("stage-1 workload")?;
-                time(args.reps, args.batch, || {
+                time(device, args.reps, args.batch, || {
                     let loss = w.step()?;
                     if !loss.is_finite() {
                         bail!("stage1_step: loss is {loss}");
                     }
                     Ok(())
-                })?
+                })
             }
             other => bail!("unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step)"),
         };
-        let mut timing = timing;
+        let mut timing = timing
+            .with_context(|| format!("{name} at batch {} and size {}", args.batch, args.size))?;
         timing.insert(
             "peak_tensor_bytes".into(),
-            json!(memory::stats().peak_bytes),
+            json!(device.peak_memory().unwrap_or(memory::stats().peak_bytes)),
         );
         res.insert(name.into(), Value::Object(timing));
     }
     res.insert("max_rss_bytes".into(), json!(max_rss_bytes()));
     println!("{}", Value::Object(res));
+    print_kernel_profile();
     Ok(())
 }
 
+/// With `MEDVAE_CUDA_PROFILE=1`: the kernels ranked by total time over the whole run
+/// (warm-ups included), on stderr.
+fn print_kernel_profile() {
+    let rows = medvae_runtime::cuda::profile::report();
+    if rows.is_empty() {
+        return;
+    }
+    let total: f64 = rows.iter().map(|r| r.total.as_secs_f64()).sum();
+    eprintln!("kernel profile (serialised launches, all runs): {total:.3} s in kernels");
+    for r in rows.iter().take(25) {
+        let s = r.total.as_secs_f64();
+        eprintln!(
+            "  {:<40} {:>6} launches {:>9.2} ms {:>5.1}%",
+            r.entry,
+            r.launches,
+            s * 1e3,
+            100.0 * s / total.max(1e-12)
+        );
+    }
+}
+
+/// Median seconds of `reps` runs after two warm-ups; the device is synchronised before each
+/// clock reading, so asynchronous CUDA work is counted in full.
 fn time(
+    device: Device,
     reps: usize,
     batch: usize,
     mut f: impl FnMut() -> Result<()>,
 ) -> Result<Map<String, Value>> {
     f()?;
     f()?;
+    device.synchronize()?;
     let mut ts = Vec::with_capacity(reps.max(1));
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();
         f()?;
+        device.synchronize()?;
         ts.push(t0.elapsed().as_secs_f64());
     }
     ts.sort_by(f64::total_cmp);

@@ -13,7 +13,7 @@
 
 use medvae_kernels::cpu::conv::{weight_from_torch, weight_to_torch};
 use medvae_kernels::Spatial;
-use medvae_runtime::{Result, RuntimeError, Tensor};
+use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
 /// A trained parameter or a state buffer (BatchNorm running statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,24 +136,33 @@ impl Param {
 
     /// The gradient buffer to accumulate into: `None` for a frozen parameter or a buffer
     /// (callers then skip the weight-gradient work), zeros on first use.
-    pub fn grad_slot(&mut self) -> Option<&mut Tensor> {
+    pub fn grad_slot(&mut self) -> Result<Option<&mut Tensor>> {
         if !self.trainable || self.kind.is_buffer() {
-            return None;
+            return Ok(None);
         }
         if self.grad.is_none() {
-            self.grad = Some(Tensor::zeros(self.value.shape()));
+            self.grad = Some(self.value.zeros_like()?);
         }
-        self.grad.as_mut()
+        Ok(self.grad.as_mut())
     }
 
     /// The value and the gradient slot at once (the backward of a layer needs both).
-    pub fn value_and_grad(&mut self) -> (&Tensor, Option<&mut Tensor>) {
+    pub fn value_and_grad(&mut self) -> Result<(&Tensor, Option<&mut Tensor>)> {
         let wants = self.trainable && !self.kind.is_buffer();
         if wants && self.grad.is_none() {
-            self.grad = Some(Tensor::zeros(self.value.shape()));
+            self.grad = Some(self.value.zeros_like()?);
         }
         let grad = if wants { self.grad.as_mut() } else { None };
-        (&self.value, grad)
+        Ok((&self.value, grad))
+    }
+
+    /// Move the value (and any gradient) to `device`.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        self.value = self.value.to_device(device)?;
+        if let Some(g) = self.grad.take() {
+            self.grad = Some(g.to_device(device)?);
+        }
+        Ok(())
     }
 
     pub fn zero_grad(&mut self) {
@@ -280,6 +289,21 @@ pub type ParamVisitor<'a> = dyn FnMut(&str, &mut Param) + 'a;
 pub trait Parameters {
     /// Call `f(full_key, param)` for every parameter and buffer, in `state_dict` order.
     fn visit_params(&mut self, prefix: &str, f: &mut ParamVisitor);
+}
+
+/// Move every parameter and buffer of `model` to `device` (the first failure is returned).
+pub fn move_params(model: &mut dyn Parameters, device: Device) -> Result<()> {
+    let mut failure = None;
+    model.visit_params("", &mut |key, p| {
+        if failure.is_none() {
+            if let Err(e) = p.to_device(device) {
+                failure = Some(RuntimeError::Other(format!(
+                    "moving {key} to {device}: {e}"
+                )));
+            }
+        }
+    });
+    failure.map_or(Ok(()), Err)
 }
 
 /// A single-input, single-output layer with explicit backward.

@@ -5,12 +5,12 @@
 //!   computes it), L1 against the input, backward into every parameter.
 
 use crate::autoencoder::{AeGrads, AutoencoderKL, Outputs, Sampling};
-use crate::layer::{zero_grads, Ctx};
+use crate::layer::{move_params, zero_grads, Ctx};
 use crate::layers::Init;
 use crate::zoo::ModelConfig;
 use medvae_runtime::ops::elementwise::standard_normal;
 use medvae_runtime::ops::loss::{l1_mean_backward, l1_mean_forward};
-use medvae_runtime::{Result, RuntimeError, Tensor};
+use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
 /// A model with random weights and a fixed random input `[batch, size.., in_channels]`.
 pub struct AeWorkload {
@@ -33,6 +33,13 @@ impl AeWorkload {
         shape.push(cfg.in_channels);
         let x = standard_normal(&shape, seed ^ 0x5eed)?;
         Ok(AeWorkload { model, x, seed })
+    }
+
+    /// Move the model and the input to `device`.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        move_params(&mut self.model, device)?;
+        self.x = self.x.to_device(device)?;
+        Ok(())
     }
 
     /// Encode to the latent (no gradients); returns the latent.

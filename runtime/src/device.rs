@@ -23,6 +23,69 @@ impl Device {
     pub fn is_cpu(self) -> bool {
         matches!(self, Device::Cpu)
     }
+
+    /// Wait until the device has finished all queued work (CUDA ops are asynchronous; the CPU
+    /// returns at once). Timings of CUDA work must call this before reading the clock.
+    pub fn synchronize(self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => crate::cuda::registry::device(n)
+                .and_then(|d| d.synchronize())
+                .map_err(|e| RuntimeError::Other(format!("synchronising cuda:{n}: {e}"))),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(n) => cuda_available(n),
+        }
+    }
+
+    /// Peak bytes of device memory in use since the last [`Device::reset_peak_memory`] (`None`
+    /// on the CPU, whose tensors `crate::memory` counts).
+    pub fn peak_memory(self) -> Option<usize> {
+        match self {
+            Device::Cpu => None,
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => crate::cuda::registry::device(n)
+                .ok()
+                .map(|d| d.memory().peak_bytes),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => None,
+        }
+    }
+
+    /// Restart [`Device::peak_memory`] from the bytes in use now.
+    pub fn reset_peak_memory(self) {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(n) = self {
+            if let Ok(d) = crate::cuda::registry::device(n) {
+                d.reset_peak();
+            }
+        }
+    }
+}
+
+/// Precision of convolutions and linear layers on CUDA: `fp32` (direct kernels, the default),
+/// `tf32` or `bf16` (tensor cores, f32 accumulation). Process-wide.
+pub fn set_cuda_precision(name: &str) -> Result<()> {
+    #[cfg(feature = "cuda")]
+    {
+        use crate::cuda::ops::conv::ConvPrecision;
+        let p = match name {
+            "fp32" => ConvPrecision::Fp32,
+            "tf32" => ConvPrecision::Tf32,
+            "bf16" => ConvPrecision::Bf16,
+            other => {
+                return Err(RuntimeError::Other(format!(
+                    "unknown CUDA precision `{other}` (fp32, tf32, bf16)"
+                )))
+            }
+        };
+        crate::cuda::registry::set_precision(p);
+        Ok(())
+    }
+    #[cfg(not(feature = "cuda"))]
+    Err(RuntimeError::CudaUnavailable(format!(
+        "precision {name}: this binary was built without the `cuda` feature"
+    )))
 }
 
 #[cfg(feature = "cuda")]

@@ -22,6 +22,13 @@ pub enum RuntimeError {
     },
     #[error("CUDA not available: {0}")]
     CudaUnavailable(String),
+    /// A CUDA operation failed (driver, kernel geometry, out of memory).
+    #[error("{op} on CUDA: {msg}")]
+    Cuda {
+        op: String,
+        msg: String,
+        out_of_memory: bool,
+    },
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
     #[error("{0}")]

@@ -19,8 +19,10 @@ pub mod golden;
 pub mod layout;
 pub mod memory;
 mod tensor;
+#[cfg(feature = "cuda")]
+mod tensor_cuda;
 
-pub use device::Device;
+pub use device::{set_cuda_precision, Device};
 pub use dtype::DType;
 pub use error::{Result, RuntimeError};
 pub use tensor::{Storage, Tensor};

@@ -15,16 +15,19 @@ pub enum Storage {
     F32(PoolBuf),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    /// f32 elements in device memory (see `crate::tensor_cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda(crate::tensor_cuda::CudaStorage),
 }
 
 #[derive(Debug, Clone)]
 pub struct Tensor {
-    shape: Vec<usize>,
-    storage: Storage,
-    device: Device,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) storage: Storage,
+    pub(crate) device: Device,
 }
 
-fn numel(shape: &[usize]) -> usize {
+pub(crate) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
@@ -84,6 +87,8 @@ impl Tensor {
             Storage::F32(_) => DType::F32,
             Storage::F16(_) => DType::F16,
             Storage::BF16(_) => DType::BF16,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => DType::F32,
         }
     }
     pub fn size_bytes(&self) -> usize {
@@ -108,6 +113,13 @@ impl Tensor {
     }
 
     fn dtype_error(&self, op: &str) -> RuntimeError {
+        if !self.device.is_cpu() {
+            return RuntimeError::WrongDevice {
+                op: op.to_string(),
+                device: self.device.to_string(),
+                expected: "cpu (copy it with Tensor::to_device first)".into(),
+            };
+        }
         RuntimeError::DType {
             op: op.to_string(),
             dtype: self.dtype().to_string(),
@@ -115,17 +127,31 @@ impl Tensor {
         }
     }
 
-    /// Copy the elements out as f32 whatever the storage type.
+    /// Copy the elements out as f32 whatever the storage type. For a CUDA tensor this waits
+    /// for the device; a failed download (a lost device) yields NaNs, which every caller's
+    /// finiteness check reports. Use [`Tensor::to_device`] to handle that error yourself.
     pub fn to_f32_vec(&self) -> Vec<f32> {
         match &self.storage {
             Storage::F32(b) => b.to_vec(),
             Storage::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
             Storage::BF16(v) => v.iter().map(|x| x.to_f32()).collect(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => c
+                .download()
+                .unwrap_or_else(|_| vec![f32::NAN; self.numel()]),
         }
     }
 
-    /// Convert storage to `dtype` (rounding to nearest even for half types).
+    /// Convert storage to `dtype` (rounding to nearest even for half types). A CUDA tensor is
+    /// converted on the host: the result is a CPU tensor.
     pub fn to_dtype(&self, dtype: DType) -> Tensor {
+        let device = match &self.storage {
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) if dtype == DType::F32 => return self.clone(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => Device::Cpu,
+            _ => self.device,
+        };
         let storage = match dtype {
             DType::F32 => Storage::F32(PoolBuf::from_vec(self.to_f32_vec())),
             DType::F16 => Storage::F16(self.to_f32_vec().into_iter().map(f16::from_f32).collect()),
@@ -136,7 +162,7 @@ impl Tensor {
         Tensor {
             shape: self.shape.clone(),
             storage,
-            device: self.device,
+            device,
         }
     }
 
@@ -175,6 +201,41 @@ impl Tensor {
                 expected: device.to_string(),
             })
         }
+    }
+
+    /// A zero-filled f32 tensor of `shape` on `device`.
+    pub fn zeros_on(shape: &[usize], device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Tensor::zeros(shape)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                let dev = crate::cuda::registry::device(n)
+                    .map_err(|e| crate::tensor_cuda::cuda_error("zeros", e))?;
+                Tensor::cuda_zeros(&dev, shape)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Tensor::zeros(shape).to_device(device),
+        }
+    }
+
+    /// This tensor on `device` (a copy unless it is already there; CUDA holds f32).
+    pub fn to_device(&self, device: Device) -> Result<Tensor> {
+        if self.device == Device::Cpu && device == Device::Cpu {
+            return Ok(self.clone());
+        }
+        #[cfg(feature = "cuda")]
+        {
+            self.to_device_cuda(device)
+        }
+        #[cfg(not(feature = "cuda"))]
+        Err(RuntimeError::CudaUnavailable(
+            "this binary was built without the `cuda` feature".into(),
+        ))
+    }
+
+    /// A zero-filled f32 tensor with `self`'s shape, on `self`'s device.
+    pub fn zeros_like(&self) -> Result<Self> {
+        Tensor::zeros_on(&self.shape, self.device)
     }
 
     /// True if any element is NaN or infinite.

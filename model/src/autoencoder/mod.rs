@@ -224,7 +224,7 @@ impl AutoencoderKL {
                 if let Some(c) = shape.last_mut() {
                     *c = cz;
                 }
-                standard_normal(&shape, ctx.rng.next_stream())?
+                standard_normal(&shape, ctx.rng.next_stream())?.to_device(moments.device())?
             }
         };
         Ok((gaussian_sample_forward(moments, &eps)?, Some(eps)))
@@ -288,7 +288,7 @@ impl AutoencoderKL {
                     deps = Some(de);
                     dmz
                 }
-                None => concat_last(&dz, &Tensor::zeros(dz.shape()))?,
+                None => concat_last(&dz, &dz.zeros_like()?)?,
             };
             accumulate(&mut dm, dmz)?;
         }

@@ -82,15 +82,15 @@ impl Layer for BatchNorm {
             .saved
             .take()
             .ok_or_else(|| no_saved_state("BatchNorm"))?;
-        let shape = self.weight.value.shape().to_vec();
-        let (gamma, dg) = self.weight.value_and_grad();
-        let (beta, db) = self.bias.value_and_grad();
+        let scratch = self.weight.value.zeros_like()?;
+        let (gamma, dg) = self.weight.value_and_grad()?;
+        let (beta, db) = self.bias.value_and_grad()?;
         let (mut sg, mut sb) = (None, None);
         let grads = match (dg, db) {
             (None, None) => None,
             (dg, db) => Some(NormGrads {
-                dgamma: dg.unwrap_or_else(|| sg.insert(Tensor::zeros(&shape))),
-                dbeta: db.unwrap_or_else(|| sb.insert(Tensor::zeros(&shape))),
+                dgamma: dg.unwrap_or_else(|| sg.insert(scratch.clone())),
+                dbeta: db.unwrap_or_else(|| sb.insert(scratch)),
             }),
         };
         batch_norm_backward(

@@ -115,9 +115,9 @@ impl Conv {
     /// Backward from the forward input `x`: `dx` when `need_dx`, parameter gradients
     /// accumulated for trainable parameters (a frozen weight costs no weight-gradient GEMM).
     pub fn grad(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
-        let (w, dw) = self.weight.value_and_grad();
+        let (w, dw) = self.weight.value_and_grad()?;
         let db = match self.bias.as_mut() {
-            Some(b) => b.grad_slot(),
+            Some(b) => b.grad_slot()?,
             None => None,
         };
         conv_backward(&self.spec, x, w, dy, need_dx, dw, db)
@@ -126,7 +126,7 @@ impl Conv {
     /// Only the weight gradient `∂⟨conv(x), dy⟩/∂W` as a fresh tensor (engine layout), without
     /// touching the accumulated gradients: the adaptive GAN weight needs it per loss term.
     pub fn weight_grad_of(&self, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        let mut dw = Tensor::zeros(self.weight.value.shape());
+        let mut dw = self.weight.value.zeros_like()?;
         conv_backward(
             &self.spec,
             x,

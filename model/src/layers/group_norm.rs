@@ -50,17 +50,17 @@ impl GroupNorm {
     /// Backward from the forward input and statistics; accumulates weight/bias gradients
     /// when trainable.
     pub fn grad(&mut self, x: &Tensor, saved: &NormSaved, dy: &Tensor) -> Result<Tensor> {
-        let shape = self.weight.value.shape().to_vec();
-        let (gamma, dg) = self.weight.value_and_grad();
-        let (beta, db) = self.bias.value_and_grad();
+        let scratch = self.weight.value.zeros_like()?;
+        let (gamma, dg) = self.weight.value_and_grad()?;
+        let (beta, db) = self.bias.value_and_grad()?;
         let params = NormParams { gamma, beta };
         // A half-frozen affine (one of the two trainable) takes scratch for the other.
         let (mut sg, mut sb) = (None, None);
         let grads = match (dg, db) {
             (None, None) => None,
             (dg, db) => Some(NormGrads {
-                dgamma: dg.unwrap_or_else(|| sg.insert(Tensor::zeros(&shape))),
-                dbeta: db.unwrap_or_else(|| sb.insert(Tensor::zeros(&shape))),
+                dgamma: dg.unwrap_or_else(|| sg.insert(scratch.clone())),
+                dbeta: db.unwrap_or_else(|| sb.insert(scratch)),
             }),
         };
         group_norm_backward(

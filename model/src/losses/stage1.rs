@@ -281,7 +281,7 @@ impl Stage1Loss {
             },
             false,
         )?;
-        if let Some(g) = self.logvar.grad_slot() {
+        if let Some(g) = self.logvar.grad_slot()? {
             let d = -rec_sum * inv_var / n + numel / n;
             g.f32s_mut(OP)?[0] += d as f32;
         }

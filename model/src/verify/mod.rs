@@ -150,7 +150,7 @@ pub fn verify_case(path: &Path, name: &str, opts: &VerifyOptions) -> CaseReport 
         Ok(case) if checkpoints::is_checkpoint_case(&case) => checkpoints::run(&case),
         Ok(case) => match run_case(&case, opts) {
             Err(e) => Outcome::Error(e.to_string()),
-            Ok(None) => Outcome::Unsupported(describe(&case)),
+            Ok(None) => Outcome::Unsupported(describe(&case, opts.device)),
             Ok(Some(produced)) => Outcome::Checked(compare(&case, &produced, opts.device)),
         },
     };
@@ -162,6 +162,15 @@ pub fn verify_case(path: &Path, name: &str, opts: &VerifyOptions) -> CaseReport 
 
 /// Run the engine on a case. `Ok(None)` = not supported by this engine (yet).
 fn run_case(case: &GoldenCase, opts: &VerifyOptions) -> Result<Option<Produced>> {
+    // On CUDA only the cases whose every op has a CUDA kernel run; the rest are reported as
+    // unsupported rather than silently computed on the CPU.
+    let on_cuda = !opts.device.is_cpu();
+    if on_cuda && (vit::handles(case) || stage2::handles(case) || losses::handles(case)) {
+        return Ok(None);
+    }
+    if on_cuda && case.meta.get("loader").is_some() {
+        return Ok(None);
+    }
     // The BiomedCLIP tower and the stage-2 loss (matched on their exact metadata strings).
     if vit::handles(case) {
         return vit::run(case, opts.device);
@@ -186,7 +195,13 @@ fn run_case(case: &GoldenCase, opts: &VerifyOptions) -> Result<Option<Produced>>
     Ok(None)
 }
 
-fn describe(case: &GoldenCase) -> String {
+fn describe(case: &GoldenCase, device: Device) -> String {
+    if !device.is_cpu() {
+        if case.meta.get("loader").is_some() {
+            return "data loading runs on the CPU: verify it with --device cpu".into();
+        }
+        return format!("not yet dispatched to {device} (passes with --device cpu)");
+    }
     for key in ["op", "module", "loss", "loader"] {
         if let Some(v) = case.meta.get(key) {
             let v = v

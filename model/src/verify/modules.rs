@@ -7,7 +7,7 @@ use super::tensors::{activation, activation_out, plain};
 use super::Produced;
 use crate::autoencoder::{AeGrads, AutoencoderKL, Outputs, Sampling};
 use crate::blocks::{AttnBlock, NLayerDiscriminator, ResnetBlock};
-use crate::layer::{Ctx, Layer, ParamKind, Parameters};
+use crate::layer::{move_params, Ctx, Layer, ParamKind, Parameters};
 use crate::layers::init::Init;
 use crate::layers::state::{export_grads, export_params, load_params};
 use crate::zoo::ModelConfig;
@@ -18,7 +18,16 @@ use serde_json::Value;
 /// Run a module case. `Ok(None)`: the module is not implemented.
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     device.ensure_available()?;
-    let produced = match case.meta_str("module").unwrap_or_default() {
+    let module = case.meta_str("module").unwrap_or_default();
+    // BatchNorm (the discriminator) has no CUDA dispatch yet.
+    if !device.is_cpu() && module == "NLayerDiscriminator" {
+        return Ok(None);
+    }
+    super::tensors::on_device(device, || run_module(case, module))
+}
+
+fn run_module(case: &GoldenCase, module: &str) -> Result<Option<Produced>> {
+    let produced = match module {
         "ResnetBlock" => {
             let (cin, cout) = (meta_usize(case, "in")?, meta_usize(case, "out")?);
             let mut block =
@@ -112,7 +121,8 @@ fn load_case_params(case: &GoldenCase, model: &mut dyn Parameters) -> Result<()>
         }
     });
     report.missing.retain(|k| !int_buffers.contains(k));
-    report.ensure_exact(&case.path.display().to_string())
+    report.ensure_exact(&case.path.display().to_string())?;
+    move_params(model, super::tensors::target())
 }
 
 /// `grad.param.*` of every trained parameter and `buf.*` of every float buffer.

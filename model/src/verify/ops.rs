@@ -1,6 +1,6 @@
 //! Golden cases with an `op` in their metadata: single kernels, forward and backward.
 
-use super::tensors::{activation, activation_out, plain};
+use super::tensors::{activation, activation_out, plain, to_target, zeros};
 use super::Produced;
 use medvae_kernels::cpu::conv::{weight_from_torch, weight_to_torch};
 use medvae_runtime::golden::GoldenCase;
@@ -23,7 +23,28 @@ use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     let op = case.meta_str("op").unwrap_or_default().to_string();
     device.ensure_available()?;
-    let produced = match op.as_str() {
+    if !device.is_cpu() && !CUDA_OPS.contains(&op.as_str()) {
+        return Ok(None);
+    }
+    super::tensors::on_device(device, || run_op(case, &op))
+}
+
+/// The op cases whose kernels the tensor ops dispatch to CUDA.
+const CUDA_OPS: &[&str] = &[
+    "conv2d",
+    "conv3d",
+    "silu",
+    "relu",
+    "leaky_relu",
+    "gelu",
+    "group_norm",
+    "layer_norm",
+    "upsample_nearest",
+    "kl",
+];
+
+fn run_op(case: &GoldenCase, op: &str) -> Result<Option<Produced>> {
+    let produced = match op {
         "conv2d" => conv(case, 2)?,
         "conv3d" => conv(case, 3)?,
         "silu" => pointwise(case, Activation::Silu)?,
@@ -119,10 +140,10 @@ fn conv(case: &GoldenCase, rank: usize) -> Result<Produced> {
         spec.pad_hi[axis] = pad + hi;
         spec.stride[axis] = stride;
     }
-    let w = Tensor::from_vec(
+    let w = to_target(Tensor::from_vec(
         &spec.weight_shape(),
         weight_from_torch(&w_torch.data, cout, cin, kernel),
-    )?;
+    )?)?;
     let b = if case.has("param.bias") {
         Some(plain(case, "param.bias")?)
     } else {
@@ -130,8 +151,8 @@ fn conv(case: &GoldenCase, rank: usize) -> Result<Produced> {
     };
     let y = conv_forward(&spec, &x, &w, b.as_ref())?;
     let dy = gout(case, "y")?;
-    let mut dw = Tensor::zeros(&spec.weight_shape());
-    let mut db = Tensor::zeros(&[cout]);
+    let mut dw = zeros(&spec.weight_shape())?;
+    let mut db = zeros(&[cout])?;
     let dx = conv_backward(&spec, &x, &w, &dy, true, Some(&mut dw), Some(&mut db))?
         .ok_or_else(|| RuntimeError::Other("conv_backward returned no dx".into()))?;
     let mut out = Produced::new();
@@ -169,7 +190,7 @@ fn softmax(case: &GoldenCase) -> Result<Produced> {
 fn norm_params(case: &GoldenCase) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let g = plain(case, "param.weight")?;
     let b = plain(case, "param.bias")?;
-    let (dg, db) = (Tensor::zeros(g.shape()), Tensor::zeros(b.shape()));
+    let (dg, db) = (zeros(g.shape())?, zeros(b.shape())?);
     Ok((g, b, dg, db))
 }
 
@@ -280,8 +301,8 @@ fn linear(case: &GoldenCase) -> Result<Produced> {
         None
     };
     let y = linear_forward(&x, &w, b.as_ref())?;
-    let mut dw = Tensor::zeros(w.shape());
-    let mut db = Tensor::zeros(&[w.shape()[0]]);
+    let mut dw = zeros(w.shape())?;
+    let mut db = zeros(&[w.shape()[0]])?;
     let dx = linear_backward(
         &x,
         &w,

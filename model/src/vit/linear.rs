@@ -46,8 +46,11 @@ impl Linear {
     /// `dx` (when `need_dx`) from the forward input `x`; weight and bias gradients are
     /// accumulated only where trainable (a frozen layer costs one GEMM, not three).
     pub fn grad(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
-        let (w, dw) = self.weight.value_and_grad();
-        let db = self.bias.as_mut().and_then(Param::grad_slot);
+        let (w, dw) = self.weight.value_and_grad()?;
+        let db = match self.bias.as_mut() {
+            Some(b) => b.grad_slot()?,
+            None => None,
+        };
         linear_backward(x, w, dy, need_dx, dw, db)
     }
 
@@ -97,8 +100,8 @@ impl LayerNorm {
     /// where trainable (the kernel adds into them; a half-frozen pair takes scratch).
     pub fn grad(&mut self, x: &Tensor, saved: &NormSaved, dy: &Tensor) -> Result<Tensor> {
         let shape = self.weight.value.shape().to_vec();
-        let (gamma, dg) = self.weight.value_and_grad();
-        let (beta, db) = self.bias.value_and_grad();
+        let (gamma, dg) = self.weight.value_and_grad()?;
+        let (beta, db) = self.bias.value_and_grad()?;
         let p = NormParams { gamma, beta };
         let (mut sg, mut sb) = (None, None);
         let grads = match (dg, db) {

@@ -289,7 +289,11 @@ impl Layer for VisionTower {
         for b in self.blocks.iter_mut().rev() {
             dt = b.backward(&dt)?;
         }
-        let dpe = split_token_grad(&dt, self.cls_token.grad_slot(), self.pos_embed.grad_slot())?;
+        let dpe = split_token_grad(
+            &dt,
+            self.cls_token.grad_slot()?,
+            self.pos_embed.grad_slot()?,
+        )?;
         drop(dt);
         let drows = self.patch_embed.grad_x(&patches, &dpe)?;
         scatter_patches(geometry, &drows)

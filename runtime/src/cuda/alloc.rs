@@ -137,8 +137,16 @@ impl Pool {
             Err(e) if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY => {
                 self.empty_cache()?;
                 // SAFETY: as above.
-                let p = unsafe { result::malloc_sync(bucket) }
-                    .map_err(|e| CudaError::Driver(format!("allocating {bucket} bytes: {e}")))?;
+                let p = unsafe { result::malloc_sync(bucket) }.map_err(|e| {
+                    if e.0 == sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                        CudaError::OutOfMemory {
+                            requested: bucket,
+                            in_use: self.lock().stats.in_use_bytes,
+                        }
+                    } else {
+                        CudaError::Driver(format!("allocating {bucket} bytes: {e}"))
+                    }
+                })?;
                 self.lock().stats.driver_allocations += 1;
                 Ok(p)
             }

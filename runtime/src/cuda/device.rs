@@ -165,6 +165,60 @@ impl CudaDevice {
         unsafe { result::memcpy_dtod_async(dst.ptr(), src.ptr(), bytes, self.stream.cu_stream()) }?;
         Ok(())
     }
+    /// Strided copy of `rows` rows of `width` bytes: row r goes from `src + src_offset +
+    /// r·src_pitch` to `dst + dst_offset + r·dst_pitch` (slicing channels out of, or into,
+    /// channels-last tensors without a kernel).
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_2d(
+        &self,
+        src: &DeviceBuffer,
+        src_offset: usize,
+        src_pitch: usize,
+        dst: &DeviceBuffer,
+        dst_offset: usize,
+        dst_pitch: usize,
+        width: usize,
+        rows: usize,
+    ) -> CudaResult<()> {
+        if rows == 0 || width == 0 {
+            return Ok(());
+        }
+        let end = |offset: usize, pitch: usize| offset + (rows - 1) * pitch + width;
+        if width > src_pitch.max(width)
+            || width > dst_pitch.max(width)
+            || end(src_offset, src_pitch) > src.bytes()
+            || end(dst_offset, dst_pitch) > dst.bytes()
+        {
+            return Err(CudaError::Driver(format!(
+                "2D copy of {rows}x{width} bytes does not fit buffers of {} and {} bytes",
+                src.bytes(),
+                dst.bytes()
+            )));
+        }
+        self.ctx.bind_to_thread()?;
+        let copy = cudarc::driver::sys::CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: cudarc::driver::sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcHost: std::ptr::null(),
+            srcDevice: src.ptr() + src_offset as u64,
+            srcArray: std::ptr::null_mut(),
+            srcPitch: src_pitch,
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: cudarc::driver::sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            dstHost: std::ptr::null_mut(),
+            dstDevice: dst.ptr() + dst_offset as u64,
+            dstArray: std::ptr::null_mut(),
+            dstPitch: dst_pitch,
+            WidthInBytes: width,
+            Height: rows,
+        };
+        // SAFETY: both strided ranges were checked to lie inside their buffers above.
+        unsafe { cudarc::driver::sys::cuMemcpy2DAsync_v2(&copy, self.stream.cu_stream()) }
+            .result()?;
+        Ok(())
+    }
     /// Page-locked host buffer of `n` f32 (zeroed).
     pub fn pinned_f32(&self, n: usize) -> CudaResult<PinnedBuffer> {
         PinnedBuffer::new(Arc::clone(&self.ctx), n)

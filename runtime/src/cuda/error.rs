@@ -10,6 +10,12 @@ pub enum CudaError {
     /// No usable driver or device (the reason says which).
     #[error("CUDA not available: {0}")]
     NotAvailable(String),
+    /// The device has no room for a block even after the pool's cache was freed.
+    #[error(
+        "out of GPU memory: {requested} more bytes needed with {in_use} bytes already in use \
+         (lower the batch size or the crop/roi size)"
+    )]
+    OutOfMemory { requested: usize, in_use: usize },
     /// A driver call failed.
     #[error("CUDA driver: {0}")]
     Driver(String),

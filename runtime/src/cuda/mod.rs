@@ -16,6 +16,8 @@ mod device;
 mod error;
 pub mod module;
 pub mod ops;
+pub mod profile;
+pub mod registry;
 
 pub use alloc::{bucket_size, DeviceBuffer, MemStats, PinnedBuffer};
 pub use device::CudaDevice;

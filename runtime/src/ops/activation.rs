@@ -16,7 +16,12 @@ pub enum Activation {
 
 pub fn activation_forward(act: Activation, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "activation_forward";
-    cpu_only(OP, common_device(OP, &[x])?)?;
+    let dev = common_device(OP, &[x])?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::activation_forward(OP, act, x);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let (xs, ys) = (x.f32s(OP)?, y.f32s_mut(OP)?);
     match act {
@@ -31,8 +36,13 @@ pub fn activation_forward(act: Activation, x: &Tensor) -> Result<Tensor> {
 /// `dx` from the forward input `x` and the upstream gradient `dy`.
 pub fn activation_backward(act: Activation, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
     const OP: &str = "activation_backward";
-    cpu_only(OP, common_device(OP, &[x, dy])?)?;
+    let dev = common_device(OP, &[x, dy])?;
     dy.expect_shape(OP, "dy", x.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::activation_backward(OP, act, x, dy);
+    }
+    cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x.shape());
     let (xs, dys, dxs) = (x.f32s(OP)?, dy.f32s(OP)?, dx.f32s_mut(OP)?);
     match act {

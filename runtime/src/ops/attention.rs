@@ -13,6 +13,10 @@ use medvae_kernels::volume;
 #[derive(Debug, Clone)]
 pub struct AttentionSaved {
     pub lse: Vec<f32>,
+    /// The log-sum-exp of a CUDA flash forward, kept on the device (`lse` is then empty).
+    pub device_lse: Option<Tensor>,
+    /// The `[N, T, T]` probabilities of a CUDA GEMM-path forward (see `on_cuda::attention`).
+    pub device_probs: Option<Tensor>,
 }
 
 /// Kernel geometry from `q`'s shape, after checking `k` and `v` have the same shape.
@@ -37,8 +41,13 @@ pub fn attention_forward(
     scale: f64,
 ) -> Result<(Tensor, AttentionSaved)> {
     const OP: &str = "attention_forward";
-    cpu_only(OP, common_device(OP, &[q, k, v])?)?;
+    let dev = common_device(OP, &[q, k, v])?;
     let d = dims(OP, q, k, v, scale)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::attention::attention_forward(OP, &d, q, k, v);
+    }
+    cpu_only(OP, dev)?;
     let mut o = Tensor::uninit(q.shape());
     let mut lse = vec![0f32; d.lse_len()];
     k::attention_forward(
@@ -49,7 +58,14 @@ pub fn attention_forward(
         o.f32s_mut(OP)?,
         &mut lse,
     )?;
-    Ok((o, AttentionSaved { lse }))
+    Ok((
+        o,
+        AttentionSaved {
+            lse,
+            device_lse: None,
+            device_probs: None,
+        },
+    ))
 }
 
 /// Gradients `(dq, dk, dv)` of [`attention_forward`] from its inputs, output `o`, saved
@@ -64,10 +80,15 @@ pub fn attention_backward(
     scale: f64,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "attention_backward";
-    cpu_only(OP, common_device(OP, &[q, k, v, o, d_o])?)?;
+    let dev = common_device(OP, &[q, k, v, o, d_o])?;
     let d = dims(OP, q, k, v, scale)?;
     o.expect_shape(OP, "o", q.shape())?;
     d_o.expect_shape(OP, "d_o", q.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::attention::attention_backward(OP, &d, q, k, v, o, saved, d_o);
+    }
+    cpu_only(OP, dev)?;
     if saved.lse.len() != d.lse_len() {
         return Err(RuntimeError::shape(
             OP,
@@ -165,6 +186,8 @@ mod tests {
         assert!(attention_backward(&q, &k, &v, &o, &saved, &other, 0.5).is_err());
         let stale = AttentionSaved {
             lse: saved.lse[1..].to_vec(),
+            device_lse: None,
+            device_probs: None,
         };
         assert!(attention_backward(&q, &k, &v, &o, &stale, &g, 0.5).is_err());
     }

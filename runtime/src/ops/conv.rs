@@ -105,13 +105,19 @@ impl ConvSpec {
 pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "conv_forward";
     let dev = common_device(OP, &[x, w])?;
-    cpu_only(OP, dev)?;
     let g = spec.geometry(OP, x.shape())?;
     w.expect_shape(OP, "weight", &spec.weight_shape())?;
     if let Some(b) = b {
         b.expect_shape(OP, "bias", &[spec.cout])?;
+        b.expect_device(OP, dev)?;
     }
-    let mut y = Tensor::uninit(&join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout));
+    let y_shape = join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout);
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::conv::conv_forward(OP, &g, x, w, b, &y_shape);
+    }
+    cpu_only(OP, dev)?;
+    let mut y = Tensor::uninit(&y_shape);
     let bias = match b {
         Some(b) => Some(b.f32s(OP)?),
         None => None,
@@ -133,13 +139,27 @@ pub fn conv_backward(
 ) -> Result<Option<Tensor>> {
     const OP: &str = "conv_backward";
     let dev = common_device(OP, &[x, w, dy])?;
-    cpu_only(OP, dev)?;
     let g = spec.geometry(OP, x.shape())?;
     dy.expect_shape(
         OP,
         "dy",
         &join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout),
     )?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        if let Some(dw) = &dw {
+            dw.expect_shape(OP, "dw", &spec.weight_shape())?;
+        }
+        if let Some(db) = &db {
+            db.expect_shape(OP, "db", &[spec.cout])?;
+        }
+        super::on_cuda::conv::conv_backward_params(OP, &g, x, dy, dw, db)?;
+        return match need_dx {
+            true => super::on_cuda::conv::conv_backward_data(OP, &g, x, w, dy).map(Some),
+            false => Ok(None),
+        };
+    }
+    cpu_only(OP, dev)?;
     if let Some(dw) = dw {
         dw.expect_shape(OP, "dw", &spec.weight_shape())?;
         let dbias = match db {

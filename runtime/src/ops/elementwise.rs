@@ -59,8 +59,13 @@ fn zip_update(acc: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
 /// `a + b` (same shapes).
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "add";
-    cpu_only(OP, common_device(OP, &[a, b])?)?;
+    let dev = common_device(OP, &[a, b])?;
     same_shape(OP, a, b)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::add_scaled(OP, a, b, 1.0, 1.0);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(a.shape());
     zip_map(a.f32s(OP)?, b.f32s(OP)?, y.f32s_mut(OP)?, |x, y| x + y);
     Ok(y)
@@ -74,8 +79,13 @@ pub fn add_assign(acc: &mut Tensor, b: &Tensor) -> Result<()> {
 /// `acc += s · b` (same shapes).
 pub fn scaled_add_assign(acc: &mut Tensor, b: &Tensor, s: f32) -> Result<()> {
     const OP: &str = "scaled_add_assign";
-    cpu_only(OP, common_device(OP, &[acc, b])?)?;
+    let dev = common_device(OP, &[acc, b])?;
     same_shape(OP, acc, b)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::scaled_add_assign(OP, acc, b, s);
+    }
+    cpu_only(OP, dev)?;
     if s == 1.0 {
         zip_update(acc.f32s_mut(OP)?, b.f32s(OP)?, |a, y| a + y);
     } else {
@@ -87,8 +97,13 @@ pub fn scaled_add_assign(acc: &mut Tensor, b: &Tensor, s: f32) -> Result<()> {
 /// `a ⊙ b` (same shapes), e.g. an activation times a dropout mask.
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "mul";
-    cpu_only(OP, common_device(OP, &[a, b])?)?;
+    let dev = common_device(OP, &[a, b])?;
     same_shape(OP, a, b)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::mul(OP, a, b);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(a.shape());
     zip_map(a.f32s(OP)?, b.f32s(OP)?, y.f32s_mut(OP)?, |x, y| x * y);
     Ok(y)
@@ -97,7 +112,12 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `s · a`.
 pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
     const OP: &str = "scale";
-    cpu_only(OP, common_device(OP, &[a])?)?;
+    let dev = common_device(OP, &[a])?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::scale(OP, a, s);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(a.shape());
     let src = a.f32s(OP)?;
     zip_map(src, src, y.f32s_mut(OP)?, |x, _| s * x);
@@ -114,7 +134,7 @@ fn last_dim(op: &str, x: &Tensor) -> Result<usize> {
 /// Split the last (channel) axis into its first `c0` and remaining channels (`0 < c0 < C`).
 pub fn split_last(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "split_last";
-    cpu_only(OP, common_device(OP, &[x])?)?;
+    let dev = common_device(OP, &[x])?;
     let c = last_dim(OP, x)?;
     if c0 == 0 || c0 >= c {
         return Err(RuntimeError::shape(
@@ -122,6 +142,11 @@ pub fn split_last(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
             format!("cannot split {c} channels at {c0}"),
         ));
     }
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::split_last(OP, x, c0);
+    }
+    cpu_only(OP, dev)?;
     let c1 = c - c0;
     let mut sa = x.shape().to_vec();
     let mut sb = x.shape().to_vec();
@@ -146,7 +171,7 @@ pub fn split_last(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
 /// Join two tensors along the last axis (the inverse of [`split_last`]).
 pub fn concat_last(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "concat_last";
-    cpu_only(OP, common_device(OP, &[a, b])?)?;
+    let dev = common_device(OP, &[a, b])?;
     let (ca, cb) = (last_dim(OP, a)?, last_dim(OP, b)?);
     let (ra, rb) = (&a.shape()[..a.rank() - 1], &b.shape()[..b.rank() - 1]);
     if ra != rb || ca == 0 || cb == 0 {
@@ -161,6 +186,11 @@ pub fn concat_last(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let mut shape = ra.to_vec();
     shape.push(ca + cb);
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::concat_last(OP, a, b, &shape);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&shape);
     for ((row, xa), xb) in y
         .f32s_mut(OP)?
@@ -200,8 +230,13 @@ fn sample_dims(op: &str, moments: &Tensor, eps: &Tensor) -> Result<usize> {
 /// moments (the first half of the channels is μ, the second the log-variance).
 pub fn gaussian_sample_forward(moments: &Tensor, eps: &Tensor) -> Result<Tensor> {
     const OP: &str = "gaussian_sample_forward";
-    cpu_only(OP, common_device(OP, &[moments, eps])?)?;
+    let dev = common_device(OP, &[moments, eps])?;
     let cz = sample_dims(OP, moments, eps)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::gaussian_sample_forward(OP, moments, eps, cz);
+    }
+    cpu_only(OP, dev)?;
     let mut z = Tensor::uninit(eps.shape());
     for ((m, e), zr) in moments
         .f32s(OP)?
@@ -225,9 +260,14 @@ pub fn gaussian_sample_backward(
     dz: &Tensor,
 ) -> Result<(Tensor, Tensor)> {
     const OP: &str = "gaussian_sample_backward";
-    cpu_only(OP, common_device(OP, &[moments, eps, dz])?)?;
+    let dev = common_device(OP, &[moments, eps, dz])?;
     let cz = sample_dims(OP, moments, eps)?;
     dz.expect_shape(OP, "dz", eps.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::gaussian_sample_backward(OP, moments, eps, dz, cz);
+    }
+    cpu_only(OP, dev)?;
     let mut dm = Tensor::uninit(moments.shape());
     let mut de = Tensor::uninit(eps.shape());
     for ((((m, e), g), dmr), der) in moments

@@ -26,13 +26,18 @@ fn kl_dims(op: &str, moments: &Tensor, keep_last_axis: bool) -> Result<KlDims> {
 /// which keeps the W axis (shape `[N, W]`).
 pub fn kl_forward(moments: &Tensor, keep_last_axis: bool) -> Result<Tensor> {
     const OP: &str = "kl_forward";
-    cpu_only(OP, common_device(OP, &[moments])?)?;
+    let dev = common_device(OP, &[moments])?;
     let d = kl_dims(OP, moments, keep_last_axis)?;
     let shape = if keep_last_axis {
         vec![d.n, d.spatial[2]]
     } else {
         vec![d.n]
     };
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::kl_forward(OP, &d, moments, &shape);
+    }
+    cpu_only(OP, dev)?;
     let mut kl = Tensor::uninit(&shape);
     k::kl_diag_gaussian_forward(&d, moments.f32s(OP)?, kl.f32s_mut(OP)?)?;
     Ok(kl)
@@ -40,8 +45,13 @@ pub fn kl_forward(moments: &Tensor, keep_last_axis: bool) -> Result<Tensor> {
 
 pub fn kl_backward(moments: &Tensor, keep_last_axis: bool, dkl: &Tensor) -> Result<Tensor> {
     const OP: &str = "kl_backward";
-    cpu_only(OP, common_device(OP, &[moments, dkl])?)?;
+    let dev = common_device(OP, &[moments, dkl])?;
     let d = kl_dims(OP, moments, keep_last_axis)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::kl_backward(OP, &d, moments, dkl);
+    }
+    cpu_only(OP, dev)?;
     let mut dm = Tensor::uninit(moments.shape());
     k::kl_diag_gaussian_backward(&d, moments.f32s(OP)?, dkl.f32s(OP)?, dm.f32s_mut(OP)?)?;
     Ok(dm)
@@ -73,16 +83,26 @@ pub fn hinge_backward(real: &Tensor, fake: &Tensor, dloss: f32) -> Result<(Tenso
 /// `mean |a − b|`.
 pub fn l1_mean_forward(a: &Tensor, b: &Tensor) -> Result<f32> {
     const OP: &str = "l1_mean_forward";
-    cpu_only(OP, common_device(OP, &[a, b])?)?;
+    let dev = common_device(OP, &[a, b])?;
     b.expect_shape(OP, "b", a.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::l1_mean_forward(OP, a, b);
+    }
+    cpu_only(OP, dev)?;
     Ok(k::l1_mean_forward(a.f32s(OP)?, b.f32s(OP)?)?)
 }
 
 /// Gradient of `dloss · mean |a − b|` with respect to `a`.
 pub fn l1_mean_backward(a: &Tensor, b: &Tensor, dloss: f32) -> Result<Tensor> {
     const OP: &str = "l1_mean_backward";
-    cpu_only(OP, common_device(OP, &[a, b])?)?;
+    let dev = common_device(OP, &[a, b])?;
     b.expect_shape(OP, "b", a.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::l1_mean_backward(OP, a, b, dloss);
+    }
+    cpu_only(OP, dev)?;
     let mut da = Tensor::uninit(a.shape());
     k::l1_mean_backward(a.f32s(OP)?, b.f32s(OP)?, dloss, da.f32s_mut(OP)?)?;
     Ok(da)

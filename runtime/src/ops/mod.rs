@@ -14,6 +14,9 @@ pub mod norm;
 pub mod resample;
 pub mod softmax;
 
+#[cfg(feature = "cuda")]
+mod on_cuda;
+
 use crate::error::{Result, RuntimeError};
 use crate::tensor::Tensor;
 use crate::Device;

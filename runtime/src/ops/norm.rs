@@ -17,6 +17,8 @@ use medvae_kernels::volume;
 pub struct NormSaved {
     pub mean: Vec<f32>,
     pub rstd: Vec<f32>,
+    /// `(mean, rstd)` of a CUDA forward, kept on the device (the host vectors are then empty).
+    pub device_stats: Option<(Tensor, Tensor)>,
 }
 
 /// The per-channel affine parameters of a normalisation layer.
@@ -70,13 +72,19 @@ pub fn group_norm_forward(
     fuse_silu: bool,
 ) -> Result<(Tensor, NormSaved)> {
     const OP: &str = "group_norm_forward";
-    cpu_only(OP, common_device(OP, &[x, p.gamma, p.beta])?)?;
+    let dev = common_device(OP, &[x, p.gamma, p.beta])?;
     let d = gn_dims(OP, x, groups, eps)?;
     p.check(OP, d.channels)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::norm::group_norm_forward(OP, &d, x, p, fuse_silu);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let mut saved = NormSaved {
         mean: vec![0.0; d.stats_len()],
         rstd: vec![0.0; d.stats_len()],
+        device_stats: None,
     };
     let stats = NormStatsMut {
         mean: &mut saved.mean,
@@ -104,10 +112,17 @@ pub fn group_norm_backward(
     grads: Option<NormGrads>,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm_backward";
-    cpu_only(OP, common_device(OP, &[x, dy])?)?;
+    let dev = common_device(OP, &[x, dy, p.gamma, p.beta])?;
     let d = gn_dims(OP, x, groups, eps)?;
     p.check(OP, d.channels)?;
     dy.expect_shape(OP, "dy", x.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::norm::group_norm_backward(
+            OP, &d, x, p, fuse_silu, saved, dy, grads,
+        );
+    }
+    cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x.shape());
     let (mut sg, mut sb) = (Vec::new(), Vec::new());
     let grads = param_grads(OP, grads, d.channels, &mut sg, &mut sb)?;
@@ -182,13 +197,19 @@ fn ln_dims(op: &str, x: &Tensor, eps: f64) -> Result<LayerNormDims> {
 /// LayerNorm over the last dimension.
 pub fn layer_norm_forward(x: &Tensor, p: &NormParams, eps: f64) -> Result<(Tensor, NormSaved)> {
     const OP: &str = "layer_norm_forward";
-    cpu_only(OP, common_device(OP, &[x, p.gamma, p.beta])?)?;
+    let dev = common_device(OP, &[x, p.gamma, p.beta])?;
     let d = ln_dims(OP, x, eps)?;
     p.check(OP, d.dim)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::norm::layer_norm_forward(OP, &d, x, p);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let mut saved = NormSaved {
         mean: vec![0.0; d.rows],
         rstd: vec![0.0; d.rows],
+        device_stats: None,
     };
     let stats = NormStatsMut {
         mean: &mut saved.mean,
@@ -207,10 +228,15 @@ pub fn layer_norm_backward(
     grads: Option<NormGrads>,
 ) -> Result<Tensor> {
     const OP: &str = "layer_norm_backward";
-    cpu_only(OP, common_device(OP, &[x, dy])?)?;
+    let dev = common_device(OP, &[x, dy, p.gamma])?;
     let d = ln_dims(OP, x, eps)?;
     p.check(OP, d.dim)?;
     dy.expect_shape(OP, "dy", x.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::norm::layer_norm_backward(OP, &d, x, p, saved, dy, grads);
+    }
+    cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x.shape());
     let (mut sg, mut sb) = (Vec::new(), Vec::new());
     let grads = param_grads(OP, grads, d.dim, &mut sg, &mut sb)?;
@@ -269,6 +295,7 @@ pub fn batch_norm_forward(
     let mut saved = NormSaved {
         mean: vec![0.0; d.channels],
         rstd: vec![0.0; d.channels],
+        device_stats: None,
     };
     if training {
         let run = RunningStatsMut {

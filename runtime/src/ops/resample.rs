@@ -27,9 +27,15 @@ fn up_dims(op: &str, x_shape: &[usize]) -> Result<UpsampleDims> {
 /// Nearest-neighbour ×2 upsampling of every spatial axis.
 pub fn upsample_nearest2_forward(x: &Tensor) -> Result<Tensor> {
     const OP: &str = "upsample_nearest_forward";
-    cpu_only(OP, common_device(OP, &[x])?)?;
+    let dev = common_device(OP, &[x])?;
     let d = up_dims(OP, x.shape())?;
-    let mut y = Tensor::uninit(&join_nsc(x.rank(), d.n, d.out_spatial(), d.channels));
+    let y_shape = join_nsc(x.rank(), d.n, d.out_spatial(), d.channels);
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::upsample_forward(OP, &d, x, &y_shape);
+    }
+    cpu_only(OP, dev)?;
+    let mut y = Tensor::uninit(&y_shape);
     upsample::upsample_nearest_forward(&d, x.f32s(OP)?, y.f32s_mut(OP)?)?;
     Ok(y)
 }
@@ -37,13 +43,18 @@ pub fn upsample_nearest2_forward(x: &Tensor) -> Result<Tensor> {
 /// Backward of the ×2 upsampling; `x_shape` is the forward input's shape.
 pub fn upsample_nearest2_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tensor> {
     const OP: &str = "upsample_nearest_backward";
-    cpu_only(OP, common_device(OP, &[dy])?)?;
+    let dev = common_device(OP, &[dy])?;
     let d = up_dims(OP, x_shape)?;
     dy.expect_shape(
         OP,
         "dy",
         &join_nsc(x_shape.len(), d.n, d.out_spatial(), d.channels),
     )?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::upsample_backward(OP, &d, x_shape, dy);
+    }
+    cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x_shape);
     upsample::upsample_nearest_backward(&d, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
     Ok(dx)

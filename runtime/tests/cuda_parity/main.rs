@@ -12,6 +12,7 @@ mod conv;
 mod misc;
 mod norm;
 mod support;
+mod tensor_ops;
 
 use medvae_runtime::cuda::{probe, CudaError};
 

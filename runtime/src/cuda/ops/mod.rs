@@ -85,7 +85,15 @@ impl Args {
         if c.grid_dim.0 == 0 || c.grid_dim.1 == 0 || c.grid_dim.2 == 0 {
             return Ok(()); // nothing to do (empty tensor)
         }
+        // Ops may run on any thread (the CPU side uses rayon): make the context current.
+        dev.context().bind_to_thread()?;
         let f = dev.function(entry, c.shared_mem_bytes)?;
+        let started = if super::profile::enabled() {
+            dev.synchronize()?;
+            Some(std::time::Instant::now())
+        } else {
+            None
+        };
         let mut params: Vec<*mut c_void> = self
             .slots
             .iter_mut()
@@ -104,7 +112,12 @@ impl Args {
                 &mut params,
             )
         }
-        .map_err(|e| CudaError::Driver(format!("launching {entry}: {e}")))
+        .map_err(|e| CudaError::Driver(format!("launching {entry}: {e}")))?;
+        if let Some(t0) = started {
+            dev.synchronize()?;
+            super::profile::record(entry, t0.elapsed());
+        }
+        Ok(())
     }
 }
 

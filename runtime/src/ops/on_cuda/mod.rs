@@ -1,0 +1,26 @@
+//! The CUDA side of the op API (feature `cuda`). Each public op of `crate::ops` checks shapes
+//! once, then calls the function of the same name here when its operands live on a CUDA
+//! device. Semantics are the CPU's: new outputs are returned, parameter gradients accumulate.
+//! Every kernel queues on the device's one stream; nothing here waits for the device.
+
+pub(crate) mod attention;
+pub(crate) mod conv;
+pub(crate) mod norm;
+pub(crate) mod pointwise;
+pub(crate) mod reshape;
+
+use crate::cuda::{CudaDevice, CudaError};
+use crate::error::Result;
+use crate::tensor::Tensor;
+use crate::tensor_cuda::cuda_error;
+use std::sync::Arc;
+
+/// Attach the op name to a launcher error.
+pub(crate) fn on<T>(op: &str, r: std::result::Result<T, CudaError>) -> Result<T> {
+    r.map_err(|e| cuda_error(op, e))
+}
+
+/// The device of `t`, which must be a CUDA tensor.
+pub(crate) fn device_of(op: &str, t: &Tensor) -> Result<Arc<CudaDevice>> {
+    Ok(Arc::clone(t.cuda(op)?.0))
+}

@@ -1,0 +1,155 @@
+//! GroupNorm (+SiLU) and LayerNorm on CUDA. The saved statistics stay on the device, in
+//! `NormSaved::device_stats`.
+
+use super::{device_of, on};
+use crate::cuda::ops::norm as k;
+use crate::error::{Result, RuntimeError};
+use crate::ops::norm::{NormGrads, NormParams, NormSaved};
+use crate::tensor::Tensor;
+use medvae_kernels::cpu::group_norm::GroupNormDims;
+use medvae_kernels::cpu::layer_norm::LayerNormDims;
+
+fn saved_stats<'a>(op: &str, saved: &'a NormSaved) -> Result<(&'a Tensor, &'a Tensor)> {
+    match &saved.device_stats {
+        Some((m, r)) => Ok((m, r)),
+        None => Err(RuntimeError::Other(format!(
+            "{op}: the saved statistics come from a CPU forward, the gradient is on CUDA"
+        ))),
+    }
+}
+
+pub(crate) fn group_norm_forward(
+    op: &str,
+    d: &GroupNormDims,
+    x: &Tensor,
+    p: &NormParams,
+    fuse_silu: bool,
+) -> Result<(Tensor, NormSaved)> {
+    let dev = device_of(op, x)?;
+    let y = Tensor::cuda_uninit(&dev, x.shape())?;
+    let mean = Tensor::cuda_uninit(&dev, &[d.stats_len()])?;
+    let rstd = Tensor::cuda_uninit(&dev, &[d.stats_len()])?;
+    on(
+        op,
+        k::group_norm_forward(
+            &dev,
+            d,
+            fuse_silu,
+            x.cuda(op)?.1,
+            Some(p.gamma.cuda(op)?.1),
+            Some(p.beta.cuda(op)?.1),
+            y.cuda(op)?.1,
+            mean.cuda(op)?.1,
+            rstd.cuda(op)?.1,
+        ),
+    )?;
+    let saved = NormSaved {
+        device_stats: Some((mean, rstd)),
+        ..NormSaved::default()
+    };
+    Ok((y, saved))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn group_norm_backward(
+    op: &str,
+    d: &GroupNormDims,
+    x: &Tensor,
+    p: &NormParams,
+    fuse_silu: bool,
+    saved: &NormSaved,
+    dy: &Tensor,
+    grads: Option<NormGrads>,
+) -> Result<Tensor> {
+    let dev = device_of(op, x)?;
+    let (mean, rstd) = saved_stats(op, saved)?;
+    let dx = Tensor::cuda_uninit(&dev, x.shape())?;
+    let (dg, db) = match grads {
+        Some(g) => (Some(g.dgamma.cuda_out(op)?), Some(g.dbeta.cuda_out(op)?)),
+        None => (None, None),
+    };
+    on(
+        op,
+        k::group_norm_backward(
+            &dev,
+            d,
+            fuse_silu,
+            x.cuda(op)?.1,
+            Some(p.gamma.cuda(op)?.1),
+            Some(p.beta.cuda(op)?.1),
+            mean.cuda(op)?.1,
+            rstd.cuda(op)?.1,
+            dy.cuda(op)?.1,
+            dx.cuda(op)?.1,
+            dg,
+            db,
+            0.0,
+        ),
+    )?;
+    Ok(dx)
+}
+
+pub(crate) fn layer_norm_forward(
+    op: &str,
+    d: &LayerNormDims,
+    x: &Tensor,
+    p: &NormParams,
+) -> Result<(Tensor, NormSaved)> {
+    let dev = device_of(op, x)?;
+    let y = Tensor::cuda_uninit(&dev, x.shape())?;
+    let mean = Tensor::cuda_uninit(&dev, &[d.rows])?;
+    let rstd = Tensor::cuda_uninit(&dev, &[d.rows])?;
+    on(
+        op,
+        k::layer_norm_forward(
+            &dev,
+            d,
+            x.cuda(op)?.1,
+            Some(p.gamma.cuda(op)?.1),
+            Some(p.beta.cuda(op)?.1),
+            y.cuda(op)?.1,
+            mean.cuda(op)?.1,
+            rstd.cuda(op)?.1,
+        ),
+    )?;
+    let saved = NormSaved {
+        device_stats: Some((mean, rstd)),
+        ..NormSaved::default()
+    };
+    Ok((y, saved))
+}
+
+pub(crate) fn layer_norm_backward(
+    op: &str,
+    d: &LayerNormDims,
+    x: &Tensor,
+    p: &NormParams,
+    saved: &NormSaved,
+    dy: &Tensor,
+    grads: Option<NormGrads>,
+) -> Result<Tensor> {
+    let dev = device_of(op, x)?;
+    let (mean, rstd) = saved_stats(op, saved)?;
+    let dx = Tensor::cuda_uninit(&dev, x.shape())?;
+    let (dg, db) = match grads {
+        Some(g) => (Some(g.dgamma.cuda_out(op)?), Some(g.dbeta.cuda_out(op)?)),
+        None => (None, None),
+    };
+    on(
+        op,
+        k::layer_norm_backward(
+            &dev,
+            d,
+            x.cuda(op)?.1,
+            Some(p.gamma.cuda(op)?.1),
+            mean.cuda(op)?.1,
+            rstd.cuda(op)?.1,
+            dy.cuda(op)?.1,
+            dx.cuda(op)?.1,
+            dg,
+            db,
+            0.0,
+        ),
+    )?;
+    Ok(dx)
+}

@@ -1,0 +1,221 @@
+//! Ops on CUDA that move or combine whole channels and pixels: nearest upsampling, channel
+//! split/concat, the reparameterised Gaussian sample, the KL term and the L1 mean.
+
+use super::{device_of, on};
+use crate::cuda::ops::{loss as lk, sample as sk};
+use crate::error::Result;
+use crate::tensor::Tensor;
+use medvae_kernels::cpu::loss::KlDims;
+use medvae_kernels::cpu::upsample::UpsampleDims;
+
+pub(crate) fn upsample_forward(
+    op: &str,
+    d: &UpsampleDims,
+    x: &Tensor,
+    y_shape: &[usize],
+) -> Result<Tensor> {
+    let dev = device_of(op, x)?;
+    let y = Tensor::cuda_uninit(&dev, y_shape)?;
+    on(
+        op,
+        sk::upsample_nearest_forward(&dev, d, x.cuda(op)?.1, y.cuda(op)?.1),
+    )?;
+    Ok(y)
+}
+
+pub(crate) fn upsample_backward(
+    op: &str,
+    d: &UpsampleDims,
+    x_shape: &[usize],
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let dev = device_of(op, dy)?;
+    let dx = Tensor::cuda_uninit(&dev, x_shape)?;
+    on(
+        op,
+        sk::upsample_nearest_backward(&dev, d, dy.cuda(op)?.1, dx.cuda(op)?.1, 0.0),
+    )?;
+    Ok(dx)
+}
+
+/// Copy channels `[c_from, c_from + width)` of every row of `src` (row length `c_src`) into
+/// channels `[c_to, c_to + width)` of `dst` (row length `c_dst`).
+#[allow(clippy::too_many_arguments)]
+fn copy_channels(
+    op: &str,
+    src: &Tensor,
+    c_src: usize,
+    c_from: usize,
+    dst: &Tensor,
+    c_dst: usize,
+    c_to: usize,
+    width: usize,
+) -> Result<()> {
+    let (dev, s) = src.cuda(op)?;
+    let d = dst.cuda(op)?.1;
+    let rows = src.numel() / c_src.max(1);
+    on(
+        op,
+        dev.copy_2d(
+            s,
+            4 * c_from,
+            4 * c_src,
+            d,
+            4 * c_to,
+            4 * c_dst,
+            4 * width,
+            rows,
+        ),
+    )
+}
+
+pub(crate) fn split_last(op: &str, x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
+    let dev = device_of(op, x)?;
+    let c = x.shape().last().copied().unwrap_or(0);
+    let mut s0 = x.shape().to_vec();
+    let mut s1 = s0.clone();
+    if let (Some(a), Some(b)) = (s0.last_mut(), s1.last_mut()) {
+        *a = c0;
+        *b = c - c0;
+    }
+    let a = Tensor::cuda_uninit(&dev, &s0)?;
+    let b = Tensor::cuda_uninit(&dev, &s1)?;
+    copy_channels(op, x, c, 0, &a, c0, 0, c0)?;
+    copy_channels(op, x, c, c0, &b, c - c0, 0, c - c0)?;
+    Ok((a, b))
+}
+
+pub(crate) fn concat_last(op: &str, a: &Tensor, b: &Tensor, y_shape: &[usize]) -> Result<Tensor> {
+    let dev = device_of(op, a)?;
+    let ca = a.shape().last().copied().unwrap_or(0);
+    let cb = b.shape().last().copied().unwrap_or(0);
+    let y = Tensor::cuda_uninit(&dev, y_shape)?;
+    copy_channels(op, a, ca, 0, &y, ca + cb, 0, ca)?;
+    copy_channels(op, b, cb, 0, &y, ca + cb, ca, cb)?;
+    Ok(y)
+}
+
+pub(crate) fn gaussian_sample_forward(
+    op: &str,
+    moments: &Tensor,
+    eps: &Tensor,
+    cz: usize,
+) -> Result<Tensor> {
+    let dev = device_of(op, moments)?;
+    let z = Tensor::cuda_uninit(&dev, eps.shape())?;
+    let pixels = eps.numel() / cz.max(1);
+    let (mb, eb, zb) = (moments.cuda(op)?.1, eps.cuda(op)?.1, z.cuda(op)?.1);
+    on(
+        op,
+        lk::gaussian_sample_forward(&dev, pixels, cz, mb, eb, zb),
+    )?;
+    Ok(z)
+}
+
+/// `(dmoments, deps)`. `deps = std·dz` is computed exactly as a sample of zero-mean moments
+/// with `dz` as the noise (the log-variance half copied over).
+pub(crate) fn gaussian_sample_backward(
+    op: &str,
+    moments: &Tensor,
+    eps: &Tensor,
+    dz: &Tensor,
+    cz: usize,
+) -> Result<(Tensor, Tensor)> {
+    let dev = device_of(op, moments)?;
+    let pixels = eps.numel() / cz.max(1);
+    let dm = Tensor::cuda_uninit(&dev, moments.shape())?;
+    on(
+        op,
+        lk::gaussian_sample_backward(
+            &dev,
+            pixels,
+            cz,
+            moments.cuda(op)?.1,
+            eps.cuda(op)?.1,
+            dz.cuda(op)?.1,
+            dm.cuda(op)?.1,
+            0.0,
+        ),
+    )?;
+    let zero_mean = Tensor::cuda_zeros(&dev, moments.shape())?;
+    copy_channels(op, moments, 2 * cz, cz, &zero_mean, 2 * cz, cz, cz)?;
+    let de = gaussian_sample_forward(op, &zero_mean, dz, cz)?;
+    Ok((dm, de))
+}
+
+pub(crate) fn kl_forward(
+    op: &str,
+    d: &KlDims,
+    moments: &Tensor,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let dev = device_of(op, moments)?;
+    let kl = Tensor::cuda_uninit(&dev, out_shape)?;
+    on(
+        op,
+        lk::kl_forward(&dev, d, moments.cuda(op)?.1, kl.cuda(op)?.1),
+    )?;
+    Ok(kl)
+}
+
+pub(crate) fn kl_backward(op: &str, d: &KlDims, moments: &Tensor, dkl: &Tensor) -> Result<Tensor> {
+    let dev = device_of(op, moments)?;
+    let dm = Tensor::cuda_uninit(&dev, moments.shape())?;
+    on(
+        op,
+        lk::kl_backward(
+            &dev,
+            d,
+            moments.cuda(op)?.1,
+            Some(dkl.cuda(op)?.1),
+            dm.cuda(op)?.1,
+            1.0,
+            None,
+            0.0,
+        ),
+    )?;
+    Ok(dm)
+}
+
+/// `mean |a − b|`, read back to the host (waits for the device).
+pub(crate) fn l1_mean_forward(op: &str, a: &Tensor, b: &Tensor) -> Result<f32> {
+    let dev = device_of(op, a)?;
+    let n = a.numel();
+    let out = Tensor::cuda_uninit(&dev, &[1])?;
+    let scale = if n == 0 { 0.0 } else { 1.0 / n as f32 };
+    on(
+        op,
+        lk::l1_forward(
+            &dev,
+            a.cuda(op)?.1,
+            b.cuda(op)?.1,
+            n,
+            out.cuda(op)?.1,
+            scale,
+        ),
+    )?;
+    let mut v = [0f32];
+    on(op, dev.download(out.cuda(op)?.1, &mut v))?;
+    Ok(v[0])
+}
+
+pub(crate) fn l1_mean_backward(op: &str, a: &Tensor, b: &Tensor, dloss: f32) -> Result<Tensor> {
+    let dev = device_of(op, a)?;
+    let n = a.numel();
+    let da = Tensor::cuda_uninit(&dev, a.shape())?;
+    let scale = if n == 0 { 0.0 } else { dloss / n as f32 };
+    on(
+        op,
+        lk::l1_backward(
+            &dev,
+            a.cuda(op)?.1,
+            b.cuda(op)?.1,
+            da.cuda(op)?.1,
+            n,
+            scale,
+            None,
+            0.0,
+        ),
+    )?;
+    Ok(da)
+}
