@@ -197,8 +197,21 @@ if [ -n "$BIN" ]; then
     record "verify-cuda" "SKIP" 0 "no golden folder (set MEDVAE_GOLDEN)"
   fi
 
+  # Inference on the bundled 2D samples: CUDA (fp32) against the CPU, same random weights.
+  run_step infer-parity 60 bash -c '
+    "$0" infer -i samples/2d -o "$1/infer-cpu" --modality xray --model medvae_4_1_2d \
+      --random-weights --decode >/dev/null 2>&1 &&
+    "$0" infer -i samples/2d -o "$1/infer-cuda" --modality xray --model medvae_4_1_2d \
+      --random-weights --decode --device cuda &&
+    python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda" --tol 1e-4' \
+    "$MEDVAE_BIN" "$LOG"
   run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
 
+  # Weight-gradient split-K tuning: the conv wgrad kernels at several target blocks per SM.
+  for per_sm in 2 4 16 32; do
+    run_step "wgrad-$per_sm" 40 env MEDVAE_WGRAD_BLOCKS_PER_SM=$per_sm "$BENCH_BIN" --batch 8 \
+      --reps 10 --only conv
+  done
   for prec in tf32 bf16; do
     run_step "ours-$prec" 90 "$MEDVAE_BIN" bench --device cuda --precision "$prec" \
       --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd
@@ -253,6 +266,9 @@ fi
   for prec in tf32 bf16; do
     [ -f "$LOG/torch-$prec.log" ] && echo "-- torch $prec: $(tail -n 1 "$LOG/torch-$prec.log" | cut -c1-300)"
     [ -f "$LOG/ours-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/ours-$prec.log" | cut -c1-400)"
+  done
+  for f in "$LOG"/wgrad-*.log; do
+    [ -f "$f" ] && echo "-- $(basename "$f" .log) blocks/SM: $(grep wgrad "$f" | awk '{printf "%s ", $(NF-3)}')ms"
   done
   [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
   if [ -f "$LOG/profile-bf16.log" ]; then

@@ -156,8 +156,12 @@ impl Param {
         Ok((&self.value, grad))
     }
 
-    /// Move the value (and any gradient) to `device`.
+    /// Move the value (and any gradient) to `device`. Integer buffers (BatchNorm's
+    /// `num_batches_tracked`) are host-side counters and stay on the CPU.
     pub fn to_device(&mut self, device: Device) -> Result<()> {
+        if self.kind == ParamKind::IntBuffer {
+            return Ok(());
+        }
         self.value = self.value.to_device(device)?;
         if let Some(g) = self.grad.take() {
             self.grad = Some(g.to_device(device)?);

@@ -17,11 +17,11 @@
 use super::error::InferError;
 use super::window::{roi_size_calc, SlidingWindow};
 use crate::autoencoder::{AutoencoderKL, Sampling};
-use crate::layer::Ctx;
+use crate::layer::{move_params, Ctx};
 use medvae_runtime::data::image2d::{load_2d, Image2d, Preprocess2d};
 use medvae_runtime::data::volume3d::{load_ct_3d, load_mri_3d, Volume};
 use medvae_runtime::layout::to_channels_first;
-use medvae_runtime::Tensor;
+use medvae_runtime::{Device, Tensor};
 use std::path::Path;
 
 /// The imaging modality (`-modality` of the reference); it picks the 3D intensity rule.
@@ -80,6 +80,8 @@ pub struct InferOptions {
     pub roi_size: usize,
     /// Overlap between neighbouring 3D windows.
     pub overlap: f64,
+    /// Where the model runs (preprocessing and window stitching stay on the CPU).
+    pub device: Device,
 }
 
 /// An array as the reference gives it to nibabel: NumPy shape, C-order data.
@@ -103,7 +105,8 @@ pub struct Inferred {
 /// `[1, spatial.., C]` channels-last → channels-first with every size-1 axis squeezed (as
 /// `torch.squeeze()`; an all-ones shape keeps one axis).
 pub fn reference_array(t: &Tensor) -> Result<Array, InferError> {
-    let (data, shape) = to_channels_first(t.f32s("reference_array")?, t.shape())?;
+    let host = t.to_device(Device::Cpu)?;
+    let (data, shape) = to_channels_first(host.f32s("reference_array")?, t.shape())?;
     let mut squeezed: Vec<usize> = shape.into_iter().filter(|&d| d != 1).collect();
     if squeezed.is_empty() {
         squeezed.push(1);
@@ -123,7 +126,8 @@ pub struct Inferencer {
 
 impl Inferencer {
     /// Check that the model and the options go together.
-    pub fn new(model: AutoencoderKL, opts: InferOptions) -> Result<Inferencer, InferError> {
+    pub fn new(mut model: AutoencoderKL, opts: InferOptions) -> Result<Inferencer, InferError> {
+        move_params(&mut model, opts.device)?;
         let cfg = &model.config;
         if cfg.dims == 3 {
             if opts.modality == Modality::Xray {
@@ -202,7 +206,8 @@ impl Inferencer {
                 ),
             });
         }
-        let x = Tensor::from_vec(&[1, img.height, img.width, img.channels], img.data.clone())?;
+        let x = Tensor::from_vec(&[1, img.height, img.width, img.channels], img.data.clone())?
+            .to_device(self.opts.device)?;
         let mut ctx = Ctx::eval();
         let moments = self.model.encode(&x, &mut ctx)?;
         let (z, _) = self.model.sample(&moments, Sampling::Mode, &mut ctx)?;
@@ -232,20 +237,23 @@ impl Inferencer {
         let [d0, d1, d2] = vol.shape;
         let x = Tensor::from_vec(&[1, d0, d1, d2, 1], vol.data.clone())?;
         let decode = self.opts.decode;
+        let device = self.opts.device;
         let model = &mut self.model;
         let mut windows = 0;
         let outs = sw.run(&x, |win| {
             windows += 1;
             let mut ctx = Ctx::eval();
-            let moments = model.encode(win, &mut ctx)?;
+            // Windows are cut and stitched on the host; only the model runs on `device`.
+            let win = win.to_device(device)?;
+            let moments = model.encode(&win, &mut ctx)?;
             let (z, _) = model.sample(&moments, Sampling::Mode, &mut ctx)?;
             let mut out = Vec::with_capacity(2);
             if decode {
                 let dec = model.decode(&z, &mut ctx)?;
-                out.push(z);
-                out.push(dec);
+                out.push(z.to_device(Device::Cpu)?);
+                out.push(dec.to_device(Device::Cpu)?);
             } else {
-                out.push(z);
+                out.push(z.to_device(Device::Cpu)?);
             }
             Ok(out)
         })?;

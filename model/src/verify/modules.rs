@@ -19,10 +19,6 @@ use serde_json::Value;
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     device.ensure_available()?;
     let module = case.meta_str("module").unwrap_or_default();
-    // BatchNorm (the discriminator) has no CUDA dispatch yet.
-    if !device.is_cpu() && module == "NLayerDiscriminator" {
-        return Ok(None);
-    }
     super::tensors::on_device(device, || run_module(case, module))
 }
 

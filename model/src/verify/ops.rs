@@ -41,6 +41,9 @@ const CUDA_OPS: &[&str] = &[
     "layer_norm",
     "upsample_nearest",
     "kl",
+    "softmax_lastdim",
+    "batch_norm",
+    "hinge_loss",
 ];
 
 fn run_op(case: &GoldenCase, op: &str) -> Result<Option<Produced>> {

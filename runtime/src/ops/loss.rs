@@ -60,14 +60,24 @@ pub fn kl_backward(moments: &Tensor, keep_last_axis: bool, dkl: &Tensor) -> Resu
 /// Discriminator hinge loss `½(mean relu(1 − real) + mean relu(1 + fake))`.
 pub fn hinge_forward(real: &Tensor, fake: &Tensor) -> Result<f32> {
     const OP: &str = "hinge_forward";
-    cpu_only(OP, common_device(OP, &[real, fake])?)?;
+    let dev = common_device(OP, &[real, fake])?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::hinge_forward(OP, real, fake);
+    }
+    cpu_only(OP, dev)?;
     Ok(k::hinge_d_loss_forward(real.f32s(OP)?, fake.f32s(OP)?)?)
 }
 
 /// Gradients of the hinge loss scaled by `dloss`: `(d_real, d_fake)`.
 pub fn hinge_backward(real: &Tensor, fake: &Tensor, dloss: f32) -> Result<(Tensor, Tensor)> {
     const OP: &str = "hinge_backward";
-    cpu_only(OP, common_device(OP, &[real, fake])?)?;
+    let dev = common_device(OP, &[real, fake])?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::hinge_backward(OP, real, fake, dloss);
+    }
+    cpu_only(OP, dev)?;
     let mut dr = Tensor::uninit(real.shape());
     let mut df = Tensor::uninit(fake.shape());
     k::hinge_d_loss_backward(

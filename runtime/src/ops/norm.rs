@@ -284,13 +284,18 @@ pub fn batch_norm_forward(
     momentum: f64,
 ) -> Result<(Tensor, NormSaved)> {
     const OP: &str = "batch_norm_forward";
-    cpu_only(OP, common_device(OP, &[x, p.gamma, p.beta])?)?;
+    let dev = common_device(OP, &[x, p.gamma, p.beta, running.mean, running.var])?;
     let d = bn_dims(OP, x, eps, momentum)?;
     p.check(OP, d.channels)?;
     running
         .mean
         .expect_shape(OP, "running_mean", &[d.channels])?;
     running.var.expect_shape(OP, "running_var", &[d.channels])?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::norm::batch_norm_forward(OP, &d, x, p, running, training);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let mut saved = NormSaved {
         mean: vec![0.0; d.channels],
@@ -332,10 +337,15 @@ pub fn batch_norm_backward(
     grads: Option<NormGrads>,
 ) -> Result<Tensor> {
     const OP: &str = "batch_norm_backward";
-    cpu_only(OP, common_device(OP, &[x, dy])?)?;
+    let dev = common_device(OP, &[x, dy, p.gamma])?;
     let d = bn_dims(OP, x, eps, 0.0)?;
     p.check(OP, d.channels)?;
     dy.expect_shape(OP, "dy", x.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::norm::batch_norm_backward(OP, &d, x, p, training, saved, dy, grads);
+    }
+    cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x.shape());
     let (mut sg, mut sb) = (Vec::new(), Vec::new());
     let grads = param_grads(OP, grads, d.channels, &mut sg, &mut sb)?;

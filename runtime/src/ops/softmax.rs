@@ -15,8 +15,13 @@ fn rows_cols(op: &str, x: &Tensor) -> Result<(usize, usize)> {
 
 pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
     const OP: &str = "softmax_forward";
-    cpu_only(OP, common_device(OP, &[x])?)?;
+    let dev = common_device(OP, &[x])?;
     let (rows, n) = rows_cols(OP, x)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::softmax_forward(OP, x, rows, n);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     k::softmax_forward(x.f32s(OP)?, rows, n, y.f32s_mut(OP)?)?;
     Ok(y)
@@ -25,9 +30,14 @@ pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
 /// `dx` from the forward *output* `y` and `dy`.
 pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     const OP: &str = "softmax_backward";
-    cpu_only(OP, common_device(OP, &[y, dy])?)?;
+    let dev = common_device(OP, &[y, dy])?;
     dy.expect_shape(OP, "dy", y.shape())?;
     let (rows, n) = rows_cols(OP, y)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reshape::softmax_backward(OP, y, dy, rows, n);
+    }
+    cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(y.shape());
     k::softmax_backward(y.f32s(OP)?, dy.f32s(OP)?, rows, n, dx.f32s_mut(OP)?)?;
     Ok(dx)

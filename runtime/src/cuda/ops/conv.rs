@@ -113,6 +113,22 @@ fn tile(dev: &CudaDevice, m: usize, n: usize) -> (usize, u32, &'static str) {
     }
 }
 
+/// Target resident weight-gradient blocks per SM (`MEDVAE_WGRAD_BLOCKS_PER_SM` overrides the
+/// default, for tuning on a new card).
+fn wgrad_blocks_per_sm() -> usize {
+    static PER_SM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PER_SM.get_or_init(|| {
+        std::env::var("MEDVAE_WGRAD_BLOCKS_PER_SM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&v: &usize| (1..=64).contains(&v))
+            .unwrap_or(WGRAD_BLOCKS_PER_SM)
+    })
+}
+
+/// Default of [`wgrad_blocks_per_sm`]. Was 2 until measured on an H200 (docs/BENCHMARKS.md).
+const WGRAD_BLOCKS_PER_SM: usize = 32;
+
 /// Each `(name, buffer, f32 needed)` must be large enough.
 fn check_all(operands: &[(&'static str, &DeviceBuffer, usize)]) -> CudaResult<()> {
     operands
@@ -216,10 +232,14 @@ pub fn conv_backward_weight(
         let m = g.weight_len() / g.cout;
         let (bm, threads, name) = tile(dev, m, g.cout);
         let (gm, gn) = (m.div_ceil(bm), g.cout.div_ceil(bm));
-        // Split the pixel reduction so that the grid fills the device twice over, keeping at
-        // least 8 k-tiles per split.
+        // Split the pixel reduction (splits add into dw atomically) so that the grid holds
+        // `wgrad_blocks_per_sm()` blocks per SM, keeping at least 8 k-tiles per split. The
+        // weight-gradient GEMMs are tall and thin (taps·Cin × Cout over ~10⁵–10⁶ pixels):
+        // without enough splits a few dozen blocks run the whole reduction.
         let kt = pixels.div_ceil(prec.bk()).max(1);
-        let want = (2 * dev.sm_count() as usize).div_ceil(gm * gn).max(1);
+        let want = (wgrad_blocks_per_sm() * dev.sm_count() as usize)
+            .div_ceil(gm * gn)
+            .max(1);
         let splits = want.min(kt.div_ceil(8)).max(1);
         let per_split = kt.div_ceil(splits);
         let splits = kt.div_ceil(per_split);

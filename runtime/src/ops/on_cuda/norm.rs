@@ -4,8 +4,9 @@
 use super::{device_of, on};
 use crate::cuda::ops::norm as k;
 use crate::error::{Result, RuntimeError};
-use crate::ops::norm::{NormGrads, NormParams, NormSaved};
+use crate::ops::norm::{NormGrads, NormParams, NormSaved, Running};
 use crate::tensor::Tensor;
+use medvae_kernels::cpu::batch_norm::BatchNormDims;
 use medvae_kernels::cpu::group_norm::GroupNormDims;
 use medvae_kernels::cpu::layer_norm::LayerNormDims;
 
@@ -151,5 +152,89 @@ pub(crate) fn layer_norm_backward(
             0.0,
         ),
     )?;
+    Ok(dx)
+}
+
+/// BatchNorm forward; training mode updates the running statistics in place (on the device).
+pub(crate) fn batch_norm_forward(
+    op: &str,
+    d: &BatchNormDims,
+    x: &Tensor,
+    p: &NormParams,
+    running: Running,
+    training: bool,
+) -> Result<(Tensor, NormSaved)> {
+    let dev = device_of(op, x)?;
+    let y = Tensor::cuda_uninit(&dev, x.shape())?;
+    let (xb, gb, bb) = (x.cuda(op)?.1, p.gamma.cuda(op)?.1, p.beta.cuda(op)?.1);
+    let stats = if training {
+        let mean = Tensor::cuda_uninit(&dev, &[d.channels])?;
+        let rstd = Tensor::cuda_uninit(&dev, &[d.channels])?;
+        let rm = running.mean.cuda_out(op)?;
+        let rv = running.var.cuda_out(op)?;
+        on(
+            op,
+            k::batch_norm_train_forward(
+                &dev,
+                d,
+                xb,
+                gb,
+                bb,
+                rm,
+                rv,
+                y.cuda(op)?.1,
+                mean.cuda(op)?.1,
+                rstd.cuda(op)?.1,
+            ),
+        )?;
+        (mean, rstd)
+    } else {
+        let (rm, rv) = (running.mean.cuda(op)?.1, running.var.cuda(op)?.1);
+        on(
+            op,
+            k::batch_norm_eval_forward(&dev, d, xb, gb, bb, rm, rv, y.cuda(op)?.1),
+        )?;
+        // The eval backward needs the running statistics as they are now: a clone shares the
+        // buffer and a later write copies it first.
+        (running.mean.clone(), running.var.clone())
+    };
+    let saved = NormSaved {
+        device_stats: Some(stats),
+        ..NormSaved::default()
+    };
+    Ok((y, saved))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch_norm_backward(
+    op: &str,
+    d: &BatchNormDims,
+    x: &Tensor,
+    p: &NormParams,
+    training: bool,
+    saved: &NormSaved,
+    dy: &Tensor,
+    grads: Option<NormGrads>,
+) -> Result<Tensor> {
+    let dev = device_of(op, x)?;
+    let (s0, s1) = saved_stats(op, saved)?;
+    let dx = Tensor::cuda_uninit(&dev, x.shape())?;
+    let (dg, db) = match grads {
+        Some(g) => (Some(g.dgamma.cuda_out(op)?), Some(g.dbeta.cuda_out(op)?)),
+        None => (None, None),
+    };
+    let (xb, gb, dyb, dxb) = (
+        x.cuda(op)?.1,
+        p.gamma.cuda(op)?.1,
+        dy.cuda(op)?.1,
+        dx.cuda(op)?.1,
+    );
+    let (s0, s1) = (s0.cuda(op)?.1, s1.cuda(op)?.1);
+    let r = if training {
+        k::batch_norm_train_backward(&dev, d, xb, gb, s0, s1, dyb, dxb, dg, db)
+    } else {
+        k::batch_norm_eval_backward(&dev, d, xb, gb, s0, s1, dyb, dxb, dg, db)
+    };
+    on(op, r)?;
     Ok(dx)
 }

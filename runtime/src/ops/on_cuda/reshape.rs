@@ -219,3 +219,69 @@ pub(crate) fn l1_mean_backward(op: &str, a: &Tensor, b: &Tensor, dloss: f32) -> 
     )?;
     Ok(da)
 }
+
+/// Row softmax over the last axis.
+pub(crate) fn softmax_forward(op: &str, x: &Tensor, rows: usize, n: usize) -> Result<Tensor> {
+    let dev = device_of(op, x)?;
+    let y = Tensor::cuda_uninit(&dev, x.shape())?;
+    on(
+        op,
+        sk::softmax_forward(&dev, x.cuda(op)?.1, y.cuda(op)?.1, rows, n),
+    )?;
+    Ok(y)
+}
+
+pub(crate) fn softmax_backward(
+    op: &str,
+    y: &Tensor,
+    dy: &Tensor,
+    rows: usize,
+    n: usize,
+) -> Result<Tensor> {
+    let dev = device_of(op, y)?;
+    let dx = Tensor::cuda_uninit(&dev, y.shape())?;
+    let (yb, dyb, dxb) = (y.cuda(op)?.1, dy.cuda(op)?.1, dx.cuda(op)?.1);
+    on(op, sk::softmax_backward(&dev, yb, dyb, dxb, rows, n, 0.0))?;
+    Ok(dx)
+}
+
+/// The discriminator's hinge loss, read back to the host (waits for the device).
+pub(crate) fn hinge_forward(op: &str, real: &Tensor, fake: &Tensor) -> Result<f32> {
+    let dev = device_of(op, real)?;
+    let out = Tensor::cuda_uninit(&dev, &[1])?;
+    let (rb, fb) = (real.cuda(op)?.1, fake.cuda(op)?.1);
+    on(
+        op,
+        lk::hinge_forward(&dev, rb, real.numel(), fb, fake.numel(), out.cuda(op)?.1),
+    )?;
+    let mut v = [0f32];
+    on(op, dev.download(out.cuda(op)?.1, &mut v))?;
+    Ok(v[0])
+}
+
+pub(crate) fn hinge_backward(
+    op: &str,
+    real: &Tensor,
+    fake: &Tensor,
+    dloss: f32,
+) -> Result<(Tensor, Tensor)> {
+    let dev = device_of(op, real)?;
+    let dr = Tensor::cuda_uninit(&dev, real.shape())?;
+    let df = Tensor::cuda_uninit(&dev, fake.shape())?;
+    on(
+        op,
+        lk::hinge_backward(
+            &dev,
+            real.cuda(op)?.1,
+            real.numel(),
+            fake.cuda(op)?.1,
+            fake.numel(),
+            dr.cuda(op)?.1,
+            df.cuda(op)?.1,
+            dloss,
+            None,
+            0.0,
+        ),
+    )?;
+    Ok((dr, df))
+}
