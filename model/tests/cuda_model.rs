@@ -8,7 +8,7 @@
 use medvae_model::layers::state::export_grads;
 use medvae_model::workloads::AeWorkload;
 use medvae_model::zoo::zoo_config;
-use medvae_runtime::golden::rel_error_at_scale;
+use medvae_runtime::golden::{rel_error as rel_err, rel_error_at_scale};
 use medvae_runtime::{set_cuda_precision, Device};
 
 fn norm(v: &[f32]) -> f64 {
@@ -27,23 +27,6 @@ fn gpu_or_skip() -> bool {
             println!("skipped: {e}");
             false
         }
-    }
-}
-
-fn rel_err(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (mut num, mut den) = (0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        if !x.is_finite() {
-            return f64::INFINITY;
-        }
-        num += (x as f64 - y as f64).powi(2);
-        den += (y as f64).powi(2);
-    }
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
     }
 }
 

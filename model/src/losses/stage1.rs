@@ -125,6 +125,31 @@ fn with_frozen<M: Parameters, R>(m: &mut M, f: impl FnOnce(&mut M) -> R) -> R {
     r
 }
 
+/// The reference's reconstruction NLL with a learned log-variance, from the batch sums:
+/// `rec_sum = Σ|x − rec| + w_p · (voxels per sample) · Σ_samples LPIPS` and
+/// `nll = (rec_sum · e^(−logvar) + logvar · numel) / N`. Training and validation share it.
+pub(crate) struct Nll {
+    pub rec_sum: f64,
+    pub nll: f64,
+}
+
+impl Nll {
+    pub(crate) fn of(
+        abs_sum: f64,
+        lpips_sum: f64,
+        perceptual_weight: f32,
+        logvar: f64,
+        numel: f64,
+        n: f64,
+    ) -> Nll {
+        let rec_sum = abs_sum + perceptual_weight as f64 * (numel / n) * lpips_sum;
+        Nll {
+            rec_sum,
+            nll: rec_sum * (-logvar).exp() / n + logvar * numel / n,
+        }
+    }
+}
+
 impl Stage1Loss {
     /// Refuses `perceptual_weight > 0` without LPIPS weights (see [`WEIGHTS_HELP`]).
     pub fn new(
@@ -226,8 +251,7 @@ impl Stage1Loss {
                 scaled_add_assign(&mut drec, &g, 1.0)?;
             }
         }
-        let rec_sum = abs_sum + cfg.perceptual_weight as f64 * per_sample * p_sum;
-        let nll = rec_sum * inv_var / n + lv * numel / n;
+        let Nll { rec_sum, nll } = Nll::of(abs_sum, p_sum, cfg.perceptual_weight, lv, numel, n);
 
         // Adversarial term and its adaptive weight.
         let (mut g_loss, mut d_weight) = (0.0f64, 0.0f64);

@@ -22,6 +22,7 @@ use crate::layers::state::{load_state_dict, param_shapes};
 use crate::layers::Init;
 use crate::lora::freeze_base_for_lora;
 use crate::losses::lpips::{Lpips, Need};
+use crate::losses::stage1::Nll;
 use crate::losses::stage2::BiomedClipLatentLoss;
 use crate::losses::{Stage1Config, Stage1Loss};
 use crate::optim::{Adam, AdamConfig};
@@ -399,13 +400,13 @@ impl Trainer {
                 .ok_or_else(|| RuntimeError::Other("the autoencoder gave no image".into()))?;
             let n = x.shape()[0] as f64;
             let numel = x.numel() as f64;
-            let mut rec_sum = l1_mean_forward(&rec, &x)? as f64 * numel;
+            let abs_sum = l1_mean_forward(&rec, &x)? as f64 * numel;
+            let mut p_sum = 0.0;
             if let Some(lp) = self.loss.lpips.as_ref() {
                 let (p, _) = lp.distance(&x, &rec, Need::NONE)?;
-                let p_sum: f64 = p.to_f32_vec().iter().map(|&v| v as f64).sum();
-                rec_sum += c.perceptual_weight as f64 * (numel / n) * p_sum;
+                p_sum = p.to_f32_vec().iter().map(|&v| v as f64).sum();
             }
-            let nll = (rec_sum * (-lv).exp() + lv * numel) / n;
+            let Nll { rec_sum, nll } = Nll::of(abs_sum, p_sum, c.perceptual_weight, lv, numel, n);
             let kl: f64 = out.kl.to_f32_vec().iter().map(|&v| v as f64).sum::<f64>() / n;
             let total = nll + c.kl_weight as f64 * kl;
             if !total.is_finite() {

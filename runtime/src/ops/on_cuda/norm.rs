@@ -3,6 +3,7 @@
 
 use super::{device_of, on};
 use crate::cuda::ops::norm as k;
+use crate::cuda::DeviceBuffer;
 use crate::error::{Result, RuntimeError};
 use crate::ops::norm::{NormGrads, NormParams, NormSaved, Running};
 use crate::tensor::Tensor;
@@ -16,6 +17,24 @@ fn saved_stats<'a>(op: &str, saved: &'a NormSaved) -> Result<(&'a Tensor, &'a Te
         None => Err(RuntimeError::Other(format!(
             "{op}: the saved statistics come from a CPU forward, the gradient is on CUDA"
         ))),
+    }
+}
+
+/// The affine-gradient buffers to accumulate into (shared buffers are copied first).
+type GradBuffers<'a> = (Option<&'a DeviceBuffer>, Option<&'a DeviceBuffer>);
+
+fn grad_buffers<'a>(op: &str, grads: Option<NormGrads<'a>>) -> Result<GradBuffers<'a>> {
+    Ok(match grads {
+        Some(g) => (Some(g.dgamma.cuda_out(op)?), Some(g.dbeta.cuda_out(op)?)),
+        None => (None, None),
+    })
+}
+
+/// What a CUDA forward keeps: its statistics, on the device.
+fn device_saved(mean: Tensor, rstd: Tensor) -> NormSaved {
+    NormSaved {
+        device_stats: Some((mean, rstd)),
+        ..NormSaved::default()
     }
 }
 
@@ -44,10 +63,7 @@ pub(crate) fn group_norm_forward(
             rstd.cuda(op)?.1,
         ),
     )?;
-    let saved = NormSaved {
-        device_stats: Some((mean, rstd)),
-        ..NormSaved::default()
-    };
+    let saved = device_saved(mean, rstd);
     Ok((y, saved))
 }
 
@@ -65,10 +81,7 @@ pub(crate) fn group_norm_backward(
     let dev = device_of(op, x)?;
     let (mean, rstd) = saved_stats(op, saved)?;
     let dx = Tensor::cuda_uninit(&dev, x.shape())?;
-    let (dg, db) = match grads {
-        Some(g) => (Some(g.dgamma.cuda_out(op)?), Some(g.dbeta.cuda_out(op)?)),
-        None => (None, None),
-    };
+    let (dg, db) = grad_buffers(op, grads)?;
     on(
         op,
         k::group_norm_backward(
@@ -113,10 +126,7 @@ pub(crate) fn layer_norm_forward(
             rstd.cuda(op)?.1,
         ),
     )?;
-    let saved = NormSaved {
-        device_stats: Some((mean, rstd)),
-        ..NormSaved::default()
-    };
+    let saved = device_saved(mean, rstd);
     Ok((y, saved))
 }
 
@@ -132,10 +142,7 @@ pub(crate) fn layer_norm_backward(
     let dev = device_of(op, x)?;
     let (mean, rstd) = saved_stats(op, saved)?;
     let dx = Tensor::cuda_uninit(&dev, x.shape())?;
-    let (dg, db) = match grads {
-        Some(g) => (Some(g.dgamma.cuda_out(op)?), Some(g.dbeta.cuda_out(op)?)),
-        None => (None, None),
-    };
+    let (dg, db) = grad_buffers(op, grads)?;
     on(
         op,
         k::layer_norm_backward(
@@ -198,10 +205,7 @@ pub(crate) fn batch_norm_forward(
         // buffer and a later write copies it first.
         (running.mean.clone(), running.var.clone())
     };
-    let saved = NormSaved {
-        device_stats: Some(stats),
-        ..NormSaved::default()
-    };
+    let saved = device_saved(stats.0, stats.1);
     Ok((y, saved))
 }
 
@@ -219,10 +223,7 @@ pub(crate) fn batch_norm_backward(
     let dev = device_of(op, x)?;
     let (s0, s1) = saved_stats(op, saved)?;
     let dx = Tensor::cuda_uninit(&dev, x.shape())?;
-    let (dg, db) = match grads {
-        Some(g) => (Some(g.dgamma.cuda_out(op)?), Some(g.dbeta.cuda_out(op)?)),
-        None => (None, None),
-    };
+    let (dg, db) = grad_buffers(op, grads)?;
     let (xb, gb, dyb, dxb) = (
         x.cuda(op)?.1,
         p.gamma.cuda(op)?.1,
