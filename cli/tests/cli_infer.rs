@@ -359,3 +359,43 @@ fn bad_files_are_reported_and_the_others_continue() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("a 2D model reads .png images"), "{stderr}");
 }
+
+/// `--device cuda` on a machine without a usable GPU is a clear error before anything is
+/// written; on a GPU machine the same run must match the CPU's latents.
+#[test]
+fn cuda_device_errors_clearly_or_matches_the_cpu() {
+    let t = Scratch::new("cuda");
+    let img = repo().join("samples/2d/mr_slice_u8.png");
+    let (cpu_out, gpu_out) = (t.join("cpu.nii.gz"), t.join("gpu.nii.gz"));
+    let args = |out: &Path, device: &str| {
+        let mut a = vec![
+            "-i".to_string(),
+            s(&img).to_string(),
+            "-o".to_string(),
+            s(out).to_string(),
+            "--model".to_string(),
+            "medvae_4_1_2d".to_string(),
+            "--modality".to_string(),
+            "xray".to_string(),
+            "--random-weights".to_string(),
+        ];
+        a.extend(["--device".to_string(), device.to_string()]);
+        a
+    };
+    let call = |a: Vec<String>| {
+        let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+        run(&refs)
+    };
+    let (code, _, stderr) = call(args(&gpu_out, "cuda"));
+    if medvae_runtime::cuda::probe().is_err() {
+        assert_ne!(code, 0, "{stderr}");
+        assert!(stderr.contains("CUDA not available"), "{stderr}");
+        assert!(!gpu_out.exists(), "nothing is written");
+        println!("skipped: no GPU here; the error path was checked instead");
+        return;
+    }
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = call(args(&cpu_out, "cpu"));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(nifti_shape(&gpu_out), nifti_shape(&cpu_out));
+}
