@@ -8,9 +8,10 @@
 #   scripts/gpu-check.sh            on the GPU machine, from the repository root
 #   scripts/gpu-check.sh --prepare  on a build machine (no GPU needed): build release binaries
 #                                   and precompile the kernels for sm_90 into
-#                                   target/gpu-prebuilt/ — carry that folder when the GPU
-#                                   machine cannot build (no cargo, no crates offline) or has no
-#                                   NVRTC; the check then runs the prebuilt binaries.
+#                                   target/gpu-prebuilt/, and fill .bench/ (baseline script,
+#                                   medvae wheel, golden cases). The lent machines have no
+#                                   cargo: carry both folders; the check then runs the prebuilt
+#                                   binaries (as on the H200, 2026-11-27: ~2 min a call).
 #
 # Environment (all optional):
 #   OUT                     output folder (default ./out)
@@ -48,8 +49,29 @@ if [ "${1:-}" = "--prepare" ]; then
   # Precompiled kernel images (CUBIN for $arch): the GPU machine then needs no NVRTC.
   MEDVAE_PTX_CACHE="$PREBUILT/ptx-cache" "$PREBUILT/bin/kernels" warm-cache --arch "$arch" ||
     echo "warning: could not precompile kernels (is NVRTC on LD_LIBRARY_PATH? see scripts/install-nvrtc.sh)"
-  du -sh "$PREBUILT"
-  ls -la "$PREBUILT/bin" "$PREBUILT/ptx-cache"
+  # What the check reads besides the binaries, in .bench/ (git-ignored; carry it too): the
+  # PyTorch baseline script, the medvae wheel it imports, and the golden cases that fit the
+  # device tool's 64 MiB (the 23 MB 3D autoencoder case is left out).
+  mkdir -p .bench/golden
+  for d in shared ../shared; do
+    [ -f "$d/bench/torch_baseline.py" ] && cp "$d/bench/torch_baseline.py" .bench/
+    if [ -d "$d/golden" ]; then
+      cp "$d/golden/README.md" .bench/golden/ 2>/dev/null || true
+      for sub in ops vit; do [ -d "$d/golden/$sub" ] && cp -r "$d/golden/$sub" .bench/golden/; done
+      mkdir -p .bench/golden/modules
+      find "$d/golden/modules" -name '*.safetensors' ! -name 'autoencoder_kl_3d*' \
+        -exec cp {} .bench/golden/modules/ \; 2>/dev/null || true
+    fi
+  done
+  py="$(command -v /opt/tb/bin/python || command -v python3 || true)"
+  if [ -n "$py" ] && ! ls .bench/medvae-*.whl >/dev/null 2>&1; then
+    "$py" -m pip download -q --no-deps medvae==0.1.7 -d .bench ||
+      echo "warning: could not download the medvae wheel (the PyTorch baseline will be skipped)"
+  fi
+  du -sh "$PREBUILT" .bench
+  ls -la "$PREBUILT/bin"
+  echo "device call: carry [\"target/gpu-prebuilt\", \".bench\"], command:"
+  echo "  MEDVAE_GOLDEN=\$PWD/.bench/golden bash scripts/gpu-check.sh"
   exit 0
 fi
 
