@@ -12,6 +12,7 @@ use crate::cuda::ops::conv::ConvPrecision;
 use crate::cuda::ops::gemm::{gemm, GemmLayout, MatRef};
 use crate::cuda::ops::sample::{softmax_backward, softmax_forward};
 use crate::cuda::registry::precision;
+use crate::cuda::CudaDevice;
 use crate::error::{Result, RuntimeError};
 use crate::ops::attention::AttentionSaved;
 use crate::tensor::Tensor;
@@ -38,11 +39,13 @@ fn attn_dims(d: &AttentionDims) -> AttnDims {
 pub(crate) const GEMM_PATH_BYTES: usize = 6 << 30;
 
 /// Whether the GEMM path serves `d` in the current precision (`MEDVAE_ATTENTION=flash|gemm`
-/// overrides, for benchmarks and tests).
-fn use_gemm_path(d: &AttentionDims) -> bool {
+/// overrides, for benchmarks and tests). The `[N, T, T]` buffers may take at most
+/// [`GEMM_PATH_BYTES`] and an eighth of the card's memory.
+fn use_gemm_path(d: &AttentionDims, dev: &CudaDevice) -> bool {
     let forced = std::env::var("MEDVAE_ATTENTION").ok();
     let tensor_cores = precision() != ConvPrecision::Fp32;
-    let fits = 3 * d.batch * d.tokens * d.tokens * 4 <= GEMM_PATH_BYTES;
+    let budget = GEMM_PATH_BYTES.min(dev.info().total_memory / 8);
+    let fits = 3 * d.batch * d.tokens * d.tokens * 4 <= budget;
     // The GEMM kernels load 16-byte vectors: row lengths must be multiples of 4 floats.
     let aligned = d.tokens.is_multiple_of(8) && d.dim.is_multiple_of(8) && d.batch <= 65535;
     match forced.as_deref() {
@@ -213,10 +216,10 @@ pub(crate) fn attention_forward(
     k_: &Tensor,
     v: &Tensor,
 ) -> Result<(Tensor, AttentionSaved)> {
-    if use_gemm_path(d) {
+    let dev = device_of(op, q)?;
+    if use_gemm_path(d, &dev) {
         return gemm_forward(op, d, q, k_, v);
     }
-    let dev = device_of(op, q)?;
     let o = Tensor::cuda_uninit(&dev, q.shape())?;
     let lse = Tensor::cuda_uninit(&dev, &[d.lse_len()])?;
     on(
