@@ -206,7 +206,9 @@ fi
 
 # ------------------------------------------------------------------ checks
 if [ -n "$BIN" ]; then
-  run_step parity 150 "${PARITY_CMD[@]}" --nocapture --test-threads 1
+  # Launches are timed one by one (MEDVAE_CUDA_PROFILE) so that the last test can list the
+  # kernel entry points no parity test reached.
+  run_step parity 150 env MEDVAE_CUDA_PROFILE=1 "${PARITY_CMD[@]}" --nocapture --test-threads 1
   run_step model-parity 120 "${MODEL_PARITY_CMD[@]}" --nocapture --test-threads 1
 
   GOLDEN="${MEDVAE_GOLDEN:-}"
@@ -298,6 +300,7 @@ fi
     grep -A12 "kernel profile" "$LOG/profile-bf16.log"
   fi
   [ -f "$LOG/model-parity.log" ] && grep -E "rel err|worst" "$LOG/model-parity.log" | cut -c1-120
+  [ -f "$LOG/parity.log" ] && grep -o "kernel coverage: .*" "$LOG/parity.log" | cut -c1-400
   printf '%-16s %-8s %6s  %s\n' STEP STATUS SECS NOTE
   for i in "${!NAMES[@]}"; do
     printf '%-16s %-8s %6s  %s\n' "${NAMES[$i]}" "${STATES[$i]}" "${SECS[$i]}" "${NOTES[$i]}"

@@ -64,3 +64,40 @@ fn kernel_image_cache_is_written_and_read_back() {
     assert_eq!(again, b"marker");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs last (libtest orders tests by name; gpu-check runs them on one thread): with
+/// `MEDVAE_CUDA_PROFILE=1`, lists the kernel entry points the parity tests never launched, so a
+/// GPU run shows which tile variants remain unexercised.
+#[test]
+fn zz_kernel_coverage() {
+    use medvae_kernels::cuda::registry::SOURCES;
+    use medvae_runtime::cuda::profile;
+    if support::device().is_none() {
+        return;
+    }
+    if !profile::enabled() {
+        println!("skipped: set MEDVAE_CUDA_PROFILE=1 to record which kernels ran");
+        return;
+    }
+    let launched: std::collections::HashSet<String> =
+        profile::report().into_iter().map(|k| k.entry).collect();
+    let all: Vec<&str> = SOURCES
+        .iter()
+        .flat_map(|s| s.entry_points.iter().copied())
+        .collect();
+    let missing: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|e| !launched.contains(*e))
+        .collect();
+    println!(
+        "kernel coverage: {} of {} entry points launched; never launched: {}",
+        all.len() - missing.len(),
+        all.len(),
+        if missing.is_empty() {
+            "none".to_string()
+        } else {
+            missing.join(", ")
+        }
+    );
+}
