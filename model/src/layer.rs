@@ -13,6 +13,7 @@
 
 use medvae_kernels::cpu::conv::{weight_from_torch, weight_to_torch};
 use medvae_kernels::Spatial;
+use medvae_runtime::ops::norm::{NormGrads, NormParams};
 use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
 /// A trained parameter or a state buffer (BatchNorm running statistics).
@@ -293,6 +294,33 @@ pub type ParamVisitor<'a> = dyn FnMut(&str, &mut Param) + 'a;
 pub trait Parameters {
     /// Call `f(full_key, param)` for every parameter and buffer, in `state_dict` order.
     fn visit_params(&mut self, prefix: &str, f: &mut ParamVisitor);
+}
+
+/// The affine parameters of a normalisation and the gradient slots its backward adds into:
+/// `None` when both are frozen. The kernels write both gradients, so a half-frozen pair gets a
+/// zeroed scratch tensor (in `scratch`, on the parameter's device) for the frozen one.
+pub fn norm_affine<'a>(
+    weight: &'a mut Param,
+    bias: &'a mut Param,
+    scratch: &'a mut (Option<Tensor>, Option<Tensor>),
+) -> Result<(NormParams<'a>, Option<NormGrads<'a>>)> {
+    let (gamma, dg) = weight.value_and_grad()?;
+    let (beta, db) = bias.value_and_grad()?;
+    let grads = match (dg, db) {
+        (None, None) => None,
+        (dg, db) => {
+            let dgamma = match dg {
+                Some(g) => g,
+                None => scratch.0.insert(gamma.zeros_like()?),
+            };
+            let dbeta = match db {
+                Some(g) => g,
+                None => scratch.1.insert(beta.zeros_like()?),
+            };
+            Some(NormGrads { dgamma, dbeta })
+        }
+    };
+    Ok((NormParams { gamma, beta }, grads))
 }
 
 /// Move every parameter and buffer of `model` to `device` (the first failure is returned).

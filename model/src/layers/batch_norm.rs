@@ -3,11 +3,11 @@
 //! momentum 0.1; `num_batches_tracked` counts training-mode calls.
 
 use crate::layer::{
-    no_saved_state, visit_one, Ctx, Layer, Param, ParamKind, ParamVisitor, Parameters,
+    no_saved_state, norm_affine, visit_one, Ctx, Layer, Param, ParamKind, ParamVisitor, Parameters,
 };
 use crate::layers::init::Init;
 use medvae_runtime::ops::norm::{
-    batch_norm_backward, batch_norm_forward, NormGrads, NormParams, NormSaved, Running,
+    batch_norm_backward, batch_norm_forward, NormParams, NormSaved, Running,
 };
 use medvae_runtime::{Result, Tensor};
 
@@ -82,25 +82,8 @@ impl Layer for BatchNorm {
             .saved
             .take()
             .ok_or_else(|| no_saved_state("BatchNorm"))?;
-        let scratch = self.weight.value.zeros_like()?;
-        let (gamma, dg) = self.weight.value_and_grad()?;
-        let (beta, db) = self.bias.value_and_grad()?;
-        let (mut sg, mut sb) = (None, None);
-        let grads = match (dg, db) {
-            (None, None) => None,
-            (dg, db) => Some(NormGrads {
-                dgamma: dg.unwrap_or_else(|| sg.insert(scratch.clone())),
-                dbeta: db.unwrap_or_else(|| sb.insert(scratch)),
-            }),
-        };
-        batch_norm_backward(
-            &x,
-            &NormParams { gamma, beta },
-            train,
-            self.eps,
-            &stats,
-            dy,
-            grads,
-        )
+        let mut scratch = (None, None);
+        let (params, grads) = norm_affine(&mut self.weight, &mut self.bias, &mut scratch)?;
+        batch_norm_backward(&x, &params, train, self.eps, &stats, dy, grads)
     }
 }

@@ -1,11 +1,11 @@
 //! GroupNorm (the reference's `Normalize`: 32 groups, eps 1e-6, affine), optionally fused with
 //! the SiLU that follows it everywhere in the MedVAE networks except the attention block.
 
-use crate::layer::{no_saved_state, visit_one, Ctx, Layer, Param, ParamVisitor, Parameters};
-use crate::layers::init::Init;
-use medvae_runtime::ops::norm::{
-    group_norm_backward, group_norm_forward, NormGrads, NormParams, NormSaved,
+use crate::layer::{
+    no_saved_state, norm_affine, visit_one, Ctx, Layer, Param, ParamVisitor, Parameters,
 };
+use crate::layers::init::Init;
+use medvae_runtime::ops::norm::{group_norm_backward, group_norm_forward, NormParams, NormSaved};
 use medvae_runtime::{Result, Tensor};
 
 pub const GROUPS: usize = 32;
@@ -50,19 +50,8 @@ impl GroupNorm {
     /// Backward from the forward input and statistics; accumulates weight/bias gradients
     /// when trainable.
     pub fn grad(&mut self, x: &Tensor, saved: &NormSaved, dy: &Tensor) -> Result<Tensor> {
-        let scratch = self.weight.value.zeros_like()?;
-        let (gamma, dg) = self.weight.value_and_grad()?;
-        let (beta, db) = self.bias.value_and_grad()?;
-        let params = NormParams { gamma, beta };
-        // A half-frozen affine (one of the two trainable) takes scratch for the other.
-        let (mut sg, mut sb) = (None, None);
-        let grads = match (dg, db) {
-            (None, None) => None,
-            (dg, db) => Some(NormGrads {
-                dgamma: dg.unwrap_or_else(|| sg.insert(scratch.clone())),
-                dbeta: db.unwrap_or_else(|| sb.insert(scratch)),
-            }),
-        };
+        let mut scratch = (None, None);
+        let (params, grads) = norm_affine(&mut self.weight, &mut self.bias, &mut scratch)?;
         group_norm_backward(
             x,
             &params,

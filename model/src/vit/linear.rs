@@ -3,12 +3,10 @@
 //! the last dimension. Both are applied to `[.., features]` tensors (tokens as rows) and leave
 //! saving their input to the caller, who owns the activations (as `Conv` does).
 
-use crate::layer::{visit_one, Param, ParamVisitor, Parameters};
+use crate::layer::{norm_affine, visit_one, Param, ParamVisitor, Parameters};
 use crate::layers::init::Init;
 use medvae_runtime::ops::linear::{linear_backward, linear_forward};
-use medvae_runtime::ops::norm::{
-    layer_norm_backward, layer_norm_forward, NormGrads, NormParams, NormSaved,
-};
+use medvae_runtime::ops::norm::{layer_norm_backward, layer_norm_forward, NormParams, NormSaved};
 use medvae_runtime::{Result, RuntimeError, Tensor};
 
 /// `y = x·Wᵀ + b` over the last dimension.
@@ -99,18 +97,8 @@ impl LayerNorm {
     /// `dx` from the forward input and statistics; the affine gradients are accumulated
     /// where trainable (the kernel adds into them; a half-frozen pair takes scratch).
     pub fn grad(&mut self, x: &Tensor, saved: &NormSaved, dy: &Tensor) -> Result<Tensor> {
-        let shape = self.weight.value.shape().to_vec();
-        let (gamma, dg) = self.weight.value_and_grad()?;
-        let (beta, db) = self.bias.value_and_grad()?;
-        let p = NormParams { gamma, beta };
-        let (mut sg, mut sb) = (None, None);
-        let grads = match (dg, db) {
-            (None, None) => None,
-            (dg, db) => Some(NormGrads {
-                dgamma: dg.unwrap_or_else(|| sg.insert(Tensor::zeros(&shape))),
-                dbeta: db.unwrap_or_else(|| sb.insert(Tensor::zeros(&shape))),
-            }),
-        };
+        let mut scratch = (None, None);
+        let (p, grads) = norm_affine(&mut self.weight, &mut self.bias, &mut scratch)?;
         layer_norm_backward(x, &p, self.eps, saved, dy, grads)
     }
 }
