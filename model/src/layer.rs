@@ -157,15 +157,18 @@ impl Param {
         Ok((&self.value, grad))
     }
 
-    /// Move the value (and any gradient) to `device`. Integer buffers (BatchNorm's
-    /// `num_batches_tracked`) are host-side counters and stay on the CPU.
+    /// Move the value (and any gradient) to `device`; nothing is copied when they are
+    /// already there. Integer buffers (BatchNorm's `num_batches_tracked`) are host-side
+    /// counters and stay on the CPU.
     pub fn to_device(&mut self, device: Device) -> Result<()> {
         if self.kind == ParamKind::IntBuffer {
             return Ok(());
         }
-        self.value = self.value.to_device(device)?;
+        if self.value.device() != device {
+            self.value = self.value.to_device(device)?;
+        }
         if let Some(g) = self.grad.take() {
-            self.grad = Some(g.to_device(device)?);
+            self.grad = Some(g.into_device(device)?);
         }
         Ok(())
     }

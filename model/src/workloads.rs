@@ -38,7 +38,9 @@ impl AeWorkload {
     /// Move the model and the input to `device`.
     pub fn to_device(&mut self, device: Device) -> Result<()> {
         move_params(&mut self.model, device)?;
-        self.x = self.x.to_device(device)?;
+        if self.x.device() != device {
+            self.x = self.x.to_device(device)?;
+        }
         Ok(())
     }
 

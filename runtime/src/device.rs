@@ -30,9 +30,9 @@ impl Device {
         match self {
             Device::Cpu => Ok(()),
             #[cfg(feature = "cuda")]
-            Device::Cuda(n) => crate::cuda::registry::device(n)
-                .and_then(|d| d.synchronize())
-                .map_err(|e| RuntimeError::Other(format!("synchronising cuda:{n}: {e}"))),
+            Device::Cuda(n) => crate::tensor_cuda::open("synchronize", n)?
+                .synchronize()
+                .map_err(|e| crate::tensor_cuda::cuda_error("synchronize", e)),
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(n) => cuda_available(n),
         }

@@ -24,11 +24,7 @@ pub enum RuntimeError {
     CudaUnavailable(String),
     /// A CUDA operation failed (driver, kernel geometry, out of memory).
     #[error("{op} on CUDA: {msg}")]
-    Cuda {
-        op: String,
-        msg: String,
-        out_of_memory: bool,
-    },
+    Cuda { op: String, msg: String },
     #[error("{path}: {msg}")]
     File { path: String, msg: String },
     #[error("{0}")]

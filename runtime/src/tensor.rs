@@ -8,6 +8,7 @@ use crate::dtype::DType;
 use crate::error::{Result, RuntimeError};
 use crate::memory::PoolBuf;
 use half::{bf16, f16};
+use std::borrow::Cow;
 
 /// The bytes behind a tensor.
 #[derive(Debug, Clone)]
@@ -208,11 +209,7 @@ impl Tensor {
         match device {
             Device::Cpu => Ok(Tensor::zeros(shape)),
             #[cfg(feature = "cuda")]
-            Device::Cuda(n) => {
-                let dev = crate::cuda::registry::device(n)
-                    .map_err(|e| crate::tensor_cuda::cuda_error("zeros", e))?;
-                Tensor::cuda_zeros(&dev, shape)
-            }
+            Device::Cuda(n) => Tensor::cuda_zeros(&crate::tensor_cuda::open("zeros", n)?, shape),
             #[cfg(not(feature = "cuda"))]
             Device::Cuda(_) => Tensor::zeros(shape).to_device(device),
         }
@@ -231,6 +228,24 @@ impl Tensor {
         Err(RuntimeError::CudaUnavailable(
             "this binary was built without the `cuda` feature".into(),
         ))
+    }
+
+    /// This tensor on `device`, without a copy when it is already there.
+    pub fn into_device(self, device: Device) -> Result<Tensor> {
+        if self.device == device {
+            Ok(self)
+        } else {
+            self.to_device(device)
+        }
+    }
+
+    /// This tensor on `device`: borrowed when it is already there, else a copy.
+    pub fn on_device(&self, device: Device) -> Result<Cow<'_, Tensor>> {
+        if self.device == device {
+            Ok(Cow::Borrowed(self))
+        } else {
+            self.to_device(device).map(Cow::Owned)
+        }
     }
 
     /// A zero-filled f32 tensor with `self`'s shape, on `self`'s device.

@@ -42,12 +42,12 @@ impl CudaStorage {
 pub(crate) fn cuda_error(op: &str, e: CudaError) -> RuntimeError {
     RuntimeError::Cuda {
         op: op.to_string(),
-        out_of_memory: matches!(e, CudaError::OutOfMemory { .. }),
         msg: e.to_string(),
     }
 }
 
-fn open(op: &str, ordinal: usize) -> Result<Arc<CudaDevice>> {
+/// Device `ordinal` for `op`; no driver or device is [`RuntimeError::CudaUnavailable`].
+pub(crate) fn open(op: &str, ordinal: usize) -> Result<Arc<CudaDevice>> {
     registry::device(ordinal).map_err(|e| match e {
         CudaError::NotAvailable(why) => RuntimeError::CudaUnavailable(why),
         e => cuda_error(op, e),
@@ -107,20 +107,11 @@ impl Tensor {
         Ok(&c.buf)
     }
 
-    /// The device handle of a CUDA tensor (`None` on the CPU).
-    pub fn cuda_device(&self) -> Option<Arc<CudaDevice>> {
-        match &self.storage {
-            Storage::Cuda(c) => Some(Arc::clone(&c.dev)),
-            _ => None,
-        }
-    }
-
     /// Copy between the host and a CUDA device (f32 on the device whatever the host dtype).
     pub(crate) fn to_device_cuda(&self, device: Device) -> Result<Tensor> {
         const OP: &str = "to_device";
         match (&self.storage, device) {
-            (Storage::Cuda(c), Device::Cuda(n)) if self.device == Device::Cuda(n) => {
-                let _ = c;
+            (Storage::Cuda(_), Device::Cuda(n)) if self.device == Device::Cuda(n) => {
                 Ok(self.clone())
             }
             (Storage::Cuda(c), _) => {

@@ -224,7 +224,7 @@ impl AutoencoderKL {
                 if let Some(c) = shape.last_mut() {
                     *c = cz;
                 }
-                standard_normal(&shape, ctx.rng.next_stream())?.to_device(moments.device())?
+                standard_normal(&shape, ctx.rng.next_stream())?.into_device(moments.device())?
             }
         };
         Ok((gaussian_sample_forward(moments, &eps)?, Some(eps)))

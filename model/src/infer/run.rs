@@ -105,7 +105,7 @@ pub struct Inferred {
 /// `[1, spatial.., C]` channels-last → channels-first with every size-1 axis squeezed (as
 /// `torch.squeeze()`; an all-ones shape keeps one axis).
 pub fn reference_array(t: &Tensor) -> Result<Array, InferError> {
-    let host = t.to_device(Device::Cpu)?;
+    let host = t.on_device(Device::Cpu)?;
     let (data, shape) = to_channels_first(host.f32s("reference_array")?, t.shape())?;
     let mut squeezed: Vec<usize> = shape.into_iter().filter(|&d| d != 1).collect();
     if squeezed.is_empty() {
@@ -207,7 +207,7 @@ impl Inferencer {
             });
         }
         let x = Tensor::from_vec(&[1, img.height, img.width, img.channels], img.data.clone())?
-            .to_device(self.opts.device)?;
+            .into_device(self.opts.device)?;
         let mut ctx = Ctx::eval();
         let moments = self.model.encode(&x, &mut ctx)?;
         let (z, _) = self.model.sample(&moments, Sampling::Mode, &mut ctx)?;
@@ -244,16 +244,16 @@ impl Inferencer {
             windows += 1;
             let mut ctx = Ctx::eval();
             // Windows are cut and stitched on the host; only the model runs on `device`.
-            let win = win.to_device(device)?;
+            let win = win.on_device(device)?;
             let moments = model.encode(&win, &mut ctx)?;
             let (z, _) = model.sample(&moments, Sampling::Mode, &mut ctx)?;
             let mut out = Vec::with_capacity(2);
             if decode {
                 let dec = model.decode(&z, &mut ctx)?;
-                out.push(z.to_device(Device::Cpu)?);
-                out.push(dec.to_device(Device::Cpu)?);
+                out.push(z.into_device(Device::Cpu)?);
+                out.push(dec.into_device(Device::Cpu)?);
             } else {
-                out.push(z.to_device(Device::Cpu)?);
+                out.push(z.into_device(Device::Cpu)?);
             }
             Ok(out)
         })?;

@@ -53,8 +53,3 @@ pub fn report() -> Vec<KernelTime> {
     v.sort_by_key(|k| std::cmp::Reverse(k.total));
     v
 }
-
-/// Forget the totals (e.g. after warm-up runs).
-pub fn reset() {
-    table().lock().unwrap_or_else(|p| p.into_inner()).clear();
-}
