@@ -145,14 +145,14 @@ pub fn conv_backward(
         "dy",
         &join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout),
     )?;
+    if let Some(dw) = &dw {
+        dw.expect_shape(OP, "dw", &spec.weight_shape())?;
+    }
+    if let Some(db) = &db {
+        db.expect_shape(OP, "db", &[spec.cout])?;
+    }
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        if let Some(dw) = &dw {
-            dw.expect_shape(OP, "dw", &spec.weight_shape())?;
-        }
-        if let Some(db) = &db {
-            db.expect_shape(OP, "db", &[spec.cout])?;
-        }
         super::on_cuda::conv::conv_backward_params(OP, &g, x, dy, dw, db)?;
         return match need_dx {
             true => super::on_cuda::conv::conv_backward_data(OP, &g, x, w, dy).map(Some),
@@ -161,19 +161,14 @@ pub fn conv_backward(
     }
     cpu_only(OP, dev)?;
     if let Some(dw) = dw {
-        dw.expect_shape(OP, "dw", &spec.weight_shape())?;
         let dbias = match db {
-            Some(db) => {
-                db.expect_shape(OP, "db", &[spec.cout])?;
-                Some(db.f32s_mut(OP)?)
-            }
+            Some(db) => Some(db.f32s_mut(OP)?),
             None => None,
         };
         let (xs, dys, dws) = (x.f32s(OP)?, dy.f32s(OP)?, dw.f32s_mut(OP)?);
         with_scratch(|s| k::conv_backward_weight_with(s, &g, xs, dys, dws, dbias))?;
     } else if let Some(db) = db {
         // Bias gradient alone (frozen weight, trainable bias) still needs the sum over dy.
-        db.expect_shape(OP, "db", &[spec.cout])?;
         let dyv = dy.f32s(OP)?;
         let dbv = db.f32s_mut(OP)?;
         for row in dyv.chunks_exact(spec.cout) {

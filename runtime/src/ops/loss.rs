@@ -35,7 +35,7 @@ pub fn kl_forward(moments: &Tensor, keep_last_axis: bool) -> Result<Tensor> {
     };
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::kl_forward(OP, &d, moments, &shape);
+        return super::on_cuda::loss::kl_forward(OP, &d, moments, &shape);
     }
     cpu_only(OP, dev)?;
     let mut kl = Tensor::uninit(&shape);
@@ -49,7 +49,7 @@ pub fn kl_backward(moments: &Tensor, keep_last_axis: bool, dkl: &Tensor) -> Resu
     let d = kl_dims(OP, moments, keep_last_axis)?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::kl_backward(OP, &d, moments, dkl);
+        return super::on_cuda::loss::kl_backward(OP, &d, moments, dkl);
     }
     cpu_only(OP, dev)?;
     let mut dm = Tensor::uninit(moments.shape());
@@ -63,7 +63,7 @@ pub fn hinge_forward(real: &Tensor, fake: &Tensor) -> Result<f32> {
     let dev = common_device(OP, &[real, fake])?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::hinge_forward(OP, real, fake);
+        return super::on_cuda::loss::hinge_forward(OP, real, fake);
     }
     cpu_only(OP, dev)?;
     Ok(k::hinge_d_loss_forward(real.f32s(OP)?, fake.f32s(OP)?)?)
@@ -75,7 +75,7 @@ pub fn hinge_backward(real: &Tensor, fake: &Tensor, dloss: f32) -> Result<(Tenso
     let dev = common_device(OP, &[real, fake])?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::hinge_backward(OP, real, fake, dloss);
+        return super::on_cuda::loss::hinge_backward(OP, real, fake, dloss);
     }
     cpu_only(OP, dev)?;
     let mut dr = Tensor::uninit(real.shape());
@@ -97,7 +97,7 @@ pub fn l1_mean_forward(a: &Tensor, b: &Tensor) -> Result<f32> {
     b.expect_shape(OP, "b", a.shape())?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::l1_mean_forward(OP, a, b);
+        return super::on_cuda::loss::l1_mean_forward(OP, a, b);
     }
     cpu_only(OP, dev)?;
     Ok(k::l1_mean_forward(a.f32s(OP)?, b.f32s(OP)?)?)
@@ -110,7 +110,7 @@ pub fn l1_mean_backward(a: &Tensor, b: &Tensor, dloss: f32) -> Result<Tensor> {
     b.expect_shape(OP, "b", a.shape())?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::l1_mean_backward(OP, a, b, dloss);
+        return super::on_cuda::loss::l1_mean_backward(OP, a, b, dloss);
     }
     cpu_only(OP, dev)?;
     let mut da = Tensor::uninit(a.shape());

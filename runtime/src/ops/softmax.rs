@@ -19,7 +19,7 @@ pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
     let (rows, n) = rows_cols(OP, x)?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::softmax_forward(OP, x, rows, n);
+        return super::on_cuda::softmax::softmax_forward(OP, x, rows, n);
     }
     cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
@@ -35,7 +35,7 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     let (rows, n) = rows_cols(OP, y)?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::reshape::softmax_backward(OP, y, dy, rows, n);
+        return super::on_cuda::softmax::softmax_backward(OP, y, dy, rows, n);
     }
     cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(y.shape());

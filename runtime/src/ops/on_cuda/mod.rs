@@ -1,13 +1,16 @@
 //! The CUDA side of the op API (feature `cuda`). Each public op of `crate::ops` checks shapes
 //! once, then calls the function of the same name here when its operands live on a CUDA
 //! device. Semantics are the CPU's: new outputs are returned, parameter gradients accumulate.
-//! Every kernel queues on the device's one stream; nothing here waits for the device.
+//! Every kernel queues on the device's one stream; only the scalar losses (L1, hinge) wait for
+//! the device, to read their value back.
 
 pub(crate) mod attention;
 pub(crate) mod conv;
+pub(crate) mod loss;
 pub(crate) mod norm;
 pub(crate) mod pointwise;
 pub(crate) mod reshape;
+pub(crate) mod softmax;
 
 use crate::cuda::{CudaDevice, CudaError};
 use crate::error::Result;
