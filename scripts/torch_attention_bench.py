@@ -14,24 +14,13 @@ upstream gradient). Prints one JSON line per measurement with the median wall ti
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from bench_timing import median_ms
+
 SHAPES = {"t4096_c128": (4096, 128), "t9216_c512": (9216, 512)}
-
-
-def median_ms(fn, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times)
 
 
 def emit(name, fn, args, **extra):

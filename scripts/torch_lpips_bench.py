@@ -12,12 +12,12 @@ Prints one JSON line per measurement with the median wall time in ms.
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 from torchvision.models import vgg16
+
+from bench_timing import median_ms
 
 # The reference's components (medvae.utils.vae.loss_components), restated to avoid its
 # checkpoint download in LPIPS.__init__.
@@ -45,17 +45,6 @@ class Lpips(nn.Module):
             nb = fb / (torch.sqrt(torch.sum(fb ** 2, dim=1, keepdim=True)) + 1e-10)
             val = val + lin((na - nb) ** 2).mean([2, 3], keepdim=True)
         return val
-
-
-def median_ms(fn, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times)
 
 
 def main():

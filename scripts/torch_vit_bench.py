@@ -12,12 +12,12 @@ measurement with the median wall time in ms.
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bench_timing import median_ms
 
 
 class Block(nn.Module):
@@ -64,17 +64,6 @@ def build():
         return nn.Sequential(trunk, head), "timm"
     except ImportError:
         return Tower(), "local"
-
-
-def median_ms(fn, warmup, iters):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times), min(times)
 
 
 def main():
