@@ -42,9 +42,11 @@ if [ "${1:-}" = "--prepare" ]; then
   cp target/release/medvae-fast "$PREBUILT/bin/"
   cp target/release/examples/cuda_bench target/release/examples/kernels "$PREBUILT/bin/"
   [ -n "$parity" ] && cp "$parity" "$PREBUILT/bin/cuda_parity"
-  model_parity="$(cargo test --release -p medvae-model --test cuda_model --no-run --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*cuda_model[^"]*\)".*/\1/p' | tail -1)"
-  [ -n "$model_parity" ] && cp "$model_parity" "$PREBUILT/bin/cuda_model"
+  for t in cuda_model cuda_stage1 cuda_lpips; do
+    exe="$(cargo test --release -p medvae-model --test "$t" --no-run --message-format=json 2>/dev/null |
+      sed -n "s/.*\"executable\":\"\([^\"]*$t[^\"]*\)\".*/\1/p" | tail -1)"
+    [ -n "$exe" ] && cp "$exe" "$PREBUILT/bin/$t"
+  done
   strip "$PREBUILT"/bin/* 2>/dev/null || true
   # Precompiled kernel images (CUBIN for $arch): the GPU machine then needs no NVRTC.
   MEDVAE_PTX_CACHE="$PREBUILT/ptx-cache" "$PREBUILT/bin/kernels" warm-cache --arch "$arch" ||
@@ -179,7 +181,8 @@ if command -v cargo >/dev/null 2>&1; then
   if run_step build 240 bash -c 'cargo build --release --offline -p medvae-fast &&
       cargo build --release --offline -p medvae-runtime --example cuda_bench &&
       cargo test --release --offline -p medvae-runtime --test cuda_parity --no-run &&
-      cargo test --release --offline -p medvae-model --test cuda_model --no-run'; then
+      cargo test --release --offline -p medvae-model --test cuda_model --test cuda_stage1 \
+        --test cuda_lpips --no-run'; then
     BIN="$ROOT/target/release"
   fi
 fi
@@ -198,18 +201,18 @@ if [ -x "$BIN/cuda_parity" ]; then
 else
   PARITY_CMD=(cargo test --release --offline -p medvae-runtime --test cuda_parity --)
 fi
-if [ -x "$BIN/cuda_model" ]; then
-  MODEL_PARITY_CMD=("$BIN/cuda_model")
-else
-  MODEL_PARITY_CMD=(cargo test --release --offline -p medvae-model --test cuda_model --)
-fi
+# model-level parity binaries: prebuilt, else through cargo (run as: bash -c "$MODEL_TEST" BIN NAME).
+MODEL_TEST='if [ -x "$0/$1" ]; then exec "$0/$1" --nocapture --test-threads 1;
+  else exec cargo test --release --offline -p medvae-model --test "$1" -- --nocapture --test-threads 1; fi'
 
 # ------------------------------------------------------------------ checks
 if [ -n "$BIN" ]; then
   # Launches are timed one by one (MEDVAE_CUDA_PROFILE) so that the last test can list the
   # kernel entry points no parity test reached.
   run_step parity 150 env MEDVAE_CUDA_PROFILE=1 "${PARITY_CMD[@]}" --nocapture --test-threads 1
-  run_step model-parity 120 "${MODEL_PARITY_CMD[@]}" --nocapture --test-threads 1
+  run_step model-parity 120 bash -c "$MODEL_TEST" "$BIN" cuda_model
+  run_step lpips-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_lpips
+  run_step stage1-parity 90 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
 
   GOLDEN="${MEDVAE_GOLDEN:-}"
   for g in "$ROOT/shared/golden" "$ROOT/../shared/golden"; do
@@ -228,18 +231,20 @@ if [ -n "$BIN" ]; then
     "$0" infer -i samples/2d -o "$1/infer-cuda" --modality xray --model medvae_4_1_2d \
       --random-weights --decode --device cuda &&
     python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda" --tol 1e-4' \
-    "$MEDVAE_BIN" "$LOG"
+    "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
 
-  # Weight-gradient split-K tuning: the conv wgrad kernels at several target blocks per SM.
-  for per_sm in 2 4 16 32; do
-    run_step "wgrad-$per_sm" 40 env MEDVAE_WGRAD_BLOCKS_PER_SM=$per_sm "$BENCH_BIN" --batch 8 \
-      --reps 10 --only conv
-  done
   for prec in tf32 bf16; do
-    run_step "ours-$prec" 90 "$MEDVAE_BIN" bench --device cuda --precision "$prec" \
-      --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd
+    run_step "ours-$prec" 120 "$MEDVAE_BIN" bench --device cuda --precision "$prec" \
+      --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd,stage1_step
   done
+  # The bundled quickstart finetune (200 steps, generator and discriminator) on CUDA and on the
+  # CPU: the validation numbers must agree to rounding.
+  # Run folders (checkpoints) stay out of $OUT: only logs come back.
+  run_step finetune-cuda 90 bash -c '"$0" finetune --config configs/quickstart_2d.yaml device=cuda \
+      output_dir="$1/ft-cuda" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
+  run_step finetune-cpu 120 bash -c '"$0" finetune --config configs/quickstart_2d.yaml \
+      output_dir="$1/ft-cpu" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   # The same with the flash attention kernels instead of the GEMM path, and a kernel ranking.
   run_step ours-bf16-flash 90 env MEDVAE_ATTENTION=flash "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd
@@ -247,7 +252,7 @@ if [ -n "$BIN" ]; then
   run_step oom-message 60 bash -c '"$0" bench --device cuda --precision bf16 --size 2048 --batch 64 \
     --reps 1 --only ae_fwd_bwd 2>&1 | grep -m1 "out of GPU memory"' "$MEDVAE_BIN"
   run_step profile-bf16 90 env MEDVAE_CUDA_PROFILE=1 "$MEDVAE_BIN" bench --device cuda \
-    --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only ae_fwd_bwd
+    --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only stage1_step
 fi
 
 # ------------------------------------------------------------------ PyTorch eager baseline
@@ -291,21 +296,27 @@ fi
     [ -f "$LOG/torch-$prec.log" ] && echo "-- torch $prec: $(tail -n 1 "$LOG/torch-$prec.log" | cut -c1-300)"
     [ -f "$LOG/ours-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/ours-$prec.log" | cut -c1-400)"
   done
-  for f in "$LOG"/wgrad-*.log; do
-    [ -f "$f" ] && echo "-- $(basename "$f" .log) blocks/SM: $(grep wgrad "$f" | awk '{printf "%s ", $(NF-3)}')ms"
+  for f in finetune-cuda finetune-cpu; do
+    [ -f "$LOG/$f.log" ] && echo "-- $f: $(grep -E '^epoch' "$LOG/$f.log" | tail -n 1 | cut -c1-200)"
   done
   [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
   if [ -f "$LOG/profile-bf16.log" ]; then
-    echo "-- kernel profile, bf16 ae_fwd_bwd (serialised) --"
+    echo "-- kernel profile, bf16 stage1_step (serialised) --"
     grep -A12 "kernel profile" "$LOG/profile-bf16.log"
   fi
-  [ -f "$LOG/model-parity.log" ] && grep -E "rel err|worst" "$LOG/model-parity.log" | cut -c1-120
+  for f in model-parity lpips-parity stage1-parity; do
+    [ -f "$LOG/$f.log" ] && grep -E "rel err|worst" "$LOG/$f.log" | cut -c1-120
+  done
   [ -f "$LOG/parity.log" ] && grep -o "kernel coverage: .*" "$LOG/parity.log" | cut -c1-400
   printf '%-16s %-8s %6s  %s\n' STEP STATUS SECS NOTE
   for i in "${!NAMES[@]}"; do
     printf '%-16s %-8s %6s  %s\n' "${NAMES[$i]}" "${STATES[$i]}" "${SECS[$i]}" "${NOTES[$i]}"
   done
 } | tee "$LOG/summary.txt"
-# The device tool returns at most 8 files: pack every log into one archive beside the summary.
-tar -czf "$OUT/gpu-check-logs.tgz" -C "$OUT" gpu-check 2>/dev/null || true
+# The device tool returns at most 8 files: pack every log into one archive and leave only the
+# archive and the summary in $OUT.
+if tar -czf "$OUT/gpu-check-logs.tgz" -C "$OUT" gpu-check 2>/dev/null; then
+  cp "$LOG/summary.txt" "$OUT/summary.txt"
+  rm -rf "$LOG" "$OUT/nvrtc-lib" "$OUT/ptx-cache"
+fi
 exit 0

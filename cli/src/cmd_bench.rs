@@ -16,8 +16,7 @@ pub struct BenchArgs {
     /// times encode and ae_fwd_bwd like torch_baseline.py).
     #[arg(value_parser = ["step"])]
     mode: Option<String>,
-    /// Device: cpu, cuda or cuda:N. On CUDA, encode and ae_fwd_bwd run on the GPU kernels;
-    /// stage1_step (LPIPS, discriminator) is CPU-only for now.
+    /// Device: cpu, cuda or cuda:N (2D models on CUDA; 3D stage-1 slicing is CPU-only).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// CUDA convolution precision: fp32 (direct kernels), tf32 or bf16 (tensor cores, f32
@@ -91,14 +90,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 Ok(())
             }),
             "stage1_step" => {
-                if !device.is_cpu() {
-                    bail!(
-                        "stage1_step on {device}: LPIPS and the discriminator still run on the \
-                         CPU kernels only; time encode,ae_fwd_bwd on CUDA"
-                    );
-                }
                 if stage1.is_none() {
-                    stage1 = Some(Stage1Workload::new(&cfg, args.batch, args.size, 0)?);
+                    let mut w = Stage1Workload::new(&cfg, args.batch, args.size, 0)?;
+                    w.to_device(device)
+                        .with_context(|| format!("moving the stage-1 workload to {device}"))?;
+                    stage1 = Some(w);
                 }
                 let w = stage1.as_mut().context("stage-1 workload")?;
                 time(device, args.reps, args.batch, || {

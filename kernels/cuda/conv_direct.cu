@@ -109,3 +109,20 @@ extern "C" __global__ void conv_direct_wgrad(ConvGeom g, const float* __restrict
         dw[i] += acc;
     }
 }
+
+// The data gradient of a stride-1 convolution is a forward convolution of dy with the weights
+// flipped in space and with Cin and Cout swapped (padding k-1-p). This builds those weights,
+// wt[taps-1-t][co][ci] = w[t][ci][co] (reversing the flattened tap index flips d, h and w at
+// once), so the faster forward implicit-GEMM kernels serve the data gradient too.
+// Launch: 1-D grid-stride over taps*cin*cout.
+extern "C" __global__ void conv_weight_flip_transpose(const float* __restrict__ w, float* __restrict__ wt, int taps,
+                                                      int cin, int cout) {
+    const mv_i64 total = (mv_i64)taps * cin * cout;
+    for (mv_i64 i = mv_global_tid(); i < total; i += mv_global_stride()) {
+        const int ci = (int)(i % cin);
+        mv_i64 r = i / cin;
+        const int co = (int)(r % cout);
+        const int t = (int)(r / cout);
+        wt[i] = w[((mv_i64)(taps - 1 - t) * cin + ci) * cout + co];
+    }
+}

@@ -72,6 +72,23 @@ extern "C" __global__ void hinge_bwd(const float* __restrict__ real, mv_i64 nr, 
     }
 }
 
+// One half of the hinge loss, for a discriminator that runs real and fake images as separate
+// passes: sum relu(1 + sign * x) (sign -1: real logits, +1: fake), then reduce_finalize.
+extern "C" __global__ void hinge_half_partial(const float* __restrict__ x, mv_i64 n, float sign,
+                                              float* __restrict__ partial) {
+    __shared__ float scratch[32];
+    float acc = 0.0f;
+    for (mv_i64 i = mv_global_tid(); i < n; i += mv_global_stride()) acc += fmaxf(1.0f + sign * x[i], 0.0f);
+    acc = mv_block_sum(acc, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+// dx = g * sign where 1 + sign * x > 0, else 0 (relu'(0) = 0, as torch); overwrites dx.
+extern "C" __global__ void hinge_half_bwd(const float* __restrict__ x, mv_i64 n, float sign, float g,
+                                          float* __restrict__ dx) {
+    for (mv_i64 i = mv_global_tid(); i < n; i += mv_global_stride())
+        dx[i] = (1.0f + sign * x[i] > 0.0f) ? sign * g : 0.0f;
+}
+
 // ------------------------------------------------------------------ adaptive weight
 // out = disc_weight * clamp(sqrt(sq_nll) / (sqrt(sq_adv) + eps), 0, max_weight), from the two
 // squared gradient norms (reduce_sumsq_partial + reduce_finalize). Launch: 1 thread.

@@ -23,6 +23,16 @@ extern "C" __global__ void reduce_sumsq_partial(const float* __restrict__ x, mv_
     if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
+// Count of NaN and infinite elements (as f32: exact below 2^24, and only "any" matters to
+// callers); with reduce_finalize it turns a finiteness check into one scalar read back.
+extern "C" __global__ void reduce_nonfinite_partial(const float* __restrict__ x, mv_i64 n, float* __restrict__ partial) {
+    __shared__ float scratch[32];
+    float acc = 0.0f;
+    for (mv_i64 i = mv_global_tid(); i < n; i += mv_global_stride()) acc += isfinite(x[i]) ? 0.0f : 1.0f;
+    acc = mv_block_sum(acc, scratch);
+    if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
 // out[0] = scale * sum(partial[0..count]) (+ out[0] if accumulate). Launch: 1 block of 256.
 extern "C" __global__ void reduce_finalize(const float* __restrict__ partial, int count, float* __restrict__ out,
                                            float scale, int accumulate) {

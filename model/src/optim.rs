@@ -5,13 +5,14 @@
 //! p ← p − (lr / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
 //! ```
 //!
-//! with the same operation order as PyTorch's single-tensor path, so a run here and there
-//! differ only by rounding. State is keyed by the parameter's full key; parameters that are
+//! with the same operation order as PyTorch's single-tensor path on the CPU, so a run here and
+//! there differ only by rounding (the kernels are `medvae_runtime::ops::optim`). State is keyed by the parameter's full key; parameters that are
 //! frozen, or that got no gradient this step, are left alone (as PyTorch skips `grad is None`).
 
 use crate::layer::Parameters;
 use medvae_runtime::checkpoint::{NamedTensor, StateDict};
-use medvae_runtime::{Result, RuntimeError};
+use medvae_runtime::ops::optim::{AdamSettings, AdamUpdate};
+use medvae_runtime::{Result, RuntimeError, Tensor};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,12 +33,13 @@ impl AdamConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone)]
 struct Moments {
     /// Steps taken by this parameter (PyTorch keeps `step` per parameter).
     step: u64,
-    exp_avg: Vec<f32>,
-    exp_avg_sq: Vec<f32>,
+    /// On the parameter's device.
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
 }
 
 #[derive(Debug, Clone)]
@@ -56,7 +58,9 @@ impl Adam {
 
     /// One update of every trainable parameter of `model` that holds a gradient, scaled by
     /// `grad_scale` first (1 / accumulation steps). A non-finite gradient is an error naming
-    /// the parameter, and nothing is updated.
+    /// the parameter, and nothing is updated. Parameters on CUDA are updated by one
+    /// multi-tensor launch; moments live on the parameter's device (restored state moves there
+    /// on the first step).
     pub fn step(&mut self, model: &mut dyn Parameters, grad_scale: f32) -> Result<()> {
         let mut bad = None;
         model.visit_params("", &mut |key, p| {
@@ -72,9 +76,16 @@ impl Adam {
         }
         let AdamConfig {
             lr,
-            betas: (b1, b2),
+            betas: (beta1, beta2),
             eps,
         } = self.config;
+        let mut update = AdamUpdate::new(AdamSettings {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            grad_scale,
+        });
         let mut result = Ok(());
         model.visit_params("", &mut |key, p| {
             if result.is_err() || !p.trainable || p.kind.is_buffer() {
@@ -85,57 +96,41 @@ impl Adam {
             let Some(grad) = grad.as_ref() else {
                 return;
             };
-            let g = match grad.f32s("adam") {
-                Ok(g) => g,
-                Err(e) => {
-                    result = Err(e);
-                    return;
-                }
-            };
-            let st = self.state.entry(key.to_string()).or_default();
-            if st.exp_avg.len() != g.len() {
-                st.exp_avg = vec![0.0; g.len()];
-                st.exp_avg_sq = vec![0.0; g.len()];
-                st.step = 0;
-            }
-            st.step += 1;
-            let t = st.step as i32;
-            let bc1 = 1.0 - b1.powi(t);
-            let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-            let step_size = lr / bc1;
-            let values = match value.f32s_mut("adam") {
-                Ok(v) => v,
-                Err(e) => {
-                    result = Err(e);
-                    return;
-                }
-            };
-            for i in 0..g.len() {
-                let gi = g[i] * grad_scale;
-                let m = &mut st.exp_avg[i];
-                let v = &mut st.exp_avg_sq[i];
-                // torch: m.lerp_(g, 1 − β1); v.mul_(β2).addcmul_(g, g, 1 − β2).
-                *m += (gi - *m) * (1.0 - b1);
-                *v = *v * b2 + (1.0 - b2) * gi * gi;
-                let denom = v.sqrt() / bc2_sqrt + eps;
-                values[i] -= step_size * (*m / denom);
-            }
+            result = (|| -> Result<()> {
+                let device = value.device();
+                let st = match self.state.remove(key) {
+                    Some(st) if st.exp_avg.numel() == value.numel() => Moments {
+                        step: st.step,
+                        exp_avg: st.exp_avg.into_device(device)?,
+                        exp_avg_sq: st.exp_avg_sq.into_device(device)?,
+                    },
+                    _ => Moments {
+                        step: 0,
+                        exp_avg: Tensor::zeros_on(&[value.numel()], device)?,
+                        exp_avg_sq: Tensor::zeros_on(&[value.numel()], device)?,
+                    },
+                };
+                let st = self.state.entry(key.to_string()).or_insert(st);
+                st.step += 1;
+                update.add(value, grad, &mut st.exp_avg, &mut st.exp_avg_sq, st.step)
+            })();
         });
-        result
+        result?;
+        update.finish()
     }
 
     /// The optimizer state as tensors `<prefix><key>.exp_avg`, `.exp_avg_sq`, `.step`.
     pub fn export(&self, prefix: &str, out: &mut StateDict) -> Result<()> {
         for (key, st) in &self.state {
-            let n = st.exp_avg.len();
+            let n = st.exp_avg.numel();
             for (suffix, t) in [
                 (
                     "exp_avg",
-                    NamedTensor::from_f32(vec![n], st.exp_avg.clone()),
+                    NamedTensor::from_f32(vec![n], st.exp_avg.to_f32_vec()),
                 ),
                 (
                     "exp_avg_sq",
-                    NamedTensor::from_f32(vec![n], st.exp_avg_sq.clone()),
+                    NamedTensor::from_f32(vec![n], st.exp_avg_sq.to_f32_vec()),
                 ),
                 ("step", NamedTensor::from_f32(vec![], vec![st.step as f32])),
             ] {
@@ -170,7 +165,8 @@ impl Adam {
             let exp_avg = t.as_f32().map(<[f32]>::to_vec).unwrap_or_default();
             let exp_avg_sq = get("exp_avg_sq")?;
             let step = get("step")?.first().copied().unwrap_or(0.0) as u64;
-            if exp_avg_sq.len() != exp_avg.len() {
+            let n = exp_avg.len();
+            if exp_avg_sq.len() != n {
                 return Err(RuntimeError::Other(format!(
                     "optimizer state of `{key}` in {}: moment lengths differ",
                     src.source()
@@ -180,8 +176,8 @@ impl Adam {
                 key.to_string(),
                 Moments {
                     step,
-                    exp_avg,
-                    exp_avg_sq,
+                    exp_avg: Tensor::from_vec(&[n], exp_avg)?,
+                    exp_avg_sq: Tensor::from_vec(&[n], exp_avg_sq)?,
                 },
             );
         }

@@ -117,6 +117,12 @@ impl Stage1Workload {
         })
     }
 
+    /// Move the autoencoder, its input, LPIPS and the discriminator to `device`.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        self.ae.to_device(device)?;
+        self.loss.to_device(device)
+    }
+
     /// One full generator step; returns the total loss.
     pub fn step(&mut self) -> Result<f32> {
         self.step += 1;

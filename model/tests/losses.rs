@@ -93,7 +93,7 @@ fn lpips_system(shape: &[usize], volume: bool, seed: u64) -> System<LpipsProbe> 
 /// differences a few 0.1 % (each direction takes the best of several steps; a wrong gradient
 /// disagrees at every step), so the check is at 1 %: wiring errors (the 1-channel broadcast,
 /// the slice gather, the halves of a joint batch) are O(1). The per-layer distance, where the
-/// arithmetic is, is checked exactly in f64 (`lpips_distance` unit tests), and the whole
+/// arithmetic is, is checked exactly in f64 (the `medvae_kernels::cpu::lpips` unit tests), and the whole
 /// against PyTorch by the golden cases.
 fn check_lpips(label: &str, shape: &[usize], volume: bool) {
     let mut all = Vec::new();

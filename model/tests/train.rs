@@ -224,3 +224,34 @@ fn stage2_trains_only_the_latent_head_from_a_stage1_checkpoint() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The device setting: a bad name, half precision on the CPU and an unknown precision are
+/// refused with messages that say what to change; CUDA without a GPU names the setting.
+#[test]
+fn device_and_precision_are_checked() {
+    let mut cfg = tiny_config("unused");
+    cfg.device = "tpu".into();
+    assert!(Trainer::new(cfg).is_err());
+    let mut cfg = tiny_config("unused");
+    cfg.precision = "bf16".into();
+    let err = Trainer::new(cfg)
+        .err()
+        .expect("bf16 on the CPU")
+        .to_string();
+    assert!(err.contains("device: cuda"), "{err}");
+    let mut cfg = tiny_config("unused");
+    cfg.device = "cuda".into();
+    cfg.precision = "fp16".into();
+    let err = Trainer::new(cfg).err().expect("fp16").to_string();
+    assert!(err.contains("fp32, tf32 or bf16"), "{err}");
+    // Without a GPU, CUDA is refused naming the setting; with one, the tiny model trains.
+    let mut cfg = tiny_config("unused");
+    cfg.device = "cuda".into();
+    match Trainer::new(cfg) {
+        Err(e) => assert!(e.to_string().contains("device `cuda`"), "{e}"),
+        Ok(mut t) => {
+            let log = t.train_batch(&batch(1), 0).expect("a CUDA step");
+            assert!(log.ae_loss.is_finite());
+        }
+    }
+}

@@ -254,8 +254,9 @@ impl Tensor {
     }
 
     /// True if any element is NaN or infinite.
+    /// On CUDA this is one reduction and a scalar read back; a failed read counts as non-finite.
     pub fn has_non_finite(&self) -> bool {
-        self.to_f32_vec().iter().any(|x| !x.is_finite())
+        crate::ops::reduce::count_non_finite(self).map_or(true, |c| c > 0)
     }
 }
 

@@ -111,7 +111,7 @@ impl RunLogs {
         };
         let batch = batch.context("loading the preview batch")?;
         let shape = batch.shape().to_vec();
-        let x = Tensor::from_vec(&shape, batch.data().to_vec())?;
+        let x = Tensor::from_vec(&shape, batch.data().to_vec())?.into_device(trainer.device)?;
         let mut ctx = Ctx::eval();
         let outputs = Outputs {
             decode: true,

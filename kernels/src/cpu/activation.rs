@@ -393,6 +393,32 @@ pub fn relu_backward<T: Real>(x: &[T], dy: &[T], dx: &mut [T]) -> Result<(), Ker
     Ok(())
 }
 
+/// ReLU in place (a convolution's output buffer becomes the ReLU's; NaN becomes 0, as in
+/// [`relu_forward`]).
+pub fn relu_inplace<T: Real>(y: &mut [T]) {
+    y.par_chunks_mut(POINTWISE_CHUNK).for_each(|c| {
+        c.iter_mut()
+            .for_each(|v| *v = if *v > T::zero() { *v } else { T::zero() })
+    });
+}
+
+/// ReLU backward from the ReLU's *output*, in place: `g = g·[y > 0]` (`y > 0 ⇔ x > 0`, so a
+/// frozen network need not keep the pre-activations). A NaN in `g` where the mask is 0 becomes
+/// 0, as in PyTorch's `threshold_backward`.
+pub fn relu_mask_inplace<T: Real>(y: &[T], g: &mut [T]) -> Result<(), KernelError> {
+    check_len("relu_mask_inplace", "g", g.len(), y.len())?;
+    g.par_chunks_mut(POINTWISE_CHUNK)
+        .zip(y.par_chunks(POINTWISE_CHUNK))
+        .for_each(|(g, y)| {
+            for (g, &y) in g.iter_mut().zip(y) {
+                if y <= T::zero() || y.is_nan() {
+                    *g = T::zero();
+                }
+            }
+        });
+    Ok(())
+}
+
 /// Leaky ReLU: `y = x` for `x > 0`, `slope·x` otherwise.
 pub fn leaky_relu_forward<T: Real>(x: &[T], slope: T, y: &mut [T]) -> Result<(), KernelError> {
     check_pair("leaky_relu_forward", x.len(), y.len())?;

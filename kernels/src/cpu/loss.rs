@@ -185,6 +185,39 @@ pub fn hinge_d_loss_backward<T: Real>(
     Ok(())
 }
 
+/// One half of the hinge loss as a sum, `Σ relu(1 + sign·x)` in f64 (sign −1: real logits,
+/// +1: fake), for a discriminator that runs the two halves as separate passes.
+pub fn hinge_half_forward<T: Real>(x: &[T], sign: T) -> Result<f64, KernelError> {
+    non_empty("hinge_half_forward", "logits", x.len())?;
+    Ok(par_sum_mapped_f64(x, |v| {
+        (1.0 + sign.f64() * v.f64()).max(0.0)
+    }))
+}
+
+/// `dx = g·sign` where `1 + sign·x > 0`, else 0 (overwrites `dx`; relu'(0) = 0 as PyTorch).
+pub fn hinge_half_backward<T: Real>(
+    x: &[T],
+    sign: T,
+    g: T,
+    dx: &mut [T],
+) -> Result<(), KernelError> {
+    check_len("hinge_half_backward", "dx", dx.len(), x.len())?;
+    let gs = g * sign;
+    super::activation::map_unary(x, dx, |v| {
+        if T::one() + sign * v > T::zero() {
+            gs
+        } else {
+            T::zero()
+        }
+    });
+    Ok(())
+}
+
+/// `Σ |a − b|` in f64, unrounded (a loss summed over 10⁵ pixels loses digits in f32).
+pub fn l1_sum_exact<T: Real>(a: &[T], b: &[T]) -> Result<f64, KernelError> {
+    l1_sum_f64("l1_sum_exact", a, b)
+}
+
 /// `Σ |a − b|` in f64.
 fn l1_sum_f64<T: Real>(kernel: &'static str, a: &[T], b: &[T]) -> Result<f64, KernelError> {
     check_len(kernel, "b", b.len(), a.len())?;

@@ -2,6 +2,7 @@
 //! Parallelism is rayon (batch/channel/row splits) plus the `gemm` crate's own threading.
 
 pub mod activation;
+pub mod adam;
 pub mod attention;
 pub mod batch_norm;
 pub mod conv;
@@ -9,6 +10,7 @@ pub mod group_norm;
 pub mod layer_norm;
 pub mod linear;
 pub mod loss;
+pub mod lpips;
 pub mod pool;
 pub mod reduce;
 pub mod resize;

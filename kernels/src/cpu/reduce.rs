@@ -113,6 +113,16 @@ pub fn sum_f64<T: Real>(x: &[T]) -> f64 {
     par_sum_mapped_f64(x, |v| v.f64())
 }
 
+/// `Σ x²` in f64 (a squared L2 norm).
+pub fn sum_squares_f64<T: Real>(x: &[T]) -> f64 {
+    par_sum_mapped_f64(x, |v| v.f64() * v.f64())
+}
+
+/// How many elements are NaN or infinite.
+pub fn count_non_finite<T: Real>(x: &[T]) -> usize {
+    par_sum_mapped_f64(x, |v| if v.f64().is_finite() { 0.0 } else { 1.0 }) as usize
+}
+
 /// Sum of all elements, accumulated in f64 and rounded once.
 pub fn sum<T: Real>(x: &[T]) -> T {
     T::c(sum_f64(x))

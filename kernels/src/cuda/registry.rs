@@ -100,7 +100,12 @@ pub const SOURCES: &[KernelSource] = &[
     ),
     source!(
         "conv_direct",
-        ["conv_direct_fwd", "conv_direct_dgrad", "conv_direct_wgrad"]
+        [
+            "conv_direct_fwd",
+            "conv_direct_dgrad",
+            "conv_direct_wgrad",
+            "conv_weight_flip_transpose",
+        ]
     ),
     source!(
         "group_norm",
@@ -176,6 +181,7 @@ pub const SOURCES: &[KernelSource] = &[
         [
             "reduce_sum_partial",
             "reduce_sumsq_partial",
+            "reduce_nonfinite_partial",
             "reduce_finalize",
             "reduce_rows",
             "reduce_cols_acc",
@@ -189,6 +195,8 @@ pub const SOURCES: &[KernelSource] = &[
             "hinge_partial",
             "hinge_finalize",
             "hinge_bwd",
+            "hinge_half_partial",
+            "hinge_half_bwd",
             "adaptive_weight",
         ]
     ),
@@ -202,6 +210,15 @@ pub const SOURCES: &[KernelSource] = &[
         ]
     ),
     source!("adam", ["adam_multi"]),
+    source!(
+        "lpips",
+        [
+            "lpips_dist_fwd",
+            "lpips_dist_bwd",
+            "lpips_scale_fwd",
+            "lpips_scale_bwd",
+        ]
+    ),
 ];
 
 /// The module called `name`.

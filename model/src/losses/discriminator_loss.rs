@@ -11,6 +11,7 @@
 
 use crate::blocks::NLayerDiscriminator;
 use crate::layer::{Ctx, Layer};
+use medvae_runtime::ops::loss::{hinge_half_backward, hinge_half_forward};
 use medvae_runtime::{Result, RuntimeError, Tensor};
 
 /// The values of one discriminator step.
@@ -23,28 +24,18 @@ pub struct DiscStep {
 
 /// `(mean relu(1 + sign·logits), ∂/∂logits of ½·dloss·that mean)`: the real half has
 /// `sign = −1`, the fake half `sign = +1`. At the hinge (`1 + sign·x = 0`) the gradient is 0,
-/// as PyTorch's relu backward.
+/// as PyTorch's relu backward. Runs on the logits' device.
 fn hinge_half(logits: &Tensor, sign: f32, dloss: f32) -> Result<(f64, Tensor)> {
-    let x = logits.f32s("hinge")?;
-    if x.is_empty() {
+    let n = logits.numel();
+    if n == 0 {
         return Err(RuntimeError::shape(
             "hinge",
             "the discriminator gave no logits",
         ));
     }
-    let scale = 0.5 * dloss / x.len() as f32;
-    let mut g = Tensor::uninit(logits.shape());
-    let mut sum = 0.0f64;
-    for (g, &v) in g.f32s_mut("hinge")?.iter_mut().zip(x) {
-        let m = 1.0 + sign * v;
-        if m > 0.0 {
-            sum += m as f64;
-            *g = sign * scale;
-        } else {
-            *g = 0.0;
-        }
-    }
-    Ok((sum / x.len() as f64, g))
+    let sum = hinge_half_forward(logits, sign)?;
+    let g = hinge_half_backward(logits, sign, 0.5 * dloss / n as f32)?;
+    Ok((sum / n as f64, g))
 }
 
 /// One discriminator step: `weight ·` the hinge loss (the reference's `disc_factor`) and its

@@ -3,7 +3,7 @@
 //! ```text
 //! scaling_layer: x → (x − shift) / scale per channel (a 1-channel image broadcasts to 3)
 //! net:           VGG16 features, five slice outputs (vgg.rs)
-//! per slice k:   mean_pixels lin_k((n̂(fa_k) − n̂(fb_k))²)    (lpips_distance.rs)
+//! per slice k:   mean_pixels lin_k((n̂(fa_k) − n̂(fb_k))²)    (ops::perceptual)
 //! p = Σ_k
 //! ```
 //! `lin_k` is a bias-free 1×1 convolution to one channel (`lin{k}.model.1.weight`; the
@@ -12,15 +12,22 @@
 //! (or neither does) they run as one batch; otherwise the branch without gradient runs in
 //! feature-only mode, keeping nothing but its five slice outputs.
 //!
+//! Every step is a runtime op (`medvae_runtime::ops::perceptual` for the scaling layer and the
+//! distance), so LPIPS runs on whichever device its inputs and parameters are on (move the
+//! parameters with `crate::layer::move_params`); only the `[N]` distances are read back.
+//!
 //! Weights come from files the user names ([`Lpips::pretrained`]): torchvision's VGG16
 //! ImageNet checkpoint and the LPIPS linear layers (`vgg.pth`).
 
-use super::lpips_distance::{layer_distance, layer_distance_backward, LayerDims};
 use super::vgg::{Vgg16Features, VggActs, VGG16_WIDTHS};
 use crate::layer::{join_key, no_saved_state, visit_one, Param, ParamVisitor, Parameters};
 use crate::layers::init::Init;
 use medvae_runtime::checkpoint::load_checkpoint;
-use medvae_runtime::{Result, RuntimeError, Tensor};
+use medvae_runtime::ops::perceptual::{
+    lpips_distance_backward, lpips_distance_forward, lpips_scaling_backward, lpips_scaling_forward,
+    GradSides, LpipsScaling, Samples,
+};
+use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 use std::path::Path;
 
 /// The reference's `ScalingLayer` constants (ImageNet statistics in [-1, 1] units).
@@ -87,6 +94,10 @@ pub struct Lpips {
     /// `scaling_layer.shift` / `.scale`, shape `[1, 3, 1, 1]` (buffers).
     pub shift: Param,
     pub scale: Param,
+    /// A host copy of `shift` / `scale`, read every time the two buffers are visited (loads
+    /// and device moves go through `visit_params`), so a pass on the GPU needs no download;
+    /// `None` when a buffer does not hold 3 values.
+    scaling: Option<LpipsScaling>,
     saved: Option<LpipsState>,
 }
 
@@ -125,7 +136,30 @@ impl Lpips {
             lin,
             shift: buffer("shift", SCALING_SHIFT)?,
             scale: buffer("scale", SCALING_SCALE)?,
+            scaling: Some(LpipsScaling {
+                shift: SCALING_SHIFT,
+                scale: SCALING_SCALE,
+            }),
             saved: None,
+        })
+    }
+
+    /// Re-read the host copy of the scaling buffers (a download when they live on a GPU).
+    fn refresh_scaling(&mut self) {
+        let three = |p: &Param| <[f32; 3]>::try_from(p.value.to_f32_vec()).ok();
+        self.scaling = match (three(&self.shift), three(&self.scale)) {
+            (Some(shift), Some(scale)) => Some(LpipsScaling { shift, scale }),
+            _ => None,
+        };
+    }
+
+    fn scaling(&self) -> Result<LpipsScaling> {
+        self.scaling.ok_or_else(|| {
+            RuntimeError::Other(format!(
+                "LPIPS: the scaling buffers must hold 3 values each, got shapes {:?} and {:?}",
+                self.shift.value.shape(),
+                self.scale.value.shape()
+            ))
         })
     }
 
@@ -225,103 +259,39 @@ impl Lpips {
         Ok((n, h, w, c))
     }
 
-    /// The scaling layer into `dst` (`[N, H, W, 3]` values; a 1-channel image broadcasts).
-    fn scale_into(&self, x: &Tensor, dst: &mut [f32]) -> Result<()> {
-        let c = *x.shape().last().unwrap_or(&0);
-        let (shift, scale) = (
-            self.shift.value.f32s("LPIPS")?,
-            self.scale.value.f32s("LPIPS")?,
-        );
-        for (px, out) in x
-            .f32s("LPIPS")?
-            .chunks_exact(c)
-            .zip(dst.chunks_exact_mut(3))
-        {
-            for ch in 0..3 {
-                out[ch] = (px[if c == 1 { 0 } else { ch }] - shift[ch]) / scale[ch];
-            }
-        }
-        Ok(())
-    }
-
-    fn scaled(&self, x: &Tensor) -> Result<Tensor> {
-        let mut s = x.shape().to_vec();
-        s[3] = 3;
-        let mut t = Tensor::uninit(&s);
-        self.scale_into(x, t.f32s_mut("LPIPS")?)?;
-        Ok(t)
-    }
-
-    /// Backward of the scaling layer: `[.., 3]` gradient values to an input of `c` channels.
-    fn scale_backward(&self, d: &[f32], shape: &[usize]) -> Result<Tensor> {
-        let c = shape[3];
-        let scale = self.scale.value.f32s("LPIPS")?;
-        let mut dx = Tensor::uninit(shape);
-        for (g, out) in d
-            .chunks_exact(3)
-            .zip(dx.f32s_mut("LPIPS")?.chunks_exact_mut(c))
-        {
-            if c == 1 {
-                out[0] = g[0] / scale[0] + g[1] / scale[1] + g[2] / scale[2];
-            } else {
-                for ch in 0..3 {
-                    out[ch] = g[ch] / scale[ch];
-                }
-            }
-        }
-        Ok(dx)
-    }
-
-    fn layer_dims(feature: &Tensor, n: usize) -> LayerDims {
-        let s = feature.shape();
-        LayerDims {
-            n,
-            pixels: s[1] * s[2],
-            channels: s[3],
-        }
-    }
-
-    /// Per-sample distances `[N]` between `input` and `target` (`[N, H, W, C]`, C = 1 or 3,
-    /// H and W ≥ 16), and the state for [`Lpips::distance_backward`] when `need` asks for a
-    /// gradient.
+    /// Per-sample distances `[N]` (a host tensor) between `input` and `target` (`[N, H, W, C]`,
+    /// C = 1 or 3, H and W ≥ 16, on the device of the LPIPS parameters), and the state for
+    /// [`Lpips::distance_backward`] when `need` asks for a gradient.
     pub fn distance(
         &self,
         input: &Tensor,
         target: &Tensor,
         need: Need,
     ) -> Result<(Tensor, Option<LpipsState>)> {
-        let (n, h, w, _) = self.check_inputs(input, target)?;
-        let mut p = vec![0.0f64; n];
+        let (n, ..) = self.check_inputs(input, target)?;
+        let s = self.scaling()?;
+        let mut p = Tensor::zeros_on(&[n], input.device())?;
         let state = if need.input == need.target {
-            // One batch: input ‖ target.
-            let mut x = Tensor::uninit(&[2 * n, h, w, 3]);
-            let half = n * h * w * 3;
-            {
-                let xs = x.f32s_mut("LPIPS")?;
-                let (a, b) = xs.split_at_mut(half);
-                self.scale_into(input, a)?;
-                self.scale_into(target, b)?;
-            }
-            let acts = self.net.forward(x, need.input)?;
-            for k in 0..5 {
-                let f = acts.feature(k).f32s("LPIPS")?;
-                let (fa, fb) = f.split_at(f.len() / 2);
-                let d = Self::layer_dims(acts.feature(k), n);
-                layer_distance(&d, fa, fb, self.lin[k].value.f32s("LPIPS")?, &mut p);
+            // One batch: input ‖ target, samples [0, n) and [n, 2n).
+            let acts = self
+                .net
+                .forward(lpips_scaling_forward(&s, &[input, target])?, need.input)?;
+            for (k, lin) in self.lin.iter().enumerate() {
+                let f = acts.feature(k);
+                let (a, b) = (Samples::new(f, 0), Samples::new(f, n));
+                lpips_distance_forward(a, b, n, &lin.value, &mut p)?;
             }
             need.input.then_some(Branches::Joint(acts))
         } else {
-            let a = self.net.forward(self.scaled(input)?, need.input)?;
-            let b = self.net.forward(self.scaled(target)?, need.target)?;
-            for k in 0..5 {
-                let d = Self::layer_dims(a.feature(k), n);
-                layer_distance(
-                    &d,
-                    a.feature(k).f32s("LPIPS")?,
-                    b.feature(k).f32s("LPIPS")?,
-                    self.lin[k].value.f32s("LPIPS")?,
-                    &mut p,
-                );
+            let a = self
+                .net
+                .forward(lpips_scaling_forward(&s, &[input])?, need.input)?;
+            let b = self
+                .net
+                .forward(lpips_scaling_forward(&s, &[target])?, need.target)?;
+            for (k, lin) in self.lin.iter().enumerate() {
+                let (fa, fb) = (Samples::new(a.feature(k), 0), Samples::new(b.feature(k), 0));
+                lpips_distance_forward(fa, fb, n, &lin.value, &mut p)?;
             }
             Some(if need.input {
                 Branches::Input { grad: a, other: b }
@@ -329,9 +299,8 @@ impl Lpips {
                 Branches::Target { grad: b, other: a }
             })
         };
-        let p = Tensor::from_vec(&[n], p.into_iter().map(|v| v as f32).collect())?;
         Ok((
-            p,
+            p.into_device(Device::Cpu)?,
             state.map(|branches| LpipsState {
                 branches,
                 in_shape: input.shape().to_vec(),
@@ -339,7 +308,8 @@ impl Lpips {
         ))
     }
 
-    /// Input gradients of `Σ_s dp[s]·p[s]` from the state of a [`Lpips::distance`] pass.
+    /// Input gradients of `Σ_s dp[s]·p[s]` from the state of a [`Lpips::distance`] pass, on
+    /// the device of that pass.
     pub fn distance_backward(&self, state: LpipsState, dp: &[f32]) -> Result<LpipsGrads> {
         let shape = state.in_shape;
         let n = shape[0];
@@ -349,63 +319,58 @@ impl Lpips {
                 format!("{} upstream gradients for a batch of {n}", dp.len()),
             ));
         }
-        let lin = |k: usize| self.lin[k].value.f32s("LPIPS");
+        let s = self.scaling()?;
+        let device = match &state.branches {
+            Branches::Joint(acts) => acts.feature(0).device(),
+            Branches::Input { grad, .. } | Branches::Target { grad, .. } => {
+                grad.feature(0).device()
+            }
+        };
+        let dp = Tensor::from_vec(&[n], dp.to_vec())?.into_device(device)?;
+        let lin = |k: usize| &self.lin[k].value;
+        // `f`: the features with gradient, `other`: those of the other branch (if separate).
+        let backward = |acts: VggActs, other: Option<&VggActs>, sides: GradSides| {
+            self.net.backward(acts, |k, f, g| {
+                let (a, b) = match (other, sides.a) {
+                    (None, _) => (Samples::new(f, 0), Samples::new(f, n)),
+                    (Some(o), Some(_)) => (Samples::new(f, 0), Samples::new(o.feature(k), 0)),
+                    (Some(o), None) => (Samples::new(o.feature(k), 0), Samples::new(f, 0)),
+                };
+                lpips_distance_backward(a, b, n, lin(k), &dp, g, sides)
+            })
+        };
+        let one = GradSides {
+            a: Some(0),
+            b: None,
+        };
         match state.branches {
             Branches::Joint(acts) => {
-                let dx = self.net.backward(acts, |k, f, g| {
-                    let d = Self::layer_dims(f, n);
-                    let f = f.f32s("LPIPS")?;
-                    let (fa, fb) = f.split_at(f.len() / 2);
-                    let gs = g.f32s_mut("LPIPS")?;
-                    let (ga, gb) = gs.split_at_mut(gs.len() / 2);
-                    layer_distance_backward(&d, fa, fb, lin(k)?, dp, Some(ga), Some(gb));
-                    Ok(())
-                })?;
-                let d = dx.f32s("LPIPS")?;
-                let (da, db) = d.split_at(d.len() / 2);
+                let both = GradSides {
+                    a: Some(0),
+                    b: Some(n),
+                };
+                let dx = backward(acts, None, both)?;
                 Ok(LpipsGrads {
-                    input: Some(self.scale_backward(da, &shape)?),
-                    target: Some(self.scale_backward(db, &shape)?),
+                    input: Some(lpips_scaling_backward(&s, &dx, 0, &shape)?),
+                    target: Some(lpips_scaling_backward(&s, &dx, n, &shape)?),
                 })
             }
             Branches::Input { grad, other } => {
-                let dx = self.net.backward(grad, |k, f, g| {
-                    let d = Self::layer_dims(f, n);
-                    let (fa, fb) = (f.f32s("LPIPS")?, other.feature(k).f32s("LPIPS")?);
-                    layer_distance_backward(
-                        &d,
-                        fa,
-                        fb,
-                        lin(k)?,
-                        dp,
-                        Some(g.f32s_mut("LPIPS")?),
-                        None,
-                    );
-                    Ok(())
-                })?;
+                let dx = backward(grad, Some(&other), one)?;
                 Ok(LpipsGrads {
-                    input: Some(self.scale_backward(dx.f32s("LPIPS")?, &shape)?),
+                    input: Some(lpips_scaling_backward(&s, &dx, 0, &shape)?),
                     target: None,
                 })
             }
             Branches::Target { grad, other } => {
-                let dx = self.net.backward(grad, |k, f, g| {
-                    let d = Self::layer_dims(f, n);
-                    let (fa, fb) = (other.feature(k).f32s("LPIPS")?, f.f32s("LPIPS")?);
-                    layer_distance_backward(
-                        &d,
-                        fa,
-                        fb,
-                        lin(k)?,
-                        dp,
-                        None,
-                        Some(g.f32s_mut("LPIPS")?),
-                    );
-                    Ok(())
-                })?;
+                let sides = GradSides {
+                    a: None,
+                    b: Some(0),
+                };
+                let dx = backward(grad, Some(&other), sides)?;
                 Ok(LpipsGrads {
                     input: None,
-                    target: Some(self.scale_backward(dx.f32s("LPIPS")?, &shape)?),
+                    target: Some(lpips_scaling_backward(&s, &dx, 0, &shape)?),
                 })
             }
         }
@@ -422,7 +387,7 @@ impl Lpips {
     /// Backward of the last [`Lpips::forward`] with a gradient; `dp` is `[N]`.
     pub fn backward(&mut self, dp: &Tensor) -> Result<LpipsGrads> {
         let state = self.saved.take().ok_or_else(|| no_saved_state("LPIPS"))?;
-        self.distance_backward(state, dp.f32s("LPIPS backward")?)
+        self.distance_backward(state, &dp.to_f32_vec())
     }
 }
 
@@ -460,6 +425,8 @@ impl Parameters for Lpips {
         let sl = join_key(prefix, "scaling_layer");
         visit_one(&sl, &mut self.shift, f);
         visit_one(&sl, &mut self.scale, f);
+        // The visitor may have loaded or moved them.
+        self.refresh_scaling();
         self.net.visit_params(&join_key(prefix, "net"), f);
         for (k, p) in self.lin.iter_mut().enumerate() {
             visit_one(&join_key(prefix, &format!("lin{k}.model.1")), p, f);

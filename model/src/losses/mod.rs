@@ -2,7 +2,8 @@
 //!
 //! * [`vgg`]: VGG16 features in LPIPS' five slices (frozen, backward to the input);
 //! * [`lpips`]: LPIPS (scaling layer, VGG16, unit-normalised squared differences, 1×1 lin
-//!   layers), weights from the user's files; [`lpips_distance`] is its per-layer distance;
+//!   layers), weights from the user's files; its scaling layer and per-layer distance are
+//!   runtime ops (`medvae_runtime::ops::perceptual`), so it runs on the CPU or a GPU;
 //! * [`lpips3d`]: LPIPS of volumes, the mean over all slices of the three axes, batched;
 //! * [`discriminator_loss`]: the PatchGAN hinge step;
 //! * [`stage1`]: the stage-1 generator loss with the adaptive discriminator weight;
@@ -11,7 +12,6 @@
 pub mod discriminator_loss;
 pub mod lpips;
 pub mod lpips3d;
-pub mod lpips_distance;
 pub mod stage1;
 pub mod stage2;
 pub mod vgg;

@@ -27,10 +27,11 @@ use super::lpips::{Lpips, Need, WEIGHTS_HELP};
 use super::lpips3d::{cube_slices, cube_slices_backward, slices_backward, slices_forward};
 use crate::autoencoder::{AeGrads, AutoencoderKL, Outputs, Sampling};
 use crate::blocks::NLayerDiscriminator;
-use crate::layer::{join_key, visit_one, Ctx, Layer, Param, ParamVisitor, Parameters};
+use crate::layer::{join_key, move_params, visit_one, Ctx, Layer, Param, ParamVisitor, Parameters};
 use medvae_runtime::ops::elementwise::scaled_add_assign;
 use medvae_runtime::ops::loss::l1_mean_backward;
-use medvae_runtime::{Result, RuntimeError, Tensor};
+use medvae_runtime::ops::reduce::{abs_diff_sum, full, sum, sum_squares};
+use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
 /// Weights of the stage-1 loss (the reference's defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -92,9 +93,10 @@ pub struct Stage1Loss {
     pub logvar: Param,
 }
 
+/// The value of a one-element tensor (read back from a device if it lives on one).
 fn scalar(t: &Tensor, what: &str) -> Result<f32> {
-    match t.f32s(what)? {
-        [v] => Ok(*v),
+    match t.to_f32_vec().as_slice() {
+        &[v] => Ok(v),
         v => Err(RuntimeError::shape(
             what,
             format!("expected a scalar, got {} values", v.len()),
@@ -103,11 +105,7 @@ fn scalar(t: &Tensor, what: &str) -> Result<f32> {
 }
 
 fn norm(t: &Tensor) -> Result<f64> {
-    Ok(t.f32s("norm")?
-        .iter()
-        .map(|&v| v as f64 * v as f64)
-        .sum::<f64>()
-        .sqrt())
+    Ok(sum_squares(t)?.sqrt())
 }
 
 /// Run `f` with every parameter of `m` frozen, then restore the flags (also on error).
@@ -173,6 +171,15 @@ impl Stage1Loss {
         })
     }
 
+    /// Move LPIPS and the discriminator to `device`. `logvar` stays on the host: it is one
+    /// value that every step reads and whose gradient is formed on the host.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        if let Some(lp) = self.lpips.as_mut() {
+            move_params(lp, device)?;
+        }
+        move_params(&mut self.disc, device)
+    }
+
     /// Whether the adversarial term is on at `global_step`.
     pub fn adversarial_active(&self, global_step: u64) -> bool {
         global_step >= self.config.disc_start && self.config.disc_factor > 0.0
@@ -221,12 +228,7 @@ impl Stage1Loss {
 
         // ∂nll/∂rec: L1, then LPIPS (input x, target rec, as the reference calls it).
         // Σ|x − rec| in f64 (the op's mean rounds to f32, a visible error on a sum of 10⁵).
-        let abs_sum: f64 = rec
-            .f32s(OP)?
-            .iter()
-            .zip(x.f32s(OP)?)
-            .map(|(&r, &x)| (r - x).abs() as f64)
-            .sum();
+        let abs_sum = abs_diff_sum(&rec, x)?;
         let mut drec = l1_mean_backward(&rec, x, (numel * inv_var / n) as f32)?;
         let mut p_sum = 0.0f64;
         if cfg.perceptual_weight > 0.0 {
@@ -244,7 +246,7 @@ impl Stage1Loss {
                 slices_backward(lp, state.ok_or_else(no_state)?, dp * n as f32)?
             } else {
                 let (p, state) = lp.distance(x, &rec, Need::TARGET)?;
-                p_sum = p.f32s(OP)?.iter().map(|&v| v as f64).sum();
+                p_sum = sum(&p)?;
                 lp.distance_backward(state.ok_or_else(no_state)?, &vec![dp; x.shape()[0]])?
             };
             if let Some(g) = g.target {
@@ -266,7 +268,7 @@ impl Stage1Loss {
             let (logits, drec_adv) = with_frozen(&mut self.disc, |d| -> Result<_> {
                 let logits = d.forward(&d_in, &mut dctx)?;
                 let len = logits.numel() as f32;
-                let g = Tensor::from_vec(logits.shape(), vec![-1.0 / len; logits.numel()])?;
+                let g = full(logits.shape(), -1.0 / len, logits.device())?;
                 let dx = d.backward(&g)?;
                 Ok((logits, dx))
             })?;
@@ -277,8 +279,7 @@ impl Stage1Loss {
                 drec_adv
             };
             ctx.rng = dctx.rng;
-            g_loss =
-                -logits.f32s(OP)?.iter().map(|&v| v as f64).sum::<f64>() / logits.numel() as f64;
+            g_loss = -sum(&logits)? / logits.numel() as f64;
             let (last_in, conv_out) = ae.decoder.last_layer_input()?;
             let gn = norm(&conv_out.weight_grad_of(&last_in, &drec)?)?;
             let gg = norm(&conv_out.weight_grad_of(&last_in, &drec_adv)?)?;
@@ -291,11 +292,11 @@ impl Stage1Loss {
         }
 
         // KL: Σ KL / N.
-        let kl_sum: f64 = fwd.kl.f32s(OP)?.iter().map(|&v| v as f64).sum();
-        let kl = kl_sum / n;
-        let dkl = Tensor::from_vec(
+        let kl = sum(&fwd.kl)? / n;
+        let dkl = full(
             fwd.kl.shape(),
-            vec![(cfg.kl_weight as f64 / n) as f32; fwd.kl.numel()],
+            (cfg.kl_weight as f64 / n) as f32,
+            fwd.kl.device(),
         )?;
         ae.backward(
             AeGrads {

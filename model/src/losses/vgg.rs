@@ -18,14 +18,17 @@
 //! exactly the activations it produces, with no copy, and [`VggActs`] is all the state. The
 //! forward returns that state as a value (instead of hiding it in the layer) so one network can
 //! hold several passes at once (LPIPS' input and target branches, 3D slice groups).
+//!
+//! Every step is a runtime op (convolution, in-place ReLU and its mask, max pool), so the
+//! network runs on whichever device its input and parameters are on.
 
 use crate::layer::{join_key, ParamVisitor, Parameters};
 use crate::layers::conv::Conv;
 use crate::layers::init::Init;
+use medvae_runtime::ops::activation::{relu_inplace, relu_mask_inplace};
 use medvae_runtime::ops::conv::conv_backward;
 use medvae_runtime::ops::resample::{max_pool2x2_backward, max_pool2x2_forward, PoolArgmax};
 use medvae_runtime::{Result, RuntimeError, Tensor};
-use rayon::prelude::*;
 
 /// Widths of the five stages of the real VGG16.
 pub const VGG16_WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
@@ -204,7 +207,7 @@ impl Vgg16Features {
             let feature = &acts[feature_at[k]];
             let mut g = match d.take() {
                 Some(g) => g,
-                None => Tensor::zeros(feature.shape()),
+                None => feature.zeros_like()?,
             };
             add_feature_grad(k, feature, &mut g)?;
             for unit in self.slices[k].iter().rev() {
@@ -228,35 +231,6 @@ impl Vgg16Features {
         }
         d.ok_or_else(|| RuntimeError::Other("vgg16: empty network".into()))
     }
-}
-
-/// Elements per rayon task of the pointwise passes (memory-bound; big enough to amortise).
-const CHUNK: usize = 1 << 14;
-
-/// `y = max(y, 0)` in place (the convolution's output buffer becomes the ReLU's).
-fn relu_inplace(y: &mut Tensor) -> Result<()> {
-    y.f32s_mut("vgg16 relu")?
-        .par_chunks_mut(CHUNK)
-        .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
-    Ok(())
-}
-
-/// `g = g · [y > 0]` in place: the ReLU backward from its output (`y > 0 ⇔ x > 0`). A NaN in
-/// `g` where the mask is 0 becomes 0, as in PyTorch's `threshold_backward`.
-fn relu_mask_inplace(g: &mut Tensor, y: &Tensor) -> Result<()> {
-    g.expect_shape("vgg16 relu backward", "dy", y.shape())?;
-    let ys = y.f32s("vgg16 relu backward")?;
-    g.f32s_mut("vgg16 relu backward")?
-        .par_chunks_mut(CHUNK)
-        .zip(ys.par_chunks(CHUNK))
-        .for_each(|(g, y)| {
-            for (g, &y) in g.iter_mut().zip(y) {
-                if y <= 0.0 {
-                    *g = 0.0;
-                }
-            }
-        });
-    Ok(())
 }
 
 impl Parameters for Vgg16Features {

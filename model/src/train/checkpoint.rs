@@ -227,7 +227,7 @@ impl Trainer {
         self.gen_accumulated = counters.gen_accumulated;
         self.disc_accumulated = counters.disc_accumulated;
         self.last_gen = counters.last_generator;
-        Ok(())
+        self.place()
     }
 }
 

@@ -51,7 +51,11 @@ pub struct TrainConfig {
     /// One training batch and one validation batch per epoch, then stop (a smoke test).
     #[serde(default)]
     pub fast_dev_run: bool,
-    /// fp32 on the CPU.
+    /// Where the step runs: `cpu`, `cuda` or `cuda:N` (2D stage 1 only on CUDA for now).
+    #[serde(default = "cpu")]
+    pub device: String,
+    /// fp32 on the CPU; on CUDA the convolutions' precision: fp32, tf32 or bf16 (f32
+    /// accumulation and f32 activations in every case).
     #[serde(default = "fp32")]
     pub precision: String,
     #[serde(default = "twenty")]
@@ -156,6 +160,10 @@ fn fp32() -> String {
     "fp32".into()
 }
 
+fn cpu() -> String {
+    "cpu".into()
+}
+
 fn bad(msg: impl Into<String>) -> RuntimeError {
     RuntimeError::Other(format!("config: {}", msg.into()))
 }
@@ -172,9 +180,17 @@ impl TrainConfig {
         if !(self.base_learning_rate.is_finite() && self.base_learning_rate > 0.0) {
             return Err(bad("base_learning_rate must be a positive number"));
         }
-        if self.precision != "fp32" {
+        let on_cpu = self.device == "cpu";
+        if on_cpu && self.precision != "fp32" {
             return Err(bad(format!(
-                "precision `{}`: the CPU engine trains in fp32 (set precision: fp32)",
+                "precision `{}`: the CPU engine trains in fp32 (set precision: fp32, or \
+                 device: cuda for tf32/bf16)",
+                self.precision
+            )));
+        }
+        if !matches!(self.precision.as_str(), "fp32" | "tf32" | "bf16") {
+            return Err(bad(format!(
+                "precision `{}`: use fp32, tf32 or bf16",
                 self.precision
             )));
         }

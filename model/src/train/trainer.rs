@@ -17,7 +17,9 @@ use super::metrics::{Mean, ReconstructionMetrics};
 use super::stage2;
 use crate::autoencoder::{AutoencoderKL, Outputs, Sampling};
 use crate::blocks::NLayerDiscriminator;
-use crate::layer::{set_trainable, visit_one, zero_grads, Ctx, Param, ParamVisitor, Parameters};
+use crate::layer::{
+    move_params, set_trainable, visit_one, zero_grads, Ctx, Param, ParamVisitor, Parameters,
+};
 use crate::layers::state::{load_state_dict, param_shapes};
 use crate::layers::Init;
 use crate::lora::freeze_base_for_lora;
@@ -29,7 +31,7 @@ use crate::optim::{Adam, AdamConfig};
 use crate::zoo::ModelConfig;
 use medvae_runtime::checkpoint::load_checkpoint;
 use medvae_runtime::ops::loss::l1_mean_forward;
-use medvae_runtime::{Result, RuntimeError, Tensor};
+use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
 /// What one training batch did.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -65,6 +67,8 @@ pub struct ValidationLog {
 
 pub struct Trainer {
     pub config: TrainConfig,
+    /// Where the networks and each batch live (`config.device`).
+    pub device: Device,
     pub model_config: ModelConfig,
     pub ae: AutoencoderKL,
     pub loss: Stage1Loss,
@@ -107,6 +111,7 @@ impl Trainer {
     /// Build the networks, load the starting weights and set which parameters train.
     pub fn new(config: TrainConfig) -> Result<Trainer> {
         config.validate()?;
+        let device: Device = config.device.parse()?;
         let mut init = Init::random(config.seed);
         let (start, start_path) = if config.stage2 {
             let (path, state) = stage2::stage1_weights(&config)?;
@@ -129,6 +134,13 @@ impl Trainer {
             Some(state) => ModelConfig::from_state_dict_shapes(&state.shapes())?,
             None => config.model_config()?,
         };
+        if !device.is_cpu() && (model_config.dims == 3 || config.stage2) {
+            return Err(RuntimeError::Other(format!(
+                "device `{}`: CUDA training covers 2D stage 1 so far (the 3D loss slicing and the \
+                 BiomedCLIP tower of stage 2 run on the CPU only); use device: cpu",
+                config.device
+            )));
+        }
         if model_config.dims == 3 && config.stage2 {
             return Err(RuntimeError::Other(
                 "stage 2 (the BiomedCLIP latent loss) is 2D only, as in the reference".into(),
@@ -187,7 +199,8 @@ impl Trainer {
             disc,
         )?;
         let lr = config.learning_rate();
-        Ok(Trainer {
+        let mut trainer = Trainer {
+            device,
             model_config,
             ae,
             loss,
@@ -212,7 +225,26 @@ impl Trainer {
                 disc_loss: 0.0,
             },
             config,
-        })
+        };
+        trainer.place()?;
+        Ok(trainer)
+    }
+
+    /// Check the device, set the CUDA precision, and move the networks there (again after a
+    /// resume, which loads host tensors). A no-op on the CPU.
+    pub fn place(&mut self) -> Result<()> {
+        if self.device.is_cpu() {
+            return Ok(());
+        }
+        self.device.ensure_available().map_err(|e| {
+            RuntimeError::Other(format!(
+                "device `{}` (set device: cpu to train on the CPU): {e}",
+                self.config.device
+            ))
+        })?;
+        medvae_runtime::set_cuda_precision(&self.config.precision)?;
+        move_params(&mut self.ae, self.device)?;
+        self.loss.to_device(self.device)
     }
 
     /// `(all, trainable)` parameter counts of the autoencoder.
@@ -227,6 +259,7 @@ impl Trainer {
 
     /// Train on one batch `[N, H, W, C]`; `index` is its position in the epoch.
     pub fn train_batch(&mut self, x: &Tensor, index: usize) -> Result<StepLog> {
+        let x = &*x.on_device(self.device)?;
         let step = self.global_step;
         let mut ctx = Ctx::train(step_seed(self.config.seed, step));
         if self.bc_loss.is_some() {
@@ -384,7 +417,7 @@ impl Trainer {
             .unwrap_or(0.0) as f64;
         let mut n_batches = 0;
         for (i, x) in batches.into_iter().enumerate() {
-            let x = x?;
+            let x = x?.into_device(self.device)?;
             let mut ctx = Ctx {
                 train: false,
                 grad: false,

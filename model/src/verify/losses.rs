@@ -32,10 +32,16 @@ pub fn handles(case: &GoldenCase) -> bool {
             .is_some_and(|l| l.starts_with(HINGE) || l.starts_with(GENERATOR))
 }
 
+/// Whether the case runs on a CUDA device: 2D LPIPS does; the slice gather of the 3D LPIPS and
+/// the stage-1 losses are host code.
+pub fn runs_on_cuda(case: &GoldenCase) -> bool {
+    case.meta_str("module") == Some(LPIPS_2D)
+}
+
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     device.ensure_available()?;
     if let Some(m) = case.meta_str("module") {
-        return lpips_case(case, m == LPIPS_3D).map(Some);
+        return lpips_case(case, m == LPIPS_3D, device).map(Some);
     }
     match case.meta_str("loss") {
         Some(l) if l.starts_with(HINGE) => disc_case(case).map(Some),
@@ -93,7 +99,7 @@ fn scalar_gout(case: &GoldenCase, name: &str) -> Result<Vec<f32>> {
     Ok(case.tensor(name)?.data.clone())
 }
 
-fn lpips_case(case: &GoldenCase, slices: bool) -> Result<Produced> {
+fn lpips_case(case: &GoldenCase, slices: bool, device: Device) -> Result<Produced> {
     let mut lp = Lpips::new(lpips_widths(case, "", "widths")?, &mut Init::Zeros)?;
     load_prefixed(case, "", &mut lp)?;
     let input = activation(case, "in.input")?;
@@ -109,6 +115,9 @@ fn lpips_case(case: &GoldenCase, slices: bool) -> Result<Produced> {
         };
         slices_backward(&lp, state, dp)?
     } else {
+        // On the requested device ([`runs_on_cuda`]).
+        crate::layer::move_params(&mut lp, device)?;
+        let (input, target) = (input.into_device(device)?, target.into_device(device)?);
         let p = lp.forward(&input, &target, Need::BOTH)?;
         out.insert("out.p".into(), p.to_f32_vec());
         let dp = medvae_runtime::Tensor::from_vec(&[dp.len()], dp)?;

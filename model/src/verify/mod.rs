@@ -165,7 +165,8 @@ fn run_case(case: &GoldenCase, opts: &VerifyOptions) -> Result<Option<Produced>>
     // On CUDA only the cases whose every op has a CUDA kernel run; the rest are reported as
     // unsupported rather than silently computed on the CPU.
     let on_cuda = !opts.device.is_cpu();
-    if on_cuda && (vit::handles(case) || stage2::handles(case) || losses::handles(case)) {
+    let host_loss = losses::handles(case) && !losses::runs_on_cuda(case);
+    if on_cuda && (vit::handles(case) || stage2::handles(case) || host_loss) {
         return Ok(None);
     }
     if on_cuda && case.meta.get("loader").is_some() {

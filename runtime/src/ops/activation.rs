@@ -53,3 +53,32 @@ pub fn activation_backward(act: Activation, x: &Tensor, dy: &Tensor) -> Result<T
     }?;
     Ok(dx)
 }
+
+/// ReLU in place: the input's buffer becomes the output (VGG16 applies it to each
+/// convolution's fresh output, so no second activation-sized buffer is needed).
+pub fn relu_inplace(y: &mut Tensor) -> Result<()> {
+    const OP: &str = "relu_inplace";
+    let dev = common_device(OP, &[y])?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::relu_inplace(OP, y);
+    }
+    cpu_only(OP, dev)?;
+    k::relu_inplace(y.f32s_mut(OP)?);
+    Ok(())
+}
+
+/// ReLU backward from the ReLU's output `y`, in place: `g = g·[y > 0]` (`y > 0 ⇔ x > 0`, so a
+/// frozen network keeps only its outputs, which are the next units' inputs anyway).
+pub fn relu_mask_inplace(g: &mut Tensor, y: &Tensor) -> Result<()> {
+    const OP: &str = "relu_mask_inplace";
+    let dev = common_device(OP, &[g, y])?;
+    g.expect_shape(OP, "dy", y.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::relu_mask_inplace(OP, g, y);
+    }
+    cpu_only(OP, dev)?;
+    k::relu_mask_inplace(y.f32s(OP)?, g.f32s_mut(OP)?)?;
+    Ok(())
+}

@@ -90,6 +90,29 @@ pub fn hinge_backward(real: &Tensor, fake: &Tensor, dloss: f32) -> Result<(Tenso
     Ok((dr, df))
 }
 
+/// One half of the hinge loss as a sum, `Σ relu(1 + sign·x)` (sign −1 for the real logits, +1
+/// for the fake ones): for a discriminator that runs real and fake images as separate passes.
+pub fn hinge_half_forward(logits: &Tensor, sign: f32) -> Result<f64> {
+    const OP: &str = "hinge_half_forward";
+    #[cfg(feature = "cuda")]
+    if !logits.device().is_cpu() {
+        return super::on_cuda::reduce::hinge_half_forward(OP, logits, sign);
+    }
+    Ok(k::hinge_half_forward(logits.f32s(OP)?, sign)?)
+}
+
+/// Gradient of `g · Σ relu(1 + sign·x)`: `g·sign` where the hinge is open, else 0.
+pub fn hinge_half_backward(logits: &Tensor, sign: f32, g: f32) -> Result<Tensor> {
+    const OP: &str = "hinge_half_backward";
+    #[cfg(feature = "cuda")]
+    if !logits.device().is_cpu() {
+        return super::on_cuda::reduce::hinge_half_backward(OP, logits, sign, g);
+    }
+    let mut dx = Tensor::uninit(logits.shape());
+    k::hinge_half_backward(logits.f32s(OP)?, sign, g, dx.f32s_mut(OP)?)?;
+    Ok(dx)
+}
+
 /// `mean |a − b|`.
 pub fn l1_mean_forward(a: &Tensor, b: &Tensor) -> Result<f32> {
     const OP: &str = "l1_mean_forward";

@@ -11,6 +11,9 @@ pub mod elementwise;
 pub mod linear;
 pub mod loss;
 pub mod norm;
+pub mod optim;
+pub mod perceptual;
+pub mod reduce;
 pub mod resample;
 pub mod softmax;
 

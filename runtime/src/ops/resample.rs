@@ -60,11 +60,21 @@ pub fn upsample_nearest2_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tens
     Ok(dx)
 }
 
-/// Where each 2×2 window's maximum came from, for the backward.
+/// What the 2×2 max pool's backward needs: where each window's maximum came from.
 #[derive(Debug, Clone)]
 pub struct PoolArgmax {
     x_shape: Vec<usize>,
-    argmax: Vec<u8>,
+    saved: PoolSaved,
+}
+
+#[derive(Debug, Clone)]
+enum PoolSaved {
+    /// The CPU kernel's winning cell per output element (one byte each).
+    Cells(Vec<u8>),
+    /// The forward input: the CUDA backward recomputes each window's argmax from it, which
+    /// costs no memory when the caller keeps that input anyway (a clone shares the buffer).
+    #[cfg(feature = "cuda")]
+    Input(Tensor),
 }
 
 fn pool_dims(op: &str, x_shape: &[usize]) -> Result<MaxPoolDims> {
@@ -85,28 +95,49 @@ fn pool_dims(op: &str, x_shape: &[usize]) -> Result<MaxPoolDims> {
 /// 2×2 max pooling with stride 2 (VGG16).
 pub fn max_pool2x2_forward(x: &Tensor) -> Result<(Tensor, PoolArgmax)> {
     const OP: &str = "max_pool2x2_forward";
-    cpu_only(OP, common_device(OP, &[x])?)?;
+    let dev = common_device(OP, &[x])?;
     let d = pool_dims(OP, x.shape())?;
-    let mut y = Tensor::uninit(&join_nsc(4, d.n, d.out_spatial(), d.channels));
+    let y_shape = join_nsc(4, d.n, d.out_spatial(), d.channels);
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        let y = super::on_cuda::reshape::max_pool_forward(OP, &d, x, &y_shape)?;
+        let saved = PoolArgmax {
+            x_shape: x.shape().to_vec(),
+            saved: PoolSaved::Input(x.clone()),
+        };
+        return Ok((y, saved));
+    }
+    cpu_only(OP, dev)?;
+    let mut y = Tensor::uninit(&y_shape);
     let mut argmax = vec![0u8; d.out_len()];
     pool::max_pool2x2_forward(&d, x.f32s(OP)?, y.f32s_mut(OP)?, &mut argmax)?;
     Ok((
         y,
         PoolArgmax {
             x_shape: x.shape().to_vec(),
-            argmax,
+            saved: PoolSaved::Cells(argmax),
         },
     ))
 }
 
 pub fn max_pool2x2_backward(saved: &PoolArgmax, dy: &Tensor) -> Result<Tensor> {
     const OP: &str = "max_pool2x2_backward";
-    cpu_only(OP, common_device(OP, &[dy])?)?;
+    let dev = common_device(OP, &[dy])?;
     let d = pool_dims(OP, &saved.x_shape)?;
     dy.expect_shape(OP, "dy", &join_nsc(4, d.n, d.out_spatial(), d.channels))?;
-    let mut dx = Tensor::uninit(&saved.x_shape);
-    pool::max_pool2x2_backward(&d, &saved.argmax, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
-    Ok(dx)
+    match &saved.saved {
+        #[cfg(feature = "cuda")]
+        PoolSaved::Input(x) => {
+            x.expect_device(OP, dev)?;
+            super::on_cuda::reshape::max_pool_backward(OP, &d, x, dy)
+        }
+        PoolSaved::Cells(argmax) => {
+            cpu_only(OP, dev)?;
+            let mut dx = Tensor::uninit(&saved.x_shape);
+            pool::max_pool2x2_backward(&d, argmax, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
+            Ok(dx)
+        }
+    }
 }
 
 fn resize_dims(op: &str, x_shape: &[usize]) -> Result<(usize, [usize; 2], usize)> {

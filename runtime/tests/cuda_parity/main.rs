@@ -11,6 +11,8 @@ mod attention;
 mod conv;
 mod misc;
 mod norm;
+mod perceptual;
+mod reductions;
 mod support;
 mod tensor_ops;
 

@@ -188,6 +188,26 @@ pub fn conv_backward_data(
         ("w", w, g.weight_len()),
         ("dx", dx, g.input_len()),
     ])?;
+    if prec != ConvPrecision::Fp32 {
+        if let Some(gt) = transposed_geometry(g) {
+            // Stride 1: a forward convolution of dy with flipped, transposed weights (the
+            // forward kernels run about twice the data-gradient kernels' rate, BENCHMARKS.md).
+            let taps = g.kernel.iter().product::<usize>();
+            let wt = dev.alloc_f32(g.weight_len())?;
+            Args::new()
+                .buf(w)
+                .buf(&wt)
+                .push(i32_of(KERNEL, "taps", taps)?)
+                .push(i32_of(KERNEL, "cin", g.cin)?)
+                .push(i32_of(KERNEL, "cout", g.cout)?)
+                .launch(
+                    dev,
+                    "conv_weight_flip_transpose",
+                    grid_1d(dev, g.weight_len()),
+                )?;
+            return conv_forward(dev, &gt, prec, dy, &wt, None, dx, beta);
+        }
+    }
     let mut a = Args::new();
     a.push(cg).buf(dy).buf(w).buf(dx).push(beta);
     if prec == ConvPrecision::Fp32 {
@@ -201,6 +221,30 @@ pub fn conv_backward_data(
         &format!("conv_dgrad_{}_{name}", prec.tag()),
         cfg(grid, (threads, 1, 1), 0),
     )
+}
+
+/// The forward geometry whose output is the data gradient of `g`: dy as the input, Cin and
+/// Cout swapped, padding `k − 1 − p` on each side. Only for stride 1 with `p ≤ k − 1` (then its
+/// output has exactly `g`'s input size); `None` otherwise.
+fn transposed_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
+    let mut gt = ConvGeometry {
+        batch: g.batch,
+        in_spatial: g.out_spatial(),
+        cin: g.cout,
+        cout: g.cin,
+        kernel: g.kernel,
+        stride: [1; 3],
+        pad_lo: [0; 3],
+        pad_hi: [0; 3],
+    };
+    for i in 0..3 {
+        if g.stride[i] != 1 || g.pad_lo[i] >= g.kernel[i] || g.pad_hi[i] >= g.kernel[i] {
+            return None;
+        }
+        gt.pad_lo[i] = g.kernel[i] - 1 - g.pad_lo[i];
+        gt.pad_hi[i] = g.kernel[i] - 1 - g.pad_hi[i];
+    }
+    (gt.out_spatial() == g.in_spatial).then_some(gt)
 }
 
 /// `dw += x^T dy` and, when given, `dbias += sum over pixels of dy` (parameter gradients
@@ -265,4 +309,69 @@ pub fn conv_backward_weight(
         super::loss::reduce_cols_acc(dev, dy, pixels, g.cout, db)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medvae_kernels::cpu::conv::{conv_backward_data, conv_forward};
+
+    /// The host twin of `conv_weight_flip_transpose` (same index formula as the kernel).
+    fn flip_transpose(w: &[f64], taps: usize, cin: usize, cout: usize) -> Vec<f64> {
+        let mut wt = vec![0.0; w.len()];
+        for (i, v) in wt.iter_mut().enumerate() {
+            let (ci, r) = (i % cin, i / cin);
+            let (co, t) = (r % cout, r / cout);
+            *v = w[((taps - 1 - t) * cin + ci) * cout + co];
+        }
+        wt
+    }
+
+    /// The GPU's stride-1 data gradient (a forward convolution of dy with flipped, transposed
+    /// weights) computed with the CPU kernels must equal the CPU's data gradient: checks the
+    /// geometry and the flip without a GPU.
+    #[test]
+    fn stride_one_data_gradient_is_a_flipped_forward() {
+        let cases = [
+            ConvGeometry::conv2d(2, [7, 9], 3, 5, 3, 1, 1),
+            ConvGeometry::conv2d(1, [6, 5], 4, 2, 1, 1, 0),
+            ConvGeometry::conv2d(1, [8, 8], 2, 3, 4, 1, 1), // PatchGAN's k4 s1 p1
+            ConvGeometry {
+                batch: 1,
+                in_spatial: [4, 5, 6],
+                cin: 2,
+                cout: 3,
+                kernel: [3, 3, 3],
+                stride: [1; 3],
+                pad_lo: [1; 3],
+                pad_hi: [1; 3],
+            },
+        ];
+        let mut seed = 1u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+        };
+        for g in cases {
+            let gt = transposed_geometry(&g).expect("stride 1 qualifies");
+            let dy: Vec<f64> = (0..g.output_len()).map(|_| next()).collect();
+            let w: Vec<f64> = (0..g.weight_len()).map(|_| next()).collect();
+            let mut want = vec![0.0; g.input_len()];
+            conv_backward_data(&g, &dy, &w, &mut want).unwrap();
+            let taps = g.kernel.iter().product();
+            let wt = flip_transpose(&w, taps, g.cin, g.cout);
+            let mut got = vec![0.0; g.input_len()];
+            conv_forward(&gt, &dy, &wt, None, &mut got).unwrap();
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f64, f64::max);
+            assert!(err < 1e-12, "{g:?}: max error {err}");
+        }
+        let strided = ConvGeometry::conv2d(1, [8, 8], 2, 3, 3, 2, 1);
+        assert!(transposed_geometry(&strided).is_none());
+    }
 }

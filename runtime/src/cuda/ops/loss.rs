@@ -78,6 +78,65 @@ pub fn sum_squares(
     two_pass(dev, "reduce_sumsq_partial", &[x], n, out, 1.0, false)
 }
 
+/// `out[0]` = how many elements of `x[..n]` are NaN or infinite (as f32).
+pub fn count_non_finite(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    n: usize,
+    out: &DeviceBuffer,
+) -> CudaResult<()> {
+    two_pass(dev, "reduce_nonfinite_partial", &[x], n, out, 1.0, false)
+}
+
+/// `out[0] = sum relu(1 + sign * x)` over `x[..n]`: one half of the hinge loss (sign −1 for the
+/// real logits, +1 for the fake ones), for a discriminator that runs the halves separately.
+pub fn hinge_half_forward(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    n: usize,
+    sign: f32,
+    out: &DeviceBuffer,
+) -> CudaResult<()> {
+    if n == 0 {
+        return Err(geometry(KERNEL, "hinge loss of empty logits"));
+    }
+    check_f32(KERNEL, "x", x, n)?;
+    check_f32(KERNEL, "out", out, 1)?;
+    let blocks = partial_blocks(dev, n);
+    let partial = dev.alloc_f32(blocks)?;
+    Args::new()
+        .buf(x)
+        .push(i64_of(n))
+        .push(sign)
+        .buf(&partial)
+        .launch(
+            dev,
+            "hinge_half_partial",
+            cfg((blocks as u32, 1, 1), (BLOCK, 1, 1), 0),
+        )?;
+    finalize(dev, &partial, blocks, out, 1.0, false)
+}
+
+/// `dx = g · sign` where `1 + sign · x > 0`, else 0 (overwrites `dx`).
+pub fn hinge_half_backward(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    n: usize,
+    sign: f32,
+    g: f32,
+    dx: &DeviceBuffer,
+) -> CudaResult<()> {
+    check_f32(KERNEL, "x", x, n)?;
+    check_f32(KERNEL, "dx", dx, n)?;
+    Args::new()
+        .buf(x)
+        .push(i64_of(n))
+        .push(sign)
+        .push(g)
+        .buf(dx)
+        .launch(dev, "hinge_half_bwd", super::grid_1d(dev, n))
+}
+
 /// `out[r] = scale * sum_c x[r, c]` (+ out[r] when `accumulate`).
 pub fn reduce_rows(
     dev: &CudaDevice,

@@ -14,6 +14,7 @@ pub mod conv;
 pub mod elementwise;
 pub mod gemm;
 pub mod loss;
+pub mod lpips;
 pub mod norm;
 pub mod sample;
 

@@ -8,7 +8,10 @@ pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod loss;
 pub(crate) mod norm;
+pub(crate) mod optim;
+pub(crate) mod perceptual;
 pub(crate) mod pointwise;
+pub(crate) mod reduce;
 pub(crate) mod reshape;
 pub(crate) mod softmax;
 

@@ -48,6 +48,31 @@ pub(crate) fn activation_backward(
     Ok(dx)
 }
 
+/// ReLU in place (`act_relu_fwd` with its output aliasing its input, which elementwise
+/// kernels allow).
+pub(crate) fn relu_inplace(op: &str, y: &mut Tensor) -> Result<()> {
+    let dev = device_of(op, y)?;
+    let n = y.numel();
+    let yb = y.cuda_out(op)?;
+    on(
+        op,
+        k::activation_forward(&dev, CudaActivation::Relu, yb, yb, n),
+    )
+}
+
+/// `g = g·[y > 0]` in place: `act_relu_bwd` with the output `y` as its `x` (same mask) and
+/// `dx` aliasing `dy`.
+pub(crate) fn relu_mask_inplace(op: &str, g: &mut Tensor, y: &Tensor) -> Result<()> {
+    let dev = device_of(op, y)?;
+    let n = y.numel();
+    let yb = y.cuda(op)?.1;
+    let gb = g.cuda_out(op)?;
+    on(
+        op,
+        k::activation_backward(&dev, CudaActivation::Relu, yb, gb, gb, n),
+    )
+}
+
 /// `alpha·a + beta·b` as a new tensor.
 pub(crate) fn add_scaled(
     op: &str,

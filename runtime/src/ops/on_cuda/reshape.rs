@@ -1,10 +1,11 @@
-//! Ops on CUDA that move or combine whole channels and pixels: nearest upsampling, channel
-//! split/concat (strided copies), and the reparameterised Gaussian sample.
+//! Ops on CUDA that move or combine whole channels and pixels: nearest upsampling, 2×2 max
+//! pooling, channel split/concat (strided copies), and the reparameterised Gaussian sample.
 
 use super::{device_of, on};
 use crate::cuda::ops::{loss as lk, sample as sk};
 use crate::error::Result;
 use crate::tensor::Tensor;
+use medvae_kernels::cpu::pool::MaxPoolDims;
 use medvae_kernels::cpu::upsample::UpsampleDims;
 
 pub(crate) fn upsample_forward(
@@ -33,6 +34,39 @@ pub(crate) fn upsample_backward(
     on(
         op,
         sk::upsample_nearest_backward(&dev, d, dy.cuda(op)?.1, dx.cuda(op)?.1, 0.0),
+    )?;
+    Ok(dx)
+}
+
+/// 2×2/2 max pool of `x` into a new tensor of `y_shape`.
+pub(crate) fn max_pool_forward(
+    op: &str,
+    d: &MaxPoolDims,
+    x: &Tensor,
+    y_shape: &[usize],
+) -> Result<Tensor> {
+    let dev = device_of(op, x)?;
+    let y = Tensor::cuda_uninit(&dev, y_shape)?;
+    on(
+        op,
+        sk::max_pool2x2_forward(&dev, d, x.cuda(op)?.1, y.cuda(op)?.1),
+    )?;
+    Ok(y)
+}
+
+/// Its backward from the forward input `x` (the kernel recomputes each window's argmax).
+pub(crate) fn max_pool_backward(
+    op: &str,
+    d: &MaxPoolDims,
+    x: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
+    let dev = device_of(op, dy)?;
+    let dx = Tensor::cuda_uninit(&dev, x.shape())?;
+    let (xb, dyb) = (x.cuda(op)?.1, dy.cuda(op)?.1);
+    on(
+        op,
+        sk::max_pool2x2_backward(&dev, d, xb, dyb, dx.cuda(op)?.1, 0.0),
     )?;
     Ok(dx)
 }

@@ -1,18 +1,21 @@
-//! The per-layer LPIPS distance on channels-last features, forward and backward side by side:
+//! LPIPS on channels-last features, forward and backward side by side: the scaling layer and
+//! the per-layer normalised distance.
 //!
 //! ```text
-//! n̂ = f / (‖f‖₂ + eps)          (over channels, per pixel; eps = 1e-10 as the reference)
-//! d(x) = mean_pixels Σ_c w_c (n̂a_c − n̂b_c)²
+//! scaling: y_c = (x_c − shift_c) / scale_c   (c < 3; a 1-channel image broadcasts to 3)
+//! n̂ = f / (‖f‖₂ + eps)                       (over channels, per pixel; eps = 1e-10 as the reference)
+//! d(sample) = mean_pixels Σ_c w_c (n̂a_c − n̂b_c)²
 //! ```
 //! Channels-last makes every per-pixel reduction a contiguous run of `C` values.
 //!
-//! Backward, per pixel with `g = ∂L/∂d(sample) / pixels`, `u_c = 2 w_c (n̂a_c − n̂b_c) g` and
-//! `s = ‖f‖ + eps`: `∂L/∂fa = u/sa − n̂a (u·n̂a)/‖fa‖`, and the same with `−u` for `fb`. Where
+//! Distance backward, per pixel with `g = ∂L/∂d(sample) / pixels`, `u_c = 2 w_c (n̂a_c − n̂b_c) g`
+//! and `s = ‖f‖ + eps`: `∂L/∂fa = u/sa − n̂a (u·n̂a)/‖fa‖`, and the same with `−u` for `fb`. Where
 //! `‖f‖ = 0` (every channel of a ReLU output is 0) the second term is taken as 0: PyTorch gets a
 //! NaN there from `sqrt`'s backward, which the preceding ReLU's backward then zeroes, so the
 //! input gradient is the same.
 
-use medvae_kernels::Real;
+use crate::error::check_len;
+use crate::{KernelError, Real};
 use rayon::prelude::*;
 
 /// The reference's `normalize_tensor` epsilon.
@@ -22,20 +25,33 @@ pub const NORMALIZE_EPS: f64 = 1e-10;
 const BLOCK: usize = 256;
 
 /// `n` samples of `pixels` pixels with `channels` channels each.
-#[derive(Debug, Clone, Copy)]
-pub struct LayerDims {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LpipsDims {
     pub n: usize,
     pub pixels: usize,
     pub channels: usize,
 }
 
-impl LayerDims {
+impl LpipsDims {
+    /// Elements of one feature operand.
     pub fn len(&self) -> usize {
         self.n * self.pixels * self.channels
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn check(
+        &self,
+        kernel: &'static str,
+        fa: usize,
+        fb: usize,
+        w: usize,
+    ) -> Result<(), KernelError> {
+        check_len(kernel, "fa", fa, self.len())?;
+        check_len(kernel, "fb", fb, self.len())?;
+        check_len(kernel, "w", w, self.channels)
     }
 }
 
@@ -61,15 +77,23 @@ fn pixel_distance<T: Real>(a: &[T], b: &[T], w: &[T]) -> T {
         .sum()
 }
 
-/// Adds each sample's distance into `out[sample]` (f64: a mean over up to 10⁵ pixels).
-/// Blocks are summed in a fixed order, so the result does not depend on thread scheduling.
-pub fn layer_distance<T: Real>(d: &LayerDims, fa: &[T], fb: &[T], w: &[T], out: &mut [f64]) {
-    debug_assert!(fa.len() == d.len() && fb.len() == d.len() && w.len() == d.channels);
+/// Adds each sample's distance into `out[sample]`. A sample's pixel sum is taken in f64 (a mean
+/// over up to 10⁵ pixels) and its blocks are added in a fixed order, so the result does not
+/// depend on thread scheduling.
+pub fn lpips_distance_forward<T: Real>(
+    d: &LpipsDims,
+    fa: &[T],
+    fb: &[T],
+    w: &[T],
+    out: &mut [T],
+) -> Result<(), KernelError> {
+    d.check("lpips_distance_forward", fa.len(), fb.len(), w.len())?;
+    check_len("lpips_distance_forward", "out", out.len(), d.n)?;
     let per_sample = d.pixels * d.channels;
     if per_sample == 0 {
-        return;
+        return Ok(());
     }
-    for (s, o) in out.iter_mut().enumerate().take(d.n) {
+    for (s, o) in out.iter_mut().enumerate() {
         let range = s * per_sample..(s + 1) * per_sample;
         let partial: Vec<f64> = fa[range.clone()]
             .par_chunks(BLOCK * d.channels)
@@ -81,8 +105,9 @@ pub fn layer_distance<T: Real>(d: &LayerDims, fa: &[T], fb: &[T], w: &[T], out: 
                     .sum::<f64>()
             })
             .collect();
-        *o += partial.iter().sum::<f64>() / d.pixels as f64;
+        *o += T::c(partial.iter().sum::<f64>() / d.pixels as f64);
     }
+    Ok(())
 }
 
 /// One pixel's backward: adds into `ga` / `gb` (either may be absent).
@@ -123,20 +148,27 @@ fn pixel_backward<T: Real>(
 }
 
 /// Adds `∂(Σ_s dp[s]·d_s)/∂fa` into `ga` and the same for `fb` into `gb` (each optional).
-pub fn layer_distance_backward<T: Real>(
-    d: &LayerDims,
+pub fn lpips_distance_backward<T: Real>(
+    d: &LpipsDims,
     fa: &[T],
     fb: &[T],
     w: &[T],
     dp: &[T],
     ga: Option<&mut [T]>,
     gb: Option<&mut [T]>,
-) {
-    debug_assert!(fa.len() == d.len() && fb.len() == d.len() && w.len() == d.channels);
-    debug_assert!(dp.len() == d.n);
+) -> Result<(), KernelError> {
+    const KERNEL: &str = "lpips_distance_backward";
+    d.check(KERNEL, fa.len(), fb.len(), w.len())?;
+    check_len(KERNEL, "dp", dp.len(), d.n)?;
+    if let Some(g) = ga.as_deref() {
+        check_len(KERNEL, "ga", g.len(), d.len())?;
+    }
+    if let Some(g) = gb.as_deref() {
+        check_len(KERNEL, "gb", g.len(), d.len())?;
+    }
     let c = d.channels;
     if d.is_empty() {
-        return;
+        return Ok(());
     }
     let step = BLOCK * c;
     // The block `i` covers pixels [i·BLOCK, (i+1)·BLOCK) of the whole batch.
@@ -173,12 +205,80 @@ pub fn layer_distance_backward<T: Real>(
             .for_each(|(i, b)| work(i, None, Some(b))),
         (None, None) => {}
     }
+    Ok(())
+}
+
+/// The reference's `ScalingLayer` constants: per-channel shift and scale of a 3-channel image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LpipsScaling {
+    pub shift: [f32; 3],
+    pub scale: [f32; 3],
+}
+
+fn check_image_channels(kernel: &'static str, cin: usize) -> Result<(), KernelError> {
+    if cin == 1 || cin == 3 {
+        Ok(())
+    } else {
+        Err(KernelError::Geometry {
+            kernel,
+            msg: format!("the scaling layer takes 1 or 3 channels, got {cin}"),
+        })
+    }
+}
+
+/// `y[p, c] = (x[p, c or 0] − shift_c) / scale_c` for `pixels` pixels of `cin` (1 or 3)
+/// channels into `y` of 3 channels (overwritten).
+pub fn lpips_scaling_forward<T: Real>(
+    s: &LpipsScaling,
+    pixels: usize,
+    cin: usize,
+    x: &[T],
+    y: &mut [T],
+) -> Result<(), KernelError> {
+    const KERNEL: &str = "lpips_scaling_forward";
+    check_image_channels(KERNEL, cin)?;
+    check_len(KERNEL, "x", x.len(), pixels * cin)?;
+    check_len(KERNEL, "y", y.len(), pixels * 3)?;
+    let shift = s.shift.map(|v| T::c(v as f64));
+    let scale = s.scale.map(|v| T::c(v as f64));
+    for (px, out) in x.chunks_exact(cin).zip(y.chunks_exact_mut(3)) {
+        for ch in 0..3 {
+            out[ch] = (px[if cin == 1 { 0 } else { ch }] - shift[ch]) / scale[ch];
+        }
+    }
+    Ok(())
+}
+
+/// The scaling layer's backward: `dx` of `cin` channels (overwritten) from `dy` of 3; a
+/// 1-channel input sums its three broadcast channels.
+pub fn lpips_scaling_backward<T: Real>(
+    s: &LpipsScaling,
+    pixels: usize,
+    cin: usize,
+    dy: &[T],
+    dx: &mut [T],
+) -> Result<(), KernelError> {
+    const KERNEL: &str = "lpips_scaling_backward";
+    check_image_channels(KERNEL, cin)?;
+    check_len(KERNEL, "dy", dy.len(), pixels * 3)?;
+    check_len(KERNEL, "dx", dx.len(), pixels * cin)?;
+    let scale = s.scale.map(|v| T::c(v as f64));
+    for (g, out) in dy.chunks_exact(3).zip(dx.chunks_exact_mut(cin)) {
+        if cin == 1 {
+            out[0] = g[0] / scale[0] + g[1] / scale[1] + g[2] / scale[2];
+        } else {
+            for ch in 0..3 {
+                out[ch] = g[ch] / scale[ch];
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     //! The distance's backward against f64 central differences (the function is smooth away
-    //! from zero-norm pixels), and the zero-norm convention.
+    //! from zero-norm pixels), the zero-norm convention, and the scaling layer's adjoint.
     use super::*;
 
     fn lcg(seed: &mut u64) -> f64 {
@@ -188,16 +288,16 @@ mod tests {
         ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 
-    fn total(d: &LayerDims, fa: &[f64], fb: &[f64], w: &[f64], dp: &[f64]) -> f64 {
+    fn total(d: &LpipsDims, fa: &[f64], fb: &[f64], w: &[f64], dp: &[f64]) -> f64 {
         let mut out = vec![0.0; d.n];
-        layer_distance(d, fa, fb, w, &mut out);
+        lpips_distance_forward(d, fa, fb, w, &mut out).unwrap();
         out.iter().zip(dp).map(|(p, g)| p * g).sum()
     }
 
     #[test]
     fn backward_matches_central_differences() {
         // Several blocks (pixels > BLOCK) and samples that straddle block boundaries.
-        let d = LayerDims {
+        let d = LpipsDims {
             n: 3,
             pixels: 300,
             channels: 5,
@@ -208,7 +308,7 @@ mod tests {
         let w: Vec<f64> = rand(d.channels).iter().map(|v| v.abs()).collect();
         let dp = rand(d.n);
         let (mut ga, mut gb) = (vec![0.0; d.len()], vec![0.0; d.len()]);
-        layer_distance_backward(&d, &fa, &fb, &w, &dp, Some(&mut ga), Some(&mut gb));
+        lpips_distance_backward(&d, &fa, &fb, &w, &dp, Some(&mut ga), Some(&mut gb)).unwrap();
         let h = 1e-6;
         for i in (0..d.len()).step_by(97) {
             for (which, g) in [(0, &ga), (1, &gb)] {
@@ -230,7 +330,7 @@ mod tests {
         }
         // One side only gives the same values, and adds into what is there.
         let mut ga2 = vec![1.0; d.len()];
-        layer_distance_backward(&d, &fa, &fb, &w, &dp, Some(&mut ga2), None);
+        lpips_distance_backward(&d, &fa, &fb, &w, &dp, Some(&mut ga2), None).unwrap();
         for (x, y) in ga2.iter().zip(&ga) {
             assert!((x - 1.0 - y).abs() < 1e-15);
         }
@@ -239,17 +339,64 @@ mod tests {
     #[test]
     fn zero_norm_pixel_is_finite() {
         // A pixel whose features are all 0 (every ReLU off): finite values, first-order term.
-        let d = LayerDims {
+        let d = LpipsDims {
             n: 1,
             pixels: 1,
             channels: 3,
         };
         let (fa, fb, w) = ([0.0f32; 3], [1.0f32, 2.0, 2.0], [0.5f32; 3]);
-        let mut out = [0.0];
-        layer_distance(&d, &fa, &fb, &w, &mut out);
+        let mut out = [0.0f32];
+        lpips_distance_forward(&d, &fa, &fb, &w, &mut out).unwrap();
         assert!((out[0] - 0.5).abs() < 1e-6, "{out:?}");
         let mut ga = [0.0f32; 3];
-        layer_distance_backward(&d, &fa, &fb, &w, &[1.0], Some(&mut ga), None);
+        lpips_distance_backward(&d, &fa, &fb, &w, &[1.0], Some(&mut ga), None).unwrap();
         assert!(ga.iter().all(|v| v.is_finite()), "{ga:?}");
+    }
+
+    #[test]
+    fn lengths_are_checked() {
+        let d = LpipsDims {
+            n: 2,
+            pixels: 4,
+            channels: 3,
+        };
+        let f = vec![1.0f32; d.len()];
+        let mut out = [0.0f32; 1];
+        assert!(lpips_distance_forward(&d, &f, &f, &[1.0; 3], &mut out).is_err());
+        let mut g = vec![0.0f32; d.len() - 1];
+        assert!(
+            lpips_distance_backward(&d, &f, &f, &[1.0; 3], &[1.0; 2], Some(&mut g), None).is_err()
+        );
+    }
+
+    #[test]
+    fn scaling_backward_is_the_adjoint() {
+        // ⟨dy, J x⟩ = ⟨Jᵀ dy, x⟩ for both channel counts (the map is affine: J x = y(x) − y(0)).
+        let s = LpipsScaling {
+            shift: [-0.03, -0.088, -0.188],
+            scale: [0.458, 0.448, 0.45],
+        };
+        let mut seed = 3;
+        for cin in [1usize, 3] {
+            let pixels = 5;
+            let x: Vec<f64> = (0..pixels * cin).map(|_| lcg(&mut seed)).collect();
+            let dy: Vec<f64> = (0..pixels * 3).map(|_| lcg(&mut seed)).collect();
+            let (mut y, mut y0) = (vec![0.0; pixels * 3], vec![0.0; pixels * 3]);
+            lpips_scaling_forward(&s, pixels, cin, &x, &mut y).unwrap();
+            lpips_scaling_forward(&s, pixels, cin, &vec![0.0; x.len()], &mut y0).unwrap();
+            let mut dx = vec![0.0; x.len()];
+            lpips_scaling_backward(&s, pixels, cin, &dy, &mut dx).unwrap();
+            let lhs: f64 = dy
+                .iter()
+                .zip(y.iter().zip(&y0))
+                .map(|(g, (a, b))| g * (a - b))
+                .sum();
+            let rhs: f64 = dx.iter().zip(&x).map(|(g, v)| g * v).sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-12 * (1.0 + lhs.abs()),
+                "{cin}: {lhs} vs {rhs}"
+            );
+        }
+        assert!(lpips_scaling_forward(&s, 1, 2, &[0.0f32; 2], &mut [0.0; 3]).is_err());
     }
 }

@@ -1,0 +1,212 @@
+//! The stage-1 training step on CUDA against the same step on the CPU: generator loss (L1 +
+//! LPIPS + KL + the PatchGAN term with its adaptive weight), every autoencoder gradient, the
+//! Adam update, and a discriminator step — FP32 convolutions, same weights, input and noise.
+//!
+//! Without a usable GPU every test prints "skipped: <reason>" and passes.
+
+use medvae_model::layer::{zero_grads, Ctx, Parameters};
+use medvae_model::layers::state::{export_grads, export_params, ExportedTensor};
+use medvae_model::workloads::Stage1Workload;
+use medvae_model::zoo::zoo_config;
+use medvae_runtime::golden::{rel_error, rel_error_at_scale};
+use medvae_runtime::ops::elementwise::standard_normal;
+use medvae_runtime::{set_cuda_precision, Device, Tensor};
+
+const GPU: Device = Device::Cuda(0);
+
+fn gpu_or_skip() -> bool {
+    match GPU.ensure_available() {
+        Ok(_) => true,
+        Err(e) => {
+            println!("skipped: {e}");
+            false
+        }
+    }
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// The worst error over a set of tensors, each judged against the largest tensor's norm (as
+/// `verify` does: gradients that are 0 in exact arithmetic are rounding noise in both).
+fn worst(what: &str, gpu: &[ExportedTensor], cpu: &[ExportedTensor]) -> f64 {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: same tensors");
+    let scale = cpu.iter().map(|t| norm(&t.data)).fold(0.0f64, f64::max);
+    let mut worst = (0.0f64, String::new());
+    for (g, c) in gpu.iter().zip(cpu) {
+        assert_eq!(g.key, c.key);
+        let e = rel_error_at_scale(&g.data, &c.data, scale);
+        if e > worst.0 {
+            worst = (e, c.key.clone());
+        }
+    }
+    println!(
+        "{what}: {} tensors, worst rel err {:.2e} ({})",
+        cpu.len(),
+        worst.0,
+        worst.1
+    );
+    worst.0
+}
+
+/// `‖Δgpu − Δcpu‖ / ‖Δcpu‖` over every parameter at once, Δ = after − before.
+fn update_error(
+    before: &(Vec<ExportedTensor>, Vec<ExportedTensor>),
+    after: &(Vec<ExportedTensor>, Vec<ExportedTensor>),
+) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (((bg, bc), ag), ac) in before.0.iter().zip(&before.1).zip(&after.0).zip(&after.1) {
+        for (((&bg, &bc), &ag), &ac) in bg.data.iter().zip(&bc.data).zip(&ag.data).zip(&ac.data) {
+            let (dg, dc) = (ag as f64 - bg as f64, ac as f64 - bc as f64);
+            num += (dg - dc) * (dg - dc);
+            den += dc * dc;
+        }
+    }
+    (num / den.max(1e-300)).sqrt()
+}
+
+fn rel(a: f32, b: f32) -> f64 {
+    ((a - b) as f64).abs() / (b as f64).abs().max(1e-12)
+}
+
+#[test]
+fn stage1_step_on_cuda_matches_cpu() {
+    if !gpu_or_skip() {
+        return;
+    }
+    set_cuda_precision("fp32").expect("precision");
+    let cfg = zoo_config("medvae_4_1_2d").expect("zoo model");
+    let mut cpu = Stage1Workload::new(&cfg, 2, 32, 11).expect("cpu workload");
+    let mut gpu = Stage1Workload::new(&cfg, 2, 32, 11).expect("gpu workload");
+    gpu.to_device(GPU).expect("workload to GPU");
+
+    // Two full generator steps (forward, loss, backward, Adam): the second runs on updated
+    // weights and Adam moments.
+    let mut before = (
+        export_params(&mut gpu.ae.model),
+        export_params(&mut cpu.ae.model),
+    );
+    for step in 1..=2 {
+        let l_cpu = cpu.step().expect("cpu step");
+        let l_gpu = gpu.step().expect("gpu step");
+        let e = rel(l_gpu, l_cpu);
+        println!("step {step}: loss {l_gpu:.6} (cuda) vs {l_cpu:.6} (cpu), rel err {e:.2e}");
+        assert!(e < 1e-3, "step {step}: loss differs by {e:.3e}");
+        let (g_gpu, g_cpu) = (
+            export_grads(&mut gpu.ae.model),
+            export_grads(&mut cpu.ae.model),
+        );
+        let eg = worst(&format!("step {step} gradients"), &g_gpu, &g_cpu);
+        assert!(eg < 2e-3, "step {step}: gradients differ by {eg:.3e}");
+        let after = (
+            export_params(&mut gpu.ae.model),
+            export_params(&mut cpu.ae.model),
+        );
+        // Adam divides by √v, so an element whose gradient is rounding noise (the attention
+        // key bias, 0 in exact arithmetic: softmax ignores a per-row constant; elements near 0
+        // after a step) moves by ±lr in either engine. The update as a whole must agree, and
+        // on the first step (moments from zero) every tensor with a real gradient exactly.
+        let eu = update_error(&before, &after);
+        println!("step {step}: Adam update (all parameters) rel err {eu:.2e}");
+        assert!(
+            eu < 2e-2,
+            "step {step}: the Adam updates differ by {eu:.3e}"
+        );
+        if step == 1 {
+            let noise: Vec<&str> = g_gpu
+                .iter()
+                .zip(&g_cpu)
+                .filter(|(g, c)| rel_error(&g.data, &c.data) > 1e-2)
+                .map(|(_, c)| c.key.as_str())
+                .collect();
+            println!("step 1: noise-only gradients: {noise:?}");
+            assert!(noise.len() <= 4, "too many mismatched gradients: {noise:?}");
+            let keep = |t: &[ExportedTensor]| -> Vec<ExportedTensor> {
+                t.iter()
+                    .filter(|t| !noise.contains(&t.key.as_str()))
+                    .cloned()
+                    .collect()
+            };
+            let ep = worst(
+                "step 1 parameters after Adam",
+                &keep(&after.0),
+                &keep(&after.1),
+            );
+            assert!(ep < 1e-5, "step 1: parameters differ by {ep:.3e}");
+        }
+        before = after;
+    }
+
+    // A discriminator step on real = the input, fake = fixed noise.
+    let fake_cpu = standard_normal(cpu.ae.x.shape(), 99).expect("fake");
+    let fake_gpu = fake_cpu.to_device(GPU).expect("fake to GPU");
+    zero_grads(&mut cpu.loss.disc);
+    zero_grads(&mut gpu.loss.disc);
+    let (mut c_ctx, mut g_ctx) = (Ctx::train(5), Ctx::train(5));
+    let d_cpu = cpu
+        .loss
+        .discriminator_step(&cpu.ae.x, &fake_cpu, 0, &mut c_ctx)
+        .expect("cpu disc step")
+        .expect("adversarial term on");
+    let d_gpu = gpu
+        .loss
+        .discriminator_step(&gpu.ae.x, &fake_gpu, 0, &mut g_ctx)
+        .expect("gpu disc step")
+        .expect("adversarial term on");
+    let e = rel(d_gpu.loss, d_cpu.loss);
+    println!(
+        "discriminator hinge {:.6} (cuda) vs {:.6} (cpu), rel err {e:.2e}",
+        d_gpu.loss, d_cpu.loss
+    );
+    assert!(e < 1e-4, "discriminator loss differs by {e:.3e}");
+    let ed = worst(
+        "discriminator gradients",
+        &export_grads(&mut gpu.loss.disc),
+        &export_grads(&mut cpu.loss.disc),
+    );
+    assert!(ed < 1e-3, "discriminator gradients differ by {ed:.3e}");
+    // BatchNorm running statistics moved the same way.
+    let eb = worst(
+        "discriminator parameters and running statistics",
+        &export_params(&mut gpu.loss.disc),
+        &export_params(&mut cpu.loss.disc),
+    );
+    assert!(eb < 1e-5, "discriminator state differs by {eb:.3e}");
+}
+
+/// A non-finite gradient on the GPU is caught before any parameter moves.
+#[test]
+fn adam_on_cuda_refuses_non_finite_gradients() {
+    if !gpu_or_skip() {
+        return;
+    }
+    let cfg = zoo_config("medvae_4_1_2d").expect("zoo model");
+    let mut gpu = Stage1Workload::new(&cfg, 1, 32, 3).expect("workload");
+    gpu.to_device(GPU).expect("to GPU");
+    gpu.step().expect("first step");
+    let before = export_params(&mut gpu.ae.model);
+    let mut poisoned = false;
+    gpu.ae.model.visit_params("", &mut |_, p| {
+        let Some(g) = p.grad.as_mut().filter(|_| !poisoned) else {
+            return;
+        };
+        let mut v = g.to_f32_vec();
+        v[0] = f32::NAN;
+        *g = Tensor::from_vec(g.shape(), v)
+            .and_then(|t| t.to_device(GPU))
+            .expect("poisoned gradient");
+        poisoned = true;
+    });
+    assert!(poisoned);
+    let err = gpu
+        .opt
+        .step(&mut gpu.ae.model, 1.0)
+        .expect_err("a NaN gradient must be refused");
+    assert!(err.to_string().contains("non-finite gradient"), "{err}");
+    let after = export_params(&mut gpu.ae.model);
+    assert_eq!(
+        worst("parameters after the refused step", &after, &before),
+        0.0
+    );
+}

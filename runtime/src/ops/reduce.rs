@@ -1,0 +1,86 @@
+//! Whole-tensor reductions read back to the host as f64: the scalars a training step logs and
+//! branches on (loss sums, gradient norms, the finiteness check). On CUDA each is one
+//! deterministic two-pass reduction and one 4-byte read back, which waits for the device.
+
+use super::common_device;
+use crate::error::Result;
+use crate::tensor::Tensor;
+use crate::Device;
+use medvae_kernels::cpu::{loss as k_loss, reduce as k};
+
+/// `Σ x` in f64 (on CUDA: f32 partials added in f64).
+pub fn sum(x: &Tensor) -> Result<f64> {
+    const OP: &str = "sum";
+    #[cfg(feature = "cuda")]
+    if !x.device().is_cpu() {
+        return super::on_cuda::reduce::sum(OP, x);
+    }
+    Ok(k::sum_f64(x.f32s(OP)?))
+}
+
+/// `Σ x²` in f64: a squared L2 norm.
+pub fn sum_squares(x: &Tensor) -> Result<f64> {
+    const OP: &str = "sum_squares";
+    #[cfg(feature = "cuda")]
+    if !x.device().is_cpu() {
+        return super::on_cuda::reduce::sum_squares(OP, x);
+    }
+    Ok(k::sum_squares_f64(x.f32s(OP)?))
+}
+
+/// `Σ |a − b|` in f64, unrounded.
+pub fn abs_diff_sum(a: &Tensor, b: &Tensor) -> Result<f64> {
+    const OP: &str = "abs_diff_sum";
+    let dev = common_device(OP, &[a, b])?;
+    b.expect_shape(OP, "b", a.shape())?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reduce::abs_diff_sum(OP, a, b);
+    }
+    super::cpu_only(OP, dev)?;
+    Ok(k_loss::l1_sum_exact(a.f32s(OP)?, b.f32s(OP)?)?)
+}
+
+/// How many elements are NaN or infinite.
+pub fn count_non_finite(x: &Tensor) -> Result<usize> {
+    const OP: &str = "count_non_finite";
+    #[cfg(feature = "cuda")]
+    if !x.device().is_cpu() {
+        return super::on_cuda::reduce::count_non_finite(OP, x);
+    }
+    match x.f32s(OP) {
+        Ok(v) => Ok(k::count_non_finite(v)),
+        // Half storage: the widened copy.
+        Err(_) => Ok(k::count_non_finite(&x.to_f32_vec())),
+    }
+}
+
+/// A tensor of `shape` filled with `value`, on `device`.
+pub fn full(shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if !device.is_cpu() {
+        return super::on_cuda::reduce::full("full", shape, value, device);
+    }
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, vec![value; n])?.into_device(device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reductions_on_the_cpu() {
+        let a = Tensor::from_vec(&[4], vec![1.0, -2.0, 3.5, 0.0]).unwrap();
+        let b = Tensor::from_vec(&[4], vec![0.5, 1.0, 3.5, -1.0]).unwrap();
+        assert_eq!(sum(&a).unwrap(), 2.5);
+        assert_eq!(sum_squares(&a).unwrap(), 1.0 + 4.0 + 12.25);
+        assert_eq!(abs_diff_sum(&a, &b).unwrap(), 0.5 + 3.0 + 0.0 + 1.0);
+        assert_eq!(count_non_finite(&a).unwrap(), 0);
+        let bad = Tensor::from_vec(&[3], vec![f32::NAN, 1.0, f32::NEG_INFINITY]).unwrap();
+        assert_eq!(count_non_finite(&bad).unwrap(), 2);
+        assert!(abs_diff_sum(&a, &bad).is_err());
+        let f = full(&[2, 3], 0.25, Device::Cpu).unwrap();
+        assert_eq!(f.to_f32_vec(), vec![0.25; 6]);
+    }
+}
