@@ -281,6 +281,15 @@ else
       run_step "torch-$prec" 100 python3 "$TORCH_SCRIPT" --device cuda --size 256 --batch 8 --reps 5 \
         --precision "$prec" --only encode,ae_fwd_bwd,stage1_step,conv3x3_128 "${wheel_arg[@]}"
     done
+    # 3D at 64³: time and peak memory of the AE step, ours (with and without recomputation)
+    # against the published 3D model (which checkpoints encode and decode).
+    if [ -n "$WHEEL" ] && [ -n "$BIN" ]; then
+      run_step ours-3d 60 bash -c 'for r in "" --recompute; do "$0" bench --device cuda \
+        --precision bf16 --model medvae_4_1_3d --size 64 --batch 1 --reps 5 --only ae_fwd_bwd $r |
+        tail -n 1; done' "$MEDVAE_BIN"
+      run_step torch-3d 60 python3 scripts/torch_3d_baseline.py --device cuda --size 64 \
+        --precision bf16 --medvae-wheel "$WHEEL"
+    fi
   fi
 fi
 
@@ -296,6 +305,8 @@ fi
     [ -f "$LOG/torch-$prec.log" ] && echo "-- torch $prec: $(tail -n 1 "$LOG/torch-$prec.log" | cut -c1-300)"
     [ -f "$LOG/ours-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/ours-$prec.log" | cut -c1-400)"
   done
+  [ -f "$LOG/ours-3d.log" ] && echo "-- ours  3d 64^3 bf16: $(grep -o '"median_s":[0-9.]*\|"peak_tensor_bytes":[0-9]*\|"recompute":[a-z]*' "$LOG/ours-3d.log" | tr '\n' ' ')"
+  [ -f "$LOG/torch-3d.log" ] && echo "-- torch 3d 64^3 bf16: $(tail -n 1 "$LOG/torch-3d.log" | cut -c1-300)"
   for f in finetune-cuda finetune-cpu; do
     [ -f "$LOG/$f.log" ] && echo "-- $f: $(grep -E '^epoch' "$LOG/$f.log" | tail -n 1 | cut -c1-200)"
   done

@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Comma list of workloads: encode, ae_fwd_bwd, stage1_step.
     #[arg(long, default_value = "encode,ae_fwd_bwd")]
     only: String,
+    /// Recompute block activations in the backward instead of keeping them (the finetune
+    /// option `activation_checkpointing`; the reference's 3D model always does this).
+    #[arg(long)]
+    recompute: bool,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -62,6 +66,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     };
     let cfg = zoo_config(&args.model)?;
     let mut work = AeWorkload::new(&cfg, args.batch, args.size, 0)?;
+    work.model.set_recompute(args.recompute);
     work.to_device(device)
         .with_context(|| format!("moving the model to {device}"))?;
     let mut stage1: Option<Stage1Workload> = None;
@@ -75,6 +80,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     res.insert("threads".into(), json!(rayon::current_num_threads()));
     res.insert("size".into(), json!(args.size));
     res.insert("batch".into(), json!(args.batch));
+    res.insert("recompute".into(), json!(args.recompute));
     for name in only.split(',').map(str::trim) {
         memory::reset_peak();
         device.reset_peak_memory();
@@ -92,6 +98,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "stage1_step" => {
                 if stage1.is_none() {
                     let mut w = Stage1Workload::new(&cfg, args.batch, args.size, 0)?;
+                    w.ae.model.set_recompute(args.recompute);
                     w.to_device(device)
                         .with_context(|| format!("moving the stage-1 workload to {device}"))?;
                     stage1 = Some(w);
