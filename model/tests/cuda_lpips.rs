@@ -4,24 +4,16 @@
 //!
 //! Without a usable GPU the test prints "skipped: <reason>" and passes.
 
+mod common;
+
+use common::gpu::{gpu_or_skip, GPU};
 use medvae_model::layer::move_params;
 use medvae_model::layers::init::Init;
 use medvae_model::losses::{Lpips, Need};
 use medvae_runtime::golden::rel_error as rel_err;
 use medvae_runtime::{set_cuda_precision, Device, Tensor};
 
-const GPU: Device = Device::Cuda(0);
 const NARROW: [usize; 5] = [8, 16, 16, 32, 32];
-
-fn gpu_or_skip() -> bool {
-    match GPU.ensure_available() {
-        Ok(_) => true,
-        Err(e) => {
-            println!("skipped: {e}");
-            false
-        }
-    }
-}
 
 /// Deterministic values in [-1, 1] (images in the reference's range).
 fn image(shape: &[usize], seed: u64) -> Tensor {

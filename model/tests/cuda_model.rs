@@ -5,30 +5,14 @@
 //!
 //! Without a usable GPU every test prints "skipped: <reason>" and passes.
 
+mod common;
+
+use common::gpu::{gpu_or_skip, worst, GPU};
 use medvae_model::layers::state::export_grads;
 use medvae_model::workloads::AeWorkload;
 use medvae_model::zoo::zoo_config;
-use medvae_runtime::golden::{rel_error as rel_err, rel_error_at_scale};
-use medvae_runtime::{set_cuda_precision, Device};
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter()
-        .map(|&x| (x as f64) * (x as f64))
-        .sum::<f64>()
-        .sqrt()
-}
-
-const GPU: Device = Device::Cuda(0);
-
-fn gpu_or_skip() -> bool {
-    match GPU.ensure_available() {
-        Ok(_) => true,
-        Err(e) => {
-            println!("skipped: {e}");
-            false
-        }
-    }
-}
+use medvae_runtime::golden::rel_error as rel_err;
+use medvae_runtime::set_cuda_precision;
 
 fn compare(model: &str, batch: usize, size: usize) {
     let cfg = zoo_config(model).expect("zoo model");
@@ -50,31 +34,12 @@ fn compare(model: &str, batch: usize, size: usize) {
     assert!(e < 1e-4, "{model}: loss differs by {e:.3e}");
     let g_cpu = export_grads(&mut cpu.model);
     let g_gpu = export_grads(&mut gpu.model);
-    assert_eq!(g_cpu.len(), g_gpu.len(), "same trained parameters");
-    // Gradients that are zero in exact arithmetic (the attention key bias: softmax ignores a
-    // per-row constant) are rounding noise in both engines; judge them against the largest
-    // gradient's norm, as `verify` does (runtime/src/golden.rs).
-    let scale = g_cpu.iter().map(|g| norm(&g.data)).fold(0.0f64, f64::max);
-    let mut worst = (0.0f64, String::new());
-    for (c, g) in g_cpu.iter().zip(&g_gpu) {
-        assert_eq!(c.key, g.key);
-        let e = rel_error_at_scale(&g.data, &c.data, scale);
-        if e > worst.0 {
-            worst = (e, c.key.clone());
-        }
-    }
-    println!(
-        "{model} {batch}x{size} {} parameter gradients, worst rel err {:.2e} ({})",
-        g_cpu.len(),
-        worst.0,
-        worst.1
+    let e = worst(
+        &format!("{model} {batch}x{size} parameter gradients"),
+        &g_gpu,
+        &g_cpu,
     );
-    assert!(
-        worst.0 < 1e-3,
-        "{model}: gradient {} differs by {:.3e}",
-        worst.1,
-        worst.0
-    );
+    assert!(e < 1e-3, "{model}: gradients differ by {e:.3e}");
 
     for prec in ["tf32", "bf16"] {
         set_cuda_precision(prec).expect("precision");

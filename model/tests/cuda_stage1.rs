@@ -4,51 +4,16 @@
 //!
 //! Without a usable GPU every test prints "skipped: <reason>" and passes.
 
+mod common;
+
+use common::gpu::{gpu_or_skip, worst, GPU};
 use medvae_model::layer::{zero_grads, Ctx, Parameters};
 use medvae_model::layers::state::{export_grads, export_params, ExportedTensor};
 use medvae_model::workloads::Stage1Workload;
 use medvae_model::zoo::zoo_config;
-use medvae_runtime::golden::{rel_error, rel_error_at_scale};
+use medvae_runtime::golden::rel_error;
 use medvae_runtime::ops::elementwise::standard_normal;
-use medvae_runtime::{set_cuda_precision, Device, Tensor};
-
-const GPU: Device = Device::Cuda(0);
-
-fn gpu_or_skip() -> bool {
-    match GPU.ensure_available() {
-        Ok(_) => true,
-        Err(e) => {
-            println!("skipped: {e}");
-            false
-        }
-    }
-}
-
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-/// The worst error over a set of tensors, each judged against the largest tensor's norm (as
-/// `verify` does: gradients that are 0 in exact arithmetic are rounding noise in both).
-fn worst(what: &str, gpu: &[ExportedTensor], cpu: &[ExportedTensor]) -> f64 {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: same tensors");
-    let scale = cpu.iter().map(|t| norm(&t.data)).fold(0.0f64, f64::max);
-    let mut worst = (0.0f64, String::new());
-    for (g, c) in gpu.iter().zip(cpu) {
-        assert_eq!(g.key, c.key);
-        let e = rel_error_at_scale(&g.data, &c.data, scale);
-        if e > worst.0 {
-            worst = (e, c.key.clone());
-        }
-    }
-    println!(
-        "{what}: {} tensors, worst rel err {:.2e} ({})",
-        cpu.len(),
-        worst.0,
-        worst.1
-    );
-    worst.0
-}
+use medvae_runtime::{set_cuda_precision, Tensor};
 
 /// `‖Δgpu − Δcpu‖ / ‖Δcpu‖` over every parameter at once, Δ = after − before.
 fn update_error(

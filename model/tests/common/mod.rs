@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod gpu;
+
 use medvae_model::layer::{Ctx, Parameters};
 use medvae_runtime::ops::elementwise::standard_normal;
 use medvae_runtime::Tensor;
