@@ -52,6 +52,24 @@ impl Device {
         }
     }
 
+    /// A one-line description for logs: `cpu (2 threads)`, `cuda:0 (NVIDIA H200, 139.8 GiB)`.
+    pub fn describe(self) -> String {
+        match self {
+            Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => match crate::cuda::registry::device(n) {
+                Ok(d) => format!(
+                    "{self} ({}, {:.1} GiB)",
+                    d.info().name,
+                    d.info().total_memory as f64 / (1u64 << 30) as f64
+                ),
+                Err(_) => self.to_string(),
+            },
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => self.to_string(),
+        }
+    }
+
     /// Restart [`Device::peak_memory`] from the bytes in use now.
     pub fn reset_peak_memory(self) {
         #[cfg(feature = "cuda")]

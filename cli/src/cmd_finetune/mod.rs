@@ -59,10 +59,12 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     }
     let (all, trainable) = trainer.parameter_counts();
     eprintln!(
-        "{}: {}D model, {all} parameters, {trainable} trained; lr {:.3e}; output {}",
+        "{}: {}D model, {all} parameters, {trainable} trained; lr {:.3e}; on {} in {}; output {}",
         cfg.task_name,
         trainer.model_config.dims,
         cfg.learning_rate(),
+        trainer.device.describe(),
+        cfg.precision,
         out.display()
     );
 
