@@ -7,8 +7,10 @@
 mod common;
 
 use common::gpu::{gpu_or_skip, worst, GPU};
+use medvae_model::blocks::NLayerDiscriminator;
 use medvae_model::layer::{zero_grads, Ctx, Parameters};
 use medvae_model::layers::state::{export_grads, export_params, ExportedTensor};
+use medvae_model::layers::Init;
 use medvae_model::workloads::Stage1Workload;
 use medvae_model::zoo::zoo_config;
 use medvae_runtime::golden::rel_error;
@@ -138,6 +140,70 @@ fn stage1_step_on_cuda_matches_cpu() {
         &export_params(&mut cpu.loss.disc),
     );
     assert!(eb < 1e-5, "discriminator state differs by {eb:.3e}");
+}
+
+/// The 3D stage-1 step: LPIPS over the slices of the three axes and the PatchGAN over a
+/// cube's slice batch, gathered and scattered on the device (`ops::slices`). One generator
+/// step (forward, loss, backward, Adam) and a discriminator step on volumes, GPU against CPU.
+#[test]
+fn stage1_3d_step_on_cuda_matches_cpu() {
+    if !gpu_or_skip() {
+        return;
+    }
+    set_cuda_precision("fp32").expect("precision");
+    let cfg = zoo_config("medvae_4_1_3d").expect("zoo model");
+    let mut cpu = Stage1Workload::new(&cfg, 1, 16, 21).expect("cpu workload");
+    let mut gpu = Stage1Workload::new(&cfg, 1, 16, 21).expect("gpu workload");
+    // The workload's 3-layer PatchGAN needs slices of at least 32 pixels (16 → 8 → 4 → 2 → 1
+    // → nothing); 2 layers fit the 16² slices (16 → 8 → 4 → 3 → 2), as quickstart_3d uses.
+    for w in [&mut cpu, &mut gpu] {
+        w.loss.disc = NLayerDiscriminator::new(cfg.out_ch, 64, 2, &mut Init::random(22))
+            .expect("discriminator");
+    }
+    gpu.to_device(GPU).expect("workload to GPU");
+    assert_eq!(gpu.ae.x.shape(), &[1, 16, 16, 16, 1]);
+
+    let l_cpu = cpu.step().expect("cpu step");
+    let l_gpu = gpu.step().expect("gpu step");
+    let e = rel(l_gpu, l_cpu);
+    println!("3D step: loss {l_gpu:.6} (cuda) vs {l_cpu:.6} (cpu), rel err {e:.2e}");
+    assert!(e < 1e-3, "3D step: loss differs by {e:.3e}");
+    let eg = worst(
+        "3D step gradients",
+        &export_grads(&mut gpu.ae.model),
+        &export_grads(&mut cpu.ae.model),
+    );
+    assert!(eg < 2e-3, "3D step: gradients differ by {eg:.3e}");
+
+    // A discriminator step on volumes (real = the input, fake = fixed noise): both run as
+    // the slice batches of the cube.
+    let fake_cpu = standard_normal(cpu.ae.x.shape(), 98).expect("fake");
+    let fake_gpu = fake_cpu.to_device(GPU).expect("fake to GPU");
+    zero_grads(&mut cpu.loss.disc);
+    zero_grads(&mut gpu.loss.disc);
+    let (mut c_ctx, mut g_ctx) = (Ctx::train(6), Ctx::train(6));
+    let d_cpu = cpu
+        .loss
+        .discriminator_step(&cpu.ae.x, &fake_cpu, 0, &mut c_ctx)
+        .expect("cpu disc step")
+        .expect("adversarial term on");
+    let d_gpu = gpu
+        .loss
+        .discriminator_step(&gpu.ae.x, &fake_gpu, 0, &mut g_ctx)
+        .expect("gpu disc step")
+        .expect("adversarial term on");
+    let e = rel(d_gpu.loss, d_cpu.loss);
+    println!(
+        "3D discriminator hinge {:.6} (cuda) vs {:.6} (cpu), rel err {e:.2e}",
+        d_gpu.loss, d_cpu.loss
+    );
+    assert!(e < 1e-4, "3D discriminator loss differs by {e:.3e}");
+    let ed = worst(
+        "3D discriminator gradients",
+        &export_grads(&mut gpu.loss.disc),
+        &export_grads(&mut cpu.loss.disc),
+    );
+    assert!(ed < 1e-3, "3D discriminator gradients differ by {ed:.3e}");
 }
 
 /// A non-finite gradient on the GPU is caught before any parameter moves.

@@ -67,6 +67,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         cfg.precision,
         out.display()
     );
+    if !trainer.device.is_cpu() && trainer.model_config.dims == 3 {
+        eprintln!(
+            "note: the 3D stage-1 step on CUDA (slice gathering for LPIPS and the discriminator) \
+             has not yet been checked against the CPU on a GPU; compare a few steps with \
+             device: cpu before a long run (docs/BENCHMARKS.md)"
+        );
+    }
 
     // 3D trains on random cubic crops (padded with -1 where a volume is smaller).
     let loader_cfg = |seed| {

@@ -339,6 +339,8 @@ inline unsigned atomicAdd(unsigned* p, unsigned v) {
     *p = o + v;
     return o;
 }
+// CUDA's math functions live in the global namespace.
+using std::isfinite;
 using std::max;
 using std::min;
 inline long long min(long long a, int b) { return std::min(a, (long long)b); }

@@ -2,7 +2,7 @@
 # Build and run the CPU-emulator checks of the CUDA kernels (no GPU needed; g++ >= 9).
 #   kernels/cuda/emu/run.sh            all checks
 #   kernels/cuda/emu/run.sh norms      one group of test_ops (elementwise reduce losses gaussian
-#                                      adam norms resize attention) or "conv" (conv + gemm)
+#                                      adam norms resize slices attention) or "conv" (conv + gemm)
 # The emulator runs each CUDA thread as a fiber and emulates mma.sync from the PTX fragment
 # tables, so tiling, barriers, shuffles and fragment layouts are exercised; timing, inter-block
 # races and cp.async asynchrony are not (see emu.h).

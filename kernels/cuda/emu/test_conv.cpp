@@ -164,6 +164,28 @@ int main() {
             }
             snprintf(tag, sizeof tag, "case %zu dgrad %s", ci, names[v]);
             chk::expect(tag, dx, dxr, tol);
+            // Stride 1: the launcher's data gradient is the forward kernel on dy with flipped,
+            // transposed weights and padding k-1-p (conv_weight_flip_transpose).
+            if (c.sd == 1 && c.sh == 1 && c.sw == 1 && c.pdl < c.kd && c.phl < c.kh && c.pwl < c.kw &&
+                c.pdh < c.kd && c.phh < c.kh && c.pwh < c.kw) {
+                std::vector<float> wt(ws, NAN);
+                EMU_LAUNCH(conv_weight_flip_transpose, dim3(3), dim3(64), 0, w.data(), wt.data(),
+                           g.kd * g.kh * g.kw, g.cin, g.cout);
+                Case t = {c.n, g.od, g.oh, g.ow, c.cout, c.cin, c.kd, c.kh, c.kw, 1, 1, 1,
+                          c.kd - 1 - c.pdl, c.kh - 1 - c.phl, c.kw - 1 - c.pwl,
+                          c.kd - 1 - c.pdh, c.kh - 1 - c.phh, c.kw - 1 - c.pwh};
+                ConvGeom gt = geom(t);
+                std::vector<float> dxt(xs, NAN);
+                dim3 gf((gt.n * gt.od * gt.oh * gt.ow + BM - 1) / BM, (gt.cout + BM - 1) / BM);
+                switch (v) {
+                    case 0: EMU_LAUNCH(conv_fwd_tf32_128x128, gf, dim3(NT), 0, gt, dy.data(), wt.data(), nullptr, dxt.data(), 0.0f); break;
+                    case 1: EMU_LAUNCH(conv_fwd_tf32_64x64, gf, dim3(NT), 0, gt, dy.data(), wt.data(), nullptr, dxt.data(), 0.0f); break;
+                    case 2: EMU_LAUNCH(conv_fwd_bf16_128x128, gf, dim3(NT), 0, gt, dy.data(), wt.data(), nullptr, dxt.data(), 0.0f); break;
+                    case 3: EMU_LAUNCH(conv_fwd_bf16_64x64, gf, dim3(NT), 0, gt, dy.data(), wt.data(), nullptr, dxt.data(), 0.0f); break;
+                }
+                snprintf(tag, sizeof tag, "case %zu dgrad as flipped fwd %s", ci, names[v]);
+                chk::expect(tag, dxt, dxr, tol);
+            }
             // wgrad, accumulating onto 1.0, split into 2 along pixels
             std::vector<float> dw(ws, 1.0f);
             int P = g.n * g.od * g.oh * g.ow, kt = (P + BK - 1) / BK, splits = 2, tps = (kt + splits - 1) / splits;

@@ -14,5 +14,6 @@ pub mod lpips;
 pub mod pool;
 pub mod reduce;
 pub mod resize;
+pub mod slices;
 pub mod softmax;
 pub mod upsample;

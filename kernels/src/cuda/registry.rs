@@ -154,6 +154,7 @@ pub const SOURCES: &[KernelSource] = &[
             "maxpool2_bwd",
         ]
     ),
+    source!("slices", ["slices_gather", "slices_scatter_add"]),
     source!(
         "elementwise",
         [

@@ -5,18 +5,20 @@
 //! of 2D images (`[N·D, H, W, C]` along depth, `[N·H, D, W, C]` along height, `[N·W, D, H, C]`
 //! along width) and axes whose slices have the same shape share a pass: a cube runs as a single
 //! batch of `3·N·S` images. Gradients are gathered back voxel by voxel (each voxel lies in
-//! exactly one slice per axis).
+//! exactly one slice per axis). The gathers and scatters are the runtime's
+//! `ops::slices`, so everything here runs on the volumes' device (CPU or CUDA).
 
 use super::lpips::{Lpips, LpipsGrads, LpipsState, Need};
-use medvae_runtime::{Result, RuntimeError, Tensor};
-use rayon::prelude::*;
+use medvae_runtime::ops::reduce::sum;
+use medvae_runtime::ops::slices::{gather_slices, gather_slices_backward};
+use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
-/// `[N, D, H, W, C]`.
+/// `[N, D, H, W, C]`: what grouping the axes needs (the slicing itself is
+/// `medvae_runtime::ops::slices`, on the volume's device).
 #[derive(Debug, Clone, Copy)]
 struct Vol {
     n: usize,
     dhw: [usize; 3],
-    c: usize,
 }
 
 impl Vol {
@@ -34,79 +36,6 @@ impl Vol {
     fn count(&self, axis: usize) -> usize {
         self.n * self.dhw[axis]
     }
-
-    /// Element offset in the axis-`axis` slice batch of voxel `(n, d, h, w)`.
-    #[inline]
-    fn slice_offset(&self, axis: usize, n: usize, d: usize, h: usize, w: usize) -> usize {
-        let [dd, hh, ww] = self.dhw;
-        let pixel = match axis {
-            0 => ((n * dd + d) * hh + h) * ww + w,
-            1 => ((n * hh + h) * dd + d) * ww + w,
-            _ => ((n * ww + w) * dd + d) * hh + h,
-        };
-        pixel * self.c
-    }
-}
-
-/// For each `(axis, offset)` in a group's batch, gather the volume's slices into `dst`.
-fn gather(v: &Vol, x: &[f32], axes: &[usize], dst: &mut [f32]) {
-    let [d, h, w] = v.dhw;
-    let c = v.c;
-    let mut start = 0;
-    for &axis in axes {
-        let len = v.count(axis) * d * h * w / v.dhw[axis] * c;
-        let out = &mut dst[start..start + len];
-        if axis == 0 {
-            // Depth slices are the volume's own memory order.
-            out.copy_from_slice(x);
-        } else {
-            // One task per (sample, slice index) image of the destination.
-            let [rows, cols] = v.slice_hw(axis);
-            out.par_chunks_mut(rows * cols * c)
-                .enumerate()
-                .for_each(|(img, o)| {
-                    let (n, i) = (img / v.dhw[axis], img % v.dhw[axis]);
-                    for r in 0..rows {
-                        for col in 0..cols {
-                            let (dd, hh, ww) = if axis == 1 { (r, i, col) } else { (r, col, i) };
-                            let src = (((n * d + dd) * h + hh) * w + ww) * c;
-                            let at = (r * cols + col) * c;
-                            o[at..at + c].copy_from_slice(&x[src..src + c]);
-                        }
-                    }
-                });
-        }
-        start += len;
-    }
-}
-
-/// `dx[voxel] += Σ_axes g_axis[slice pixel of voxel]` for one group's batch gradient.
-fn scatter_add(v: &Vol, g: &[f32], axes: &[usize], dx: &mut [f32]) {
-    let [d, h, w] = v.dhw;
-    let c = v.c;
-    let mut starts = Vec::with_capacity(axes.len());
-    let mut start = 0;
-    for &axis in axes {
-        starts.push(start);
-        start += v.count(axis) * d * h * w / v.dhw[axis] * c;
-    }
-    // One task per (n, d) plane of the volume: disjoint writes.
-    dx.par_chunks_mut(h * w * c)
-        .enumerate()
-        .for_each(|(plane, o)| {
-            let (n, dd) = (plane / d, plane % d);
-            for hh in 0..h {
-                for ww in 0..w {
-                    let at = (hh * w + ww) * c;
-                    for (&axis, &s) in axes.iter().zip(&starts) {
-                        let src = s + v.slice_offset(axis, n, dd, hh, ww);
-                        for ch in 0..c {
-                            o[at + ch] += g[src + ch];
-                        }
-                    }
-                }
-            }
-        });
 }
 
 /// What [`slices_backward`] needs.
@@ -115,57 +44,37 @@ pub struct SlicesState {
     groups: Vec<(Vec<usize>, LpipsState)>,
     count: usize,
     shape: Vec<usize>,
+    /// The volumes' device: their gradients are formed there.
+    device: Device,
 }
 
 /// The mean LPIPS over all slices of `input` and `target` (`[N, D, H, W, C]`, C = 1 or 3;
 /// every slice at least 16×16), and the state for [`slices_backward`] when `need` asks.
+/// Runs on the volumes' device; only the scalar sum of each group's distances is read back.
 pub fn slices_forward(
     lp: &Lpips,
     input: &Tensor,
     target: &Tensor,
     need: Need,
 ) -> Result<(f32, Option<SlicesState>)> {
-    let [n, d, h, w, c] = *input.shape() else {
+    let [n, d, h, w, _] = *input.shape() else {
         return Err(RuntimeError::shape(
             "LPIPS over slices",
             format!("expected a [N, D, H, W, C] volume, got {:?}", input.shape()),
         ));
     };
     target.expect_shape("LPIPS over slices", "target", input.shape())?;
-    let v = Vol {
-        n,
-        dhw: [d, h, w],
-        c,
-    };
-    // Axes grouped by slice shape, first appearance order.
-    let mut groups: Vec<([usize; 2], Vec<usize>)> = Vec::new();
-    for axis in 0..3 {
-        let hw = v.slice_hw(axis);
-        match groups.iter_mut().find(|(s, _)| *s == hw) {
-            Some((_, axes)) => axes.push(axis),
-            None => groups.push((hw, vec![axis])),
-        }
-    }
-    let (xs, ts) = (
-        input.f32s("LPIPS over slices")?,
-        target.f32s("LPIPS over slices")?,
-    );
+    let v = Vol { n, dhw: [d, h, w] };
     let mut total = 0.0f64;
     let mut count = 0;
     let mut states = Vec::new();
-    for ([rows, cols], axes) in groups {
-        let images: usize = axes.iter().map(|&a| v.count(a)).sum();
-        let shape = [images, rows, cols, c];
-        let (mut a, mut b) = (Tensor::uninit(&shape), Tensor::uninit(&shape));
-        gather(&v, xs, &axes, a.f32s_mut("LPIPS over slices")?);
-        gather(&v, ts, &axes, b.f32s_mut("LPIPS over slices")?);
+    for axes in groups(&v) {
+        let a = gather_slices(input, &axes)?;
+        let b = gather_slices(target, &axes)?;
         let (p, state) = lp.distance(&a, &b, need)?;
-        total += p
-            .f32s("LPIPS over slices")?
-            .iter()
-            .map(|&x| x as f64)
-            .sum::<f64>();
-        count += images;
+        drop((a, b));
+        total += sum(&p)?;
+        count += p.numel();
         if let Some(s) = state {
             states.push((axes, s));
         }
@@ -175,22 +84,33 @@ pub fn slices_forward(
         groups: states,
         count,
         shape: input.shape().to_vec(),
+        device: input.device(),
     });
     Ok((mean, state))
 }
 
-/// Gradients of `dloss · mean` with respect to the volumes asked for in the forward.
+/// The axes grouped by slice shape, in first-appearance order: each group is one batch.
+fn groups(v: &Vol) -> Vec<Vec<usize>> {
+    let mut groups: Vec<([usize; 2], Vec<usize>)> = Vec::new();
+    for axis in 0..3 {
+        let hw = v.slice_hw(axis);
+        match groups.iter_mut().find(|(s, _)| *s == hw) {
+            Some((_, axes)) => axes.push(axis),
+            None => groups.push((hw, vec![axis])),
+        }
+    }
+    groups.into_iter().map(|(_, axes)| axes).collect()
+}
+
+/// Gradients of `dloss · mean` with respect to the volumes asked for in the forward, on the
+/// volumes' device.
 pub fn slices_backward(lp: &Lpips, state: SlicesState, dloss: f32) -> Result<LpipsGrads> {
-    let [n, d, h, w, c] = state.shape[..] else {
+    let [n, d, h, w, _] = state.shape[..] else {
         return Err(RuntimeError::Other(
             "LPIPS over slices: bad saved shape".into(),
         ));
     };
-    let v = Vol {
-        n,
-        dhw: [d, h, w],
-        c,
-    };
+    let v = Vol { n, dhw: [d, h, w] };
     let per_image = dloss / state.count as f32;
     let mut out = LpipsGrads::default();
     for (axes, s) in state.groups {
@@ -198,13 +118,11 @@ pub fn slices_backward(lp: &Lpips, state: SlicesState, dloss: f32) -> Result<Lpi
         let g = lp.distance_backward(s, &vec![per_image; images])?;
         for (src, dst) in [(g.input, &mut out.input), (g.target, &mut out.target)] {
             if let Some(src) = src {
-                let acc = dst.get_or_insert_with(|| Tensor::zeros(&state.shape));
-                scatter_add(
-                    &v,
-                    src.f32s("LPIPS over slices")?,
-                    &axes,
-                    acc.f32s_mut("LPIPS over slices")?,
-                );
+                let acc = match dst {
+                    Some(acc) => acc,
+                    None => dst.insert(Tensor::zeros_on(&state.shape, state.device)?),
+                };
+                gather_slices_backward(&src, &axes, acc)?;
             }
         }
     }
@@ -213,47 +131,30 @@ pub fn slices_backward(lp: &Lpips, state: SlicesState, dloss: f32) -> Result<Lpi
 
 /// The volume `[N, S, S, S, C]` of a cube as one batch of 2D images `[3·N·S, S, S, C]`: its
 /// depth, height and width slices, in that order (the input of the 3D PatchGAN, the 2D
-/// network over the slices of all three axes).
+/// network over the slices of all three axes). On the volume's device.
 pub fn cube_slices(x: &Tensor) -> Result<Tensor> {
-    let v = cube(x.shape())?;
-    let s = v.dhw[0];
-    let mut out = Tensor::uninit(&[3 * v.n * s, s, s, v.c]);
-    gather(
-        &v,
-        x.f32s("cube slices")?,
-        &[0, 1, 2],
-        out.f32s_mut("cube slices")?,
-    );
-    Ok(out)
+    cube(x.shape())?;
+    gather_slices(x, &[0, 1, 2])
 }
 
 /// The adjoint of [`cube_slices`]: the gradient of the volume of shape `shape` from the
-/// gradient of its slice batch (each voxel sums its three slices' entries).
+/// gradient of its slice batch (each voxel sums its three slices' entries), on `g`'s device.
 pub fn cube_slices_backward(shape: &[usize], g: &Tensor) -> Result<Tensor> {
-    let v = cube(shape)?;
-    let s = v.dhw[0];
+    let s = cube(shape)?;
     g.expect_shape(
         "cube slices backward",
         "gradient",
-        &[3 * v.n * s, s, s, v.c],
+        &[3 * shape[0] * s, s, s, shape[4]],
     )?;
-    let mut dx = Tensor::zeros(shape);
-    scatter_add(
-        &v,
-        g.f32s("cube slices backward")?,
-        &[0, 1, 2],
-        dx.f32s_mut("cube slices backward")?,
-    );
+    let mut dx = Tensor::zeros_on(shape, g.device())?;
+    gather_slices_backward(g, &[0, 1, 2], &mut dx)?;
     Ok(dx)
 }
 
-fn cube(shape: &[usize]) -> Result<Vol> {
+/// The side `S` of a cube `[N, S, S, S, C]`.
+fn cube(shape: &[usize]) -> Result<usize> {
     match *shape {
-        [n, d, h, w, c] if d == h && h == w => Ok(Vol {
-            n,
-            dhw: [d, h, w],
-            c,
-        }),
+        [_, d, h, w, _] if d == h && h == w => Ok(d),
         _ => Err(RuntimeError::shape(
             "cube slices",
             format!(

@@ -24,6 +24,7 @@ use crate::layers::state::{load_state_dict, param_shapes};
 use crate::layers::Init;
 use crate::lora::freeze_base_for_lora;
 use crate::losses::lpips::{Lpips, Need};
+use crate::losses::lpips3d::slices_forward;
 use crate::losses::stage1::Nll;
 use crate::losses::stage2::BiomedClipLatentLoss;
 use crate::losses::{Stage1Config, Stage1Loss};
@@ -134,10 +135,12 @@ impl Trainer {
             Some(state) => ModelConfig::from_state_dict_shapes(&state.shapes())?,
             None => config.model_config()?,
         };
-        if !device.is_cpu() && (model_config.dims == 3 || config.stage2) {
+        // Stage 1 (2D and 3D) runs on CUDA; stage 2's BiomedCLIP tower needs linear and
+        // resize, which have no CUDA kernels yet.
+        if !device.is_cpu() && config.stage2 {
             return Err(RuntimeError::Other(format!(
-                "device `{}`: CUDA training covers 2D stage 1 so far (the 3D loss slicing and the \
-                 BiomedCLIP tower of stage 2 run on the CPU only); use device: cpu",
+                "device `{}`: CUDA training covers stage 1 (2D and 3D) so far; the BiomedCLIP \
+                 tower of stage 2 runs on the CPU only; use device: cpu",
                 config.device
             )));
         }
@@ -436,8 +439,14 @@ impl Trainer {
             let abs_sum = l1_mean_forward(&rec, &x)? as f64 * numel;
             let mut p_sum = 0.0;
             if let Some(lp) = self.loss.lpips.as_ref() {
-                let (p, _) = lp.distance(&x, &rec, Need::NONE)?;
-                p_sum = p.to_f32_vec().iter().map(|&v| v as f64).sum();
+                // Volumes: the mean LPIPS over every slice of the three axes stands for each
+                // sample's distance, as in the training step.
+                p_sum = if x.rank() == 5 {
+                    slices_forward(lp, &x, &rec, Need::NONE)?.0 as f64 * n
+                } else {
+                    let (p, _) = lp.distance(&x, &rec, Need::NONE)?;
+                    p.to_f32_vec().iter().map(|&v| v as f64).sum()
+                };
             }
             let Nll { rec_sum, nll } = Nll::of(abs_sum, p_sum, c.perceptual_weight, lv, numel, n);
             let kl: f64 = out.kl.to_f32_vec().iter().map(|&v| v as f64).sum::<f64>() / n;

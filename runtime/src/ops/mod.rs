@@ -15,6 +15,7 @@ pub mod optim;
 pub mod perceptual;
 pub mod reduce;
 pub mod resample;
+pub mod slices;
 pub mod softmax;
 
 #[cfg(feature = "cuda")]

@@ -13,6 +13,7 @@ mod misc;
 mod norm;
 mod perceptual;
 mod reductions;
+mod slices;
 mod support;
 mod tensor_ops;
 

@@ -17,6 +17,7 @@ pub mod loss;
 pub mod lpips;
 pub mod norm;
 pub mod sample;
+pub mod slices;
 
 use super::device::{cfg, CudaDevice};
 use super::error::{CudaError, CudaResult};

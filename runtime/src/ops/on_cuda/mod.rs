@@ -13,6 +13,7 @@ pub(crate) mod perceptual;
 pub(crate) mod pointwise;
 pub(crate) mod reduce;
 pub(crate) mod reshape;
+pub(crate) mod slices;
 pub(crate) mod softmax;
 
 use crate::cuda::{CudaDevice, CudaError};
