@@ -212,7 +212,7 @@ if [ -n "$BIN" ]; then
   run_step parity 150 env MEDVAE_CUDA_PROFILE=1 "${PARITY_CMD[@]}" --nocapture --test-threads 1
   run_step model-parity 120 bash -c "$MODEL_TEST" "$BIN" cuda_model
   run_step lpips-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_lpips
-  run_step stage1-parity 90 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
+  run_step stage1-parity 150 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
 
   GOLDEN="${MEDVAE_GOLDEN:-}"
   for g in "$ROOT/shared/golden" "$ROOT/../shared/golden"; do
@@ -245,6 +245,10 @@ if [ -n "$BIN" ]; then
       output_dir="$1/ft-cuda" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   run_step finetune-cpu 120 bash -c '"$0" finetune --config configs/quickstart_2d.yaml \
       output_dir="$1/ft-cpu" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
+  # The 3D quickstart on CUDA (its slicing kernels were first written without a GPU).
+  run_step finetune-3d-cuda 120 bash -c '"$0" finetune --config configs/quickstart_3d.yaml \
+      device=cuda output_dir="$1/ft-3d-cuda" 2>&1 | tail -n 4' "$MEDVAE_BIN" \
+      "${TMPDIR:-/tmp}/medvae-gpu-check"
   # The same with the flash attention kernels instead of the GEMM path, and a kernel ranking.
   run_step ours-bf16-flash 90 env MEDVAE_ATTENTION=flash "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd
@@ -307,7 +311,7 @@ fi
   done
   [ -f "$LOG/ours-3d.log" ] && echo "-- ours  3d 64^3 bf16: $(grep -o '"median_s":[0-9.]*\|"peak_tensor_bytes":[0-9]*\|"recompute":[a-z]*' "$LOG/ours-3d.log" | tr '\n' ' ')"
   [ -f "$LOG/torch-3d.log" ] && echo "-- torch 3d 64^3 bf16: $(tail -n 1 "$LOG/torch-3d.log" | cut -c1-300)"
-  for f in finetune-cuda finetune-cpu; do
+  for f in finetune-cuda finetune-cpu finetune-3d-cuda; do
     [ -f "$LOG/$f.log" ] && echo "-- $f: $(grep -E '^epoch' "$LOG/$f.log" | tail -n 1 | cut -c1-200)"
   done
   [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
