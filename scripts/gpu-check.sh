@@ -289,8 +289,8 @@ else
     # 3D at 64³: time and peak memory of the AE step, ours (with and without recomputation)
     # against the published 3D model (which checkpoints encode and decode).
     if [ -n "$WHEEL" ] && [ -n "$BIN" ]; then
-      run_step ours-3d 60 bash -c 'for r in "" --recompute; do "$0" bench --device cuda \
-        --precision bf16 --model medvae_4_1_3d --size 64 --batch 1 --reps 5 --only ae_fwd_bwd $r |
+      run_step ours-3d 120 bash -c 'for r in "" --recompute; do "$0" bench --device cuda \
+        --precision bf16 --model medvae_4_1_3d --size 64 --batch 1 --reps 3 --only ae_fwd_bwd,stage1_step $r |
         tail -n 1; done' "$MEDVAE_BIN"
       run_step torch-3d 60 python3 scripts/torch_3d_baseline.py --device cuda --size 64 \
         --precision bf16 --medvae-wheel "$WHEEL"
