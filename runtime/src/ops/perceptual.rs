@@ -208,12 +208,10 @@ pub fn lpips_scaling_forward(s: &LpipsScaling, xs: &[&Tensor]) -> Result<Tensor>
     check_image_channels(OP, first.shape(), cin)?;
     let mut total = 0;
     for x in xs {
-        x.expect_shape(
-            OP,
-            "image",
-            &[&[x.shape()[0]], &first.shape()[1..]].concat(),
-        )?;
-        total += x.shape()[0];
+        // Any batch size, the first image's sample shape (a rank-0 tensor fails the check).
+        let n = x.shape().first().copied().unwrap_or(0);
+        x.expect_shape(OP, "image", &[&[n], &first.shape()[1..]].concat())?;
+        total += n;
     }
     let y_shape = join_nsc(first.rank(), total, sp, 3);
     #[cfg(feature = "cuda")]
