@@ -1,7 +1,7 @@
 //! Loss reductions on CUDA: the KL term, the L1 mean and the discriminator's hinge loss. The
 //! scalar losses read their value back to the host (the only ops here that wait).
 
-use super::{device_of, on};
+use super::{device_of, on, read_scalar};
 use crate::cuda::ops::loss as lk;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -45,22 +45,10 @@ pub(crate) fn kl_backward(op: &str, d: &KlDims, moments: &Tensor, dkl: &Tensor) 
 pub(crate) fn l1_mean_forward(op: &str, a: &Tensor, b: &Tensor) -> Result<f32> {
     let dev = device_of(op, a)?;
     let n = a.numel();
-    let out = Tensor::cuda_uninit(&dev, &[1])?;
     let scale = if n == 0 { 0.0 } else { 1.0 / n as f32 };
-    on(
-        op,
-        lk::l1_forward(
-            &dev,
-            a.cuda(op)?.1,
-            b.cuda(op)?.1,
-            n,
-            out.cuda(op)?.1,
-            scale,
-        ),
-    )?;
-    let mut v = [0f32];
-    on(op, dev.download(out.cuda(op)?.1, &mut v))?;
-    Ok(v[0])
+    let (ab, bb) = (a.cuda(op)?.1, b.cuda(op)?.1);
+    // The f32 result widened and narrowed again: exact.
+    Ok(read_scalar(op, &dev, |out| lk::l1_forward(&dev, ab, bb, n, out, scale))? as f32)
 }
 
 pub(crate) fn l1_mean_backward(op: &str, a: &Tensor, b: &Tensor, dloss: f32) -> Result<Tensor> {
@@ -87,15 +75,9 @@ pub(crate) fn l1_mean_backward(op: &str, a: &Tensor, b: &Tensor, dloss: f32) -> 
 /// The discriminator's hinge loss, read back to the host (waits for the device).
 pub(crate) fn hinge_forward(op: &str, real: &Tensor, fake: &Tensor) -> Result<f32> {
     let dev = device_of(op, real)?;
-    let out = Tensor::cuda_uninit(&dev, &[1])?;
     let (rb, fb) = (real.cuda(op)?.1, fake.cuda(op)?.1);
-    on(
-        op,
-        lk::hinge_forward(&dev, rb, real.numel(), fb, fake.numel(), out.cuda(op)?.1),
-    )?;
-    let mut v = [0f32];
-    on(op, dev.download(out.cuda(op)?.1, &mut v))?;
-    Ok(v[0])
+    let (nr, nf) = (real.numel(), fake.numel());
+    Ok(read_scalar(op, &dev, |out| lk::hinge_forward(&dev, rb, nr, fb, nf, out))? as f32)
 }
 
 pub(crate) fn hinge_backward(

@@ -31,3 +31,17 @@ pub(crate) fn on<T>(op: &str, r: std::result::Result<T, CudaError>) -> Result<T>
 pub(crate) fn device_of(op: &str, t: &Tensor) -> Result<Arc<CudaDevice>> {
     Ok(Arc::clone(t.cuda(op)?.0))
 }
+
+/// Run `launch` into a fresh one-element device buffer and read the value back (waits for the
+/// device): every scalar loss and reduction that returns to the host goes through here.
+pub(crate) fn read_scalar(
+    op: &str,
+    dev: &Arc<CudaDevice>,
+    launch: impl FnOnce(&crate::cuda::DeviceBuffer) -> std::result::Result<(), CudaError>,
+) -> Result<f64> {
+    let out = on(op, dev.alloc_f32(1))?;
+    on(op, launch(&out))?;
+    let mut v = [0f32];
+    on(op, dev.download(&out, &mut v))?;
+    Ok(v[0] as f64)
+}

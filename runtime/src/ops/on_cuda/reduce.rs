@@ -1,34 +1,17 @@
 //! Whole-tensor reductions on CUDA, each read back as one scalar (waits for the device), and
 //! filled tensors.
 
-use super::{device_of, on};
+use super::{device_of, on, read_scalar};
 use crate::cuda::ops::{elementwise as ew, loss as lk};
-use crate::cuda::{CudaDevice, DeviceBuffer};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor_cuda::open;
 use crate::Device;
-use std::sync::Arc;
-
-/// Run `launch` into a fresh one-element device buffer and read it back.
-fn scalar(
-    op: &str,
-    dev: &Arc<CudaDevice>,
-    launch: impl FnOnce(&DeviceBuffer) -> std::result::Result<(), crate::cuda::CudaError>,
-) -> Result<f64> {
-    let out = dev
-        .alloc_f32(1)
-        .map_err(|e| crate::tensor_cuda::cuda_error(op, e))?;
-    on(op, launch(&out))?;
-    let mut v = [0f32];
-    on(op, dev.download(&out, &mut v))?;
-    Ok(v[0] as f64)
-}
 
 pub(crate) fn sum(op: &str, x: &Tensor) -> Result<f64> {
     let dev = device_of(op, x)?;
     let xb = x.cuda(op)?.1;
-    scalar(op, &dev, |out| {
+    read_scalar(op, &dev, |out| {
         lk::sum(&dev, xb, x.numel(), out, 1.0, false)
     })
 }
@@ -36,13 +19,13 @@ pub(crate) fn sum(op: &str, x: &Tensor) -> Result<f64> {
 pub(crate) fn sum_squares(op: &str, x: &Tensor) -> Result<f64> {
     let dev = device_of(op, x)?;
     let xb = x.cuda(op)?.1;
-    scalar(op, &dev, |out| lk::sum_squares(&dev, xb, x.numel(), out))
+    read_scalar(op, &dev, |out| lk::sum_squares(&dev, xb, x.numel(), out))
 }
 
 pub(crate) fn abs_diff_sum(op: &str, a: &Tensor, b: &Tensor) -> Result<f64> {
     let dev = device_of(op, a)?;
     let (ab, bb) = (a.cuda(op)?.1, b.cuda(op)?.1);
-    scalar(op, &dev, |out| {
+    read_scalar(op, &dev, |out| {
         lk::l1_forward(&dev, ab, bb, a.numel(), out, 1.0)
     })
 }
@@ -50,7 +33,7 @@ pub(crate) fn abs_diff_sum(op: &str, a: &Tensor, b: &Tensor) -> Result<f64> {
 pub(crate) fn count_non_finite(op: &str, x: &Tensor) -> Result<usize> {
     let dev = device_of(op, x)?;
     let xb = x.cuda(op)?.1;
-    let c = scalar(op, &dev, |out| {
+    let c = read_scalar(op, &dev, |out| {
         lk::count_non_finite(&dev, xb, x.numel(), out)
     })?;
     Ok(c as usize)
@@ -72,7 +55,7 @@ pub(crate) fn full(op: &str, shape: &[usize], value: f32, device: Device) -> Res
 pub(crate) fn hinge_half_forward(op: &str, x: &Tensor, sign: f32) -> Result<f64> {
     let dev = device_of(op, x)?;
     let xb = x.cuda(op)?.1;
-    scalar(op, &dev, |out| {
+    read_scalar(op, &dev, |out| {
         lk::hinge_half_forward(&dev, xb, x.numel(), sign, out)
     })
 }
