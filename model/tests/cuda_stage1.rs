@@ -33,6 +33,44 @@ fn update_error(
     (num / den.max(1e-300)).sqrt()
 }
 
+/// One discriminator step on both workloads (real = the input, fake = noise drawn from
+/// `fake_seed`, training context `ctx_seed`): hinge loss within 1e-4, gradients within 1e-3.
+fn discriminator_steps_agree(
+    what: &str,
+    cpu: &mut Stage1Workload,
+    gpu: &mut Stage1Workload,
+    fake_seed: u64,
+    ctx_seed: u64,
+) {
+    let fake_cpu = standard_normal(cpu.ae.x.shape(), fake_seed).expect("fake");
+    let fake_gpu = fake_cpu.to_device(GPU).expect("fake to GPU");
+    zero_grads(&mut cpu.loss.disc);
+    zero_grads(&mut gpu.loss.disc);
+    let (mut c_ctx, mut g_ctx) = (Ctx::train(ctx_seed), Ctx::train(ctx_seed));
+    let d_cpu = cpu
+        .loss
+        .discriminator_step(&cpu.ae.x, &fake_cpu, 0, &mut c_ctx)
+        .expect("cpu disc step")
+        .expect("adversarial term on");
+    let d_gpu = gpu
+        .loss
+        .discriminator_step(&gpu.ae.x, &fake_gpu, 0, &mut g_ctx)
+        .expect("gpu disc step")
+        .expect("adversarial term on");
+    let e = rel(d_gpu.loss, d_cpu.loss);
+    println!(
+        "{what} hinge {:.6} (cuda) vs {:.6} (cpu), rel err {e:.2e}",
+        d_gpu.loss, d_cpu.loss
+    );
+    assert!(e < 1e-4, "{what} loss differs by {e:.3e}");
+    let ed = worst(
+        &format!("{what} gradients"),
+        &export_grads(&mut gpu.loss.disc),
+        &export_grads(&mut cpu.loss.disc),
+    );
+    assert!(ed < 1e-3, "{what} gradients differ by {ed:.3e}");
+}
+
 fn rel(a: f32, b: f32) -> f64 {
     ((a - b) as f64).abs() / (b as f64).abs().max(1e-12)
 }
@@ -106,33 +144,7 @@ fn stage1_step_on_cuda_matches_cpu() {
     }
 
     // A discriminator step on real = the input, fake = fixed noise.
-    let fake_cpu = standard_normal(cpu.ae.x.shape(), 99).expect("fake");
-    let fake_gpu = fake_cpu.to_device(GPU).expect("fake to GPU");
-    zero_grads(&mut cpu.loss.disc);
-    zero_grads(&mut gpu.loss.disc);
-    let (mut c_ctx, mut g_ctx) = (Ctx::train(5), Ctx::train(5));
-    let d_cpu = cpu
-        .loss
-        .discriminator_step(&cpu.ae.x, &fake_cpu, 0, &mut c_ctx)
-        .expect("cpu disc step")
-        .expect("adversarial term on");
-    let d_gpu = gpu
-        .loss
-        .discriminator_step(&gpu.ae.x, &fake_gpu, 0, &mut g_ctx)
-        .expect("gpu disc step")
-        .expect("adversarial term on");
-    let e = rel(d_gpu.loss, d_cpu.loss);
-    println!(
-        "discriminator hinge {:.6} (cuda) vs {:.6} (cpu), rel err {e:.2e}",
-        d_gpu.loss, d_cpu.loss
-    );
-    assert!(e < 1e-4, "discriminator loss differs by {e:.3e}");
-    let ed = worst(
-        "discriminator gradients",
-        &export_grads(&mut gpu.loss.disc),
-        &export_grads(&mut cpu.loss.disc),
-    );
-    assert!(ed < 1e-3, "discriminator gradients differ by {ed:.3e}");
+    discriminator_steps_agree("discriminator", &mut cpu, &mut gpu, 99, 5);
     // BatchNorm running statistics moved the same way.
     let eb = worst(
         "discriminator parameters and running statistics",
@@ -177,33 +189,7 @@ fn stage1_3d_step_on_cuda_matches_cpu() {
 
     // A discriminator step on volumes (real = the input, fake = fixed noise): both run as
     // the slice batches of the cube.
-    let fake_cpu = standard_normal(cpu.ae.x.shape(), 98).expect("fake");
-    let fake_gpu = fake_cpu.to_device(GPU).expect("fake to GPU");
-    zero_grads(&mut cpu.loss.disc);
-    zero_grads(&mut gpu.loss.disc);
-    let (mut c_ctx, mut g_ctx) = (Ctx::train(6), Ctx::train(6));
-    let d_cpu = cpu
-        .loss
-        .discriminator_step(&cpu.ae.x, &fake_cpu, 0, &mut c_ctx)
-        .expect("cpu disc step")
-        .expect("adversarial term on");
-    let d_gpu = gpu
-        .loss
-        .discriminator_step(&gpu.ae.x, &fake_gpu, 0, &mut g_ctx)
-        .expect("gpu disc step")
-        .expect("adversarial term on");
-    let e = rel(d_gpu.loss, d_cpu.loss);
-    println!(
-        "3D discriminator hinge {:.6} (cuda) vs {:.6} (cpu), rel err {e:.2e}",
-        d_gpu.loss, d_cpu.loss
-    );
-    assert!(e < 1e-4, "3D discriminator loss differs by {e:.3e}");
-    let ed = worst(
-        "3D discriminator gradients",
-        &export_grads(&mut gpu.loss.disc),
-        &export_grads(&mut cpu.loss.disc),
-    );
-    assert!(ed < 1e-3, "3D discriminator gradients differ by {ed:.3e}");
+    discriminator_steps_agree("3D discriminator", &mut cpu, &mut gpu, 98, 6);
 }
 
 /// A non-finite gradient on the GPU is caught before any parameter moves.

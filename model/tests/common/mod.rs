@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod gpu;
+pub mod train;
 
 use medvae_model::layer::{Ctx, Parameters};
 use medvae_runtime::ops::elementwise::standard_normal;
