@@ -80,6 +80,13 @@ fn cuda_run_resumes_and_follows_the_cpu() {
     for (key, t) in files[0].iter() {
         let w = t.as_f32().expect("f32");
         for (other, name, tol) in [(&files[1], "resumed", 1e-4), (&files[2], "cpu", 1e-3)] {
+            // The attention key bias has a gradient of 0 in exact arithmetic (softmax ignores a
+            // per-row constant): each engine feeds Adam its own rounding noise, which Adam turns
+            // into ±lr moves, so CUDA and CPU legitimately part there (7.6e-3 on the H100).
+            // The resumed CUDA run must still match the uninterrupted one on it.
+            if name == "cpu" && key.ends_with(".k.bias") {
+                continue;
+            }
             let o = other.get(key).and_then(|t| t.as_f32()).expect("same keys");
             let e = rel_error(w, o);
             assert!(e < tol, "{key}: cuda vs {name} {e:.2e}");

@@ -1,6 +1,6 @@
 //! Times the CUDA kernels on MedVAE's shapes (for scripts/gpu-check.sh):
 //! 3x3 convolutions 128->128 @256^2, 256->256 @128^2, 512->512 @64^2 (forward, data and weight
-//! gradients) in TF32 and BF16; mid-block attention (512 channels, 4096 and 9216 tokens),
+//! gradients) in TF32 and BF16 (staged and streamed kernels); mid-block attention (512 channels, 4096 and 9216 tokens),
 //! forward and backward; GroupNorm+SiLU forward and backward.
 //!
 //!   cargo run --release -p medvae-runtime --example cuda_bench -- [--batch 8] [--reps 10]
@@ -16,6 +16,7 @@ use medvae_runtime::cuda::ops::attention::{
 use medvae_runtime::cuda::ops::conv::{
     conv_backward_data, conv_backward_weight, conv_forward, ConvPrecision,
 };
+use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::norm::{group_norm_backward, group_norm_forward};
 use medvae_runtime::cuda::{CudaDevice, CudaResult, DeviceBuffer};
 use std::time::Instant;
@@ -111,8 +112,15 @@ fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<(
             dev.zeros_f32(g.weight_len())?,
         );
         let flops = 2.0 * (g.output_len() as f64) * (9 * c) as f64;
-        for prec in [ConvPrecision::Tf32, ConvPrecision::Bf16] {
-            let tag = format!("conv3x3 {c}->{c} {s}x{s} b{} {prec:?}", o.batch);
+        // BF16 twice, side by side: the staged kernels (f32 operands rounded while staging)
+        // and the streamed ones (bf16 operands, cp.async pipeline) that the launchers now pick.
+        for (prec, streamed, label) in [
+            (ConvPrecision::Tf32, true, "Tf32"),
+            (ConvPrecision::Bf16, false, "Bf16 staged"),
+            (ConvPrecision::Bf16, true, "Bf16"),
+        ] {
+            set_streamed(streamed);
+            let tag = format!("conv3x3 {c}->{c} {s}x{s} b{} {label}", o.batch);
             let ms = time(dev, o.reps, || {
                 conv_forward(dev, &g, prec, &x, &w, Some(&b), &y, 0.0)
             })?;

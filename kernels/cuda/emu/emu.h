@@ -275,6 +275,36 @@ inline void mma_bf16_16x8x16(float c[4], const uint32_t a[4], const uint32_t b[2
     for (int i = 0; i < 4; ++i) c[i] = d[i];
 }
 
+// ldmatrix.m8n8.x4 emulation, transcribed from the PTX ISA: lane l gives the address of row
+// l % 8 of matrix l / 8; register q receives row l/4, elements 2(l%4) and +1 of matrix q (with
+// `trans`, column l/4, rows 2(l%4) and +1). Every address must be 16-byte aligned.
+inline void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
+    const int w = warp_id(), l = lane_id();
+    if (reinterpret_cast<uintptr_t>(row) % 16 != 0) die("ldmatrix row address not 16-byte aligned");
+    std::memcpy(lane_slot(w, l), &row, sizeof row);
+    syncwarp();
+    auto row_of = [&](int lane) {
+        const void* q;
+        std::memcpy(&q, lane_slot(w, lane), sizeof q);
+        return static_cast<const uint16_t*>(q);
+    };
+    uint32_t out[4];
+    for (int q = 0; q < 4; ++q) {
+        uint16_t lo, hi;
+        if (!trans) {
+            const uint16_t* p = row_of(q * 8 + l / 4);
+            lo = p[2 * (l % 4)];
+            hi = p[2 * (l % 4) + 1];
+        } else {
+            lo = row_of(q * 8 + 2 * (l % 4))[l / 4];
+            hi = row_of(q * 8 + 2 * (l % 4) + 1)[l / 4];
+        }
+        out[q] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+    syncwarp();
+    for (int q = 0; q < 4; ++q) r[q] = out[q];
+}
+
 }  // namespace emu
 
 #define threadIdx (emu::ctx().cur->tid)

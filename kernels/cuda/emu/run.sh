@@ -2,7 +2,7 @@
 # Build and run the CPU-emulator checks of the CUDA kernels (no GPU needed; g++ >= 9).
 #   kernels/cuda/emu/run.sh            all checks
 #   kernels/cuda/emu/run.sh norms      one group of test_ops (elementwise reduce losses gaussian
-#                                      adam norms resize slices attention) or "conv" (conv + gemm)
+#                                      adam norms resize slices attention) or "conv" (conv, bf16 conv, gemm)
 # The emulator runs each CUDA thread as a fiber and emulates mma.sync from the PTX fragment
 # tables, so tiling, barriers, shuffles and fragment layouts are exercised; timing, inter-block
 # races and cp.async asynchrony are not (see emu.h).
@@ -16,6 +16,8 @@ status=0
 if [ "$what" = all ] || [ "$what" = conv ]; then
   g++ "${flags[@]}" -o "$out/test_conv" "$here/test_conv.cpp"
   "$out/test_conv" | grep -v '^ok' || status=1
+  g++ "${flags[@]}" -o "$out/test_conv_bf16" "$here/test_conv_bf16.cpp"
+  "$out/test_conv_bf16" | grep -v '^ok' || status=1
 fi
 if [ "$what" != conv ]; then
   g++ "${flags[@]}" -o "$out/test_ops" "$here/test_ops.cpp"

@@ -59,11 +59,22 @@ pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_common.cuh"),
     header!("medvae_conv.cuh"),
     header!("medvae_igemm.cuh"),
+    header!("medvae_igemm_bf16.cuh"),
     header!("medvae_attention.cuh"),
 ];
 
 /// Every kernel module.
 pub const SOURCES: &[KernelSource] = &[
+    source!(
+        "conv_bf16",
+        [
+            "cvt_f32_bf16",
+            "conv_fwd_bf16s_128x128",
+            "conv_fwd_bf16s_64x64",
+            "conv_wgrad_bf16s_128x128",
+            "conv_wgrad_bf16s_64x64",
+        ]
+    ),
     source!(
         "gemm",
         [

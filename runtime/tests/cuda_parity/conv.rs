@@ -1,4 +1,5 @@
-//! Convolution: implicit GEMM (TF32, BF16) and direct (f32) kernels against the CPU kernels.
+//! Convolution: implicit GEMM (TF32, BF16 staged and streamed) and direct (f32) kernels against
+//! the CPU kernels.
 
 use crate::support::{assert_close, device, down, randn, rng, up};
 use medvae_kernels::cpu::conv::{
@@ -8,6 +9,7 @@ use medvae_runtime::cuda::ops::conv::{
     conv_backward_data as gpu_dgrad, conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd,
     ConvPrecision,
 };
+use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 
 #[allow(clippy::too_many_arguments)] // one geometry field per argument
 fn geom(
@@ -139,6 +141,32 @@ fn cases() -> Vec<(&'static str, ConvGeometry)> {
             ),
         ),
         (
+            "3d k3 s2 pad(0,1) 8->16 (streamed bf16)",
+            geom(
+                1,
+                [9, 7, 10],
+                8,
+                16,
+                [3, 3, 3],
+                [2, 2, 2],
+                [0, 0, 0],
+                [1, 1, 1],
+            ),
+        ),
+        (
+            "2d k4 s2 p1 16->24 (streamed bf16)",
+            geom(
+                2,
+                [1, 18, 14],
+                16,
+                24,
+                [1, 4, 4],
+                [1, 2, 2],
+                [0, 1, 1],
+                [0, 1, 1],
+            ),
+        ),
+        (
             "2d k3 128->128 192^2 (128x128 tiles)",
             geom(
                 1,
@@ -174,18 +202,27 @@ fn conv_matches_cpu_in_every_precision() {
         conv_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db)).expect("cpu wgrad");
 
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
-        for (prec, tol) in [
-            (ConvPrecision::Fp32, 1e-4),
-            (ConvPrecision::Tf32, 5e-3),
-            (ConvPrecision::Bf16, 3e-2),
+        // BF16 twice: the streamed kernels (bf16 operands, where channels are multiples of 8)
+        // and the staged ones (f32 operands rounded while staging), which serve the rest.
+        for (prec, streamed, tol) in [
+            (ConvPrecision::Fp32, false, 1e-4),
+            (ConvPrecision::Tf32, false, 5e-3),
+            (ConvPrecision::Bf16, true, 3e-2),
+            (ConvPrecision::Bf16, false, 3e-2),
         ] {
             if prec == ConvPrecision::Fp32 && g.output_len() > 1 << 20 {
                 continue; // the direct kernels are too slow for the large case
             }
+            set_streamed(streamed);
+            let prec_name = match (prec, streamed) {
+                (ConvPrecision::Bf16, true) => "Bf16 streamed".to_string(),
+                (ConvPrecision::Bf16, false) => "Bf16 staged".to_string(),
+                _ => format!("{prec:?}"),
+            };
             let gy = dev.alloc_f32(g.output_len()).expect("alloc");
             gpu_fwd(dev, &g, prec, &gx, &gw, Some(&gb), &gy, 0.0).expect("gpu fwd");
             assert_close(
-                &format!("{name} {prec:?} forward"),
+                &format!("{name} {prec_name} forward"),
                 &down(dev, &gy, g.output_len()),
                 &y,
                 tol,
@@ -194,7 +231,7 @@ fn conv_matches_cpu_in_every_precision() {
             gpu_fwd(dev, &g, prec, &gx, &gw, Some(&gb), &gy, 1.0).expect("gpu fwd beta");
             let twice: Vec<f32> = y.iter().map(|v| 2.0 * v).collect();
             assert_close(
-                &format!("{name} {prec:?} forward beta=1"),
+                &format!("{name} {prec_name} forward beta=1"),
                 &down(dev, &gy, g.output_len()),
                 &twice,
                 tol,
@@ -202,7 +239,7 @@ fn conv_matches_cpu_in_every_precision() {
             let gdx = dev.alloc_f32(g.input_len()).expect("alloc");
             gpu_dgrad(dev, &g, prec, &gdy, &gw, &gdx, 0.0).expect("gpu dgrad");
             assert_close(
-                &format!("{name} {prec:?} backward data"),
+                &format!("{name} {prec_name} backward data"),
                 &down(dev, &gdx, g.input_len()),
                 &dx,
                 tol,
@@ -210,18 +247,19 @@ fn conv_matches_cpu_in_every_precision() {
             let (gdw, gdb) = (up(dev, &dw0), up(dev, &db0));
             gpu_wgrad(dev, &g, prec, &gx, &gdy, &gdw, Some(&gdb)).expect("gpu wgrad");
             assert_close(
-                &format!("{name} {prec:?} backward weight"),
+                &format!("{name} {prec_name} backward weight"),
                 &down(dev, &gdw, g.weight_len()),
                 &dw,
                 tol,
             );
             assert_close(
-                &format!("{name} {prec:?} backward bias"),
+                &format!("{name} {prec_name} backward bias"),
                 &down(dev, &gdb, g.cout),
                 &db,
                 1e-4,
             );
         }
+        set_streamed(true);
     }
 }
 

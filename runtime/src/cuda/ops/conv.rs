@@ -1,7 +1,7 @@
 //! Convolution 2D/3D on the GPU: implicit GEMM on tensor cores (TF32 or BF16, f32 accumulate)
 //! or the direct f32 kernels, with the CPU kernels' geometry ([`ConvGeometry`]) and semantics.
 
-use super::{check_f32, grid_1d, i32_of, Args};
+use super::{check_f32, conv_bf16, grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::{CudaDevice, DeviceBuffer};
@@ -104,7 +104,7 @@ impl ConvPrecision {
 
 /// Block tile: 128x128 (256 threads) when there are enough tiles to fill the device, else
 /// 64x64 (128 threads).
-fn tile(dev: &CudaDevice, m: usize, n: usize) -> (usize, u32, &'static str) {
+pub(super) fn tile(dev: &CudaDevice, m: usize, n: usize) -> (usize, u32, &'static str) {
     let big_blocks = m.div_ceil(128) * n.div_ceil(128);
     if n > 64 && big_blocks >= 2 * dev.sm_count() as usize {
         (128, 256, "128x128")
@@ -156,6 +156,9 @@ pub fn conv_forward(
     ])?;
     if let Some(b) = bias {
         check_f32(KERNEL, "bias", b, g.cout)?;
+    }
+    if prec == ConvPrecision::Bf16 && conv_bf16::applies(g) {
+        return conv_bf16::forward(dev, g, cg, x, w, bias, y, beta);
     }
     let mut a = Args::new();
     a.push(cg).buf(x).buf(w).opt(bias).buf(y).push(beta);
@@ -280,6 +283,8 @@ pub fn conv_backward_weight(
         // `wgrad_blocks_per_sm()` blocks per SM, keeping at least 8 k-tiles per split. The
         // weight-gradient GEMMs are tall and thin (taps·Cin × Cout over ~10⁵–10⁶ pixels):
         // without enough splits a few dozen blocks run the whole reduction.
+        // (The staged and the streamed BF16 kernels share the k-tile: conv_bf16::BK.)
+        const _: () = assert!(conv_bf16::BK == 32);
         let kt = pixels.div_ceil(prec.bk()).max(1);
         let want = (wgrad_blocks_per_sm() * dev.sm_count() as usize)
             .div_ceil(gm * gn)
@@ -293,17 +298,22 @@ pub fn conv_backward_weight(
                 format!("{splits} weight-gradient splits exceed the grid limit"),
             ));
         }
-        let mut a = Args::new();
-        a.push(cg)
-            .buf(x)
-            .buf(dy)
-            .buf(dw)
-            .push(i32_of(KERNEL, "tiles per split", per_split)?);
-        a.launch(
-            dev,
-            &format!("conv_wgrad_{}_{name}", prec.tag()),
-            cfg((gm as u32, gn as u32, splits as u32), (threads, 1, 1), 0),
-        )?;
+        if prec == ConvPrecision::Bf16 && conv_bf16::applies(g) {
+            let t = (bm, threads, name);
+            conv_bf16::backward_weight(dev, g, cg, x, dy, dw, t, (splits, per_split))?;
+        } else {
+            let mut a = Args::new();
+            a.push(cg)
+                .buf(x)
+                .buf(dy)
+                .buf(dw)
+                .push(i32_of(KERNEL, "tiles per split", per_split)?);
+            a.launch(
+                dev,
+                &format!("conv_wgrad_{}_{name}", prec.tag()),
+                cfg((gm as u32, gn as u32, splits as u32), (threads, 1, 1), 0),
+            )?;
+        }
     }
     if let Some(db) = dbias {
         super::loss::reduce_cols_acc(dev, dy, pixels, g.cout, db)?;

@@ -11,6 +11,7 @@
 pub mod adam;
 pub mod attention;
 pub mod conv;
+pub mod conv_bf16;
 pub mod elementwise;
 pub mod gemm;
 pub mod loss;

@@ -1,0 +1,253 @@
+// conv_bf16.cu — convolution on bf16 operands: cp.async-pipelined implicit GEMM (2D and 3D).
+//
+// The BF16 path of the launchers, where every channel count involved is a multiple of 8: the
+// f32 operands are first rounded to bf16 buffers (`cvt_f32_bf16`, the same round-to-nearest-even
+// as the staging of conv_igemm.cu, so the results agree with those kernels up to summation
+// order), and the GEMMs then stream 16-byte runs with cp.async through a STAGES-deep shared
+// memory ring (medvae_igemm_bf16.cuh). Layouts as in conv_igemm.cu: channels-last activations,
+// weights [kd, kh, kw, Cin, Cout]:
+//   forward  y[m, co]  = sum_k X[m, k] * W[k, co] (+ bias[co] + beta * y_old)   k = (tap, ci)
+//   wgrad    dw[r, co] += sum_p X^T[r, p] * dY[p, co]                            r = (tap, ci)
+// (Stride-1 data gradients are forward convolutions with flipped weights; see the launcher.)
+// The weight-gradient reduction over pixels is split across gridDim.z, atomically added.
+//
+// Entry points: cvt_f32_bf16; conv_fwd_bf16s_{128x128,64x64}, conv_wgrad_bf16s_{128x128,64x64}
+// ("s" for streamed). 128x128 runs 256 threads, 64x64 runs 128; dynamic shared memory
+// STAGES * (tile A + tile B) * 2 bytes, STAGES = 4 (the launcher computes the same figure).
+#include "medvae_conv.cuh"
+#include "medvae_igemm_bf16.cuh"
+
+#define MV_CONV_STAGES 4
+
+// y[i] = bf16(x[i]) (round to nearest even, NaN kept), n elements.
+extern "C" __global__ void __launch_bounds__(256) cvt_f32_bf16(const float* x, mv_u16* y, mv_i64 n) {
+    for (mv_i64 i = mv_global_tid(); i < n; i += mv_global_stride()) y[i] = mv_f32_to_bf16(x[i]);
+}
+
+__device__ __forceinline__ bool inside16(int d, int h, int w, const ConvGeom& g) {
+    return d >= 0 && d < g.id && h >= 0 && h < g.ih && w >= 0 && w < g.iw;
+}
+
+// Kernel tap counters advanced without division: (kd, kh, kw) and the flat tap index.
+struct TapCursor {
+    int tap, kd, kh, kw;
+    __device__ void set(const ConvGeom& g, int t) {
+        const ConvTap c = conv_tap(g, t);
+        tap = t;
+        kd = c.kd;
+        kh = c.kh;
+        kw = c.kw;
+    }
+    __device__ void step(const ConvGeom& g) {
+        ++tap;
+        if (++kw == g.kw) {
+            kw = 0;
+            if (++kh == g.kh) {
+                kh = 0;
+                ++kd;
+            }
+        }
+    }
+};
+
+// Output pixel counters: p = ((n * OD + od) * OH + oh) * OW + ow, advanced by k-tiles.
+struct PixelCursor {
+    int p, n, od, oh, ow;
+    __device__ void set(const ConvGeom& g, int q) {
+        p = q;
+        int t = q;
+        ow = t % g.ow;
+        t /= g.ow;
+        oh = t % g.oh;
+        t /= g.oh;
+        od = t % g.od;
+        n = t / g.od;
+    }
+    __device__ void advance(const ConvGeom& g, int by) {
+        p += by;
+        ow += by;
+        while (ow >= g.ow) {  // a few rounds at most: a k-tile is 32 pixels
+            ow -= g.ow;
+            if (++oh == g.oh) {
+                oh = 0;
+                if (++od == g.od) {
+                    od = 0;
+                    ++n;
+                }
+            }
+        }
+    }
+};
+
+// ------------------------------------------------------------------ forward problem
+struct FwdProb16 {
+    static constexpr bool A_KMAJOR = true, B_KMAJOR = false;
+    ConvGeom g;
+    const mv_u16* x;
+    const mv_u16* w;
+    const float* bias;
+    float* y;
+    float beta;
+    int M, N, K, taps;
+
+    // A run: eight channels ci..ci+7 at one tap of output pixel m's receptive field.
+    struct AIter {
+        mv_i64 base;  // n * ID*IH*IW, or -1 past the last row
+        int d0, h0, w0, ci;
+        TapCursor t;
+    };
+    __device__ AIter a_iter(int m, int k) const {
+        AIter r;
+        r.base = -1;
+        r.d0 = r.h0 = r.w0 = 0;
+        if (m < M) {
+            PixelCursor c;
+            c.set(g, m);
+            r.base = (mv_i64)c.n * g.id * g.ih * g.iw;
+            r.d0 = c.od * g.sd - g.pd;
+            r.h0 = c.oh * g.sh - g.ph;
+            r.w0 = c.ow * g.sw - g.pw;
+        }
+        r.t.set(g, k / g.cin);
+        r.ci = k - r.t.tap * g.cin;
+        return r;
+    }
+    __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
+        src = x;
+        const int d = r.d0 + r.t.kd, h = r.h0 + r.t.kh, w_ = r.w0 + r.t.kw;
+        if (r.base < 0 || r.t.tap >= taps || !inside16(d, h, w_, g)) return false;
+        src = x + (r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + r.ci;
+        return true;
+    }
+    __device__ void a_next(AIter& r) const {
+        r.ci += MV_BK16;
+        while (r.ci >= g.cin) {
+            r.ci -= g.cin;
+            r.t.step(g);
+        }
+    }
+    // B run: w[k, n..n+7].
+    struct BIter {
+        int n, k;
+    };
+    __device__ BIter b_iter(int n, int k) const { return BIter{n, k}; }
+    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
+        src = w;
+        if (r.k >= K || r.n >= N) return false;
+        src = w + (mv_i64)r.k * N + r.n;
+        return true;
+    }
+    __device__ void b_next(BIter& r) const { r.k += MV_BK16; }
+    __device__ void store(int m, int n, float acc) const {
+        float* p = y + (mv_i64)m * N + n;
+        float r = acc;
+        if (bias) r += bias[n];
+        if (beta != 0.0f) r += beta * *p;
+        *p = r;
+    }
+};
+
+// ------------------------------------------------------------------ weight-gradient problem
+struct WgradProb16 {
+    static constexpr bool A_KMAJOR = false, B_KMAJOR = false;
+    ConvGeom g;
+    const mv_u16* x;
+    const mv_u16* dy;
+    float* dw;
+    int M, N, K;  // M = taps * Cin, N = Cout, K = output pixels
+
+    // A run: x at output pixel p's tap position, channels ci..ci+7 (rows r..r+7 = (tap, ci..)).
+    struct AIter {
+        int ci;
+        bool row_ok;
+        TapCursor t;
+        PixelCursor p;
+    };
+    __device__ AIter a_iter(int r, int p) const {
+        AIter it;
+        it.row_ok = r < M;
+        const int tap = it.row_ok ? r / g.cin : 0;
+        it.t.set(g, tap);
+        it.ci = r - tap * g.cin;
+        it.p.set(g, p);
+        return it;
+    }
+    __device__ bool a_src(const AIter& it, const mv_u16*& src) const {
+        src = x;
+        if (!it.row_ok || it.p.p >= K) return false;
+        const int d = it.p.od * g.sd - g.pd + it.t.kd, h = it.p.oh * g.sh - g.ph + it.t.kh,
+                  w_ = it.p.ow * g.sw - g.pw + it.t.kw;
+        if (!inside16(d, h, w_, g)) return false;
+        src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.ci;
+        return true;
+    }
+    __device__ void a_next(AIter& it) const { it.p.advance(g, MV_BK16); }
+    // B run: dy[p, n..n+7].
+    struct BIter {
+        int n, p;
+    };
+    __device__ BIter b_iter(int n, int p) const { return BIter{n, p}; }
+    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
+        src = dy;
+        if (r.p >= K || r.n >= N) return false;
+        src = dy + (mv_i64)r.p * N + r.n;
+        return true;
+    }
+    __device__ void b_next(BIter& r) const { r.p += MV_BK16; }
+    __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
+};
+
+template <int BM, int BN, int WM, int WN>
+__device__ __forceinline__ void conv_fwd16_impl(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias,
+                                                float* y, float beta) {
+    FwdProb16 pb;
+    pb.g = g;
+    pb.x = x;
+    pb.w = w;
+    pb.bias = bias;
+    pb.y = y;
+    pb.beta = beta;
+    pb.M = g.n * g.od * g.oh * g.ow;
+    pb.N = g.cout;
+    pb.taps = g.kd * g.kh * g.kw;
+    pb.K = pb.taps * g.cin;
+    const int kt = (pb.K + MV_BK16 - 1) / MV_BK16;
+    igemm_bf16_run<BM, BN, WM, WN, MV_CONV_STAGES>(pb, 0, kt);
+}
+
+// `tiles_per_split`: k-tiles (of output pixels) handled by each blockIdx.z.
+template <int BM, int BN, int WM, int WN>
+__device__ __forceinline__ void conv_wgrad16_impl(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw,
+                                                  int tiles_per_split) {
+    WgradProb16 pb;
+    pb.g = g;
+    pb.x = x;
+    pb.dy = dy;
+    pb.dw = dw;
+    pb.M = g.kd * g.kh * g.kw * g.cin;
+    pb.N = g.cout;
+    pb.K = g.n * g.od * g.oh * g.ow;
+    const int kt = (pb.K + MV_BK16 - 1) / MV_BK16;
+    const int b = blockIdx.z * tiles_per_split;
+    const int e = min(kt, b + tiles_per_split);
+    if (b >= e) return;  // uniform for the whole block
+    igemm_bf16_run<BM, BN, WM, WN, MV_CONV_STAGES>(pb, b, e);
+}
+
+// ------------------------------------------------------------------ entry points
+extern "C" __global__ void __launch_bounds__(256)
+    conv_fwd_bf16s_128x128(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias, float* y, float beta) {
+    conv_fwd16_impl<128, 128, 2, 4>(g, x, w, bias, y, beta);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    conv_fwd_bf16s_64x64(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias, float* y, float beta) {
+    conv_fwd16_impl<64, 64, 2, 2>(g, x, w, bias, y, beta);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_wgrad_bf16s_128x128(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad16_impl<128, 128, 2, 4>(g, x, dy, dw, tiles_per_split);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    conv_wgrad_bf16s_64x64(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad16_impl<64, 64, 2, 2>(g, x, dy, dw, tiles_per_split);
+}

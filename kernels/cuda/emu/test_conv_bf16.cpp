@@ -1,0 +1,124 @@
+// Emulator checks of conv_bf16.cu (the cp.async + ldmatrix pipeline on bf16 operands) against
+// naive double-precision convolutions of the bf16-rounded inputs: only the f32 summation order
+// differs, so the tolerance is tight (a wrong fragment, run or predicate is an O(1) error).
+#include "../conv_bf16.cu"
+#include "check.h"
+
+struct Case {
+    int n, id, ih, iw, cin, cout, kd, kh, kw, sd, sh, sw, pdl, phl, pwl, pdh, phh, pwh;
+};
+
+static ConvGeom geom(const Case& c) {
+    ConvGeom g;
+    g.n = c.n; g.id = c.id; g.ih = c.ih; g.iw = c.iw; g.cin = c.cin; g.cout = c.cout;
+    g.kd = c.kd; g.kh = c.kh; g.kw = c.kw; g.sd = c.sd; g.sh = c.sh; g.sw = c.sw;
+    g.pd = c.pdl; g.ph = c.phl; g.pw = c.pwl;
+    g.od = (c.id + c.pdl + c.pdh - c.kd) / c.sd + 1;
+    g.oh = (c.ih + c.phl + c.phh - c.kh) / c.sh + 1;
+    g.ow = (c.iw + c.pwl + c.pwh - c.kw) / c.sw + 1;
+    return g;
+}
+
+// Through the conversion kernel, and the rounded values back as f32 (for the reference).
+static std::vector<mv_u16> to_bf16(const std::vector<float>& v, std::vector<float>& rounded) {
+    std::vector<mv_u16> h(v.size());
+    EMU_LAUNCH(cvt_f32_bf16, dim3(3), dim3(64), 0, v.data(), h.data(), (mv_i64)v.size());
+    rounded.resize(v.size());
+    for (size_t i = 0; i < v.size(); ++i) rounded[i] = mv_bf16_to_f32(h[i]);
+    return h;
+}
+
+// y = conv(x, w) + bias and dw = x^T dy, in double.
+static void reference(const ConvGeom& g, const std::vector<float>& x, const std::vector<float>& w,
+                      const std::vector<float>& b, const std::vector<float>& dy, std::vector<double>& y,
+                      std::vector<double>& dw) {
+    y.assign((size_t)g.n * g.od * g.oh * g.ow * g.cout, 0.0);
+    dw.assign(w.size(), 0.0);
+    for (int n = 0; n < g.n; ++n)
+        for (int od = 0; od < g.od; ++od)
+            for (int oh = 0; oh < g.oh; ++oh)
+                for (int ow = 0; ow < g.ow; ++ow) {
+                    size_t o = ((((size_t)n * g.od + od) * g.oh + oh) * g.ow + ow) * g.cout;
+                    for (int co = 0; co < g.cout; ++co) y[o + co] = b[co];
+                    for (int kd = 0; kd < g.kd; ++kd)
+                        for (int kh = 0; kh < g.kh; ++kh)
+                            for (int kw = 0; kw < g.kw; ++kw) {
+                                int d = od * g.sd - g.pd + kd, h = oh * g.sh - g.ph + kh, ww = ow * g.sw - g.pw + kw;
+                                if (d < 0 || d >= g.id || h < 0 || h >= g.ih || ww < 0 || ww >= g.iw) continue;
+                                size_t xi = ((((size_t)n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
+                                size_t tap = ((size_t)kd * g.kh + kh) * g.kw + kw;
+                                for (int ci = 0; ci < g.cin; ++ci)
+                                    for (int co = 0; co < g.cout; ++co) {
+                                        size_t wi = (tap * g.cin + ci) * g.cout + co;
+                                        y[o + co] += (double)x[xi + ci] * w[wi];
+                                        dw[wi] += (double)x[xi + ci] * dy[o + co];
+                                    }
+                            }
+                }
+}
+
+int main() {
+    std::vector<Case> cases = {
+        // n  id ih iw cin cout kd kh kw sd sh sw pdl phl pwl pdh phh pwh
+        {2, 1, 7, 6, 8, 16, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},      // k3 s1 p1, one run of channels
+        {1, 1, 9, 7, 16, 24, 1, 3, 3, 1, 2, 2, 0, 0, 0, 0, 1, 1},     // k3 s2 pad (0,1) (downsample)
+        {2, 1, 5, 6, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0},      // k1
+        {1, 1, 10, 8, 8, 16, 1, 4, 4, 1, 2, 2, 0, 1, 1, 0, 1, 1},     // k4 s2 p1 (discriminator)
+        {1, 4, 5, 3, 8, 8, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},       // 3D k3 s1 p1
+        {1, 5, 4, 6, 8, 16, 3, 3, 3, 2, 2, 2, 0, 0, 0, 1, 1, 1},      // 3D k3 s2 pad (0,1)
+        {1, 1, 12, 11, 72, 136, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},  // several tiles in M, N and K
+        {3, 1, 13, 40, 40, 64, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // rows wider than a k-tile
+    };
+    const char* names[] = {"bf16s_128x128", "bf16s_64x64"};
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+        const Case& c = cases[ci];
+        ConvGeom g = geom(c);
+        size_t xs = (size_t)g.n * g.id * g.ih * g.iw * g.cin, ws = (size_t)g.kd * g.kh * g.kw * g.cin * g.cout;
+        size_t ys = (size_t)g.n * g.od * g.oh * g.ow * g.cout;
+        auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
+        std::vector<float> xr, wr, dyr;
+        auto xh = to_bf16(x, xr), wh = to_bf16(w, wr), dyh = to_bf16(dy, dyr);
+        std::vector<double> yref, dwref;
+        reference(g, xr, wr, b, dyr, yref, dwref);
+        for (int v = 0; v < 2; ++v) {
+            const bool big = v == 0;
+            const int BM = big ? 128 : 64, NT = big ? 256 : 128;
+            const size_t fwd_smem = igemm_bf16_smem_bytes<128, 128, MV_CONV_STAGES, FwdProb16>();
+            const size_t fwd_smem64 = igemm_bf16_smem_bytes<64, 64, MV_CONV_STAGES, FwdProb16>();
+            const size_t wg_smem = igemm_bf16_smem_bytes<128, 128, MV_CONV_STAGES, WgradProb16>();
+            const size_t wg_smem64 = igemm_bf16_smem_bytes<64, 64, MV_CONV_STAGES, WgradProb16>();
+            char tag[128];
+            // forward, with beta = 0.5 on an output prefilled with 2
+            std::vector<float> y(ys, 2.0f);
+            dim3 grid((g.n * g.od * g.oh * g.ow + BM - 1) / BM, (g.cout + BM - 1) / BM);
+            if (big) EMU_LAUNCH(conv_fwd_bf16s_128x128, grid, dim3(NT), fwd_smem, g, xh.data(), wh.data(), b.data(), y.data(), 0.5f);
+            else EMU_LAUNCH(conv_fwd_bf16s_64x64, grid, dim3(NT), fwd_smem64, g, xh.data(), wh.data(), b.data(), y.data(), 0.5f);
+            std::vector<double> yexp(yref);
+            for (auto& e : yexp) e += 1.0;
+            snprintf(tag, sizeof tag, "case %zu fwd %s", ci, names[v]);
+            chk::expect(tag, y, yexp, 1e-5);
+            // forward without bias, beta = 0 over garbage
+            std::vector<float> y0(ys, NAN);
+            if (big) EMU_LAUNCH(conv_fwd_bf16s_128x128, grid, dim3(NT), fwd_smem, g, xh.data(), wh.data(), nullptr, y0.data(), 0.0f);
+            else EMU_LAUNCH(conv_fwd_bf16s_64x64, grid, dim3(NT), fwd_smem64, g, xh.data(), wh.data(), nullptr, y0.data(), 0.0f);
+            std::vector<double> y0exp(yref);
+            for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
+            snprintf(tag, sizeof tag, "case %zu fwd no bias %s", ci, names[v]);
+            chk::expect(tag, y0, y0exp, 1e-5);
+            // wgrad, accumulating onto 1.0, the pixels split in 1, 2 and 3 (uneven) parts
+            for (int splits : {1, 2, 3}) {
+                std::vector<float> dw(ws, 1.0f);
+                int P = g.n * g.od * g.oh * g.ow, kt = (P + MV_BK16 - 1) / MV_BK16;
+                int tps = (kt + splits - 1) / splits;
+                dim3 gw((ws / g.cout + BM - 1) / BM, (g.cout + BM - 1) / BM, splits);
+                if (big) EMU_LAUNCH(conv_wgrad_bf16s_128x128, gw, dim3(NT), wg_smem, g, xh.data(), dyh.data(), dw.data(), tps);
+                else EMU_LAUNCH(conv_wgrad_bf16s_64x64, gw, dim3(NT), wg_smem64, g, xh.data(), dyh.data(), dw.data(), tps);
+                std::vector<double> dwexp(dwref);
+                for (auto& e : dwexp) e += 1.0;
+                snprintf(tag, sizeof tag, "case %zu wgrad %s, %d splits", ci, names[v], splits);
+                chk::expect(tag, dw, dwexp, 1e-5);
+            }
+        }
+    }
+    return chk::finish();
+}

@@ -1,0 +1,158 @@
+//! The streamed BF16 convolution kernels (`kernels/cuda/conv_bf16.cu`): the operands are
+//! rounded to bf16 buffers once, then the implicit GEMMs copy 16-byte runs straight into a
+//! 4-stage shared-memory ring with cp.async and read fragments with ldmatrix. Used by
+//! [`super::conv`] for `ConvPrecision::Bf16` whenever every channel count is a multiple of 8
+//! (a run of eight channels must not straddle a tap); the staged kernels of `conv_igemm.cu`
+//! remain for the rest (the 1- and 3-channel input convolutions) and as a comparison.
+//!
+//! The rounding is the same round-to-nearest-even as the staged kernels' (`mv_f32_to_bf16`), so
+//! the two paths differ only in f32 summation order.
+
+use super::conv::{tile, ConvGeom};
+use super::{grid_1d, i32_of, Args};
+use crate::cuda::device::cfg;
+use crate::cuda::error::CudaResult;
+use crate::cuda::{CudaDevice, DeviceBuffer};
+use medvae_kernels::cpu::conv::ConvGeometry;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const KERNEL: &str = "cuda conv (bf16 streamed)";
+
+/// k-tile, row padding and pipeline depth of `medvae_igemm_bf16.cuh` / `conv_bf16.cu`.
+pub(super) const BK: usize = 32;
+const PAD: usize = 8;
+const STAGES: usize = 4;
+
+// 0: not yet read from the environment, 1: streamed kernels, 2: staged kernels only.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether BF16 convolutions use the streamed kernels where they apply. On by default;
+/// `MEDVAE_CONV_BF16=staged` in the environment, or [`set_streamed`], turns them off (to compare
+/// the two on one card).
+pub fn streamed() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = std::env::var("MEDVAE_CONV_BF16").map_or(true, |v| v != "staged");
+            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Choose the streamed (true) or staged (false) BF16 convolution kernels from now on.
+pub fn set_streamed(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// The streamed kernels take `g` (all channel counts multiples of 8).
+pub(super) fn applies(g: &ConvGeometry) -> bool {
+    streamed() && g.cin.is_multiple_of(8) && g.cout.is_multiple_of(8)
+}
+
+/// `n` f32 of `src` rounded to a new bf16 buffer.
+fn to_bf16(dev: &CudaDevice, src: &DeviceBuffer, n: usize) -> CudaResult<DeviceBuffer> {
+    // Round the byte count up to a multiple of 16: the kernels' 16-byte runs never read past
+    // the last element, but the pool hands out whole blocks anyway.
+    let out = dev.alloc((2 * n).div_ceil(16) * 16)?;
+    Args::new()
+        .buf(src)
+        .buf(&out)
+        .push(n as i64)
+        .launch(dev, "cvt_f32_bf16", grid_1d(dev, n))?;
+    Ok(out)
+}
+
+/// Dynamic shared memory of one block: STAGES x (A tile + B tile) bf16, each tile `rows` by BK,
+/// stored k-major (`[rows][BK + PAD]`) or row-major (`[BK][rows + PAD]`).
+fn smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
+    let t = |kmajor: bool| {
+        if kmajor {
+            edge * (BK + PAD)
+        } else {
+            BK * (edge + PAD)
+        }
+    };
+    (STAGES * (t(a_kmajor) + t(b_kmajor)) * 2) as u32
+}
+
+/// `y = conv(x, w) + bias + beta * y` (the launcher `super::conv::conv_forward` has checked
+/// the buffers and the geometry).
+pub(super) fn forward(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    x: &DeviceBuffer,
+    w: &DeviceBuffer,
+    bias: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
+    let xh = to_bf16(dev, x, g.input_len())?;
+    let wh = to_bf16(dev, w, g.weight_len())?;
+    let m = g.output_len() / g.cout;
+    let (edge, threads, name) = tile(dev, m, g.cout);
+    let grid = (m.div_ceil(edge) as u32, g.cout.div_ceil(edge) as u32, 1);
+    Args::new()
+        .push(cg)
+        .buf(&xh)
+        .buf(&wh)
+        .opt(bias)
+        .buf(y)
+        .push(beta)
+        .launch(
+            dev,
+            &format!("conv_fwd_bf16s_{name}"),
+            cfg(grid, (threads, 1, 1), smem_bytes(edge, true, false)),
+        )
+}
+
+/// `dw += x^T dy` with the block tile and the split of the pixel reduction (`splits` parts of
+/// `per_split` k-tiles of 32 pixels) that `super::conv::conv_backward_weight` chose.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_weight(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dw: &DeviceBuffer,
+    (edge, threads, name): (usize, u32, &'static str),
+    (splits, per_split): (usize, usize),
+) -> CudaResult<()> {
+    let xh = to_bf16(dev, x, g.input_len())?;
+    let dyh = to_bf16(dev, dy, g.output_len())?;
+    let m = g.weight_len() / g.cout;
+    let grid = (
+        m.div_ceil(edge) as u32,
+        g.cout.div_ceil(edge) as u32,
+        splits as u32,
+    );
+    Args::new()
+        .push(cg)
+        .buf(&xh)
+        .buf(&dyh)
+        .buf(dw)
+        .push(i32_of(KERNEL, "tiles per split", per_split)?)
+        .launch(
+            dev,
+            &format!("conv_wgrad_bf16s_{name}"),
+            cfg(grid, (threads, 1, 1), smem_bytes(edge, false, false)),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launcher's shared-memory figure must equal the kernels' (`igemm_bf16_smem_bytes`:
+    /// 4 stages of a 128x40 A tile and a 32x136 B tile for the 128x128 forward, ...).
+    #[test]
+    fn shared_memory_matches_the_kernel_layout() {
+        assert_eq!(smem_bytes(128, true, false), 4 * (128 * 40 + 32 * 136) * 2);
+        assert_eq!(smem_bytes(64, true, false), 4 * (64 * 40 + 32 * 72) * 2);
+        assert_eq!(smem_bytes(128, false, false), 4 * (32 * 136 * 2) * 2);
+        assert_eq!(smem_bytes(64, false, false), 4 * (32 * 72 * 2) * 2);
+    }
+}
