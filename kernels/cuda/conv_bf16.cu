@@ -7,21 +7,32 @@
 // memory ring (medvae_igemm_bf16.cuh). Layouts as in conv_igemm.cu: channels-last activations,
 // weights [kd, kh, kw, Cin, Cout]:
 //   forward  y[m, co]  = sum_k X[m, k] * W[k, co] (+ bias[co] + beta * y_old)   k = (tap, ci)
+//   dgrad    dx[m, ci] = sum_k dY[m, k] * W^T[k, ci] (+ beta * dx_old)            k = (tap, co)
 //   wgrad    dw[r, co] += sum_p X^T[r, p] * dY[p, co]                            r = (tap, ci)
-// (Stride-1 data gradients are forward convolutions with flipped weights; see the launcher.)
+// (The launcher sends stride-1 data gradients through the forward problem with flipped weights,
+// which skips the divisibility tests; the dgrad problem serves the strided convolutions.)
 // The weight-gradient reduction over pixels is split across gridDim.z, atomically added.
 //
-// Entry points: cvt_f32_bf16; conv_fwd_bf16s_{128x128,64x64}, conv_wgrad_bf16s_{128x128,64x64}
-// ("s" for streamed). 128x128 runs 256 threads, 64x64 runs 128; dynamic shared memory
+// Entry points: cvt_f32_bf16; conv_{fwd,dgrad,wgrad}_bf16s_{128x128,64x64} ("s" for
+// streamed). 128x128 runs 256 threads, 64x64 runs 128; dynamic shared memory
 // STAGES * (tile A + tile B) * 2 bytes, STAGES = 4 (the launcher computes the same figure).
 #include "medvae_conv.cuh"
 #include "medvae_igemm_bf16.cuh"
 
 #define MV_CONV_STAGES 4
 
-// y[i] = bf16(x[i]) (round to nearest even, NaN kept), n elements.
+// y[i] = bf16(x[i]) (round to nearest even, NaN kept), n elements. Memory-bound: four elements
+// per thread and step (one 16-byte load, one 8-byte store) where both buffers allow it.
 extern "C" __global__ void __launch_bounds__(256) cvt_f32_bf16(const float* x, mv_u16* y, mv_i64 n) {
-    for (mv_i64 i = mv_global_tid(); i < n; i += mv_global_stride()) y[i] = mv_f32_to_bf16(x[i]);
+    const bool vec = ((unsigned long long)x & 15ull) == 0 && ((unsigned long long)y & 7ull) == 0;
+    const mv_i64 n4 = vec ? n / 4 : 0;
+    for (mv_i64 i = mv_global_tid(); i < n4; i += mv_global_stride()) {
+        const float4 v = reinterpret_cast<const float4*>(x)[i];
+        mv_u32* out = reinterpret_cast<mv_u32*>(y + 4 * i);
+        out[0] = mv_pack_bf16(mv_f32_to_bf16(v.x), mv_f32_to_bf16(v.y));
+        out[1] = mv_pack_bf16(mv_f32_to_bf16(v.z), mv_f32_to_bf16(v.w));
+    }
+    for (mv_i64 i = 4 * n4 + mv_global_tid(); i < n; i += mv_global_stride()) y[i] = mv_f32_to_bf16(x[i]);
 }
 
 __device__ __forceinline__ bool inside16(int d, int h, int w, const ConvGeom& g) {
@@ -147,6 +158,97 @@ struct FwdProb16 {
     }
 };
 
+// ------------------------------------------------------------------ data-gradient problem
+// dx[m, ci] = sum over (tap, co) of dy[out(m, tap), co] * w[tap, ci, co]: m = input pixel; the
+// output pixel that input pixel m meets through a tap exists only where the strides divide.
+// (The launcher sends stride-1 data gradients through the forward problem instead.)
+struct DgradProb16 {
+    static constexpr bool A_KMAJOR = true, B_KMAJOR = true;
+    ConvGeom g;
+    const mv_u16* dy;
+    const mv_u16* w;
+    float* dx;
+    float beta;
+    int M, N, K, taps;  // M = input pixels, N = Cin, K = taps * Cout
+
+    // A run: dy at the output pixel input pixel m meets through the tap, channels co..co+7.
+    struct AIter {
+        mv_i64 obase;  // n * OD*OH*OW, or -1 past the last row
+        int dp, hp, wp, co;  // input coordinate + pad_lo
+        TapCursor t;
+    };
+    __device__ AIter a_iter(int m, int k) const {
+        AIter r;
+        r.obase = -1;
+        r.dp = r.hp = r.wp = 0;
+        if (m < M) {
+            int q = m;
+            const int iw = q % g.iw;
+            q /= g.iw;
+            const int ih = q % g.ih;
+            q /= g.ih;
+            const int id = q % g.id;
+            const int n = q / g.id;
+            r.obase = (mv_i64)n * g.od * g.oh * g.ow;
+            r.dp = id + g.pd;
+            r.hp = ih + g.ph;
+            r.wp = iw + g.pw;
+        }
+        r.t.set(g, k / g.cout);
+        r.co = k - r.t.tap * g.cout;
+        return r;
+    }
+    __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
+        src = dy;
+        if (r.obase < 0 || r.t.tap >= taps) return false;
+        const int dd = r.dp - r.t.kd, hh = r.hp - r.t.kh, ww = r.wp - r.t.kw;
+        if (dd < 0 || hh < 0 || ww < 0) return false;
+        if (dd % g.sd || hh % g.sh || ww % g.sw) return false;
+        const int od = dd / g.sd, oh = hh / g.sh, ow = ww / g.sw;
+        if (od >= g.od || oh >= g.oh || ow >= g.ow) return false;
+        src = dy + (r.obase + ((mv_i64)od * g.oh + oh) * g.ow + ow) * g.cout + r.co;
+        return true;
+    }
+    __device__ void a_next(AIter& r) const {
+        r.co += MV_BK16;
+        while (r.co >= g.cout) {
+            r.co -= g.cout;
+            r.t.step(g);
+        }
+    }
+    // B run (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7].
+    struct BIter {
+        int ci, co;
+        TapCursor t;
+    };
+    __device__ BIter b_iter(int ci, int k) const {
+        BIter r;
+        r.ci = ci;
+        r.t.set(g, k / g.cout);
+        r.co = k - r.t.tap * g.cout;
+        return r;
+    }
+    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
+        src = w;
+        if (r.ci >= N || r.t.tap >= taps) return false;
+        src = w + ((mv_i64)r.t.tap * g.cin + r.ci) * g.cout + r.co;
+        return true;
+    }
+    __device__ void b_next(BIter& r) const {
+        r.co += MV_BK16;
+        while (r.co >= g.cout) {
+            r.co -= g.cout;
+            r.t.step(g);
+        }
+    }
+    __device__ void store(int m, int n, float acc) const {
+        float* p = dx + (mv_i64)m * N + n;
+        float r = acc;
+        if (beta != 0.0f) r += beta * *p;
+        *p = r;
+    }
+};
+
 // ------------------------------------------------------------------ weight-gradient problem
 struct WgradProb16 {
     static constexpr bool A_KMAJOR = false, B_KMAJOR = false;
@@ -215,6 +317,23 @@ __device__ __forceinline__ void conv_fwd16_impl(ConvGeom g, const mv_u16* x, con
     igemm_bf16_run<BM, BN, WM, WN, MV_CONV_STAGES>(pb, 0, kt);
 }
 
+template <int BM, int BN, int WM, int WN>
+__device__ __forceinline__ void conv_dgrad16_impl(ConvGeom g, const mv_u16* dy, const mv_u16* w, float* dx,
+                                                  float beta) {
+    DgradProb16 pb;
+    pb.g = g;
+    pb.dy = dy;
+    pb.w = w;
+    pb.dx = dx;
+    pb.beta = beta;
+    pb.M = g.n * g.id * g.ih * g.iw;
+    pb.N = g.cin;
+    pb.taps = g.kd * g.kh * g.kw;
+    pb.K = pb.taps * g.cout;
+    const int kt = (pb.K + MV_BK16 - 1) / MV_BK16;
+    igemm_bf16_run<BM, BN, WM, WN, MV_CONV_STAGES>(pb, 0, kt);
+}
+
 // `tiles_per_split`: k-tiles (of output pixels) handled by each blockIdx.z.
 template <int BM, int BN, int WM, int WN>
 __device__ __forceinline__ void conv_wgrad16_impl(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw,
@@ -242,6 +361,14 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(128)
     conv_fwd_bf16s_64x64(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias, float* y, float beta) {
     conv_fwd16_impl<64, 64, 2, 2>(g, x, w, bias, y, beta);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_dgrad_bf16s_128x128(ConvGeom g, const mv_u16* dy, const mv_u16* w, float* dx, float beta) {
+    conv_dgrad16_impl<128, 128, 2, 4>(g, dy, w, dx, beta);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    conv_dgrad_bf16s_64x64(ConvGeom g, const mv_u16* dy, const mv_u16* w, float* dx, float beta) {
+    conv_dgrad16_impl<64, 64, 2, 2>(g, dy, w, dx, beta);
 }
 extern "C" __global__ void __launch_bounds__(256)
     conv_wgrad_bf16s_128x128(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {

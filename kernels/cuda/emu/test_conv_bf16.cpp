@@ -28,11 +28,12 @@ static std::vector<mv_u16> to_bf16(const std::vector<float>& v, std::vector<floa
     return h;
 }
 
-// y = conv(x, w) + bias and dw = x^T dy, in double.
+// y = conv(x, w) + bias, dx = conv^T(dy, w) and dw = x^T dy, in double.
 static void reference(const ConvGeom& g, const std::vector<float>& x, const std::vector<float>& w,
                       const std::vector<float>& b, const std::vector<float>& dy, std::vector<double>& y,
-                      std::vector<double>& dw) {
+                      std::vector<double>& dx, std::vector<double>& dw) {
     y.assign((size_t)g.n * g.od * g.oh * g.ow * g.cout, 0.0);
+    dx.assign(x.size(), 0.0);
     dw.assign(w.size(), 0.0);
     for (int n = 0; n < g.n; ++n)
         for (int od = 0; od < g.od; ++od)
@@ -51,13 +52,36 @@ static void reference(const ConvGeom& g, const std::vector<float>& x, const std:
                                     for (int co = 0; co < g.cout; ++co) {
                                         size_t wi = (tap * g.cin + ci) * g.cout + co;
                                         y[o + co] += (double)x[xi + ci] * w[wi];
+                                        dx[xi + ci] += (double)dy[o + co] * w[wi];
                                         dw[wi] += (double)x[xi + ci] * dy[o + co];
                                     }
                             }
                 }
 }
 
+// The conversion kernel on lengths that are not multiples of 4 and on an unaligned source
+// (scalar path), against the scalar rounding.
+static void test_cvt() {
+    for (size_t n : {1, 7, 64, 1001}) {
+        auto v = chk::randn(n + 1);
+        for (int off = 0; off < 2; ++off) {
+            std::vector<mv_u16> h(n, 0xffff);
+            EMU_LAUNCH(cvt_f32_bf16, dim3(2), dim3(32), 0, v.data() + off, h.data(), (mv_i64)n);
+            std::vector<float> got(n);
+            std::vector<double> want(n);
+            for (size_t i = 0; i < n; ++i) {
+                got[i] = mv_bf16_to_f32(h[i]);
+                want[i] = mv_bf16_to_f32(mv_f32_to_bf16(v[i + off]));
+            }
+            char tag[64];
+            snprintf(tag, sizeof tag, "cvt_f32_bf16 n %zu offset %d", n, off);
+            chk::expect(tag, got, want, 0.0);
+        }
+    }
+}
+
 int main() {
+    test_cvt();
     std::vector<Case> cases = {
         // n  id ih iw cin cout kd kh kw sd sh sw pdl phl pwl pdh phh pwh
         {2, 1, 7, 6, 8, 16, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},      // k3 s1 p1, one run of channels
@@ -78,8 +102,8 @@ int main() {
         auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
         std::vector<float> xr, wr, dyr;
         auto xh = to_bf16(x, xr), wh = to_bf16(w, wr), dyh = to_bf16(dy, dyr);
-        std::vector<double> yref, dwref;
-        reference(g, xr, wr, b, dyr, yref, dwref);
+        std::vector<double> yref, dxref, dwref;
+        reference(g, xr, wr, b, dyr, yref, dxref, dwref);
         for (int v = 0; v < 2; ++v) {
             const bool big = v == 0;
             const int BM = big ? 128 : 64, NT = big ? 256 : 128;
@@ -105,6 +129,19 @@ int main() {
             for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
             snprintf(tag, sizeof tag, "case %zu fwd no bias %s", ci, names[v]);
             chk::expect(tag, y0, y0exp, 1e-5);
+            // dgrad, beta = 0 over garbage, and beta = 1 onto 1.0
+            const size_t dg_smem = igemm_bf16_smem_bytes<128, 128, MV_CONV_STAGES, DgradProb16>();
+            const size_t dg_smem64 = igemm_bf16_smem_bytes<64, 64, MV_CONV_STAGES, DgradProb16>();
+            dim3 gd((g.n * g.id * g.ih * g.iw + BM - 1) / BM, (g.cin + BM - 1) / BM);
+            for (float beta : {0.0f, 1.0f}) {
+                std::vector<float> dx(xs, beta == 0.0f ? NAN : 1.0f);
+                if (big) EMU_LAUNCH(conv_dgrad_bf16s_128x128, gd, dim3(NT), dg_smem, g, dyh.data(), wh.data(), dx.data(), beta);
+                else EMU_LAUNCH(conv_dgrad_bf16s_64x64, gd, dim3(NT), dg_smem64, g, dyh.data(), wh.data(), dx.data(), beta);
+                std::vector<double> dxexp(dxref);
+                for (auto& e : dxexp) e += beta;
+                snprintf(tag, sizeof tag, "case %zu dgrad %s beta %g", ci, names[v], beta);
+                chk::expect(tag, dx, dxexp, 1e-5);
+            }
             // wgrad, accumulating onto 1.0, the pixels split in 1, 2 and 3 (uneven) parts
             for (int splits : {1, 2, 3}) {
                 std::vector<float> dw(ws, 1.0f);

@@ -71,6 +71,8 @@ pub const SOURCES: &[KernelSource] = &[
             "cvt_f32_bf16",
             "conv_fwd_bf16s_128x128",
             "conv_fwd_bf16s_64x64",
+            "conv_dgrad_bf16s_128x128",
+            "conv_dgrad_bf16s_64x64",
             "conv_wgrad_bf16s_128x128",
             "conv_wgrad_bf16s_64x64",
         ]

@@ -153,11 +153,7 @@ pub fn conv_backward(
     }
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        super::on_cuda::conv::conv_backward_params(OP, &g, x, dy, dw, db)?;
-        return match need_dx {
-            true => super::on_cuda::conv::conv_backward_data(OP, &g, x, w, dy).map(Some),
-            false => Ok(None),
-        };
+        return super::on_cuda::conv::conv_backward(OP, &g, x, w, dy, need_dx, dw, db);
     }
     cpu_only(OP, dev)?;
     if let Some(dw) = dw {

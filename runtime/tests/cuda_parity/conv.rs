@@ -6,8 +6,8 @@ use medvae_kernels::cpu::conv::{
     conv_backward_data, conv_backward_weight, conv_forward, ConvGeometry,
 };
 use medvae_runtime::cuda::ops::conv::{
-    conv_backward_data as gpu_dgrad, conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd,
-    ConvPrecision,
+    conv_backward as gpu_backward, conv_backward_data as gpu_dgrad,
+    conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd, ConvPrecision,
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 
@@ -258,6 +258,29 @@ fn conv_matches_cpu_in_every_precision() {
                 &db,
                 1e-4,
             );
+            // All three in one call (the training path: dy rounded once when streamed).
+            let (gdw, gdb) = (up(dev, &dw0), up(dev, &db0));
+            let gdx = dev.alloc_f32(g.input_len()).expect("alloc");
+            gpu_backward(
+                dev,
+                &g,
+                prec,
+                Some(&gx),
+                Some(&gw),
+                &gdy,
+                Some((&gdx, 0.0)),
+                Some(&gdw),
+                Some(&gdb),
+            )
+            .expect("gpu backward");
+            for (what, got, want) in [
+                ("data", down(dev, &gdx, g.input_len()), &dx),
+                ("weight", down(dev, &gdw, g.weight_len()), &dw),
+                ("bias", down(dev, &gdb, g.cout), &db),
+            ] {
+                let what = format!("{name} {prec_name} backward (one call) {what}");
+                assert_close(&what, &got, want, tol);
+            }
         }
         set_streamed(true);
     }

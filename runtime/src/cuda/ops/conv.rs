@@ -113,21 +113,35 @@ pub(super) fn tile(dev: &CudaDevice, m: usize, n: usize) -> (usize, u32, &'stati
     }
 }
 
-/// Target resident weight-gradient blocks per SM (`MEDVAE_WGRAD_BLOCKS_PER_SM` overrides the
-/// default, for tuning on a new card).
-fn wgrad_blocks_per_sm() -> usize {
-    static PER_SM: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// Resident weight-gradient blocks per SM forced by `MEDVAE_WGRAD_BLOCKS_PER_SM` (1–64; for
+/// tuning on a new card), else `None`.
+fn wgrad_blocks_per_sm() -> Option<usize> {
+    static PER_SM: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     *PER_SM.get_or_init(|| {
         std::env::var("MEDVAE_WGRAD_BLOCKS_PER_SM")
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|&v: &usize| (1..=64).contains(&v))
-            .unwrap_or(WGRAD_BLOCKS_PER_SM)
     })
 }
 
-/// Default of [`wgrad_blocks_per_sm`]. Was 2 until measured on an H200 (docs/BENCHMARKS.md).
+/// Weight-gradient block tile forced by `MEDVAE_WGRAD_TILE=128x128` or `64x64` (for tuning on
+/// a new card), else `None`.
+fn wgrad_tile() -> Option<(usize, u32, &'static str)> {
+    static FORCED: std::sync::OnceLock<Option<(usize, u32, &'static str)>> =
+        std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| match std::env::var("MEDVAE_WGRAD_TILE").as_deref() {
+        Ok("128x128") => Some((128, 256, "128x128")),
+        Ok("64x64") => Some((64, 128, "64x64")),
+        _ => None,
+    })
+}
+
+/// Default blocks per SM of the staged weight-gradient kernels. Was 2 until measured on an
+/// H200 (docs/BENCHMARKS.md).
 const WGRAD_BLOCKS_PER_SM: usize = 32;
+/// The same for the streamed kernels (H100 sweep of 4, 8 and 32, docs/BENCHMARKS.md).
+const WGRAD_BLOCKS_PER_SM_STREAMED: usize = 8;
 
 /// Each `(name, buffer, f32 needed)` must be large enough.
 fn check_all(operands: &[(&'static str, &DeviceBuffer, usize)]) -> CudaResult<()> {
@@ -158,7 +172,9 @@ pub fn conv_forward(
         check_f32(KERNEL, "bias", b, g.cout)?;
     }
     if prec == ConvPrecision::Bf16 && conv_bf16::applies(g) {
-        return conv_bf16::forward(dev, g, cg, x, w, bias, y, beta);
+        let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
+        let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
+        return conv_bf16::forward(dev, g, cg, &xh, &wh, bias, y, beta);
     }
     let mut a = Args::new();
     a.push(cg).buf(x).buf(w).opt(bias).buf(y).push(beta);
@@ -185,12 +201,106 @@ pub fn conv_backward_data(
     dx: &DeviceBuffer,
     beta: f32,
 ) -> CudaResult<()> {
+    conv_backward(
+        dev,
+        g,
+        prec,
+        None,
+        Some(w),
+        dy,
+        Some((dx, beta)),
+        None,
+        None,
+    )
+}
+
+/// `dw += x^T dy` and, when given, `dbias += sum over pixels of dy` (parameter gradients
+/// accumulate, as on the CPU).
+pub fn conv_backward_weight(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    prec: ConvPrecision,
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dw: &DeviceBuffer,
+    dbias: Option<&DeviceBuffer>,
+) -> CudaResult<()> {
+    conv_backward(dev, g, prec, Some(x), None, dy, None, Some(dw), dbias)
+}
+
+/// The gradients of a convolution in one call: `dx = conv^T(dy, w) + beta * dx` when `dx` is
+/// given (then `w` is needed), `dw += x^T dy` when `dw` is (then `x` is), `dbias += Σ dy` when
+/// `dbias` is. On the streamed BF16 path dy is rounded to bf16 once for both GEMMs.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    prec: ConvPrecision,
+    x: Option<&DeviceBuffer>,
+    w: Option<&DeviceBuffer>,
+    dy: &DeviceBuffer,
+    dx: Option<(&DeviceBuffer, f32)>,
+    dw: Option<&DeviceBuffer>,
+    dbias: Option<&DeviceBuffer>,
+) -> CudaResult<()> {
     let cg = ConvGeom::from_geometry(g)?;
-    check_all(&[
-        ("dy", dy, g.output_len()),
-        ("w", w, g.weight_len()),
-        ("dx", dx, g.input_len()),
-    ])?;
+    check_all(&[("dy", dy, g.output_len())])?;
+    let dx = match (dx, w) {
+        (Some((dx, beta)), Some(w)) => {
+            check_all(&[("w", w, g.weight_len()), ("dx", dx, g.input_len())])?;
+            Some((dx, w, beta))
+        }
+        (Some(_), None) => {
+            return Err(geometry(KERNEL, "the data gradient needs the weights w"));
+        }
+        (None, _) => None,
+    };
+    let x = match (dw, x) {
+        (Some(dw), Some(x)) => {
+            check_all(&[("x", x, g.input_len()), ("dw", dw, g.weight_len())])?;
+            Some(x)
+        }
+        (Some(_), None) => {
+            return Err(geometry(KERNEL, "the weight gradient needs the input x"));
+        }
+        (None, _) => None,
+    };
+    if let Some(b) = dbias {
+        check_f32(KERNEL, "dbias", b, g.cout)?;
+    }
+    // Streamed BF16: round dy once (x and w as needed), then the bf16-operand kernels.
+    let gemms = dx.is_some() || x.is_some();
+    let dyh = if gemms && prec == ConvPrecision::Bf16 && conv_bf16::applies(g) {
+        Some(conv_bf16::to_bf16(dev, dy, g.output_len())?)
+    } else {
+        None
+    };
+    if let Some((dx, w, beta)) = dx {
+        data_gradient(dev, g, cg, prec, dy, dyh.as_ref(), w, dx, beta)?;
+    }
+    if let (Some(x), Some(dw)) = (x, dw) {
+        weight_gradient(dev, g, cg, prec, x, dy, dyh.as_ref(), dw)?;
+    }
+    if let Some(db) = dbias {
+        let pixels = g.output_len() / g.cout;
+        super::loss::reduce_cols_acc(dev, dy, pixels, g.cout, db)?;
+    }
+    Ok(())
+}
+
+/// The data gradient (buffers checked); `dyh` is dy in bf16 on the streamed path.
+#[allow(clippy::too_many_arguments)]
+fn data_gradient(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    prec: ConvPrecision,
+    dy: &DeviceBuffer,
+    dyh: Option<&DeviceBuffer>,
+    w: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
     if prec != ConvPrecision::Fp32 {
         if let Some(gt) = transposed_geometry(g) {
             // Stride 1: a forward convolution of dy with flipped, transposed weights (the
@@ -208,7 +318,18 @@ pub fn conv_backward_data(
                     "conv_weight_flip_transpose",
                     grid_1d(dev, g.weight_len()),
                 )?;
-            return conv_forward(dev, &gt, prec, dy, &wt, None, dx, beta);
+            return match dyh {
+                Some(dyh) => {
+                    let wth = conv_bf16::to_bf16(dev, &wt, g.weight_len())?;
+                    let cgt = ConvGeom::from_geometry(&gt)?;
+                    conv_bf16::forward(dev, &gt, cgt, dyh, &wth, None, dx, beta)
+                }
+                None => conv_forward(dev, &gt, prec, dy, &wt, None, dx, beta),
+            };
+        }
+        if let Some(dyh) = dyh {
+            let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
+            return conv_bf16::backward_data(dev, g, cg, dyh, &wh, dx, beta);
         }
     }
     let mut a = Args::new();
@@ -250,75 +371,107 @@ fn transposed_geometry(g: &ConvGeometry) -> Option<ConvGeometry> {
     (gt.out_spatial() == g.in_spatial).then_some(gt)
 }
 
-/// `dw += x^T dy` and, when given, `dbias += sum over pixels of dy` (parameter gradients
-/// accumulate, as on the CPU).
-pub fn conv_backward_weight(
+/// How a weight-gradient GEMM (taps·Cin × Cout over the pixels) is cut: the block tile, and
+/// the pixel reduction split across gridDim.z (splits add into dw atomically).
+pub(super) struct WgradPlan {
+    pub(super) edge: usize,
+    pub(super) threads: u32,
+    pub(super) name: &'static str,
+    pub(super) grid: (u32, u32),
+    pub(super) splits: usize,
+    pub(super) per_split: usize,
+}
+
+/// The split keeps `blocks_per_sm` blocks per SM with at least 8 k-tiles (of 32 pixels) per
+/// split: the GEMMs are tall and thin (~10⁵–10⁶ pixels), and without splits a few dozen blocks
+/// would run the whole reduction.
+fn wgrad_plan(dev: &CudaDevice, g: &ConvGeometry, streamed: bool) -> CudaResult<WgradPlan> {
+    // (The staged and the streamed BF16 kernels share the k-tile: conv_bf16::BK.)
+    const _: () = assert!(conv_bf16::BK == 32);
+    let m = g.weight_len() / g.cout;
+    // Measured on an H100 (docs/BENCHMARKS.md): the streamed kernels are fastest with 128x128
+    // tiles and 8 blocks per SM, the staged ones with the forward rule and 32.
+    let (default_tile, default_per_sm) = if streamed && g.cout > 64 {
+        ((128, 256, "128x128"), WGRAD_BLOCKS_PER_SM_STREAMED)
+    } else if streamed {
+        ((64, 128, "64x64"), WGRAD_BLOCKS_PER_SM_STREAMED)
+    } else {
+        (tile(dev, m, g.cout), WGRAD_BLOCKS_PER_SM)
+    };
+    let (edge, threads, name) = wgrad_tile().unwrap_or(default_tile);
+    let (gm, gn) = (m.div_ceil(edge), g.cout.div_ceil(edge));
+    let pixels = g.output_len() / g.cout;
+    let kt = pixels.div_ceil(conv_bf16::BK).max(1);
+    let per_sm = wgrad_blocks_per_sm().unwrap_or(default_per_sm);
+    let want = (per_sm * dev.sm_count() as usize).div_ceil(gm * gn).max(1);
+    let splits = want.min(kt.div_ceil(8)).max(1);
+    let per_split = kt.div_ceil(splits);
+    let splits = kt.div_ceil(per_split);
+    if splits > 65535 {
+        return Err(geometry(
+            KERNEL,
+            format!("{splits} weight-gradient splits exceed the grid limit"),
+        ));
+    }
+    Ok(WgradPlan {
+        edge,
+        threads,
+        name,
+        grid: (gm as u32, gn as u32),
+        splits,
+        per_split,
+    })
+}
+
+/// The weight gradient (buffers checked); `dyh` is dy in bf16 on the streamed path.
+#[allow(clippy::too_many_arguments)]
+fn weight_gradient(
     dev: &CudaDevice,
     g: &ConvGeometry,
+    cg: ConvGeom,
     prec: ConvPrecision,
     x: &DeviceBuffer,
     dy: &DeviceBuffer,
+    dyh: Option<&DeviceBuffer>,
     dw: &DeviceBuffer,
-    dbias: Option<&DeviceBuffer>,
 ) -> CudaResult<()> {
-    let cg = ConvGeom::from_geometry(g)?;
-    check_all(&[
-        ("x", x, g.input_len()),
-        ("dy", dy, g.output_len()),
-        ("dw", dw, g.weight_len()),
-    ])?;
-    if let Some(b) = dbias {
-        check_f32(KERNEL, "dbias", b, g.cout)?;
-    }
-    let pixels = g.output_len() / g.cout;
     if prec == ConvPrecision::Fp32 {
         let mut a = Args::new();
         a.push(cg).buf(x).buf(dy).buf(dw);
-        a.launch(dev, "conv_direct_wgrad", grid_1d(dev, g.weight_len()))?;
+        return a.launch(dev, "conv_direct_wgrad", grid_1d(dev, g.weight_len()));
+    }
+    let plan = wgrad_plan(dev, g, dyh.is_some())?;
+    if let Some(dyh) = dyh {
+        let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
+        return conv_bf16::backward_weight(dev, cg, &xh, dyh, dw, &plan);
+    }
+    // The staged kernels' k-tile: 32 pixels in BF16 (as above), 16 in TF32.
+    let plan = if prec.bk() == conv_bf16::BK {
+        plan
     } else {
-        let m = g.weight_len() / g.cout;
-        let (bm, threads, name) = tile(dev, m, g.cout);
-        let (gm, gn) = (m.div_ceil(bm), g.cout.div_ceil(bm));
-        // Split the pixel reduction (splits add into dw atomically) so that the grid holds
-        // `wgrad_blocks_per_sm()` blocks per SM, keeping at least 8 k-tiles per split. The
-        // weight-gradient GEMMs are tall and thin (taps·Cin × Cout over ~10⁵–10⁶ pixels):
-        // without enough splits a few dozen blocks run the whole reduction.
-        // (The staged and the streamed BF16 kernels share the k-tile: conv_bf16::BK.)
-        const _: () = assert!(conv_bf16::BK == 32);
-        let kt = pixels.div_ceil(prec.bk()).max(1);
-        let want = (wgrad_blocks_per_sm() * dev.sm_count() as usize)
-            .div_ceil(gm * gn)
-            .max(1);
-        let splits = want.min(kt.div_ceil(8)).max(1);
-        let per_split = kt.div_ceil(splits);
-        let splits = kt.div_ceil(per_split);
-        if splits > 65535 {
-            return Err(geometry(
-                KERNEL,
-                format!("{splits} weight-gradient splits exceed the grid limit"),
-            ));
+        let kt = (g.output_len() / g.cout).div_ceil(prec.bk()).max(1);
+        let per_split = kt.div_ceil(plan.splits);
+        WgradPlan {
+            splits: kt.div_ceil(per_split),
+            per_split,
+            ..plan
         }
-        if prec == ConvPrecision::Bf16 && conv_bf16::applies(g) {
-            let t = (bm, threads, name);
-            conv_bf16::backward_weight(dev, g, cg, x, dy, dw, t, (splits, per_split))?;
-        } else {
-            let mut a = Args::new();
-            a.push(cg)
-                .buf(x)
-                .buf(dy)
-                .buf(dw)
-                .push(i32_of(KERNEL, "tiles per split", per_split)?);
-            a.launch(
-                dev,
-                &format!("conv_wgrad_{}_{name}", prec.tag()),
-                cfg((gm as u32, gn as u32, splits as u32), (threads, 1, 1), 0),
-            )?;
-        }
-    }
-    if let Some(db) = dbias {
-        super::loss::reduce_cols_acc(dev, dy, pixels, g.cout, db)?;
-    }
-    Ok(())
+    };
+    let mut a = Args::new();
+    a.push(cg)
+        .buf(x)
+        .buf(dy)
+        .buf(dw)
+        .push(i32_of(KERNEL, "tiles per split", plan.per_split)?);
+    a.launch(
+        dev,
+        &format!("conv_wgrad_{}_{}", prec.tag(), plan.name),
+        cfg(
+            (plan.grid.0, plan.grid.1, plan.splits as u32),
+            (plan.threads, 1, 1),
+            0,
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! The rounding is the same round-to-nearest-even as the staged kernels' (`mv_f32_to_bf16`), so
 //! the two paths differ only in f32 summation order.
 
-use super::conv::{tile, ConvGeom};
+use super::conv::{tile, ConvGeom, WgradPlan};
 use super::{grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
@@ -46,21 +46,21 @@ pub fn set_streamed(on: bool) {
     MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// The streamed kernels take `g` (all channel counts multiples of 8).
+/// The streamed kernels take `g` (all channel counts multiples of 8) and are switched on.
 pub(super) fn applies(g: &ConvGeometry) -> bool {
     streamed() && g.cin.is_multiple_of(8) && g.cout.is_multiple_of(8)
 }
 
 /// `n` f32 of `src` rounded to a new bf16 buffer.
-fn to_bf16(dev: &CudaDevice, src: &DeviceBuffer, n: usize) -> CudaResult<DeviceBuffer> {
+pub(super) fn to_bf16(dev: &CudaDevice, src: &DeviceBuffer, n: usize) -> CudaResult<DeviceBuffer> {
     // Round the byte count up to a multiple of 16: the kernels' 16-byte runs never read past
     // the last element, but the pool hands out whole blocks anyway.
     let out = dev.alloc((2 * n).div_ceil(16) * 16)?;
-    Args::new()
-        .buf(src)
-        .buf(&out)
-        .push(n as i64)
-        .launch(dev, "cvt_f32_bf16", grid_1d(dev, n))?;
+    Args::new().buf(src).buf(&out).push(n as i64).launch(
+        dev,
+        "cvt_f32_bf16",
+        grid_1d(dev, n.div_ceil(4)),
+    )?;
     Ok(out)
 }
 
@@ -77,27 +77,26 @@ fn smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
     (STAGES * (t(a_kmajor) + t(b_kmajor)) * 2) as u32
 }
 
-/// `y = conv(x, w) + bias + beta * y` (the launcher `super::conv::conv_forward` has checked
-/// the buffers and the geometry).
+/// `y = conv(x, w) + bias + beta * y` from bf16 `xh`, `wh` (the launcher
+/// `super::conv::conv_forward` has checked the buffers and the geometry).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     dev: &CudaDevice,
     g: &ConvGeometry,
     cg: ConvGeom,
-    x: &DeviceBuffer,
-    w: &DeviceBuffer,
+    xh: &DeviceBuffer,
+    wh: &DeviceBuffer,
     bias: Option<&DeviceBuffer>,
     y: &DeviceBuffer,
     beta: f32,
 ) -> CudaResult<()> {
-    let xh = to_bf16(dev, x, g.input_len())?;
-    let wh = to_bf16(dev, w, g.weight_len())?;
     let m = g.output_len() / g.cout;
     let (edge, threads, name) = tile(dev, m, g.cout);
     let grid = (m.div_ceil(edge) as u32, g.cout.div_ceil(edge) as u32, 1);
     Args::new()
         .push(cg)
-        .buf(&xh)
-        .buf(&wh)
+        .buf(xh)
+        .buf(wh)
         .opt(bias)
         .buf(y)
         .push(beta)
@@ -108,37 +107,58 @@ pub(super) fn forward(
         )
 }
 
-/// `dw += x^T dy` with the block tile and the split of the pixel reduction (`splits` parts of
-/// `per_split` k-tiles of 32 pixels) that `super::conv::conv_backward_weight` chose.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn backward_weight(
+/// `dx = conv^T(dy, w) + beta * dx` from bf16 `dyh`, `wh`, by the data-gradient problem (for
+/// strided convolutions; stride 1 goes through [`forward`] with flipped weights).
+pub(super) fn backward_data(
     dev: &CudaDevice,
     g: &ConvGeometry,
     cg: ConvGeom,
-    x: &DeviceBuffer,
-    dy: &DeviceBuffer,
-    dw: &DeviceBuffer,
-    (edge, threads, name): (usize, u32, &'static str),
-    (splits, per_split): (usize, usize),
+    dyh: &DeviceBuffer,
+    wh: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    beta: f32,
 ) -> CudaResult<()> {
-    let xh = to_bf16(dev, x, g.input_len())?;
-    let dyh = to_bf16(dev, dy, g.output_len())?;
-    let m = g.weight_len() / g.cout;
-    let grid = (
-        m.div_ceil(edge) as u32,
-        g.cout.div_ceil(edge) as u32,
-        splits as u32,
-    );
+    let m = g.input_len() / g.cin;
+    let (edge, threads, name) = tile(dev, m, g.cin);
+    let grid = (m.div_ceil(edge) as u32, g.cin.div_ceil(edge) as u32, 1);
     Args::new()
         .push(cg)
-        .buf(&xh)
-        .buf(&dyh)
-        .buf(dw)
-        .push(i32_of(KERNEL, "tiles per split", per_split)?)
+        .buf(dyh)
+        .buf(wh)
+        .buf(dx)
+        .push(beta)
         .launch(
             dev,
-            &format!("conv_wgrad_bf16s_{name}"),
-            cfg(grid, (threads, 1, 1), smem_bytes(edge, false, false)),
+            &format!("conv_dgrad_bf16s_{name}"),
+            cfg(grid, (threads, 1, 1), smem_bytes(edge, true, true)),
+        )
+}
+
+/// `dw += x^T dy` from bf16 `xh`, `dyh`, with the block tile and the split of the pixel
+/// reduction that `super::conv` planned.
+pub(super) fn backward_weight(
+    dev: &CudaDevice,
+    cg: ConvGeom,
+    xh: &DeviceBuffer,
+    dyh: &DeviceBuffer,
+    dw: &DeviceBuffer,
+    plan: &WgradPlan,
+) -> CudaResult<()> {
+    let grid = (plan.grid.0, plan.grid.1, plan.splits as u32);
+    Args::new()
+        .push(cg)
+        .buf(xh)
+        .buf(dyh)
+        .buf(dw)
+        .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
+        .launch(
+            dev,
+            &format!("conv_wgrad_bf16s_{}", plan.name),
+            cfg(
+                grid,
+                (plan.threads, 1, 1),
+                smem_bytes(plan.edge, false, false),
+            ),
         )
 }
 
@@ -154,5 +174,6 @@ mod tests {
         assert_eq!(smem_bytes(64, true, false), 4 * (64 * 40 + 32 * 72) * 2);
         assert_eq!(smem_bytes(128, false, false), 4 * (32 * 136 * 2) * 2);
         assert_eq!(smem_bytes(64, false, false), 4 * (32 * 72 * 2) * 2);
+        assert_eq!(smem_bytes(128, true, true), 4 * (128 * 40 * 2) * 2);
     }
 }

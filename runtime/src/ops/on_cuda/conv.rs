@@ -3,7 +3,6 @@
 
 use super::{device_of, on};
 use crate::cuda::ops::conv as k;
-use crate::cuda::ops::loss::reduce_cols_acc;
 use crate::cuda::registry::precision;
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -40,69 +39,49 @@ pub(crate) fn conv_forward(
     Ok(y)
 }
 
-/// Weight and bias gradients, accumulated into `dw` / `db` (either may be absent).
-pub(crate) fn conv_backward_params(
-    op: &str,
-    g: &ConvGeometry,
-    x: &Tensor,
-    dy: &Tensor,
-    dw: Option<&mut Tensor>,
-    db: Option<&mut Tensor>,
-) -> Result<()> {
-    let dev = device_of(op, x)?;
-    match (dw, db) {
-        (Some(dw), db) => {
-            let dbias = match db {
-                Some(db) => Some(db.cuda_out(op)?),
-                None => None,
-            };
-            let dwb = dw.cuda_out(op)?;
-            on(
-                op,
-                k::conv_backward_weight(
-                    &dev,
-                    g,
-                    precision(),
-                    x.cuda(op)?.1,
-                    dy.cuda(op)?.1,
-                    dwb,
-                    dbias,
-                ),
-            )
-        }
-        (None, Some(db)) => {
-            // Bias gradient alone (frozen weight, trainable bias): column sums of dy.
-            let rows = dy.numel() / g.cout.max(1);
-            let dyb = dy.cuda(op)?.1;
-            on(
-                op,
-                reduce_cols_acc(&dev, dyb, rows, g.cout, db.cuda_out(op)?),
-            )
-        }
-        (None, None) => Ok(()),
-    }
-}
-
-/// `dx` of a convolution, as a new tensor of `x`'s shape.
-pub(crate) fn conv_backward_data(
+/// The gradients of a convolution in one call (so that the streamed BF16 path rounds dy once):
+/// `dx` as a new tensor of `x`'s shape when `need_dx`, weight and bias gradients accumulated
+/// into `dw` / `db` (either may be absent).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_backward(
     op: &str,
     g: &ConvGeometry,
     x: &Tensor,
     w: &Tensor,
     dy: &Tensor,
-) -> Result<Tensor> {
+    need_dx: bool,
+    dw: Option<&mut Tensor>,
+    db: Option<&mut Tensor>,
+) -> Result<Option<Tensor>> {
     let dev = device_of(op, x)?;
-    let dx = Tensor::cuda_uninit(&dev, x.shape())?;
+    let dx = match need_dx {
+        true => Some(Tensor::cuda_uninit(&dev, x.shape())?),
+        false => None,
+    };
+    let dxb = match &dx {
+        Some(t) => Some((t.cuda(op)?.1, 0.0)),
+        None => None,
+    };
+    let dwb = match dw {
+        Some(t) => Some(t.cuda_out(op)?),
+        None => None,
+    };
+    let dbb = match db {
+        Some(t) => Some(t.cuda_out(op)?),
+        None => None,
+    };
     on(
         op,
-        k::conv_backward_data(
+        k::conv_backward(
             &dev,
             g,
             precision(),
+            Some(x.cuda(op)?.1),
+            Some(w.cuda(op)?.1),
             dy.cuda(op)?.1,
-            w.cuda(op)?.1,
-            dx.cuda(op)?.1,
-            0.0,
+            dxb,
+            dwb,
+            dbb,
         ),
     )?;
     Ok(dx)
