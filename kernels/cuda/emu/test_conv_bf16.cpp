@@ -1,7 +1,10 @@
-// Emulator checks of conv_bf16.cu (the cp.async + ldmatrix pipeline on bf16 operands) against
-// naive double-precision convolutions of the bf16-rounded inputs: only the f32 summation order
+// Emulator checks of conv_bf16.cu and gemm_bf16.cu (the cp.async + ldmatrix pipeline on bf16
+// operands) against
+// naive double-precision convolutions and products of the bf16-rounded inputs: only the f32
+// summation order
 // differs, so the tolerance is tight (a wrong fragment, run or predicate is an O(1) error).
 #include "../conv_bf16.cu"
+#include "../gemm_bf16.cu"
 #include "check.h"
 
 struct Case {
@@ -80,8 +83,64 @@ static void test_cvt() {
     }
 }
 
+// C[b] = 0.5 op(A) op(B) + bias + 2 C for the three layouts, with leading dimensions wider
+// than the matrices and per-operand batch strides (0 broadcasts B in one case).
+static void test_gemm16() {
+    struct G { int m, n, k, batch, pad; bool share_b; };
+    const char* lay[] = {"nn", "nt", "tn"};
+    for (G t : {G{40, 48, 64, 2, 8, false}, G{136, 72, 40, 1, 0, false}, G{8, 264, 24, 3, 16, true}}) {
+        for (int l = 0; l < 3; ++l) {
+            const bool at = l == 2, bt = l == 1;
+            const int ar = at ? t.k : t.m, ac = at ? t.m : t.k, br = bt ? t.n : t.k, bc = bt ? t.k : t.n;
+            const int lda = ac + t.pad, ldb = bc + t.pad, ldc = t.n + t.pad;
+            const long long sa = (long long)ar * lda, sb = t.share_b ? 0 : (long long)br * ldb,
+                            sc = (long long)t.m * ldc;
+            auto a = chk::randn(sa * t.batch), b = chk::randn(t.share_b ? br * ldb : sb * t.batch);
+            auto bias = chk::randn(t.n), c0 = chk::randn(sc * t.batch);
+            std::vector<float> ar_, br_;
+            auto ah = to_bf16(a, ar_), bh = to_bf16(b, br_);
+            std::vector<double> ref(c0.begin(), c0.end());
+            for (int z = 0; z < t.batch; ++z)
+                for (int i = 0; i < t.m; ++i)
+                    for (int j = 0; j < t.n; ++j) {
+                        double acc = 0;
+                        for (int k = 0; k < t.k; ++k) {
+                            double av = at ? ar_[z * sa + (long long)k * lda + i] : ar_[z * sa + (long long)i * lda + k];
+                            double bv = bt ? br_[z * sb + (long long)j * ldb + k] : br_[z * sb + (long long)k * ldb + j];
+                            acc += av * bv;
+                        }
+                        const long long o = z * sc + (long long)i * ldc + j;
+                        ref[o] = 0.5 * acc + bias[j] + 2.0 * c0[o];
+                    }
+            GemmGeom16 g{t.m, t.n, t.k, lda, ldb, ldc, 0.5f, 2.0f, sa, sb, sc};
+            for (int v = 0; v < 2; ++v) {
+                const bool big = v == 0;
+                const int BM = big ? 128 : 64, NT = big ? 256 : 128;
+                dim3 grid((t.m + BM - 1) / BM, (t.n + BM - 1) / BM, t.batch);
+                auto c = c0;
+                size_t smem = 0;
+                auto run = [&](auto kern) { EMU_LAUNCH(kern, grid, dim3(NT), smem, g, ah.data(), bh.data(), bias.data(), c.data()); };
+                if (big) {
+                    if (l == 0) { smem = igemm_bf16_smem_bytes<128, 128, 4, GemmProb16<true, false>>(); run(gemm_bf16s_128x128_nn); }
+                    if (l == 1) { smem = igemm_bf16_smem_bytes<128, 128, 4, GemmProb16<true, true>>(); run(gemm_bf16s_128x128_nt); }
+                    if (l == 2) { smem = igemm_bf16_smem_bytes<128, 128, 4, GemmProb16<false, false>>(); run(gemm_bf16s_128x128_tn); }
+                } else {
+                    if (l == 0) { smem = igemm_bf16_smem_bytes<64, 64, 4, GemmProb16<true, false>>(); run(gemm_bf16s_64x64_nn); }
+                    if (l == 1) { smem = igemm_bf16_smem_bytes<64, 64, 4, GemmProb16<true, true>>(); run(gemm_bf16s_64x64_nt); }
+                    if (l == 2) { smem = igemm_bf16_smem_bytes<64, 64, 4, GemmProb16<false, false>>(); run(gemm_bf16s_64x64_tn); }
+                }
+                char tag[128];
+                snprintf(tag, sizeof tag, "gemm16 %s %dx%dx%d b%d ld+%d %s", lay[l], t.m, t.n, t.k, t.batch, t.pad,
+                         big ? "128x128" : "64x64");
+                chk::expect(tag, c, ref, 1e-5);
+            }
+        }
+    }
+}
+
 int main() {
     test_cvt();
+    test_gemm16();
     std::vector<Case> cases = {
         // n  id ih iw cin cout kd kh kw sd sh sw pdl phl pwl pdh phh pwh
         {2, 1, 7, 6, 8, 16, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},      // k3 s1 p1, one run of channels

@@ -366,13 +366,17 @@ static void test_resize_upsample_pool() {
     chk::expect("resample axis fwd", y, ry, 1e-6);
     chk::expect("resample axis bwd", dx, rdx, 1e-6);
     // nearest upsample 3D x2 and 2D (fd = 1)
-    for (int fd : {1, 2}) {
-        int N = 2, Dd = fd == 2 ? 2 : 1, H = 3, W = 4, C = 3;
+    for (int fd : {1, 2})
+    for (int C : {3, 40, 136}) {
+        int N = 2, Dd = fd == 2 ? 2 : 1, H = 3, W = 4;
         long long in_n = (long long)N * Dd * H * W * C, out_n = in_n * fd * 4;
         fvec ux = chk::randn(in_n), uy(out_n), udy = chk::randn(out_n), udx(in_n);
         EMU_LAUNCH(upsample_nearest_fwd, dim3(3), dim3(64), 0, ux.data(), uy.data(), N, Dd, H, W, C, fd, 2, 2);
-        EMU_LAUNCH(upsample_nearest_bwd, dim3(3), dim3(64), 0, udy.data(), udx.data(), N, Dd, H, W, C, fd, 2, 2, 0.0f);
+        fvec udx0 = chk::randn(in_n);
+        udx = udx0;
+        EMU_LAUNCH(upsample_nearest_bwd, dim3(3), dim3(64), 0, udy.data(), udx.data(), N, Dd, H, W, C, fd, 2, 2, 0.5f);
         dvec ruy(out_n), rudx(in_n, 0.0);
+        for (long long i = 0; i < in_n; ++i) rudx[i] = 0.5 * udx0[i];
         int OD = Dd * fd, OH = H * 2, OW = W * 2;
         for (int n = 0; n < N; ++n)
             for (int d = 0; d < OD; ++d)
@@ -384,8 +388,9 @@ static void test_resize_upsample_pool() {
                             ruy[o] = ux[i];
                             rudx[i] += udy[o];
                         }
-        chk::expect("upsample nearest fwd fd=" + std::to_string(fd), uy, ruy, 0);
-        chk::expect("upsample nearest bwd fd=" + std::to_string(fd), udx, rudx, 1e-6);
+        const std::string tag = "fd=" + std::to_string(fd) + " C=" + std::to_string(C);
+        chk::expect("upsample nearest fwd " + tag, uy, ruy, 0);
+        chk::expect("upsample nearest bwd (dx_beta 0.5) " + tag, udx, rudx, 1e-6);
     }
     // max pool 2x2 on odd sizes with ties
     int N = 2, H = 5, W = 7, C = 3;

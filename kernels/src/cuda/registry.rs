@@ -66,6 +66,17 @@ pub const HEADERS: &[KernelHeader] = &[
 /// Every kernel module.
 pub const SOURCES: &[KernelSource] = &[
     source!(
+        "gemm_bf16",
+        [
+            "gemm_bf16s_128x128_nn",
+            "gemm_bf16s_128x128_nt",
+            "gemm_bf16s_128x128_tn",
+            "gemm_bf16s_64x64_nn",
+            "gemm_bf16s_64x64_nt",
+            "gemm_bf16s_64x64_tn",
+        ]
+    ),
+    source!(
         "conv_bf16",
         [
             "cvt_f32_bf16",

@@ -53,15 +53,27 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
 
 /// `n` f32 of `src` rounded to a new bf16 buffer.
 pub(super) fn to_bf16(dev: &CudaDevice, src: &DeviceBuffer, n: usize) -> CudaResult<DeviceBuffer> {
+    to_bf16_at(dev, src.ptr(), n)
+}
+
+/// `n` f32 from device address `src` (inside a buffer the caller has checked) rounded to a new
+/// bf16 buffer.
+pub(super) fn to_bf16_at(dev: &CudaDevice, src: u64, n: usize) -> CudaResult<DeviceBuffer> {
     // Round the byte count up to a multiple of 16: the kernels' 16-byte runs never read past
     // the last element, but the pool hands out whole blocks anyway.
     let out = dev.alloc((2 * n).div_ceil(16) * 16)?;
-    Args::new().buf(src).buf(&out).push(n as i64).launch(
+    Args::new().push(src).buf(&out).push(n as i64).launch(
         dev,
         "cvt_f32_bf16",
         grid_1d(dev, n.div_ceil(4)),
     )?;
     Ok(out)
+}
+
+/// Dynamic shared memory of the streamed GEMM kernels (`gemm_bf16.cu`) for a block tile of
+/// `edge` and the operands' orientations.
+pub(super) fn gemm_smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
+    smem_bytes(edge, a_kmajor, b_kmajor)
 }
 
 /// Dynamic shared memory of one block: STAGES x (A tile + B tile) bf16, each tile `rows` by BK,

@@ -1,7 +1,8 @@
 //! Dense batched GEMM on tensor cores and the linear layer built on it (PyTorch weight layout
-//! `[out, in]`, as the CPU kernel).
+//! `[out, in]`, as the CPU kernel). BF16 products whose extents allow it run the streamed
+//! kernels of `gemm_bf16.cu` on operands rounded once (see [`super::conv_bf16`]).
 
-use super::{check_f32, i32_of, i64_of, Args};
+use super::{check_f32, conv_bf16, i32_of, i64_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::ops::conv::ConvPrecision;
@@ -76,6 +77,37 @@ impl<'a> MatRef<'a> {
     fn ptr(&self) -> u64 {
         self.buf.ptr() + 4 * self.offset as u64
     }
+    /// Elements from the first to one past the last of a `rows x cols` matrix per batch entry.
+    fn span(&self, rows: usize, cols: usize, batch: usize) -> usize {
+        if rows == 0 || cols == 0 || batch == 0 {
+            return 0;
+        }
+        (batch - 1) * self.batch_stride + (rows - 1) * self.ld + cols
+    }
+}
+
+/// The streamed kernels (`gemm_bf16.cu`) take the product: BF16 streaming is on and every run
+/// of eight elements along a contiguous side stays in its row (contiguous extents, leading
+/// dimensions and batch strides multiples of 8).
+fn streamable(
+    layout: GemmLayout,
+    (m, n, k): (usize, usize, usize),
+    a: &MatRef,
+    b: &MatRef,
+) -> bool {
+    let a_contig = if layout == GemmLayout::Tn { m } else { k };
+    let b_contig = if layout == GemmLayout::Nt { k } else { n };
+    conv_bf16::streamed()
+        && [
+            a_contig,
+            b_contig,
+            a.ld,
+            b.ld,
+            a.batch_stride,
+            b.batch_stride,
+        ]
+        .iter()
+        .all(|v| v.is_multiple_of(8))
 }
 
 /// `C[b] = alpha * op(A[b]) op(B[b]) + bias + beta * C[b]` for `b < batch`, on tensor cores
@@ -148,6 +180,27 @@ pub fn gemm(
         GemmLayout::Tn => "tn",
     };
     let grid = (m.div_ceil(bm) as u32, n.div_ceil(bm) as u32, batch as u32);
+    if prec == ConvPrecision::Bf16 && streamable(layout, (m, n, k), &a, &b) {
+        // Round each operand's span once; the bf16 copy starts at the operand's offset, so
+        // the same leading dimensions and batch strides address it.
+        let (ah, bh) = (
+            conv_bf16::to_bf16_at(dev, a.ptr(), a.span(ar, ac, batch))?,
+            conv_bf16::to_bf16_at(dev, b.ptr(), b.span(br, bc, batch))?,
+        );
+        let smem =
+            conv_bf16::gemm_smem_bytes(bm, layout != GemmLayout::Tn, layout == GemmLayout::Nt);
+        return Args::new()
+            .push(g)
+            .buf(&ah)
+            .buf(&bh)
+            .opt(bias)
+            .push(c.ptr())
+            .launch(
+                dev,
+                &format!("gemm_bf16s_{size}_{suffix}"),
+                cfg(grid, (threads, 1, 1), smem),
+            );
+    }
     Args::new()
         .push(g)
         .push(a.ptr())

@@ -1,0 +1,118 @@
+// gemm_bf16.cu — dense batched GEMM on bf16 operands: the cp.async-pipelined main loop of
+// medvae_igemm_bf16.cuh, for the products of gemm.cu whose extents allow 16-byte runs.
+//
+//   C[b] = alpha * op(A[b]) * op(B[b]) + bias[n] + beta * C[b]       b = blockIdx.z
+// with A and B already rounded to bf16 (cvt_f32_bf16 of conv_bf16.cu) and C in f32. Layouts as
+// in gemm.cu: nn A [M, K], B [K, N]; nt A [M, K], B [N, K]; tn A [K, M], B [K, N] (row-major,
+// leading dimensions lda, ldb, ldc; batch strides sa, sb, sc in elements). The launcher uses
+// these kernels only when every run of eight elements along a contiguous side stays inside
+// its row: the contiguous extents, the leading dimensions, the batch strides and the offsets
+// are multiples of 8.
+// Launch: grid (ceil(M/BM), ceil(N/BN), batch), block 256 (128x128) or 128 (64x64); dynamic
+// shared memory 4 stages x (A tile + B tile) x 2 bytes.
+#include "medvae_igemm_bf16.cuh"
+
+// Must match `GemmGeom` on the Rust side (#[repr(C)], 56 bytes), as in gemm.cu.
+struct GemmGeom16 {
+    int m, n, k;
+    int lda, ldb, ldc;
+    float alpha, beta;
+    mv_i64 sa, sb, sc;
+};
+
+template <bool AK, bool BK>
+struct GemmProb16 {
+    static constexpr bool A_KMAJOR = AK, B_KMAJOR = BK;
+    const mv_u16* a;
+    const mv_u16* b;
+    const float* bias;
+    float* c;
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+
+    // A run is (row, first column) of a row-major matrix: eight consecutive columns.
+    struct Run {
+        int row, col;
+    };
+    // A(m, k): k-major = a[m*lda + k..k+7]; else a[k*lda + m..m+7].
+    typedef Run AIter;
+    __device__ AIter a_iter(int fixed, int k) const { return AK ? Run{fixed, k} : Run{k, fixed}; }
+    __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
+        src = a;
+        const int rows = AK ? M : K, cols = AK ? K : M;
+        if (r.row >= rows || r.col >= cols) return false;
+        src = a + (mv_i64)r.row * lda + r.col;
+        return true;
+    }
+    __device__ void a_next(AIter& r) const {
+        if (AK) r.col += MV_BK16;
+        else r.row += MV_BK16;
+    }
+    // B(k, n): k-major = b[n*ldb + k..k+7]; else b[k*ldb + n..n+7].
+    typedef Run BIter;
+    __device__ BIter b_iter(int fixed, int k) const { return BK ? Run{fixed, k} : Run{k, fixed}; }
+    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
+        src = b;
+        const int rows = BK ? N : K, cols = BK ? K : N;
+        if (r.row >= rows || r.col >= cols) return false;
+        src = b + (mv_i64)r.row * ldb + r.col;
+        return true;
+    }
+    __device__ void b_next(BIter& r) const {
+        if (BK) r.col += MV_BK16;
+        else r.row += MV_BK16;
+    }
+    __device__ void store(int m, int n, float acc) const {
+        float* p = c + (mv_i64)m * ldc + n;
+        float r = alpha * acc;
+        if (bias) r += bias[n];
+        if (beta != 0.0f) r += beta * *p;
+        *p = r;
+    }
+};
+
+template <int BM, int BN, int WM, int WN, bool AK, bool BK>
+__device__ __forceinline__ void gemm16_impl(const GemmGeom16& g, const mv_u16* a, const mv_u16* b,
+                                            const float* bias, float* c) {
+    GemmProb16<AK, BK> pb;
+    const mv_i64 z = blockIdx.z;
+    pb.a = a + z * g.sa;
+    pb.b = b + z * g.sb;
+    pb.c = c + z * g.sc;
+    pb.bias = bias;
+    pb.M = g.m;
+    pb.N = g.n;
+    pb.K = g.k;
+    pb.lda = g.lda;
+    pb.ldb = g.ldb;
+    pb.ldc = g.ldc;
+    pb.alpha = g.alpha;
+    pb.beta = g.beta;
+    igemm_bf16_run<BM, BN, WM, WN, 4>(pb, 0, (g.k + MV_BK16 - 1) / MV_BK16);
+}
+
+// ------------------------------------------------------------------ entry points
+extern "C" __global__ void __launch_bounds__(256)
+    gemm_bf16s_128x128_nn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm16_impl<128, 128, 2, 4, true, false>(g, a, b, bias, c);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    gemm_bf16s_128x128_nt(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm16_impl<128, 128, 2, 4, true, true>(g, a, b, bias, c);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    gemm_bf16s_128x128_tn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm16_impl<128, 128, 2, 4, false, false>(g, a, b, bias, c);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    gemm_bf16s_64x64_nn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm16_impl<64, 64, 2, 2, true, false>(g, a, b, bias, c);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    gemm_bf16s_64x64_nt(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm16_impl<64, 64, 2, 2, true, true>(g, a, b, bias, c);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    gemm_bf16s_64x64_tn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm16_impl<64, 64, 2, 2, false, false>(g, a, b, bias, c);
+}
