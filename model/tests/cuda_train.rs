@@ -80,14 +80,29 @@ fn cuda_run_resumes_and_follows_the_cpu() {
     for (key, t) in files[0].iter() {
         let w = t.as_f32().expect("f32");
         for (other, name, tol) in [(&files[1], "resumed", 1e-4), (&files[2], "cpu", 1e-3)] {
-            // The attention key bias has a gradient of 0 in exact arithmetic (softmax ignores a
-            // per-row constant): each engine feeds Adam its own rounding noise, which Adam turns
-            // into ±lr moves, so CUDA and CPU legitimately part there (7.6e-3 on the H100).
-            // The resumed CUDA run must still match the uninterrupted one on it.
-            if name == "cpu" && key.ends_with(".k.bias") {
+            let o = other.get(key).and_then(|t| t.as_f32()).expect("same keys");
+            // Two kinds of parameter have a gradient of 0 in exact arithmetic here: the
+            // attention key bias (softmax ignores a per-row constant) and, in this tiny model
+            // (32 channels, 32 groups), every resblock's conv1 bias (it feeds a one-channel
+            // group norm, which removes any per-channel constant). Each engine feeds Adam its
+            // own rounding noise there, which Adam turns into moves of about ±lr a step, so CUDA
+            // and CPU legitimately part (7.6e-3 and 4.5e-2 relative on an H100). Against the
+            // CPU those are held to that bound instead; the resumed CUDA run must match the
+            // uninterrupted one on them as on everything else.
+            if name == "cpu" && (key.ends_with(".k.bias") || key.ends_with(".conv1.bias")) {
+                // (at most ~lr a step each way, at most one step a batch)
+                let bound = 2.0 * tiny_config("cuda").learning_rate() * batches.len() as f32;
+                let worst = w
+                    .iter()
+                    .zip(o)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    worst <= bound,
+                    "{key}: cuda vs cpu differ by {worst} > {bound}"
+                );
                 continue;
             }
-            let o = other.get(key).and_then(|t| t.as_f32()).expect("same keys");
             let e = rel_error(w, o);
             assert!(e < tol, "{key}: cuda vs {name} {e:.2e}");
         }
