@@ -6,6 +6,10 @@
 # Meant to finish in under 8 minutes (MEDVAE_GPU_CHECK_BUDGET seconds, default 450).
 #
 #   scripts/gpu-check.sh            on the GPU machine, from the repository root
+#   scripts/gpu-check.sh --quick    parity (kernels, model, stage 1, resume), conv timings and the
+#                                   BF16 step with its kernel profile only (~1 min): a check after
+#                                   a fix, when little device time is left (a cold start alone can
+#                                   take 2 minutes)
 #   scripts/gpu-check.sh --prepare  on a build machine (no GPU needed): build release binaries
 #                                   and precompile the kernels for sm_90 into
 #                                   target/gpu-prebuilt/, and fill .bench/ (baseline script,
@@ -76,6 +80,9 @@ if [ "${1:-}" = "--prepare" ]; then
   echo "  MEDVAE_GOLDEN=\$PWD/.bench/golden bash scripts/gpu-check.sh"
   exit 0
 fi
+
+QUICK=""
+[ "${1:-}" = "--quick" ] && QUICK=1
 
 # ------------------------------------------------------------------ bookkeeping
 OUT="${OUT:-$ROOT/out}"
@@ -214,6 +221,15 @@ if [ -n "$BIN" ]; then
   run_step lpips-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_lpips
   run_step stage1-parity 150 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
   run_step train-resume 90 bash -c "$MODEL_TEST" "$BIN" cuda_train
+fi
+if [ -n "$BIN" ] && [ -n "$QUICK" ]; then
+  run_step bench-kernels 60 "$BENCH_BIN" --batch 8 --reps 10 --only conv --json "$LOG/bench-kernels.json"
+  run_step ours-bf16 60 "$MEDVAE_BIN" bench --device cuda --precision bf16 \
+    --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd,stage1_step
+  run_step profile-bf16 60 env MEDVAE_CUDA_PROFILE=1 "$MEDVAE_BIN" bench --device cuda \
+    --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only stage1_step
+fi
+if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
 
   GOLDEN="${MEDVAE_GOLDEN:-}"
   for g in "$ROOT/shared/golden" "$ROOT/../shared/golden"; do
@@ -265,8 +281,8 @@ TORCH_SCRIPT=""
 for s in "$ROOT/.bench/torch_baseline.py" "$ROOT/shared/bench/torch_baseline.py" "$ROOT/../shared/bench/torch_baseline.py"; do
   [ -z "$TORCH_SCRIPT" ] && [ -f "$s" ] && TORCH_SCRIPT="$s"
 done
-if [ -n "${MEDVAE_SKIP_TORCH:-}" ]; then
-  record "torch-baseline" "SKIP" 0 "MEDVAE_SKIP_TORCH set"
+if [ -n "${MEDVAE_SKIP_TORCH:-}" ] || [ -n "$QUICK" ]; then
+  record "torch-baseline" "SKIP" 0 "MEDVAE_SKIP_TORCH set or --quick"
 elif ! command -v python3 >/dev/null 2>&1 || ! python3 -c "import torch" >/dev/null 2>&1; then
   record "torch-baseline" "N/A" 0 "python3 with torch not available"
 elif [ -z "$TORCH_SCRIPT" ]; then
