@@ -167,6 +167,19 @@ fn cases() -> Vec<(&'static str, ConvGeometry)> {
             ),
         ),
         (
+            "2d k3 s2 pad(0,1) 128->128 192^2 (128x128 tiles, strided data gradient)",
+            geom(
+                1,
+                [1, 192, 192],
+                128,
+                128,
+                [1, 3, 3],
+                [1, 2, 2],
+                [0, 0, 0],
+                [0, 1, 1],
+            ),
+        ),
+        (
             "2d k3 128->128 192^2 (128x128 tiles)",
             geom(
                 1,
@@ -318,6 +331,7 @@ fn linear_matches_cpu() {
         (2 * 197, 768, 768),
         (197, 768, 3072),
         (33, 17, 5),
+        (4096, 512, 2048), // enough tiles for the 128x128 kernels
     ] {
         let d = LinearDims {
             rows,
