@@ -12,6 +12,7 @@
 use crate::layer::Parameters;
 use medvae_runtime::checkpoint::{NamedTensor, StateDict};
 use medvae_runtime::ops::optim::{AdamSettings, AdamUpdate};
+use medvae_runtime::ops::reduce::count_non_finite_total;
 use medvae_runtime::{Result, RuntimeError, Tensor};
 use std::collections::BTreeMap;
 
@@ -62,12 +63,33 @@ impl Adam {
     /// multi-tensor launch; moments live on the parameter's device (restored state moves there
     /// on the first step).
     pub fn step(&mut self, model: &mut dyn Parameters, grad_scale: f32) -> Result<()> {
+        // Host gradients are checked one by one (no wait involved); device gradients together,
+        // one read-back per device (`count_non_finite_total`), and only when that finds
+        // something are they searched one by one for the name.
         let mut bad = None;
+        let mut on_devices = Vec::new();
         model.visit_params("", &mut |key, p| {
-            if bad.is_none() && p.grad.as_ref().is_some_and(|g| g.has_non_finite()) {
+            let Some(g) = p.grad.as_ref() else {
+                return;
+            };
+            if !g.device().is_cpu() {
+                // A clone of a device tensor shares its buffer (dropped below, before the update).
+                on_devices.push(g.clone());
+            } else if bad.is_none() && g.has_non_finite() {
                 bad = Some(key.to_string());
             }
         });
+        let devices_bad = bad.is_none()
+            && !on_devices.is_empty()
+            && count_non_finite_total(&on_devices).map_or(true, |c| c > 0);
+        drop(on_devices);
+        if devices_bad {
+            model.visit_params("", &mut |key, p| {
+                if bad.is_none() && p.grad.as_ref().is_some_and(|g| g.has_non_finite()) {
+                    bad = Some(key.to_string());
+                }
+            });
+        }
         if let Some(key) = bad {
             return Err(RuntimeError::Other(format!(
                 "non-finite gradient in `{key}`: the loss diverged (try a lower learning rate); \

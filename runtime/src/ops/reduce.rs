@@ -55,6 +55,33 @@ pub fn count_non_finite(x: &Tensor) -> Result<usize> {
     }
 }
 
+/// How many elements of all of `xs` together are NaN or infinite. On CUDA the counts of the
+/// tensors on one device accumulate on the device and are read back once (the finiteness check
+/// of every gradient before an optimiser step: one wait instead of one per parameter).
+pub fn count_non_finite_total(xs: &[Tensor]) -> Result<usize> {
+    let mut total = 0;
+    let mut by_device: Vec<(Device, Vec<&Tensor>)> = Vec::new();
+    for x in xs {
+        if x.device().is_cpu() {
+            total += count_non_finite(x)?;
+            continue;
+        }
+        match by_device.iter_mut().find(|(d, _)| *d == x.device()) {
+            Some((_, group)) => group.push(x),
+            None => by_device.push((x.device(), vec![x])),
+        }
+    }
+    #[cfg(feature = "cuda")]
+    for (_, group) in &by_device {
+        total += super::on_cuda::reduce::count_non_finite_total("count_non_finite_total", group)?;
+    }
+    #[cfg(not(feature = "cuda"))]
+    if let Some((d, _)) = by_device.first() {
+        super::cpu_only("count_non_finite_total", *d)?;
+    }
+    Ok(total)
+}
+
 /// A tensor of `shape` filled with `value`, on `device`.
 pub fn full(shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
@@ -80,6 +107,9 @@ mod tests {
         let bad = Tensor::from_vec(&[3], vec![f32::NAN, 1.0, f32::NEG_INFINITY]).unwrap();
         assert_eq!(count_non_finite(&bad).unwrap(), 2);
         assert!(abs_diff_sum(&a, &bad).is_err());
+        let total = count_non_finite_total(&[a.clone(), bad.clone(), bad]).unwrap();
+        assert_eq!(total, 4);
+        assert_eq!(count_non_finite_total(&[]).unwrap(), 0);
         let f = full(&[2, 3], 0.25, Device::Cpu).unwrap();
         assert_eq!(f.to_f32_vec(), vec![0.25; 6]);
     }

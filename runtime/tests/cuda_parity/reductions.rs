@@ -4,7 +4,9 @@
 use super::support::{assert_close, device, randn, rng};
 use medvae_runtime::ops::loss::{hinge_half_backward, hinge_half_forward};
 use medvae_runtime::ops::optim::{AdamSettings, AdamUpdate};
-use medvae_runtime::ops::reduce::{abs_diff_sum, count_non_finite, full, sum, sum_squares};
+use medvae_runtime::ops::reduce::{
+    abs_diff_sum, count_non_finite, count_non_finite_total, full, sum, sum_squares,
+};
 use medvae_runtime::{Device, Tensor};
 
 const GPU: Device = Device::Cuda(0);
@@ -56,6 +58,29 @@ fn sums_norms_and_finiteness_match_cpu() {
         assert_eq!(count_non_finite(&bad).unwrap(), want, "n{n}");
         assert!(bad.has_non_finite() && !ga.has_non_finite());
     }
+    // The batched count (one read-back for all device tensors), over device and host tensors.
+    let mut tensors = Vec::new();
+    let mut want = 0;
+    for (i, n) in [7usize, 1000, 300_007, 1].into_iter().enumerate() {
+        let (a, ga) = both(n, 40 + i as u64, 1.0);
+        tensors.push(ga);
+        tensors.push(a.clone());
+        let mut v = a.to_f32_vec();
+        for j in (0..n).step_by(997) {
+            v[j] = if j % 2 == 0 {
+                f32::NAN
+            } else {
+                f32::NEG_INFINITY
+            };
+            want += 2; // in the device copy and the host copy below
+        }
+        let bad = Tensor::from_vec(&[n], v).unwrap();
+        tensors.push(bad.to_device(GPU).unwrap());
+        tensors.push(bad);
+    }
+    assert_eq!(count_non_finite_total(&tensors).unwrap(), want);
+    let finite: Vec<Tensor> = tensors.iter().step_by(4).cloned().collect();
+    assert_eq!(count_non_finite_total(&finite).unwrap(), 0);
     let f = full(&[3, 5], -0.125, GPU).unwrap();
     assert_eq!(f.device(), GPU);
     assert_eq!(f.to_f32_vec(), vec![-0.125; 15]);

@@ -88,6 +88,20 @@ pub fn count_non_finite(
     two_pass(dev, "reduce_nonfinite_partial", &[x], n, out, 1.0, false)
 }
 
+/// `out[0] +=` how many elements of `x[..n]` are NaN or infinite (counts of several tensors
+/// add up; exact while the total stays below 2²⁴, and never 0 when any element is non-finite).
+pub fn count_non_finite_acc(
+    dev: &CudaDevice,
+    x: &DeviceBuffer,
+    n: usize,
+    out: &DeviceBuffer,
+) -> CudaResult<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    two_pass(dev, "reduce_nonfinite_partial", &[x], n, out, 1.0, true)
+}
+
 /// `out[0] = sum relu(1 + sign * x)` over `x[..n]`: one half of the hinge loss (sign −1 for the
 /// real logits, +1 for the fake ones), for a discriminator that runs the halves separately.
 pub fn hinge_half_forward(

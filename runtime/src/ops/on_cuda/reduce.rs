@@ -39,6 +39,31 @@ pub(crate) fn count_non_finite(op: &str, x: &Tensor) -> Result<usize> {
     Ok(c as usize)
 }
 
+/// The non-finite count of every tensor of `xs` (all on one device), accumulated on the device
+/// and read back once.
+pub(crate) fn count_non_finite_total(op: &str, xs: &[&Tensor]) -> Result<usize> {
+    let Some(first) = xs.first() else {
+        return Ok(0);
+    };
+    let dev = device_of(op, first)?;
+    let mut bufs = Vec::with_capacity(xs.len());
+    for x in xs {
+        let (d, b) = x.cuda(op)?;
+        if !std::sync::Arc::ptr_eq(d, &dev) {
+            return Err(crate::RuntimeError::Other(format!(
+                "{op}: tensors on different devices"
+            )));
+        }
+        bufs.push((b, x.numel()));
+    }
+    let c = read_scalar(op, &dev, |out| {
+        ew::fill(&dev, out, 1, 0.0)?;
+        bufs.iter()
+            .try_for_each(|(b, n)| lk::count_non_finite_acc(&dev, b, *n, out))
+    })?;
+    Ok(c as usize)
+}
+
 pub(crate) fn full(op: &str, shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
     let Device::Cuda(ordinal) = device else {
         return Err(crate::RuntimeError::Other(format!(
