@@ -16,8 +16,7 @@ pub struct BenchArgs {
     /// times encode and ae_fwd_bwd like torch_baseline.py).
     #[arg(value_parser = ["step"])]
     mode: Option<String>,
-    /// Device: cpu, cuda or cuda:N (3D stage-1 slicing runs on CUDA too, not yet verified on a
-    /// GPU).
+    /// Device: cpu, cuda or cuda:N (2D and 3D stage-1 steps both run on CUDA).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// CUDA convolution precision: fp32 (direct kernels), tf32 or bf16 (tensor cores, f32
