@@ -35,10 +35,6 @@ extern "C" __global__ void __launch_bounds__(256) cvt_f32_bf16(const float* x, m
     for (mv_i64 i = 4 * n4 + mv_global_tid(); i < n; i += mv_global_stride()) y[i] = mv_f32_to_bf16(x[i]);
 }
 
-__device__ __forceinline__ bool inside16(int d, int h, int w, const ConvGeom& g) {
-    return d >= 0 && d < g.id && h >= 0 && h < g.ih && w >= 0 && w < g.iw;
-}
-
 // Kernel tap counters advanced without division: (kd, kh, kw) and the flat tap index.
 struct TapCursor {
     int tap, kd, kh, kw;
@@ -65,14 +61,12 @@ struct TapCursor {
 struct PixelCursor {
     int p, n, od, oh, ow;
     __device__ void set(const ConvGeom& g, int q) {
+        const ConvPixel o = conv_out_pixel(g, q);
         p = q;
-        int t = q;
-        ow = t % g.ow;
-        t /= g.ow;
-        oh = t % g.oh;
-        t /= g.oh;
-        od = t % g.od;
-        n = t / g.od;
+        n = o.n;
+        od = o.d;
+        oh = o.h;
+        ow = o.w;
     }
     __device__ void advance(const ConvGeom& g, int by) {
         p += by;
@@ -112,12 +106,11 @@ struct FwdProb16 {
         r.base = -1;
         r.d0 = r.h0 = r.w0 = 0;
         if (m < M) {
-            PixelCursor c;
-            c.set(g, m);
-            r.base = (mv_i64)c.n * g.id * g.ih * g.iw;
-            r.d0 = c.od * g.sd - g.pd;
-            r.h0 = c.oh * g.sh - g.ph;
-            r.w0 = c.ow * g.sw - g.pw;
+            const ConvPixel o = conv_out_pixel(g, m);
+            r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
+            r.d0 = o.d * g.sd - g.pd;
+            r.h0 = o.h * g.sh - g.ph;
+            r.w0 = o.w * g.sw - g.pw;
         }
         r.t.set(g, k / g.cin);
         r.ci = k - r.t.tap * g.cin;
@@ -126,7 +119,7 @@ struct FwdProb16 {
     __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
         src = x;
         const int d = r.d0 + r.t.kd, h = r.h0 + r.t.kh, w_ = r.w0 + r.t.kw;
-        if (r.base < 0 || r.t.tap >= taps || !inside16(d, h, w_, g)) return false;
+        if (r.base < 0 || r.t.tap >= taps || !conv_inside(g, d, h, w_)) return false;
         src = x + (r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + r.ci;
         return true;
     }
@@ -150,11 +143,7 @@ struct FwdProb16 {
     }
     __device__ void b_next(BIter& r) const { r.k += MV_BK16; }
     __device__ void store(int m, int n, float acc) const {
-        float* p = y + (mv_i64)m * N + n;
-        float r = acc;
-        if (bias) r += bias[n];
-        if (beta != 0.0f) r += beta * *p;
-        *p = r;
+        mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
     }
 };
 
@@ -182,17 +171,11 @@ struct DgradProb16 {
         r.obase = -1;
         r.dp = r.hp = r.wp = 0;
         if (m < M) {
-            int q = m;
-            const int iw = q % g.iw;
-            q /= g.iw;
-            const int ih = q % g.ih;
-            q /= g.ih;
-            const int id = q % g.id;
-            const int n = q / g.id;
-            r.obase = (mv_i64)n * g.od * g.oh * g.ow;
-            r.dp = id + g.pd;
-            r.hp = ih + g.ph;
-            r.wp = iw + g.pw;
+            const ConvPixel i = conv_in_pixel(g, m);
+            r.obase = (mv_i64)i.n * g.od * g.oh * g.ow;
+            r.dp = i.d + g.pd;
+            r.hp = i.h + g.ph;
+            r.wp = i.w + g.pw;
         }
         r.t.set(g, k / g.cout);
         r.co = k - r.t.tap * g.cout;
@@ -200,13 +183,10 @@ struct DgradProb16 {
     }
     __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
         src = dy;
+        mv_i64 off;
         if (r.obase < 0 || r.t.tap >= taps) return false;
-        const int dd = r.dp - r.t.kd, hh = r.hp - r.t.kh, ww = r.wp - r.t.kw;
-        if (dd < 0 || hh < 0 || ww < 0) return false;
-        if (dd % g.sd || hh % g.sh || ww % g.sw) return false;
-        const int od = dd / g.sd, oh = hh / g.sh, ow = ww / g.sw;
-        if (od >= g.od || oh >= g.oh || ow >= g.ow) return false;
-        src = dy + (r.obase + ((mv_i64)od * g.oh + oh) * g.ow + ow) * g.cout + r.co;
+        if (!conv_out_of_in(g, r.obase, r.dp, r.hp, r.wp, r.t.kd, r.t.kh, r.t.kw, off)) return false;
+        src = dy + off * g.cout + r.co;
         return true;
     }
     __device__ void a_next(AIter& r) const {
@@ -242,10 +222,7 @@ struct DgradProb16 {
         }
     }
     __device__ void store(int m, int n, float acc) const {
-        float* p = dx + (mv_i64)m * N + n;
-        float r = acc;
-        if (beta != 0.0f) r += beta * *p;
-        *p = r;
+        mv_store_out(dx + (mv_i64)m * N + n, acc, nullptr, beta);
     }
 };
 
@@ -279,7 +256,7 @@ struct WgradProb16 {
         if (!it.row_ok || it.p.p >= K) return false;
         const int d = it.p.od * g.sd - g.pd + it.t.kd, h = it.p.oh * g.sh - g.ph + it.t.kh,
                   w_ = it.p.ow * g.sw - g.pw + it.t.kw;
-        if (!inside16(d, h, w_, g)) return false;
+        if (!conv_inside(g, d, h, w_)) return false;
         src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.ci;
         return true;
     }

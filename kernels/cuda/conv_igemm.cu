@@ -17,9 +17,6 @@
 #include "medvae_conv.cuh"
 #include "medvae_igemm.cuh"
 
-__device__ __forceinline__ bool inside(int d, int h, int w, int D, int H, int W) {
-    return d >= 0 && d < D && h >= 0 && h < H && w >= 0 && w < W;
-}
 
 // k = (tap, c) decoded for up to four consecutive k (only [0] when the run is vectorised).
 struct KDec {
@@ -68,17 +65,11 @@ struct FwdProb {
         r.d0 = r.h0 = r.w0 = 0;
         r.base = -1;
         if (m < M) {
-            int t = m;
-            const int ow = t % g.ow;
-            t /= g.ow;
-            const int oh = t % g.oh;
-            t /= g.oh;
-            const int od = t % g.od;
-            const int n = t / g.od;
-            r.base = (mv_i64)n * g.id * g.ih * g.iw;
-            r.d0 = od * g.sd - g.pd;
-            r.h0 = oh * g.sh - g.ph;
-            r.w0 = ow * g.sw - g.pw;
+            const ConvPixel o = conv_out_pixel(g, m);
+            r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
+            r.d0 = o.d * g.sd - g.pd;
+            r.h0 = o.h * g.sh - g.ph;
+            r.w0 = o.w * g.sw - g.pw;
         }
         return r;
     }
@@ -88,13 +79,13 @@ struct FwdProb {
         if (r.base < 0) return;
         if (vec_a) {
             const int d = r.d0 + kd.tap[0].kd, h = r.h0 + kd.tap[0].kh, w_ = r.w0 + kd.tap[0].kw;
-            if (kd.ok[0] && inside(d, h, w_, g.id, g.ih, g.iw))
+            if (kd.ok[0] && conv_inside(g, d, h, w_))
                 load4(x + ((r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + kd.c[0]), v);
         } else {
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 const int d = r.d0 + kd.tap[i].kd, h = r.h0 + kd.tap[i].kh, w_ = r.w0 + kd.tap[i].kw;
-                if (kd.ok[i] && inside(d, h, w_, g.id, g.ih, g.iw))
+                if (kd.ok[i] && conv_inside(g, d, h, w_))
                     v[i] = x[(r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + kd.c[i]];
             }
         }
@@ -115,11 +106,7 @@ struct FwdProb {
         }
     }
     __device__ void store(int m, int n, float acc) const {
-        float* p = y + (mv_i64)m * N + n;
-        float r = acc;
-        if (bias) r += bias[n];
-        if (beta != 0.0f) r += beta * *p;
-        *p = r;
+        mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
     }
 };
 
@@ -147,30 +134,18 @@ struct DgradProb {
         r.dp = r.hp = r.wp = 0;
         r.obase = -1;
         if (m < M) {
-            int t = m;
-            const int iw = t % g.iw;
-            t /= g.iw;
-            const int ih = t % g.ih;
-            t /= g.ih;
-            const int id = t % g.id;
-            const int n = t / g.id;
-            r.obase = (mv_i64)n * g.od * g.oh * g.ow;
-            r.dp = id + g.pd;
-            r.hp = ih + g.ph;
-            r.wp = iw + g.pw;
+            const ConvPixel i = conv_in_pixel(g, m);
+            r.obase = (mv_i64)i.n * g.od * g.oh * g.ow;
+            r.dp = i.d + g.pd;
+            r.hp = i.h + g.ph;
+            r.wp = i.w + g.pw;
         }
         return r;
     }
     __device__ AMov a_mov(int k) const { return decode_k(g, k, K, g.cout, vec_a); }
     // Output pixel that input pixel (dp-pad) meets through tap `t`, or false if none.
     __device__ __forceinline__ bool out_pos(const AFix& r, const ConvTap& t, mv_i64& off) const {
-        const int dd = r.dp - t.kd, hh = r.hp - t.kh, ww = r.wp - t.kw;
-        if (dd < 0 || hh < 0 || ww < 0) return false;
-        if (dd % g.sd || hh % g.sh || ww % g.sw) return false;
-        const int od = dd / g.sd, oh = hh / g.sh, ow = ww / g.sw;
-        if (od >= g.od || oh >= g.oh || ow >= g.ow) return false;
-        off = r.obase + ((mv_i64)od * g.oh + oh) * g.ow + ow;
-        return true;
+        return conv_out_of_in(g, r.obase, r.dp, r.hp, r.wp, t.kd, t.kh, t.kw, off);
     }
     __device__ void fetch_a(const AFix& r, const AMov& kd, float v[4]) const {
         zero4(v);
@@ -205,10 +180,7 @@ struct DgradProb {
         }
     }
     __device__ void store(int m, int n, float acc) const {
-        float* p = dx + (mv_i64)m * N + n;
-        float r = acc;
-        if (beta != 0.0f) r += beta * *p;
-        *p = r;
+        mv_store_out(dx + (mv_i64)m * N + n, acc, nullptr, beta);
     }
 };
 
@@ -236,17 +208,11 @@ struct WgradProb {
         r.d0 = r.h0 = r.w0 = 0;
         r.base = -1;
         if (p < K) {
-            int t = p;
-            const int ow = t % g.ow;
-            t /= g.ow;
-            const int oh = t % g.oh;
-            t /= g.oh;
-            const int od = t % g.od;
-            const int n = t / g.od;
-            r.base = (mv_i64)n * g.id * g.ih * g.iw;
-            r.d0 = od * g.sd - g.pd;
-            r.h0 = oh * g.sh - g.ph;
-            r.w0 = ow * g.sw - g.pw;
+            const ConvPixel o = conv_out_pixel(g, p);
+            r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
+            r.d0 = o.d * g.sd - g.pd;
+            r.h0 = o.h * g.sh - g.ph;
+            r.w0 = o.w * g.sw - g.pw;
         }
         return r;
     }
@@ -256,13 +222,13 @@ struct WgradProb {
         if (r.base < 0) return;
         if (vec_a) {
             const int d = r.d0 + kd.tap[0].kd, h = r.h0 + kd.tap[0].kh, w_ = r.w0 + kd.tap[0].kw;
-            if (kd.ok[0] && inside(d, h, w_, g.id, g.ih, g.iw))
+            if (kd.ok[0] && conv_inside(g, d, h, w_))
                 load4(x + ((r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + kd.c[0]), v);
         } else {
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 const int d = r.d0 + kd.tap[i].kd, h = r.h0 + kd.tap[i].kh, w_ = r.w0 + kd.tap[i].kw;
-                if (kd.ok[i] && inside(d, h, w_, g.id, g.ih, g.iw))
+                if (kd.ok[i] && conv_inside(g, d, h, w_))
                     v[i] = x[(r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + kd.c[i]];
             }
         }

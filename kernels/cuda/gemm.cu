@@ -9,15 +9,8 @@
 // bias (length N) may be null; C is not read when beta == 0. Each matrix has its own batch
 // stride (elements; 0 broadcasts one operand over the batch).
 // Launch: grid (ceil(M/BM), ceil(N/BN), batch), block 256 (128x128) or 128 (64x64).
+#include "medvae_gemm.cuh"
 #include "medvae_igemm.cuh"
-
-// Must match `GemmGeom` on the Rust side (#[repr(C)], 56 bytes).
-struct GemmGeom {
-    int m, n, k;
-    int lda, ldb, ldc;
-    float alpha, beta;
-    mv_i64 sa, sb, sc;
-};
 
 template <bool AK, bool BK>
 struct GemmProb {
@@ -65,11 +58,7 @@ struct GemmProb {
         else run(b, ldb, k, n, K, N, vec_b, v);
     }
     __device__ void store(int m, int n, float acc) const {
-        float* p = c + (mv_i64)m * ldc + n;
-        float r = alpha * acc;
-        if (bias) r += bias[n];
-        if (beta != 0.0f) r += beta * *p;
-        *p = r;
+        mv_store_out(c + (mv_i64)m * ldc + n, alpha * acc, bias ? bias + n : nullptr, beta);
     }
 };
 

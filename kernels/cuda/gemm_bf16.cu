@@ -10,15 +10,8 @@
 // are multiples of 8.
 // Launch: grid (ceil(M/BM), ceil(N/BN), batch), block 256 (128x128) or 128 (64x64); dynamic
 // shared memory 4 stages x (A tile + B tile) x 2 bytes.
+#include "medvae_gemm.cuh"
 #include "medvae_igemm_bf16.cuh"
-
-// Must match `GemmGeom` on the Rust side (#[repr(C)], 56 bytes), as in gemm.cu.
-struct GemmGeom16 {
-    int m, n, k;
-    int lda, ldb, ldc;
-    float alpha, beta;
-    mv_i64 sa, sb, sc;
-};
 
 template <bool AK, bool BK>
 struct GemmProb16 {
@@ -63,16 +56,12 @@ struct GemmProb16 {
         else r.row += MV_BK16;
     }
     __device__ void store(int m, int n, float acc) const {
-        float* p = c + (mv_i64)m * ldc + n;
-        float r = alpha * acc;
-        if (bias) r += bias[n];
-        if (beta != 0.0f) r += beta * *p;
-        *p = r;
+        mv_store_out(c + (mv_i64)m * ldc + n, alpha * acc, bias ? bias + n : nullptr, beta);
     }
 };
 
 template <int BM, int BN, int WM, int WN, bool AK, bool BK>
-__device__ __forceinline__ void gemm16_impl(const GemmGeom16& g, const mv_u16* a, const mv_u16* b,
+__device__ __forceinline__ void gemm16_impl(const GemmGeom& g, const mv_u16* a, const mv_u16* b,
                                             const float* bias, float* c) {
     GemmProb16<AK, BK> pb;
     const mv_i64 z = blockIdx.z;
@@ -93,26 +82,26 @@ __device__ __forceinline__ void gemm16_impl(const GemmGeom16& g, const mv_u16* a
 
 // ------------------------------------------------------------------ entry points
 extern "C" __global__ void __launch_bounds__(256)
-    gemm_bf16s_128x128_nn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm_bf16s_128x128_nn(GemmGeom g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
     gemm16_impl<128, 128, 2, 4, true, false>(g, a, b, bias, c);
 }
 extern "C" __global__ void __launch_bounds__(256)
-    gemm_bf16s_128x128_nt(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm_bf16s_128x128_nt(GemmGeom g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
     gemm16_impl<128, 128, 2, 4, true, true>(g, a, b, bias, c);
 }
 extern "C" __global__ void __launch_bounds__(256)
-    gemm_bf16s_128x128_tn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm_bf16s_128x128_tn(GemmGeom g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
     gemm16_impl<128, 128, 2, 4, false, false>(g, a, b, bias, c);
 }
 extern "C" __global__ void __launch_bounds__(128)
-    gemm_bf16s_64x64_nn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm_bf16s_64x64_nn(GemmGeom g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
     gemm16_impl<64, 64, 2, 2, true, false>(g, a, b, bias, c);
 }
 extern "C" __global__ void __launch_bounds__(128)
-    gemm_bf16s_64x64_nt(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm_bf16s_64x64_nt(GemmGeom g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
     gemm16_impl<64, 64, 2, 2, true, true>(g, a, b, bias, c);
 }
 extern "C" __global__ void __launch_bounds__(128)
-    gemm_bf16s_64x64_tn(GemmGeom16 g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
+    gemm_bf16s_64x64_tn(GemmGeom g, const mv_u16* a, const mv_u16* b, const float* bias, float* c) {
     gemm16_impl<64, 64, 2, 2, false, false>(g, a, b, bias, c);
 }

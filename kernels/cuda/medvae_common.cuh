@@ -214,6 +214,33 @@ __device__ __forceinline__ float mv_gscale(float scale, const float* gscale) { r
 // grad = g + beta * grad_old; the old value is not read when beta == 0 (it may be garbage).
 __device__ __forceinline__ void mv_store_grad(float* p, float g, float beta) { *p = beta != 0.0f ? g + beta * *p : g; }
 
+// A GEMM epilogue's output element: *p = acc (+ *bias_n) (+ beta * *p, not read when beta == 0).
+__device__ __forceinline__ void mv_store_out(float* p, float acc, const float* bias_n, float beta) {
+    float r = acc;
+    if (bias_n) r += *bias_n;
+    if (beta != 0.0f) r += beta * *p;
+    *p = r;
+}
+
+// The epilogue of an mma.sync warp tile of MT x NTL 16x8 accumulator tiles whose first element
+// is (row0, col0): element e of tile (i, j) sits at row lane/4 (+8 for e >= 2) and column
+// 2*(lane%4) + (e & 1) of its tile; `pb.store(m, n, v)` takes those inside [M, N).
+template <int MT, int NTL, class Prob>
+__device__ __forceinline__ void mv_mma_epilogue(const Prob& pb, const float (&acc)[MT][NTL][4], int row0, int col0,
+                                                int lane) {
+    const int lg = lane >> 2, lt = lane & 3;
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NTL; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int m = row0 + i * 16 + lg + (e >= 2 ? 8 : 0);
+                const int n = col0 + j * 8 + 2 * lt + (e & 1);
+                if (m < pb.M && n < pb.N) pb.store(m, n, acc[i][j][e]);
+            }
+}
+
 // ------------------------------------------------------------------ grid-stride helpers
 __device__ __forceinline__ mv_i64 mv_global_tid() { return (mv_i64)blockIdx.x * blockDim.x + threadIdx.x; }
 __device__ __forceinline__ mv_i64 mv_global_stride() { return (mv_i64)gridDim.x * blockDim.x; }

@@ -29,3 +29,49 @@ __device__ __forceinline__ ConvTap conv_tap(const ConvGeom& g, int tap) {
     t.kw = r - t.kh * g.kw;
     return t;
 }
+
+__device__ __forceinline__ bool conv_inside(const ConvGeom& g, int d, int h, int w) {
+    return d >= 0 && d < g.id && h >= 0 && h < g.ih && w >= 0 && w < g.iw;
+}
+
+// Output pixel m = ((n * OD + od) * OH + oh) * OW + ow, decoded.
+struct ConvPixel {
+    int n, d, h, w;
+};
+__device__ __forceinline__ ConvPixel conv_out_pixel(const ConvGeom& g, int m) {
+    ConvPixel p;
+    int t = m;
+    p.w = t % g.ow;
+    t /= g.ow;
+    p.h = t % g.oh;
+    t /= g.oh;
+    p.d = t % g.od;
+    p.n = t / g.od;
+    return p;
+}
+// Input pixel m = ((n * ID + id) * IH + ih) * IW + iw, decoded.
+__device__ __forceinline__ ConvPixel conv_in_pixel(const ConvGeom& g, int m) {
+    ConvPixel p;
+    int t = m;
+    p.w = t % g.iw;
+    t /= g.iw;
+    p.h = t % g.ih;
+    t /= g.ih;
+    p.d = t % g.id;
+    p.n = t / g.id;
+    return p;
+}
+
+// The output pixel (as an offset from obase, the sample's first output pixel) that the input
+// pixel at padded coordinates (dp, hp, wp) = input + pad_lo meets through tap (kd, kh, kw);
+// false where the strides do not divide or it falls outside the output.
+__device__ __forceinline__ bool conv_out_of_in(const ConvGeom& g, mv_i64 obase, int dp, int hp, int wp, int kd,
+                                               int kh, int kw, mv_i64& off) {
+    const int dd = dp - kd, hh = hp - kh, ww = wp - kw;
+    if (dd < 0 || hh < 0 || ww < 0) return false;
+    if (dd % g.sd || hh % g.sh || ww % g.sw) return false;
+    const int od = dd / g.sd, oh = hh / g.sh, ow = ww / g.sw;
+    if (od >= g.od || oh >= g.oh || ow >= g.ow) return false;
+    off = obase + ((mv_i64)od * g.oh + oh) * g.ow + ow;
+    return true;
+}

@@ -222,18 +222,7 @@ __device__ __forceinline__ void igemm_run(const Prob& pb, int kt_begin, int kt_e
         __syncthreads();
     }
 
-    // Epilogue: accumulator element e of tile (i, j) sits at row lg (+8 for e >= 2) and column
-    // 2*lt + (e & 1) of that 16x8 tile.
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int j = 0; j < NTL; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int m = m0 + wm + i * 16 + lg + (e >= 2 ? 8 : 0);
-                const int n = n0 + wn + j * 8 + 2 * lt + (e & 1);
-                if (m < pb.M && n < pb.N) pb.store(m, n, acc[i][j][e]);
-            }
+    mv_mma_epilogue<MT, NTL>(pb, acc, m0 + wm, n0 + wn, lane);
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) { return ((unsigned long long)p & 15ull) == 0; }

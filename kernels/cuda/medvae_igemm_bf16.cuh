@@ -167,17 +167,5 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
     }
     mv_cp_async_wait<0>();  // only empty groups remain; leave nothing in flight
 
-    // Epilogue: accumulator element e of tile (i, j) sits at row lane/4 (+8 for e >= 2) and
-    // column 2*(lane%4) + (e & 1) of that 16x8 tile.
-    const int lg = lane >> 2, lt = lane & 3;
-#pragma unroll
-    for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-        for (int nj = 0; nj < NTL; ++nj)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int m = m0 + wm + mi * 16 + lg + (e >= 2 ? 8 : 0);
-                const int n = n0 + wn + nj * 8 + 2 * lt + (e & 1);
-                if (m < pb.M && n < pb.N) pb.store(m, n, acc[mi][nj][e]);
-            }
+    mv_mma_epilogue<MT, NTL>(pb, acc, m0 + wm, n0 + wn, lane);
 }

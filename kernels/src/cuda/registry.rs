@@ -59,6 +59,7 @@ pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_common.cuh"),
     header!("medvae_conv.cuh"),
     header!("medvae_igemm.cuh"),
+    header!("medvae_gemm.cuh"),
     header!("medvae_igemm_bf16.cuh"),
     header!("medvae_attention.cuh"),
 ];

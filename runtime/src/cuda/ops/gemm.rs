@@ -11,7 +11,7 @@ use medvae_kernels::cpu::linear::LinearDims;
 
 const KERNEL: &str = "cuda gemm";
 
-/// `GemmGeom` of `kernels/cuda/gemm.cu`, field for field.
+/// `GemmGeom` of `kernels/cuda/medvae_gemm.cuh`, field for field.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct GemmGeom {

@@ -1,0 +1,52 @@
+// conv_ref.h — the convolution cases and the double-precision reference shared by the emulator
+// checks of conv_igemm.cu / conv_direct.cu (test_conv.cpp) and conv_bf16.cu (test_conv_bf16.cpp).
+#pragma once
+#include <vector>
+
+#include "../medvae_conv.cuh"
+
+struct Case {
+    int n, id, ih, iw, cin, cout, kd, kh, kw, sd, sh, sw, pdl, phl, pwl, pdh, phh, pwh;
+};
+
+static ConvGeom geom(const Case& c) {
+    ConvGeom g;
+    g.n = c.n; g.id = c.id; g.ih = c.ih; g.iw = c.iw; g.cin = c.cin; g.cout = c.cout;
+    g.kd = c.kd; g.kh = c.kh; g.kw = c.kw; g.sd = c.sd; g.sh = c.sh; g.sw = c.sw;
+    g.pd = c.pdl; g.ph = c.phl; g.pw = c.pwl;
+    g.od = (c.id + c.pdl + c.pdh - c.kd) / c.sd + 1;
+    g.oh = (c.ih + c.phl + c.phh - c.kh) / c.sh + 1;
+    g.ow = (c.iw + c.pwl + c.pwh - c.kw) / c.sw + 1;
+    return g;
+}
+
+// y = conv(x, w) + bias (double); dx, dw for upstream dy.
+static void reference(const ConvGeom& g, const std::vector<float>& x, const std::vector<float>& w,
+                      const std::vector<float>& b, const std::vector<float>& dy, std::vector<double>& y,
+                      std::vector<double>& dx, std::vector<double>& dw) {
+    y.assign((size_t)g.n * g.od * g.oh * g.ow * g.cout, 0.0);
+    dx.assign(x.size(), 0.0);
+    dw.assign(w.size(), 0.0);
+    for (int n = 0; n < g.n; ++n)
+        for (int od = 0; od < g.od; ++od)
+            for (int oh = 0; oh < g.oh; ++oh)
+                for (int ow = 0; ow < g.ow; ++ow) {
+                    size_t o = ((((size_t)n * g.od + od) * g.oh + oh) * g.ow + ow) * g.cout;
+                    for (int co = 0; co < g.cout; ++co) y[o + co] = b.empty() ? 0.0 : b[co];
+                    for (int kd = 0; kd < g.kd; ++kd)
+                        for (int kh = 0; kh < g.kh; ++kh)
+                            for (int kw = 0; kw < g.kw; ++kw) {
+                                int d = od * g.sd - g.pd + kd, h = oh * g.sh - g.ph + kh, ww = ow * g.sw - g.pw + kw;
+                                if (d < 0 || d >= g.id || h < 0 || h >= g.ih || ww < 0 || ww >= g.iw) continue;
+                                size_t xi = ((((size_t)n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
+                                size_t tap = ((size_t)kd * g.kh + kh) * g.kw + kw;
+                                for (int ci = 0; ci < g.cin; ++ci)
+                                    for (int co = 0; co < g.cout; ++co) {
+                                        size_t wi = (tap * g.cin + ci) * g.cout + co;
+                                        y[o + co] += (double)x[xi + ci] * w[wi];
+                                        dx[xi + ci] += (double)dy[o + co] * w[wi];
+                                        dw[wi] += (double)x[xi + ci] * dy[o + co];
+                                    }
+                            }
+                }
+}
