@@ -3,6 +3,7 @@
 #include "../conv_direct.cu"
 #include "../conv_igemm.cu"
 #include "../gemm.cu"
+#include "../gemm_f32.cu"
 #include "check.h"
 #include "conv_ref.h"
 
@@ -30,6 +31,15 @@ static void test_gemm() {
                         ref[z * sc + (long long)i * ldc + j] = 0.5 * acc + bias[j] + 2.0 * c0[z * sc + (long long)i * ldc + j];
                     }
             GemmGeom g{t.m, t.n, t.k, lda, ldb, ldc, 0.5f, 2.0f, sa, sb, sc};
+            {  // the f32 SIMT kernels (FP32 precision), against the unrounded product
+                dim3 grid((t.m + 63) / 64, (t.n + 63) / 64, t.batch);
+                auto c = c0;
+                auto run = [&](auto kern) { EMU_LAUNCH(kern, grid, dim3(256), 0, g, a.data(), b.data(), bias.data(), c.data()); };
+                run(l == 0 ? gemm_f32_nn : l == 1 ? gemm_f32_nt : gemm_f32_tn);
+                char tag[128];
+                snprintf(tag, sizeof tag, "gemm %s %dx%dx%d b%d f32", lay[l], t.m, t.n, t.k, t.batch);
+                chk::expect(tag, c, ref, 1e-6);
+            }
             for (int v = 0; v < 4; ++v) {
                 const bool big = v % 2 == 0;
                 const int BM = big ? 128 : 64, NT = big ? 256 : 128;

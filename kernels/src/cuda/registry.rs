@@ -66,6 +66,7 @@ pub const HEADERS: &[KernelHeader] = &[
 
 /// Every kernel module.
 pub const SOURCES: &[KernelSource] = &[
+    source!("gemm_f32", ["gemm_f32_nn", "gemm_f32_nt", "gemm_f32_tn"]),
     source!(
         "gemm_bf16",
         [

@@ -135,8 +135,9 @@ impl Trainer {
             Some(state) => ModelConfig::from_state_dict_shapes(&state.shapes())?,
             None => config.model_config()?,
         };
-        // Stage 1 (2D and 3D) runs on CUDA; stage 2's BiomedCLIP tower needs linear and
-        // resize, which have no CUDA kernels yet.
+        // Stage 1 (2D and 3D) runs on CUDA; stage 2's BiomedCLIP tower still rearranges its
+        // tokens on the host (patch rows, head split and merge, class and position tokens),
+        // although its linear layers and the resize now have CUDA ops.
         if !device.is_cpu() && config.stage2 {
             return Err(RuntimeError::Other(format!(
                 "device `{}`: CUDA training covers stage 1 (2D and 3D) so far; the BiomedCLIP \

@@ -44,6 +44,8 @@ const CUDA_OPS: &[&str] = &[
     "softmax_lastdim",
     "batch_norm",
     "hinge_loss",
+    "linear",
+    "resize",
 ];
 
 fn run_op(case: &GoldenCase, op: &str) -> Result<Option<Produced>> {

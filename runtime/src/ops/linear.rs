@@ -32,15 +32,21 @@ fn dims(op: &str, x: &Tensor, w: &Tensor) -> Result<LinearDims> {
 /// `y = x·Wᵀ + b` over the last dimension of `x`.
 pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "linear_forward";
-    cpu_only(OP, common_device(OP, &[x, w])?)?;
+    let dev = common_device(OP, &[x, w])?;
     let d = dims(OP, x, w)?;
     if let Some(b) = b {
         b.expect_shape(OP, "bias", &[d.out_features])?;
+        common_device(OP, &[x, b])?;
     }
     let mut shape = x.shape().to_vec();
     if let Some(last) = shape.last_mut() {
         *last = d.out_features;
     }
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::linear::linear_forward(OP, &d, x, w, b, &shape);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&shape);
     let bias = match b {
         Some(b) => Some(b.f32s(OP)?),
@@ -60,7 +66,7 @@ pub fn linear_backward(
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
     const OP: &str = "linear_backward";
-    cpu_only(OP, common_device(OP, &[x, w, dy])?)?;
+    let dev = common_device(OP, &[x, w, dy])?;
     let d = dims(OP, x, w)?;
     if dy.numel() != d.rows * d.out_features {
         return Err(RuntimeError::shape(
@@ -68,6 +74,17 @@ pub fn linear_backward(
             format!("dy {:?} does not match x {:?}", dy.shape(), x.shape()),
         ));
     }
+    if let Some(t) = &dw {
+        t.expect_shape(OP, "dweight", w.shape())?;
+    }
+    if let Some(t) = &db {
+        t.expect_shape(OP, "dbias", &[d.out_features])?;
+    }
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::linear::linear_backward(OP, &d, x, w, dy, need_dx, dw, db);
+    }
+    cpu_only(OP, dev)?;
     let mut dx = if need_dx {
         Some(Tensor::uninit(x.shape()))
     } else {

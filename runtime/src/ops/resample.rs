@@ -153,9 +153,15 @@ fn resize_dims(op: &str, x_shape: &[usize]) -> Result<(usize, [usize; 2], usize)
 /// Bicubic antialiased resize of a `[N, H, W, C]` tensor to `out_hw`.
 pub fn resize_bicubic_aa_forward(x: &Tensor, out_hw: [usize; 2]) -> Result<Tensor> {
     const OP: &str = "resize_forward";
-    cpu_only(OP, common_device(OP, &[x])?)?;
+    let dev = common_device(OP, &[x])?;
     let (n, in_hw, c) = resize_dims(OP, x.shape())?;
     let plan = ResizePlan::bicubic_aa(in_hw, out_hw)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        let y_shape = [n, out_hw[0], out_hw[1], c];
+        return super::on_cuda::linear::resize_forward_op(OP, &plan, (n, c), x, &y_shape);
+    }
+    cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&[n, out_hw[0], out_hw[1], c]);
     resize::resize_forward(&plan, n, c, x.f32s(OP)?, y.f32s_mut(OP)?)?;
     Ok(y)
@@ -164,10 +170,15 @@ pub fn resize_bicubic_aa_forward(x: &Tensor, out_hw: [usize; 2]) -> Result<Tenso
 /// Backward of the resize (the transposed linear map) to the input shape `x_shape`.
 pub fn resize_bicubic_aa_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tensor> {
     const OP: &str = "resize_backward";
-    cpu_only(OP, common_device(OP, &[dy])?)?;
+    let dev = common_device(OP, &[dy])?;
     let (n, in_hw, c) = resize_dims(OP, x_shape)?;
     let (_, out_hw, _) = resize_dims(OP, dy.shape())?;
     let plan = ResizePlan::bicubic_aa(in_hw, out_hw)?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::linear::resize_backward_op(OP, &plan, (n, c), dy, x_shape);
+    }
+    cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x_shape);
     resize::resize_backward(&plan, n, c, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
     Ok(dx)

@@ -356,8 +356,10 @@ fn linear_matches_cpu() {
         };
         linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
-        // BF16 streamed (gemm_bf16.cu, where the extents are multiples of 8) and staged.
+        // FP32 (gemm_f32.cu), TF32, BF16 streamed (gemm_bf16.cu, where the extents are
+        // multiples of 8) and staged.
         for (prec, streamed, tol) in [
+            (ConvPrecision::Fp32, false, 1e-5),
             (ConvPrecision::Tf32, false, 5e-3),
             (ConvPrecision::Bf16, true, 3e-2),
             (ConvPrecision::Bf16, false, 3e-2),

@@ -9,6 +9,7 @@
 
 mod attention;
 mod conv;
+mod linear_resize;
 mod misc;
 mod norm;
 mod perceptual;

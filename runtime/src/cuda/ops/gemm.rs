@@ -110,9 +110,9 @@ fn streamable(
         .all(|v| v.is_multiple_of(8))
 }
 
-/// `C[b] = alpha * op(A[b]) op(B[b]) + bias + beta * C[b]` for `b < batch`, on tensor cores
-/// (`prec` TF32 or BF16; Fp32 is refused: there is no SIMT GEMM). `C` is `[M, N]` and is not
-/// read when `beta == 0`; `bias` has N entries.
+/// `C[b] = alpha * op(A[b]) op(B[b]) + bias + beta * C[b]` for `b < batch`: on tensor cores for
+/// TF32 and BF16, on the CUDA cores in plain f32 for Fp32 (`gemm_f32.cu`). `C` is `[M, N]` and
+/// is not read when `beta == 0`; `bias` has N entries.
 pub fn gemm(
     dev: &CudaDevice,
     prec: ConvPrecision,
@@ -128,12 +128,7 @@ pub fn gemm(
     let tag = match prec {
         ConvPrecision::Tf32 => "tf32",
         ConvPrecision::Bf16 => "bf16",
-        ConvPrecision::Fp32 => {
-            return Err(geometry(
-                KERNEL,
-                "GEMM runs on tensor cores only (tf32 or bf16)",
-            ))
-        }
+        ConvPrecision::Fp32 => "f32",
     };
     let (ar, ac) = if layout == GemmLayout::Tn {
         (k, m)
@@ -180,6 +175,21 @@ pub fn gemm(
         GemmLayout::Tn => "tn",
     };
     let grid = (m.div_ceil(bm) as u32, n.div_ceil(bm) as u32, batch as u32);
+    if prec == ConvPrecision::Fp32 {
+        // 64x64 tiles of 256 threads whatever the size (no tensor-core tile choice).
+        let grid = (m.div_ceil(64) as u32, n.div_ceil(64) as u32, batch as u32);
+        return Args::new()
+            .push(g)
+            .push(a.ptr())
+            .push(b.ptr())
+            .opt(bias)
+            .push(c.ptr())
+            .launch(
+                dev,
+                &format!("gemm_f32_{suffix}"),
+                cfg(grid, (256, 1, 1), 0),
+            );
+    }
     if prec == ConvPrecision::Bf16 && streamable(layout, (m, n, k), &a, &b) {
         // Round each operand's span once; the bf16 copy starts at the operand's offset, so
         // the same leading dimensions and batch strides address it.

@@ -6,6 +6,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod conv;
+pub(crate) mod linear;
 pub(crate) mod loss;
 pub(crate) mod norm;
 pub(crate) mod optim;
