@@ -255,6 +255,9 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     run_step "ours-$prec" 120 "$MEDVAE_BIN" bench --device cuda --precision "$prec" \
       --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd,stage1_step
   done
+  # The same BF16 step with the older staged kernels, for the streamed/staged ratio of this run.
+  run_step ours-bf16-staged 60 env MEDVAE_CONV_BF16=staged "$MEDVAE_BIN" bench --device cuda \
+    --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
   # The bundled quickstart finetune (200 steps, generator and discriminator) on CUDA and on the
   # CPU: the validation numbers must agree to rounding.
   # Run folders (checkpoints) stay out of $OUT: only logs come back.
@@ -332,6 +335,7 @@ fi
     [ -f "$LOG/$f.log" ] && echo "-- $f: $(grep -E '^epoch' "$LOG/$f.log" | tail -n 1 | cut -c1-200)"
   done
   [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
+  [ -f "$LOG/ours-bf16-staged.log" ] && echo "-- ours  bf16 staged kernels (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-staged.log" | tr '\n' ' ')"
   if [ -f "$LOG/profile-bf16.log" ]; then
     echo "-- kernel profile, bf16 stage1_step (serialised) --"
     grep -A12 "kernel profile" "$LOG/profile-bf16.log"
