@@ -7,6 +7,7 @@ use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::ops::conv::ConvPrecision;
 use crate::cuda::{CudaDevice, DeviceBuffer};
+use cudarc::driver::LaunchConfig;
 use medvae_kernels::cpu::linear::LinearDims;
 
 const KERNEL: &str = "cuda gemm";
@@ -175,20 +176,22 @@ pub fn gemm(
         GemmLayout::Tn => "tn",
     };
     let grid = (m.div_ceil(bm) as u32, n.div_ceil(bm) as u32, batch as u32);
+    // Every variant takes (geometry, A, B, bias, C) with A and B as device addresses.
+    let c_ptr = c.ptr();
+    let launch = |a_ptr: u64, b_ptr: u64, entry: String, c: LaunchConfig| {
+        Args::new()
+            .push(g)
+            .push(a_ptr)
+            .push(b_ptr)
+            .opt(bias)
+            .push(c_ptr)
+            .launch(dev, &entry, c)
+    };
     if prec == ConvPrecision::Fp32 {
         // 64x64 tiles of 256 threads whatever the size (no tensor-core tile choice).
         let grid = (m.div_ceil(64) as u32, n.div_ceil(64) as u32, batch as u32);
-        return Args::new()
-            .push(g)
-            .push(a.ptr())
-            .push(b.ptr())
-            .opt(bias)
-            .push(c.ptr())
-            .launch(
-                dev,
-                &format!("gemm_f32_{suffix}"),
-                cfg(grid, (256, 1, 1), 0),
-            );
+        let entry = format!("gemm_f32_{suffix}");
+        return launch(a.ptr(), b.ptr(), entry, cfg(grid, (256, 1, 1), 0));
     }
     if prec == ConvPrecision::Bf16 && streamable(layout, (m, n, k), &a, &b) {
         // Round each operand's span once; the bf16 copy starts at the operand's offset, so
@@ -199,29 +202,11 @@ pub fn gemm(
         );
         let smem =
             conv_bf16::gemm_smem_bytes(bm, layout != GemmLayout::Tn, layout == GemmLayout::Nt);
-        return Args::new()
-            .push(g)
-            .buf(&ah)
-            .buf(&bh)
-            .opt(bias)
-            .push(c.ptr())
-            .launch(
-                dev,
-                &format!("gemm_bf16s_{size}_{suffix}"),
-                cfg(grid, (threads, 1, 1), smem),
-            );
+        let entry = format!("gemm_bf16s_{size}_{suffix}");
+        return launch(ah.ptr(), bh.ptr(), entry, cfg(grid, (threads, 1, 1), smem));
     }
-    Args::new()
-        .push(g)
-        .push(a.ptr())
-        .push(b.ptr())
-        .opt(bias)
-        .push(c.ptr())
-        .launch(
-            dev,
-            &format!("gemm_{tag}_{size}_{suffix}"),
-            cfg(grid, (threads, 1, 1), 0),
-        )
+    let entry = format!("gemm_{tag}_{size}_{suffix}");
+    launch(a.ptr(), b.ptr(), entry, cfg(grid, (threads, 1, 1), 0))
 }
 
 /// `y = x W^T + b`: x `[rows, in]`, W `[out, in]`, y `[rows, out]` (overwritten).

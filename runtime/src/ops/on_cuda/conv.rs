@@ -1,7 +1,7 @@
 //! Convolution on CUDA: implicit-GEMM kernels in the precision set by
 //! `crate::cuda::registry::set_precision` (FP32 direct kernels by default).
 
-use super::{device_of, on};
+use super::{backward_outputs, device_of, on};
 use crate::cuda::ops::conv as k;
 use crate::cuda::registry::precision;
 use crate::error::Result;
@@ -54,20 +54,9 @@ pub(crate) fn conv_backward(
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
     let dev = device_of(op, x)?;
-    let dx = match need_dx {
-        true => Some(Tensor::cuda_uninit(&dev, x.shape())?),
-        false => None,
-    };
+    let (dx, dwb, dbb) = backward_outputs(op, &dev, x.shape(), need_dx, dw, db)?;
     let dxb = match &dx {
         Some(t) => Some((t.cuda(op)?.1, 0.0)),
-        None => None,
-    };
-    let dwb = match dw {
-        Some(t) => Some(t.cuda_out(op)?),
-        None => None,
-    };
-    let dbb = match db {
-        Some(t) => Some(t.cuda_out(op)?),
         None => None,
     };
     on(

@@ -2,7 +2,7 @@
 //! `crate::cuda::registry::set_precision` (plain f32 kernels at the default FP32), and the
 //! separable resampling passes with their weight tables uploaded per call.
 
-use super::{device_of, on};
+use super::{backward_outputs, device_of, on};
 use crate::cuda::ops::gemm as k;
 use crate::cuda::ops::sample::{resize_backward, resize_forward, GpuResizePlan};
 use crate::cuda::registry::precision;
@@ -47,20 +47,9 @@ pub(crate) fn linear_backward(
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
     let dev = device_of(op, x)?;
-    let dx = match need_dx {
-        true => Some(Tensor::cuda_uninit(&dev, x.shape())?),
-        false => None,
-    };
+    let (dx, dwb, dbb) = backward_outputs(op, &dev, x.shape(), need_dx, dw, db)?;
     let dxb = match &dx {
         Some(t) => Some(t.cuda(op)?.1),
-        None => None,
-    };
-    let dwb = match dw {
-        Some(t) => Some(t.cuda_out(op)?),
-        None => None,
-    };
-    let dbb = match db {
-        Some(t) => Some(t.cuda_out(op)?),
         None => None,
     };
     let (xb, wb, dyb) = (x.cuda(op)?.1, w.cuda(op)?.1, dy.cuda(op)?.1);

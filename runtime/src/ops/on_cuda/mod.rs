@@ -17,7 +17,7 @@ pub(crate) mod reshape;
 pub(crate) mod slices;
 pub(crate) mod softmax;
 
-use crate::cuda::{CudaDevice, CudaError};
+use crate::cuda::{CudaDevice, CudaError, DeviceBuffer};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use crate::tensor_cuda::cuda_error;
@@ -45,4 +45,33 @@ pub(crate) fn read_scalar(
     let mut v = [0f32];
     on(op, dev.download(&out, &mut v))?;
     Ok(v[0] as f64)
+}
+
+/// What a layer backward writes: a new input gradient of `shape` (when `need_dx`), and the
+/// device buffers of the parameter gradients it accumulates into (either may be absent).
+pub(crate) fn backward_outputs<'a>(
+    op: &str,
+    dev: &Arc<CudaDevice>,
+    shape: &[usize],
+    need_dx: bool,
+    dw: Option<&'a mut Tensor>,
+    db: Option<&'a mut Tensor>,
+) -> Result<(
+    Option<Tensor>,
+    Option<&'a DeviceBuffer>,
+    Option<&'a DeviceBuffer>,
+)> {
+    let dx = match need_dx {
+        true => Some(Tensor::cuda_uninit(dev, shape)?),
+        false => None,
+    };
+    let dwb = match dw {
+        Some(t) => Some(t.cuda_out(op)?),
+        None => None,
+    };
+    let dbb = match db {
+        Some(t) => Some(t.cuda_out(op)?),
+        None => None,
+    };
+    Ok((dx, dwb, dbb))
 }
