@@ -26,7 +26,7 @@ const STAGES: usize = 4;
 // 0: not yet read from the environment, 1: streamed kernels, 2: staged kernels only.
 static MODE: AtomicU8 = AtomicU8::new(0);
 
-/// Whether BF16 convolutions use the streamed kernels where they apply. On by default;
+/// Whether BF16 convolutions and GEMMs use the streamed kernels where they apply. On by default;
 /// `MEDVAE_CONV_BF16=staged` in the environment, or [`set_streamed`], turns them off (to compare
 /// the two on one card).
 pub fn streamed() -> bool {
