@@ -93,10 +93,10 @@ impl ConvPrecision {
             ConvPrecision::Bf16 => "bf16",
         }
     }
-    /// k-tile of the implicit GEMM.
+    /// k-tile of the implicit GEMM (the streamed BF16 kernels share it: conv_bf16::BK).
     fn bk(self) -> usize {
         match self {
-            ConvPrecision::Bf16 => 32,
+            ConvPrecision::Bf16 => conv_bf16::BK,
             _ => 16,
         }
     }
@@ -105,8 +105,13 @@ impl ConvPrecision {
 /// Block tile: 128x128 (256 threads) when there are enough tiles to fill the device, else
 /// 64x64 (128 threads).
 pub(super) fn tile(dev: &CudaDevice, m: usize, n: usize) -> (usize, u32, &'static str) {
+    tile_for(dev.sm_count() as usize, m, n)
+}
+
+/// [`tile`] for a device of `sm_count` multiprocessors.
+fn tile_for(sm_count: usize, m: usize, n: usize) -> (usize, u32, &'static str) {
     let big_blocks = m.div_ceil(128) * n.div_ceil(128);
-    if n > 64 && big_blocks >= 2 * dev.sm_count() as usize {
+    if n > 64 && big_blocks >= 2 * sm_count {
         (128, 256, "128x128")
     } else {
         (64, 128, "64x64")
@@ -382,12 +387,28 @@ pub(super) struct WgradPlan {
     pub(super) per_split: usize,
 }
 
-/// The split keeps `blocks_per_sm` blocks per SM with at least 8 k-tiles (of 32 pixels) per
-/// split: the GEMMs are tall and thin (~10⁵–10⁶ pixels), and without splits a few dozen blocks
-/// would run the whole reduction.
-fn wgrad_plan(dev: &CudaDevice, g: &ConvGeometry, streamed: bool) -> CudaResult<WgradPlan> {
-    // (The staged and the streamed BF16 kernels share the k-tile: conv_bf16::BK.)
-    const _: () = assert!(conv_bf16::BK == 32);
+/// The plan for `g` on `dev` with the k-tile of `prec`'s kernels (the streamed ones when
+/// `streamed`), honouring `MEDVAE_WGRAD_TILE` / `MEDVAE_WGRAD_BLOCKS_PER_SM`.
+fn wgrad_plan(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    prec: ConvPrecision,
+    streamed: bool,
+) -> CudaResult<WgradPlan> {
+    let forced = (wgrad_tile(), wgrad_blocks_per_sm());
+    plan_weight_gradient(dev.sm_count() as usize, g, prec.bk(), streamed, forced)
+}
+
+/// The split keeps `blocks_per_sm` blocks per SM with at least 8 k-tiles (of `k_tile` pixels)
+/// per split: the GEMMs are tall and thin (~10⁵–10⁶ pixels), and without splits a few dozen
+/// blocks would run the whole reduction.
+fn plan_weight_gradient(
+    sm_count: usize,
+    g: &ConvGeometry,
+    k_tile: usize,
+    streamed: bool,
+    (forced_tile, forced_per_sm): (Option<(usize, u32, &'static str)>, Option<usize>),
+) -> CudaResult<WgradPlan> {
     let m = g.weight_len() / g.cout;
     // Measured on an H100 (docs/BENCHMARKS.md): the streamed kernels are fastest with 128x128
     // tiles and 8 blocks per SM, the staged ones with the forward rule and 32.
@@ -396,14 +417,14 @@ fn wgrad_plan(dev: &CudaDevice, g: &ConvGeometry, streamed: bool) -> CudaResult<
     } else if streamed {
         ((64, 128, "64x64"), WGRAD_BLOCKS_PER_SM_STREAMED)
     } else {
-        (tile(dev, m, g.cout), WGRAD_BLOCKS_PER_SM)
+        (tile_for(sm_count, m, g.cout), WGRAD_BLOCKS_PER_SM)
     };
-    let (edge, threads, name) = wgrad_tile().unwrap_or(default_tile);
+    let (edge, threads, name) = forced_tile.unwrap_or(default_tile);
     let (gm, gn) = (m.div_ceil(edge), g.cout.div_ceil(edge));
     let pixels = g.output_len() / g.cout;
-    let kt = pixels.div_ceil(conv_bf16::BK).max(1);
-    let per_sm = wgrad_blocks_per_sm().unwrap_or(default_per_sm);
-    let want = (per_sm * dev.sm_count() as usize).div_ceil(gm * gn).max(1);
+    let kt = pixels.div_ceil(k_tile).max(1);
+    let per_sm = forced_per_sm.unwrap_or(default_per_sm);
+    let want = (per_sm * sm_count).div_ceil(gm * gn).max(1);
     let splits = want.min(kt.div_ceil(8)).max(1);
     let per_split = kt.div_ceil(splits);
     let splits = kt.div_ceil(per_split);
@@ -440,23 +461,11 @@ fn weight_gradient(
         a.push(cg).buf(x).buf(dy).buf(dw);
         return a.launch(dev, "conv_direct_wgrad", grid_1d(dev, g.weight_len()));
     }
-    let plan = wgrad_plan(dev, g, dyh.is_some())?;
+    let plan = wgrad_plan(dev, g, prec, dyh.is_some())?;
     if let Some(dyh) = dyh {
         let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
         return conv_bf16::backward_weight(dev, cg, &xh, dyh, dw, &plan);
     }
-    // The staged kernels' k-tile: 32 pixels in BF16 (as above), 16 in TF32.
-    let plan = if prec.bk() == conv_bf16::BK {
-        plan
-    } else {
-        let kt = (g.output_len() / g.cout).div_ceil(prec.bk()).max(1);
-        let per_split = kt.div_ceil(plan.splits);
-        WgradPlan {
-            splits: kt.div_ceil(per_split),
-            per_split,
-            ..plan
-        }
-    };
     let mut a = Args::new();
     a.push(cg)
         .buf(x)
@@ -478,6 +487,49 @@ fn weight_gradient(
 mod tests {
     use super::*;
     use medvae_kernels::cpu::conv::{conv_backward_data, conv_forward};
+
+    /// Every weight-gradient plan covers every k-tile of pixels exactly once (the splits tile
+    /// the range, the last one possibly short), its grid covers the whole taps·Cin × Cout
+    /// matrix, and a split gets at least 8 k-tiles where there are that many.
+    #[test]
+    fn weight_gradient_plans_cover_the_reduction() {
+        let shapes = [
+            ConvGeometry::conv2d(8, [256, 256], 128, 128, 3, 1, 1),
+            ConvGeometry::conv2d(8, [256, 256], 1, 128, 3, 1, 1),
+            ConvGeometry::conv2d(2, [7, 5], 16, 24, 4, 2, 1),
+            ConvGeometry::conv2d(1, [1, 1], 8, 8, 1, 1, 0),
+            ConvGeometry::conv3d(1, [64, 64, 64], 64, 64, 3, 1, 1),
+            ConvGeometry::conv2d(64, [512, 512], 512, 3, 3, 1, 1),
+        ];
+        for g in &shapes {
+            for (k_tile, streamed) in [(16, false), (32, false), (32, true)] {
+                for sm_count in [1, 132] {
+                    let p = plan_weight_gradient(sm_count, g, k_tile, streamed, (None, None))
+                        .expect("plan");
+                    let kt = (g.output_len() / g.cout).div_ceil(k_tile).max(1);
+                    let what = format!("{g:?} k-tile {k_tile} streamed {streamed} SMs {sm_count}");
+                    assert!(p.splits >= 1 && p.per_split >= 1, "{what}");
+                    assert!(p.splits * p.per_split >= kt, "{what}: k-tiles left out");
+                    assert!((p.splits - 1) * p.per_split < kt, "{what}: an empty split");
+                    assert!(p.per_split >= kt.min(8), "{what}: splits too thin");
+                    let m = g.weight_len() / g.cout;
+                    assert!(p.grid.0 as usize * p.edge >= m, "{what}: rows left out");
+                    assert!(
+                        p.grid.1 as usize * p.edge >= g.cout,
+                        "{what}: columns left out"
+                    );
+                    assert_eq!(p.threads as usize, 2 * p.edge, "{what}: tile and block");
+                }
+            }
+        }
+        // Forced settings are taken as given; an impossible grid is an error, not a panic.
+        let g = &shapes[0];
+        let p = plan_weight_gradient(132, g, 32, true, (Some((64, 128, "64x64")), Some(4)))
+            .expect("plan");
+        assert_eq!((p.edge, p.name), (64, "64x64"));
+        let huge = plan_weight_gradient(1 << 26, g, 32, true, (None, Some(64)));
+        assert!(huge.is_err() || huge.unwrap().splits <= 65535);
+    }
 
     /// The host twin of `conv_weight_flip_transpose` (same index formula as the kernel).
     fn flip_transpose(w: &[f64], taps: usize, cin: usize, cout: usize) -> Vec<f64> {
