@@ -35,23 +35,30 @@ extern "C" __global__ void __launch_bounds__(256) cvt_f32_bf16(const float* x, m
     for (mv_i64 i = 4 * n4 + mv_global_tid(); i < n; i += mv_global_stride()) y[i] = mv_f32_to_bf16(x[i]);
 }
 
-// Kernel tap counters advanced without division: (kd, kh, kw) and the flat tap index.
-struct TapCursor {
-    int tap, kd, kh, kw;
-    __device__ void set(const ConvGeom& g, int t) {
-        const ConvTap c = conv_tap(g, t);
-        tap = t;
-        kd = c.kd;
-        kh = c.kh;
-        kw = c.kw;
+// A GEMM k index over (tap, channel), k = tap * channels + c with c contiguous, kept as the
+// tap's (kd, kh, kw) and c, and advanced without division.
+struct KCursor {
+    int tap, kd, kh, kw, c;
+    __device__ void set(const ConvGeom& g, int k, int channels) {
+        tap = k / channels;
+        c = k - tap * channels;
+        const ConvTap t = conv_tap(g, tap);
+        kd = t.kd;
+        kh = t.kh;
+        kw = t.kw;
     }
-    __device__ void step(const ConvGeom& g) {
-        ++tap;
-        if (++kw == g.kw) {
-            kw = 0;
-            if (++kh == g.kh) {
-                kh = 0;
-                ++kd;
+    // k += by (a run never straddles a tap: channels is a multiple of 8).
+    __device__ void advance(const ConvGeom& g, int by, int channels) {
+        c += by;
+        while (c >= channels) {
+            c -= channels;
+            ++tap;
+            if (++kw == g.kw) {
+                kw = 0;
+                if (++kh == g.kh) {
+                    kh = 0;
+                    ++kd;
+                }
             }
         }
     }
@@ -98,8 +105,8 @@ struct FwdProb16 {
     // A run: eight channels ci..ci+7 at one tap of output pixel m's receptive field.
     struct AIter {
         mv_i64 base;  // n * ID*IH*IW, or -1 past the last row
-        int d0, h0, w0, ci;
-        TapCursor t;
+        int d0, h0, w0;
+        KCursor t;  // (tap, ci)
     };
     __device__ AIter a_iter(int m, int k) const {
         AIter r;
@@ -112,24 +119,17 @@ struct FwdProb16 {
             r.h0 = o.h * g.sh - g.ph;
             r.w0 = o.w * g.sw - g.pw;
         }
-        r.t.set(g, k / g.cin);
-        r.ci = k - r.t.tap * g.cin;
+        r.t.set(g, k, g.cin);
         return r;
     }
     __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
         src = x;
         const int d = r.d0 + r.t.kd, h = r.h0 + r.t.kh, w_ = r.w0 + r.t.kw;
         if (r.base < 0 || r.t.tap >= taps || !conv_inside(g, d, h, w_)) return false;
-        src = x + (r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + r.ci;
+        src = x + (r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + r.t.c;
         return true;
     }
-    __device__ void a_next(AIter& r) const {
-        r.ci += MV_BK16;
-        while (r.ci >= g.cin) {
-            r.ci -= g.cin;
-            r.t.step(g);
-        }
-    }
+    __device__ void a_next(AIter& r) const { r.t.advance(g, MV_BK16, g.cin); }
     // B run: w[k, n..n+7].
     struct BIter {
         int n, k;
@@ -163,8 +163,8 @@ struct DgradProb16 {
     // A run: dy at the output pixel input pixel m meets through the tap, channels co..co+7.
     struct AIter {
         mv_i64 obase;  // n * OD*OH*OW, or -1 past the last row
-        int dp, hp, wp, co;  // input coordinate + pad_lo
-        TapCursor t;
+        int dp, hp, wp;  // input coordinate + pad_lo
+        KCursor t;       // (tap, co)
     };
     __device__ AIter a_iter(int m, int k) const {
         AIter r;
@@ -177,8 +177,7 @@ struct DgradProb16 {
             r.hp = i.h + g.ph;
             r.wp = i.w + g.pw;
         }
-        r.t.set(g, k / g.cout);
-        r.co = k - r.t.tap * g.cout;
+        r.t.set(g, k, g.cout);
         return r;
     }
     __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
@@ -186,41 +185,28 @@ struct DgradProb16 {
         mv_i64 off;
         if (r.obase < 0 || r.t.tap >= taps) return false;
         if (!conv_out_of_in(g, r.obase, r.dp, r.hp, r.wp, r.t.kd, r.t.kh, r.t.kw, off)) return false;
-        src = dy + off * g.cout + r.co;
+        src = dy + off * g.cout + r.t.c;
         return true;
     }
-    __device__ void a_next(AIter& r) const {
-        r.co += MV_BK16;
-        while (r.co >= g.cout) {
-            r.co -= g.cout;
-            r.t.step(g);
-        }
-    }
+    __device__ void a_next(AIter& r) const { r.t.advance(g, MV_BK16, g.cout); }
     // B run (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7].
     struct BIter {
-        int ci, co;
-        TapCursor t;
+        int ci;
+        KCursor t;  // (tap, co)
     };
     __device__ BIter b_iter(int ci, int k) const {
         BIter r;
         r.ci = ci;
-        r.t.set(g, k / g.cout);
-        r.co = k - r.t.tap * g.cout;
+        r.t.set(g, k, g.cout);
         return r;
     }
     __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
         src = w;
         if (r.ci >= N || r.t.tap >= taps) return false;
-        src = w + ((mv_i64)r.t.tap * g.cin + r.ci) * g.cout + r.co;
+        src = w + ((mv_i64)r.t.tap * g.cin + r.ci) * g.cout + r.t.c;
         return true;
     }
-    __device__ void b_next(BIter& r) const {
-        r.co += MV_BK16;
-        while (r.co >= g.cout) {
-            r.co -= g.cout;
-            r.t.step(g);
-        }
-    }
+    __device__ void b_next(BIter& r) const { r.t.advance(g, MV_BK16, g.cout); }
     __device__ void store(int m, int n, float acc) const {
         mv_store_out(dx + (mv_i64)m * N + n, acc, nullptr, beta);
     }
@@ -237,17 +223,14 @@ struct WgradProb16 {
 
     // A run: x at output pixel p's tap position, channels ci..ci+7 (rows r..r+7 = (tap, ci..)).
     struct AIter {
-        int ci;
         bool row_ok;
-        TapCursor t;
+        KCursor t;  // (tap, ci) of the row, fixed
         PixelCursor p;
     };
     __device__ AIter a_iter(int r, int p) const {
         AIter it;
         it.row_ok = r < M;
-        const int tap = it.row_ok ? r / g.cin : 0;
-        it.t.set(g, tap);
-        it.ci = r - tap * g.cin;
+        it.t.set(g, it.row_ok ? r : 0, g.cin);
         it.p.set(g, p);
         return it;
     }
@@ -257,7 +240,7 @@ struct WgradProb16 {
         const int d = it.p.od * g.sd - g.pd + it.t.kd, h = it.p.oh * g.sh - g.ph + it.t.kh,
                   w_ = it.p.ow * g.sw - g.pw + it.t.kw;
         if (!conv_inside(g, d, h, w_)) return false;
-        src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.ci;
+        src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.t.c;
         return true;
     }
     __device__ void a_next(AIter& it) const { it.p.advance(g, MV_BK16); }

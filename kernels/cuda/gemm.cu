@@ -13,14 +13,8 @@
 #include "medvae_igemm.cuh"
 
 template <bool AK, bool BK>
-struct GemmProb {
+struct GemmProb : GemmOperands<float> {
     static constexpr bool A_KMAJOR = AK, B_KMAJOR = BK;
-    const float* a;
-    const float* b;
-    const float* bias;
-    float* c;
-    int M, N, K, lda, ldb, ldc;
-    float alpha, beta;
     bool vec_a, vec_b;
 
     typedef int AFix;
@@ -57,28 +51,13 @@ struct GemmProb {
         if (BK) run(b, ldb, n, k, N, K, vec_b, v);
         else run(b, ldb, k, n, K, N, vec_b, v);
     }
-    __device__ void store(int m, int n, float acc) const {
-        mv_store_out(c + (mv_i64)m * ldc + n, alpha * acc, bias ? bias + n : nullptr, beta);
-    }
 };
 
 template <int PREC, int BM, int BN, int WM, int WN, bool AK, bool BK>
 __device__ __forceinline__ void gemm_impl(const GemmGeom& g, const float* a, const float* b, const float* bias,
                                           float* c) {
     GemmProb<AK, BK> pb;
-    const mv_i64 z = blockIdx.z;
-    pb.a = a + z * g.sa;
-    pb.b = b + z * g.sb;
-    pb.c = c + z * g.sc;
-    pb.bias = bias;
-    pb.M = g.m;
-    pb.N = g.n;
-    pb.K = g.k;
-    pb.lda = g.lda;
-    pb.ldb = g.ldb;
-    pb.ldc = g.ldc;
-    pb.alpha = g.alpha;
-    pb.beta = g.beta;
+    pb.bind(g, a, b, bias, c);
     // A run of four is one aligned float4 when rows are 16-byte aligned and the contiguous
     // extent is a multiple of 4 (so a run never straddles the edge).
     const int a_contig = AK ? g.k : g.m, b_contig = BK ? g.k : g.n;

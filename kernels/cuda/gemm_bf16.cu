@@ -14,69 +14,47 @@
 #include "medvae_igemm_bf16.cuh"
 
 template <bool AK, bool BK>
-struct GemmProb16 {
+struct GemmProb16 : GemmOperands<mv_u16> {
     static constexpr bool A_KMAJOR = AK, B_KMAJOR = BK;
-    const mv_u16* a;
-    const mv_u16* b;
-    const float* bias;
-    float* c;
-    int M, N, K, lda, ldb, ldc;
-    float alpha, beta;
 
     // A run is (row, first column) of a row-major matrix: eight consecutive columns.
     struct Run {
         int row, col;
     };
+    // The run's address in the [rows, cols] matrix p with leading dimension ld; false (zero
+    // fill) outside it.
+    __device__ static bool run_src(const mv_u16* p, int ld, const Run& r, int rows, int cols, const mv_u16*& src) {
+        src = p;
+        if (r.row >= rows || r.col >= cols) return false;
+        src = p + (mv_i64)r.row * ld + r.col;
+        return true;
+    }
+    // The same run one k-tile further: along the columns when k is contiguous, else the rows.
+    __device__ static void run_next(Run& r, bool kmajor) {
+        if (kmajor) r.col += MV_BK16;
+        else r.row += MV_BK16;
+    }
     // A(m, k): k-major = a[m*lda + k..k+7]; else a[k*lda + m..m+7].
     typedef Run AIter;
     __device__ AIter a_iter(int fixed, int k) const { return AK ? Run{fixed, k} : Run{k, fixed}; }
     __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
-        src = a;
-        const int rows = AK ? M : K, cols = AK ? K : M;
-        if (r.row >= rows || r.col >= cols) return false;
-        src = a + (mv_i64)r.row * lda + r.col;
-        return true;
+        return AK ? run_src(a, lda, r, M, K, src) : run_src(a, lda, r, K, M, src);
     }
-    __device__ void a_next(AIter& r) const {
-        if (AK) r.col += MV_BK16;
-        else r.row += MV_BK16;
-    }
+    __device__ void a_next(AIter& r) const { run_next(r, AK); }
     // B(k, n): k-major = b[n*ldb + k..k+7]; else b[k*ldb + n..n+7].
     typedef Run BIter;
     __device__ BIter b_iter(int fixed, int k) const { return BK ? Run{fixed, k} : Run{k, fixed}; }
     __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
-        src = b;
-        const int rows = BK ? N : K, cols = BK ? K : N;
-        if (r.row >= rows || r.col >= cols) return false;
-        src = b + (mv_i64)r.row * ldb + r.col;
-        return true;
+        return BK ? run_src(b, ldb, r, N, K, src) : run_src(b, ldb, r, K, N, src);
     }
-    __device__ void b_next(BIter& r) const {
-        if (BK) r.col += MV_BK16;
-        else r.row += MV_BK16;
-    }
-    __device__ void store(int m, int n, float acc) const {
-        mv_store_out(c + (mv_i64)m * ldc + n, alpha * acc, bias ? bias + n : nullptr, beta);
-    }
+    __device__ void b_next(BIter& r) const { run_next(r, BK); }
 };
 
 template <int BM, int BN, int WM, int WN, bool AK, bool BK>
 __device__ __forceinline__ void gemm16_impl(const GemmGeom& g, const mv_u16* a, const mv_u16* b,
                                             const float* bias, float* c) {
     GemmProb16<AK, BK> pb;
-    const mv_i64 z = blockIdx.z;
-    pb.a = a + z * g.sa;
-    pb.b = b + z * g.sb;
-    pb.c = c + z * g.sc;
-    pb.bias = bias;
-    pb.M = g.m;
-    pb.N = g.n;
-    pb.K = g.k;
-    pb.lda = g.lda;
-    pb.ldb = g.ldb;
-    pb.ldc = g.ldc;
-    pb.alpha = g.alpha;
-    pb.beta = g.beta;
+    pb.bind(g, a, b, bias, c);
     igemm_bf16_run<BM, BN, WM, WN, 4>(pb, 0, (g.k + MV_BK16 - 1) / MV_BK16);
 }
 

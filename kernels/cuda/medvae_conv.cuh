@@ -34,33 +34,24 @@ __device__ __forceinline__ bool conv_inside(const ConvGeom& g, int d, int h, int
     return d >= 0 && d < g.id && h >= 0 && h < g.ih && w >= 0 && w < g.iw;
 }
 
-// Output pixel m = ((n * OD + od) * OH + oh) * OW + ow, decoded.
+// Pixel m = ((n * D + d) * H + h) * W + w of a [N, D, H, W] grid, decoded.
 struct ConvPixel {
     int n, d, h, w;
 };
-__device__ __forceinline__ ConvPixel conv_out_pixel(const ConvGeom& g, int m) {
+__device__ __forceinline__ ConvPixel conv_pixel(int m, int D, int H, int W) {
     ConvPixel p;
     int t = m;
-    p.w = t % g.ow;
-    t /= g.ow;
-    p.h = t % g.oh;
-    t /= g.oh;
-    p.d = t % g.od;
-    p.n = t / g.od;
+    p.w = t % W;
+    t /= W;
+    p.h = t % H;
+    t /= H;
+    p.d = t % D;
+    p.n = t / D;
     return p;
 }
-// Input pixel m = ((n * ID + id) * IH + ih) * IW + iw, decoded.
-__device__ __forceinline__ ConvPixel conv_in_pixel(const ConvGeom& g, int m) {
-    ConvPixel p;
-    int t = m;
-    p.w = t % g.iw;
-    t /= g.iw;
-    p.h = t % g.ih;
-    t /= g.ih;
-    p.d = t % g.id;
-    p.n = t / g.id;
-    return p;
-}
+// An output pixel and an input pixel of the convolution.
+__device__ __forceinline__ ConvPixel conv_out_pixel(const ConvGeom& g, int m) { return conv_pixel(m, g.od, g.oh, g.ow); }
+__device__ __forceinline__ ConvPixel conv_in_pixel(const ConvGeom& g, int m) { return conv_pixel(m, g.id, g.ih, g.iw); }
 
 // The output pixel (as an offset from obase, the sample's first output pixel) that the input
 // pixel at padded coordinates (dp, hp, wp) = input + pad_lo meets through tap (kd, kh, kw);

@@ -13,3 +13,34 @@ struct GemmGeom {
     float alpha, beta;
     mv_i64 sa, sb, sc;
 };
+
+// What every GEMM problem class holds (operands of element type T), bound to batch entry
+// blockIdx.z, with the shared epilogue.
+template <class T>
+struct GemmOperands {
+    const T* a;
+    const T* b;
+    const float* bias;
+    float* c;
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+
+    __device__ void bind(const GemmGeom& g, const T* a0, const T* b0, const float* bias0, float* c0) {
+        const mv_i64 z = blockIdx.z;
+        a = a0 + z * g.sa;
+        b = b0 + z * g.sb;
+        c = c0 + z * g.sc;
+        bias = bias0;
+        M = g.m;
+        N = g.n;
+        K = g.k;
+        lda = g.lda;
+        ldb = g.ldb;
+        ldc = g.ldc;
+        alpha = g.alpha;
+        beta = g.beta;
+    }
+    __device__ void store(int m, int n, float acc) const {
+        mv_store_out(c + (mv_i64)m * ldc + n, alpha * acc, bias ? bias + n : nullptr, beta);
+    }
+};

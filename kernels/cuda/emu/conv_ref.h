@@ -1,5 +1,6 @@
-// conv_ref.h — the convolution cases and the double-precision reference shared by the emulator
-// checks of conv_igemm.cu / conv_direct.cu (test_conv.cpp) and conv_bf16.cu (test_conv_bf16.cpp).
+// conv_ref.h — the convolution cases and the double-precision references (convolution, GEMM)
+// shared by the emulator checks of conv_igemm.cu / conv_direct.cu / gemm.cu / gemm_f32.cu
+// (test_conv.cpp) and conv_bf16.cu / gemm_bf16.cu (test_conv_bf16.cpp).
 #pragma once
 #include <vector>
 
@@ -49,4 +50,26 @@ static void reference(const ConvGeom& g, const std::vector<float>& x, const std:
                                     }
                             }
                 }
+}
+
+// C[z] = alpha op(A[z]) op(B[z]) + bias + beta C0[z] in double: A [M, K] (or [K, M] when `at`),
+// B [K, N] (or [N, K] when `bt`), leading dimensions lda/ldb/ldc, batch strides sa/sb/sc.
+static std::vector<double> gemm_reference(bool at, bool bt, int m, int n, int k, int batch, const float* a, int lda,
+                                          long long sa, const float* b, int ldb, long long sb,
+                                          const std::vector<float>& bias, const std::vector<float>& c0, int ldc,
+                                          long long sc, double alpha, double beta) {
+    std::vector<double> ref(c0.begin(), c0.end());
+    for (int z = 0; z < batch; ++z)
+        for (int i = 0; i < m; ++i)
+            for (int j = 0; j < n; ++j) {
+                double acc = 0;
+                for (int kk = 0; kk < k; ++kk) {
+                    double av = at ? a[z * sa + (long long)kk * lda + i] : a[z * sa + (long long)i * lda + kk];
+                    double bv = bt ? b[z * sb + (long long)j * ldb + kk] : b[z * sb + (long long)kk * ldb + j];
+                    acc += av * bv;
+                }
+                const long long o = z * sc + (long long)i * ldc + j;
+                ref[o] = alpha * acc + bias[j] + beta * c0[o];
+            }
+    return ref;
 }

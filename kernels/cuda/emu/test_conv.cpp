@@ -18,18 +18,8 @@ static void test_gemm() {
             long long sa = (long long)t.m * t.k, sb = (long long)t.k * t.n, sc = (long long)t.m * t.n;
             auto a = chk::randn(sa * t.batch), b = chk::randn(sb * t.batch), bias = chk::randn(t.n);
             auto c0 = chk::randn(sc * t.batch);
-            std::vector<double> ref(c0.size());
-            for (int z = 0; z < t.batch; ++z)
-                for (int i = 0; i < t.m; ++i)
-                    for (int j = 0; j < t.n; ++j) {
-                        double acc = 0;
-                        for (int k = 0; k < t.k; ++k) {
-                            double av = at ? a[z * sa + (long long)k * lda + i] : a[z * sa + (long long)i * lda + k];
-                            double bv = bt ? b[z * sb + (long long)j * ldb + k] : b[z * sb + (long long)k * ldb + j];
-                            acc += av * bv;
-                        }
-                        ref[z * sc + (long long)i * ldc + j] = 0.5 * acc + bias[j] + 2.0 * c0[z * sc + (long long)i * ldc + j];
-                    }
+            const auto ref = gemm_reference(at, bt, t.m, t.n, t.k, t.batch, a.data(), lda, sa, b.data(), ldb, sb,
+                                            bias, c0, ldc, sc, 0.5, 2.0);
             GemmGeom g{t.m, t.n, t.k, lda, ldb, ldc, 0.5f, 2.0f, sa, sb, sc};
             {  // the f32 SIMT kernels (FP32 precision), against the unrounded product
                 dim3 grid((t.m + 63) / 64, (t.n + 63) / 64, t.batch);

@@ -54,19 +54,8 @@ static void test_gemm16() {
             auto bias = chk::randn(t.n), c0 = chk::randn(sc * t.batch);
             std::vector<float> ar_, br_;
             auto ah = to_bf16(a, ar_), bh = to_bf16(b, br_);
-            std::vector<double> ref(c0.begin(), c0.end());
-            for (int z = 0; z < t.batch; ++z)
-                for (int i = 0; i < t.m; ++i)
-                    for (int j = 0; j < t.n; ++j) {
-                        double acc = 0;
-                        for (int k = 0; k < t.k; ++k) {
-                            double av = at ? ar_[z * sa + (long long)k * lda + i] : ar_[z * sa + (long long)i * lda + k];
-                            double bv = bt ? br_[z * sb + (long long)j * ldb + k] : br_[z * sb + (long long)k * ldb + j];
-                            acc += av * bv;
-                        }
-                        const long long o = z * sc + (long long)i * ldc + j;
-                        ref[o] = 0.5 * acc + bias[j] + 2.0 * c0[o];
-                    }
+            const auto ref = gemm_reference(at, bt, t.m, t.n, t.k, t.batch, ar_.data(), lda, sa, br_.data(), ldb,
+                                            sb, bias, c0, ldc, sc, 0.5, 2.0);
             GemmGeom g{t.m, t.n, t.k, lda, ldb, ldc, 0.5f, 2.0f, sa, sb, sc};
             for (int v = 0; v < 2; ++v) {
                 const bool big = v == 0;
