@@ -159,7 +159,7 @@ pub fn resize_bicubic_aa_forward(x: &Tensor, out_hw: [usize; 2]) -> Result<Tenso
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
         let y_shape = [n, out_hw[0], out_hw[1], c];
-        return super::on_cuda::linear::resize_forward_op(OP, &plan, (n, c), x, &y_shape);
+        return super::on_cuda::reshape::resize_forward(OP, &plan, (n, c), x, &y_shape);
     }
     cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&[n, out_hw[0], out_hw[1], c]);
@@ -176,7 +176,7 @@ pub fn resize_bicubic_aa_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tens
     let plan = ResizePlan::bicubic_aa(in_hw, out_hw)?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::linear::resize_backward_op(OP, &plan, (n, c), dy, x_shape);
+        return super::on_cuda::reshape::resize_backward(OP, &plan, (n, c), dy, x_shape);
     }
     cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x_shape);

@@ -70,15 +70,10 @@ pub(super) fn to_bf16_at(dev: &CudaDevice, src: u64, n: usize) -> CudaResult<Dev
     Ok(out)
 }
 
-/// Dynamic shared memory of the streamed GEMM kernels (`gemm_bf16.cu`) for a block tile of
-/// `edge` and the operands' orientations.
-pub(super) fn gemm_smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
-    smem_bytes(edge, a_kmajor, b_kmajor)
-}
-
-/// Dynamic shared memory of one block: STAGES x (A tile + B tile) bf16, each tile `rows` by BK,
-/// stored k-major (`[rows][BK + PAD]`) or row-major (`[BK][rows + PAD]`).
-fn smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
+/// Dynamic shared memory of one block of the streamed kernels (convolutions and `gemm_bf16.cu`):
+/// STAGES x (A tile + B tile) bf16, each tile `rows` by BK, stored k-major (`[rows][BK + PAD]`)
+/// or row-major (`[BK][rows + PAD]`).
+pub(super) fn smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
     let t = |kmajor: bool| {
         if kmajor {
             edge * (BK + PAD)

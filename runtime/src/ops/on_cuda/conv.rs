@@ -1,7 +1,7 @@
 //! Convolution on CUDA: implicit-GEMM kernels in the precision set by
 //! `crate::cuda::registry::set_precision` (FP32 direct kernels by default).
 
-use super::{backward_outputs, device_of, on};
+use super::{backward_outputs, device_of, new_output, on};
 use crate::cuda::ops::conv as k;
 use crate::cuda::registry::precision;
 use crate::error::Result;
@@ -17,26 +17,14 @@ pub(crate) fn conv_forward(
     b: Option<&Tensor>,
     y_shape: &[usize],
 ) -> Result<Tensor> {
-    let dev = device_of(op, x)?;
-    let y = Tensor::cuda_uninit(&dev, y_shape)?;
     let bias = match b {
         Some(b) => Some(b.cuda(op)?.1),
         None => None,
     };
-    on(
-        op,
-        k::conv_forward(
-            &dev,
-            g,
-            precision(),
-            x.cuda(op)?.1,
-            w.cuda(op)?.1,
-            bias,
-            y.cuda(op)?.1,
-            0.0,
-        ),
-    )?;
-    Ok(y)
+    let (xb, wb) = (x.cuda(op)?.1, w.cuda(op)?.1);
+    new_output(op, x, y_shape, |dev, y| {
+        k::conv_forward(dev, g, precision(), xb, wb, bias, y, 0.0)
+    })
 }
 
 /// The gradients of a convolution in one call (so that the streamed BF16 path rounds dy once):

@@ -1,15 +1,12 @@
-//! Linear layers and bicubic resize on CUDA: the GEMM launchers in the precision set by
-//! `crate::cuda::registry::set_precision` (plain f32 kernels at the default FP32), and the
-//! separable resampling passes with their weight tables uploaded per call.
+//! Linear layers on CUDA: the GEMM launchers in the precision set by
+//! `crate::cuda::registry::set_precision` (plain f32 kernels at the default FP32).
 
-use super::{backward_outputs, device_of, on};
+use super::{backward_outputs, device_of, new_output, on};
 use crate::cuda::ops::gemm as k;
-use crate::cuda::ops::sample::{resize_backward, resize_forward, GpuResizePlan};
 use crate::cuda::registry::precision;
 use crate::error::Result;
 use crate::tensor::Tensor;
 use medvae_kernels::cpu::linear::LinearDims;
-use medvae_kernels::cpu::resize::ResizePlan;
 
 /// `y = x·Wᵀ + b` into a new tensor of `y_shape`.
 pub(crate) fn linear_forward(
@@ -20,18 +17,14 @@ pub(crate) fn linear_forward(
     b: Option<&Tensor>,
     y_shape: &[usize],
 ) -> Result<Tensor> {
-    let dev = device_of(op, x)?;
-    let y = Tensor::cuda_uninit(&dev, y_shape)?;
     let bias = match b {
         Some(b) => Some(b.cuda(op)?.1),
         None => None,
     };
-    let (xb, wb, yb) = (x.cuda(op)?.1, w.cuda(op)?.1, y.cuda(op)?.1);
-    on(
-        op,
-        k::linear_forward(&dev, precision(), d, xb, wb, bias, yb),
-    )?;
-    Ok(y)
+    let (xb, wb) = (x.cuda(op)?.1, w.cuda(op)?.1);
+    new_output(op, x, y_shape, |dev, y| {
+        k::linear_forward(dev, precision(), d, xb, wb, bias, y)
+    })
 }
 
 /// `dx` (a new tensor, when `need_dx`), `dw += dyᵀ·x`, `db += Σ dy` (when given).
@@ -56,42 +49,6 @@ pub(crate) fn linear_backward(
     on(
         op,
         k::linear_backward(&dev, precision(), d, xb, wb, dyb, dxb, dwb, dbb),
-    )?;
-    Ok(dx)
-}
-
-/// Resize `x` `[n, h, w, c]` by `plan` into a new tensor of `y_shape`.
-pub(crate) fn resize_forward_op(
-    op: &str,
-    plan: &ResizePlan,
-    (n, c): (usize, usize),
-    x: &Tensor,
-    y_shape: &[usize],
-) -> Result<Tensor> {
-    let dev = device_of(op, x)?;
-    let gp = on(op, GpuResizePlan::new(&dev, plan))?;
-    let y = Tensor::cuda_uninit(&dev, y_shape)?;
-    on(
-        op,
-        resize_forward(&dev, &gp, n, c, x.cuda(op)?.1, y.cuda(op)?.1),
-    )?;
-    Ok(y)
-}
-
-/// The transposed map of [`resize_forward_op`]: dy to a new tensor of `x_shape`.
-pub(crate) fn resize_backward_op(
-    op: &str,
-    plan: &ResizePlan,
-    (n, c): (usize, usize),
-    dy: &Tensor,
-    x_shape: &[usize],
-) -> Result<Tensor> {
-    let dev = device_of(op, dy)?;
-    let gp = on(op, GpuResizePlan::new(&dev, plan))?;
-    let dx = Tensor::cuda_uninit(&dev, x_shape)?;
-    on(
-        op,
-        resize_backward(&dev, &gp, n, c, dy.cuda(op)?.1, dx.cuda(op)?.1),
     )?;
     Ok(dx)
 }

@@ -47,6 +47,20 @@ pub(crate) fn read_scalar(
     Ok(v[0] as f64)
 }
 
+/// A new tensor of `shape` on the device of `like`, written by one launcher call (given the
+/// device and the new buffer): the form of every op here that returns a fresh output.
+pub(crate) fn new_output(
+    op: &str,
+    like: &Tensor,
+    shape: &[usize],
+    launch: impl FnOnce(&CudaDevice, &DeviceBuffer) -> std::result::Result<(), CudaError>,
+) -> Result<Tensor> {
+    let dev = device_of(op, like)?;
+    let y = Tensor::cuda_uninit(&dev, shape)?;
+    on(op, launch(&dev, y.cuda(op)?.1))?;
+    Ok(y)
+}
+
 /// What a layer backward writes: a new input gradient of `shape` (when `need_dx`), and the
 /// device buffers of the parameter gradients it accumulates into (either may be absent).
 pub(crate) fn backward_outputs<'a>(

@@ -1,11 +1,14 @@
-//! Ops on CUDA that move or combine whole channels and pixels: nearest upsampling, 2×2 max
-//! pooling, channel split/concat (strided copies), and the reparameterised Gaussian sample.
+//! Ops on CUDA that move or combine whole channels and pixels: nearest upsampling, bicubic
+//! resize (the separable passes, weight tables uploaded per call), 2×2 max pooling, channel
+//! split/concat (strided copies), and the reparameterised Gaussian sample.
 
-use super::{device_of, on};
+use super::{device_of, new_output, on};
+use crate::cuda::ops::sample::GpuResizePlan;
 use crate::cuda::ops::{loss as lk, sample as sk};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use medvae_kernels::cpu::pool::MaxPoolDims;
+use medvae_kernels::cpu::resize::ResizePlan;
 use medvae_kernels::cpu::upsample::UpsampleDims;
 
 pub(crate) fn upsample_forward(
@@ -14,13 +17,10 @@ pub(crate) fn upsample_forward(
     x: &Tensor,
     y_shape: &[usize],
 ) -> Result<Tensor> {
-    let dev = device_of(op, x)?;
-    let y = Tensor::cuda_uninit(&dev, y_shape)?;
-    on(
-        op,
-        sk::upsample_nearest_forward(&dev, d, x.cuda(op)?.1, y.cuda(op)?.1),
-    )?;
-    Ok(y)
+    let xb = x.cuda(op)?.1;
+    new_output(op, x, y_shape, |dev, y| {
+        sk::upsample_nearest_forward(dev, d, xb, y)
+    })
 }
 
 pub(crate) fn upsample_backward(
@@ -29,13 +29,38 @@ pub(crate) fn upsample_backward(
     x_shape: &[usize],
     dy: &Tensor,
 ) -> Result<Tensor> {
-    let dev = device_of(op, dy)?;
-    let dx = Tensor::cuda_uninit(&dev, x_shape)?;
-    on(
-        op,
-        sk::upsample_nearest_backward(&dev, d, dy.cuda(op)?.1, dx.cuda(op)?.1, 0.0),
-    )?;
-    Ok(dx)
+    let dyb = dy.cuda(op)?.1;
+    new_output(op, dy, x_shape, |dev, dx| {
+        sk::upsample_nearest_backward(dev, d, dyb, dx, 0.0)
+    })
+}
+
+/// Bicubic antialiased resize of `x` `[n, h, w, c]` by `plan` into a new tensor of `y_shape`.
+pub(crate) fn resize_forward(
+    op: &str,
+    plan: &ResizePlan,
+    (n, c): (usize, usize),
+    x: &Tensor,
+    y_shape: &[usize],
+) -> Result<Tensor> {
+    let xb = x.cuda(op)?.1;
+    new_output(op, x, y_shape, |dev, y| {
+        sk::resize_forward(dev, &GpuResizePlan::new(dev, plan)?, n, c, xb, y)
+    })
+}
+
+/// The transposed map of [`resize_forward`]: dy to a new tensor of `x_shape`.
+pub(crate) fn resize_backward(
+    op: &str,
+    plan: &ResizePlan,
+    (n, c): (usize, usize),
+    dy: &Tensor,
+    x_shape: &[usize],
+) -> Result<Tensor> {
+    let dyb = dy.cuda(op)?.1;
+    new_output(op, dy, x_shape, |dev, dx| {
+        sk::resize_backward(dev, &GpuResizePlan::new(dev, plan)?, n, c, dyb, dx)
+    })
 }
 
 /// 2×2/2 max pool of `x` into a new tensor of `y_shape`.
@@ -45,13 +70,10 @@ pub(crate) fn max_pool_forward(
     x: &Tensor,
     y_shape: &[usize],
 ) -> Result<Tensor> {
-    let dev = device_of(op, x)?;
-    let y = Tensor::cuda_uninit(&dev, y_shape)?;
-    on(
-        op,
-        sk::max_pool2x2_forward(&dev, d, x.cuda(op)?.1, y.cuda(op)?.1),
-    )?;
-    Ok(y)
+    let xb = x.cuda(op)?.1;
+    new_output(op, x, y_shape, |dev, y| {
+        sk::max_pool2x2_forward(dev, d, xb, y)
+    })
 }
 
 /// Its backward from the forward input `x` (the kernel recomputes each window's argmax).
@@ -61,14 +83,10 @@ pub(crate) fn max_pool_backward(
     x: &Tensor,
     dy: &Tensor,
 ) -> Result<Tensor> {
-    let dev = device_of(op, dy)?;
-    let dx = Tensor::cuda_uninit(&dev, x.shape())?;
     let (xb, dyb) = (x.cuda(op)?.1, dy.cuda(op)?.1);
-    on(
-        op,
-        sk::max_pool2x2_backward(&dev, d, xb, dyb, dx.cuda(op)?.1, 0.0),
-    )?;
-    Ok(dx)
+    new_output(op, dy, x.shape(), |dev, dx| {
+        sk::max_pool2x2_backward(dev, d, xb, dyb, dx, 0.0)
+    })
 }
 
 /// Copy channels `[c_from, c_from + width)` of every row of `src` (row length `c_src`) into
@@ -134,15 +152,11 @@ pub(crate) fn gaussian_sample_forward(
     eps: &Tensor,
     cz: usize,
 ) -> Result<Tensor> {
-    let dev = device_of(op, moments)?;
-    let z = Tensor::cuda_uninit(&dev, eps.shape())?;
     let pixels = eps.numel() / cz.max(1);
-    let (mb, eb, zb) = (moments.cuda(op)?.1, eps.cuda(op)?.1, z.cuda(op)?.1);
-    on(
-        op,
-        lk::gaussian_sample_forward(&dev, pixels, cz, mb, eb, zb),
-    )?;
-    Ok(z)
+    let (mb, eb) = (moments.cuda(op)?.1, eps.cuda(op)?.1);
+    new_output(op, moments, eps.shape(), |dev, z| {
+        lk::gaussian_sample_forward(dev, pixels, cz, mb, eb, z)
+    })
 }
 
 /// `(dmoments, deps)`. `deps = std·dz` is computed exactly as a sample of zero-mean moments
