@@ -46,7 +46,7 @@ if [ "${1:-}" = "--prepare" ]; then
   cp target/release/medvae-fast "$PREBUILT/bin/"
   cp target/release/examples/cuda_bench target/release/examples/kernels "$PREBUILT/bin/"
   [ -n "$parity" ] && cp "$parity" "$PREBUILT/bin/cuda_parity"
-  for t in cuda_model cuda_stage1 cuda_lpips cuda_train; do
+  for t in cuda_model cuda_stage1 cuda_stage2 cuda_lpips cuda_train; do
     exe="$(cargo test --release -p medvae-model --test "$t" --no-run --message-format=json 2>/dev/null |
       sed -n "s/.*\"executable\":\"\([^\"]*$t[^\"]*\)\".*/\1/p" | tail -1)"
     [ -n "$exe" ] && cp "$exe" "$PREBUILT/bin/$t"
@@ -189,7 +189,7 @@ if command -v cargo >/dev/null 2>&1; then
       cargo build --release --offline -p medvae-runtime --example cuda_bench &&
       cargo test --release --offline -p medvae-runtime --test cuda_parity --no-run &&
       cargo test --release --offline -p medvae-model --test cuda_model --test cuda_stage1 \
-        --test cuda_lpips --test cuda_train --no-run'; then
+        --test cuda_stage2 --test cuda_lpips --test cuda_train --no-run'; then
     BIN="$ROOT/target/release"
   fi
 fi
@@ -220,6 +220,7 @@ if [ -n "$BIN" ]; then
   run_step model-parity 120 bash -c "$MODEL_TEST" "$BIN" cuda_model
   run_step lpips-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_lpips
   run_step stage1-parity 150 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
+  run_step stage2-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_stage2
   run_step train-resume 90 bash -c "$MODEL_TEST" "$BIN" cuda_train
 fi
 if [ -n "$BIN" ] && [ -n "$QUICK" ]; then

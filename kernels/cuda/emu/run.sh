@@ -2,7 +2,8 @@
 # Build and run the CPU-emulator checks of the CUDA kernels (no GPU needed; g++ >= 9).
 #   kernels/cuda/emu/run.sh            all checks
 #   kernels/cuda/emu/run.sh norms      one group of test_ops (elementwise reduce losses gaussian
-#                                      adam norms resize slices attention) or "conv" (conv, bf16 conv, gemm)
+#                                      adam norms resize attention), of test_layout (slices strided),
+#                                      or "conv" (conv, bf16 conv, gemm)
 # The emulator runs each CUDA thread as a fiber and emulates mma.sync from the PTX fragment
 # tables, so tiling, barriers, shuffles and fragment layouts are exercised; timing, inter-block
 # races and cp.async asynchrony are not (see emu.h).
@@ -20,8 +21,11 @@ if [ "$what" = all ] || [ "$what" = conv ]; then
   "$out/test_conv_bf16" | grep -v '^ok' || status=1
 fi
 if [ "$what" != conv ]; then
-  g++ "${flags[@]}" -o "$out/test_ops" "$here/test_ops.cpp"
-  if [ "$what" = all ]; then "$out/test_ops" | grep -v '^ok' || status=1
-  else "$out/test_ops" "$what" || status=1; fi
+  for t in test_ops test_layout; do
+    g++ "${flags[@]}" -o "$out/$t" "$here/$t.cpp"
+    # A group name selects checks in whichever binary has them (the other runs none).
+    if [ "$what" = all ]; then "$out/$t" | grep -v '^ok' || status=1
+    else "$out/$t" "$what" || status=1; fi
+  done
 fi
 exit $status

@@ -10,7 +10,6 @@
 #include "../loss.cu"
 #include "../reduce.cu"
 #include "../resize.cu"
-#include "../slices.cu"
 #include "../softmax.cu"
 #include "../upsample_pool.cu"
 #include "check.h"
@@ -536,45 +535,6 @@ static void test_attention() {
     attn_case("attn single head d260 tq18 tk50", 1, 1, 18, 50, 260, false);
 }
 
-// Slices of a volume across each axis at an image offset inside a larger batch (the rest left
-// alone), and the scatter-add back onto a non-zero gradient; index-by-index references.
-static void test_slices() {
-    struct Case {
-        int N, D, H, W, C;
-    };
-    for (Case k : {Case{1, 4, 5, 6, 1}, Case{2, 3, 3, 3, 3}, Case{2, 5, 2, 4, 3}}) {
-        const int dhw[3] = {k.D, k.H, k.W};
-        const long long len = (long long)k.N * k.D * k.H * k.W * k.C;
-        const fvec x = chk::randn(len), start = chk::randn(len);
-        for (int axis = 0; axis < 3; ++axis) {
-            const int rows = axis == 0 ? k.H : k.D, cols = axis == 2 ? k.H : k.W;
-            const long long img = (long long)rows * cols * k.C, off = 3 * img;
-            fvec batch(off + len + 2 * img, 7.0f), g = chk::randn(off + len + 2 * img), dx = start;
-            EMU_LAUNCH(slices_gather, dim3(3), dim3(64), 0, x.data(), batch.data(), off, k.N, k.D, k.H, k.W, k.C, axis);
-            EMU_LAUNCH(slices_scatter_add, dim3(3), dim3(64), 0, g.data(), off, dx.data(), k.N, k.D, k.H, k.W, k.C,
-                       axis);
-            dvec rb(batch.size(), 7.0), rdx = D(start);
-            for (int n = 0; n < k.N; ++n)
-                for (int i = 0; i < dhw[axis]; ++i)
-                    for (int r = 0; r < rows; ++r)
-                        for (int c = 0; c < cols; ++c)
-                            for (int ch = 0; ch < k.C; ++ch) {
-                                const int d = axis == 0 ? i : r;
-                                const int h = axis == 0 ? r : axis == 1 ? i : c;
-                                const int w = axis == 2 ? i : c;
-                                const long long v = ((((long long)n * k.D + d) * k.H + h) * k.W + w) * k.C + ch;
-                                const long long b = off + ((((long long)n * dhw[axis] + i) * rows + r) * cols + c) * k.C + ch;
-                                rb[b] = x[v];
-                                rdx[v] += g[b];
-                            }
-            const std::string nm = "slices axis " + std::to_string(axis) + " C" + std::to_string(k.C) + " D" +
-                                   std::to_string(k.D) + "H" + std::to_string(k.H) + "W" + std::to_string(k.W);
-            chk::expect(nm + " gather", batch, rb, 0);
-            chk::expect(nm + " scatter-add", dx, rdx, 1e-7);
-        }
-    }
-}
-
 int main(int argc, char** argv) {
     std::string only = argc > 1 ? argv[1] : "";
     auto want = [&](const char* s) { return only.empty() || only == s; };
@@ -585,7 +545,6 @@ int main(int argc, char** argv) {
     if (want("adam")) test_adam();
     if (want("norms")) test_norms();
     if (want("resize")) test_resize_upsample_pool();
-    if (want("slices")) test_slices();
     if (want("attention")) test_attention();
     return chk::finish();
 }

@@ -16,4 +16,5 @@ pub mod reduce;
 pub mod resize;
 pub mod slices;
 pub mod softmax;
+pub mod strided;
 pub mod upsample;

@@ -181,6 +181,7 @@ pub const SOURCES: &[KernelSource] = &[
         ]
     ),
     source!("slices", ["slices_gather", "slices_scatter_add"]),
+    source!("strided", ["strided_gather", "strided_scatter"]),
     source!(
         "elementwise",
         [

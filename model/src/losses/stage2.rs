@@ -15,6 +15,8 @@
 use crate::autoencoder::{AutoencoderKL, Sampling};
 use crate::layer::{Ctx, Layer};
 use crate::vit::{ClipTransform, VisionTower};
+use medvae_runtime::ops::elementwise::{add_assign, affine_clamp, scale};
+use medvae_runtime::ops::strided::{gather, view};
 use medvae_runtime::{Result, RuntimeError, Tensor};
 
 /// The reference divides the latent by 4.6 before averaging its channels.
@@ -43,51 +45,40 @@ pub struct Stage2Output {
 
 /// `clamp((x + 1) / 2, 0, 1)`.
 fn image_in_unit_range(x: &Tensor) -> Result<Tensor> {
-    let mut y = x.clone();
-    for v in y.f32s_mut("stage-2 image")? {
-        *v = ((*v + 1.0) / 2.0).clamp(0.0, 1.0);
+    affine_clamp(x, 0.5, 0.5, 0.0, 1.0)
+}
+
+/// `(pixels, C)` of a `[N, h, w, C]` latent.
+fn latent_dims(op: &str, shape: &[usize]) -> Result<(usize, usize)> {
+    match *shape {
+        [n, h, w, c] if c > 0 => Ok((n * h * w, c)),
+        _ => Err(RuntimeError::shape(
+            op,
+            format!("expected a 2D latent [N, h, w, C], got {shape:?}"),
+        )),
     }
-    Ok(y)
 }
 
 /// `[N, h, w, C]` latent → `[N, h, w, 1]` grey image `mean_c(latent / 4.6)`.
 fn latent_image(latent: &Tensor) -> Result<Tensor> {
     const OP: &str = "stage-2 latent image";
-    let (&c, lead) = latent
-        .shape()
-        .split_last()
-        .filter(|(_, lead)| lead.len() == 3)
-        .ok_or_else(|| {
-            RuntimeError::shape(
-                OP,
-                format!(
-                    "expected a 2D latent [N, h, w, C], got {:?}",
-                    latent.shape()
-                ),
-            )
-        })?;
-    let mut shape = lead.to_vec();
-    shape.push(1);
-    let scale = 1.0 / (LATENT_SCALE * c as f32);
-    let data: Vec<f32> = latent
-        .f32s(OP)?
-        .chunks(c.max(1))
-        .map(|px| px.iter().sum::<f32>() * scale)
-        .collect();
-    Tensor::from_vec(&shape, data)
+    let (pixels, c) = latent_dims(OP, latent.shape())?;
+    let channel = |ch| gather(latent, &view(OP, ch, &[pixels], &[c])?);
+    let mut sum = channel(0)?;
+    for ch in 1..c {
+        add_assign(&mut sum, &channel(ch)?)?;
+    }
+    let mut shape = latent.shape().to_vec();
+    shape[3] = 1;
+    scale(&sum, 1.0 / (LATENT_SCALE * c as f32))?.reshape(&shape)
 }
 
-/// Backward of [`latent_image`]: every channel gets `d / (4.6·C)`.
+/// Backward of [`latent_image`]: every channel gets `d / (4.6·C)` (a stride-0 broadcast).
 fn latent_image_backward(latent_shape: &[usize], d: &Tensor) -> Result<Tensor> {
     const OP: &str = "stage-2 latent image backward";
-    let c = latent_shape.last().copied().unwrap_or(1).max(1);
-    let scale = 1.0 / (LATENT_SCALE * c as f32);
-    let data: Vec<f32> = d
-        .f32s(OP)?
-        .iter()
-        .flat_map(|&g| std::iter::repeat_n(g * scale, c))
-        .collect();
-    Tensor::from_vec(latent_shape, data)
+    let (pixels, c) = latent_dims(OP, latent_shape)?;
+    let scaled = scale(d, 1.0 / (LATENT_SCALE * c as f32))?;
+    gather(&scaled, &view(OP, 0, &[pixels, c], &[1, 0])?)?.reshape(latent_shape)
 }
 
 impl BiomedClipLatentLoss {
@@ -146,7 +137,8 @@ impl BiomedClipLatentLoss {
         }
         let fi = self.image_features(x)?;
         let (fl, plan) = self.features(&latent_image(latent)?, need_grad)?;
-        let (a, b) = (fi.f32s(OP)?, fl.f32s(OP)?);
+        // The features are `[N, embed]`: a few kilobytes, compared on the host.
+        let (a, b) = (&fi.to_f32_vec(), &fl.to_f32_vec());
         let n = fi.shape()[0];
         let e = a.len() / n;
         let per_sample: Vec<f64> = a
@@ -164,7 +156,7 @@ impl BiomedClipLatentLoss {
         // d loss / d f(latent) = −2·(f(image) − f(latent)) / B.
         let k = -2.0 / n as f32;
         let dfl: Vec<f32> = a.iter().zip(b).map(|(u, v)| k * (u - v)).collect();
-        let dfl = Tensor::from_vec(fl.shape(), dfl)?;
+        let dfl = Tensor::from_vec(fl.shape(), dfl)?.into_device(fl.device())?;
         let dt = self.tower.backward(&dfl)?;
         let dimg = self.transform.backward(&plan, &dt)?;
         Ok((value, Some(latent_image_backward(latent.shape(), &dimg)?)))

@@ -135,16 +135,6 @@ impl Trainer {
             Some(state) => ModelConfig::from_state_dict_shapes(&state.shapes())?,
             None => config.model_config()?,
         };
-        // Stage 1 (2D and 3D) runs on CUDA; stage 2's BiomedCLIP tower still rearranges its
-        // tokens on the host (patch rows, head split and merge, class and position tokens),
-        // although its linear layers and the resize now have CUDA ops.
-        if !device.is_cpu() && config.stage2 {
-            return Err(RuntimeError::Other(format!(
-                "device `{}`: CUDA training covers stage 1 (2D and 3D) so far; the BiomedCLIP \
-                 tower of stage 2 runs on the CPU only; use device: cpu",
-                config.device
-            )));
-        }
         if model_config.dims == 3 && config.stage2 {
             return Err(RuntimeError::Other(
                 "stage 2 (the BiomedCLIP latent loss) is 2D only, as in the reference".into(),
@@ -248,6 +238,9 @@ impl Trainer {
         })?;
         medvae_runtime::set_cuda_precision(&self.config.precision)?;
         move_params(&mut self.ae, self.device)?;
+        if let Some(bc) = self.bc_loss.as_mut() {
+            move_params(&mut bc.tower, self.device)?;
+        }
         self.loss.to_device(self.device)
     }
 

@@ -5,11 +5,11 @@
 //! from the lin layers, the autoencoder's `embed_dim` from `quant_conv`), loaded by state-dict
 //! key, and every `out.*`, `grad.*` and `buf.*` tensor is produced.
 
-use super::tensors::{activation, activation_out};
+use super::tensors::{activation, activation_out, on_device, target};
 use super::Produced;
 use crate::autoencoder::{AutoencoderKL, Sampling};
 use crate::blocks::NLayerDiscriminator;
-use crate::layer::{Ctx, ParamKind, ParamVisitor, Parameters};
+use crate::layer::{move_params, Ctx, ParamKind, ParamVisitor, Parameters};
 use crate::layers::init::Init;
 use crate::layers::state::{export_grads, export_params, load_params};
 use crate::losses::lpips3d::{slices_backward, slices_forward};
@@ -32,16 +32,16 @@ pub fn handles(case: &GoldenCase) -> bool {
             .is_some_and(|l| l.starts_with(HINGE) || l.starts_with(GENERATOR))
 }
 
-/// Whether the case runs on a CUDA device: 2D LPIPS does; the slice gather of the 3D LPIPS and
-/// the stage-1 losses are host code.
-pub fn runs_on_cuda(case: &GoldenCase) -> bool {
-    case.meta_str("module") == Some(LPIPS_2D)
-}
-
+/// Run a case on `device` (every network and input is moved there; the 3D LPIPS slices its
+/// volumes on the device, as the 3D stage-1 step does).
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     device.ensure_available()?;
+    on_device(device, || run_on_target(case))
+}
+
+fn run_on_target(case: &GoldenCase) -> Result<Option<Produced>> {
     if let Some(m) = case.meta_str("module") {
-        return lpips_case(case, m == LPIPS_3D, device).map(Some);
+        return lpips_case(case, m == LPIPS_3D).map(Some);
     }
     match case.meta_str("loss") {
         Some(l) if l.starts_with(HINGE) => disc_case(case).map(Some),
@@ -99,9 +99,10 @@ fn scalar_gout(case: &GoldenCase, name: &str) -> Result<Vec<f32>> {
     Ok(case.tensor(name)?.data.clone())
 }
 
-fn lpips_case(case: &GoldenCase, slices: bool, device: Device) -> Result<Produced> {
+fn lpips_case(case: &GoldenCase, slices: bool) -> Result<Produced> {
     let mut lp = Lpips::new(lpips_widths(case, "", "widths")?, &mut Init::Zeros)?;
     load_prefixed(case, "", &mut lp)?;
+    move_params(&mut lp, target())?;
     let input = activation(case, "in.input")?;
     let target = activation(case, "in.target")?;
     let dp = scalar_gout(case, "gout.p")?;
@@ -115,9 +116,6 @@ fn lpips_case(case: &GoldenCase, slices: bool, device: Device) -> Result<Produce
         };
         slices_backward(&lp, state, dp)?
     } else {
-        // On the requested device ([`runs_on_cuda`]).
-        crate::layer::move_params(&mut lp, device)?;
-        let (input, target) = (input.into_device(device)?, target.into_device(device)?);
         let p = lp.forward(&input, &target, Need::BOTH)?;
         out.insert("out.p".into(), p.to_f32_vec());
         let dp = medvae_runtime::Tensor::from_vec(&[dp.len()], dp)?;
@@ -168,6 +166,7 @@ fn disc_case(case: &GoldenCase) -> Result<Produced> {
     let fake = activation(case, "in.fake")?;
     let mut disc = discriminator(case, *real.shape().last().unwrap_or(&0))?;
     load_prefixed(case, "", &mut disc)?;
+    move_params(&mut disc, target())?;
     let step = discriminator_step(&mut disc, &real, &fake, 1.0, &mut Ctx::train(0))?;
     let mut out = Produced::new();
     out.insert("out.loss".into(), vec![step.loss]);
@@ -222,6 +221,8 @@ fn generator_case(case: &GoldenCase, loss_name: &str) -> Result<Produced> {
         loss: Stage1Loss::new(config, Some(lpips), disc)?,
     };
     load_prefixed(case, "", &mut s)?;
+    move_params(&mut s.ae, target())?;
+    s.loss.to_device(target())?;
     let sampling = Sampling::Eps(activation(case, "in.eps")?);
     let g = s
         .loss

@@ -8,7 +8,7 @@ use super::tensors::{activation, activation_out};
 use super::vit::{load_case_tower, meta_count};
 use super::Produced;
 use crate::autoencoder::{AutoencoderKL, Sampling};
-use crate::layer::{set_trainable, Ctx, Parameters};
+use crate::layer::{move_params, set_trainable, Ctx, Parameters};
 use crate::layers::init::Init;
 use crate::layers::state::{export_grads, load_params};
 use crate::losses::stage2::{stage2_step, BiomedClipLatentLoss};
@@ -53,11 +53,16 @@ fn autoencoder(case: &GoldenCase) -> Result<AutoencoderKL> {
         .as_mut()
         .ok_or_else(|| RuntimeError::file(&case.path, "the autoencoder has no latent head"))?;
     set_trainable(head, true);
+    move_params(&mut ae, super::tensors::target())?;
     Ok(ae)
 }
 
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     device.ensure_available()?;
+    super::tensors::on_device(device, || run_step(case))
+}
+
+fn run_step(case: &GoldenCase) -> Result<Option<Produced>> {
     let heads = match case.meta.get("heads") {
         Some(_) => meta_count(case, &case.meta, "heads")?,
         None => GOLDEN_TINY_TOWER_HEADS,

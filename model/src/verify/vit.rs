@@ -5,7 +5,7 @@
 
 use super::tensors::{activation, activation_out, plain};
 use super::Produced;
-use crate::layer::{Ctx, Layer};
+use crate::layer::{move_params, Ctx, Layer};
 use crate::layers::init::Init;
 use crate::layers::state::load_params;
 use crate::vit::{VisionTower, VitConfig};
@@ -41,8 +41,9 @@ pub fn tower_shapes(case: &GoldenCase, prefix: &str) -> Vec<(String, Vec<usize>)
         .collect()
 }
 
-/// Build the tower of the case's `param.<prefix>*` tensors with `heads` heads and load them;
-/// every tower key must be given and no other key under the prefix.
+/// Build the tower of the case's `param.<prefix>*` tensors with `heads` heads and load them
+/// (onto the verify target device); every tower key must be given and no other key under the
+/// prefix.
 pub fn load_case_tower(case: &GoldenCase, prefix: &str, heads: usize) -> Result<VisionTower> {
     let cfg = VitConfig::from_shapes(&tower_shapes(case, prefix), heads)
         .map_err(|e| RuntimeError::file(&case.path, e.to_string()))?;
@@ -54,6 +55,7 @@ pub fn load_case_tower(case: &GoldenCase, prefix: &str, heads: usize) -> Result<
     });
     load_params(&mut tower, entries)?.ensure_exact(&case.path.display().to_string())?;
     tower.freeze();
+    move_params(&mut tower, super::tensors::target())?;
     Ok(tower)
 }
 
@@ -93,6 +95,10 @@ fn check_meta(case: &GoldenCase, cfg: &VitConfig) -> Result<()> {
 /// Run a tower case.
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
     device.ensure_available()?;
+    super::tensors::on_device(device, || run_tower(case))
+}
+
+fn run_tower(case: &GoldenCase) -> Result<Option<Produced>> {
     let heads = meta_count(case, &case.meta, "heads")?;
     let mut tower = load_case_tower(case, "", heads)?;
     check_meta(case, &tower.config)?;

@@ -4,14 +4,15 @@
 //!
 //! The heads run through the engine's flash-style attention kernel as `N·heads` independent
 //! sequences (`[N·heads, 1, T, head_dim]`, tokens × head features), so the `T × T` scores are
-//! never stored; splitting and merging heads are copies of `T·3·width` values per sample.
+//! never stored; splitting and merging heads are strided gathers (`T·3·width` values per
+//! sample) on the tensors' device.
 
 use super::linear::Linear;
 use crate::layer::{join_key, no_saved_state, ParamVisitor, Parameters};
 use crate::layers::init::Init;
 use medvae_runtime::ops::attention::{attention_backward, attention_forward, AttentionSaved};
+use medvae_runtime::ops::strided::{gather, scatter, view, StridedView};
 use medvae_runtime::{Result, RuntimeError, Tensor};
-use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
 pub struct MultiHeadAttention {
@@ -45,52 +46,52 @@ fn ntc(op: &str, x: &Tensor) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// Head geometry of a `[N, T, parts·heads·hd]` token tensor.
+/// Head geometry of `[N, T, parts·heads·hd]` tokens.
 #[derive(Debug, Clone, Copy)]
 struct HeadDims {
+    n: usize,
     t: usize,
     heads: usize,
     hd: usize,
 }
 
-/// Split `[N, T, parts·heads·hd]` tokens into `parts` tensors `[N·heads, 1, T, hd]` (timm's
-/// `reshape(N, T, parts, heads, hd).permute(2, 0, 3, 1, 4)`).
-fn split_heads(d: HeadDims, src: &[f32], dst: &mut [&mut [f32]]) {
-    let width = dst.len() * d.heads * d.hd;
-    // One task per (part, sample·head): each owns a contiguous `[T, hd]` block of its part.
-    let blocks: Vec<(usize, usize, &mut [f32])> = dst
-        .iter_mut()
-        .enumerate()
-        .flat_map(|(p, part)| {
-            part.chunks_mut(d.t * d.hd)
-                .enumerate()
-                .map(move |(b, blk)| (p, b, blk))
-        })
-        .collect();
-    blocks.into_par_iter().for_each(|(p, b, blk)| {
-        let (s, h) = (b / d.heads, b % d.heads);
-        for (i, row) in blk.chunks_mut(d.hd).enumerate() {
-            let at = (s * d.t + i) * width + (p * d.heads + h) * d.hd;
-            row.copy_from_slice(&src[at..at + d.hd]);
-        }
-    });
-}
+impl HeadDims {
+    /// Part `part` of `[N, T, parts·heads·hd]` tokens as the view `[N, heads, T, hd]`
+    /// (timm's `reshape(N, T, parts, heads, hd).permute(2, 0, 3, 1, 4)[part]`).
+    fn heads_of(&self, parts: usize, part: usize) -> Result<StridedView> {
+        let width = parts * self.heads * self.hd;
+        view(
+            "vit attention heads",
+            part * self.heads * self.hd,
+            &[self.n, self.heads, self.t, self.hd],
+            &[self.t * width, self.hd, width, 1],
+        )
+    }
 
-/// The inverse of [`split_heads`]: `parts` tensors `[N·heads, 1, T, hd]` into tokens.
-fn merge_heads(d: HeadDims, src: &[&[f32]], dst: &mut [f32]) {
-    let width = src.len() * d.heads * d.hd;
-    dst.par_chunks_mut(width)
-        .enumerate()
-        .for_each(|(row_idx, row)| {
-            let (s, i) = (row_idx / d.t, row_idx % d.t);
-            for (p, part) in src.iter().enumerate() {
-                for h in 0..d.heads {
-                    let from = ((s * d.heads + h) * d.t + i) * d.hd;
-                    let at = (p * d.heads + h) * d.hd;
-                    row[at..at + d.hd].copy_from_slice(&part[from..from + d.hd]);
-                }
-            }
-        });
+    /// `[N·heads, 1, T, hd]` heads (one attention sequence each) viewed as tokens
+    /// `[N, T, heads, hd]`: the inverse permutation of [`HeadDims::heads_of`] with one part.
+    fn tokens_of_heads(&self) -> Result<StridedView> {
+        view(
+            "vit attention merge",
+            0,
+            &[self.n, self.t, self.heads, self.hd],
+            &[self.heads * self.t * self.hd, self.hd, self.t * self.hd, 1],
+        )
+    }
+
+    fn sequences(&self) -> [usize; 4] {
+        [self.n * self.heads, 1, self.t, self.hd]
+    }
+
+    /// Part `part` of `parts` of the tokens `x` as attention sequences.
+    fn split(&self, x: &Tensor, parts: usize, part: usize) -> Result<Tensor> {
+        gather(x, &self.heads_of(parts, part)?)?.reshape(&self.sequences())
+    }
+
+    /// Attention sequences back into `[N, T, heads·hd]` tokens.
+    fn merge(&self, o: &Tensor) -> Result<Tensor> {
+        gather(o, &self.tokens_of_heads()?)?.reshape(&[self.n, self.t, self.heads * self.hd])
+    }
 }
 
 impl MultiHeadAttention {
@@ -127,23 +128,16 @@ impl MultiHeadAttention {
                 format!("{c} features, the layer has width {}", heads * hd),
             ));
         }
-        let d = HeadDims { t, heads, hd };
+        let d = HeadDims { n, t, heads, hd };
         let qkv = self.qkv.apply(&x)?;
-        let shape = [n * heads, 1, t, hd];
-        let (mut q, mut k, mut v) = (
-            Tensor::uninit(&shape),
-            Tensor::uninit(&shape),
-            Tensor::uninit(&shape),
-        );
-        split_heads(
-            d,
-            qkv.f32s(OP)?,
-            &mut [q.f32s_mut(OP)?, k.f32s_mut(OP)?, v.f32s_mut(OP)?],
+        let (q, k, v) = (
+            d.split(&qkv, 3, 0)?,
+            d.split(&qkv, 3, 1)?,
+            d.split(&qkv, 3, 2)?,
         );
         drop(qkv);
         let (o, att) = attention_forward(&q, &k, &v, self.scale())?;
-        let mut merged = Tensor::uninit(&[n, t, c]);
-        merge_heads(d, &[o.f32s(OP)?], merged.f32s_mut(OP)?);
+        let merged = d.merge(&o)?;
         let y = self.proj.apply(&merged)?;
         self.saved = if keep {
             Some(Saved {
@@ -163,7 +157,6 @@ impl MultiHeadAttention {
 
     /// `dx` from `dy`; parameter gradients accumulated where trainable.
     pub fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
-        const OP: &str = "vit attention backward";
         let Saved {
             x,
             q,
@@ -176,22 +169,24 @@ impl MultiHeadAttention {
             .saved
             .take()
             .ok_or_else(|| no_saved_state("vit attention"))?;
-        let (n, t, c) = ntc(OP, &x)?;
-        let (heads, hd) = (self.heads, self.head_dim());
-        let d = HeadDims { t, heads, hd };
+        let (n, t, c) = ntc("vit attention backward", &x)?;
+        let d = HeadDims {
+            n,
+            t,
+            heads: self.heads,
+            hd: self.head_dim(),
+        };
         let dmerged = self.proj.grad_x(&merged, dy)?;
         drop(merged);
-        let mut d_o = Tensor::uninit(q.shape());
-        split_heads(d, dmerged.f32s(OP)?, &mut [d_o.f32s_mut(OP)?]);
+        let d_o = d.split(&dmerged, 1, 0)?;
         drop(dmerged);
         let (dq, dk, dv) = attention_backward(&q, &k, &v, &o, &att, &d_o, self.scale())?;
         drop((q, k, v, o, d_o));
-        let mut dqkv = Tensor::uninit(&[n, t, 3 * c]);
-        merge_heads(
-            d,
-            &[dq.f32s(OP)?, dk.f32s(OP)?, dv.f32s(OP)?],
-            dqkv.f32s_mut(OP)?,
-        );
+        // The three parts tile the gradient of the fused projection's output.
+        let mut dqkv = Tensor::zeros_on(&[n, t, 3 * c], x.device())?;
+        for (part, g) in [dq, dk, dv].iter().enumerate() {
+            scatter(&mut dqkv, &d.heads_of(3, part)?, g, false)?;
+        }
         self.qkv.grad_x(&x, &dqkv)
     }
 }

@@ -8,9 +8,13 @@
 //!
 //! Tokens: `t[n, 0] = cls + pos[0]`, `t[n, 1 + i] = patch_i + pos[1 + i]` (patches in row-major
 //! grid order, as `flatten(2).transpose(1, 2)` orders them).
+//!
+//! Every rearrangement here is a strided view (`medvae_runtime::ops::strided`), so the tower
+//! runs on whichever device its tensors live on.
 
+use medvae_runtime::ops::reduce::add_row_sums;
+use medvae_runtime::ops::strided::{gather, scatter, scatter_into_zeros, view, StridedView};
 use medvae_runtime::{Result, RuntimeError, Tensor};
-use rayon::prelude::*;
 
 /// Geometry of the patch grid for a `[N, H, W, C]` channels-last image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,59 +42,49 @@ impl PatchGeometry {
     }
 }
 
+/// The patch rows of the image as a view `[N, gh, gw, C, p, p]` of its `[N, H, W, C]`
+/// elements (pixels past the last whole patch are not in it).
+fn patch_view(g: PatchGeometry) -> Result<StridedView> {
+    let (p, (gh, gw)) = (g.patch, g.grid());
+    let row = g.w * g.c;
+    view(
+        "vit patch_embed",
+        0,
+        &[g.n, gh, gw, g.c, p, p],
+        &[g.h * row, p * row, p * g.c, 1, row, g.c],
+    )
+}
+
 /// Patch rows `[N, patches, C·p·p]` in `(c, ky, kx)` order from a channels-last image.
 pub fn gather_patches(g: PatchGeometry, x: &Tensor) -> Result<Tensor> {
-    const OP: &str = "vit patch_embed";
-    x.expect_shape(OP, "image", &[g.n, g.h, g.w, g.c])?;
-    let (p, gw) = (g.patch, g.grid().1);
-    let src = x.f32s(OP)?;
-    let mut rows = Tensor::uninit(&[g.n, g.patches(), g.row_len()]);
-    rows.f32s_mut(OP)?
-        .par_chunks_mut(g.row_len())
-        .enumerate()
-        .for_each(|(r, row)| {
-            let (s, i) = (r / g.patches(), r % g.patches());
-            let (y0, x0) = ((i / gw) * p, (i % gw) * p);
-            for ky in 0..p {
-                for kx in 0..p {
-                    let pix = ((s * g.h + y0 + ky) * g.w + x0 + kx) * g.c;
-                    for c in 0..g.c {
-                        row[(c * p + ky) * p + kx] = src[pix + c];
-                    }
-                }
-            }
-        });
-    Ok(rows)
+    x.expect_shape("vit patch_embed", "image", &[g.n, g.h, g.w, g.c])?;
+    gather(x, &patch_view(g)?)?.reshape(&[g.n, g.patches(), g.row_len()])
 }
 
 /// Backward of [`gather_patches`]: the image gradient (zero where no patch reads).
 pub fn scatter_patches(g: PatchGeometry, drows: &Tensor) -> Result<Tensor> {
     const OP: &str = "vit patch_embed backward";
     drows.expect_shape(OP, "d rows", &[g.n, g.patches(), g.row_len()])?;
-    let (p, (gh, gw)) = (g.patch, g.grid());
-    let src = drows.f32s(OP)?;
-    let mut dx = Tensor::zeros(&[g.n, g.h, g.w, g.c]);
-    // One task per image row: each image row belongs to at most one patch row of the grid.
-    dx.f32s_mut(OP)?
-        .par_chunks_mut(g.w * g.c)
-        .enumerate()
-        .for_each(|(r, line)| {
-            let (s, y) = (r / g.h, r % g.h);
-            let (gy, ky) = (y / p, y % p);
-            if gy >= gh {
-                return;
-            }
-            for gx in 0..gw {
-                let row = &src[(s * g.patches() + gy * gw + gx) * g.row_len()..][..g.row_len()];
-                for kx in 0..p {
-                    let pix = (gx * p + kx) * g.c;
-                    for c in 0..g.c {
-                        line[pix + c] = row[(c * p + ky) * p + kx];
-                    }
-                }
-            }
-        });
-    Ok(dx)
+    scatter_into_zeros(&[g.n, g.h, g.w, g.c], &patch_view(g)?, drows)
+}
+
+/// `(n, t, width)` of a `[N, T, width]` token tensor with at least one token.
+fn token_dims(op: &str, what: &str, x: &Tensor) -> Result<(usize, usize, usize)> {
+    match *x.shape() {
+        [n, t, w] if t >= 1 => Ok((n, t, w)),
+        _ => Err(RuntimeError::shape(op, format!("{what} {:?}", x.shape()))),
+    }
+}
+
+/// Rows `first ..` of `rows` rows (each `width` long) of every sample of `[N, T, width]`
+/// tokens, as a `[N, rows·width]` view.
+fn token_rows(
+    op: &str,
+    (n, t, width): (usize, usize, usize),
+    first: usize,
+    rows: usize,
+) -> Result<StridedView> {
+    view(op, first * width, &[n, rows * width], &[t * width, 1])
 }
 
 /// `[N, 1 + P, width]` tokens from the projected patches `[N, P, width]`, the class token
@@ -108,24 +102,14 @@ pub fn assemble_tokens(patches: &Tensor, cls: &Tensor, pos: &Tensor) -> Result<T
     };
     cls.expect_shape(OP, "cls_token", &[1, 1, width])?;
     pos.expect_shape(OP, "pos_embed", &[1, 1 + np, width])?;
-    let (pe, c, ps) = (patches.f32s(OP)?, cls.f32s(OP)?, pos.f32s(OP)?);
-    let t = 1 + np;
-    let mut out = Tensor::uninit(&[n, t, width]);
-    out.f32s_mut(OP)?
-        .par_chunks_mut(width)
-        .enumerate()
-        .for_each(|(r, row)| {
-            let (s, i) = (r / t, r % t);
-            let src = if i == 0 {
-                c
-            } else {
-                &pe[(s * np + i - 1) * width..][..width]
-            };
-            let pos = &ps[i * width..][..width];
-            for ((o, a), b) in row.iter_mut().zip(src).zip(pos) {
-                *o = a + b;
-            }
-        });
+    let dims = (n, 1 + np, width);
+    // The position embedding broadcast over the batch (stride 0), then the class token and
+    // the patches added into their rows.
+    let every_sample = |len: usize| view(OP, 0, &[n, len], &[0, 1]);
+    let mut out = gather(pos, &every_sample((1 + np) * width)?)?.reshape(&[n, 1 + np, width])?;
+    let cls_rows = gather(cls, &every_sample(width)?)?;
+    scatter(&mut out, &token_rows(OP, dims, 0, 1)?, &cls_rows, true)?;
+    scatter(&mut out, &token_rows(OP, dims, 1, np)?, patches, true)?;
     Ok(out)
 }
 
@@ -138,74 +122,31 @@ pub fn split_token_grad(
     dpos: Option<&mut Tensor>,
 ) -> Result<Tensor> {
     const OP: &str = "vit tokens backward";
-    let (n, t, width) = match *dtokens.shape() {
-        [n, t, w] if t >= 1 => (n, t, w),
-        _ => {
-            return Err(RuntimeError::shape(
-                OP,
-                format!("d tokens {:?}", dtokens.shape()),
-            ))
-        }
-    };
-    let d = dtokens.f32s(OP)?;
+    let dims @ (n, t, width) = token_dims(OP, "d tokens", dtokens)?;
     if let Some(dcls) = dcls {
         dcls.expect_shape(OP, "d cls_token", &[1, 1, width])?;
-        let acc = dcls.f32s_mut(OP)?;
-        for s in 0..n {
-            for (a, v) in acc.iter_mut().zip(&d[s * t * width..][..width]) {
-                *a += v;
-            }
-        }
+        add_row_sums(dcls, &gather(dtokens, &token_rows(OP, dims, 0, 1)?)?)?;
     }
     if let Some(dpos) = dpos {
         dpos.expect_shape(OP, "d pos_embed", &[1, t, width])?;
-        let acc = dpos.f32s_mut(OP)?;
-        for s in 0..n {
-            for (a, v) in acc.iter_mut().zip(&d[s * t * width..][..t * width]) {
-                *a += v;
-            }
-        }
+        add_row_sums(dpos, dtokens)?;
     }
-    let np = t - 1;
-    let mut dp = Tensor::uninit(&[n, np, width]);
-    for (s, chunk) in dp.f32s_mut(OP)?.chunks_mut(np * width).enumerate() {
-        chunk.copy_from_slice(&d[(s * t + 1) * width..][..np * width]);
-    }
-    Ok(dp)
+    gather(dtokens, &token_rows(OP, dims, 1, t - 1)?)?.reshape(&[n, t - 1, width])
 }
 
 /// Row 0 (the class token) of each sample of `[N, T, width]`, as `[N, width]`.
 pub fn class_rows(tokens: &Tensor) -> Result<Tensor> {
     const OP: &str = "vit class-token pooling";
-    let (n, t, width) = match *tokens.shape() {
-        [n, t, w] if t >= 1 => (n, t, w),
-        _ => {
-            return Err(RuntimeError::shape(
-                OP,
-                format!("tokens {:?}", tokens.shape()),
-            ))
-        }
-    };
-    let src = tokens.f32s(OP)?;
-    let mut out = Tensor::uninit(&[n, width]);
-    for (s, row) in out.f32s_mut(OP)?.chunks_mut(width).enumerate() {
-        row.copy_from_slice(&src[s * t * width..][..width]);
-    }
-    Ok(out)
+    let dims = token_dims(OP, "tokens", tokens)?;
+    gather(tokens, &token_rows(OP, dims, 0, 1)?)
 }
 
 /// Backward of [`class_rows`]: `[N, T, width]`, zero except row 0 of each sample.
 pub fn class_rows_backward(d: &Tensor, t: usize) -> Result<Tensor> {
     const OP: &str = "vit class-token pooling backward";
     let (n, width) = match *d.shape() {
-        [n, w] => (n, w),
+        [n, w] if t >= 1 => (n, w),
         _ => return Err(RuntimeError::shape(OP, format!("d pooled {:?}", d.shape()))),
     };
-    let src = d.f32s(OP)?;
-    let mut out = Tensor::zeros(&[n, t, width]);
-    let dst = out.f32s_mut(OP)?;
-    for s in 0..n {
-        dst[s * t * width..][..width].copy_from_slice(&src[s * width..][..width]);
-    }
-    Ok(out)
+    scatter_into_zeros(&[n, t, width], &token_rows(OP, (n, t, width), 0, 1)?, d)
 }

@@ -4,12 +4,16 @@
 //!
 //! A 1-channel input stands for its expansion to 3 equal channels (`expand(-1, 3, -1, -1)`,
 //! as the stage-2 loss feeds grey images). Resize and crop act per channel, so they run on the
-//! single channel and the expansion happens at the normalisation: a third of the work, and the
-//! backward sums the three normalised channel gradients into one.
+//! single channel and the expansion happens at the crop (a stride-0 channel axis): a third of
+//! the work, and the backward sums the three normalised channel gradients into one.
+//!
+//! Crop and expansion are strided views and the normalisation elementwise ops, so the
+//! transform runs on the image's device.
 
+use medvae_runtime::ops::elementwise::{add_assign, mul, scaled_add_assign};
 use medvae_runtime::ops::resample::{resize_bicubic_aa_backward, resize_bicubic_aa_forward};
-use medvae_runtime::{Result, RuntimeError, Tensor};
-use rayon::prelude::*;
+use medvae_runtime::ops::strided::{gather, scatter_into_zeros, view, StridedView};
+use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
 /// OpenAI CLIP's normalisation (open_clip `OPENAI_DATASET_MEAN` / `_STD`), which BiomedCLIP's
 /// preprocessing uses.
@@ -99,11 +103,38 @@ impl ClipTransform {
         })
     }
 
+    /// The crop of the resized image as a `[N, size, size, channels]` view of its
+    /// `[N, rh, rw, c]` elements; `channels = 3` of a grey image repeats its channel
+    /// (stride 0).
+    fn crop_view(&self, plan: &TransformPlan, channels: usize) -> Result<StridedView> {
+        let (n, c) = (plan.in_shape[0], plan.in_shape[3]);
+        let (s, [rh, rw], [top, left]) = (self.size, plan.resized, plan.offset);
+        let channel_stride = if c == 1 { 0 } else { 1 };
+        view(
+            "clip transform crop",
+            (top * rw + left) * c,
+            &[n, s, s, channels],
+            &[rh * rw * c, rw * c, c, channel_stride],
+        )
+    }
+
+    /// `values` (one per channel) repeated over the `pixels` of `[N, size, size, 3]`.
+    fn per_channel(values: [f32; 3], pixels: usize, device: Device) -> Result<Tensor> {
+        let v = Tensor::from_vec(&[3], values.to_vec())?.into_device(device)?;
+        gather(&v, &view("clip transform", 0, &[pixels, 3], &[0, 1])?)
+    }
+
+    /// `1 / std` per channel over the pixels of `[N, size, size, 3]`.
+    fn inverse_std(&self, n: usize, device: Device) -> Result<Tensor> {
+        let inv = self.std.map(|s| 1.0 / s);
+        Self::per_channel(inv, n * self.size * self.size, device)?
+            .reshape(&[n, self.size, self.size, 3])
+    }
+
     /// `[N, H, W, 1 or 3]` → normalised `[N, size, size, 3]`.
     pub fn forward(&self, x: &Tensor) -> Result<(Tensor, TransformPlan)> {
-        const OP: &str = "clip transform";
         let plan = self.plan(x.shape())?;
-        let [n, h, w, c] = plan.in_shape[..] else {
+        let [n, h, w, _] = plan.in_shape[..] else {
             unreachable!("plan checked the rank")
         };
         let resized;
@@ -113,22 +144,11 @@ impl ClipTransform {
             resized = resize_bicubic_aa_forward(x, plan.resized)?;
             &resized
         };
-        let (s, rw, [top, left]) = (self.size, plan.resized[1], plan.offset);
-        let data = src.f32s(OP)?;
-        let mut y = Tensor::uninit(&[n, s, s, 3]);
-        y.f32s_mut(OP)?
-            .par_chunks_mut(s * 3)
-            .enumerate()
-            .for_each(|(r, row)| {
-                let (b, i) = (r / s, r % s);
-                let line = &data[((b * plan.resized[0] + top + i) * rw + left) * c..][..s * c];
-                for (j, px) in row.chunks_mut(3).enumerate() {
-                    for (ch, v) in px.iter_mut().enumerate() {
-                        let x = line[j * c + if c == 1 { 0 } else { ch }];
-                        *v = (x - self.mean[ch]) / self.std[ch];
-                    }
-                }
-            });
+        let mut centred = gather(src, &self.crop_view(&plan, 3)?)?;
+        let pixels = n * self.size * self.size;
+        let mean = Self::per_channel(self.mean, pixels, x.device())?.reshape(centred.shape())?;
+        scaled_add_assign(&mut centred, &mean, -1.0)?;
+        let y = mul(&centred, &self.inverse_std(n, x.device())?)?;
         Ok((y, plan))
     }
 
@@ -138,32 +158,21 @@ impl ClipTransform {
         let [n, h, w, c] = plan.in_shape[..] else {
             return Err(RuntimeError::shape(OP, "bad plan"));
         };
-        let (s, [rh, rw], [top, left]) = (self.size, plan.resized, plan.offset);
+        let (s, [rh, rw]) = (self.size, plan.resized);
         dy.expect_shape(OP, "dy", &[n, s, s, 3])?;
-        let g = dy.f32s(OP)?;
-        // Normalisation and crop: zero outside the crop, `dy/std` summed over the expanded
-        // channels for a grey input.
-        let mut dres = Tensor::zeros(&[n, rh, rw, c]);
-        dres.f32s_mut(OP)?
-            .par_chunks_mut(rw * c)
-            .enumerate()
-            .for_each(|(r, line)| {
-                let (b, y) = (r / rh, r % rh);
-                if y < top || y >= top + s {
-                    return;
-                }
-                let src = &g[((b * s + y - top) * s) * 3..][..s * 3];
-                for (j, px) in src.chunks(3).enumerate() {
-                    let at = (left + j) * c;
-                    if c == 1 {
-                        line[at] = (0..3).map(|ch| px[ch] / self.std[ch]).sum();
-                    } else {
-                        for ch in 0..3 {
-                            line[at + ch] = px[ch] / self.std[ch];
-                        }
-                    }
-                }
-            });
+        let dcentred = mul(dy, &self.inverse_std(n, dy.device())?)?;
+        // A grey input was read three times: its gradient sums the three channels'.
+        let dcrop = if c == 1 {
+            let channel = |ch| gather(&dcentred, &view(OP, ch, &[n * s * s], &[3])?);
+            let mut sum = channel(0)?;
+            add_assign(&mut sum, &channel(1)?)?;
+            add_assign(&mut sum, &channel(2)?)?;
+            sum
+        } else {
+            dcentred
+        };
+        // Zero outside the crop.
+        let dres = scatter_into_zeros(&[n, rh, rw, c], &self.crop_view(plan, c)?, &dcrop)?;
         if [rh, rw] == [h, w] {
             Ok(dres)
         } else {

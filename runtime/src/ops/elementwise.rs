@@ -124,6 +124,21 @@ pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
     Ok(y)
 }
 
+/// `clamp(a · x + b, lo, hi)` (an image mapped into a range, e.g. [-1, 1] into [0, 1]).
+pub fn affine_clamp(x: &Tensor, a: f32, b: f32, lo: f32, hi: f32) -> Result<Tensor> {
+    const OP: &str = "affine_clamp";
+    let dev = common_device(OP, &[x])?;
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::pointwise::affine_clamp(OP, x, [a, b, lo, hi]);
+    }
+    cpu_only(OP, dev)?;
+    let mut y = Tensor::uninit(x.shape());
+    let src = x.f32s(OP)?;
+    zip_map(src, src, y.f32s_mut(OP)?, |v, _| (a * v + b).clamp(lo, hi));
+    Ok(y)
+}
+
 fn last_dim(op: &str, x: &Tensor) -> Result<usize> {
     x.shape()
         .last()

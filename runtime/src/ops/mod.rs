@@ -17,6 +17,7 @@ pub mod reduce;
 pub mod resample;
 pub mod slices;
 pub mod softmax;
+pub mod strided;
 
 #[cfg(feature = "cuda")]
 mod on_cuda;

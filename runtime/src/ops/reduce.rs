@@ -82,6 +82,35 @@ pub fn count_non_finite_total(xs: &[Tensor]) -> Result<usize> {
     Ok(total)
 }
 
+/// `acc[c] += Σ_r x[r, c]`, with `x` read as rows of `acc.numel()` elements (bias-like
+/// gradients of a parameter broadcast over a batch: the class token, the position embedding).
+pub fn add_row_sums(acc: &mut Tensor, x: &Tensor) -> Result<()> {
+    const OP: &str = "add_row_sums";
+    let dev = super::common_device(OP, &[acc, x])?;
+    let cols = acc.numel();
+    if cols == 0 || !x.numel().is_multiple_of(cols) {
+        return Err(crate::error::RuntimeError::shape(
+            OP,
+            format!(
+                "{:?} is not a whole number of rows of the accumulator's {cols} elements",
+                x.shape()
+            ),
+        ));
+    }
+    #[cfg(feature = "cuda")]
+    if !dev.is_cpu() {
+        return super::on_cuda::reduce::add_row_sums(OP, acc, x);
+    }
+    super::cpu_only(OP, dev)?;
+    let out = acc.f32s_mut(OP)?;
+    for row in x.f32s(OP)?.chunks(cols) {
+        for (a, v) in out.iter_mut().zip(row) {
+            *a += v;
+        }
+    }
+    Ok(())
+}
+
 /// A tensor of `shape` filled with `value`, on `device`.
 pub fn full(shape: &[usize], value: f32, device: Device) -> Result<Tensor> {
     #[cfg(feature = "cuda")]
@@ -111,6 +140,11 @@ mod tests {
         assert_eq!(total, 4);
         assert_eq!(count_non_finite_total(&[]).unwrap(), 0);
         let f = full(&[2, 3], 0.25, Device::Cpu).unwrap();
+        let mut acc = Tensor::from_vec(&[2], vec![1.0, -1.0]).unwrap();
+        let rows = Tensor::from_vec(&[3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        add_row_sums(&mut acc, &rows).unwrap();
+        assert_eq!(acc.to_f32_vec(), vec![10.0, 11.0]);
+        assert!(add_row_sums(&mut acc, &Tensor::zeros(&[5])).is_err());
         assert_eq!(f.to_f32_vec(), vec![0.25; 6]);
     }
 }

@@ -15,6 +15,7 @@ mod norm;
 mod perceptual;
 mod reductions;
 mod slices;
+mod strided;
 mod support;
 mod tensor_ops;
 

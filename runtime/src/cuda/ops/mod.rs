@@ -19,6 +19,7 @@ pub mod lpips;
 pub mod norm;
 pub mod sample;
 pub mod slices;
+pub mod strided;
 
 use super::device::{cfg, CudaDevice};
 use super::error::{CudaError, CudaResult};

@@ -16,6 +16,7 @@ pub(crate) mod reduce;
 pub(crate) mod reshape;
 pub(crate) mod slices;
 pub(crate) mod softmax;
+pub(crate) mod strided;
 
 use crate::cuda::{CudaDevice, CudaError, DeviceBuffer};
 use crate::error::Result;

@@ -114,3 +114,11 @@ pub(crate) fn scale(op: &str, a: &Tensor, s: f32) -> Result<Tensor> {
     )?;
     Ok(y)
 }
+
+/// `clamp(a · x + b, lo, hi)` with `[a, b, lo, hi]`.
+pub(crate) fn affine_clamp(op: &str, x: &Tensor, [a, b, lo, hi]: [f32; 4]) -> Result<Tensor> {
+    let xb = x.cuda(op)?.1;
+    super::new_output(op, x, x.shape(), |dev, y| {
+        k::affine_clamp(dev, xb, y, x.numel(), a, b, lo, hi)
+    })
+}

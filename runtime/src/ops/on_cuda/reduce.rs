@@ -94,3 +94,15 @@ pub(crate) fn hinge_half_backward(op: &str, x: &Tensor, sign: f32, g: f32) -> Re
     )?;
     Ok(dx)
 }
+
+/// `acc[c] += Σ_r x[r, c]` (`reduce_cols_acc`, the bias-gradient kernel).
+pub(crate) fn add_row_sums(op: &str, acc: &mut Tensor, x: &Tensor) -> Result<()> {
+    let dev = device_of(op, x)?;
+    let cols = acc.numel();
+    let xb = x.cuda(op)?.1;
+    let ab = acc.cuda_out(op)?;
+    on(
+        op,
+        lk::reduce_cols_acc(&dev, xb, x.numel() / cols, cols, ab),
+    )
+}
