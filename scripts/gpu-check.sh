@@ -259,6 +259,9 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   # The same BF16 step with the older staged kernels, for the streamed/staged ratio of this run.
   run_step ours-bf16-staged 60 env MEDVAE_CONV_BF16=staged "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
+  # Stage 2 (latent head through a ViT-B/16 BiomedCLIP-shaped tower, random weights).
+  run_step ours-stage2 90 "$MEDVAE_BIN" bench --device cuda --precision bf16 \
+    --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage2_step
   # The bundled quickstart finetune (200 steps, generator and discriminator) on CUDA and on the
   # CPU: the validation numbers must agree to rounding.
   # Run folders (checkpoints) stay out of $OUT: only logs come back.
@@ -306,6 +309,8 @@ else
       run_step "torch-$prec" 100 python3 "$TORCH_SCRIPT" --device cuda --size 256 --batch 8 --reps 5 \
         --precision "$prec" --only encode,ae_fwd_bwd,stage1_step,conv3x3_128 "${wheel_arg[@]}"
     done
+    run_step torch-stage2 90 python3 scripts/torch_stage2_bench.py --device cuda --precision bf16 \
+      --size 256 --batch 8 --reps 3 "${wheel_arg[@]}"
     # 3D at 64³: time and peak memory of the AE step, ours (with and without recomputation)
     # against the published 3D model (which checkpoints encode and decode).
     if [ -n "$WHEEL" ] && [ -n "$BIN" ]; then
@@ -332,6 +337,8 @@ fi
   done
   [ -f "$LOG/ours-3d.log" ] && echo "-- ours  3d 64^3 bf16: $(grep -o '"median_s":[0-9.]*\|"peak_tensor_bytes":[0-9]*\|"recompute":[a-z]*' "$LOG/ours-3d.log" | tr '\n' ' ')"
   [ -f "$LOG/torch-3d.log" ] && echo "-- torch 3d 64^3 bf16: $(tail -n 1 "$LOG/torch-3d.log" | cut -c1-300)"
+  [ -f "$LOG/ours-stage2.log" ] && echo "-- ours  stage2 b8 bf16: $(grep -o '"median_s":[0-9.]*\|"peak_tensor_bytes":[0-9]*' "$LOG/ours-stage2.log" | tr '\n' ' ')"
+  [ -f "$LOG/torch-stage2.log" ] && echo "-- torch stage2 b8 bf16: $(grep -o '"median_s": [0-9.]*\|"peak_mem_bytes": [0-9]*' "$LOG/torch-stage2.log" | tr '\n' ' ')"
   for f in finetune-cuda finetune-cpu finetune-3d-cuda; do
     [ -f "$LOG/$f.log" ] && echo "-- $f: $(grep -E '^epoch' "$LOG/$f.log" | tail -n 1 | cut -c1-200)"
   done
@@ -341,7 +348,7 @@ fi
     echo "-- kernel profile, bf16 stage1_step (serialised) --"
     grep -A12 "kernel profile" "$LOG/profile-bf16.log"
   fi
-  for f in model-parity lpips-parity stage1-parity; do
+  for f in model-parity lpips-parity stage1-parity stage2-parity; do
     [ -f "$LOG/$f.log" ] && grep -E "rel err|worst" "$LOG/$f.log" | cut -c1-120
   done
   [ -f "$LOG/parity.log" ] && grep -o "kernel coverage: .*" "$LOG/parity.log" | cut -c1-400

@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use medvae_model::workloads::{AeWorkload, Stage1Workload};
+use medvae_model::vit::VitConfig;
+use medvae_model::workloads::{AeWorkload, Stage1Workload, Stage2Workload};
 use medvae_model::zoo::zoo_config;
 use medvae_runtime::{memory, set_cuda_precision, Device};
 use serde_json::{json, Map, Value};
@@ -37,7 +38,9 @@ pub struct BenchArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Comma list of workloads: encode, ae_fwd_bwd, stage1_step.
+    /// Comma list of workloads: encode, ae_fwd_bwd, stage1_step, stage2_step (the latent head
+    /// through a ViT-B/16 BiomedCLIP-shaped tower with random weights; models with a latent
+    /// head).
     #[arg(long, default_value = "encode,ae_fwd_bwd")]
     only: String,
     /// Recompute block activations in the backward instead of keeping them (the finetune
@@ -70,6 +73,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     work.to_device(device)
         .with_context(|| format!("moving the model to {device}"))?;
     let mut stage1: Option<Stage1Workload> = None;
+    let mut stage2: Option<Stage2Workload> = None;
     let mut res = Map::new();
     res.insert("engine".into(), json!("medvae-fast"));
     res.insert("model".into(), json!(args.model));
@@ -112,7 +116,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     Ok(())
                 })
             }
-            other => bail!("unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step)"),
+            "stage2_step" => {
+                if stage2.is_none() {
+                    let tower = VitConfig::biomedclip();
+                    let mut w = Stage2Workload::new(&cfg, &tower, args.batch, args.size, 0)?;
+                    w.to_device(device)
+                        .with_context(|| format!("moving the stage-2 workload to {device}"))?;
+                    stage2 = Some(w);
+                }
+                let w = stage2.as_mut().context("stage-2 workload")?;
+                time(device, args.reps, args.batch, || {
+                    let loss = w.step()?;
+                    if !loss.is_finite() {
+                        bail!("stage2_step: loss is {loss}");
+                    }
+                    Ok(())
+                })
+            }
+            other => {
+                bail!("unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step, stage2_step)")
+            }
         };
         let mut timing = timing
             .with_context(|| format!("{name} at batch {} and size {}", args.batch, args.size))?;

@@ -2,7 +2,9 @@
 //! both time the same thing as `shared/bench/torch_baseline.py` does in PyTorch:
 //! * `encode`: encoder + quant_conv + posterior mode + latent head, no gradients;
 //! * `ae_fwd_bwd`: encode, sample, decode (and the latent head, as the reference's forward
-//!   computes it), L1 against the input, backward into every parameter.
+//!   computes it), L1 against the input, backward into every parameter;
+//! * `stage1_step` ([`Stage1Workload`]) and `stage2_step` ([`Stage2Workload`]): whole training
+//!   steps (the latter against `scripts/torch_stage2_bench.py`).
 
 use crate::autoencoder::{AeGrads, AutoencoderKL, Outputs, Sampling};
 use crate::layer::{move_params, zero_grads, Ctx};
@@ -137,5 +139,58 @@ impl Stage1Workload {
         )?;
         self.opt.step(&mut self.ae.model, 1.0)?;
         Ok(out.log.total)
+    }
+}
+
+/// The stage-2 training step of `scripts/torch_stage2_bench.py`: the frozen encoder, the latent
+/// head with gradient, the BiomedCLIP latent loss through a ViT-B/16 image tower (random
+/// weights — timing only; the real tower has the same shapes), backward into the head, Adam.
+pub struct Stage2Workload {
+    pub ae: AeWorkload,
+    pub loss: crate::losses::stage2::BiomedClipLatentLoss,
+    pub opt: crate::optim::Adam,
+    step: u64,
+}
+
+impl Stage2Workload {
+    /// `cfg` must have the latent head; `tower` is the image tower's structure.
+    pub fn new(
+        cfg: &ModelConfig,
+        tower: &crate::vit::VitConfig,
+        batch: usize,
+        size: usize,
+        seed: u64,
+    ) -> Result<Stage2Workload> {
+        let mut ae = AeWorkload::new(cfg, batch, size, seed)?;
+        crate::train::stage2::train_only_latent_head(&mut ae.model)?;
+        let tower = crate::vit::VisionTower::new(tower, &mut Init::random(seed ^ 0x2b))?;
+        Ok(Stage2Workload {
+            ae,
+            loss: crate::losses::stage2::BiomedClipLatentLoss::new(tower),
+            opt: crate::optim::Adam::new(crate::optim::AdamConfig::medvae(1e-4)),
+            step: 0,
+        })
+    }
+
+    /// Move the autoencoder, its input and the tower to `device`.
+    pub fn to_device(&mut self, device: Device) -> Result<()> {
+        self.ae.to_device(device)?;
+        move_params(&mut self.loss.tower, device)
+    }
+
+    /// One stage-2 step; returns the loss.
+    pub fn step(&mut self) -> Result<f32> {
+        self.step += 1;
+        let mut ctx = Ctx::train(self.step);
+        zero_grads(&mut self.ae.model);
+        let out = crate::losses::stage2::stage2_step(
+            &mut self.ae.model,
+            &mut self.loss,
+            &self.ae.x,
+            Sampling::Random,
+            &mut ctx,
+        )?;
+        self.opt.step(&mut self.ae.model, 1.0)?;
+        Ok(out.value.loss)
     }
 }
