@@ -46,14 +46,6 @@ extern "C" __global__ void ew_add_channel_bias(float* y, const float* bias, mv_i
 extern "C" __global__ void ew_affine_clamp(const float* x, float* y, mv_i64 n, float a, float b, float lo, float hi) {
     MV_EW_LOOP(i, n) y[i] = fminf(fmaxf(a * x[i] + b, lo), hi);
 }
-// dx = dy * a where lo <= a*x+b <= hi, else 0 (torch.clamp passes the gradient on the bounds).
-extern "C" __global__ void ew_affine_clamp_bwd(const float* x, const float* dy, float* dx, mv_i64 n, float a, float b,
-                                               float lo, float hi) {
-    MV_EW_LOOP(i, n) {
-        const float z = a * x[i] + b;
-        dx[i] = (z >= lo && z <= hi) ? a * dy[i] : 0.0f;
-    }
-}
 
 // ------------------------------------------------------------------ activations
 extern "C" __global__ void act_silu_fwd(const float* x, float* y, mv_i64 n) {

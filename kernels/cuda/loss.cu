@@ -1,13 +1,12 @@
-// loss.cu — fused loss reductions and their gradients: L1, the discriminator hinge loss, and the
-// adaptive discriminator weight (the KL term lives in gaussian.cu).
+// loss.cu — fused loss reductions and their gradients: L1 and the discriminator hinge loss (the
+// KL term lives in gaussian.cu).
 //
 // Scalar losses use the two-pass scheme of reduce.cu: a `*_partial` kernel (one f32 per block)
 // followed by `reduce_finalize` (or `hinge_finalize`). Gradient kernels take the upstream
 // gradient as `scale * (*gscale)` where `gscale` is an optional device scalar (null = 1), so a
-// factor computed on the device (the adaptive weight) needs no host round trip; they write
+// factor computed on the device needs no host round trip; they write
 // grad = g + beta * grad_old (beta = 0 overwrites, 1 accumulates).
 #include "medvae_common.cuh"
-
 
 // ------------------------------------------------------------------ L1
 extern "C" __global__ void l1_partial(const float* __restrict__ a, const float* __restrict__ b, mv_i64 n,
@@ -89,13 +88,3 @@ extern "C" __global__ void hinge_half_bwd(const float* __restrict__ x, mv_i64 n,
         dx[i] = (1.0f + sign * x[i] > 0.0f) ? sign * g : 0.0f;
 }
 
-// ------------------------------------------------------------------ adaptive weight
-// out = disc_weight * clamp(sqrt(sq_nll) / (sqrt(sq_adv) + eps), 0, max_weight), from the two
-// squared gradient norms (reduce_sumsq_partial + reduce_finalize). Launch: 1 thread.
-extern "C" __global__ void adaptive_weight(const float* sq_nll, const float* sq_adv, float* out, float disc_weight,
-                                           float eps, float max_weight) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) {
-        const float r = sqrtf(*sq_nll) / (sqrtf(*sq_adv) + eps);
-        out[0] = disc_weight * fminf(fmaxf(r, 0.0f), max_weight);
-    }
-}

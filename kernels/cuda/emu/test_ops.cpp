@@ -53,14 +53,11 @@ static void test_elementwise() {
     for (int i = 0; i < n; ++i) rdx[i] = x[i] > 0 ? dy[i] : 0;
     chk::expect("relu bwd", dx, rdx, 0);
     EMU_LAUNCH(ew_affine_clamp, dim3(2), dim3(64), 0, x.data(), y.data(), n, 0.5f, 0.5f, 0.0f, 1.0f);
-    EMU_LAUNCH(ew_affine_clamp_bwd, dim3(2), dim3(64), 0, x.data(), dy.data(), dx.data(), n, 0.5f, 0.5f, 0.0f, 1.0f);
     for (int i = 0; i < n; ++i) {
         double z = 0.5 * x[i] + 0.5;
         ry[i] = std::min(1.0, std::max(0.0, z));
-        rdx[i] = (z >= 0 && z <= 1) ? 0.5 * dy[i] : 0;
     }
     chk::expect("affine clamp fwd", y, ry, 1e-7);
-    chk::expect("affine clamp bwd", dx, rdx, 1e-7);
     // transpose: 3 matrices of 37 x 45
     int R = 37, C = 45;
     fvec m = chk::randn(3 * R * C), mt(3 * R * C);
@@ -120,10 +117,6 @@ static void test_losses() {
     chk::expect("hinge loss", ho, dvec{0.5 * (sr / nr + sf / nf)}, 1e-6);
     chk::expect("hinge d real", dr, rdr, 1e-7);
     chk::expect("hinge d fake", df, rdf, 1e-7);
-    // adaptive weight
-    float sq1 = 9.0f, sq2 = 4.0f, aw;
-    EMU_LAUNCH(adaptive_weight, dim3(1), dim3(1), 0, &sq1, &sq2, &aw, 0.5f, 1e-4f, 1e4f);
-    chk::expect("adaptive weight", fvec{aw}, dvec{0.5 * 3.0 / (2.0 + 1e-4)}, 1e-6);
 }
 
 static void test_gaussian() {

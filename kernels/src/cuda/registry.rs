@@ -192,7 +192,6 @@ pub const SOURCES: &[KernelSource] = &[
             "ew_mul",
             "ew_add_channel_bias",
             "ew_affine_clamp",
-            "ew_affine_clamp_bwd",
             "act_silu_fwd",
             "act_silu_bwd",
             "act_relu_fwd",
@@ -225,7 +224,6 @@ pub const SOURCES: &[KernelSource] = &[
             "hinge_bwd",
             "hinge_half_partial",
             "hinge_half_bwd",
-            "adaptive_weight",
         ]
     ),
     source!(

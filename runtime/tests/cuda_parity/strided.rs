@@ -1,10 +1,11 @@
 //! Strided views on CUDA tensors against the same calls on CPU tensors: gathers through the
 //! permutes, crops, row picks and broadcasts of the ViT and the CLIP transform, scatters and
-//! scatter-adds back, the row sums of the token gradients and the clamp of the stage-2 image.
+//! scatter-adds back, the row sums of the token gradients, the clamp of the stage-2 image and
+//! the scaling of its latent.
 //! Rearrangements are exact: every comparison is bit-for-bit except the sums.
 
 use super::support::{assert_close, device, randn, rng};
-use medvae_runtime::ops::elementwise::affine_clamp;
+use medvae_runtime::ops::elementwise::{affine_clamp, scale};
 use medvae_runtime::ops::reduce::add_row_sums;
 use medvae_runtime::ops::strided::{gather, scatter, view, StridedView};
 use medvae_runtime::{Device, Tensor};
@@ -95,4 +96,9 @@ fn row_sums_and_affine_clamp_match_cpu() {
     let y = affine_clamp(&x, 0.5, 0.5, 0.0, 1.0).expect("cpu");
     let gy = affine_clamp(&gx, 0.5, 0.5, 0.0, 1.0).expect("gpu");
     assert_close("affine_clamp", &gy.to_f32_vec(), &y.to_f32_vec(), 1e-7);
+    let (s, gs) = (
+        scale(&x, -0.37).expect("cpu"),
+        scale(&gx, -0.37).expect("gpu"),
+    );
+    assert_close("scale", &gs.to_f32_vec(), &s.to_f32_vec(), 1e-7);
 }

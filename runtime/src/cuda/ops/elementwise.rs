@@ -193,31 +193,6 @@ pub fn affine_clamp(
         .launch(dev, "ew_affine_clamp", grid_1d(dev, n))
 }
 
-/// `dx = a * dy` where `lo <= a*x+b <= hi`, else 0.
-pub fn affine_clamp_backward(
-    dev: &CudaDevice,
-    x: &DeviceBuffer,
-    dy: &DeviceBuffer,
-    dx: &DeviceBuffer,
-    n: usize,
-    a: f32,
-    b: f32,
-    lo: f32,
-    hi: f32,
-) -> CudaResult<()> {
-    check(&[("x", x), ("dy", dy), ("dx", dx)], n)?;
-    Args::new()
-        .buf(x)
-        .buf(dy)
-        .buf(dx)
-        .push(i64_of(n))
-        .push(a)
-        .push(b)
-        .push(lo)
-        .push(hi)
-        .launch(dev, "ew_affine_clamp_bwd", grid_1d(dev, n))
-}
-
 /// `y[b] = x[b]^T` for `batch` row-major `[rows, cols]` matrices (y must not alias x).
 pub fn transpose_2d(
     dev: &CudaDevice,

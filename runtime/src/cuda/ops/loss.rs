@@ -1,6 +1,5 @@
 //! Reductions and loss terms on the GPU: sums/means (deterministic two-pass), row and column
-//! sums, L1, the hinge loss, the diagonal-Gaussian KL and sampling, and the adaptive
-//! discriminator weight. Scalars stay on the device (`out` buffers of one f32), so a training
+//! sums, L1, the hinge loss, the diagonal-Gaussian KL and sampling. Scalars stay on the device (`out` buffers of one f32), so a training
 //! step needs no host round trip; gradient launchers take an optional device scale `gscale`.
 
 use super::{check_f32, i32_of, i64_of, Args, BLOCK};
@@ -421,28 +420,4 @@ pub fn gaussian_sample_backward(
             "gaussian_sample_bwd",
             super::grid_1d(dev, pixels * 2 * z_channels),
         )
-}
-
-/// out = disc_weight * clamp(sqrt(sq_nll) / (sqrt(sq_adv) + eps), 0, max_weight), all on the
-/// device (the inputs are `sum_squares` results).
-pub fn adaptive_weight(
-    dev: &CudaDevice,
-    sq_nll: &DeviceBuffer,
-    sq_adv: &DeviceBuffer,
-    out: &DeviceBuffer,
-    disc_weight: f32,
-    eps: f32,
-    max_weight: f32,
-) -> CudaResult<()> {
-    for (w, b) in [("sq_nll", sq_nll), ("sq_adv", sq_adv), ("out", out)] {
-        check_f32(KERNEL, w, b, 1)?;
-    }
-    Args::new()
-        .buf(sq_nll)
-        .buf(sq_adv)
-        .buf(out)
-        .push(disc_weight)
-        .push(eps)
-        .push(max_weight)
-        .launch(dev, "adaptive_weight", cfg((1, 1, 1), (32, 1, 1), 0))
 }
