@@ -92,13 +92,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "encode" => time(device, args.reps, args.batch, || {
                 Ok(work.encode().map(drop)?)
             }),
-            "ae_fwd_bwd" => time(device, args.reps, args.batch, || {
-                let loss = work.fwd_bwd()?;
-                if !loss.is_finite() {
-                    bail!("ae_fwd_bwd: loss is {loss}");
-                }
-                Ok(())
-            }),
+            "ae_fwd_bwd" => time_step(device, args.reps, args.batch, name, || Ok(work.fwd_bwd()?)),
             "stage1_step" => {
                 if stage1.is_none() {
                     let mut w = Stage1Workload::new(&cfg, args.batch, args.size, 0)?;
@@ -108,13 +102,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     stage1 = Some(w);
                 }
                 let w = stage1.as_mut().context("stage-1 workload")?;
-                time(device, args.reps, args.batch, || {
-                    let loss = w.step()?;
-                    if !loss.is_finite() {
-                        bail!("stage1_step: loss is {loss}");
-                    }
-                    Ok(())
-                })
+                time_step(device, args.reps, args.batch, name, || Ok(w.step()?))
             }
             "stage2_step" => {
                 if stage2.is_none() {
@@ -125,13 +113,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     stage2 = Some(w);
                 }
                 let w = stage2.as_mut().context("stage-2 workload")?;
-                time(device, args.reps, args.batch, || {
-                    let loss = w.step()?;
-                    if !loss.is_finite() {
-                        bail!("stage2_step: loss is {loss}");
-                    }
-                    Ok(())
-                })
+                time_step(device, args.reps, args.batch, name, || Ok(w.step()?))
             }
             other => {
                 bail!("unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step, stage2_step)")
@@ -198,6 +180,23 @@ fn time(
     m.insert("max_s".into(), json!(ts[ts.len() - 1]));
     m.insert("img_per_s".into(), json!(batch as f64 / median));
     Ok(m)
+}
+
+/// [`time`] of a training step `step` (returning its loss), which must stay finite.
+fn time_step(
+    device: Device,
+    reps: usize,
+    batch: usize,
+    name: &str,
+    mut step: impl FnMut() -> Result<f32>,
+) -> Result<Map<String, Value>> {
+    time(device, reps, batch, || {
+        let loss = step()?;
+        if !loss.is_finite() {
+            bail!("{name}: loss is {loss}");
+        }
+        Ok(())
+    })
 }
 
 /// The process's peak resident memory (Linux `VmHWM`), if known.

@@ -9,14 +9,13 @@
 mod common;
 
 use common::gpu::{gpu_or_skip, worst, GPU};
-use common::{randn, randn_scaled};
-use medvae_model::autoencoder::{AutoencoderKL, Sampling};
-use medvae_model::layer::{move_params, set_trainable, zero_grads, Ctx, Layer, Parameters};
+use common::{randn, randn_scaled, tiny_head_ae};
+use medvae_model::autoencoder::Sampling;
+use medvae_model::layer::{move_params, zero_grads, Ctx, Layer, Parameters};
 use medvae_model::layers::state::export_grads;
 use medvae_model::layers::Init;
 use medvae_model::losses::stage2::{stage2_step, BiomedClipLatentLoss};
 use medvae_model::vit::{VisionTower, VitConfig};
-use medvae_model::zoo::ModelConfig;
 use medvae_runtime::golden::rel_error;
 use medvae_runtime::{set_cuda_precision, Tensor};
 
@@ -94,29 +93,6 @@ fn tower_forward_and_input_gradient_match_the_cpu() {
     set_cuda_precision("fp32").expect("precision");
 }
 
-/// A tiny autoencoder with the latent head (3 latent channels, averaged by the loss), only the
-/// head trainable.
-fn tiny_ae() -> AutoencoderKL {
-    let cfg = ModelConfig {
-        dims: 2,
-        in_channels: 1,
-        out_ch: 1,
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: 3,
-        embed_dim: 3,
-        dropout: 0.0,
-        lora_rank: None,
-        latent_head: true,
-    };
-    let mut ae = AutoencoderKL::new(&cfg, &mut Init::random(11)).expect("ae");
-    set_trainable(&mut ae, false);
-    set_trainable(ae.head.as_mut().expect("head"), true);
-    ae
-}
-
 #[test]
 fn stage2_step_matches_the_cpu() {
     if !gpu_or_skip() {
@@ -126,8 +102,8 @@ fn stage2_step_matches_the_cpu() {
     // 40×28 images → 20×14 latents: the transform resizes both (up and down) and crops.
     let x = randn(&[2, 40, 28, 1], 31);
     let eps = randn(&[2, 20, 14, 3], 41);
-    let (mut ae, mut loss) = (tiny_ae(), BiomedClipLatentLoss::new(tower(21)));
-    let (mut gae, mut gloss) = (tiny_ae(), loss.clone());
+    let (mut ae, mut loss) = (tiny_head_ae(3), BiomedClipLatentLoss::new(tower(21)));
+    let (mut gae, mut gloss) = (tiny_head_ae(3), loss.clone());
     move_params(&mut gae, GPU).expect("move ae");
     move_params(&mut gloss.tower, GPU).expect("move tower");
     zero_grads(&mut ae);

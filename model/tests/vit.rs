@@ -4,15 +4,14 @@
 
 mod common;
 
-use common::{assert_checks_with, randn, randn_scaled, System};
+use common::{assert_checks_with, randn, randn_scaled, tiny_head_ae, System};
 use medvae_model::autoencoder::{AutoencoderKL, Sampling};
-use medvae_model::layer::{set_trainable, Ctx, Layer, ParamVisitor, Parameters};
+use medvae_model::layer::{Ctx, Layer, ParamVisitor, Parameters};
 use medvae_model::layers::state::{export_grads, export_params};
 use medvae_model::layers::Init;
 use medvae_model::losses::stage2::{stage2_step, BiomedClipLatentLoss};
 use medvae_model::vit::load::{load_open_clip_tower, OPEN_CLIP_VISUAL_PREFIX};
 use medvae_model::vit::{VisionTower, VitConfig};
-use medvae_model::zoo::ModelConfig;
 use medvae_runtime::checkpoint::{
     save_torch, NamedTensor, StateDict, TorchLayout, TorchSaveOptions,
 };
@@ -181,28 +180,6 @@ fn a_frozen_tower_gives_the_same_input_gradient_and_no_parameter_gradients() {
     }
 }
 
-/// A tiny autoencoder with the latent head, 2 latent channels (the loss averages them).
-fn tiny_ae() -> AutoencoderKL {
-    let cfg = ModelConfig {
-        dims: 2,
-        in_channels: 1,
-        out_ch: 1,
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: 2,
-        embed_dim: 2,
-        dropout: 0.0,
-        lora_rank: None,
-        latent_head: true,
-    };
-    let mut ae = AutoencoderKL::new(&cfg, &mut Init::random(11)).unwrap();
-    set_trainable(&mut ae, false);
-    set_trainable(ae.head.as_mut().unwrap(), true);
-    ae
-}
-
 struct Stage2 {
     ae: AutoencoderKL,
     loss: BiomedClipLatentLoss,
@@ -325,7 +302,7 @@ fn stage2_loss_gradient_reaches_the_latent_head_exactly() {
     let x = randn(&[2, 16, 12, 1], 31);
     let mut sys = System {
         model: Stage2 {
-            ae: tiny_ae(),
+            ae: tiny_head_ae(2),
             loss: BiomedClipLatentLoss::new(t),
             eps: randn(&[2, 8, 6, 2], 41),
         },

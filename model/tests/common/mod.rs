@@ -44,6 +44,31 @@ pub fn randn_scaled(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     t
 }
 
+/// A tiny 2D autoencoder (1 image channel, width 32, two levels) with the latent head and
+/// `z_channels` latent channels, only the head trainable: the stage-2 tests' model.
+pub fn tiny_head_ae(z_channels: usize) -> medvae_model::autoencoder::AutoencoderKL {
+    use medvae_model::layer::set_trainable;
+    let cfg = medvae_model::zoo::ModelConfig {
+        dims: 2,
+        in_channels: 1,
+        out_ch: 1,
+        ch: 32,
+        ch_mult: vec![1, 2],
+        num_res_blocks: 1,
+        attn_levels: vec![],
+        z_channels,
+        embed_dim: z_channels,
+        dropout: 0.0,
+        lora_rank: None,
+        latent_head: true,
+    };
+    let init = &mut medvae_model::layers::Init::random(11);
+    let mut ae = medvae_model::autoencoder::AutoencoderKL::new(&cfg, init).expect("ae");
+    set_trainable(&mut ae, false);
+    set_trainable(ae.head.as_mut().expect("latent head"), true);
+    ae
+}
+
 /// `Σ a·b` in f64, and `√Σ (a·b)²` (the scale of that sum's f32 rounding noise: each term
 /// carries an independent relative rounding error of the f32 forward).
 pub fn dot(a: &Tensor, b: &Tensor) -> (f64, f64) {

@@ -2,21 +2,12 @@
 //! on CPU tensors (the ops the BiomedCLIP tower of stage 2 needs), in every precision. The
 //! precision is process-wide: like the rest of this suite, run with `--test-threads 1`.
 
-use super::support::{assert_close, device, randn, rng};
+use super::support::{assert_close, device, tensor_pair, GPU};
 use medvae_runtime::cuda::ops::conv::ConvPrecision;
 use medvae_runtime::cuda::registry::set_precision;
 use medvae_runtime::ops::linear::{linear_backward, linear_forward};
 use medvae_runtime::ops::resample::{resize_bicubic_aa_backward, resize_bicubic_aa_forward};
-use medvae_runtime::{Device, Tensor};
-
-const GPU: Device = Device::Cuda(0);
-
-fn both(shape: &[usize], seed: u64, scale: f32) -> (Tensor, Tensor) {
-    let n = shape.iter().product();
-    let cpu = Tensor::from_vec(shape, randn(&mut rng(seed), n, scale)).expect("tensor");
-    let gpu = cpu.to_device(GPU).expect("upload");
-    (cpu, gpu)
-}
+use medvae_runtime::Tensor;
 
 #[test]
 fn linear_op_matches_cpu_in_every_precision() {
@@ -24,10 +15,10 @@ fn linear_op_matches_cpu_in_every_precision() {
         return;
     }
     // [batch, tokens, features] as the ViT feeds it: 2 x 197 tokens, 768 -> 96 features.
-    let (x, gx) = both(&[2, 197, 768], 1, 1.0);
-    let (w, gw) = both(&[96, 768], 2, 0.05);
-    let (b, gb) = both(&[96], 3, 0.1);
-    let (dy, gdy) = both(&[2, 197, 96], 4, 1.0);
+    let (x, gx) = tensor_pair(&[2, 197, 768], 1, 1.0);
+    let (w, gw) = tensor_pair(&[96, 768], 2, 0.05);
+    let (b, gb) = tensor_pair(&[96], 3, 0.1);
+    let (dy, gdy) = tensor_pair(&[2, 197, 96], 4, 1.0);
     let y = linear_forward(&x, &w, Some(&b)).expect("cpu");
     let (mut dw, mut db) = (
         Tensor::from_vec(&[96, 768], vec![0.5; 96 * 768]).unwrap(),
@@ -100,7 +91,7 @@ fn resize_op_matches_cpu() {
         ([1, 40, 30, 3], [64, 48]),
         ([1, 32, 50, 2], [32, 20]),
     ] {
-        let (x, gx) = both(&shape, 5, 1.0);
+        let (x, gx) = tensor_pair(&shape, 5, 1.0);
         let y = resize_bicubic_aa_forward(&x, out_hw).expect("cpu");
         let gy = resize_bicubic_aa_forward(&gx, out_hw).expect("gpu");
         assert_eq!(gy.device(), GPU);
@@ -111,7 +102,7 @@ fn resize_op_matches_cpu() {
             &y.to_f32_vec(),
             1e-5,
         );
-        let (dy, gdy) = both(y.shape(), 6, 1.0);
+        let (dy, gdy) = tensor_pair(y.shape(), 6, 1.0);
         let dx = resize_bicubic_aa_backward(&shape, &dy).expect("cpu");
         let gdx = resize_bicubic_aa_backward(&shape, &gdy).expect("gpu");
         assert_close(

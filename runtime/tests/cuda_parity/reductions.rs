@@ -1,21 +1,13 @@
 //! Whole-tensor reductions read back to the host, the split hinge loss, filled tensors and the
 //! tensor-level Adam update: CUDA tensors against the same calls on CPU tensors.
 
-use super::support::{assert_close, device, randn, rng};
+use super::support::{assert_close, device, tensor_pair, GPU};
 use medvae_runtime::ops::loss::{hinge_half_backward, hinge_half_forward};
 use medvae_runtime::ops::optim::{AdamSettings, AdamUpdate};
 use medvae_runtime::ops::reduce::{
     abs_diff_sum, count_non_finite, count_non_finite_total, full, sum, sum_squares,
 };
-use medvae_runtime::{Device, Tensor};
-
-const GPU: Device = Device::Cuda(0);
-
-fn both(n: usize, seed: u64, scale: f32) -> (Tensor, Tensor) {
-    let cpu = Tensor::from_vec(&[n], randn(&mut rng(seed), n, scale)).expect("tensor");
-    let gpu = cpu.to_device(GPU).expect("upload");
-    (cpu, gpu)
-}
+use medvae_runtime::Tensor;
 
 fn close(what: &str, got: f64, want: f64, tol: f64) {
     let e = (got - want).abs() / want.abs().max(1e-30);
@@ -29,8 +21,8 @@ fn sums_norms_and_finiteness_match_cpu() {
         return;
     }
     for n in [1usize, 1000, 300_007] {
-        let (a, ga) = both(n, 1 + n as u64, 2.0);
-        let (b, gb) = both(n, 2 + n as u64, 1.0);
+        let (a, ga) = tensor_pair(&[n], 1 + n as u64, 2.0);
+        let (b, gb) = tensor_pair(&[n], 2 + n as u64, 1.0);
         close(
             &format!("sum n{n}"),
             sum(&ga).unwrap(),
@@ -62,7 +54,7 @@ fn sums_norms_and_finiteness_match_cpu() {
     let mut tensors = Vec::new();
     let mut want = 0;
     for (i, n) in [7usize, 1000, 300_007, 1].into_iter().enumerate() {
-        let (a, ga) = both(n, 40 + i as u64, 1.0);
+        let (a, ga) = tensor_pair(&[n], 40 + i as u64, 1.0);
         tensors.push(ga);
         tensors.push(a.clone());
         let mut v = a.to_f32_vec();
@@ -92,7 +84,7 @@ fn split_hinge_matches_cpu() {
         return;
     }
     for n in [7usize, 2 * 30 * 30, 100_001] {
-        let (x, gx) = both(n, 30 + n as u64, 1.5);
+        let (x, gx) = tensor_pair(&[n], 30 + n as u64, 1.5);
         for sign in [-1.0f32, 1.0] {
             close(
                 &format!("hinge half sign {sign} n{n}"),
@@ -128,8 +120,8 @@ fn tensor_adam_matches_cpu_over_steps() {
     let mut gpu: Vec<[Tensor; 4]> = Vec::new();
     for (i, &n) in sizes.iter().enumerate() {
         let s = 100 + 10 * i as u64;
-        let (p, gp) = both(n, s, 1.0);
-        let (g, gg) = both(n, s + 1, 1.0);
+        let (p, gp) = tensor_pair(&[n], s, 1.0);
+        let (g, gg) = tensor_pair(&[n], s + 1, 1.0);
         let z = Tensor::zeros(&[n]);
         let gz = z.to_device(GPU).unwrap();
         cpu.push([p, g, z.clone(), z]);

@@ -3,21 +3,11 @@
 //! shared batch, and the backward adding into an existing gradient. Pure data movement (and one
 //! add per voxel and axis, in the CPU's order), so the results must be bit-identical.
 
-use super::support::{assert_close, device, randn, rng};
+use super::support::{assert_close, device, tensor_pair, GPU};
 use medvae_runtime::ops::slices::{
     gather_slices, gather_slices_backward, gather_slices_into, scatter_add_slices,
     slice_batch_shape,
 };
-use medvae_runtime::{Device, Tensor};
-
-const GPU: Device = Device::Cuda(0);
-
-fn both(shape: &[usize], seed: u64) -> (Tensor, Tensor) {
-    let n = shape.iter().product();
-    let cpu = Tensor::from_vec(shape, randn(&mut rng(seed), n, 1.0)).expect("tensor");
-    let gpu = cpu.to_device(GPU).expect("upload");
-    (cpu, gpu)
-}
 
 /// Volumes and the axis groups whose slices share a shape.
 const CASES: &[(&[usize], &[&[usize]])] = &[
@@ -33,7 +23,7 @@ fn slice_batches_match_cpu() {
         return;
     }
     for (k, &(shape, groups)) in CASES.iter().enumerate() {
-        let (x_cpu, x_gpu) = both(shape, 10 + k as u64);
+        let (x_cpu, x_gpu) = tensor_pair(shape, 10 + k as u64, 1.0);
         for &axes in groups {
             let what = format!("{shape:?} axes {axes:?}");
             let (y_cpu, y_gpu) = (
@@ -49,8 +39,8 @@ fn slice_batches_match_cpu() {
                 0.0,
             );
             // Backward onto a non-zero gradient: it must add, not overwrite.
-            let (g_cpu, g_gpu) = both(y_cpu.shape(), 20 + k as u64);
-            let (mut dx_cpu, dx_gpu) = both(shape, 30 + k as u64);
+            let (g_cpu, g_gpu) = tensor_pair(y_cpu.shape(), 20 + k as u64, 1.0);
+            let (mut dx_cpu, dx_gpu) = tensor_pair(shape, 30 + k as u64, 1.0);
             let mut dx_gpu_acc = dx_gpu.clone();
             gather_slices_backward(&g_cpu, axes, &mut dx_cpu).expect("cpu backward");
             gather_slices_backward(&g_gpu, axes, &mut dx_gpu_acc).expect("gpu backward");
@@ -61,7 +51,7 @@ fn slice_batches_match_cpu() {
                 0.0,
             );
             // Copy on write: the clone the gradient started from is unchanged.
-            let start = both(shape, 30 + k as u64).0;
+            let start = tensor_pair(shape, 30 + k as u64, 1.0).0;
             assert_eq!(
                 dx_gpu.to_f32_vec(),
                 start.to_f32_vec(),
@@ -77,10 +67,10 @@ fn one_axis_at_an_offset_leaves_the_rest_of_the_batch() {
         return;
     }
     let shape = [2, 6, 6, 4, 3];
-    let (x_cpu, x_gpu) = both(&shape, 41);
+    let (x_cpu, x_gpu) = tensor_pair(&shape, 41, 1.0);
     // Height slices [2·6, 6, 4, 3] at image 5 of a batch of 20.
     let batch = [20, 6, 4, 3];
-    let (mut b_cpu, b_gpu) = both(&batch, 42);
+    let (mut b_cpu, b_gpu) = tensor_pair(&batch, 42, 1.0);
     let mut b_gpu = b_gpu;
     gather_slices_into(&x_cpu, 1, &mut b_cpu, 5).expect("cpu");
     gather_slices_into(&x_gpu, 1, &mut b_gpu, 5).expect("gpu");
@@ -91,7 +81,7 @@ fn one_axis_at_an_offset_leaves_the_rest_of_the_batch() {
         0.0,
     );
     // And back from that offset into a gradient.
-    let (mut dx_cpu, mut dx_gpu) = both(&shape, 43);
+    let (mut dx_cpu, mut dx_gpu) = tensor_pair(&shape, 43, 1.0);
     scatter_add_slices(&b_cpu, 1, 5, &mut dx_cpu).expect("cpu");
     scatter_add_slices(&b_gpu, 1, 5, &mut dx_gpu).expect("gpu");
     assert_close(

@@ -4,20 +4,10 @@
 //! the scaling of its latent.
 //! Rearrangements are exact: every comparison is bit-for-bit except the sums.
 
-use super::support::{assert_close, device, randn, rng};
+use super::support::{assert_close, device, tensor_pair, GPU};
 use medvae_runtime::ops::elementwise::{affine_clamp, scale};
 use medvae_runtime::ops::reduce::add_row_sums;
 use medvae_runtime::ops::strided::{gather, scatter, view, StridedView};
-use medvae_runtime::{Device, Tensor};
-
-const GPU: Device = Device::Cuda(0);
-
-fn both(shape: &[usize], seed: u64) -> (Tensor, Tensor) {
-    let n = shape.iter().product();
-    let cpu = Tensor::from_vec(shape, randn(&mut rng(seed), n, 1.0)).expect("tensor");
-    let gpu = cpu.to_device(GPU).expect("upload");
-    (cpu, gpu)
-}
 
 /// `(name, source shape, view)`: a ViT-B head split of 197 tokens, patch rows of a 224² RGB
 /// image, a CLIP crop with grey expansion, class rows, a position-embedding broadcast.
@@ -55,7 +45,7 @@ fn strided_gathers_and_scatters_match_cpu() {
         return;
     }
     for (i, (name, shape, view)) in cases().into_iter().enumerate() {
-        let (x, gx) = both(&shape, 10 + i as u64);
+        let (x, gx) = tensor_pair(&shape, 10 + i as u64, 1.0);
         let y = gather(&x, &view).expect("cpu gather");
         let gy = gather(&gx, &view).expect("gpu gather");
         assert_eq!(gy.device(), GPU);
@@ -68,7 +58,7 @@ fn strided_gathers_and_scatters_match_cpu() {
             );
             continue;
         }
-        let (src, gsrc) = both(&view.shape, 20 + i as u64);
+        let (src, gsrc) = tensor_pair(&view.shape, 20 + i as u64, 1.0);
         for accumulate in [false, true] {
             let (mut d, mut gd) = (x.clone(), gx.clone());
             scatter(&mut d, &view, &src, accumulate).expect("cpu scatter");
@@ -87,12 +77,12 @@ fn row_sums_and_affine_clamp_match_cpu() {
     if device().is_none() {
         return;
     }
-    let (rows, grows) = both(&[8, 197 * 768], 1);
-    let (mut acc, mut gacc) = both(&[1, 197, 768], 2);
+    let (rows, grows) = tensor_pair(&[8, 197 * 768], 1, 1.0);
+    let (mut acc, mut gacc) = tensor_pair(&[1, 197, 768], 2, 1.0);
     add_row_sums(&mut acc, &rows).expect("cpu");
     add_row_sums(&mut gacc, &grows).expect("gpu");
     assert_close("add_row_sums", &gacc.to_f32_vec(), &acc.to_f32_vec(), 1e-6);
-    let (x, gx) = both(&[2, 64, 48, 1], 3);
+    let (x, gx) = tensor_pair(&[2, 64, 48, 1], 3, 1.0);
     let y = affine_clamp(&x, 0.5, 0.5, 0.0, 1.0).expect("cpu");
     let gy = affine_clamp(&gx, 0.5, 0.5, 0.0, 1.0).expect("gpu");
     assert_close("affine_clamp", &gy.to_f32_vec(), &y.to_f32_vec(), 1e-7);

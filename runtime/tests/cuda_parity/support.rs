@@ -1,6 +1,7 @@
 //! Shared helpers: the device (opened once), random data, error metrics.
 
 use medvae_runtime::cuda::{CudaDevice, DeviceBuffer};
+use medvae_runtime::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::sync::OnceLock;
@@ -21,6 +22,17 @@ pub fn device() -> Option<&'static CudaDevice> {
             None
         }
     }
+}
+
+/// The device of the tensor-level tests.
+pub const GPU: Device = Device::Cuda(0);
+
+/// The same random tensor (standard normal times `scale`) on the CPU and on the GPU.
+pub fn tensor_pair(shape: &[usize], seed: u64, scale: f32) -> (Tensor, Tensor) {
+    let n = shape.iter().product();
+    let cpu = Tensor::from_vec(shape, randn(&mut rng(seed), n, scale)).expect("tensor");
+    let gpu = cpu.to_device(GPU).expect("upload");
+    (cpu, gpu)
 }
 
 pub fn rng(seed: u64) -> ChaCha8Rng {

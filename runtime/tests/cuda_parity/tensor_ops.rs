@@ -2,30 +2,21 @@
 //! dispatch, copy-on-write of shared device buffers, channel split/concat through strided
 //! copies, the Gaussian sample (with `deps`) and the L1 loss read back to the host.
 
-use super::support::{assert_close, device, randn, rng};
+use super::support::{assert_close, device, tensor_pair, GPU};
 use medvae_runtime::ops::activation::{activation_backward, activation_forward, Activation};
 use medvae_runtime::ops::elementwise::{
     add, concat_last, gaussian_sample_backward, gaussian_sample_forward, scaled_add_assign,
     split_last,
 };
 use medvae_runtime::ops::loss::{l1_mean_backward, l1_mean_forward};
-use medvae_runtime::{Device, Tensor};
-
-const GPU: Device = Device::Cuda(0);
-
-fn both(shape: &[usize], seed: u64) -> (Tensor, Tensor) {
-    let n = shape.iter().product();
-    let cpu = Tensor::from_vec(shape, randn(&mut rng(seed), n, 1.0)).expect("tensor");
-    let gpu = cpu.to_device(GPU).expect("upload");
-    (cpu, gpu)
-}
+use medvae_runtime::Tensor;
 
 #[test]
 fn tensors_round_trip_and_copy_on_write() {
     if device().is_none() {
         return;
     }
-    let (cpu, gpu) = both(&[2, 3, 5, 4], 1);
+    let (cpu, gpu) = tensor_pair(&[2, 3, 5, 4], 1, 1.0);
     assert_eq!(gpu.device(), GPU);
     assert_eq!(
         gpu.to_f32_vec(),
@@ -58,7 +49,7 @@ fn channel_split_concat_and_pointwise_match_cpu() {
         return;
     }
     for (shape, c0) in [(vec![2, 4, 6, 3], 1), (vec![1, 3, 4, 5, 8], 4)] {
-        let (cpu, gpu) = both(&shape, 2);
+        let (cpu, gpu) = tensor_pair(&shape, 2, 1.0);
         let (a, b) = split_last(&cpu, c0).expect("cpu split");
         let (ga, gb) = split_last(&gpu, c0).expect("gpu split");
         assert_eq!(ga.to_f32_vec(), a.to_f32_vec(), "split head {shape:?}");
@@ -93,9 +84,9 @@ fn gaussian_sample_and_l1_match_cpu() {
     if device().is_none() {
         return;
     }
-    let (moments, gm) = both(&[2, 4, 4, 6], 3);
-    let (eps, ge) = both(&[2, 4, 4, 3], 4);
-    let (dz, gdz) = both(&[2, 4, 4, 3], 5);
+    let (moments, gm) = tensor_pair(&[2, 4, 4, 6], 3, 1.0);
+    let (eps, ge) = tensor_pair(&[2, 4, 4, 3], 4, 1.0);
+    let (dz, gdz) = tensor_pair(&[2, 4, 4, 3], 5, 1.0);
     let z = gaussian_sample_forward(&moments, &eps).unwrap();
     let gz = gaussian_sample_forward(&gm, &ge).unwrap();
     assert_close("gaussian sample z", &gz.to_f32_vec(), &z.to_f32_vec(), 1e-6);
@@ -141,10 +132,10 @@ fn attention_paths_match_cpu() {
         for shape in [vec![2, 8, 8, 64], vec![1, 4, 4, 4, 32]] {
             let c = *shape.last().unwrap();
             let scale = (c as f64).powf(-0.5);
-            let (q, gq) = both(&shape, 11);
-            let (k, gk) = both(&shape, 12);
-            let (v, gv) = both(&shape, 13);
-            let (d_o, gdo) = both(&shape, 14);
+            let (q, gq) = tensor_pair(&shape, 11, 1.0);
+            let (k, gk) = tensor_pair(&shape, 12, 1.0);
+            let (v, gv) = tensor_pair(&shape, 13, 1.0);
+            let (d_o, gdo) = tensor_pair(&shape, 14, 1.0);
             let (o, saved) = attention_forward(&q, &k, &v, scale).unwrap();
             let (go, gsaved) = attention_forward(&gq, &gk, &gv, scale).unwrap();
             assert_eq!(
