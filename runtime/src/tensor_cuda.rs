@@ -57,8 +57,26 @@ pub(crate) fn open(op: &str, ordinal: usize) -> Result<Arc<CudaDevice>> {
 impl Tensor {
     /// An uninitialised f32 tensor on `dev` (a kernel will overwrite it completely).
     pub(crate) fn cuda_uninit(dev: &Arc<CudaDevice>, shape: &[usize]) -> Result<Tensor> {
+        let buf = dev
+            .alloc_f32(numel(shape))
+            .map_err(|e| cuda_error("allocate", e))?;
+        Tensor::from_cuda_buffer(dev, shape, buf)
+    }
+
+    /// A tensor of `shape` owning `buf` (e.g. written by a launcher that allocated it), which
+    /// must hold the shape's elements.
+    pub(crate) fn from_cuda_buffer(
+        dev: &Arc<CudaDevice>,
+        shape: &[usize],
+        buf: DeviceBuffer,
+    ) -> Result<Tensor> {
         let len = numel(shape);
-        let buf = dev.alloc_f32(len).map_err(|e| cuda_error("allocate", e))?;
+        if buf.len_f32() < len {
+            return Err(RuntimeError::shape(
+                "cuda tensor",
+                format!("a buffer of {} f32 cannot hold {shape:?}", buf.len_f32()),
+            ));
+        }
         Ok(Tensor {
             shape: shape.to_vec(),
             storage: Storage::Cuda(CudaStorage {

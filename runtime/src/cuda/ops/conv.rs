@@ -248,12 +248,59 @@ pub fn conv_backward(
     dw: Option<&DeviceBuffer>,
     dbias: Option<&DeviceBuffer>,
 ) -> CudaResult<()> {
+    let dx = dx.map(|(buf, beta)| (DataGradientOut::Into(buf), beta));
+    backward(dev, g, prec, x, w, dy, dx, dw, dbias).map(drop)
+}
+
+/// [`conv_backward`] with the data gradient (`beta = 0`) written into a new buffer, which is
+/// returned. The buffer is allocated after the weight gradient has run, when that GEMM's bf16
+/// copy of x is already freed: the backward's peak memory holds one of the two, not both.
+#[allow(clippy::too_many_arguments)]
+pub fn conv_backward_new_dx(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    prec: ConvPrecision,
+    x: Option<&DeviceBuffer>,
+    w: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dw: Option<&DeviceBuffer>,
+    dbias: Option<&DeviceBuffer>,
+) -> CudaResult<DeviceBuffer> {
+    let dx = Some((DataGradientOut::New, 0.0));
+    backward(dev, g, prec, x, Some(w), dy, dx, dw, dbias)?
+        .ok_or_else(|| geometry(KERNEL, "the data gradient was not produced"))
+}
+
+/// Where the backward writes the data gradient.
+enum DataGradientOut<'a> {
+    Into(&'a DeviceBuffer),
+    /// A new buffer of the input's size, allocated once the parameter gradients are done.
+    New,
+}
+
+/// The shared body of [`conv_backward`] and [`conv_backward_new_dx`]: checks, dy rounded once,
+/// the parameter gradients, then the data gradient (returned when it is a new buffer).
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    prec: ConvPrecision,
+    x: Option<&DeviceBuffer>,
+    w: Option<&DeviceBuffer>,
+    dy: &DeviceBuffer,
+    dx: Option<(DataGradientOut<'_>, f32)>,
+    dw: Option<&DeviceBuffer>,
+    dbias: Option<&DeviceBuffer>,
+) -> CudaResult<Option<DeviceBuffer>> {
     let cg = ConvGeom::from_geometry(g)?;
     check_all(&[("dy", dy, g.output_len())])?;
     let dx = match (dx, w) {
-        (Some((dx, beta)), Some(w)) => {
-            check_all(&[("w", w, g.weight_len()), ("dx", dx, g.input_len())])?;
-            Some((dx, w, beta))
+        (Some((out, beta)), Some(w)) => {
+            check_all(&[("w", w, g.weight_len())])?;
+            if let DataGradientOut::Into(buf) = out {
+                check_all(&[("dx", buf, g.input_len())])?;
+            }
+            Some((out, w, beta))
         }
         (Some(_), None) => {
             return Err(geometry(KERNEL, "the data gradient needs the weights w"));
@@ -280,9 +327,8 @@ pub fn conv_backward(
     } else {
         None
     };
-    if let Some((dx, w, beta)) = dx {
-        data_gradient(dev, g, cg, prec, dy, dyh.as_ref(), w, dx, beta)?;
-    }
+    // Parameter gradients first: the weight gradient's bf16 copy of x is freed when it returns,
+    // before the data gradient allocates anything.
     if let (Some(x), Some(dw)) = (x, dw) {
         weight_gradient(dev, g, cg, prec, x, dy, dyh.as_ref(), dw)?;
     }
@@ -290,7 +336,20 @@ pub fn conv_backward(
         let pixels = g.output_len() / g.cout;
         super::loss::reduce_cols_acc(dev, dy, pixels, g.cout, db)?;
     }
-    Ok(())
+    let Some((out, w, beta)) = dx else {
+        return Ok(None);
+    };
+    match out {
+        DataGradientOut::Into(dx) => {
+            data_gradient(dev, g, cg, prec, dy, dyh.as_ref(), w, dx, beta)?;
+            Ok(None)
+        }
+        DataGradientOut::New => {
+            let dx = dev.alloc_f32(g.input_len())?;
+            data_gradient(dev, g, cg, prec, dy, dyh.as_ref(), w, &dx, beta)?;
+            Ok(Some(dx))
+        }
+    }
 }
 
 /// The data gradient (buffers checked); `dyh` is dy in bf16 on the streamed path.

@@ -28,8 +28,9 @@ pub(crate) fn conv_forward(
 }
 
 /// The gradients of a convolution in one call (so that the streamed BF16 path rounds dy once):
-/// `dx` as a new tensor of `x`'s shape when `need_dx`, weight and bias gradients accumulated
-/// into `dw` / `db` (either may be absent).
+/// `dx` as a new tensor of `x`'s shape when `need_dx` (allocated after the weight gradient, see
+/// [`k::conv_backward_new_dx`]), weight and bias gradients accumulated into `dw` / `db` (either
+/// may be absent).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_backward(
     op: &str,
@@ -42,24 +43,23 @@ pub(crate) fn conv_backward(
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
     let dev = device_of(op, x)?;
-    let (dx, dwb, dbb) = backward_outputs(op, &dev, x.shape(), need_dx, dw, db)?;
-    let dxb = match &dx {
-        Some(t) => Some((t.cuda(op)?.1, 0.0)),
-        None => None,
-    };
-    on(
-        op,
-        k::conv_backward(
+    let (_, dwb, dbb) = backward_outputs(op, &dev, x.shape(), false, dw, db)?;
+    let (xb, wb, dyb) = (x.cuda(op)?.1, w.cuda(op)?.1, dy.cuda(op)?.1);
+    if !need_dx {
+        let done = k::conv_backward(
             &dev,
             g,
             precision(),
-            Some(x.cuda(op)?.1),
-            Some(w.cuda(op)?.1),
-            dy.cuda(op)?.1,
-            dxb,
+            Some(xb),
+            Some(wb),
+            dyb,
+            None,
             dwb,
             dbb,
-        ),
-    )?;
-    Ok(dx)
+        );
+        on(op, done)?;
+        return Ok(None);
+    }
+    let dx = k::conv_backward_new_dx(&dev, g, precision(), Some(xb), wb, dyb, dwb, dbb);
+    Tensor::from_cuda_buffer(&dev, x.shape(), on(op, dx)?).map(Some)
 }
