@@ -1,11 +1,11 @@
 // batch_norm.cu — the BatchNorm pieces that GroupNorm does not already provide.
 //
 // BatchNorm over x [rows = N*D*H*W, C] is group_norm.cu's kernels with N = 1, G = C:
-//   training forward: gn_stats_partial -> gn_stats_finalize (mean, rstd, var) ->
-//                     bn_update_running -> gn_apply
-//   eval forward:     bn_eval_stats -> gn_apply
-//   training backward: gn_bwd_partial -> gn_bwd_finalize -> gn_bwd_dx
-//   eval backward:     gn_bwd_partial -> gn_bwd_finalize (for dgamma/dbeta) -> gn_bwd_dx, coef = null
+//   training forward: gn_stats_partial_v* -> gn_stats_finalize (mean, rstd, var) ->
+//                     bn_update_running -> gn_apply_v*
+//   eval forward:     bn_eval_stats -> gn_apply_v*
+//   training backward: gn_bwd_partial_v* -> gn_bwd_finalize -> gn_bwd_dx_v*
+//   eval backward:     gn_bwd_partial_v* -> gn_bwd_finalize (for dgamma/dbeta) -> gn_bwd_dx_v*, coef = null
 // Running statistics follow torch: biased variance normalises, the unbiased one (count/(count-1))
 // enters running_var; running = (1 - momentum) * running + momentum * batch.
 #include "medvae_common.cuh"

@@ -196,26 +196,47 @@ static void test_adam() {
 }
 
 // GroupNorm (+SiLU) and BatchNorm (as GN with N = 1, G = C) forward and backward.
-static void gn_case(const char* name, int N, long long S, int C, int G, int silu, int rpc, bool bn) {
+// `blocks` per sample for the elementwise passes (float4 when C % 4 == 0); `dx_beta` != 0 adds the
+// data gradient onto a non-zero start.
+static void gn_case(const char* name, int N, long long S, int C, int G, int silu, int rpc, bool bn, int blocks = 2,
+                    float dx_beta = 0.0f) {
     long long total = N * S * C;
     fvec x = chk::randn(total, 2.0f), gam = chk::randn(C, 0.3f), bet = chk::randn(C, 0.3f), dy = chk::randn(total);
     for (auto& v : x) v += 3.0f;  // offset: the shifted sums must cope with mean >> std
     for (auto& v : gam) v += 1.0f;
     int chunks = (int)((S + rpc - 1) / rpc);
-    fvec part((size_t)N * chunks * C * 2), mean(N * G), rstd(N * G), var(N * G), y(total), coef(N * G * 2), dx(total);
+    const bool v4 = C % 4 == 0;
+    fvec part((size_t)N * chunks * C * 2), mean(N * G), rstd(N * G), var(N * G), y(total), coef(N * G * 2);
+    const fvec dx0 = chk::randn(total);
+    fvec dx = dx0;
     fvec dgam(C, 0.5f), dbet(C, -0.5f);
     float eps = 1e-6f;
-    EMU_LAUNCH(gn_stats_partial, dim3(chunks, N), dim3(256), 0, x.data(), S, C, G, rpc, part.data());
+    if (v4)
+        EMU_LAUNCH(gn_stats_partial_v4, dim3(chunks, N), dim3(256), 0, x.data(), S, C, G, rpc, part.data());
+    else
+        EMU_LAUNCH(gn_stats_partial_v1, dim3(chunks, N), dim3(256), 0, x.data(), S, C, G, rpc, part.data());
     EMU_LAUNCH(gn_stats_finalize, dim3(1), dim3(64), 0, part.data(), x.data(), N, S, C, G, chunks, eps, mean.data(),
                rstd.data(), var.data());
-    EMU_LAUNCH(gn_apply, dim3(4), dim3(128), 0, x.data(), mean.data(), rstd.data(), gam.data(), bet.data(), y.data(), N, S,
-               C, G, silu);
-    EMU_LAUNCH(gn_bwd_partial, dim3(chunks, N), dim3(256), 0, x.data(), dy.data(), mean.data(), rstd.data(), gam.data(),
-               bet.data(), S, C, G, silu, rpc, part.data());
+    if (v4)
+        EMU_LAUNCH(gn_apply_v4, dim3(blocks, N), dim3(256), 0, x.data(), mean.data(), rstd.data(), gam.data(), bet.data(),
+                   y.data(), S, C, G, silu);
+    else
+        EMU_LAUNCH(gn_apply_v1, dim3(blocks, N), dim3(256), 0, x.data(), mean.data(), rstd.data(), gam.data(), bet.data(),
+                   y.data(), S, C, G, silu);
+    if (v4)
+        EMU_LAUNCH(gn_bwd_partial_v4, dim3(chunks, N), dim3(256), 0, x.data(), dy.data(), mean.data(), rstd.data(),
+                   gam.data(), bet.data(), S, C, G, silu, rpc, part.data());
+    else
+        EMU_LAUNCH(gn_bwd_partial_v1, dim3(chunks, N), dim3(256), 0, x.data(), dy.data(), mean.data(), rstd.data(),
+                   gam.data(), bet.data(), S, C, G, silu, rpc, part.data());
     EMU_LAUNCH(gn_bwd_finalize, dim3(N), dim3(128), 0, part.data(), chunks, S, C, G, gam.data(), dgam.data(), dbet.data(),
                coef.data());
-    EMU_LAUNCH(gn_bwd_dx, dim3(4), dim3(128), 0, x.data(), dy.data(), mean.data(), rstd.data(), gam.data(), bet.data(),
-               coef.data(), dx.data(), N, S, C, G, silu, 0.0f);
+    if (v4)
+        EMU_LAUNCH(gn_bwd_dx_v4, dim3(blocks, N), dim3(256), 0, x.data(), dy.data(), mean.data(), rstd.data(), gam.data(),
+                   bet.data(), coef.data(), dx.data(), S, C, G, silu, dx_beta);
+    else
+        EMU_LAUNCH(gn_bwd_dx_v1, dim3(blocks, N), dim3(256), 0, x.data(), dy.data(), mean.data(), rstd.data(), gam.data(),
+                   bet.data(), coef.data(), dx.data(), S, C, G, silu, dx_beta);
     int cg = C / G;
     dvec ry(total), rdx(total), rdg(C, 0.5), rdb(C, -0.5), rvar(N * G);
     for (int n = 0; n < N; ++n)
@@ -244,7 +265,7 @@ static void gn_case(const char* name, int N, long long S, int C, int G, int silu
             for (long long r = 0; r < S; ++r)
                 for (int c = g * cg; c < (g + 1) * cg; ++c) {
                     long long i = (n * S + r) * C + c, k = r * cg + c - g * cg;
-                    rdx[i] = rs * (dz[k] * gam[c] - a / cnt - xh[k] * b / cnt);
+                    rdx[i] = rs * (dz[k] * gam[c] - a / cnt - xh[k] * b / cnt) + dx_beta * dx0[i];
                 }
         }
     std::string nm(name);
@@ -277,6 +298,13 @@ static void test_norms() {
     gn_case("group norm 3d (C 32)", 1, 60, 32, 32, 0, 7, false);
     gn_case("group norm C 512 > block", 2, 9, 512, 32, 1, 4, false);
     gn_case("batch norm as GN (N 1, G C)", 1, 3 * 24, 8, 8, 0, 10, true);
+    // The scalar path (C % 4 != 0), several blocks per sample, and dx added onto a start.
+    gn_case("group norm C 6 (scalar, silu, dx += )", 2, 40, 6, 3, 1, 9, false, 3, 1.0f);
+    gn_case("group norm C 64 one block, many rows", 2, 300, 64, 32, 1, 64, false, 1);
+    gn_case("group norm C 96 (idle lanes) dx += 0.5", 2, 33, 96, 32, 0, 8, false, 1, 0.5f);
+    // More channel vectors than threads (the partial kernels loop over vectors).
+    gn_case("group norm C 2048 float4 > block", 1, 5, 2048, 32, 1, 3, false, 2);
+    gn_case("group norm C 390 scalar > block", 2, 7, 390, 30, 0, 4, false, 2);
     // layer norm
     for (int C : {48, 70}) {
         int rows = 19;

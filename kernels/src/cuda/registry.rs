@@ -136,12 +136,16 @@ pub const SOURCES: &[KernelSource] = &[
     source!(
         "group_norm",
         [
-            "gn_stats_partial",
+            "gn_stats_partial_v4",
+            "gn_stats_partial_v1",
             "gn_stats_finalize",
-            "gn_apply",
-            "gn_bwd_partial",
+            "gn_apply_v4",
+            "gn_apply_v1",
+            "gn_bwd_partial_v4",
+            "gn_bwd_partial_v1",
             "gn_bwd_finalize",
-            "gn_bwd_dx",
+            "gn_bwd_dx_v4",
+            "gn_bwd_dx_v1",
         ]
     ),
     source!("batch_norm", ["bn_eval_stats", "bn_update_running"]),

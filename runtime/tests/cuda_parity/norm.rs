@@ -18,18 +18,22 @@ const TOL: f64 = 1e-4;
 fn group_norm_and_silu_match_cpu() {
     let Some(dev) = device() else { return };
     let mut r = rng(2);
-    for &(n, spatial, channels, silu) in &[
-        (2usize, 20usize, 64usize, false),
-        (3, 12, 96, true),
-        (1, 4096, 128, true),
-        (2, 64 * 64, 512, false),
-        (1, 5 * 6 * 7, 32, true),
+    // (n, spatial, channels, groups, silu); 6 and 30 channels take the scalar (non-float4)
+    // elementwise kernels.
+    for &(n, spatial, channels, groups, silu) in &[
+        (2usize, 20usize, 64usize, 32usize, false),
+        (3, 12, 96, 32, true),
+        (1, 4096, 128, 32, true),
+        (2, 64 * 64, 512, 32, false),
+        (1, 5 * 6 * 7, 32, 32, true),
+        (2, 300, 6, 3, true),
+        (3, 17 * 19, 30, 5, false),
     ] {
         let d = GroupNormDims {
             n,
             spatial,
             channels,
-            groups: 32,
+            groups,
             eps: 1e-6,
         };
         let len = d.len();
@@ -137,7 +141,12 @@ fn group_norm_and_silu_match_cpu() {
 fn batch_norm_matches_cpu_in_train_and_eval() {
     let Some(dev) = device() else { return };
     let mut r = rng(3);
-    for &(n, spatial, channels) in &[(2usize, 25usize, 16usize), (3, 24, 8), (8, 31 * 31, 64)] {
+    for &(n, spatial, channels) in &[
+        (2usize, 25usize, 16usize),
+        (3, 24, 8),
+        (8, 31 * 31, 64),
+        (2, 21, 6),
+    ] {
         let d = BatchNormDims {
             n,
             spatial,

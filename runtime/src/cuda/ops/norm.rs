@@ -6,6 +6,7 @@ use super::{check_f32, grid_1d, i32_of, i64_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::{CudaDevice, DeviceBuffer};
+use cudarc::driver::LaunchConfig;
 use medvae_kernels::cpu::batch_norm::BatchNormDims;
 use medvae_kernels::cpu::group_norm::GroupNormDims;
 use medvae_kernels::cpu::layer_norm::LayerNormDims;
@@ -48,6 +49,32 @@ impl Gn {
     fn len(&self) -> usize {
         self.n * self.s * self.c
     }
+    /// `entry` with the suffix of the kernels' vector width: `_v4` (float4) when the channels
+    /// allow, else `_v1`.
+    fn vector_entry(&self, entry: &str) -> String {
+        let v = if self.c.is_multiple_of(4) { 4 } else { 1 };
+        format!("{entry}_v{v}")
+    }
+
+    /// Vector width of the elementwise passes (float4 when the channels allow) and their grid:
+    /// (blocks per sample, N) with at least 8 row lanes per channel vector (so at most 1/8 of
+    /// the threads idle, see `gn_walk` in group_norm.cu), about 8 blocks per SM in total, and no
+    /// more lanes than rows.
+    fn elementwise_launch(&self, dev: &CudaDevice, entry: &str) -> (String, LaunchConfig) {
+        let v = if self.c.is_multiple_of(4) { 4 } else { 1 };
+        let vectors = self.c / v;
+        let block = 256usize;
+        let for_lanes = (8 * vectors).div_ceil(block);
+        let for_device = (8 * dev.sm_count() as usize).div_ceil(self.n.max(1));
+        let most = (self.s.max(1) * vectors).div_ceil(block);
+        let blocks = for_lanes.max(for_device).min(most.max(for_lanes)).max(1);
+        let grid = if self.len() == 0 { 0 } else { blocks as u32 };
+        (
+            self.vector_entry(entry),
+            cfg((grid, self.n as u32, 1), (block as u32, 1, 1), 0),
+        )
+    }
+
     /// Row chunks per sample: about 4 blocks per SM in total.
     fn chunks(&self, dev: &CudaDevice) -> (usize, usize) {
         let target = (4 * dev.sm_count() as usize).div_ceil(self.n.max(1)).max(1);
@@ -82,7 +109,7 @@ fn gn_stats(
         .buf(&partial)
         .launch(
             dev,
-            "gn_stats_partial",
+            &p.vector_entry("gn_stats_partial"),
             cfg((chunks as u32, p.n as u32, 1), (256, 1, 1), 0),
         )?;
     Args::new()
@@ -111,19 +138,19 @@ fn gn_apply(
     beta: Option<&DeviceBuffer>,
     y: &DeviceBuffer,
 ) -> CudaResult<()> {
-    Args::new()
-        .buf(x)
+    let mut args = Args::new();
+    args.buf(x)
         .buf(mean)
         .buf(rstd)
         .opt(gamma)
         .opt(beta)
         .buf(y)
-        .push(p.n as i32)
         .push(i64_of(p.s))
         .push(p.c as i32)
         .push(p.g as i32)
-        .push(silu as i32)
-        .launch(dev, "gn_apply", grid_1d(dev, p.len()))
+        .push(silu as i32);
+    let (entry, launch) = p.elementwise_launch(dev, "gn_apply");
+    args.launch(dev, &entry, launch)
 }
 
 /// Backward: dgamma/dbeta (accumulated, optional) and dx = value + dx_beta * dx. `coef_null`
@@ -163,7 +190,7 @@ fn gn_backward(
         .buf(&partial)
         .launch(
             dev,
-            "gn_bwd_partial",
+            &p.vector_entry("gn_bwd_partial"),
             cfg((chunks as u32, p.n as u32, 1), (256, 1, 1), 0),
         )?;
     Args::new()
@@ -181,6 +208,7 @@ fn gn_backward(
             "gn_bwd_finalize",
             cfg((p.n as u32, 1, 1), (256, 1, 1), 0),
         )?;
+    let (entry, launch) = p.elementwise_launch(dev, "gn_bwd_dx");
     Args::new()
         .buf(x)
         .buf(dy)
@@ -190,13 +218,12 @@ fn gn_backward(
         .opt(beta)
         .opt(if coef_null { None } else { Some(&coef) })
         .buf(dx)
-        .push(p.n as i32)
         .push(s)
         .push(c)
         .push(g)
         .push(silu as i32)
         .push(dx_beta)
-        .launch(dev, "gn_bwd_dx", grid_1d(dev, p.len()))
+        .launch(dev, &entry, launch)
 }
 
 fn gn_of(d: &GroupNormDims) -> CudaResult<Gn> {
