@@ -218,6 +218,8 @@ __device__ __forceinline__ void gn_apply_impl(const float* __restrict__ x, const
         bet[i] = beta ? beta[c] : 0.0f;
     }
     const mv_i64 base = (mv_i64)n * S * C + (mv_i64)w.q * V;
+    // Two rows per step keep two vector loads in flight per thread.
+#pragma unroll 2
     for (mv_i64 r = w.row; r < S; r += w.step) {
         gn_vec<V> v = gn_load<V>(x + base + r * C);
 #pragma unroll
@@ -352,6 +354,7 @@ __device__ __forceinline__ void gn_bwd_dx_impl(const float* __restrict__ x, cons
         c1[i] = coef ? coef[k * 2 + 1] : 0.0f;
     }
     const mv_i64 base = (mv_i64)n * S * C + (mv_i64)w.q * V;
+#pragma unroll 2
     for (mv_i64 r = w.row; r < S; r += w.step) {
         const mv_i64 at = base + r * C;
         const gn_vec<V> xv = gn_load<V>(x + at), dv = gn_load<V>(dy + at);
