@@ -1,7 +1,8 @@
-// Emulator checks of conv_igemm.cu, conv_direct.cu and gemm.cu against naive double-precision
-// convolutions and matrix products.
+// Emulator checks of conv_igemm.cu, conv_direct.cu, conv_thin.cu and gemm.cu against naive
+// double-precision convolutions and matrix products.
 #include "../conv_direct.cu"
 #include "../conv_igemm.cu"
+#include "../conv_thin.cu"
 #include "../gemm.cu"
 #include "../gemm_f32.cu"
 #include "check.h"
@@ -61,6 +62,13 @@ int main() {
         {1, 4, 5, 3, 4, 8, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},    // 3D k3 s1 p1
         {1, 5, 4, 6, 3, 4, 3, 3, 3, 2, 2, 2, 0, 0, 0, 1, 1, 1},    // 3D k3 s2 pad (0,1)
         {1, 1, 12, 11, 72, 136, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1}, // several tiles in M, N and K
+        // thin sides (conv_thin.cu): image in/out, VGG/PatchGAN first layers, many pairs
+        {2, 1, 9, 8, 1, 16, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},    // cin 1
+        {1, 1, 11, 9, 20, 1, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // cout 1, cin 20 (5 channel groups)
+        {2, 1, 10, 8, 1, 6, 1, 4, 4, 1, 2, 2, 0, 1, 1, 0, 1, 1},    // PatchGAN first layer: k4 s2 p1
+        {1, 1, 6, 5, 2, 200, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // 400 pairs: two per thread
+        {1, 3, 4, 5, 1, 300, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},   // 3D, 300 pairs over 27 taps
+        {1, 4, 5, 4, 6, 2, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1},     // 3D k3 s2 p1, cout 2
     };
     const char* names[] = {"tf32_128x128", "tf32_64x64", "bf16_128x128", "bf16_64x64"};
     for (size_t ci = 0; ci < cases.size(); ++ci) {
@@ -86,6 +94,31 @@ int main() {
             snprintf(tag, sizeof tag, "case %zu dgrad direct", ci);
             chk::expect(tag, dx, dxe, 1e-5);
             snprintf(tag, sizeof tag, "case %zu wgrad direct", ci);
+            chk::expect(tag, dw, dwe, 1e-5);
+        }
+        if (g.cin <= 4 || g.cout <= 4) {  // thin kernels: beta on a prefilled output, dw accumulates
+            std::vector<float> y(ys, 2.0f), dx(xs, 1.0f), dw(ws, 1.0f);
+            EMU_LAUNCH(conv_thin_fwd, dim3(3), dim3(256), 0, g, x.data(), w.data(), b.data(), y.data(), 0.5f);
+            EMU_LAUNCH(conv_thin_dgrad, dim3(3), dim3(256), 0, g, dy.data(), w.data(), dx.data(), 1.0f);
+            // Runs shorter and longer than the lanes (the pixel walk carries across rows).
+            const int taps = g.kd * g.kh * g.kw, pixels = g.n * g.od * g.oh * g.ow, per_block = ci % 2 ? 7 : 61;
+            const dim3 wgrid((pixels + per_block - 1) / per_block);
+            if (taps <= 9)
+                EMU_LAUNCH(conv_thin_wgrad_t9, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw.data(), per_block);
+            else if (taps <= 16)
+                EMU_LAUNCH(conv_thin_wgrad_t16, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw.data(), per_block);
+            else
+                EMU_LAUNCH(conv_thin_wgrad_t27, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw.data(), per_block);
+            std::vector<double> ye(yr), dxe(dxr), dwe(dwr);
+            for (auto& e : ye) e += 1.0;
+            for (auto& e : dxe) e += 1.0;
+            for (auto& e : dwe) e += 1.0;
+            char tag[128];
+            snprintf(tag, sizeof tag, "case %zu fwd thin (cin %d cout %d)", ci, g.cin, g.cout);
+            chk::expect(tag, y, ye, 1e-5);
+            snprintf(tag, sizeof tag, "case %zu dgrad thin", ci);
+            chk::expect(tag, dx, dxe, 1e-5);
+            snprintf(tag, sizeof tag, "case %zu wgrad thin", ci);
             chk::expect(tag, dw, dwe, 1e-5);
         }
         for (int v = 0; v < 4; ++v) {

@@ -125,6 +125,16 @@ pub const SOURCES: &[KernelSource] = &[
         ]
     ),
     source!(
+        "conv_thin",
+        [
+            "conv_thin_fwd",
+            "conv_thin_dgrad",
+            "conv_thin_wgrad_t9",
+            "conv_thin_wgrad_t16",
+            "conv_thin_wgrad_t27",
+        ]
+    ),
+    source!(
         "conv_direct",
         [
             "conv_direct_fwd",

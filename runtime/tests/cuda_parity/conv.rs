@@ -10,6 +10,7 @@ use medvae_runtime::cuda::ops::conv::{
     conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd, ConvPrecision,
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
+use medvae_runtime::cuda::ops::conv_thin::set_enabled as set_thin;
 
 #[allow(clippy::too_many_arguments)] // one geometry field per argument
 fn geom(
@@ -35,7 +36,36 @@ fn geom(
 }
 
 fn cases() -> Vec<(&'static str, ConvGeometry)> {
+    let same_3x3 = |n, hw: [usize; 2], cin, cout| {
+        geom(
+            n,
+            [1, hw[0], hw[1]],
+            cin,
+            cout,
+            [1, 3, 3],
+            [1, 1, 1],
+            [0, 1, 1],
+            [0, 1, 1],
+        )
+    };
     vec![
+        // The autoencoder's image convolutions and a latent one, thin on one side.
+        ("2d conv_in 1 -> 128", same_3x3(2, [64, 48], 1, 128)),
+        ("2d conv_out 128 -> 1", same_3x3(2, [64, 48], 128, 1)),
+        ("2d latent 512 -> 2", same_3x3(2, [16, 12], 512, 2)),
+        (
+            "3d conv_in 1 -> 64",
+            geom(
+                1,
+                [12, 10, 8],
+                1,
+                64,
+                [3, 3, 3],
+                [1, 1, 1],
+                [1, 1, 1],
+                [1, 1, 1],
+            ),
+        ),
         (
             "2d k3 s1 p1",
             geom(
@@ -216,21 +246,38 @@ fn conv_matches_cpu_in_every_precision() {
 
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
         // BF16 twice: the streamed kernels (bf16 operands, where channels are multiples of 8)
-        // and the staged ones (f32 operands rounded while staging), which serve the rest.
-        for (prec, streamed, tol) in [
-            (ConvPrecision::Fp32, false, 1e-4),
-            (ConvPrecision::Tf32, false, 5e-3),
-            (ConvPrecision::Bf16, true, 3e-2),
-            (ConvPrecision::Bf16, false, 3e-2),
+        // and the staged ones (f32 operands rounded while staging), which serve the rest. A thin
+        // convolution (at most 4 channels on a side) takes the thin f32 kernels at TF32/BF16;
+        // with those switched off, the tensor-core kernels are checked on it too.
+        let thin_case = g.cin.min(g.cout) <= 4;
+        for (prec, streamed, thin, tol) in [
+            (ConvPrecision::Fp32, false, true, 1e-4),
+            (ConvPrecision::Tf32, false, true, 5e-3),
+            (ConvPrecision::Bf16, true, true, 3e-2),
+            (ConvPrecision::Bf16, false, true, 3e-2),
+            (ConvPrecision::Tf32, false, false, 5e-3),
+            (ConvPrecision::Bf16, false, false, 3e-2),
         ] {
             if prec == ConvPrecision::Fp32 && g.output_len() > 1 << 20 {
                 continue; // the direct kernels are too slow for the large case
             }
+            if !thin && !thin_case {
+                continue; // the same kernels as with thin on
+            }
             set_streamed(streamed);
+            set_thin(thin);
             let prec_name = match (prec, streamed) {
                 (ConvPrecision::Bf16, true) => "Bf16 streamed".to_string(),
                 (ConvPrecision::Bf16, false) => "Bf16 staged".to_string(),
                 _ => format!("{prec:?}"),
+            } + if thin_case && prec != ConvPrecision::Fp32 {
+                if thin {
+                    " (thin kernels)"
+                } else {
+                    " (thin off)"
+                }
+            } else {
+                ""
             };
             let gy = dev.alloc_f32(g.output_len()).expect("alloc");
             gpu_fwd(dev, &g, prec, &gx, &gw, Some(&gb), &gy, 0.0).expect("gpu fwd");
@@ -296,6 +343,7 @@ fn conv_matches_cpu_in_every_precision() {
             }
         }
         set_streamed(true);
+        set_thin(true);
     }
 }
 

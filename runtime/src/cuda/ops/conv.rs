@@ -1,7 +1,7 @@
 //! Convolution 2D/3D on the GPU: implicit GEMM on tensor cores (TF32 or BF16, f32 accumulate)
 //! or the direct f32 kernels, with the CPU kernels' geometry ([`ConvGeometry`]) and semantics.
 
-use super::{check_f32, conv_bf16, grid_1d, i32_of, Args};
+use super::{check_f32, conv_bf16, conv_thin, grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::{CudaDevice, DeviceBuffer};
@@ -180,6 +180,9 @@ pub fn conv_forward(
         let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
         let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
         return conv_bf16::forward(dev, g, cg, &xh, &wh, bias, y, beta);
+    }
+    if prec != ConvPrecision::Fp32 && conv_thin::applies(g) {
+        return conv_thin::forward(dev, g, cg, x, w, bias, y, beta);
     }
     let mut a = Args::new();
     a.push(cg).buf(x).buf(w).opt(bias).buf(y).push(beta);
@@ -365,6 +368,9 @@ fn data_gradient(
     dx: &DeviceBuffer,
     beta: f32,
 ) -> CudaResult<()> {
+    if prec != ConvPrecision::Fp32 && conv_thin::applies(g) {
+        return conv_thin::backward_data(dev, g, cg, dy, w, dx, beta);
+    }
     if prec != ConvPrecision::Fp32 {
         if let Some(gt) = transposed_geometry(g) {
             // Stride 1: a forward convolution of dy with flipped, transposed weights (the
@@ -519,6 +525,9 @@ fn weight_gradient(
         let mut a = Args::new();
         a.push(cg).buf(x).buf(dy).buf(dw);
         return a.launch(dev, "conv_direct_wgrad", grid_1d(dev, g.weight_len()));
+    }
+    if conv_thin::serves_weight_gradient(g) {
+        return conv_thin::backward_weight(dev, g, cg, x, dy, dw);
     }
     let plan = wgrad_plan(dev, g, prec, dyh.is_some())?;
     if let Some(dyh) = dyh {

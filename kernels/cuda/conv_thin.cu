@@ -1,0 +1,158 @@
+// conv_thin.cu — convolutions with a thin side (Cin <= 4 or Cout <= 4): the image convolutions
+// at both ends of the autoencoder, the first layers of LPIPS' VGG and of the PatchGAN, the
+// latent convolutions. Their GEMMs have one dimension of 1..4, which a tensor-core tile of 64
+// wastes almost entirely (they took ~6 % of the BF16 stage-1 step on an H100), so these are
+// f32 SIMT kernels shaped for it, used at TF32/BF16 precision. Geometry, layouts and epilogues
+// as conv_direct.cu:
+//   conv_thin_fwd       y  = conv(x, w) + bias + beta * y_old   thread per (output pixel, 4 output channels)
+//   conv_thin_dgrad     dx = conv^T(dy, w) + beta * dx_old      thread per (input pixel, 4 input channels)
+//   conv_thin_wgrad_t*  dw += x^T dy                            block per run of output pixels, thread per
+//                                                               (ci, co) pair(s) and all taps, atomics at the end
+// Index ranges: pixels * channel groups must fit in int (the launcher checks).
+#include "medvae_conv.cuh"
+
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_fwd(ConvGeom g, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                  float* __restrict__ y, float beta) {
+    const int groups = (g.cout + 3) / 4, pixels = g.n * g.od * g.oh * g.ow;
+    for (int i = (int)mv_global_tid(); i < pixels * groups; i += (int)mv_global_stride()) {
+        const int m = i / groups, co0 = (i - m * groups) * 4, nco = min(4, g.cout - co0);
+        const ConvPixel p = conv_out_pixel(g, m);
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int kd = 0; kd < g.kd; ++kd)
+            for (int kh = 0; kh < g.kh; ++kh)
+                for (int kw = 0; kw < g.kw; ++kw) {
+                    const int d = p.d * g.sd - g.pd + kd, h = p.h * g.sh - g.ph + kh, ww = p.w * g.sw - g.pw + kw;
+                    if (!conv_inside(g, d, h, ww)) continue;
+                    const float* xp = x + ((((mv_i64)p.n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
+                    const float* wp = w + (((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin * g.cout + co0;
+                    for (int ci = 0; ci < g.cin; ++ci) {
+                        const float xv = xp[ci];
+                        const float* wr = wp + (mv_i64)ci * g.cout;
+#pragma unroll
+                        for (int j = 0; j < 4; ++j)
+                            if (j < nco) acc[j] += xv * wr[j];
+                    }
+                }
+        float* yp = y + (mv_i64)m * g.cout + co0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            if (j < nco) mv_store_out(yp + j, acc[j], bias ? bias + co0 + j : nullptr, beta);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_dgrad(ConvGeom g, const float* __restrict__ dy, const float* __restrict__ w, float* __restrict__ dx,
+                    float beta) {
+    const int groups = (g.cin + 3) / 4, pixels = g.n * g.id * g.ih * g.iw;
+    for (int i = (int)mv_global_tid(); i < pixels * groups; i += (int)mv_global_stride()) {
+        const int m = i / groups, ci0 = (i - m * groups) * 4, nci = min(4, g.cin - ci0);
+        const ConvPixel p = conv_in_pixel(g, m);
+        const mv_i64 obase = (mv_i64)p.n * g.od * g.oh * g.ow;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int kd = 0; kd < g.kd; ++kd)
+            for (int kh = 0; kh < g.kh; ++kh)
+                for (int kw = 0; kw < g.kw; ++kw) {
+                    mv_i64 o;
+                    if (!conv_out_of_in(g, obase, p.d + g.pd, p.h + g.ph, p.w + g.pw, kd, kh, kw, o)) continue;
+                    const float* dyp = dy + o * g.cout;
+                    const float* wp = w + ((((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin + ci0) * g.cout;
+                    for (int co = 0; co < g.cout; ++co) {
+                        const float gv = dyp[co];
+#pragma unroll
+                        for (int j = 0; j < 4; ++j)
+                            if (j < nci) acc[j] += gv * wp[(mv_i64)j * g.cout + co];
+                    }
+                }
+        float* dxp = dx + (mv_i64)m * g.cin + ci0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            if (j < nci) mv_store_out(dxp + j, acc[j], nullptr, beta);
+    }
+}
+
+// Block b sums output pixels [b * per_block, (b + 1) * per_block). With P = Cin * Cout weight
+// pairs: when P < blockDim, thread t takes pair t % P and every (blockDim / P)-th pixel of the
+// run (the rest idle); otherwise pairs t, t + blockDim, ... (at most PAIRS), every pixel. Each
+// pair keeps all TAPS of its taps in registers (the tap loop is unrolled to TAPS), reads dy once
+// per pixel and x once per tap, and adds its sums into dw with atomics at the end.
+template <int TAPS, int PAIRS>
+__device__ __forceinline__ void conv_thin_wgrad_impl(const ConvGeom& g, const float* __restrict__ x,
+                                                     const float* __restrict__ dy, float* dw, int per_block) {
+    const int pairs = g.cin * g.cout, taps = g.kd * g.kh * g.kw, t = threadIdx.x, nt = blockDim.x;
+    const int lanes = pairs < nt ? nt / pairs : 1;
+    const int lane = pairs < nt ? t / pairs : 0;
+    if (lane >= lanes) return;
+    const int total = g.n * g.od * g.oh * g.ow;
+    const int m0 = blockIdx.x * per_block + lane, m1 = min(total, (blockIdx.x + 1) * per_block);
+    int ci[PAIRS], co[PAIRS];
+    float acc[PAIRS][TAPS];
+#pragma unroll
+    for (int k = 0; k < PAIRS; ++k) {
+        // Few pairs: one per thread (k = 0), the lanes split the pixels instead.
+        const int q = pairs < nt ? (k == 0 ? t % pairs : pairs) : t + k * nt;
+        ci[k] = q < pairs ? q / g.cout : -1;
+        co[k] = q < pairs ? q - ci[k] * g.cout : 0;
+#pragma unroll
+        for (int tap = 0; tap < TAPS; ++tap) acc[k][tap] = 0.0f;
+    }
+    if (m0 < m1) {
+        ConvPixel p = conv_out_pixel(g, m0);
+        for (int m = m0; m < m1; m += lanes) {
+            const mv_i64 xs = (mv_i64)p.n * g.id;
+            float gv[PAIRS];
+#pragma unroll
+            for (int k = 0; k < PAIRS; ++k) gv[k] = ci[k] >= 0 ? dy[(mv_i64)m * g.cout + co[k]] : 0.0f;
+            int kd = 0, kh = 0, kw = 0;
+#pragma unroll
+            for (int tap = 0; tap < TAPS; ++tap) {
+                if (tap < taps) {
+                    const int d = p.d * g.sd - g.pd + kd, h = p.h * g.sh - g.ph + kh, ww = p.w * g.sw - g.pw + kw;
+                    if (conv_inside(g, d, h, ww)) {
+                        const float* xp = x + (((xs + d) * g.ih + h) * g.iw + ww) * g.cin;
+#pragma unroll
+                        for (int k = 0; k < PAIRS; ++k)
+                            if (ci[k] >= 0) acc[k][tap] += xp[ci[k]] * gv[k];
+                    }
+                    if (++kw == g.kw) {
+                        kw = 0;
+                        if (++kh == g.kh) {
+                            kh = 0;
+                            ++kd;
+                        }
+                    }
+                }
+            }
+            // The next pixel of this lane: `lanes` output pixels further, carried across rows.
+            p.w += lanes;
+            while (p.w >= g.ow) {
+                p.w -= g.ow;
+                if (++p.h == g.oh) {
+                    p.h = 0;
+                    if (++p.d == g.od) {
+                        p.d = 0;
+                        ++p.n;
+                    }
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < PAIRS; ++k) {
+        if (ci[k] < 0) continue;
+#pragma unroll
+        for (int tap = 0; tap < TAPS; ++tap)
+            if (tap < taps) atomicAdd(dw + ((mv_i64)tap * g.cin + ci[k]) * g.cout + co[k], acc[k][tap]);
+    }
+}
+
+// Instantiations by tap capacity: 3x3 (and smaller) kernels with up to 4 * 256 pairs, 4x4 (the
+// PatchGAN) and 3x3x3 with up to 2 * 256.
+#define CONV_THIN_WGRAD_ENTRY(NAME, TAPS, PAIRS)                                                          \
+    extern "C" __global__ void __launch_bounds__(256)                                                    \
+        NAME(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) { \
+        conv_thin_wgrad_impl<TAPS, PAIRS>(g, x, dy, dw, per_block);                                       \
+    }
+CONV_THIN_WGRAD_ENTRY(conv_thin_wgrad_t9, 9, 4)
+CONV_THIN_WGRAD_ENTRY(conv_thin_wgrad_t16, 16, 2)
+CONV_THIN_WGRAD_ENTRY(conv_thin_wgrad_t27, 27, 2)

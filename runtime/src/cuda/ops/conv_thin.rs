@@ -1,0 +1,152 @@
+//! The thin convolution kernels (`kernels/cuda/conv_thin.cu`): f32 SIMT kernels for
+//! convolutions with at most 4 input or output channels, whose GEMMs have a dimension of 1..4
+//! that tensor-core tiles waste. [`super::conv`] sends such convolutions here at TF32 and BF16
+//! precision (FP32 keeps the direct reference kernels); the results are f32-exact, so at least
+//! as accurate as the tensor-core paths they replace.
+
+use super::conv::ConvGeom;
+use super::{grid_1d, i32_of, Args};
+use crate::cuda::device::cfg;
+use crate::cuda::error::CudaResult;
+use crate::cuda::{CudaDevice, DeviceBuffer};
+use medvae_kernels::cpu::conv::ConvGeometry;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+const KERNEL: &str = "cuda conv (thin)";
+/// Channel count at or below which a side is thin.
+const THIN: usize = 4;
+/// Threads per block of the weight-gradient kernels.
+const WGRAD_THREADS: usize = 256;
+
+// 0: not yet read from the environment, 1: on, 2: off.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether thin convolutions use these kernels. On by default; `MEDVAE_CONV_THIN=off` in the
+/// environment, or [`set_enabled`], sends them to the tensor-core kernels (to compare on a card).
+pub fn enabled() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = std::env::var("MEDVAE_CONV_THIN").map_or(true, |v| v != "off");
+            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Use the thin kernels (true) or the tensor-core kernels (false) from now on.
+pub fn set_enabled(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// `g` has a thin side, the kernels' int index ranges hold, and the kernels are switched on.
+pub(super) fn applies(g: &ConvGeometry) -> bool {
+    let fits = |pixels: usize, channels: usize| {
+        pixels
+            .checked_mul(channels.div_ceil(4))
+            .is_some_and(|v| v <= i32::MAX as usize)
+    };
+    let (out_pixels, in_pixels) = (g.output_len() / g.cout, g.input_len() / g.cin);
+    enabled() && g.cin.min(g.cout) <= THIN && fits(out_pixels, g.cout) && fits(in_pixels, g.cin)
+}
+
+/// `y = conv(x, w) + bias + beta * y` (buffers checked by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    x: &DeviceBuffer,
+    w: &DeviceBuffer,
+    bias: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
+    let threads = (g.output_len() / g.cout) * g.cout.div_ceil(4);
+    Args::new()
+        .push(cg)
+        .buf(x)
+        .buf(w)
+        .opt(bias)
+        .buf(y)
+        .push(beta)
+        .launch(dev, "conv_thin_fwd", grid_1d(dev, threads))
+}
+
+/// `dx = conv^T(dy, w) + beta * dx` (buffers checked by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_data(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    dy: &DeviceBuffer,
+    w: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
+    let threads = (g.input_len() / g.cin) * g.cin.div_ceil(4);
+    Args::new()
+        .push(cg)
+        .buf(dy)
+        .buf(w)
+        .buf(dx)
+        .push(beta)
+        .launch(dev, "conv_thin_dgrad", grid_1d(dev, threads))
+}
+
+/// The weight-gradient entry point whose tap and pair capacity holds `g`, if one does:
+/// `(name, taps, pairs per thread)` as instantiated in conv_thin.cu.
+fn wgrad_entry(g: &ConvGeometry) -> Option<&'static str> {
+    let taps = g.kernel.iter().product::<usize>();
+    let pairs = g.cin * g.cout;
+    [
+        ("conv_thin_wgrad_t9", 9, 4),
+        ("conv_thin_wgrad_t16", 16, 2),
+        ("conv_thin_wgrad_t27", 27, 2),
+    ]
+    .into_iter()
+    .find(|&(_, t, p)| taps <= t && pairs <= p * WGRAD_THREADS)
+    .map(|(name, _, _)| name)
+}
+
+/// Whether [`backward_weight`] serves `g`.
+pub(super) fn serves_weight_gradient(g: &ConvGeometry) -> bool {
+    applies(g) && wgrad_entry(g).is_some()
+}
+
+/// `dw += x^T dy` (buffers checked by the caller; only where [`serves_weight_gradient`]). The
+/// output pixels are cut into runs, one block each, about 4 blocks per SM.
+pub(super) fn backward_weight(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dw: &DeviceBuffer,
+) -> CudaResult<()> {
+    let Some(entry) = wgrad_entry(g) else {
+        return Err(crate::cuda::error::geometry(
+            KERNEL,
+            "no thin weight-gradient kernel holds this many taps and channel pairs",
+        ));
+    };
+    let pixels = g.output_len() / g.cout;
+    let blocks = (4 * dev.sm_count() as usize).clamp(1, pixels.max(1));
+    let per_block = pixels.div_ceil(blocks).max(1);
+    Args::new()
+        .push(cg)
+        .buf(x)
+        .buf(dy)
+        .buf(dw)
+        .push(i32_of(KERNEL, "pixels per block", per_block)?)
+        .launch(
+            dev,
+            entry,
+            cfg(
+                (pixels.div_ceil(per_block) as u32, 1, 1),
+                (WGRAD_THREADS as u32, 1, 1),
+                0,
+            ),
+        )
+}
