@@ -259,6 +259,10 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   # The same BF16 step with the older staged kernels, for the streamed/staged ratio of this run.
   run_step ours-bf16-staged 60 env MEDVAE_CONV_BF16=staged "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
+  # The same BF16 step with the thin (1-4 channel) convolutions back on tensor cores: the A/B of
+  # conv_thin.cu (written without a card).
+  run_step ours-bf16-thin-off 60 env MEDVAE_CONV_THIN=off "$MEDVAE_BIN" bench --device cuda \
+    --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
   # Stage 2 (latent head through a ViT-B/16 BiomedCLIP-shaped tower, random weights).
   run_step ours-stage2 90 "$MEDVAE_BIN" bench --device cuda --precision bf16 \
     --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage2_step
@@ -344,6 +348,7 @@ fi
   done
   [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
   [ -f "$LOG/ours-bf16-staged.log" ] && echo "-- ours  bf16 staged kernels (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-staged.log" | tr '\n' ' ')"
+  [ -f "$LOG/ours-bf16-thin-off.log" ] && echo "-- ours  bf16 thin convs off (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-thin-off.log" | tr '\n' ' ')"
   if [ -f "$LOG/profile-bf16.log" ]; then
     echo "-- kernel profile, bf16 stage1_step (serialised) --"
     grep -A12 "kernel profile" "$LOG/profile-bf16.log"
