@@ -42,10 +42,12 @@ pub fn set_enabled(on: bool) {
 
 /// `g` has a thin side, the kernels' int index ranges hold, and the kernels are switched on.
 pub(super) fn applies(g: &ConvGeometry) -> bool {
+    // The kernels index (pixel, channel group) pairs with int and step a grid-stride loop past
+    // the end: half the int range leaves room for the last step.
     let fits = |pixels: usize, channels: usize| {
         pixels
             .checked_mul(channels.div_ceil(4))
-            .is_some_and(|v| v <= i32::MAX as usize)
+            .is_some_and(|v| v <= (i32::MAX / 2) as usize)
     };
     let (out_pixels, in_pixels) = (g.output_len() / g.cout, g.input_len() / g.cin);
     enabled() && g.cin.min(g.cout) <= THIN && fits(out_pixels, g.cout) && fits(in_pixels, g.cin)
