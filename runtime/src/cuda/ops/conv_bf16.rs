@@ -3,7 +3,8 @@
 //! 4-stage shared-memory ring with cp.async and read fragments with ldmatrix. Used by
 //! [`super::conv`] for `ConvPrecision::Bf16` whenever every channel count is a multiple of 8
 //! (a run of eight channels must not straddle a tap); the staged kernels of `conv_igemm.cu`
-//! remain for the rest (the 1- and 3-channel input convolutions) and as a comparison.
+//! remain for the rest (channel counts that are not multiples of 8; the thinnest of those,
+//! with at most 4 channels on a side, take `conv_thin.cu`) and as a comparison.
 //!
 //! The rounding is the same round-to-nearest-even as the staged kernels' (`mv_f32_to_bf16`), so
 //! the two paths differ only in f32 summation order.
