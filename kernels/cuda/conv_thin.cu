@@ -148,11 +148,15 @@ __device__ __forceinline__ void conv_thin_wgrad_impl(const ConvGeom& g, const fl
 
 // Instantiations by tap capacity: 3x3 (and smaller) kernels with up to 4 * 256 pairs, 4x4 (the
 // PatchGAN) and 3x3x3 with up to 2 * 256.
-#define CONV_THIN_WGRAD_ENTRY(NAME, TAPS, PAIRS)                                                          \
-    extern "C" __global__ void __launch_bounds__(256)                                                    \
-        NAME(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) { \
-        conv_thin_wgrad_impl<TAPS, PAIRS>(g, x, dy, dw, per_block);                                       \
-    }
-CONV_THIN_WGRAD_ENTRY(conv_thin_wgrad_t9, 9, 4)
-CONV_THIN_WGRAD_ENTRY(conv_thin_wgrad_t16, 16, 2)
-CONV_THIN_WGRAD_ENTRY(conv_thin_wgrad_t27, 27, 2)
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_wgrad_t9(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) {
+    conv_thin_wgrad_impl<9, 4>(g, x, dy, dw, per_block);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_wgrad_t16(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) {
+    conv_thin_wgrad_impl<16, 2>(g, x, dy, dw, per_block);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_wgrad_t27(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) {
+    conv_thin_wgrad_impl<27, 2>(g, x, dy, dw, per_block);
+}

@@ -149,13 +149,17 @@ __device__ __forceinline__ void gn_stats_partial_impl(const float* __restrict__ 
     }
 }
 
-#define GN_STATS_PARTIAL_ENTRY(NAME, V)                                                                        \
-    extern "C" __global__ void __launch_bounds__(GN_PARTIAL_THREADS)                                           \
-        NAME(const float* __restrict__ x, mv_i64 S, int C, int G, int rows_per_chunk, float* __restrict__ partial) { \
-        gn_stats_partial_impl<V>(x, S, C, G, rows_per_chunk, partial);                                         \
-    }
-GN_STATS_PARTIAL_ENTRY(gn_stats_partial_v4, 4)
-GN_STATS_PARTIAL_ENTRY(gn_stats_partial_v1, 1)
+// Entry points written out (the registry test reads them from the source).
+extern "C" __global__ void __launch_bounds__(GN_PARTIAL_THREADS)
+    gn_stats_partial_v4(const float* __restrict__ x, mv_i64 S, int C, int G, int rows_per_chunk,
+                        float* __restrict__ partial) {
+    gn_stats_partial_impl<4>(x, S, C, G, rows_per_chunk, partial);
+}
+extern "C" __global__ void __launch_bounds__(GN_PARTIAL_THREADS)
+    gn_stats_partial_v1(const float* __restrict__ x, mv_i64 S, int C, int G, int rows_per_chunk,
+                        float* __restrict__ partial) {
+    gn_stats_partial_impl<1>(x, S, C, G, rows_per_chunk, partial);
+}
 
 // One thread per (n, g). `var` may be null.
 extern "C" __global__ void gn_stats_finalize(const float* __restrict__ partial, const float* __restrict__ x, int N,
@@ -233,15 +237,18 @@ __device__ __forceinline__ void gn_apply_impl(const float* __restrict__ x, const
     }
 }
 
-#define GN_APPLY_ENTRY(NAME, V)                                                                                      \
-    extern "C" __global__ void __launch_bounds__(256)                                                                \
-        NAME(const float* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,            \
-             const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y, mv_i64 S, int C, \
-             int G, int silu) {                                                                                      \
-        gn_apply_impl<V>(x, mean, rstd, gamma, beta, y, S, C, G, silu);                                              \
-    }
-GN_APPLY_ENTRY(gn_apply_v4, 4)
-GN_APPLY_ENTRY(gn_apply_v1, 1)
+extern "C" __global__ void __launch_bounds__(256)
+    gn_apply_v4(const float* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,
+                const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y, mv_i64 S, int C,
+                int G, int silu) {
+    gn_apply_impl<4>(x, mean, rstd, gamma, beta, y, S, C, G, silu);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    gn_apply_v1(const float* __restrict__ x, const float* __restrict__ mean, const float* __restrict__ rstd,
+                const float* __restrict__ gamma, const float* __restrict__ beta, float* __restrict__ y, mv_i64 S, int C,
+                int G, int silu) {
+    gn_apply_impl<1>(x, mean, rstd, gamma, beta, y, S, C, G, silu);
+}
 
 // partial[((n * chunks + chunk) * C + c) * 2 + {0, 1}] = sum dz, sum dz * xhat.
 template <int V>
@@ -287,15 +294,18 @@ __device__ __forceinline__ void gn_bwd_partial_impl(const float* __restrict__ x,
     }
 }
 
-#define GN_BWD_PARTIAL_ENTRY(NAME, V)                                                                             \
-    extern "C" __global__ void __launch_bounds__(GN_PARTIAL_THREADS)                                              \
-        NAME(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,           \
-             const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,     \
-             mv_i64 S, int C, int G, int silu, int rows_per_chunk, float* __restrict__ partial) {                 \
-        gn_bwd_partial_impl<V>(x, dy, mean, rstd, gamma, beta, S, C, G, silu, rows_per_chunk, partial);           \
-    }
-GN_BWD_PARTIAL_ENTRY(gn_bwd_partial_v4, 4)
-GN_BWD_PARTIAL_ENTRY(gn_bwd_partial_v1, 1)
+extern "C" __global__ void __launch_bounds__(GN_PARTIAL_THREADS)
+    gn_bwd_partial_v4(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,
+                      const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,
+                      mv_i64 S, int C, int G, int silu, int rows_per_chunk, float* __restrict__ partial) {
+    gn_bwd_partial_impl<4>(x, dy, mean, rstd, gamma, beta, S, C, G, silu, rows_per_chunk, partial);
+}
+extern "C" __global__ void __launch_bounds__(GN_PARTIAL_THREADS)
+    gn_bwd_partial_v1(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,
+                      const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,
+                      mv_i64 S, int C, int G, int silu, int rows_per_chunk, float* __restrict__ partial) {
+    gn_bwd_partial_impl<1>(x, dy, mean, rstd, gamma, beta, S, C, G, silu, rows_per_chunk, partial);
+}
 
 // Grid (N), any multiple-of-32 block. dgamma/dbeta (nullable) accumulate; coef[(n*G+g)*2+{0,1}]
 // = mean over the group of dz*gamma and of dz*gamma*xhat.
@@ -371,12 +381,15 @@ __device__ __forceinline__ void gn_bwd_dx_impl(const float* __restrict__ x, cons
     }
 }
 
-#define GN_BWD_DX_ENTRY(NAME, V)                                                                                  \
-    extern "C" __global__ void __launch_bounds__(256)                                                             \
-        NAME(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,           \
-             const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,     \
-             const float* __restrict__ coef, float* dx, mv_i64 S, int C, int G, int silu, float dx_beta) {        \
-        gn_bwd_dx_impl<V>(x, dy, mean, rstd, gamma, beta, coef, dx, S, C, G, silu, dx_beta);                      \
-    }
-GN_BWD_DX_ENTRY(gn_bwd_dx_v4, 4)
-GN_BWD_DX_ENTRY(gn_bwd_dx_v1, 1)
+extern "C" __global__ void __launch_bounds__(256)
+    gn_bwd_dx_v4(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,
+                 const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,
+                 const float* __restrict__ coef, float* dx, mv_i64 S, int C, int G, int silu, float dx_beta) {
+    gn_bwd_dx_impl<4>(x, dy, mean, rstd, gamma, beta, coef, dx, S, C, G, silu, dx_beta);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    gn_bwd_dx_v1(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,
+                 const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,
+                 const float* __restrict__ coef, float* dx, mv_i64 S, int C, int G, int silu, float dx_beta) {
+    gn_bwd_dx_impl<1>(x, dy, mean, rstd, gamma, beta, coef, dx, S, C, G, silu, dx_beta);
+}
