@@ -9,7 +9,8 @@
 //! The rounding is the same round-to-nearest-even as the staged kernels' (`mv_f32_to_bf16`), so
 //! the two paths differ only in f32 summation order.
 
-use super::conv::{tile, ConvGeom, WgradPlan};
+use super::conv::ConvGeom;
+use super::conv_plan::{tile, WgradPlan};
 use super::{grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
