@@ -36,6 +36,8 @@ PREBUILT="${MEDVAE_PREBUILT:-$ROOT/target/gpu-prebuilt}"
 if [ "${1:-}" = "--prepare" ]; then
   set -e
   arch="${MEDVAE_GPU_CHECK_ARCH:-sm_90}"
+  # A fresh cache: images of older kernel sources would only add to what the device call carries.
+  rm -rf "$PREBUILT/ptx-cache"
   mkdir -p "$PREBUILT/bin" "$PREBUILT/ptx-cache"
   cargo build --release -p medvae-fast
   cargo build --release -p medvae-runtime --example cuda_bench
