@@ -315,15 +315,7 @@ pub fn linear_backward<T: Real>(
     }
     if let Some(db) = grads.dbias {
         if fout > 0 {
-            let mut acc = vec![0.0f64; fout];
-            for row in dy.chunks_exact(fout) {
-                for (a, &g) in acc.iter_mut().zip(row) {
-                    *a += g.f64();
-                }
-            }
-            for (o, a) in db.iter_mut().zip(acc) {
-                *o += T::c(a);
-            }
+            crate::cpu::reduce::add_row_sums(dy, db)?;
         }
     }
     Ok(())

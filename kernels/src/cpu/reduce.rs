@@ -180,3 +180,42 @@ pub fn sum_per_sample_backward<T: Real>(
         .for_each(|(d, &g)| par_fill(d, g));
     Ok(())
 }
+
+/// Rows per rayon task of [`add_row_sums`].
+const ROWS_PER_TASK: usize = 2048;
+
+/// `acc[c] += Σ_r x[r, c]` over the rows of `x` (each `acc.len()` long): bias gradients (rows
+/// are pixels or tokens), and the gradients of parameters broadcast over a batch. Summed in f64
+/// per task, the task sums added in task order, so the result never depends on scheduling.
+/// `x` must hold a whole number of rows.
+pub fn add_row_sums<T: Real>(x: &[T], acc: &mut [T]) -> Result<(), KernelError> {
+    let cols = acc.len();
+    if cols == 0 || !x.len().is_multiple_of(cols) {
+        return Err(KernelError::Geometry {
+            kernel: "add_row_sums",
+            msg: format!("{} elements are not whole rows of {cols}", x.len()),
+        });
+    }
+    let per_task: Vec<Vec<f64>> = x
+        .par_chunks(cols * ROWS_PER_TASK)
+        .map(|rows| {
+            let mut sums = vec![0f64; cols];
+            for row in rows.chunks_exact(cols) {
+                for (s, &v) in sums.iter_mut().zip(row) {
+                    *s += v.f64();
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut sums = vec![0f64; cols];
+    for task in &per_task {
+        for (s, v) in sums.iter_mut().zip(task) {
+            *s += v;
+        }
+    }
+    for (a, s) in acc.iter_mut().zip(sums) {
+        *a += T::c(s);
+    }
+    Ok(())
+}

@@ -102,12 +102,7 @@ pub fn add_row_sums(acc: &mut Tensor, x: &Tensor) -> Result<()> {
         return super::on_cuda::reduce::add_row_sums(OP, acc, x);
     }
     super::cpu_only(OP, dev)?;
-    let out = acc.f32s_mut(OP)?;
-    for row in x.f32s(OP)?.chunks(cols) {
-        for (a, v) in out.iter_mut().zip(row) {
-            *a += v;
-        }
-    }
+    medvae_kernels::cpu::reduce::add_row_sums(x.f32s(OP)?, acc.f32s_mut(OP)?)?;
     Ok(())
 }
 

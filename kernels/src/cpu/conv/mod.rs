@@ -14,7 +14,6 @@
 //! buffers instead of allocating, and carry the algorithm choice.
 
 mod backward_data;
-mod bias_grad;
 mod forward;
 mod geometry;
 mod implicit_gemm;
@@ -246,7 +245,7 @@ pub fn conv_backward_weight_with<T: Real>(
         plan.accumulate_weight_grad(src, dy, dw, &mut scratch.work);
     }
     if let Some(db) = dbias {
-        bias_grad::accumulate_bias_grad(dy, g.cout, db);
+        crate::cpu::reduce::add_row_sums(dy, db)?;
     }
     Ok(())
 }
