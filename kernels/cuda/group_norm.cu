@@ -60,6 +60,31 @@ __device__ __forceinline__ void gn_store<4>(float* p, const gn_vec<4>& r) {
     *reinterpret_cast<float4*>(p) = make_float4(r.v[0], r.v[1], r.v[2], r.v[3]);
 }
 
+// The statistics and affine parameters of channels q*V .. q*V+V-1 of sample n, loaded once per
+// pass (gamma/beta null: 1 / 0).
+template <int V>
+struct gn_channels {
+    float mean[V], rstd[V], gamma[V], beta[V];
+};
+template <int V>
+__device__ __forceinline__ gn_channels<V> gn_channels_of(int n, int q, int C, int G, const float* __restrict__ mean,
+                                                         const float* __restrict__ rstd,
+                                                         const float* __restrict__ gamma,
+                                                         const float* __restrict__ beta) {
+    gn_channels<V> ch;
+    const int cg = C / G;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+        const int c = q * V + i;
+        const mv_i64 k = (mv_i64)n * G + c / cg;
+        ch.mean[i] = mean[k];
+        ch.rstd[i] = rstd[k];
+        ch.gamma[i] = gamma ? gamma[c] : 1.0f;
+        ch.beta[i] = beta ? beta[c] : 0.0f;
+    }
+    return ch;
+}
+
 // Per-channel sums of two quantities over rows [r0, r1) of one chunk, into cs/cq[c] (shared).
 // Each thread takes one vector of V channels: `make(qv)` loads vector qv's per-channel constants
 // once and returns `f(r, s, q)`, which adds row r's V contributions. With CV = C / V vectors no
@@ -208,19 +233,10 @@ __device__ __forceinline__ void gn_apply_impl(const float* __restrict__ x, const
                                               const float* __restrict__ rstd, const float* __restrict__ gamma,
                                               const float* __restrict__ beta, float* __restrict__ y, mv_i64 S, int C,
                                               int G, int silu) {
-    const int n = blockIdx.y, cg = C / G;
+    const int n = blockIdx.y;
     const gn_walk w = gn_walk_of(C / V);
     if (!w.active) return;
-    float m[V], rs[V], gam[V], bet[V];
-#pragma unroll
-    for (int i = 0; i < V; ++i) {
-        const int c = w.q * V + i;
-        const mv_i64 k = (mv_i64)n * G + c / cg;
-        m[i] = mean[k];
-        rs[i] = rstd[k];
-        gam[i] = gamma ? gamma[c] : 1.0f;
-        bet[i] = beta ? beta[c] : 0.0f;
-    }
+    const gn_channels<V> ch = gn_channels_of<V>(n, w.q, C, G, mean, rstd, gamma, beta);
     const mv_i64 base = (mv_i64)n * S * C + (mv_i64)w.q * V;
     // Two rows per step keep two vector loads in flight per thread.
 #pragma unroll 2
@@ -228,8 +244,8 @@ __device__ __forceinline__ void gn_apply_impl(const float* __restrict__ x, const
         gn_vec<V> v = gn_load<V>(x + base + r * C);
 #pragma unroll
         for (int i = 0; i < V; ++i) {
-            float t = (v.v[i] - m[i]) * rs[i];
-            t = t * gam[i] + bet[i];
+            float t = (v.v[i] - ch.mean[i]) * ch.rstd[i];
+            t = t * ch.gamma[i] + ch.beta[i];
             if (silu) t *= mv_sigmoid(t);
             v.v[i] = t;
         }
@@ -259,28 +275,19 @@ __device__ __forceinline__ void gn_bwd_partial_impl(const float* __restrict__ x,
                                                     float* __restrict__ partial) {
     __shared__ float stage_s[GN_PARTIAL_THREADS * V], stage_q[GN_PARTIAL_THREADS * V];
     __shared__ float cs[GN_MAX_C], cq[GN_MAX_C];
-    const int n = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x, cg = C / G;
+    const int n = blockIdx.y, chunk = blockIdx.x, chunks = gridDim.x;
     const mv_i64 off = (mv_i64)n * S * C;
     const mv_i64 r0 = (mv_i64)chunk * rows_per_chunk, r1 = min(S, r0 + rows_per_chunk);
     auto make = [&](int qv) {
-        float m[V], rs[V], gam[V], bet[V];
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-            const int c = qv * V + i;
-            const mv_i64 k = (mv_i64)n * G + c / cg;
-            m[i] = mean[k];
-            rs[i] = rstd[k];
-            gam[i] = gamma ? gamma[c] : 1.0f;
-            bet[i] = beta ? beta[c] : 0.0f;
-        }
+        const gn_channels<V> ch = gn_channels_of<V>(n, qv, C, G, mean, rstd, gamma, beta);
         const float* xc = x + off + qv * V;
         const float* dc = dy + off + qv * V;
         return [=](mv_i64 r, float (&s)[V], float (&q)[V]) {
             const gn_vec<V> xv = gn_load<V>(xc + r * C), dv = gn_load<V>(dc + r * C);
 #pragma unroll
             for (int i = 0; i < V; ++i) {
-                const float xhat = (xv.v[i] - m[i]) * rs[i];
-                const float dz = gn_dz(dv.v[i], xhat, gam[i], bet[i], silu);
+                const float xhat = (xv.v[i] - ch.mean[i]) * ch.rstd[i];
+                const float dz = gn_dz(dv.v[i], xhat, ch.gamma[i], ch.beta[i], silu);
                 s[i] += dz;
                 q[i] += dz * xhat;
             }
@@ -351,15 +358,11 @@ __device__ __forceinline__ void gn_bwd_dx_impl(const float* __restrict__ x, cons
     const int n = blockIdx.y, cg = C / G;
     const gn_walk w = gn_walk_of(C / V);
     if (!w.active) return;
-    float m[V], rs[V], gam[V], bet[V], c0[V], c1[V];
+    const gn_channels<V> ch = gn_channels_of<V>(n, w.q, C, G, mean, rstd, gamma, beta);
+    float c0[V], c1[V];
 #pragma unroll
     for (int i = 0; i < V; ++i) {
-        const int c = w.q * V + i;
-        const mv_i64 k = (mv_i64)n * G + c / cg;
-        m[i] = mean[k];
-        rs[i] = rstd[k];
-        gam[i] = gamma ? gamma[c] : 1.0f;
-        bet[i] = beta ? beta[c] : 0.0f;
+        const mv_i64 k = (mv_i64)n * G + (w.q * V + i) / cg;
         c0[i] = coef ? coef[k * 2] : 0.0f;
         c1[i] = coef ? coef[k * 2 + 1] : 0.0f;
     }
@@ -372,9 +375,9 @@ __device__ __forceinline__ void gn_bwd_dx_impl(const float* __restrict__ x, cons
         if (dx_beta != 0.0f) out = gn_load<V>(dx + at);
 #pragma unroll
         for (int i = 0; i < V; ++i) {
-            const float xhat = (xv.v[i] - m[i]) * rs[i];
-            const float dz = gn_dz(dv.v[i], xhat, gam[i], bet[i], silu);
-            const float g = rs[i] * (dz * gam[i] - c0[i] - xhat * c1[i]);
+            const float xhat = (xv.v[i] - ch.mean[i]) * ch.rstd[i];
+            const float dz = gn_dz(dv.v[i], xhat, ch.gamma[i], ch.beta[i], silu);
+            const float g = ch.rstd[i] * (dz * ch.gamma[i] - c0[i] - xhat * c1[i]);
             out.v[i] = dx_beta != 0.0f ? g + dx_beta * out.v[i] : g;
         }
         gn_store<V>(dx + at, out);
