@@ -11,12 +11,11 @@
 
 use super::conv::ConvGeom;
 use super::conv_plan::{tile, WgradPlan};
-use super::{grid_1d, i32_of, Args};
+use super::{grid_1d, i32_of, Args, KernelSwitch};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
 use crate::cuda::{CudaDevice, DeviceBuffer};
 use medvae_kernels::cpu::conv::ConvGeometry;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 const KERNEL: &str = "cuda conv (bf16 streamed)";
 
@@ -25,27 +24,18 @@ pub(super) const BK: usize = 32;
 const PAD: usize = 8;
 const STAGES: usize = 4;
 
-// 0: not yet read from the environment, 1: streamed kernels, 2: staged kernels only.
-static MODE: AtomicU8 = AtomicU8::new(0);
+static STREAMED: KernelSwitch = KernelSwitch::new("MEDVAE_CONV_BF16", "staged");
 
 /// Whether BF16 convolutions and GEMMs use the streamed kernels where they apply. On by default;
 /// `MEDVAE_CONV_BF16=staged` in the environment, or [`set_streamed`], turns them off (to compare
 /// the two on one card).
 pub fn streamed() -> bool {
-    match MODE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = std::env::var("MEDVAE_CONV_BF16").map_or(true, |v| v != "staged");
-            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-    }
+    STREAMED.on()
 }
 
 /// Choose the streamed (true) or staged (false) BF16 convolution kernels from now on.
 pub fn set_streamed(on: bool) {
-    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    STREAMED.set(on);
 }
 
 /// The streamed kernels take `g` (all channel counts multiples of 8) and are switched on.

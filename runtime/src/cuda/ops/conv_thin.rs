@@ -5,12 +5,11 @@
 //! as accurate as the tensor-core paths they replace.
 
 use super::conv::ConvGeom;
-use super::{grid_1d, i32_of, Args};
+use super::{grid_1d, i32_of, Args, KernelSwitch};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
 use crate::cuda::{CudaDevice, DeviceBuffer};
 use medvae_kernels::cpu::conv::ConvGeometry;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 const KERNEL: &str = "cuda conv (thin)";
 /// Channel count at or below which a side is thin.
@@ -18,26 +17,17 @@ const THIN: usize = 4;
 /// Threads per block of the weight-gradient kernels.
 const WGRAD_THREADS: usize = 256;
 
-// 0: not yet read from the environment, 1: on, 2: off.
-static MODE: AtomicU8 = AtomicU8::new(0);
+static ENABLED: KernelSwitch = KernelSwitch::new("MEDVAE_CONV_THIN", "off");
 
 /// Whether thin convolutions use these kernels. On by default; `MEDVAE_CONV_THIN=off` in the
 /// environment, or [`set_enabled`], sends them to the tensor-core kernels (to compare on a card).
 pub fn enabled() -> bool {
-    match MODE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let on = std::env::var("MEDVAE_CONV_THIN").map_or(true, |v| v != "off");
-            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
-        }
-    }
+    ENABLED.on()
 }
 
 /// Use the thin kernels (true) or the tensor-core kernels (false) from now on.
 pub fn set_enabled(on: bool) {
-    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    ENABLED.set(on);
 }
 
 /// `g` has a thin side, the kernels' int index ranges hold, and the kernels are switched on.

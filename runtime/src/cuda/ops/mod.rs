@@ -30,6 +30,43 @@ use cudarc::driver::{result, LaunchConfig};
 use medvae_kernels::KernelError;
 use std::ffi::c_void;
 
+/// A kernel family that is on unless an environment variable holds `off_value`, and that tests
+/// and benchmarks can switch at run time (to compare two kernel families on one card).
+pub(crate) struct KernelSwitch {
+    var: &'static str,
+    off_value: &'static str,
+    // 0: not yet read from the environment, 1: on, 2: off.
+    state: std::sync::atomic::AtomicU8,
+}
+
+impl KernelSwitch {
+    pub(crate) const fn new(var: &'static str, off_value: &'static str) -> Self {
+        KernelSwitch {
+            var,
+            off_value,
+            state: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    pub(crate) fn on(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        match self.state.load(Ordering::Relaxed) {
+            1 => true,
+            2 => false,
+            _ => {
+                let on = std::env::var(self.var).map_or(true, |v| v != self.off_value);
+                self.set(on);
+                on
+            }
+        }
+    }
+
+    pub(crate) fn set(&self, on: bool) {
+        let v = if on { 1 } else { 2 };
+        self.state.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Threads per block of the 1-D grid-stride kernels.
 pub(crate) const BLOCK: u32 = 256;
 
