@@ -15,8 +15,8 @@
 use crate::autoencoder::{AutoencoderKL, Sampling};
 use crate::layer::{Ctx, Layer};
 use crate::vit::{ClipTransform, VisionTower};
-use medvae_runtime::ops::elementwise::{add_assign, affine_clamp, scale};
-use medvae_runtime::ops::strided::{gather, view};
+use medvae_runtime::ops::elementwise::{affine_clamp, scale};
+use medvae_runtime::ops::strided::{gather, sum_last_axis, view};
 use medvae_runtime::{Result, RuntimeError, Tensor};
 
 /// The reference divides the latent by 4.6 before averaging its channels.
@@ -62,15 +62,8 @@ fn latent_dims(op: &str, shape: &[usize]) -> Result<(usize, usize)> {
 /// `[N, h, w, C]` latent → `[N, h, w, 1]` grey image `mean_c(latent / 4.6)`.
 fn latent_image(latent: &Tensor) -> Result<Tensor> {
     const OP: &str = "stage-2 latent image";
-    let (pixels, c) = latent_dims(OP, latent.shape())?;
-    let channel = |ch| gather(latent, &view(OP, ch, &[pixels], &[c])?);
-    let mut sum = channel(0)?;
-    for ch in 1..c {
-        add_assign(&mut sum, &channel(ch)?)?;
-    }
-    let mut shape = latent.shape().to_vec();
-    shape[3] = 1;
-    scale(&sum, 1.0 / (LATENT_SCALE * c as f32))?.reshape(&shape)
+    let (_, c) = latent_dims(OP, latent.shape())?;
+    scale(&sum_last_axis(latent)?, 1.0 / (LATENT_SCALE * c as f32))
 }
 
 /// Backward of [`latent_image`]: every channel gets `d / (4.6·C)` (a stride-0 broadcast).

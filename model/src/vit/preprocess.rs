@@ -10,9 +10,9 @@
 //! Crop and expansion are strided views and the normalisation elementwise ops, so the
 //! transform runs on the image's device.
 
-use medvae_runtime::ops::elementwise::{add_assign, mul, scaled_add_assign};
+use medvae_runtime::ops::elementwise::{mul, scaled_add_assign};
 use medvae_runtime::ops::resample::{resize_bicubic_aa_backward, resize_bicubic_aa_forward};
-use medvae_runtime::ops::strided::{gather, scatter_into_zeros, view, StridedView};
+use medvae_runtime::ops::strided::{gather, scatter_into_zeros, sum_last_axis, view, StridedView};
 use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 
 /// OpenAI CLIP's normalisation (open_clip `OPENAI_DATASET_MEAN` / `_STD`), which BiomedCLIP's
@@ -163,11 +163,7 @@ impl ClipTransform {
         let dcentred = mul(dy, &self.inverse_std(n, dy.device())?)?;
         // A grey input was read three times: its gradient sums the three channels'.
         let dcrop = if c == 1 {
-            let channel = |ch| gather(&dcentred, &view(OP, ch, &[n * s * s], &[3])?);
-            let mut sum = channel(0)?;
-            add_assign(&mut sum, &channel(1)?)?;
-            add_assign(&mut sum, &channel(2)?)?;
-            sum
+            sum_last_axis(&dcentred)?
         } else {
             dcentred
         };

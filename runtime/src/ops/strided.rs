@@ -66,6 +66,27 @@ pub fn scatter_into_zeros(shape: &[usize], view: &StridedView, src: &Tensor) -> 
     Ok(y)
 }
 
+/// `[.., C]` → `[.., 1]`: the sum over the last axis, channel after channel (gathers of the
+/// channel views added in order), on `x`'s device. For the few-channel sums of the stage-2
+/// loss (a latent's channels, a grey image's three expanded gradients).
+pub fn sum_last_axis(x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "sum over the last axis";
+    let (&c, lead) = x
+        .shape()
+        .split_last()
+        .filter(|(&c, _)| c > 0)
+        .ok_or_else(|| RuntimeError::shape(OP, format!("no channels in {:?}", x.shape())))?;
+    let rows: usize = lead.iter().product();
+    let channel = |ch| gather(x, &view(OP, ch, &[rows], &[c])?);
+    let mut sum = channel(0)?;
+    for ch in 1..c {
+        super::elementwise::add_assign(&mut sum, &channel(ch)?)?;
+    }
+    let mut shape = lead.to_vec();
+    shape.push(1);
+    sum.reshape(&shape)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +104,15 @@ mod tests {
         let mut twice = back.clone();
         scatter(&mut twice, &v, &y, true).unwrap();
         assert_eq!(twice.to_f32_vec()[5], 10.0);
+    }
+
+    #[test]
+    fn last_axis_sums_follow_channel_order() {
+        let x = Tensor::from_vec(&[2, 1, 3], vec![1.0, 2.0, 4.0, -1.0, 0.5, 8.0]).unwrap();
+        let y = sum_last_axis(&x).unwrap();
+        assert_eq!(y.shape(), &[2, 1, 1]);
+        assert_eq!(y.to_f32_vec(), vec![7.0, 7.5]);
+        assert!(sum_last_axis(&Tensor::zeros(&[2, 0])).is_err());
     }
 
     #[test]
