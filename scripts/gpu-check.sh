@@ -226,7 +226,7 @@ if [ -n "$BIN" ]; then
   run_step train-resume 90 bash -c "$MODEL_TEST" "$BIN" cuda_train
 fi
 if [ -n "$BIN" ] && [ -n "$QUICK" ]; then
-  run_step bench-kernels 60 "$BENCH_BIN" --batch 8 --reps 10 --only conv --json "$LOG/bench-kernels.json"
+  run_step bench-kernels 60 "$BENCH_BIN" --batch 8 --reps 10 --only conv,tiles --json "$LOG/bench-kernels.json"
   run_step ours-bf16 60 "$MEDVAE_BIN" bench --device cuda --precision bf16 \
     --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd,stage1_step
   run_step profile-bf16 60 env MEDVAE_CUDA_PROFILE=1 "$MEDVAE_BIN" bench --device cuda \
@@ -287,6 +287,12 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     --reps 1 --only ae_fwd_bwd 2>&1 | grep -m1 "out of GPU memory"' "$MEDVAE_BIN"
   run_step profile-bf16 90 env MEDVAE_CUDA_PROFILE=1 "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only stage1_step
+  # The BF16 step on each candidate block tile of the streamed convolutions (forward and weight
+  # gradient; the kernel-level sweep is the "tiles" part of bench-kernels), to choose defaults.
+  run_step ours-bf16-tiles 100 bash -c 'for t in 256x128 128x128w4 128x128k64; do
+      printf "%s " "$t"; MEDVAE_CONV_TILE=$t MEDVAE_WGRAD_TILE=$t "$0" bench --device cuda \
+      --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage1_step |
+      grep -o "\"median_s\":[0-9.]*" || echo failed; done' "$MEDVAE_BIN"
 fi
 
 # ------------------------------------------------------------------ PyTorch eager baseline
@@ -335,8 +341,17 @@ fi
   echo "gpu-check on ${GPU_NAME:-unknown GPU}, $(elapsed)s total, logs in $LOG"
   if [ -f "$LOG/bench-kernels.log" ]; then
     echo "-- kernel timings (median ms, TFLOP/s) --"
-    grep -E "ms" "$LOG/bench-kernels.log" | grep -vE "^(error|warning)" | head -40
+    grep -E "ms" "$LOG/bench-kernels.log" | grep -vE "^(error|warning)| tile " | head -40
+    # The block-tile sweep, one line per shape and pass: the fastest tile against the default.
+    if grep -q " tile " "$LOG/bench-kernels.log"; then
+      echo "-- streamed BF16 block tiles (TFLOP/s): fastest vs the 128x128 default --"
+      awk '$6 == "tile" { k = $2 " " $3 " " $8; if (!(k in bt) || $11 > bt[k]) { best[k] = $7; bt[k] = $11 }
+             if ($7 == "128x128") def[k] = $11 }
+           END { for (k in best) printf "%-28s %-11s %7.1f  (128x128 %7.1f)\n", k, best[k], bt[k], def[k] }' \
+        "$LOG/bench-kernels.log" | sort
+    fi
   fi
+  [ -f "$LOG/ours-bf16-tiles.log" ] && echo "-- ours  bf16 stage1_step by tile: $(tr '\n' ' ' <"$LOG/ours-bf16-tiles.log")"
   for prec in tf32 bf16; do
     [ -f "$LOG/torch-$prec.log" ] && echo "-- torch $prec: $(tail -n 1 "$LOG/torch-$prec.log" | cut -c1-300)"
     [ -f "$LOG/ours-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/ours-$prec.log" | cut -c1-400)"

@@ -14,8 +14,10 @@
 // The weight-gradient reduction over pixels is split across gridDim.z, atomically added.
 //
 // Entry points: cvt_f32_bf16; conv_{fwd,dgrad,wgrad}_bf16s_{128x128,64x64} ("s" for
-// streamed). 128x128 runs 256 threads, 64x64 runs 128; dynamic shared memory
-// STAGES * (tile A + tile B) * 2 bytes, STAGES = 4 (the launcher computes the same figure).
+// streamed), and the tuning candidates conv_{fwd,wgrad}_bf16s_{256x128,128x128w4,128x128k64}
+// (bottom of the file). 128x128, 256x128 and 128x128k64 run 256 threads, 64x64 and 128x128w4
+// run 128; dynamic shared memory STAGES * (tile A + tile B) * 2 bytes, STAGES = 4 (3 for the
+// 64-deep k-tile); the launcher (conv_plan.rs) computes the same figure.
 #include "medvae_conv.cuh"
 #include "medvae_igemm_bf16.cuh"
 
@@ -78,7 +80,7 @@ struct PixelCursor {
     __device__ void advance(const ConvGeom& g, int by) {
         p += by;
         ow += by;
-        while (ow >= g.ow) {  // a few rounds at most: a k-tile is 32 pixels
+        while (ow >= g.ow) {  // a few rounds at most: a k-tile is 32 or 64 pixels
             ow -= g.ow;
             if (++oh == g.oh) {
                 oh = 0;
@@ -129,7 +131,7 @@ struct FwdProb16 {
         src = x + (r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + r.t.c;
         return true;
     }
-    __device__ void a_next(AIter& r) const { r.t.advance(g, MV_BK16, g.cin); }
+    __device__ void a_next(AIter& r, int bk) const { r.t.advance(g, bk, g.cin); }
     // B run: w[k, n..n+7].
     struct BIter {
         int n, k;
@@ -141,7 +143,7 @@ struct FwdProb16 {
         src = w + (mv_i64)r.k * N + r.n;
         return true;
     }
-    __device__ void b_next(BIter& r) const { r.k += MV_BK16; }
+    __device__ void b_next(BIter& r, int bk) const { r.k += bk; }
     __device__ void store(int m, int n, float acc) const {
         mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
     }
@@ -188,7 +190,7 @@ struct DgradProb16 {
         src = dy + off * g.cout + r.t.c;
         return true;
     }
-    __device__ void a_next(AIter& r) const { r.t.advance(g, MV_BK16, g.cout); }
+    __device__ void a_next(AIter& r, int bk) const { r.t.advance(g, bk, g.cout); }
     // B run (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7].
     struct BIter {
         int ci;
@@ -206,7 +208,7 @@ struct DgradProb16 {
         src = w + ((mv_i64)r.t.tap * g.cin + r.ci) * g.cout + r.t.c;
         return true;
     }
-    __device__ void b_next(BIter& r) const { r.t.advance(g, MV_BK16, g.cout); }
+    __device__ void b_next(BIter& r, int bk) const { r.t.advance(g, bk, g.cout); }
     __device__ void store(int m, int n, float acc) const {
         mv_store_out(dx + (mv_i64)m * N + n, acc, nullptr, beta);
     }
@@ -243,7 +245,7 @@ struct WgradProb16 {
         src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.t.c;
         return true;
     }
-    __device__ void a_next(AIter& it) const { it.p.advance(g, MV_BK16); }
+    __device__ void a_next(AIter& it, int bk) const { it.p.advance(g, bk); }
     // B run: dy[p, n..n+7].
     struct BIter {
         int n, p;
@@ -255,11 +257,11 @@ struct WgradProb16 {
         src = dy + (mv_i64)r.p * N + r.n;
         return true;
     }
-    __device__ void b_next(BIter& r) const { r.p += MV_BK16; }
+    __device__ void b_next(BIter& r, int bk) const { r.p += bk; }
     __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
 };
 
-template <int BM, int BN, int WM, int WN>
+template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = MV_BK16>
 __device__ __forceinline__ void conv_fwd16_impl(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias,
                                                 float* y, float beta) {
     FwdProb16 pb;
@@ -273,11 +275,11 @@ __device__ __forceinline__ void conv_fwd16_impl(ConvGeom g, const mv_u16* x, con
     pb.N = g.cout;
     pb.taps = g.kd * g.kh * g.kw;
     pb.K = pb.taps * g.cin;
-    const int kt = (pb.K + MV_BK16 - 1) / MV_BK16;
-    igemm_bf16_run<BM, BN, WM, WN, MV_CONV_STAGES>(pb, 0, kt);
+    const int kt = (pb.K + BK - 1) / BK;
+    igemm_bf16_run<BM, BN, WM, WN, STAGES, FwdProb16, BK>(pb, 0, kt);
 }
 
-template <int BM, int BN, int WM, int WN>
+template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = MV_BK16>
 __device__ __forceinline__ void conv_dgrad16_impl(ConvGeom g, const mv_u16* dy, const mv_u16* w, float* dx,
                                                   float beta) {
     DgradProb16 pb;
@@ -290,12 +292,12 @@ __device__ __forceinline__ void conv_dgrad16_impl(ConvGeom g, const mv_u16* dy, 
     pb.N = g.cin;
     pb.taps = g.kd * g.kh * g.kw;
     pb.K = pb.taps * g.cout;
-    const int kt = (pb.K + MV_BK16 - 1) / MV_BK16;
-    igemm_bf16_run<BM, BN, WM, WN, MV_CONV_STAGES>(pb, 0, kt);
+    const int kt = (pb.K + BK - 1) / BK;
+    igemm_bf16_run<BM, BN, WM, WN, STAGES, DgradProb16, BK>(pb, 0, kt);
 }
 
-// `tiles_per_split`: k-tiles (of output pixels) handled by each blockIdx.z.
-template <int BM, int BN, int WM, int WN>
+// `tiles_per_split`: k-tiles (BK output pixels each) handled by each blockIdx.z.
+template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = MV_BK16>
 __device__ __forceinline__ void conv_wgrad16_impl(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw,
                                                   int tiles_per_split) {
     WgradProb16 pb;
@@ -306,11 +308,11 @@ __device__ __forceinline__ void conv_wgrad16_impl(ConvGeom g, const mv_u16* x, c
     pb.M = g.kd * g.kh * g.kw * g.cin;
     pb.N = g.cout;
     pb.K = g.n * g.od * g.oh * g.ow;
-    const int kt = (pb.K + MV_BK16 - 1) / MV_BK16;
+    const int kt = (pb.K + BK - 1) / BK;
     const int b = blockIdx.z * tiles_per_split;
     const int e = min(kt, b + tiles_per_split);
     if (b >= e) return;  // uniform for the whole block
-    igemm_bf16_run<BM, BN, WM, WN, MV_CONV_STAGES>(pb, b, e);
+    igemm_bf16_run<BM, BN, WM, WN, STAGES, WgradProb16, BK>(pb, b, e);
 }
 
 // ------------------------------------------------------------------ entry points
@@ -337,4 +339,33 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(128)
     conv_wgrad_bf16s_64x64(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
     conv_wgrad16_impl<64, 64, 2, 2>(g, x, dy, dw, tiles_per_split);
+}
+
+// Candidate tiles for tuning on a card (MEDVAE_CONV_TILE / MEDVAE_WGRAD_TILE; the launcher's
+// defaults stay 128x128 and 64x64 until these are measured): 256x128 and 128x128w4 give each of
+// 8 or 4 warps a 64x64 warp tile; 128x128k64 keeps 8 warps of 64x32 with a 64-deep k-tile and
+// 3 stages (107 KB of shared memory, as 4 stages of BK 32 would need 143 KB).
+extern "C" __global__ void __launch_bounds__(256)
+    conv_fwd_bf16s_256x128(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias, float* y, float beta) {
+    conv_fwd16_impl<256, 128, 4, 2>(g, x, w, bias, y, beta);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    conv_fwd_bf16s_128x128w4(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias, float* y, float beta) {
+    conv_fwd16_impl<128, 128, 2, 2>(g, x, w, bias, y, beta);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_fwd_bf16s_128x128k64(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias, float* y, float beta) {
+    conv_fwd16_impl<128, 128, 2, 4, 3, 64>(g, x, w, bias, y, beta);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_wgrad_bf16s_256x128(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad16_impl<256, 128, 4, 2>(g, x, dy, dw, tiles_per_split);
+}
+extern "C" __global__ void __launch_bounds__(128)
+    conv_wgrad_bf16s_128x128w4(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad16_impl<128, 128, 2, 2>(g, x, dy, dw, tiles_per_split);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_wgrad_bf16s_128x128k64(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad16_impl<128, 128, 2, 4, 3, 64>(g, x, dy, dw, tiles_per_split);
 }

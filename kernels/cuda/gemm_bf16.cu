@@ -29,10 +29,10 @@ struct GemmProb16 : GemmOperands<mv_u16> {
         src = p + (mv_i64)r.row * ld + r.col;
         return true;
     }
-    // The same run one k-tile further: along the columns when k is contiguous, else the rows.
-    __device__ static void run_next(Run& r, bool kmajor) {
-        if (kmajor) r.col += MV_BK16;
-        else r.row += MV_BK16;
+    // The same run one k-tile (bk) further: along the columns when k is contiguous, else the rows.
+    __device__ static void run_next(Run& r, bool kmajor, int bk) {
+        if (kmajor) r.col += bk;
+        else r.row += bk;
     }
     // A(m, k): k-major = a[m*lda + k..k+7]; else a[k*lda + m..m+7].
     typedef Run AIter;
@@ -40,14 +40,14 @@ struct GemmProb16 : GemmOperands<mv_u16> {
     __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
         return AK ? run_src(a, lda, r, M, K, src) : run_src(a, lda, r, K, M, src);
     }
-    __device__ void a_next(AIter& r) const { run_next(r, AK); }
+    __device__ void a_next(AIter& r, int bk) const { run_next(r, AK, bk); }
     // B(k, n): k-major = b[n*ldb + k..k+7]; else b[k*ldb + n..n+7].
     typedef Run BIter;
     __device__ BIter b_iter(int fixed, int k) const { return BK ? Run{fixed, k} : Run{k, fixed}; }
     __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
         return BK ? run_src(b, ldb, r, N, K, src) : run_src(b, ldb, r, K, N, src);
     }
-    __device__ void b_next(BIter& r) const { run_next(r, BK); }
+    __device__ void b_next(BIter& r, int bk) const { run_next(r, BK, bk); }
 };
 
 template <int BM, int BN, int WM, int WN, bool AK, bool BK>

@@ -15,35 +15,41 @@
 //                                    or its first of eight rows (row-major), `k` its first k
 //                                    (k-major) or its k (row-major), at the first k-tile
 //   bool a_src(const AIter&, const mv_u16*& src)   the run's address, false to zero-fill
-//   void a_next(AIter&)              the same run one k-tile (BK) further
+//   void a_next(AIter&, int bk)      the same run one k-tile (bk k-values) further
 //   (and the same for B), and void store(int m, int n, float acc) for the epilogue.
 // Runs must not straddle what the problem predicates on (the launchers require channel counts
 // that are multiples of 8). Dynamic shared memory: STAGES * (tile A + tile B) bf16 elements.
+//
+// The block tile (BM x BN), the warp grid, the k-tile BK and the pipeline depth are template
+// parameters: the entry points instantiate a few shapes (conv_bf16.cu) so that a new card can be
+// swept for the fastest (MEDVAE_CONV_TILE / MEDVAE_WGRAD_TILE, runtime/src/cuda/ops/conv_plan.rs).
+// A warp tile of 64x32 (8 warps on 128x128) reads 6 ldmatrix.x4 per 16 MMAs; 64x64 reads 8 per
+// 32, which halves the shared-memory traffic per MMA, and a 64-deep k-tile halves the barriers.
 #pragma once
 #include "medvae_common.cuh"
 
-#define MV_BK16 32  // k-tile
+#define MV_BK16 32  // the default k-tile
 #define MV_PAD16 8  // row padding (elements): keeps ldmatrix and cp.async rows conflict-free
 
-// A shared-memory tile of ROWS rows (m for A, n for B) by MV_BK16 k-values, k-major
+// A shared-memory tile of ROWS rows (m for A, n for B) by BK k-values, k-major
 // [ROWS][BK+PAD] or row-major [BK][ROWS+PAD]; runs of eight elements along the contiguous side.
-template <bool KMAJ, int ROWS>
+template <bool KMAJ, int ROWS, int BK>
 struct Tile16 {
-    static constexpr int STRIDE = KMAJ ? (MV_BK16 + MV_PAD16) : (ROWS + MV_PAD16);
-    static constexpr int ELEMS = KMAJ ? ROWS * STRIDE : MV_BK16 * STRIDE;
-    static constexpr int RUNS_INNER = KMAJ ? MV_BK16 / 8 : ROWS / 8;
+    static constexpr int STRIDE = KMAJ ? (BK + MV_PAD16) : (ROWS + MV_PAD16);
+    static constexpr int ELEMS = KMAJ ? ROWS * STRIDE : BK * STRIDE;
+    static constexpr int RUNS_INNER = KMAJ ? BK / 8 : ROWS / 8;
 };
 
-template <int BM, int BN, int STAGES, class Prob>
+template <int BM, int BN, int STAGES, class Prob, int BK = MV_BK16>
 __host__ __device__ constexpr int igemm_bf16_smem_bytes() {
-    return STAGES * (Tile16<Prob::A_KMAJOR, BM>::ELEMS + Tile16<Prob::B_KMAJOR, BN>::ELEMS) * 2;
+    return STAGES * (Tile16<Prob::A_KMAJOR, BM, BK>::ELEMS + Tile16<Prob::B_KMAJOR, BN, BK>::ELEMS) * 2;
 }
 
 // A fragment (16 rows x 16 k at row r0, k k0) of mma m16n8k16: matrices (rows 0-7, k 0-7),
 // (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) are a0..a3.
-template <bool KMAJ, int ROWS>
+template <bool KMAJ, int ROWS, int BK>
 __device__ __forceinline__ void frag_a(const mv_u16* t, int r0, int k0, int lane, mv_u32 a[4]) {
-    typedef Tile16<KMAJ, ROWS> T;
+    typedef Tile16<KMAJ, ROWS, BK> T;
     const int q = lane >> 3, r = lane & 7;
     if (KMAJ) {
         mv_ldmatrix_x4(a, t + (r0 + r + (q & 1) * 8) * T::STRIDE + k0 + (q >> 1) * 8);
@@ -53,9 +59,9 @@ __device__ __forceinline__ void frag_a(const mv_u16* t, int r0, int k0, int lane
 }
 // B fragments of two adjacent 8-column tiles (columns n0..n0+15, k k0..k0+15): b[j][0] holds
 // k 0-7, b[j][1] k 8-15 of column tile j.
-template <bool KMAJ, int ROWS>
+template <bool KMAJ, int ROWS, int BK>
 __device__ __forceinline__ void frag_b2(const mv_u16* t, int n0, int k0, int lane, mv_u32 b0[2], mv_u32 b1[2]) {
-    typedef Tile16<KMAJ, ROWS> T;
+    typedef Tile16<KMAJ, ROWS, BK> T;
     const int q = lane >> 3, r = lane & 7;
     mv_u32 f[4];
     if (KMAJ) {
@@ -69,17 +75,18 @@ __device__ __forceinline__ void frag_b2(const mv_u16* t, int n0, int k0, int lan
     b1[1] = f[3];
 }
 
-template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, class Prob>
+// k-tiles kt_begin..kt_end (each BK deep) of the block's BM x BN output tile.
+template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, class Prob, int BK = MV_BK16>
 __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int kt_end) {
-    typedef Tile16<Prob::A_KMAJOR, BM> TA;
-    typedef Tile16<Prob::B_KMAJOR, BN> TB;
+    typedef Tile16<Prob::A_KMAJOR, BM, BK> TA;
+    typedef Tile16<Prob::B_KMAJOR, BN, BK> TB;
     constexpr int NT = WARPS_M * WARPS_N * 32;
-    constexpr int BK = MV_BK16;
     constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;
     constexpr int MT = WTM / 16, NTL = WTN / 8;
     constexpr int RA = BM * BK / 8 / NT, RB = BN * BK / 8 / NT;  // runs per thread and k-tile
     static_assert(RA * NT * 8 == BM * BK && RB * NT * 8 == BN * BK, "tile not divisible");
     static_assert(NTL % 2 == 0 && STAGES >= 2, "fragment loads take two column tiles");
+    static_assert(BK % 16 == 0 && WTM % 16 == 0, "whole mma steps");
     constexpr int STAGE = TA::ELEMS + TB::ELEMS;
 
     mv_u16* smem = MV_DYN_SMEM(mv_u16);
@@ -112,14 +119,14 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
             const mv_u16* src;
             const bool ok = pb.a_src(ait[j], src);
             mv_cp_async16(sa + a_off[j], src, ok);
-            pb.a_next(ait[j]);
+            pb.a_next(ait[j], BK);
         }
 #pragma unroll
         for (int j = 0; j < RB; ++j) {
             const mv_u16* src;
             const bool ok = pb.b_src(bit[j], src);
             mv_cp_async16(sb + b_off[j], src, ok);
-            pb.b_next(bit[j]);
+            pb.b_next(bit[j], BK);
         }
     };
 
@@ -155,10 +162,10 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
         for (int ks = 0; ks < BK; ks += 16) {
             mv_u32 af[MT][4], bf[NTL][2];
 #pragma unroll
-            for (int mi = 0; mi < MT; ++mi) frag_a<Prob::A_KMAJOR, BM>(sa, wm + mi * 16, ks, lane, af[mi]);
+            for (int mi = 0; mi < MT; ++mi) frag_a<Prob::A_KMAJOR, BM, BK>(sa, wm + mi * 16, ks, lane, af[mi]);
 #pragma unroll
             for (int nj = 0; nj < NTL; nj += 2)
-                frag_b2<Prob::B_KMAJOR, BN>(sb, wn + nj * 8, ks, lane, bf[nj], bf[nj + 1]);
+                frag_b2<Prob::B_KMAJOR, BN, BK>(sb, wn + nj * 8, ks, lane, bf[nj], bf[nj + 1]);
 #pragma unroll
             for (int mi = 0; mi < MT; ++mi)
 #pragma unroll

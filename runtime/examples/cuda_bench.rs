@@ -1,10 +1,11 @@
 //! Times the CUDA kernels on MedVAE's shapes (for scripts/gpu-check.sh):
 //! 3x3 convolutions 128->128 @256^2, 256->256 @128^2, 512->512 @64^2 (forward, data and weight
-//! gradients) in TF32 and BF16 (staged and streamed kernels); mid-block attention (512 channels, 4096 and 9216 tokens),
-//! forward and backward; GroupNorm+SiLU forward and backward.
+//! gradients) in TF32 and BF16 (staged and streamed kernels), and the streamed BF16 ones on
+//! every block tile ("tiles": the defaults and the tuning candidates); mid-block attention (512
+//! channels, 4096 and 9216 tokens), forward and backward; GroupNorm+SiLU forward and backward.
 //!
 //!   cargo run --release -p medvae-runtime --example cuda_bench -- [--batch 8] [--reps 10]
-//!       [--json out.json] [--only conv,attention,groupnorm]
+//!       [--json out.json] [--only conv,tiles,attention,groupnorm]
 //! Prints one line per measurement (median of `reps` after 2 warm-ups) and, with --json, writes
 //! them as a JSON array. Without a GPU it prints "skipped: <reason>" and exits 0.
 
@@ -17,6 +18,7 @@ use medvae_runtime::cuda::ops::conv::{
     conv_backward_data, conv_backward_weight, conv_forward, ConvPrecision,
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
+use medvae_runtime::cuda::ops::conv_plan::{set_forward_tile, set_wgrad_tile, STREAMED_TILES};
 use medvae_runtime::cuda::ops::norm::{group_norm_backward, group_norm_forward};
 use medvae_runtime::cuda::{CudaDevice, CudaResult, DeviceBuffer};
 use std::time::Instant;
@@ -97,21 +99,68 @@ fn report(out: &mut Vec<Record>, name: String, ms: f64, flops: Option<f64>) {
     out.push(Record { name, ms, tflops });
 }
 
+/// The 3x3 convolutions of the autoencoder's three widest levels, with their operands.
+struct ConvProblem {
+    c: usize,
+    s: usize,
+    g: ConvGeometry,
+    x: DeviceBuffer,
+    w: DeviceBuffer,
+    b: DeviceBuffer,
+    y: DeviceBuffer,
+    dy: DeviceBuffer,
+    dx: DeviceBuffer,
+    dw: DeviceBuffer,
+}
+
+fn conv_problems(dev: &CudaDevice, batch: usize) -> CudaResult<Vec<ConvProblem>> {
+    [(128usize, 256usize), (256, 128), (512, 64)]
+        .iter()
+        .map(|&(c, s)| {
+            let g = ConvGeometry::conv2d(batch, [s, s], c, c, 3, 1, 1);
+            Ok(ConvProblem {
+                c,
+                s,
+                x: random(dev, g.input_len(), 1)?,
+                w: random(dev, g.weight_len(), 2)?,
+                b: random(dev, c, 3)?,
+                y: dev.alloc_f32(g.output_len())?,
+                dy: random(dev, g.output_len(), 4)?,
+                dx: dev.alloc_f32(g.input_len())?,
+                dw: dev.zeros_f32(g.weight_len())?,
+                g,
+            })
+        })
+        .collect()
+}
+
+/// Forward, data and weight gradient of `p` at `prec`, reported as `{tag} fwd` etc.
+fn time_conv_passes(
+    dev: &CudaDevice,
+    o: &Opts,
+    p: &ConvProblem,
+    prec: ConvPrecision,
+    tag: &str,
+    out: &mut Vec<Record>,
+) -> CudaResult<()> {
+    let flops = 2.0 * (p.g.output_len() as f64) * (9 * p.c) as f64;
+    let ms = time(dev, o.reps, || {
+        conv_forward(dev, &p.g, prec, &p.x, &p.w, Some(&p.b), &p.y, 0.0)
+    })?;
+    report(out, format!("{tag} fwd"), ms, Some(flops));
+    let ms = time(dev, o.reps, || {
+        conv_backward_data(dev, &p.g, prec, &p.dy, &p.w, &p.dx, 0.0)
+    })?;
+    report(out, format!("{tag} dgrad"), ms, Some(flops));
+    let ms = time(dev, o.reps, || {
+        conv_backward_weight(dev, &p.g, prec, &p.x, &p.dy, &p.dw, None)
+    })?;
+    report(out, format!("{tag} wgrad"), ms, Some(flops));
+    Ok(())
+}
+
 fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
-    for &(c, s) in &[(128usize, 256usize), (256, 128), (512, 64)] {
-        let g = ConvGeometry::conv2d(o.batch, [s, s], c, c, 3, 1, 1);
-        let (x, w, b) = (
-            random(dev, g.input_len(), 1)?,
-            random(dev, g.weight_len(), 2)?,
-            random(dev, c, 3)?,
-        );
-        let (y, dy, dx, dw) = (
-            dev.alloc_f32(g.output_len())?,
-            random(dev, g.output_len(), 4)?,
-            dev.alloc_f32(g.input_len())?,
-            dev.zeros_f32(g.weight_len())?,
-        );
-        let flops = 2.0 * (g.output_len() as f64) * (9 * c) as f64;
+    for p in &conv_problems(dev, o.batch)? {
         // BF16 twice, side by side: the staged kernels (f32 operands rounded while staging)
         // and the streamed ones (bf16 operands, cp.async pipeline) that the launchers now pick.
         for (prec, streamed, label) in [
@@ -120,22 +169,38 @@ fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<(
             (ConvPrecision::Bf16, true, "Bf16"),
         ] {
             set_streamed(streamed);
-            let tag = format!("conv3x3 {c}->{c} {s}x{s} b{} {label}", o.batch);
-            let ms = time(dev, o.reps, || {
-                conv_forward(dev, &g, prec, &x, &w, Some(&b), &y, 0.0)
-            })?;
-            report(out, format!("{tag} fwd"), ms, Some(flops));
-            let ms = time(dev, o.reps, || {
-                conv_backward_data(dev, &g, prec, &dy, &w, &dx, 0.0)
-            })?;
-            report(out, format!("{tag} dgrad"), ms, Some(flops));
-            let ms = time(dev, o.reps, || {
-                conv_backward_weight(dev, &g, prec, &x, &dy, &dw, None)
-            })?;
-            report(out, format!("{tag} wgrad"), ms, Some(flops));
+            let tag = format!(
+                "conv3x3 {c}->{c} {s}x{s} b{} {label}",
+                o.batch,
+                c = p.c,
+                s = p.s
+            );
+            time_conv_passes(dev, o, p, prec, &tag, out)?;
         }
     }
     Ok(())
+}
+
+/// The streamed BF16 convolutions on every block tile (`conv_plan::STREAMED_TILES`: the
+/// defaults and the tuning candidates), to pick the defaults for a card.
+fn bench_tiles(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
+    set_streamed(true);
+    for p in &conv_problems(dev, o.batch)? {
+        for tile in STREAMED_TILES {
+            set_forward_tile(Some(tile.name))?;
+            set_wgrad_tile(Some(tile.name))?;
+            let tag = format!(
+                "conv3x3 {c}->{c} {s}x{s} b{} Bf16 tile {}",
+                o.batch,
+                tile.name,
+                c = p.c,
+                s = p.s
+            );
+            time_conv_passes(dev, o, p, ConvPrecision::Bf16, &tag, out)?;
+        }
+    }
+    set_forward_tile(None)?;
+    set_wgrad_tile(None)
 }
 
 /// A dense `[batch, tokens, c]` attention operand.
@@ -278,8 +343,9 @@ fn main() {
     let mut out = Vec::new();
     let mut failed = false;
     type Bench = fn(&CudaDevice, &Opts, &mut Vec<Record>) -> CudaResult<()>;
-    let benches: [(&str, Bench); 3] = [
+    let benches: [(&str, Bench); 4] = [
         ("conv", bench_conv),
+        ("tiles", bench_tiles),
         ("attention", bench_attention),
         ("groupnorm", bench_groupnorm),
     ];

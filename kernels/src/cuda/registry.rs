@@ -88,6 +88,12 @@ pub const SOURCES: &[KernelSource] = &[
             "conv_dgrad_bf16s_64x64",
             "conv_wgrad_bf16s_128x128",
             "conv_wgrad_bf16s_64x64",
+            "conv_fwd_bf16s_256x128",
+            "conv_fwd_bf16s_128x128w4",
+            "conv_fwd_bf16s_128x128k64",
+            "conv_wgrad_bf16s_256x128",
+            "conv_wgrad_bf16s_128x128w4",
+            "conv_wgrad_bf16s_128x128k64",
         ]
     ),
     source!(

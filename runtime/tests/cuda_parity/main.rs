@@ -9,6 +9,7 @@
 
 mod attention;
 mod conv;
+mod conv_tiles;
 mod linear_resize;
 mod misc;
 mod norm;

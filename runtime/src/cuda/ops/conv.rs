@@ -145,12 +145,12 @@ pub fn conv_forward(
         return a.launch(dev, "conv_direct_fwd", grid_1d(dev, g.output_len()));
     }
     let m = g.output_len() / g.cout;
-    let (bm, threads, name) = tile(dev, m, g.cout);
-    let grid = (m.div_ceil(bm) as u32, g.cout.div_ceil(bm) as u32, 1);
+    let t = tile(dev, m, g.cout);
+    let grid = (m.div_ceil(t.bm) as u32, g.cout.div_ceil(t.bn) as u32, 1);
     a.launch(
         dev,
-        &format!("conv_fwd_{}_{name}", prec.tag()),
-        cfg(grid, (threads, 1, 1), 0),
+        &format!("conv_fwd_{}_{}", prec.tag(), t.name),
+        cfg(grid, (t.threads, 1, 1), 0),
     )
 }
 
@@ -363,12 +363,12 @@ fn data_gradient(
         return a.launch(dev, "conv_direct_dgrad", grid_1d(dev, g.input_len()));
     }
     let m = g.input_len() / g.cin;
-    let (bm, threads, name) = tile(dev, m, g.cin);
-    let grid = (m.div_ceil(bm) as u32, g.cin.div_ceil(bm) as u32, 1);
+    let t = tile(dev, m, g.cin);
+    let grid = (m.div_ceil(t.bm) as u32, g.cin.div_ceil(t.bn) as u32, 1);
     a.launch(
         dev,
-        &format!("conv_dgrad_{}_{name}", prec.tag()),
-        cfg(grid, (threads, 1, 1), 0),
+        &format!("conv_dgrad_{}_{}", prec.tag(), t.name),
+        cfg(grid, (t.threads, 1, 1), 0),
     )
 }
 
@@ -429,10 +429,10 @@ fn weight_gradient(
         .push(i32_of(KERNEL, "tiles per split", plan.per_split)?);
     a.launch(
         dev,
-        &format!("conv_wgrad_{}_{}", prec.tag(), plan.name),
+        &format!("conv_wgrad_{}_{}", prec.tag(), plan.tile.name),
         cfg(
             (plan.grid.0, plan.grid.1, plan.splits as u32),
-            (plan.threads, 1, 1),
+            (plan.tile.threads, 1, 1),
             0,
         ),
     )

@@ -10,7 +10,7 @@
 //! the two paths differ only in f32 summation order.
 
 use super::conv::ConvGeom;
-use super::conv_plan::{tile, WgradPlan};
+use super::conv_plan::{streamed_forward_tile, tile, BlockTile, WgradPlan, BIG, SMALL};
 use super::{grid_1d, i32_of, Args, KernelSwitch};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
@@ -19,10 +19,10 @@ use medvae_kernels::cpu::conv::ConvGeometry;
 
 const KERNEL: &str = "cuda conv (bf16 streamed)";
 
-/// k-tile, row padding and pipeline depth of `medvae_igemm_bf16.cuh` / `conv_bf16.cu`.
+/// The default k-tile of `medvae_igemm_bf16.cuh` / `conv_bf16.cu` (the GEMMs' and the default
+/// tiles'), and its rows' padding.
 pub(super) const BK: usize = 32;
 const PAD: usize = 8;
-const STAGES: usize = 4;
 
 static STREAMED: KernelSwitch = KernelSwitch::new("MEDVAE_CONV_BF16", "staged");
 
@@ -62,18 +62,24 @@ pub(super) fn to_bf16_at(dev: &CudaDevice, src: u64, n: usize) -> CudaResult<Dev
     Ok(out)
 }
 
-/// Dynamic shared memory of one block of the streamed kernels (convolutions and `gemm_bf16.cu`):
-/// STAGES x (A tile + B tile) bf16, each tile `rows` by BK, stored k-major (`[rows][BK + PAD]`)
-/// or row-major (`[BK][rows + PAD]`).
-pub(super) fn smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
-    let t = |kmajor: bool| {
+/// Dynamic shared memory of one block of the streamed kernels (convolutions and `gemm_bf16.cu`)
+/// on tile `t`: stages x (A tile + B tile) bf16, A `bm` rows and B `bn` rows by `bk`, each
+/// stored k-major (`[rows][bk + PAD]`) or row-major (`[bk][rows + PAD]`).
+pub(super) fn smem_bytes(t: &BlockTile, a_kmajor: bool, b_kmajor: bool) -> u32 {
+    let part = |rows: usize, kmajor: bool| {
         if kmajor {
-            edge * (BK + PAD)
+            rows * (t.bk + PAD)
         } else {
-            BK * (edge + PAD)
+            t.bk * (rows + PAD)
         }
     };
-    (STAGES * (t(a_kmajor) + t(b_kmajor)) * 2) as u32
+    (t.stages * (part(t.bm, a_kmajor) + part(t.bn, b_kmajor)) * 2) as u32
+}
+
+/// [`smem_bytes`] of the square default tile of edge `edge` (64 or 128), as the GEMMs use.
+pub(super) fn square_smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
+    let t = if edge == BIG.bm { BIG } else { SMALL };
+    smem_bytes(&t, a_kmajor, b_kmajor)
 }
 
 /// `y = conv(x, w) + bias + beta * y` from bf16 `xh`, `wh` (the launcher
@@ -90,8 +96,8 @@ pub(super) fn forward(
     beta: f32,
 ) -> CudaResult<()> {
     let m = g.output_len() / g.cout;
-    let (edge, threads, name) = tile(dev, m, g.cout);
-    let grid = (m.div_ceil(edge) as u32, g.cout.div_ceil(edge) as u32, 1);
+    let t = streamed_forward_tile(dev, m, g.cout)?;
+    let grid = (m.div_ceil(t.bm) as u32, g.cout.div_ceil(t.bn) as u32, 1);
     Args::new()
         .push(cg)
         .buf(xh)
@@ -101,8 +107,8 @@ pub(super) fn forward(
         .push(beta)
         .launch(
             dev,
-            &format!("conv_fwd_bf16s_{name}"),
-            cfg(grid, (threads, 1, 1), smem_bytes(edge, true, false)),
+            &format!("conv_fwd_bf16s_{}", t.name),
+            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, false)),
         )
 }
 
@@ -118,8 +124,9 @@ pub(super) fn backward_data(
     beta: f32,
 ) -> CudaResult<()> {
     let m = g.input_len() / g.cin;
-    let (edge, threads, name) = tile(dev, m, g.cin);
-    let grid = (m.div_ceil(edge) as u32, g.cin.div_ceil(edge) as u32, 1);
+    // The strided data-gradient kernels exist in the two default tiles only.
+    let t = tile(dev, m, g.cin);
+    let grid = (m.div_ceil(t.bm) as u32, g.cin.div_ceil(t.bn) as u32, 1);
     Args::new()
         .push(cg)
         .buf(dyh)
@@ -128,8 +135,8 @@ pub(super) fn backward_data(
         .push(beta)
         .launch(
             dev,
-            &format!("conv_dgrad_bf16s_{name}"),
-            cfg(grid, (threads, 1, 1), smem_bytes(edge, true, true)),
+            &format!("conv_dgrad_bf16s_{}", t.name),
+            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, true)),
         )
 }
 
@@ -152,11 +159,11 @@ pub(super) fn backward_weight(
         .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
         .launch(
             dev,
-            &format!("conv_wgrad_bf16s_{}", plan.name),
+            &format!("conv_wgrad_bf16s_{}", plan.tile.name),
             cfg(
                 grid,
-                (plan.threads, 1, 1),
-                smem_bytes(plan.edge, false, false),
+                (plan.tile.threads, 1, 1),
+                smem_bytes(&plan.tile, false, false),
             ),
         )
 }
@@ -165,14 +172,44 @@ pub(super) fn backward_weight(
 mod tests {
     use super::*;
 
+    use crate::cuda::ops::conv_plan::STREAMED_TILES;
+
     /// The launcher's shared-memory figure must equal the kernels' (`igemm_bf16_smem_bytes`:
     /// 4 stages of a 128x40 A tile and a 32x136 B tile for the 128x128 forward, ...).
     #[test]
     fn shared_memory_matches_the_kernel_layout() {
-        assert_eq!(smem_bytes(128, true, false), 4 * (128 * 40 + 32 * 136) * 2);
-        assert_eq!(smem_bytes(64, true, false), 4 * (64 * 40 + 32 * 72) * 2);
-        assert_eq!(smem_bytes(128, false, false), 4 * (32 * 136 * 2) * 2);
-        assert_eq!(smem_bytes(64, false, false), 4 * (32 * 72 * 2) * 2);
-        assert_eq!(smem_bytes(128, true, true), 4 * (128 * 40 * 2) * 2);
+        assert_eq!(
+            square_smem_bytes(128, true, false),
+            4 * (128 * 40 + 32 * 136) * 2
+        );
+        assert_eq!(
+            square_smem_bytes(64, true, false),
+            4 * (64 * 40 + 32 * 72) * 2
+        );
+        assert_eq!(square_smem_bytes(128, false, false), 4 * (32 * 136 * 2) * 2);
+        assert_eq!(square_smem_bytes(64, false, false), 4 * (32 * 72 * 2) * 2);
+        assert_eq!(square_smem_bytes(128, true, true), 4 * (128 * 40 * 2) * 2);
+        let by_name = |name: &str| *STREAMED_TILES.iter().find(|t| t.name == name).unwrap();
+        let wide = by_name("256x128");
+        assert_eq!(
+            smem_bytes(&wide, true, false),
+            4 * (256 * 40 + 32 * 136) * 2
+        );
+        assert_eq!(
+            smem_bytes(&wide, false, false),
+            4 * (32 * 264 + 32 * 136) * 2
+        );
+        let deep = by_name("128x128k64");
+        assert_eq!(
+            smem_bytes(&deep, true, false),
+            3 * (128 * 72 + 64 * 136) * 2
+        );
+        assert_eq!(smem_bytes(&deep, false, false), 3 * (64 * 136 * 2) * 2);
+        // Every tile fits an A100's 163 KB opt-in limit (the H100's is 227 KB).
+        for t in STREAMED_TILES {
+            for (a, b) in [(true, false), (true, true), (false, false)] {
+                assert!(smem_bytes(&t, a, b) <= 163 * 1024, "{t:?}");
+            }
+        }
     }
 }

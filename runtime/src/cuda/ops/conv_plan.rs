@@ -1,28 +1,174 @@
 //! How the tensor-core convolution GEMMs are cut into blocks: the block tile of a problem, and
 //! the plan of a weight gradient (tile, and the split of its long pixel reduction across
-//! gridDim.z), with the environment overrides used to tune them on a new card.
+//! gridDim.z), with the environment (or run-time) overrides used to tune them on a new card.
 
 use super::conv::ConvPrecision;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::CudaDevice;
 use medvae_kernels::cpu::conv::ConvGeometry;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 const KERNEL: &str = "cuda conv";
 
+/// A block tile of the tensor-core convolution kernels: the suffix of its entry points, the
+/// output rows (`bm`, pixels or taps·Cin) and columns (`bn`, channels) of one block, its
+/// threads, and the k-tile and pipeline depth of the streamed BF16 kernels
+/// (`medvae_igemm_bf16.cuh`; the staged kernels have only [`SMALL`] and [`BIG`], with the
+/// k-tile of their precision, [`ConvPrecision::bk`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockTile {
+    pub name: &'static str,
+    pub bm: usize,
+    pub bn: usize,
+    pub threads: u32,
+    pub bk: usize,
+    pub stages: usize,
+}
+
+/// 64x64, 4 warps of 32x32.
+pub(super) const SMALL: BlockTile = BlockTile {
+    name: "64x64",
+    bm: 64,
+    bn: 64,
+    threads: 128,
+    bk: 32,
+    stages: 4,
+};
+/// 128x128, 8 warps of 64x32.
+pub(super) const BIG: BlockTile = BlockTile {
+    name: "128x128",
+    bm: 128,
+    bn: 128,
+    threads: 256,
+    bk: 32,
+    stages: 4,
+};
+
+/// Every tile of the streamed forward and weight-gradient kernels (`conv_bf16.cu`): the two
+/// defaults, then candidates for tuning on a card (not yet measured on one, so no default
+/// picks them): 8 warps of 64x64 on 256x128, 4 warps of 64x64 on 128x128, and 8 warps of
+/// 64x32 with a 64-deep k-tile and 3 stages.
+pub const STREAMED_TILES: [BlockTile; 5] = [
+    BIG,
+    SMALL,
+    BlockTile {
+        name: "256x128",
+        bm: 256,
+        bn: 128,
+        threads: 256,
+        bk: 32,
+        stages: 4,
+    },
+    BlockTile {
+        name: "128x128w4",
+        bm: 128,
+        bn: 128,
+        threads: 128,
+        bk: 32,
+        stages: 4,
+    },
+    BlockTile {
+        name: "128x128k64",
+        bm: 128,
+        bn: 128,
+        threads: 256,
+        bk: 64,
+        stages: 3,
+    },
+];
+
 /// Block tile: 128x128 (256 threads) when there are enough tiles to fill the device, else
 /// 64x64 (128 threads).
-pub(super) fn tile(dev: &CudaDevice, m: usize, n: usize) -> (usize, u32, &'static str) {
+pub(super) fn tile(dev: &CudaDevice, m: usize, n: usize) -> BlockTile {
     tile_for(dev.sm_count() as usize, m, n)
 }
 
 /// [`tile`] for a device of `sm_count` multiprocessors.
-fn tile_for(sm_count: usize, m: usize, n: usize) -> (usize, u32, &'static str) {
+fn tile_for(sm_count: usize, m: usize, n: usize) -> BlockTile {
     let big_blocks = m.div_ceil(128) * n.div_ceil(128);
     if n > 64 && big_blocks >= 2 * sm_count {
-        (128, 256, "128x128")
+        BIG
     } else {
-        (64, 128, "64x64")
+        SMALL
     }
+}
+
+/// The tile of a streamed forward convolution (stride-1 data gradients included): [`tile`],
+/// with `MEDVAE_CONV_TILE` (or [`set_forward_tile`]) in place of the 128x128 default. Small
+/// problems keep 64x64, which the larger candidates would leave the device idle on.
+pub fn streamed_forward_tile(dev: &CudaDevice, m: usize, n: usize) -> CudaResult<BlockTile> {
+    let default = tile(dev, m, n);
+    Ok(match FORWARD_TILE.get()? {
+        Some(forced) if default == BIG => forced,
+        _ => default,
+    })
+}
+
+/// A streamed tile chosen by an environment variable or at run time, for sweeping a new card.
+pub(super) struct TileOverride {
+    var: &'static str,
+    // 0: the environment not read yet, 1: no override, 2 + i: STREAMED_TILES[i].
+    state: AtomicU8,
+}
+
+impl TileOverride {
+    const fn new(var: &'static str) -> Self {
+        TileOverride {
+            var,
+            state: AtomicU8::new(0),
+        }
+    }
+
+    /// The override; an unknown tile name in the environment is an error naming the choices.
+    fn get(&self) -> CudaResult<Option<BlockTile>> {
+        match self.state.load(Ordering::Relaxed) {
+            0 => {
+                let name = std::env::var(self.var).ok();
+                self.set(name.as_deref())?;
+                self.get()
+            }
+            1 => Ok(None),
+            i => Ok(STREAMED_TILES.get(i as usize - 2).copied()),
+        }
+    }
+
+    fn set(&self, name: Option<&str>) -> CudaResult<()> {
+        let state = match name {
+            None | Some("") => 1,
+            Some(name) => match STREAMED_TILES.iter().position(|t| t.name == name) {
+                Some(i) => i as u8 + 2,
+                None => {
+                    let choices: Vec<&str> = STREAMED_TILES.iter().map(|t| t.name).collect();
+                    return Err(geometry(
+                        KERNEL,
+                        format!(
+                            "{}={name}: not a block tile (one of {})",
+                            self.var,
+                            choices.join(", ")
+                        ),
+                    ));
+                }
+            },
+        };
+        self.state.store(state, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+static FORWARD_TILE: TileOverride = TileOverride::new("MEDVAE_CONV_TILE");
+static WGRAD_TILE: TileOverride = TileOverride::new("MEDVAE_WGRAD_TILE");
+
+/// Run the big streamed forward convolutions on the tile named `name` (one of
+/// [`STREAMED_TILES`]) from now on, or on the default with `None`; overrides
+/// `MEDVAE_CONV_TILE`.
+pub fn set_forward_tile(name: Option<&str>) -> CudaResult<()> {
+    FORWARD_TILE.set(name)
+}
+
+/// Run the weight gradients on the tile named `name` from now on (the staged kernels honour
+/// only 128x128 and 64x64), or on the default with `None`; overrides `MEDVAE_WGRAD_TILE`.
+pub fn set_wgrad_tile(name: Option<&str>) -> CudaResult<()> {
+    WGRAD_TILE.set(name)
 }
 
 /// Resident weight-gradient blocks per SM forced by `MEDVAE_WGRAD_BLOCKS_PER_SM` (1–64; for
@@ -37,18 +183,6 @@ fn wgrad_blocks_per_sm() -> Option<usize> {
     })
 }
 
-/// Weight-gradient block tile forced by `MEDVAE_WGRAD_TILE=128x128` or `64x64` (for tuning on
-/// a new card), else `None`.
-fn wgrad_tile() -> Option<(usize, u32, &'static str)> {
-    static FORCED: std::sync::OnceLock<Option<(usize, u32, &'static str)>> =
-        std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| match std::env::var("MEDVAE_WGRAD_TILE").as_deref() {
-        Ok("128x128") => Some((128, 256, "128x128")),
-        Ok("64x64") => Some((64, 128, "64x64")),
-        _ => None,
-    })
-}
-
 /// Default blocks per SM of the staged weight-gradient kernels. Was 2 until measured on an
 /// H200 (docs/BENCHMARKS.md).
 const WGRAD_BLOCKS_PER_SM: usize = 32;
@@ -58,48 +192,50 @@ const WGRAD_BLOCKS_PER_SM_STREAMED: usize = 8;
 /// How a weight-gradient GEMM (taps·Cin × Cout over the pixels) is cut: the block tile, and
 /// the pixel reduction split across gridDim.z (splits add into dw atomically).
 pub(super) struct WgradPlan {
-    pub(super) edge: usize,
-    pub(super) threads: u32,
-    pub(super) name: &'static str,
+    pub(super) tile: BlockTile,
     pub(super) grid: (u32, u32),
     pub(super) splits: usize,
     pub(super) per_split: usize,
 }
 
-/// The plan for `g` on `dev` with the k-tile of `prec`'s kernels (the streamed ones when
-/// `streamed`), honouring `MEDVAE_WGRAD_TILE` / `MEDVAE_WGRAD_BLOCKS_PER_SM`.
+/// The plan for `g` on `dev` with `prec`'s kernels (the streamed ones when `streamed`),
+/// honouring `MEDVAE_WGRAD_TILE` / `MEDVAE_WGRAD_BLOCKS_PER_SM`.
 pub(super) fn wgrad_plan(
     dev: &CudaDevice,
     g: &ConvGeometry,
     prec: ConvPrecision,
     streamed: bool,
 ) -> CudaResult<WgradPlan> {
-    let forced = (wgrad_tile(), wgrad_blocks_per_sm());
+    let forced = (WGRAD_TILE.get()?, wgrad_blocks_per_sm());
     plan_weight_gradient(dev.sm_count() as usize, g, prec.bk(), streamed, forced)
 }
 
-/// The split keeps `blocks_per_sm` blocks per SM with at least 8 k-tiles (of `k_tile` pixels)
-/// per split: the GEMMs are tall and thin (~10⁵–10⁶ pixels), and without splits a few dozen
-/// blocks would run the whole reduction.
+/// The split keeps `blocks_per_sm` blocks per SM with at least 8 k-tiles (of the tile's
+/// pixels; `staged_k_tile` for the staged kernels) per split: the GEMMs are tall and thin
+/// (~10⁵–10⁶ pixels), and without splits a few dozen blocks would run the whole reduction.
 fn plan_weight_gradient(
     sm_count: usize,
     g: &ConvGeometry,
-    k_tile: usize,
+    staged_k_tile: usize,
     streamed: bool,
-    (forced_tile, forced_per_sm): (Option<(usize, u32, &'static str)>, Option<usize>),
+    (forced_tile, forced_per_sm): (Option<BlockTile>, Option<usize>),
 ) -> CudaResult<WgradPlan> {
     let m = g.weight_len() / g.cout;
     // Measured on an H100 (docs/BENCHMARKS.md): the streamed kernels are fastest with 128x128
     // tiles and 8 blocks per SM, the staged ones with the forward rule and 32.
     let (default_tile, default_per_sm) = if streamed && g.cout > 64 {
-        ((128, 256, "128x128"), WGRAD_BLOCKS_PER_SM_STREAMED)
+        (BIG, WGRAD_BLOCKS_PER_SM_STREAMED)
     } else if streamed {
-        ((64, 128, "64x64"), WGRAD_BLOCKS_PER_SM_STREAMED)
+        (SMALL, WGRAD_BLOCKS_PER_SM_STREAMED)
     } else {
         (tile_for(sm_count, m, g.cout), WGRAD_BLOCKS_PER_SM)
     };
-    let (edge, threads, name) = forced_tile.unwrap_or(default_tile);
-    let (gm, gn) = (m.div_ceil(edge), g.cout.div_ceil(edge));
+    let tile = match forced_tile {
+        Some(t) if streamed || t == BIG || t == SMALL => t,
+        _ => default_tile,
+    };
+    let k_tile = if streamed { tile.bk } else { staged_k_tile };
+    let (gm, gn) = (m.div_ceil(tile.bm), g.cout.div_ceil(tile.bn));
     let pixels = g.output_len() / g.cout;
     let kt = pixels.div_ceil(k_tile).max(1);
     let per_sm = forced_per_sm.unwrap_or(default_per_sm);
@@ -114,9 +250,7 @@ fn plan_weight_gradient(
         ));
     }
     Ok(WgradPlan {
-        edge,
-        threads,
-        name,
+        tile,
         grid: (gm as u32, gn as u32),
         splits,
         per_split,
@@ -140,33 +274,79 @@ mod tests {
             ConvGeometry::conv3d(1, [64, 64, 64], 64, 64, 3, 1, 1),
             ConvGeometry::conv2d(64, [512, 512], 512, 3, 3, 1, 1),
         ];
+        let forced: Vec<Option<BlockTile>> = std::iter::once(None)
+            .chain(STREAMED_TILES.iter().copied().map(Some))
+            .collect();
         for g in &shapes {
-            for (k_tile, streamed) in [(16, false), (32, false), (32, true)] {
-                for sm_count in [1, 132] {
-                    let p = plan_weight_gradient(sm_count, g, k_tile, streamed, (None, None))
+            for (staged_k_tile, streamed) in [(16, false), (32, false), (0, true)] {
+                for &tile in &forced {
+                    for sm_count in [1, 132] {
+                        let p = plan_weight_gradient(
+                            sm_count,
+                            g,
+                            staged_k_tile,
+                            streamed,
+                            (tile, None),
+                        )
                         .expect("plan");
-                    let kt = (g.output_len() / g.cout).div_ceil(k_tile).max(1);
-                    let what = format!("{g:?} k-tile {k_tile} streamed {streamed} SMs {sm_count}");
-                    assert!(p.splits >= 1 && p.per_split >= 1, "{what}");
-                    assert!(p.splits * p.per_split >= kt, "{what}: k-tiles left out");
-                    assert!((p.splits - 1) * p.per_split < kt, "{what}: an empty split");
-                    assert!(p.per_split >= kt.min(8), "{what}: splits too thin");
-                    let m = g.weight_len() / g.cout;
-                    assert!(p.grid.0 as usize * p.edge >= m, "{what}: rows left out");
-                    assert!(
-                        p.grid.1 as usize * p.edge >= g.cout,
-                        "{what}: columns left out"
-                    );
-                    assert_eq!(p.threads as usize, 2 * p.edge, "{what}: tile and block");
+                        let what = format!("{g:?} streamed {streamed} {tile:?} SMs {sm_count}");
+                        let k_tile = if streamed { p.tile.bk } else { staged_k_tile };
+                        let kt = (g.output_len() / g.cout).div_ceil(k_tile).max(1);
+                        assert!(p.splits >= 1 && p.per_split >= 1, "{what}");
+                        assert!(p.splits * p.per_split >= kt, "{what}: k-tiles left out");
+                        assert!((p.splits - 1) * p.per_split < kt, "{what}: an empty split");
+                        assert!(p.per_split >= kt.min(8), "{what}: splits too thin");
+                        let m = g.weight_len() / g.cout;
+                        assert!(p.grid.0 as usize * p.tile.bm >= m, "{what}: rows left out");
+                        assert!(
+                            p.grid.1 as usize * p.tile.bn >= g.cout,
+                            "{what}: columns left out"
+                        );
+                        // The staged kernels exist in the two square tiles only.
+                        assert!(streamed || p.tile == BIG || p.tile == SMALL, "{what}");
+                        if let (true, Some(forced)) = (streamed, tile) {
+                            assert_eq!(p.tile, forced, "{what}: override not taken");
+                        }
+                    }
                 }
             }
         }
         // Forced settings are taken as given; an impossible grid is an error, not a panic.
         let g = &shapes[0];
-        let p = plan_weight_gradient(132, g, 32, true, (Some((64, 128, "64x64")), Some(4)))
-            .expect("plan");
-        assert_eq!((p.edge, p.name), (64, "64x64"));
-        let huge = plan_weight_gradient(1 << 26, g, 32, true, (None, Some(64)));
+        let p = plan_weight_gradient(132, g, 16, true, (Some(SMALL), Some(4))).expect("plan");
+        assert_eq!(p.tile, SMALL);
+        let huge = plan_weight_gradient(1 << 26, g, 16, true, (None, Some(64)));
         assert!(huge.is_err() || huge.unwrap().splits <= 65535);
+    }
+
+    /// Tile names round-trip through the override, and an unknown name is refused with the
+    /// choices (not silently replaced by the default).
+    #[test]
+    fn tile_overrides_take_known_names_only() {
+        let o = TileOverride::new("MEDVAE_TEST_TILE_NOT_SET");
+        for t in STREAMED_TILES {
+            o.set(Some(t.name)).expect("known tile");
+            assert_eq!(o.get().expect("get"), Some(t));
+        }
+        o.set(None).expect("clear");
+        assert_eq!(o.get().expect("get"), None);
+        let err = o.set(Some("96x96")).expect_err("unknown tile").to_string();
+        assert!(err.contains("96x96") && err.contains("128x128k64"), "{err}");
+        assert_eq!(o.get().expect("unchanged"), None);
+    }
+
+    /// Names are unique, and each tile divides into whole warps of whole mma steps as the
+    /// kernels require (`static_assert`s of `medvae_igemm_bf16.cuh`).
+    #[test]
+    fn streamed_tiles_are_consistent() {
+        for (i, t) in STREAMED_TILES.iter().enumerate() {
+            assert!(STREAMED_TILES[..i].iter().all(|u| u.name != t.name));
+            assert!(
+                t.threads % 32 == 0 && t.bk % 16 == 0 && t.stages >= 2,
+                "{t:?}"
+            );
+            let runs_per_stage = (t.bm + t.bn) * t.bk / 8;
+            assert_eq!(runs_per_stage % t.threads as usize, 0, "{t:?}");
+        }
     }
 }

@@ -200,7 +200,8 @@ pub fn gemm(
             conv_bf16::to_bf16_at(dev, a.ptr(), a.span(ar, ac, batch))?,
             conv_bf16::to_bf16_at(dev, b.ptr(), b.span(br, bc, batch))?,
         );
-        let smem = conv_bf16::smem_bytes(bm, layout != GemmLayout::Tn, layout == GemmLayout::Nt);
+        let smem =
+            conv_bf16::square_smem_bytes(bm, layout != GemmLayout::Tn, layout == GemmLayout::Nt);
         let entry = format!("gemm_bf16s_{size}_{suffix}");
         return launch(ah.ptr(), bh.ptr(), entry, cfg(grid, (threads, 1, 1), smem));
     }

@@ -12,7 +12,7 @@ pub mod adam;
 pub mod attention;
 pub mod conv;
 pub mod conv_bf16;
-mod conv_plan;
+pub mod conv_plan;
 pub mod conv_thin;
 pub mod elementwise;
 pub mod gemm;
