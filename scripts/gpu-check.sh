@@ -289,8 +289,10 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only stage1_step
   # The BF16 step on each candidate block tile of the streamed convolutions (forward and weight
   # gradient; the kernel-level sweep is the "tiles" part of bench-kernels), to choose defaults.
-  run_step ours-bf16-tiles 100 bash -c 'for t in 256x128 128x128w4 128x128k64; do
-      printf "%s " "$t"; MEDVAE_CONV_TILE=$t MEDVAE_WGRAD_TILE=$t "$0" bench --device cuda \
+  # "wgmma" is the Hopper forward (MEDVAE_CONV_WGMMA=on) with the default streamed tiles.
+  run_step ours-bf16-tiles 120 bash -c 'for t in 256x128 128x128w4 128x128k64 wgmma; do
+      printf "%s " "$t"; if [ "$t" = wgmma ]; then export MEDVAE_CONV_WGMMA=on; t=; fi
+      MEDVAE_CONV_TILE=$t MEDVAE_WGRAD_TILE=$t "$0" bench --device cuda \
       --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage1_step |
       grep -o "\"median_s\":[0-9.]*" || echo failed; done' "$MEDVAE_BIN"
 fi

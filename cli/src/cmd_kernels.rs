@@ -95,6 +95,8 @@ fn compile_one(
     scratch: &Path,
 ) -> Result<()> {
     let compiled = nvrtc::compile(src, arch, Target::Ptx, includes)?;
+    // What NVRTC compiled for (sm_90a for the wgmma module on 9.0), for ptxas and the report.
+    let arch = src.arch_for(arch);
     let ptx = compiled
         .ptx()
         .context("NVRTC returned PTX that is not UTF-8")?;

@@ -70,6 +70,7 @@ fn a_broken_source_reports_the_compile_log() {
         file: "broken.cu",
         source: "extern \"C\" __global__ void k(float* x) { x[0] = undefined_name; }",
         entry_points: &["k"],
+        hopper_features: false,
     };
     match nvrtc::compile(&bad, Arch::parse("sm_80").expect("arch"), Target::Ptx, &[]) {
         Err(medvae_kernels::cuda::CompileError::Compile { log, .. }) => {

@@ -49,6 +49,11 @@ inline void expect(const std::string& name, const std::vector<float>& a, const s
     std::printf("%s %-60s rel %.3e (tol %.0e)\n", ok ? "ok  " : "FAIL", name.c_str(), e, tol);
     if (!ok) failures++;
 }
+inline void expect_true(const std::string& name, bool ok) {
+    checks++;
+    std::printf("%s %s\n", ok ? "ok  " : "FAIL", name.c_str());
+    if (!ok) failures++;
+}
 inline int finish() {
     std::printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;

@@ -4,6 +4,7 @@
 // summation order
 // differs, so the tolerance is tight (a wrong fragment, run or predicate is an O(1) error).
 #include "../conv_bf16.cu"
+#include "../conv_wgmma.cu"
 #include "../gemm_bf16.cu"
 #include "check.h"
 #include "conv_ref.h"
@@ -139,6 +140,34 @@ int main() {
         auto xh = to_bf16(x, xr), wh = to_bf16(w, wr), dyh = to_bf16(dy, dyr);
         std::vector<double> yref, dxref, dwref;
         reference(g, xr, wr, b, dyr, yref, dxref, dwref);
+        // The wgmma forward (conv_wgmma.cu) on the cases with several tiles or taps per k-tile,
+        // its weights transposed by conv_weight_nk_bf16.
+        if (ci == 0 || ci == 4 || ci == 6 || ci == 7) {
+            const int K = g.kd * g.kh * g.kw * g.cin;
+            std::vector<mv_u16> wt(ws);
+            EMU_LAUNCH(conv_weight_nk_bf16, dim3(3), dim3(64), 0, w.data(), wt.data(), K, g.cout);
+            bool transposed = true;
+            for (int k = 0; k < K; ++k)
+                for (int n = 0; n < g.cout; ++n) transposed &= wt[(size_t)n * K + k] == wh[(size_t)k * g.cout + n];
+            chk::expect_true("conv_weight_nk_bf16 transposes the rounded weights", transposed);
+            const size_t smem = (size_t)MV_WG_STAGES * (MV_WG_BM + MV_WG_BN) * MV_WG_BK * 2 + 1024;
+            dim3 grid((g.n * g.od * g.oh * g.ow + MV_WG_BM - 1) / MV_WG_BM, (g.cout + MV_WG_BN - 1) / MV_WG_BN);
+            std::vector<float> y(ys, 2.0f);
+            EMU_LAUNCH(conv_fwd_bf16w_128x128, grid, dim3(MV_WG_THREADS), smem, g, xh.data(), wt.data(), b.data(),
+                       y.data(), 0.5f);
+            std::vector<double> yexp(yref);
+            for (auto& e : yexp) e += 1.0;
+            char tag[128];
+            snprintf(tag, sizeof tag, "case %zu fwd wgmma 128x128", ci);
+            chk::expect(tag, y, yexp, 1e-5);
+            std::vector<float> y0(ys, NAN);
+            EMU_LAUNCH(conv_fwd_bf16w_128x128, grid, dim3(MV_WG_THREADS), smem, g, xh.data(), wt.data(), nullptr,
+                       y0.data(), 0.0f);
+            std::vector<double> y0exp(yref);
+            for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
+            snprintf(tag, sizeof tag, "case %zu fwd wgmma 128x128 no bias", ci);
+            chk::expect(tag, y0, y0exp, 1e-5);
+        }
         for (const Variant& v : variants()) {
             // The tuning candidates on the cases with several tiles or taps per k-tile only (the
             // emulator is slow; the small cases exercise what the defaults share with them).

@@ -149,6 +149,7 @@ pub fn include_paths_from_env() -> Vec<String> {
 /// Hex SHA-256 of everything that determines a module's image: its source, every header, the
 /// options (include paths excluded: the sources include no toolkit header), the cache format.
 pub fn source_hash(src: &KernelSource, arch: Arch, target: Target) -> String {
+    let arch = src.arch_for(arch);
     let mut h = Sha256::new();
     h.update(CACHE_FORMAT.as_bytes());
     h.update([0]);
@@ -169,6 +170,7 @@ pub fn source_hash(src: &KernelSource, arch: Arch, target: Target) -> String {
 /// Cache file name of a module's image: `<sha256>-<arch>.<ptx|cubin>`, where arch is
 /// `compute_XX` for PTX and `sm_XX` for CUBIN.
 pub fn cache_file_name(src: &KernelSource, arch: Arch, target: Target) -> String {
+    let arch = src.arch_for(arch);
     format!(
         "{}-{}.{}",
         source_hash(src, arch, target),
@@ -216,6 +218,27 @@ mod tests {
             source_hash(a, s90, Target::Cubin)
         );
         assert!(cache_file_name(a, s90, Target::Cubin).ends_with("-sm_90.cubin"));
+    }
+
+    /// A module using Hopper's architecture-specific instructions compiles as sm_90a on 9.0
+    /// (and caches under that name), as itself elsewhere; other modules are untouched.
+    #[test]
+    fn hopper_modules_compile_for_sm_90a() {
+        let wgmma = SOURCES
+            .iter()
+            .find(|s| s.hopper_features)
+            .expect("a hopper module");
+        let plain = SOURCES
+            .iter()
+            .find(|s| !s.hopper_features)
+            .expect("a plain module");
+        let s90 = Arch::parse("sm_90").unwrap();
+        let s80 = Arch::parse("sm_80").unwrap();
+        assert_eq!(wgmma.arch_for(s90).sm(), "sm_90a");
+        assert_eq!(wgmma.arch_for(s80), s80);
+        assert_eq!(plain.arch_for(s90), s90);
+        let k = cache_file_name(wgmma, s90, Target::Cubin);
+        assert!(k.ends_with("-sm_90a.cubin"), "{k}");
     }
 
     #[test]

@@ -146,6 +146,7 @@ pub fn compile(
     include_paths: &[String],
 ) -> Result<Compiled, CompileError> {
     version()?;
+    let arch = src.arch_for(arch);
     let c_src = cstring(src.file, src.source)?;
     let c_name = cstring("file name", src.file)?;
     let header_texts = HEADERS

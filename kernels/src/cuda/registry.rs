@@ -21,9 +21,25 @@ pub struct KernelSource {
     pub source: &'static str,
     /// `extern "C" __global__` functions of the module.
     pub entry_points: &'static [&'static str],
+    /// Uses the architecture-specific features of compute capability 9.0 (wgmma): compiled
+    /// for `sm_90a` instead of `sm_90`. Its kernels compile to traps on other architectures.
+    pub hopper_features: bool,
 }
 
 impl KernelSource {
+    /// The architecture this module is compiled for on `arch`: `sm_90a` for a module with
+    /// [`KernelSource::hopper_features`] on compute capability 9.0, else `arch` itself.
+    pub fn arch_for(&self, arch: super::arch::Arch) -> super::arch::Arch {
+        if self.hopper_features && (arch.major, arch.minor) == (9, 0) {
+            super::arch::Arch {
+                suffix: Some('a'),
+                ..arch
+            }
+        } else {
+            arch
+        }
+    }
+
     /// The text after the em dash of the first comment line: a one-line description.
     pub fn summary(&self) -> &'static str {
         let first = self.source.lines().next().unwrap_or("");
@@ -50,6 +66,13 @@ macro_rules! source {
             file: concat!($name, ".cu"),
             source: include_str!(concat!("../../cuda/", $name, ".cu")),
             entry_points: &[$($entry),*],
+            hopper_features: false,
+        }
+    };
+    (hopper $name:literal, [$($entry:literal),* $(,)?]) => {
+        KernelSource {
+            hopper_features: true,
+            ..source!($name, [$($entry),*])
         }
     };
 }
@@ -61,6 +84,7 @@ pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_igemm.cuh"),
     header!("medvae_gemm.cuh"),
     header!("medvae_igemm_bf16.cuh"),
+    header!("medvae_conv_bf16.cuh"),
     header!("medvae_attention.cuh"),
 ];
 
@@ -95,6 +119,10 @@ pub const SOURCES: &[KernelSource] = &[
             "conv_wgrad_bf16s_128x128w4",
             "conv_wgrad_bf16s_128x128k64",
         ]
+    ),
+    source!(
+        hopper "conv_wgmma",
+        ["conv_fwd_bf16w_128x128", "conv_weight_nk_bf16"]
     ),
     source!(
         "gemm",

@@ -2,7 +2,7 @@
 //! or the direct f32 kernels, with the CPU kernels' geometry ([`ConvGeometry`]) and semantics.
 
 use super::conv_plan::{tile, wgrad_plan};
-use super::{check_f32, conv_bf16, conv_thin, grid_1d, i32_of, Args};
+use super::{check_f32, conv_bf16, conv_thin, conv_wgmma, grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::{CudaDevice, DeviceBuffer};
@@ -133,6 +133,9 @@ pub fn conv_forward(
     }
     if prec == ConvPrecision::Bf16 && conv_bf16::applies(g) {
         let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
+        if conv_wgmma::applies(dev, g) {
+            return conv_wgmma::forward(dev, g, cg, &xh, w, bias, y, beta);
+        }
         let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
         return conv_bf16::forward(dev, g, cg, &xh, &wh, bias, y, beta);
     }
@@ -345,8 +348,11 @@ fn data_gradient(
                 )?;
             return match dyh {
                 Some(dyh) => {
-                    let wth = conv_bf16::to_bf16(dev, &wt, g.weight_len())?;
                     let cgt = ConvGeom::from_geometry(&gt)?;
+                    if conv_wgmma::applies(dev, &gt) {
+                        return conv_wgmma::forward(dev, &gt, cgt, dyh, &wt, None, dx, beta);
+                    }
+                    let wth = conv_bf16::to_bf16(dev, &wt, g.weight_len())?;
                     conv_bf16::forward(dev, &gt, cgt, dyh, &wth, None, dx, beta)
                 }
                 None => conv_forward(dev, &gt, prec, dy, &wt, None, dx, beta),

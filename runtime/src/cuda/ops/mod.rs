@@ -14,6 +14,7 @@ pub mod conv;
 pub mod conv_bf16;
 pub mod conv_plan;
 pub mod conv_thin;
+pub mod conv_wgmma;
 pub mod elementwise;
 pub mod gemm;
 pub mod loss;
@@ -30,20 +31,34 @@ use cudarc::driver::{result, LaunchConfig};
 use medvae_kernels::KernelError;
 use std::ffi::c_void;
 
-/// A kernel family that is on unless an environment variable holds `off_value`, and that tests
-/// and benchmarks can switch at run time (to compare two kernel families on one card).
+/// A kernel family that is on unless an environment variable holds `flip_value` (or, for one
+/// that is off by default, off unless it holds it), and that tests and benchmarks can switch at
+/// run time (to compare two kernel families on one card).
 pub(crate) struct KernelSwitch {
     var: &'static str,
-    off_value: &'static str,
+    flip_value: &'static str,
+    default_on: bool,
     // 0: not yet read from the environment, 1: on, 2: off.
     state: std::sync::atomic::AtomicU8,
 }
 
 impl KernelSwitch {
+    /// On unless `var` holds `off_value`.
     pub(crate) const fn new(var: &'static str, off_value: &'static str) -> Self {
         KernelSwitch {
             var,
-            off_value,
+            flip_value: off_value,
+            default_on: true,
+            state: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// Off unless `var` holds `on_value` (kernels not yet measured on a card).
+    pub(crate) const fn off_unless(var: &'static str, on_value: &'static str) -> Self {
+        KernelSwitch {
+            var,
+            flip_value: on_value,
+            default_on: false,
             state: std::sync::atomic::AtomicU8::new(0),
         }
     }
@@ -54,7 +69,8 @@ impl KernelSwitch {
             1 => true,
             2 => false,
             _ => {
-                let on = std::env::var(self.var).map_or(true, |v| v != self.off_value);
+                let flipped = std::env::var(self.var).is_ok_and(|v| v == self.flip_value);
+                let on = self.default_on != flipped;
                 self.set(on);
                 on
             }

@@ -1,0 +1,241 @@
+// conv_wgmma.cu — forward convolution on Hopper's warpgroup MMA (wgmma, sm_90a), bf16 operands.
+//
+// The same implicit GEMM as conv_bf16.cu's forward problem, y[m, co] = sum_k X[m, k] W[k, co]
+// (+ bias + beta * y_old), k = (tap, ci), but the tensor-core instruction is wgmma.mma_async
+// (m64n128k16): a warpgroup (4 warps) multiplies operands straight out of shared memory, where
+// mma.sync needs every fragment loaded into registers first (ldmatrix), which bounds the
+// mma.sync kernels by shared-memory bandwidth on Hopper. Operands arrive as before: 16-byte
+// runs by cp.async through a STAGES-deep ring (the cursors of medvae_conv_bf16.cuh).
+//
+// Shared-memory layout: both operands K-major (wgmma transposes only 16-bit operands, and
+// K-major needs no transpose), with the 128-byte swizzle: a tile row is BK = 64 bf16 = 128 bytes,
+// 16-byte chunk c of row r sits at r * 128 + ((c ^ (r % 8)) * 16), in 1024-byte atoms of 8 rows
+// (so the 8 runs a group of threads writes land in 8 different bank groups). The descriptor of
+// such an operand: start address >> 4, stride between 8-row groups (SBO) 1024 bytes, leading
+// offset unused, swizzle mode 1 (128 B); one k16 step further is 32 bytes further.
+// The weights therefore go in transposed, [Cout][taps * Cin] (conv_weight_nk_bf16 below).
+//
+// Block: 2 warpgroups (256 threads) on a 128 x 128 output tile, warpgroup w on rows 64w..64w+63;
+// accumulator fragment of m64n128 (per warp of the warpgroup: rows 16 * warp + g, g + 8, column
+// chunk j = 8j + 2t, +1, with g = lane / 4, t = lane % 4) = that of 16 mma.m16n8 tiles, so the
+// mma epilogue of medvae_common.cuh stores it.
+// Dynamic shared memory: STAGES * (128 + 128) * 64 * 2 bytes + 1024 (to align the ring to 1024).
+//
+// Compiled as sm_90a on compute capability 9.0 (the registry marks this module); for any other
+// architecture the body compiles to a trap and the launcher never picks it.
+// UNVERIFIED on a GPU: checked in the CPU emulator (which transcribes the swizzle and the
+// descriptor from the PTX ISA independently) and compiled by NVRTC + ptxas for sm_90a.
+#include "medvae_conv.cuh"
+#include "medvae_conv_bf16.cuh"
+
+#define MV_WG_BM 128
+#define MV_WG_BN 128
+#define MV_WG_BK 64
+#define MV_WG_STAGES 4
+#define MV_WG_THREADS 256
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || defined(MEDVAE_EMU)
+#define MV_HAVE_WGMMA 1
+#endif
+
+// The shared-window address of a pointer into dynamic shared memory.
+__device__ __forceinline__ unsigned mv_smem_addr(const void* p) {
+#ifdef MEDVAE_EMU
+    return (unsigned)(static_cast<const unsigned char*>(p) - emu::dyn_smem());
+#else
+    return (unsigned)__cvta_generic_to_shared(p);
+#endif
+}
+
+// Byte offset of 16-byte chunk c of row r in a K-major tile with the 128-byte swizzle.
+__device__ __forceinline__ int mv_sw128_offset(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
+
+// Descriptor of a K-major, 128-byte-swizzled operand starting at shared address `addr`.
+__device__ __forceinline__ unsigned long long mv_wgmma_desc_sw128(unsigned addr) {
+    return (unsigned long long)((addr & 0x3FFFFu) >> 4)      // start address, 16-byte units
+           | (1ull << 16)                                     // leading byte offset (unused)
+           | ((unsigned long long)(1024 >> 4) << 32)          // stride byte offset: 8 rows x 128 B
+           | (1ull << 62);                                    // swizzle mode: 128 bytes
+}
+
+#ifdef MV_HAVE_WGMMA
+__device__ __forceinline__ void mv_wgmma_fence() {
+#ifndef MEDVAE_EMU
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mv_wgmma_commit() {
+#ifndef MEDVAE_EMU
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void mv_wgmma_wait_all() {
+#ifndef MEDVAE_EMU
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+#endif
+}
+// Order this thread's generic-proxy writes to shared memory (cp.async) before the async-proxy
+// reads of wgmma.
+__device__ __forceinline__ void mv_fence_proxy_async_smem() {
+#ifndef MEDVAE_EMU
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+// d (m64n128, f32) += A (64 x 16, descriptor da) * B (16 x 128, descriptor db), both K-major.
+__device__ __forceinline__ void mv_wgmma_m64n128k16_bf16(float (&d)[16][4], unsigned long long da,
+                                                         unsigned long long db) {
+#ifdef MEDVAE_EMU
+    emu::wgmma_m64n128k16_bf16(&d[0][0], da, db);
+#else
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "setp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n"
+        "}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+        : "l"(da), "l"(db), "r"(1));
+#endif
+}
+#endif  // MV_HAVE_WGMMA
+
+// The forward problem with the weights transposed to [Cout][K] (k-major B runs).
+struct FwdProbNK : FwdProb16 {
+    static constexpr bool B_KMAJOR = true;
+    struct BIter {
+        int n, k;
+    };
+    __device__ BIter b_iter(int n, int k) const { return BIter{n, k}; }
+    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
+        src = w;
+        if (r.k >= K || r.n >= N) return false;
+        src = w + (mv_i64)r.n * K + r.k;
+        return true;
+    }
+    __device__ void b_next(BIter& r, int bk) const { r.k += bk; }
+};
+
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
+    conv_fwd_bf16w_128x128(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
+#ifdef MV_HAVE_WGMMA
+    constexpr int BM = MV_WG_BM, BN = MV_WG_BN, BK = MV_WG_BK, STAGES = MV_WG_STAGES, NT = MV_WG_THREADS;
+    constexpr int TILE_A = BM * BK * 2, TILE_B = BN * BK * 2, STAGE = TILE_A + TILE_B;  // bytes
+    constexpr int RA = BM * BK / 8 / NT, RB = BN * BK / 8 / NT;                         // runs per thread
+    static_assert(RA * NT * 8 == BM * BK && RB * NT * 8 == BN * BK, "tile not divisible");
+    FwdProbNK pb;
+    pb.g = g;
+    pb.x = x;
+    pb.w = wt;
+    pb.bias = bias;
+    pb.y = y;
+    pb.beta = beta;
+    pb.M = g.n * g.od * g.oh * g.ow;
+    pb.N = g.cout;
+    pb.taps = g.kd * g.kh * g.kw;
+    pb.K = pb.taps * g.cin;
+    const int kt_end = (pb.K + BK - 1) / BK;
+
+    // The ring starts at the first 1024-byte boundary of the shared window (swizzle atoms).
+    unsigned char* raw = MV_DYN_SMEM(unsigned char);
+    unsigned char* smem = raw + ((1024u - (mv_smem_addr(raw) & 1023u)) & 1023u);
+    const unsigned smem_s = mv_smem_addr(smem);
+
+    const int tid = threadIdx.x;
+    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
+    FwdProbNK::AIter ait[RA];
+    FwdProbNK::BIter bit[RB];
+    int a_off[RA], b_off[RB];
+#pragma unroll
+    for (int j = 0; j < RA; ++j) {
+        const int c = tid + j * NT, row = c / (BK / 8), chunk = c % (BK / 8);
+        a_off[j] = mv_sw128_offset(row, chunk);
+        ait[j] = pb.a_iter(m0 + row, chunk * 8);
+    }
+#pragma unroll
+    for (int j = 0; j < RB; ++j) {
+        const int c = tid + j * NT, row = c / (BK / 8), chunk = c % (BK / 8);
+        b_off[j] = mv_sw128_offset(row, chunk);
+        bit[j] = pb.b_iter(n0 + row, chunk * 8);
+    }
+    auto load = [&](int stage) {
+        unsigned char* sa = smem + stage * STAGE;
+        unsigned char* sb = sa + TILE_A;
+#pragma unroll
+        for (int j = 0; j < RA; ++j) {
+            const mv_u16* src;
+            const bool ok = pb.a_src(ait[j], src);
+            mv_cp_async16(sa + a_off[j], src, ok);
+            pb.a_next(ait[j], BK);
+        }
+#pragma unroll
+        for (int j = 0; j < RB; ++j) {
+            const mv_u16* src;
+            const bool ok = pb.b_src(bit[j], src);
+            mv_cp_async16(sb + b_off[j], src, ok);
+            pb.b_next(bit[j], BK);
+        }
+    };
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < kt_end) load(s);
+        mv_cp_async_commit();
+    }
+
+    float acc[1][16][4];  // one m64n128 fragment = 1 x 16 mma.m16n8 tiles for the epilogue
+#pragma unroll
+    for (int j = 0; j < 16; ++j) acc[0][j][0] = acc[0][j][1] = acc[0][j][2] = acc[0][j][3] = 0.0f;
+    const int wg = tid >> 7;
+
+    for (int kt = 0, i = 0; kt < kt_end; ++kt, ++i) {
+        // Tile kt has landed; the fence hands it to the async proxy, the barrier tells every
+        // thread that the stage refilled next (read by the previous iteration's wgmma, which
+        // every warpgroup waited for) is free.
+        mv_cp_async_wait<STAGES - 2>();
+        mv_fence_proxy_async_smem();
+        __syncthreads();
+        if (kt + STAGES - 1 < kt_end) load((i + STAGES - 1) % STAGES);
+        mv_cp_async_commit();
+
+        const unsigned sa = smem_s + (i % STAGES) * STAGE + wg * 64 * 128;
+        const unsigned sb = smem_s + (i % STAGES) * STAGE + TILE_A;
+        mv_wgmma_fence();
+#pragma unroll
+        for (int ks = 0; ks < BK / 16; ++ks)
+            mv_wgmma_m64n128k16_bf16(acc[0], mv_wgmma_desc_sw128(sa + ks * 32), mv_wgmma_desc_sw128(sb + ks * 32));
+        mv_wgmma_commit();
+        mv_wgmma_wait_all();
+    }
+    mv_cp_async_wait<0>();
+
+    const int warp = (tid >> 5) & 3, lane = tid & 31;
+    mv_mma_epilogue<1, 16>(pb, acc, m0 + wg * 64 + warp * 16, n0, lane);
+#else
+    __trap();
+#endif
+}
+
+// wt[n * K + k] = bf16(w[k * N + n]): weights [taps, Cin, Cout] (K = taps * Cin rows) to the
+// k-major [Cout][K] operand of conv_fwd_bf16w (rounded as cvt_f32_bf16 does).
+extern "C" __global__ void __launch_bounds__(256) conv_weight_nk_bf16(const float* w, mv_u16* wt, int K, int N) {
+    const mv_i64 total = (mv_i64)K * N;
+    for (mv_i64 i = mv_global_tid(); i < total; i += mv_global_stride()) {
+        const mv_i64 n = i / K, k = i - n * K;
+        wt[i] = mv_f32_to_bf16(w[k * N + n]);
+    }
+}

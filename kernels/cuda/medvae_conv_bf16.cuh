@@ -1,0 +1,122 @@
+// medvae_conv_bf16.cuh — the k and pixel cursors of the bf16 implicit-GEMM convolutions, and
+// the forward problem they share (conv_bf16.cu's mma.sync pipeline, conv_wgmma.cu's wgmma one).
+//
+// A problem class says where each 16-byte run of eight bf16 operands lives (see
+// medvae_igemm_bf16.cuh for the interface); channel counts are multiples of 8, so a run never
+// straddles a tap.
+#pragma once
+#include "medvae_common.cuh"
+#include "medvae_conv.cuh"
+
+// A GEMM k index over (tap, channel), k = tap * channels + c with c contiguous, kept as the
+// tap's (kd, kh, kw) and c, and advanced without division.
+struct KCursor {
+    int tap, kd, kh, kw, c;
+    __device__ void set(const ConvGeom& g, int k, int channels) {
+        tap = k / channels;
+        c = k - tap * channels;
+        const ConvTap t = conv_tap(g, tap);
+        kd = t.kd;
+        kh = t.kh;
+        kw = t.kw;
+    }
+    // k += by (a run never straddles a tap: channels is a multiple of 8).
+    __device__ void advance(const ConvGeom& g, int by, int channels) {
+        c += by;
+        while (c >= channels) {
+            c -= channels;
+            ++tap;
+            if (++kw == g.kw) {
+                kw = 0;
+                if (++kh == g.kh) {
+                    kh = 0;
+                    ++kd;
+                }
+            }
+        }
+    }
+};
+
+// Output pixel counters: p = ((n * OD + od) * OH + oh) * OW + ow, advanced by k-tiles.
+struct PixelCursor {
+    int p, n, od, oh, ow;
+    __device__ void set(const ConvGeom& g, int q) {
+        const ConvPixel o = conv_out_pixel(g, q);
+        p = q;
+        n = o.n;
+        od = o.d;
+        oh = o.h;
+        ow = o.w;
+    }
+    __device__ void advance(const ConvGeom& g, int by) {
+        p += by;
+        ow += by;
+        while (ow >= g.ow) {  // a few rounds at most: a k-tile is 32 or 64 pixels
+            ow -= g.ow;
+            if (++oh == g.oh) {
+                oh = 0;
+                if (++od == g.od) {
+                    od = 0;
+                    ++n;
+                }
+            }
+        }
+    }
+};
+
+// ------------------------------------------------------------------ forward problem
+struct FwdProb16 {
+    static constexpr bool A_KMAJOR = true, B_KMAJOR = false;
+    ConvGeom g;
+    const mv_u16* x;
+    const mv_u16* w;
+    const float* bias;
+    float* y;
+    float beta;
+    int M, N, K, taps;
+
+    // A run: eight channels ci..ci+7 at one tap of output pixel m's receptive field.
+    struct AIter {
+        mv_i64 base;  // n * ID*IH*IW, or -1 past the last row
+        int d0, h0, w0;
+        KCursor t;  // (tap, ci)
+    };
+    __device__ AIter a_iter(int m, int k) const {
+        AIter r;
+        r.base = -1;
+        r.d0 = r.h0 = r.w0 = 0;
+        if (m < M) {
+            const ConvPixel o = conv_out_pixel(g, m);
+            r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
+            r.d0 = o.d * g.sd - g.pd;
+            r.h0 = o.h * g.sh - g.ph;
+            r.w0 = o.w * g.sw - g.pw;
+        }
+        r.t.set(g, k, g.cin);
+        return r;
+    }
+    __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
+        src = x;
+        const int d = r.d0 + r.t.kd, h = r.h0 + r.t.kh, w_ = r.w0 + r.t.kw;
+        if (r.base < 0 || r.t.tap >= taps || !conv_inside(g, d, h, w_)) return false;
+        src = x + (r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + r.t.c;
+        return true;
+    }
+    __device__ void a_next(AIter& r, int bk) const { r.t.advance(g, bk, g.cin); }
+    // B run: w[k, n..n+7].
+    struct BIter {
+        int n, k;
+    };
+    __device__ BIter b_iter(int n, int k) const { return BIter{n, k}; }
+    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
+        src = w;
+        if (r.k >= K || r.n >= N) return false;
+        src = w + (mv_i64)r.k * N + r.n;
+        return true;
+    }
+    __device__ void b_next(BIter& r, int bk) const { r.k += bk; }
+    __device__ void store(int m, int n, float acc) const {
+        mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
+    }
+};
+

@@ -1,0 +1,105 @@
+//! The forward convolution on Hopper's warpgroup MMA (`kernels/cuda/conv_wgmma.cu`): bf16
+//! operands read by `wgmma.mma_async` straight from shared memory, where the streamed kernels
+//! of [`super::conv_bf16`] (mma.sync) must first load every fragment into registers.
+//!
+//! **Unverified on a GPU** (written without a card: checked in the CPU emulator and compiled by
+//! NVRTC + ptxas for sm_90a), so it is **off by default**: `MEDVAE_CONV_WGMMA=on` or
+//! [`set_enabled`] turns it on, for the large BF16 forward convolutions (and the stride-1 data
+//! gradients, which run as forward convolutions) on compute capability 9.0.
+
+use super::conv::ConvGeom;
+use super::conv_plan::{tile, BIG};
+use super::{conv_bf16, grid_1d, i32_of, Args, KernelSwitch};
+use crate::cuda::device::cfg;
+use crate::cuda::error::CudaResult;
+use crate::cuda::{CudaDevice, DeviceBuffer};
+use medvae_kernels::cpu::conv::ConvGeometry;
+
+const KERNEL: &str = "cuda conv (wgmma)";
+
+/// Block tile, k-tile and pipeline depth of `conv_wgmma.cu` (its MV_WG_* constants).
+const BM: usize = 128;
+const BN: usize = 128;
+const BK: usize = 64;
+const STAGES: usize = 4;
+const THREADS: u32 = 256;
+
+static ENABLED: KernelSwitch = KernelSwitch::off_unless("MEDVAE_CONV_WGMMA", "on");
+
+/// Whether the wgmma forward is switched on (`MEDVAE_CONV_WGMMA=on`, or [`set_enabled`]).
+pub fn enabled() -> bool {
+    ENABLED.on()
+}
+
+/// Use the wgmma forward where it applies from now on (true) or not (false).
+pub fn set_enabled(on: bool) {
+    ENABLED.set(on);
+}
+
+/// Dynamic shared memory of a block: STAGES x (A + B tile) bf16, plus 1024 bytes so that the
+/// kernel can start its ring on a 1024-byte boundary (the 128-byte swizzle's atom).
+pub(super) fn smem_bytes() -> u32 {
+    (STAGES * (BM + BN) * BK * 2 + 1024) as u32
+}
+
+/// The wgmma kernel takes `g` on `dev`: switched on, a 9.0 device, channel counts the streamed
+/// kernels take, and a problem big enough for the 128x128 default tile (smaller ones keep the
+/// 64x64 streamed kernels, which fill the device better).
+pub(super) fn applies(dev: &CudaDevice, g: &ConvGeometry) -> bool {
+    let arch = dev.arch();
+    enabled()
+        && (arch.major, arch.minor) == (9, 0)
+        && conv_bf16::applies(g)
+        && tile(dev, g.output_len() / g.cout, g.cout) == BIG
+}
+
+/// `y = conv(x, w) + bias + beta * y` from bf16 `xh` and the f32 weights `w` (`[taps, Cin,
+/// Cout]`), which are rounded and transposed to the kernel's `[Cout][taps * Cin]` here. The
+/// caller has checked the buffers and [`applies`].
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    xh: &DeviceBuffer,
+    w: &DeviceBuffer,
+    bias: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
+    let k = g.weight_len() / g.cout;
+    let wt = dev.alloc((2 * g.weight_len()).div_ceil(16) * 16)?;
+    Args::new()
+        .buf(w)
+        .buf(&wt)
+        .push(i32_of(KERNEL, "taps*cin", k)?)
+        .push(i32_of(KERNEL, "cout", g.cout)?)
+        .launch(dev, "conv_weight_nk_bf16", grid_1d(dev, g.weight_len()))?;
+    let m = g.output_len() / g.cout;
+    let grid = (m.div_ceil(BM) as u32, g.cout.div_ceil(BN) as u32, 1);
+    Args::new()
+        .push(cg)
+        .buf(xh)
+        .buf(&wt)
+        .opt(bias)
+        .buf(y)
+        .push(beta)
+        .launch(
+            dev,
+            "conv_fwd_bf16w_128x128",
+            cfg(grid, (THREADS, 1, 1), smem_bytes()),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The launcher's figure is the kernel's: 4 stages of two 128 x 64 bf16 tiles, plus the
+    /// alignment slack, within the H100's 227 KB opt-in limit.
+    #[test]
+    fn shared_memory_matches_the_kernel_layout() {
+        assert_eq!(smem_bytes(), 4 * (128 * 64 + 128 * 64) * 2 + 1024);
+        assert!(smem_bytes() <= 227 * 1024);
+    }
+}
