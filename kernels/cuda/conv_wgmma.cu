@@ -15,6 +15,8 @@
 // offset unused, swizzle mode 1 (128 B); one k16 step further is 32 bytes further.
 // The weights therefore go in transposed, [Cout][taps * Cin] (conv_weight_nk_bf16 below).
 //
+// Entry points: conv_fwd_bf16w_128x128 (each k-tile's MMAs retired before the next) and
+// conv_fwd_bf16w_128x128o (one group of MMAs left in flight while the next copies are issued).
 // Block: 2 warpgroups (256 threads) on a 128 x 128 output tile, warpgroup w on rows 64w..64w+63;
 // accumulator fragment of m64n128 (per warp of the warpgroup: rows 16 * warp + g, g + 8, column
 // chunk j = 8j + 2t, +1, with g = lane / 4, t = lane % 4) = that of 16 mma.m16n8 tiles, so the
@@ -69,9 +71,11 @@ __device__ __forceinline__ void mv_wgmma_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 #endif
 }
-__device__ __forceinline__ void mv_wgmma_wait_all() {
+// Wait until at most N committed wgmma groups of this warpgroup are still in flight.
+template <int N>
+__device__ __forceinline__ void mv_wgmma_wait() {
 #ifndef MEDVAE_EMU
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 #endif
 }
 // Order this thread's generic-proxy writes to shared memory (cp.async) before the async-proxy
@@ -131,8 +135,13 @@ struct FwdProbNK : FwdProb16 {
     __device__ void b_next(BIter& r, int bk) const { r.k += bk; }
 };
 
-extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
-    conv_fwd_bf16w_128x128(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
+// OVERLAP = false: each k-tile's wgmma group is waited for before the next k-tile, and copies
+// run STAGES - 1 tiles ahead. OVERLAP = true: one group stays in flight while the warps issue
+// the next tile's copies, so copies run STAGES - 2 ahead (the stage refilled at iteration i was
+// read by group i - 2, which the wait at the end of iteration i - 1 retired).
+template <bool OVERLAP>
+__device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x, const mv_u16* wt,
+                                                    const float* bias, float* y, float beta) {
 #ifdef MV_HAVE_WGMMA
     constexpr int BM = MV_WG_BM, BN = MV_WG_BN, BK = MV_WG_BK, STAGES = MV_WG_STAGES, NT = MV_WG_THREADS;
     constexpr int TILE_A = BM * BK * 2, TILE_B = BN * BK * 2, STAGE = TILE_A + TILE_B;  // bytes
@@ -191,8 +200,9 @@ extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
             pb.b_next(bit[j], BK);
         }
     };
+    constexpr int AHEAD = OVERLAP ? STAGES - 2 : STAGES - 1;  // k-tiles copied ahead
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
+    for (int s = 0; s < AHEAD; ++s) {
         if (s < kt_end) load(s);
         mv_cp_async_commit();
     }
@@ -204,12 +214,12 @@ extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
 
     for (int kt = 0, i = 0; kt < kt_end; ++kt, ++i) {
         // Tile kt has landed; the fence hands it to the async proxy, the barrier tells every
-        // thread that the stage refilled next (read by the previous iteration's wgmma, which
-        // every warpgroup waited for) is free.
-        mv_cp_async_wait<STAGES - 2>();
+        // thread that the stage refilled next (read by a wgmma group that every warpgroup has
+        // retired) is free.
+        mv_cp_async_wait<AHEAD - 1>();
         mv_fence_proxy_async_smem();
         __syncthreads();
-        if (kt + STAGES - 1 < kt_end) load((i + STAGES - 1) % STAGES);
+        if (kt + AHEAD < kt_end) load((i + AHEAD) % STAGES);
         mv_cp_async_commit();
 
         const unsigned sa = smem_s + (i % STAGES) * STAGE + wg * 64 * 128;
@@ -219,8 +229,9 @@ extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
         for (int ks = 0; ks < BK / 16; ++ks)
             mv_wgmma_m64n128k16_bf16(acc[0], mv_wgmma_desc_sw128(sa + ks * 32), mv_wgmma_desc_sw128(sb + ks * 32));
         mv_wgmma_commit();
-        mv_wgmma_wait_all();
+        mv_wgmma_wait<OVERLAP ? 1 : 0>();
     }
+    mv_wgmma_wait<0>();
     mv_cp_async_wait<0>();
 
     const int warp = (tid >> 5) & 3, lane = tid & 31;
@@ -228,6 +239,15 @@ extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
 #else
     __trap();
 #endif
+}
+
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
+    conv_fwd_bf16w_128x128(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
+    conv_fwd_wgmma_impl<false>(g, x, wt, bias, y, beta);
+}
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
+    conv_fwd_bf16w_128x128o(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
+    conv_fwd_wgmma_impl<true>(g, x, wt, bias, y, beta);
 }
 
 // wt[n * K + k] = bf16(w[k * N + n]): weights [taps, Cin, Cout] (K = taps * Cin rows) to the

@@ -19,7 +19,7 @@ use medvae_runtime::cuda::ops::conv::{
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_plan::{set_forward_tile, set_wgrad_tile, STREAMED_TILES};
-use medvae_runtime::cuda::ops::conv_wgmma;
+use medvae_runtime::cuda::ops::conv_wgmma::{self, WgmmaMode};
 use medvae_runtime::cuda::ops::norm::{group_norm_backward, group_norm_forward};
 use medvae_runtime::cuda::{CudaDevice, CudaResult, DeviceBuffer};
 use std::time::Instant;
@@ -206,17 +206,22 @@ fn bench_tiles(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<
     // and stride-1 data gradient (the weight gradient stays on the streamed kernels).
     let arch = dev.arch();
     if (arch.major, arch.minor) == (9, 0) {
-        conv_wgmma::set_enabled(true);
         for p in &conv_problems(dev, o.batch)? {
-            let tag = format!(
-                "conv3x3 {c}->{c} {s}x{s} b{} Bf16 tile wgmma",
-                o.batch,
-                c = p.c,
-                s = p.s
-            );
-            time_conv_passes(dev, o, p, ConvPrecision::Bf16, &tag, out)?;
+            for (mode, name) in [
+                (WgmmaMode::On, "wgmma"),
+                (WgmmaMode::Overlap, "wgmma-overlap"),
+            ] {
+                conv_wgmma::set_mode(mode);
+                let tag = format!(
+                    "conv3x3 {c}->{c} {s}x{s} b{} Bf16 tile {name}",
+                    o.batch,
+                    c = p.c,
+                    s = p.s
+                );
+                time_conv_passes(dev, o, p, ConvPrecision::Bf16, &tag, out)?;
+            }
         }
-        conv_wgmma::set_enabled(false);
+        conv_wgmma::set_mode(WgmmaMode::Off);
     }
     Ok(())
 }

@@ -152,21 +152,23 @@ int main() {
             chk::expect_true("conv_weight_nk_bf16 transposes the rounded weights", transposed);
             const size_t smem = (size_t)MV_WG_STAGES * (MV_WG_BM + MV_WG_BN) * MV_WG_BK * 2 + 1024;
             dim3 grid((g.n * g.od * g.oh * g.ow + MV_WG_BM - 1) / MV_WG_BM, (g.cout + MV_WG_BN - 1) / MV_WG_BN);
-            std::vector<float> y(ys, 2.0f);
-            EMU_LAUNCH(conv_fwd_bf16w_128x128, grid, dim3(MV_WG_THREADS), smem, g, xh.data(), wt.data(), b.data(),
-                       y.data(), 0.5f);
-            std::vector<double> yexp(yref);
-            for (auto& e : yexp) e += 1.0;
-            char tag[128];
-            snprintf(tag, sizeof tag, "case %zu fwd wgmma 128x128", ci);
-            chk::expect(tag, y, yexp, 1e-5);
-            std::vector<float> y0(ys, NAN);
-            EMU_LAUNCH(conv_fwd_bf16w_128x128, grid, dim3(MV_WG_THREADS), smem, g, xh.data(), wt.data(), nullptr,
-                       y0.data(), 0.0f);
-            std::vector<double> y0exp(yref);
-            for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
-            snprintf(tag, sizeof tag, "case %zu fwd wgmma 128x128 no bias", ci);
-            chk::expect(tag, y0, y0exp, 1e-5);
+            for (int overlap = 0; overlap < 2; ++overlap) {
+                auto kern = overlap ? conv_fwd_bf16w_128x128o : conv_fwd_bf16w_128x128;
+                const char* name = overlap ? "128x128o" : "128x128";
+                std::vector<float> y(ys, 2.0f);
+                EMU_LAUNCH(kern, grid, dim3(MV_WG_THREADS), smem, g, xh.data(), wt.data(), b.data(), y.data(), 0.5f);
+                std::vector<double> yexp(yref);
+                for (auto& e : yexp) e += 1.0;
+                char tag[128];
+                snprintf(tag, sizeof tag, "case %zu fwd wgmma %s", ci, name);
+                chk::expect(tag, y, yexp, 1e-5);
+                std::vector<float> y0(ys, NAN);
+                EMU_LAUNCH(kern, grid, dim3(MV_WG_THREADS), smem, g, xh.data(), wt.data(), nullptr, y0.data(), 0.0f);
+                std::vector<double> y0exp(yref);
+                for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
+                snprintf(tag, sizeof tag, "case %zu fwd wgmma %s no bias", ci, name);
+                chk::expect(tag, y0, y0exp, 1e-5);
+            }
         }
         for (const Variant& v : variants()) {
             // The tuning candidates on the cases with several tiles or taps per k-tile only (the

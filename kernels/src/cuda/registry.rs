@@ -122,7 +122,11 @@ pub const SOURCES: &[KernelSource] = &[
     ),
     source!(
         hopper "conv_wgmma",
-        ["conv_fwd_bf16w_128x128", "conv_weight_nk_bf16"]
+        [
+            "conv_fwd_bf16w_128x128",
+            "conv_fwd_bf16w_128x128o",
+            "conv_weight_nk_bf16"
+        ]
     ),
     source!(
         "gemm",

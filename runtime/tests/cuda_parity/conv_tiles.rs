@@ -12,7 +12,7 @@ use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_plan::{
     set_forward_tile, set_wgrad_tile, streamed_forward_tile, STREAMED_TILES,
 };
-use medvae_runtime::cuda::ops::conv_wgmma;
+use medvae_runtime::cuda::ops::conv_wgmma::{self, WgmmaMode};
 use medvae_runtime::cuda::CudaDevice;
 
 /// Pixels x channels give >= 2 blocks of 128x128 per SM on a 132-SM card and more than 64
@@ -124,10 +124,12 @@ fn wgmma_forward_matches_cpu() {
         return;
     }
     set_streamed(true);
-    conv_wgmma::set_enabled(true);
     for (i, g) in shapes().into_iter().enumerate() {
         let c = case(g, 51 + i as u64);
-        compare(dev, &c, &format!("{g:?} wgmma"));
+        for mode in [WgmmaMode::On, WgmmaMode::Overlap] {
+            conv_wgmma::set_mode(mode);
+            compare(dev, &c, &format!("{g:?} wgmma {mode:?}"));
+        }
     }
-    conv_wgmma::set_enabled(false);
+    conv_wgmma::set_mode(WgmmaMode::Off);
 }

@@ -3,17 +3,20 @@
 //! of [`super::conv_bf16`] (mma.sync) must first load every fragment into registers.
 //!
 //! **Unverified on a GPU** (written without a card: checked in the CPU emulator and compiled by
-//! NVRTC + ptxas for sm_90a), so it is **off by default**: `MEDVAE_CONV_WGMMA=on` or
-//! [`set_enabled`] turns it on, for the large BF16 forward convolutions (and the stride-1 data
-//! gradients, which run as forward convolutions) on compute capability 9.0.
+//! NVRTC + ptxas for sm_90a), so it is **off by default**: `MEDVAE_CONV_WGMMA=on` (each
+//! k-tile's MMAs retired before the next) or `=overlap` (one group of MMAs left in flight while
+//! the next copies are issued), or [`set_mode`], turns it on for the large BF16 forward
+//! convolutions (and the stride-1 data gradients, which run as forward convolutions) on compute
+//! capability 9.0.
 
 use super::conv::ConvGeom;
 use super::conv_plan::{tile, BIG};
-use super::{conv_bf16, grid_1d, i32_of, Args, KernelSwitch};
+use super::{conv_bf16, grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
 use crate::cuda::{CudaDevice, DeviceBuffer};
 use medvae_kernels::cpu::conv::ConvGeometry;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 const KERNEL: &str = "cuda conv (wgmma)";
 
@@ -24,16 +27,41 @@ const BK: usize = 64;
 const STAGES: usize = 4;
 const THREADS: u32 = 256;
 
-static ENABLED: KernelSwitch = KernelSwitch::off_unless("MEDVAE_CONV_WGMMA", "on");
-
-/// Whether the wgmma forward is switched on (`MEDVAE_CONV_WGMMA=on`, or [`set_enabled`]).
-pub fn enabled() -> bool {
-    ENABLED.on()
+/// Whether and how the wgmma forward runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WgmmaMode {
+    /// The streamed mma.sync kernels (the default).
+    Off,
+    /// `conv_fwd_bf16w_128x128`: each k-tile's MMAs retired before the next k-tile.
+    On,
+    /// `conv_fwd_bf16w_128x128o`: one group of MMAs in flight while the next copies are issued.
+    Overlap,
 }
 
-/// Use the wgmma forward where it applies from now on (true) or not (false).
-pub fn set_enabled(on: bool) {
-    ENABLED.set(on);
+// 0: the environment not read yet, else 1 + the mode's index.
+static MODE: AtomicU8 = AtomicU8::new(0);
+const MODES: [WgmmaMode; 3] = [WgmmaMode::Off, WgmmaMode::On, WgmmaMode::Overlap];
+
+/// The mode: [`set_mode`]'s, else `MEDVAE_CONV_WGMMA` (`on`, `overlap`; anything else is off).
+pub fn mode() -> WgmmaMode {
+    match MODE.load(Ordering::Relaxed) {
+        0 => {
+            let m = match std::env::var("MEDVAE_CONV_WGMMA").as_deref() {
+                Ok("on") => WgmmaMode::On,
+                Ok("overlap") => WgmmaMode::Overlap,
+                _ => WgmmaMode::Off,
+            };
+            set_mode(m);
+            m
+        }
+        i => MODES[(i as usize - 1).min(MODES.len() - 1)],
+    }
+}
+
+/// Run the BF16 forward convolutions in mode `m` from now on.
+pub fn set_mode(m: WgmmaMode) {
+    let i = MODES.iter().position(|&x| x == m).unwrap_or(0);
+    MODE.store(i as u8 + 1, Ordering::Relaxed);
 }
 
 /// Dynamic shared memory of a block: STAGES x (A + B tile) bf16, plus 1024 bytes so that the
@@ -47,7 +75,7 @@ pub(super) fn smem_bytes() -> u32 {
 /// 64x64 streamed kernels, which fill the device better).
 pub(super) fn applies(dev: &CudaDevice, g: &ConvGeometry) -> bool {
     let arch = dev.arch();
-    enabled()
+    mode() != WgmmaMode::Off
         && (arch.major, arch.minor) == (9, 0)
         && conv_bf16::applies(g)
         && tile(dev, g.output_len() / g.cout, g.cout) == BIG
@@ -86,7 +114,11 @@ pub(super) fn forward(
         .push(beta)
         .launch(
             dev,
-            "conv_fwd_bf16w_128x128",
+            if mode() == WgmmaMode::Overlap {
+                "conv_fwd_bf16w_128x128o"
+            } else {
+                "conv_fwd_bf16w_128x128"
+            },
             cfg(grid, (THREADS, 1, 1), smem_bytes()),
         )
 }
@@ -97,6 +129,15 @@ mod tests {
 
     /// The launcher's figure is the kernel's: 4 stages of two 128 x 64 bf16 tiles, plus the
     /// alignment slack, within the H100's 227 KB opt-in limit.
+    #[test]
+    fn modes_round_trip() {
+        for m in MODES {
+            set_mode(m);
+            assert_eq!(mode(), m);
+        }
+        set_mode(WgmmaMode::Off);
+    }
+
     #[test]
     fn shared_memory_matches_the_kernel_layout() {
         assert_eq!(smem_bytes(), 4 * (128 * 64 + 128 * 64) * 2 + 1024);

@@ -31,34 +31,20 @@ use cudarc::driver::{result, LaunchConfig};
 use medvae_kernels::KernelError;
 use std::ffi::c_void;
 
-/// A kernel family that is on unless an environment variable holds `flip_value` (or, for one
-/// that is off by default, off unless it holds it), and that tests and benchmarks can switch at
-/// run time (to compare two kernel families on one card).
+/// A kernel family that is on unless an environment variable holds `off_value`, and that tests
+/// and benchmarks can switch at run time (to compare two kernel families on one card).
 pub(crate) struct KernelSwitch {
     var: &'static str,
-    flip_value: &'static str,
-    default_on: bool,
+    off_value: &'static str,
     // 0: not yet read from the environment, 1: on, 2: off.
     state: std::sync::atomic::AtomicU8,
 }
 
 impl KernelSwitch {
-    /// On unless `var` holds `off_value`.
     pub(crate) const fn new(var: &'static str, off_value: &'static str) -> Self {
         KernelSwitch {
             var,
-            flip_value: off_value,
-            default_on: true,
-            state: std::sync::atomic::AtomicU8::new(0),
-        }
-    }
-
-    /// Off unless `var` holds `on_value` (kernels not yet measured on a card).
-    pub(crate) const fn off_unless(var: &'static str, on_value: &'static str) -> Self {
-        KernelSwitch {
-            var,
-            flip_value: on_value,
-            default_on: false,
+            off_value,
             state: std::sync::atomic::AtomicU8::new(0),
         }
     }
@@ -69,8 +55,7 @@ impl KernelSwitch {
             1 => true,
             2 => false,
             _ => {
-                let flipped = std::env::var(self.var).is_ok_and(|v| v == self.flip_value);
-                let on = self.default_on != flipped;
+                let on = std::env::var(self.var).map_or(true, |v| v != self.off_value);
                 self.set(on);
                 on
             }
