@@ -154,16 +154,7 @@ template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = 
 __device__ __forceinline__ void conv_fwd16_impl(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias,
                                                 float* y, float beta) {
     FwdProb16 pb;
-    pb.g = g;
-    pb.x = x;
-    pb.w = w;
-    pb.bias = bias;
-    pb.y = y;
-    pb.beta = beta;
-    pb.M = g.n * g.od * g.oh * g.ow;
-    pb.N = g.cout;
-    pb.taps = g.kd * g.kh * g.kw;
-    pb.K = pb.taps * g.cin;
+    pb.bind(g, x, w, bias, y, beta);
     const int kt = (pb.K + BK - 1) / BK;
     igemm_bf16_run<BM, BN, WM, WN, STAGES, FwdProb16, BK>(pb, 0, kt);
 }

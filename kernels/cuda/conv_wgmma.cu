@@ -29,6 +29,7 @@
 // descriptor from the PTX ISA independently) and compiled by NVRTC + ptxas for sm_90a.
 #include "medvae_conv.cuh"
 #include "medvae_conv_bf16.cuh"
+#include "medvae_igemm_bf16.cuh"
 
 #define MV_WG_BM 128
 #define MV_WG_BN 128
@@ -144,25 +145,16 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
                                                     const float* bias, float* y, float beta) {
 #ifdef MV_HAVE_WGMMA
     constexpr int BM = MV_WG_BM, BN = MV_WG_BN, BK = MV_WG_BK, STAGES = MV_WG_STAGES, NT = MV_WG_THREADS;
-    constexpr int TILE_A = BM * BK * 2, TILE_B = BN * BK * 2, STAGE = TILE_A + TILE_B;  // bytes
+    constexpr int TILE_A = BM * BK, TILE_B = BN * BK, STAGE = TILE_A + TILE_B;  // bf16 elements
     constexpr int RA = BM * BK / 8 / NT, RB = BN * BK / 8 / NT;                         // runs per thread
     static_assert(RA * NT * 8 == BM * BK && RB * NT * 8 == BN * BK, "tile not divisible");
     FwdProbNK pb;
-    pb.g = g;
-    pb.x = x;
-    pb.w = wt;
-    pb.bias = bias;
-    pb.y = y;
-    pb.beta = beta;
-    pb.M = g.n * g.od * g.oh * g.ow;
-    pb.N = g.cout;
-    pb.taps = g.kd * g.kh * g.kw;
-    pb.K = pb.taps * g.cin;
+    pb.bind(g, x, wt, bias, y, beta);
     const int kt_end = (pb.K + BK - 1) / BK;
 
     // The ring starts at the first 1024-byte boundary of the shared window (swizzle atoms).
     unsigned char* raw = MV_DYN_SMEM(unsigned char);
-    unsigned char* smem = raw + ((1024u - (mv_smem_addr(raw) & 1023u)) & 1023u);
+    mv_u16* smem = reinterpret_cast<mv_u16*>(raw + ((1024u - (mv_smem_addr(raw) & 1023u)) & 1023u));
     const unsigned smem_s = mv_smem_addr(smem);
 
     const int tid = threadIdx.x;
@@ -173,32 +165,18 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
 #pragma unroll
     for (int j = 0; j < RA; ++j) {
         const int c = tid + j * NT, row = c / (BK / 8), chunk = c % (BK / 8);
-        a_off[j] = mv_sw128_offset(row, chunk);
+        a_off[j] = mv_sw128_offset(row, chunk) / 2;
         ait[j] = pb.a_iter(m0 + row, chunk * 8);
     }
 #pragma unroll
     for (int j = 0; j < RB; ++j) {
         const int c = tid + j * NT, row = c / (BK / 8), chunk = c % (BK / 8);
-        b_off[j] = mv_sw128_offset(row, chunk);
+        b_off[j] = mv_sw128_offset(row, chunk) / 2;
         bit[j] = pb.b_iter(n0 + row, chunk * 8);
     }
     auto load = [&](int stage) {
-        unsigned char* sa = smem + stage * STAGE;
-        unsigned char* sb = sa + TILE_A;
-#pragma unroll
-        for (int j = 0; j < RA; ++j) {
-            const mv_u16* src;
-            const bool ok = pb.a_src(ait[j], src);
-            mv_cp_async16(sa + a_off[j], src, ok);
-            pb.a_next(ait[j], BK);
-        }
-#pragma unroll
-        for (int j = 0; j < RB; ++j) {
-            const mv_u16* src;
-            const bool ok = pb.b_src(bit[j], src);
-            mv_cp_async16(sb + b_off[j], src, ok);
-            pb.b_next(bit[j], BK);
-        }
+        mv_u16* sa = smem + stage * STAGE;
+        igemm_bf16_issue(pb, ait, a_off, sa, bit, b_off, sa + TILE_A, BK);
     };
     constexpr int AHEAD = OVERLAP ? STAGES - 2 : STAGES - 1;  // k-tiles copied ahead
 #pragma unroll
@@ -222,8 +200,8 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
         if (kt + AHEAD < kt_end) load((i + AHEAD) % STAGES);
         mv_cp_async_commit();
 
-        const unsigned sa = smem_s + (i % STAGES) * STAGE + wg * 64 * 128;
-        const unsigned sb = smem_s + (i % STAGES) * STAGE + TILE_A;
+        const unsigned sa = smem_s + ((i % STAGES) * STAGE + wg * 64 * BK) * 2;
+        const unsigned sb = smem_s + ((i % STAGES) * STAGE + TILE_A) * 2;
         mv_wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < BK / 16; ++ks)

@@ -118,5 +118,19 @@ struct FwdProb16 {
     __device__ void store(int m, int n, float acc) const {
         mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
     }
+    // The problem of y = conv(x, w) + bias + beta * y on geometry g (w as its B operand wants it).
+    __device__ void bind(const ConvGeom& g_, const mv_u16* x_, const mv_u16* w_, const float* bias_, float* y_,
+                         float beta_) {
+        g = g_;
+        x = x_;
+        w = w_;
+        bias = bias_;
+        y = y_;
+        beta = beta_;
+        M = g.n * g.od * g.oh * g.ow;
+        N = g.cout;
+        taps = g.kd * g.kh * g.kw;
+        K = taps * g.cin;
+    }
 };
 

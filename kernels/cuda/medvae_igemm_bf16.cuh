@@ -75,6 +75,29 @@ __device__ __forceinline__ void frag_b2(const mv_u16* t, int n0, int k0, int lan
     b1[1] = f[3];
 }
 
+// Issue the cp.async copies of one k-tile: run j of A to sa + a_off[j], of B to sb + b_off[j]
+// (bf16 elements; zero-filled where the problem predicates the run off), each iterator then
+// advanced by bk. Shared with conv_wgmma.cu, whose tiles are laid out differently.
+template <class Prob, int RA, int RB>
+__device__ __forceinline__ void igemm_bf16_issue(const Prob& pb, typename Prob::AIter (&ait)[RA], const int (&a_off)[RA],
+                                                 mv_u16* sa, typename Prob::BIter (&bit)[RB], const int (&b_off)[RB],
+                                                 mv_u16* sb, int bk) {
+#pragma unroll
+    for (int j = 0; j < RA; ++j) {
+        const mv_u16* src;
+        const bool ok = pb.a_src(ait[j], src);
+        mv_cp_async16(sa + a_off[j], src, ok);
+        pb.a_next(ait[j], bk);
+    }
+#pragma unroll
+    for (int j = 0; j < RB; ++j) {
+        const mv_u16* src;
+        const bool ok = pb.b_src(bit[j], src);
+        mv_cp_async16(sb + b_off[j], src, ok);
+        pb.b_next(bit[j], bk);
+    }
+}
+
 // k-tiles kt_begin..kt_end (each BK deep) of the block's BM x BN output tile.
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, class Prob, int BK = MV_BK16>
 __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int kt_end) {
@@ -113,21 +136,7 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
     // Issue the copies of the next k-tile (in order: the iterators advance one tile per call).
     auto load = [&](int stage) {
         mv_u16* sa = smem + stage * STAGE;
-        mv_u16* sb = sa + TA::ELEMS;
-#pragma unroll
-        for (int j = 0; j < RA; ++j) {
-            const mv_u16* src;
-            const bool ok = pb.a_src(ait[j], src);
-            mv_cp_async16(sa + a_off[j], src, ok);
-            pb.a_next(ait[j], BK);
-        }
-#pragma unroll
-        for (int j = 0; j < RB; ++j) {
-            const mv_u16* src;
-            const bool ok = pb.b_src(bit[j], src);
-            mv_cp_async16(sb + b_off[j], src, ok);
-            pb.b_next(bit[j], BK);
-        }
+        igemm_bf16_issue(pb, ait, a_off, sa, bit, b_off, sa + TA::ELEMS, BK);
     };
 
     // Prologue: STAGES-1 tiles in flight (an empty group where the range is shorter, so that the
