@@ -218,7 +218,13 @@ MODEL_TEST='if [ -x "$0/$1" ]; then exec "$0/$1" --nocapture --test-threads 1;
 if [ -n "$BIN" ]; then
   # Launches are timed one by one (MEDVAE_CUDA_PROFILE) so that the last test can list the
   # kernel entry points no parity test reached.
-  run_step parity 150 env MEDVAE_CUDA_PROFILE=1 "${PARITY_CMD[@]}" --nocapture --test-threads 1
+  run_step parity 150 env MEDVAE_CUDA_PROFILE=1 "${PARITY_CMD[@]}" --nocapture --test-threads 1 \
+    --skip conv_tiles
+  # The candidate conv tiles and the wgmma forward, never yet run on a card, each in a process of
+  # its own: a fault there (a trap, a bad address) poisons the CUDA context, and must not take
+  # the checks of the kernels in use with it.
+  run_step tile-parity 60 "${PARITY_CMD[@]}" --nocapture --test-threads 1 conv_tiles::every_streamed_tile
+  run_step wgmma-parity 60 "${PARITY_CMD[@]}" --nocapture --test-threads 1 conv_tiles::wgmma
   run_step model-parity 120 bash -c "$MODEL_TEST" "$BIN" cuda_model
   run_step lpips-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_lpips
   run_step stage1-parity 150 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
@@ -375,6 +381,11 @@ fi
   fi
   for f in model-parity lpips-parity stage1-parity stage2-parity; do
     [ -f "$LOG/$f.log" ] && grep -E "rel err|worst" "$LOG/$f.log" | cut -c1-120
+  done
+  for f in tile-parity wgmma-parity; do
+    [ -f "$LOG/$f.log" ] && awk -v f="$f" '/rel err/ { for (i = 1; i < NF; i++) if ($i == "err") {
+        v = $(i + 1) + 0; n++; if (v >= m) { m = v; w = $0 } } }
+      END { if (n) printf "-- %s: %d comparisons, worst: %s\n", f, n, substr(w, 1, 110) }' "$LOG/$f.log"
   done
   [ -f "$LOG/parity.log" ] && grep -o "kernel coverage: .*" "$LOG/parity.log" | cut -c1-400
   printf '%-16s %-8s %6s  %s\n' STEP STATUS SECS NOTE

@@ -64,6 +64,12 @@ fn case(g: ConvGeometry, seed: u64) -> Case {
     }
 }
 
+/// A short label of a geometry for the report lines.
+fn label(g: &ConvGeometry) -> String {
+    let [d, h, w] = g.in_spatial;
+    format!("{}x{d}x{h}x{w} {}->{}", g.batch, g.cin, g.cout)
+}
+
 /// The BF16 forward, then data and weight gradients in one call, on the GPU against the CPU.
 fn compare(dev: &CudaDevice, c: &Case, tag: &str) {
     let g = &c.g;
@@ -108,7 +114,7 @@ fn every_streamed_tile_matches_cpu() {
                     assert_eq!(chosen, tile, "{g:?}: the override must apply here");
                 }
             }
-            compare(dev, &c, &format!("{g:?} tile {}", tile.name));
+            compare(dev, &c, &format!("{} tile {}", label(&g), tile.name));
         }
         set_forward_tile(None).expect("reset");
         set_wgrad_tile(None).expect("reset");
@@ -128,7 +134,7 @@ fn wgmma_forward_matches_cpu() {
         let c = case(g, 51 + i as u64);
         for mode in [WgmmaMode::On, WgmmaMode::Overlap] {
             conv_wgmma::set_mode(mode);
-            compare(dev, &c, &format!("{g:?} wgmma {mode:?}"));
+            compare(dev, &c, &format!("{} wgmma {mode:?}", label(&g)));
         }
     }
     conv_wgmma::set_mode(WgmmaMode::Off);
