@@ -103,53 +103,6 @@ struct DgradProb16 {
     }
 };
 
-// ------------------------------------------------------------------ weight-gradient problem
-struct WgradProb16 {
-    static constexpr bool A_KMAJOR = false, B_KMAJOR = false;
-    ConvGeom g;
-    const mv_u16* x;
-    const mv_u16* dy;
-    float* dw;
-    int M, N, K;  // M = taps * Cin, N = Cout, K = output pixels
-
-    // A run: x at output pixel p's tap position, channels ci..ci+7 (rows r..r+7 = (tap, ci..)).
-    struct AIter {
-        bool row_ok;
-        KCursor t;  // (tap, ci) of the row, fixed
-        PixelCursor p;
-    };
-    __device__ AIter a_iter(int r, int p) const {
-        AIter it;
-        it.row_ok = r < M;
-        it.t.set(g, it.row_ok ? r : 0, g.cin);
-        it.p.set(g, p);
-        return it;
-    }
-    __device__ bool a_src(const AIter& it, const mv_u16*& src) const {
-        src = x;
-        if (!it.row_ok || it.p.p >= K) return false;
-        const int d = it.p.od * g.sd - g.pd + it.t.kd, h = it.p.oh * g.sh - g.ph + it.t.kh,
-                  w_ = it.p.ow * g.sw - g.pw + it.t.kw;
-        if (!conv_inside(g, d, h, w_)) return false;
-        src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.t.c;
-        return true;
-    }
-    __device__ void a_next(AIter& it, int bk) const { it.p.advance(g, bk); }
-    // B run: dy[p, n..n+7].
-    struct BIter {
-        int n, p;
-    };
-    __device__ BIter b_iter(int n, int p) const { return BIter{n, p}; }
-    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
-        src = dy;
-        if (r.p >= K || r.n >= N) return false;
-        src = dy + (mv_i64)r.p * N + r.n;
-        return true;
-    }
-    __device__ void b_next(BIter& r, int bk) const { r.p += bk; }
-    __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
-};
-
 template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = MV_BK16>
 __device__ __forceinline__ void conv_fwd16_impl(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias,
                                                 float* y, float beta) {
@@ -181,13 +134,7 @@ template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = 
 __device__ __forceinline__ void conv_wgrad16_impl(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw,
                                                   int tiles_per_split) {
     WgradProb16 pb;
-    pb.g = g;
-    pb.x = x;
-    pb.dy = dy;
-    pb.dw = dw;
-    pb.M = g.kd * g.kh * g.kw * g.cin;
-    pb.N = g.cout;
-    pb.K = g.n * g.od * g.oh * g.ow;
+    pb.bind(g, x, dy, dw);
     const int kt = (pb.K + BK - 1) / BK;
     const int b = blockIdx.z * tiles_per_split;
     const int e = min(kt, b + tiles_per_split);

@@ -16,7 +16,10 @@
 // The weights therefore go in transposed, [Cout][taps * Cin] (conv_weight_nk_bf16 below).
 //
 // Entry points: conv_fwd_bf16w_128x128 (each k-tile's MMAs retired before the next) and
-// conv_fwd_bf16w_128x128o (one group of MMAs left in flight while the next copies are issued).
+// conv_fwd_bf16w_128x128o (one group of MMAs left in flight while the next copies are issued);
+// conv_wgrad_bf16w_128x128, the weight gradient, whose operands (x and dy, runs of channels at
+// one pixel) are MN-major: 128-byte rows of 64 channels at one pixel, swizzled alike, wgmma's
+// transpose flags set.
 // Block: 2 warpgroups (256 threads) on a 128 x 128 output tile, warpgroup w on rows 64w..64w+63;
 // accumulator fragment of m64n128 (per warp of the warpgroup: rows 16 * warp + g, g + 8, column
 // chunk j = 8j + 2t, +1, with g = lane / 4, t = lane % 4) = that of 16 mma.m16n8 tiles, so the
@@ -50,14 +53,18 @@ __device__ __forceinline__ unsigned mv_smem_addr(const void* p) {
 #endif
 }
 
-// Byte offset of 16-byte chunk c of row r in a K-major tile with the 128-byte swizzle.
+// Byte offset of 16-byte chunk c of 128-byte row r of a 128-byte-swizzled tile (a row is 64
+// k-values of one M/N row when K-major, 64 M/N values of one k when MN-major).
 __device__ __forceinline__ int mv_sw128_offset(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
 
-// Descriptor of a K-major, 128-byte-swizzled operand starting at shared address `addr`.
-__device__ __forceinline__ unsigned long long mv_wgmma_desc_sw128(unsigned addr) {
+// Descriptor of a 128-byte-swizzled operand at shared address `addr`. K-major: SBO = 1024 (8
+// rows of 128 B), LBO unused (16). MN-major: LBO = the stride between 64-wide M/N groups, SBO =
+// the stride between groups of 8 k-rows.
+__device__ __forceinline__ unsigned long long mv_wgmma_desc_sw128(unsigned addr, unsigned lbo = 16,
+                                                                  unsigned sbo = 1024) {
     return (unsigned long long)((addr & 0x3FFFFu) >> 4)      // start address, 16-byte units
-           | (1ull << 16)                                     // leading byte offset (unused)
-           | ((unsigned long long)(1024 >> 4) << 32)          // stride byte offset: 8 rows x 128 B
+           | ((unsigned long long)((lbo >> 4) & 0x3FFFu) << 16)  // leading byte offset
+           | ((unsigned long long)((sbo >> 4) & 0x3FFFu) << 32)  // stride byte offset
            | (1ull << 62);                                    // swizzle mode: 128 bytes
 }
 
@@ -86,18 +93,20 @@ __device__ __forceinline__ void mv_fence_proxy_async_smem() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 #endif
 }
-// d (m64n128, f32) += A (64 x 16, descriptor da) * B (16 x 128, descriptor db), both K-major.
+// d (m64n128, f32) += A (64 x 16, descriptor da) * B (16 x 128, descriptor db); A_MN / B_MN:
+// the operand is MN-major (wgmma's transpose flag) rather than K-major.
+template <int A_MN, int B_MN>
 __device__ __forceinline__ void mv_wgmma_m64n128k16_bf16(float (&d)[16][4], unsigned long long da,
                                                          unsigned long long db) {
 #ifdef MEDVAE_EMU
-    emu::wgmma_m64n128k16_bf16(&d[0][0], da, db);
+    emu::wgmma_m64n128k16_bf16(&d[0][0], da, db, A_MN != 0, B_MN != 0);
 #else
     asm volatile(
         "{\n"
         ".reg .pred p;\n"
         "setp.ne.b32 p, %66, 0;\n"
         "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n"
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, %67, %68;\n"
         "}\n"
         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
           "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
@@ -115,7 +124,7 @@ __device__ __forceinline__ void mv_wgmma_m64n128k16_bf16(float (&d)[16][4], unsi
           "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
           "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
           "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-        : "l"(da), "l"(db), "r"(1));
+        : "l"(da), "l"(db), "r"(1), "n"(A_MN), "n"(B_MN));
 #endif
 }
 #endif  // MV_HAVE_WGMMA
@@ -136,21 +145,50 @@ struct FwdProbNK : FwdProb16 {
     __device__ void b_next(BIter& r, int bk) const { r.k += bk; }
 };
 
-// OVERLAP = false: each k-tile's wgmma group is waited for before the next k-tile, and copies
-// run STAGES - 1 tiles ahead. OVERLAP = true: one group stays in flight while the warps issue
-// the next tile's copies, so copies run STAGES - 2 ahead (the stage refilled at iteration i was
-// read by group i - 2, which the wait at the end of iteration i - 1 retired).
-template <bool OVERLAP>
-__device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x, const mv_u16* wt,
-                                                    const float* bias, float* y, float beta) {
 #ifdef MV_HAVE_WGMMA
+// Where run c (of ROWS x BK per stage) of an operand goes, and the iterator arguments it starts
+// from. K-major: 128-byte row = 64 k of one row, so run c is (row c / 8, chunk c % 8). MN-major:
+// 128-byte row = 64 rows at one k; atoms of 8 k-rows (1024 B) at (row group * BK/8 + k / 8) *
+// 1024, so that a k16 step is 2 atoms (2048 B) further and a 64-row group BK/8 atoms further.
+template <bool MN, int ROWS>
+struct WgRun {
+    int off;    // bf16 elements from the stage's tile
+    int fixed;  // row (K-major) or first of eight rows (MN-major), relative to the block
+    int k;      // k relative to the first k-tile
+    __device__ WgRun(int c) {
+        if (MN) {
+            k = c / (ROWS / 8);
+            fixed = (c % (ROWS / 8)) * 8;
+            off = (((fixed / 64) * (MV_WG_BK / 8) + k / 8) * 1024 + mv_sw128_offset(k % 8, (fixed % 64) / 8)) / 2;
+        } else {
+            fixed = c / (MV_WG_BK / 8);
+            k = (c % (MV_WG_BK / 8)) * 8;
+            off = mv_sw128_offset(fixed, k / 8) / 2;
+        }
+    }
+};
+
+// Descriptor of k16 step ks of the 64 (A: warpgroup wg's) or 128 (B) rows of a stage's tile at
+// shared address `tile`.
+template <bool MN>
+__device__ __forceinline__ unsigned long long mv_wg_desc(unsigned tile, int group64, int ks) {
+    if (MN) return mv_wgmma_desc_sw128(tile + group64 * (MV_WG_BK / 8) * 1024 + ks * 2048, (MV_WG_BK / 8) * 1024, 1024);
+    return mv_wgmma_desc_sw128(tile + group64 * 64 * 128 + ks * 32);
+}
+
+// k-tiles kt_begin..kt_end of the block's 128 x 128 output tile of problem pb (A and B MN- or
+// K-major as Prob says), stored by pb.store. OVERLAP = false: each k-tile's wgmma group is
+// waited for before the next k-tile, and copies run STAGES - 1 tiles ahead. OVERLAP = true: one
+// group stays in flight while the warps issue the next tile's copies, so copies run STAGES - 2
+// ahead (the stage refilled at iteration i was read by group i - 2, which the wait at the end of
+// iteration i - 1 retired).
+template <class Prob, bool OVERLAP>
+__device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int kt_end) {
     constexpr int BM = MV_WG_BM, BN = MV_WG_BN, BK = MV_WG_BK, STAGES = MV_WG_STAGES, NT = MV_WG_THREADS;
+    constexpr bool A_MN = !Prob::A_KMAJOR, B_MN = !Prob::B_KMAJOR;
     constexpr int TILE_A = BM * BK, TILE_B = BN * BK, STAGE = TILE_A + TILE_B;  // bf16 elements
-    constexpr int RA = BM * BK / 8 / NT, RB = BN * BK / 8 / NT;                         // runs per thread
+    constexpr int RA = BM * BK / 8 / NT, RB = BN * BK / 8 / NT;                 // runs per thread
     static_assert(RA * NT * 8 == BM * BK && RB * NT * 8 == BN * BK, "tile not divisible");
-    FwdProbNK pb;
-    pb.bind(g, x, wt, bias, y, beta);
-    const int kt_end = (pb.K + BK - 1) / BK;
 
     // The ring starts at the first 1024-byte boundary of the shared window (swizzle atoms).
     unsigned char* raw = MV_DYN_SMEM(unsigned char);
@@ -159,20 +197,20 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
 
     const int tid = threadIdx.x;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-    FwdProbNK::AIter ait[RA];
-    FwdProbNK::BIter bit[RB];
+    typename Prob::AIter ait[RA];
+    typename Prob::BIter bit[RB];
     int a_off[RA], b_off[RB];
 #pragma unroll
     for (int j = 0; j < RA; ++j) {
-        const int c = tid + j * NT, row = c / (BK / 8), chunk = c % (BK / 8);
-        a_off[j] = mv_sw128_offset(row, chunk) / 2;
-        ait[j] = pb.a_iter(m0 + row, chunk * 8);
+        const WgRun<A_MN, BM> r(tid + j * NT);
+        a_off[j] = r.off;
+        ait[j] = pb.a_iter(m0 + r.fixed, kt_begin * BK + r.k);
     }
 #pragma unroll
     for (int j = 0; j < RB; ++j) {
-        const int c = tid + j * NT, row = c / (BK / 8), chunk = c % (BK / 8);
-        b_off[j] = mv_sw128_offset(row, chunk) / 2;
-        bit[j] = pb.b_iter(n0 + row, chunk * 8);
+        const WgRun<B_MN, BN> r(tid + j * NT);
+        b_off[j] = r.off;
+        bit[j] = pb.b_iter(n0 + r.fixed, kt_begin * BK + r.k);
     }
     auto load = [&](int stage) {
         mv_u16* sa = smem + stage * STAGE;
@@ -181,7 +219,7 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
     constexpr int AHEAD = OVERLAP ? STAGES - 2 : STAGES - 1;  // k-tiles copied ahead
 #pragma unroll
     for (int s = 0; s < AHEAD; ++s) {
-        if (s < kt_end) load(s);
+        if (kt_begin + s < kt_end) load(s);
         mv_cp_async_commit();
     }
 
@@ -190,7 +228,7 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
     for (int j = 0; j < 16; ++j) acc[0][j][0] = acc[0][j][1] = acc[0][j][2] = acc[0][j][3] = 0.0f;
     const int wg = tid >> 7;
 
-    for (int kt = 0, i = 0; kt < kt_end; ++kt, ++i) {
+    for (int kt = kt_begin, i = 0; kt < kt_end; ++kt, ++i) {
         // Tile kt has landed; the fence hands it to the async proxy, the barrier tells every
         // thread that the stage refilled next (read by a wgmma group that every warpgroup has
         // retired) is free.
@@ -200,12 +238,12 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
         if (kt + AHEAD < kt_end) load((i + AHEAD) % STAGES);
         mv_cp_async_commit();
 
-        const unsigned sa = smem_s + ((i % STAGES) * STAGE + wg * 64 * BK) * 2;
-        const unsigned sb = smem_s + ((i % STAGES) * STAGE + TILE_A) * 2;
+        const unsigned sa = smem_s + (i % STAGES) * STAGE * 2;
+        const unsigned sb = sa + TILE_A * 2;
         mv_wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < BK / 16; ++ks)
-            mv_wgmma_m64n128k16_bf16(acc[0], mv_wgmma_desc_sw128(sa + ks * 32), mv_wgmma_desc_sw128(sb + ks * 32));
+            mv_wgmma_m64n128k16_bf16<A_MN, B_MN>(acc[0], mv_wg_desc<A_MN>(sa, wg, ks), mv_wg_desc<B_MN>(sb, 0, ks));
         mv_wgmma_commit();
         mv_wgmma_wait<OVERLAP ? 1 : 0>();
     }
@@ -214,6 +252,16 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
 
     const int warp = (tid >> 5) & 3, lane = tid & 31;
     mv_mma_epilogue<1, 16>(pb, acc, m0 + wg * 64 + warp * 16, n0, lane);
+}
+#endif  // MV_HAVE_WGMMA
+
+template <bool OVERLAP>
+__device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x, const mv_u16* wt,
+                                                    const float* bias, float* y, float beta) {
+#ifdef MV_HAVE_WGMMA
+    FwdProbNK pb;
+    pb.bind(g, x, wt, bias, y, beta);
+    conv_wgmma_run<FwdProbNK, OVERLAP>(pb, 0, (pb.K + MV_WG_BK - 1) / MV_WG_BK);
 #else
     __trap();
 #endif
@@ -226,6 +274,24 @@ extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
 extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
     conv_fwd_bf16w_128x128o(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
     conv_fwd_wgmma_impl<true>(g, x, wt, bias, y, beta);
+}
+
+// dw[r, co] += sum over output pixels p of x[p's tap position, ci] dy[p, co], r = (tap, ci): both
+// operands MN-major (runs of eight channels at one pixel), the pixel reduction split across
+// gridDim.z (`tiles_per_split` k-tiles of 64 pixels each), splits added atomically.
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
+    conv_wgrad_bf16w_128x128(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+#ifdef MV_HAVE_WGMMA
+    WgradProb16 pb;
+    pb.bind(g, x, dy, dw);
+    const int kt = (pb.K + MV_WG_BK - 1) / MV_WG_BK;
+    const int b = blockIdx.z * tiles_per_split;
+    const int e = min(kt, b + tiles_per_split);
+    if (b >= e) return;  // uniform for the whole block
+    conv_wgmma_run<WgradProb16, false>(pb, b, e);
+#else
+    __trap();
+#endif
 }
 
 // wt[n * K + k] = bf16(w[k * N + n]): weights [taps, Cin, Cout] (K = taps * Cin rows) to the

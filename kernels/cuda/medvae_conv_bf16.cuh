@@ -1,5 +1,6 @@
 // medvae_conv_bf16.cuh — the k and pixel cursors of the bf16 implicit-GEMM convolutions, and
-// the forward problem they share (conv_bf16.cu's mma.sync pipeline, conv_wgmma.cu's wgmma one).
+// the forward and weight-gradient problems that conv_bf16.cu's mma.sync pipeline and
+// conv_wgmma.cu's wgmma one share.
 //
 // A problem class says where each 16-byte run of eight bf16 operands lives (see
 // medvae_igemm_bf16.cuh for the interface); channel counts are multiples of 8, so a run never
@@ -134,3 +135,58 @@ struct FwdProb16 {
     }
 };
 
+// ------------------------------------------------------------------ weight-gradient problem
+struct WgradProb16 {
+    static constexpr bool A_KMAJOR = false, B_KMAJOR = false;
+    ConvGeom g;
+    const mv_u16* x;
+    const mv_u16* dy;
+    float* dw;
+    int M, N, K;  // M = taps * Cin, N = Cout, K = output pixels
+
+    // A run: x at output pixel p's tap position, channels ci..ci+7 (rows r..r+7 = (tap, ci..)).
+    struct AIter {
+        bool row_ok;
+        KCursor t;  // (tap, ci) of the row, fixed
+        PixelCursor p;
+    };
+    __device__ AIter a_iter(int r, int p) const {
+        AIter it;
+        it.row_ok = r < M;
+        it.t.set(g, it.row_ok ? r : 0, g.cin);
+        it.p.set(g, p);
+        return it;
+    }
+    __device__ bool a_src(const AIter& it, const mv_u16*& src) const {
+        src = x;
+        if (!it.row_ok || it.p.p >= K) return false;
+        const int d = it.p.od * g.sd - g.pd + it.t.kd, h = it.p.oh * g.sh - g.ph + it.t.kh,
+                  w_ = it.p.ow * g.sw - g.pw + it.t.kw;
+        if (!conv_inside(g, d, h, w_)) return false;
+        src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.t.c;
+        return true;
+    }
+    __device__ void a_next(AIter& it, int bk) const { it.p.advance(g, bk); }
+    // B run: dy[p, n..n+7].
+    struct BIter {
+        int n, p;
+    };
+    __device__ BIter b_iter(int n, int p) const { return BIter{n, p}; }
+    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
+        src = dy;
+        if (r.p >= K || r.n >= N) return false;
+        src = dy + (mv_i64)r.p * N + r.n;
+        return true;
+    }
+    __device__ void b_next(BIter& r, int bk) const { r.p += bk; }
+    __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
+    __device__ void bind(const ConvGeom& g_, const mv_u16* x_, const mv_u16* dy_, float* dw_) {
+        g = g_;
+        x = x_;
+        dy = dy_;
+        dw = dw_;
+        M = g.kd * g.kh * g.kw * g.cin;
+        N = g.cout;
+        K = g.n * g.od * g.oh * g.ow;
+    }
+};

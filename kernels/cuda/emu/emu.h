@@ -306,17 +306,23 @@ inline void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
 }
 
 // wgmma.mma_async m64n128k16 (bf16 in, f32 accumulate) emulation: operands straight from
-// shared memory through their descriptors, both K-major with the 128-byte swizzle (the only
-// layout the kernels use), transcribed from the PTX ISA: start address and stride byte offset
-// (between 8-row groups) in bits 0-13 and 32-45 (16-byte units), swizzle mode in bits 62-63;
-// element (row, k) at start + (row / 8) * SBO + (row % 8) * 128 + 2k, then address bits 4-6
-// XOR bits 7-9. Thread (warp w of its warpgroup, lane = 4g + t) holds rows 16w + g (+8) and
-// columns 8j + 2t (+1) as d[4j + e]. The copy completes at once (no asynchrony to emulate).
-inline void wgmma_m64n128k16_bf16(float* d, uint64_t da, uint64_t db) {
-    auto elem = [](uint64_t desc, int row, int k) {
+// shared memory through their descriptors, with the 128-byte swizzle (the only mode the kernels
+// use), transcribed from the PTX ISA: start address, leading and stride byte offsets in bits
+// 0-13, 16-29 and 32-45 (16-byte units), swizzle mode in bits 62-63. Canonical layouts, for
+// element (r, k) of a 64- (A) or 128-row (B) operand:
+//   K-major (trans 0):  start + (r / 8) * SBO + (r % 8) * 128 + 2k               (LBO unused)
+//   MN-major (trans 1): start + (r / 64) * LBO + (k / 8) * SBO + (k % 8) * 128 + 2 (r % 64)
+// then address bits 4-6 XOR bits 7-9. Thread (warp w of its warpgroup, lane = 4g + t) holds rows
+// 16w + g (+8) and columns 8j + 2t (+1) as d[4j + e]. The copy completes at once (no asynchrony
+// to emulate).
+inline void wgmma_m64n128k16_bf16(float* d, uint64_t da, uint64_t db, bool a_mn, bool b_mn) {
+    auto elem = [](uint64_t desc, bool mn, int r, int k) {
         if ((desc >> 62) != 1) die("wgmma emulation: only the 128-byte swizzle is transcribed");
-        const uint32_t start = (uint32_t)(desc & 0x3FFFu) << 4, sbo = (uint32_t)((desc >> 32) & 0x3FFFu) << 4;
-        uint32_t addr = start + (uint32_t)(row / 8) * sbo + (uint32_t)(row % 8) * 128 + (uint32_t)k * 2;
+        const uint32_t start = (uint32_t)(desc & 0x3FFFu) << 4, lbo = (uint32_t)((desc >> 16) & 0x3FFFu) << 4,
+                       sbo = (uint32_t)((desc >> 32) & 0x3FFFu) << 4;
+        uint32_t addr = mn ? start + (uint32_t)(r / 64) * lbo + (uint32_t)(k / 8) * sbo + (uint32_t)(k % 8) * 128 +
+                                 (uint32_t)(r % 64) * 2
+                           : start + (uint32_t)(r / 8) * sbo + (uint32_t)(r % 8) * 128 + (uint32_t)k * 2;
         addr ^= ((addr >> 7) & 7u) << 4;
         if (addr + 2 > ctx().dyn.size()) die("wgmma operand outside dynamic shared memory");
         uint16_t h;
@@ -328,7 +334,7 @@ inline void wgmma_m64n128k16_bf16(float* d, uint64_t da, uint64_t db) {
         for (int e = 0; e < 4; ++e) {
             const int row = 16 * w + g + (e >= 2 ? 8 : 0), col = 8 * j + 2 * t + (e & 1);
             float acc = d[4 * j + e];
-            for (int k = 0; k < 16; ++k) acc += elem(da, row, k) * elem(db, col, k);
+            for (int k = 0; k < 16; ++k) acc += elem(da, a_mn, row, k) * elem(db, b_mn, col, k);
             d[4 * j + e] = acc;
         }
 }

@@ -169,6 +169,21 @@ int main() {
                 snprintf(tag, sizeof tag, "case %zu fwd wgmma %s no bias", ci, name);
                 chk::expect(tag, y0, y0exp, 1e-5);
             }
+            // The wgmma weight gradient (MN-major operands), accumulating onto 1.0, the pixels
+            // split in 1, 2 and 3 (uneven) parts of 64-pixel k-tiles.
+            for (int splits : {1, 2, 3}) {
+                std::vector<float> dw(ws, 1.0f);
+                const int P = g.n * g.od * g.oh * g.ow, kt = (P + MV_WG_BK - 1) / MV_WG_BK;
+                const int tps = (kt + splits - 1) / splits;
+                dim3 gw((K + MV_WG_BM - 1) / MV_WG_BM, (g.cout + MV_WG_BN - 1) / MV_WG_BN, splits);
+                EMU_LAUNCH(conv_wgrad_bf16w_128x128, gw, dim3(MV_WG_THREADS), smem, g, xh.data(), dyh.data(),
+                           dw.data(), tps);
+                std::vector<double> dwexp(dwref);
+                for (auto& e : dwexp) e += 1.0;
+                char tag[128];
+                snprintf(tag, sizeof tag, "case %zu wgrad wgmma 128x128, %d splits", ci, splits);
+                chk::expect(tag, dw, dwexp, 1e-5);
+            }
         }
         for (const Variant& v : variants()) {
             // The tuning candidates on the cases with several tiles or taps per k-tile only (the

@@ -125,6 +125,7 @@ pub const SOURCES: &[KernelSource] = &[
         [
             "conv_fwd_bf16w_128x128",
             "conv_fwd_bf16w_128x128o",
+            "conv_wgrad_bf16w_128x128",
             "conv_weight_nk_bf16"
         ]
     ),

@@ -210,6 +210,21 @@ pub(super) fn wgrad_plan(
     plan_weight_gradient(dev.sm_count() as usize, g, prec.bk(), streamed, forced)
 }
 
+/// The plan of the wgmma weight gradient (`conv_wgmma.cu`: 128x128, 256 threads, 64-pixel
+/// k-tiles), with the streamed kernels' blocks per SM (or `MEDVAE_WGRAD_BLOCKS_PER_SM`).
+pub(super) fn wgmma_wgrad_plan(dev: &CudaDevice, g: &ConvGeometry) -> CudaResult<WgradPlan> {
+    let tile = BlockTile {
+        name: "wgmma",
+        bm: 128,
+        bn: 128,
+        threads: 256,
+        bk: 64,
+        stages: 4,
+    };
+    let forced = (Some(tile), wgrad_blocks_per_sm());
+    plan_weight_gradient(dev.sm_count() as usize, g, tile.bk, true, forced)
+}
+
 /// The split keeps `blocks_per_sm` blocks per SM with at least 8 k-tiles (of the tile's
 /// pixels; `staged_k_tile` for the staged kernels) per split: the GEMMs are tall and thin
 /// (~10⁵–10⁶ pixels), and without splits a few dozen blocks would run the whole reduction.

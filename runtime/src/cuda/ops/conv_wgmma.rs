@@ -1,16 +1,16 @@
-//! The forward convolution on Hopper's warpgroup MMA (`kernels/cuda/conv_wgmma.cu`): bf16
-//! operands read by `wgmma.mma_async` straight from shared memory, where the streamed kernels
-//! of [`super::conv_bf16`] (mma.sync) must first load every fragment into registers.
+//! Convolutions on Hopper's warpgroup MMA (`kernels/cuda/conv_wgmma.cu`): the forward (and with
+//! it the stride-1 data gradient) and the weight gradient, bf16 operands read by
+//! `wgmma.mma_async` straight from shared memory, where the streamed kernels of
+//! [`super::conv_bf16`] (mma.sync) must first load every fragment into registers.
 //!
 //! **Unverified on a GPU** (written without a card: checked in the CPU emulator and compiled by
 //! NVRTC + ptxas for sm_90a), so it is **off by default**: `MEDVAE_CONV_WGMMA=on` (each
 //! k-tile's MMAs retired before the next) or `=overlap` (one group of MMAs left in flight while
-//! the next copies are issued), or [`set_mode`], turns it on for the large BF16 forward
-//! convolutions (and the stride-1 data gradients, which run as forward convolutions) on compute
-//! capability 9.0.
+//! the next copies are issued; the weight gradient has the first form only), or [`set_mode`],
+//! turns it on for the large BF16 convolutions on compute capability 9.0.
 
 use super::conv::ConvGeom;
-use super::conv_plan::{tile, BIG};
+use super::conv_plan::{tile, wgmma_wgrad_plan, BIG};
 use super::{conv_bf16, grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
@@ -79,6 +79,44 @@ pub(super) fn applies(dev: &CudaDevice, g: &ConvGeometry) -> bool {
         && (arch.major, arch.minor) == (9, 0)
         && conv_bf16::applies(g)
         && tile(dev, g.output_len() / g.cout, g.cout) == BIG
+}
+
+/// The wgmma weight gradient takes `g` on `dev`: switched on, a 9.0 device, channel counts the
+/// streamed kernels take, and more than 64 output channels (as the streamed 128x128 default).
+pub(super) fn applies_wgrad(dev: &CudaDevice, g: &ConvGeometry) -> bool {
+    let arch = dev.arch();
+    mode() != WgmmaMode::Off
+        && (arch.major, arch.minor) == (9, 0)
+        && conv_bf16::applies(g)
+        && g.cout > 64
+}
+
+/// `dw += x^T dy` from bf16 `xh` and `dyh` (the caller has checked the buffers and
+/// [`applies_wgrad`]); the pixel reduction split across gridDim.z as `conv_plan` plans it.
+pub(super) fn backward_weight(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    xh: &DeviceBuffer,
+    dyh: &DeviceBuffer,
+    dw: &DeviceBuffer,
+) -> CudaResult<()> {
+    let plan = wgmma_wgrad_plan(dev, g)?;
+    Args::new()
+        .push(cg)
+        .buf(xh)
+        .buf(dyh)
+        .buf(dw)
+        .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
+        .launch(
+            dev,
+            "conv_wgrad_bf16w_128x128",
+            cfg(
+                (plan.grid.0, plan.grid.1, plan.splits as u32),
+                (THREADS, 1, 1),
+                smem_bytes(),
+            ),
+        )
 }
 
 /// `y = conv(x, w) + bias + beta * y` from bf16 `xh` and the f32 weights `w` (`[taps, Cin,
