@@ -54,7 +54,10 @@ if [ "${1:-}" = "--prepare" ]; then
     [ -n "$exe" ] && cp "$exe" "$PREBUILT/bin/$t"
   done
   strip "$PREBUILT"/bin/* 2>/dev/null || true
-  # Precompiled kernel images (CUBIN for $arch): the GPU machine then needs no NVRTC.
+  # Precompiled kernel images (CUBIN for $arch): the GPU machine then needs no NVRTC. NVRTC
+  # here comes from NVIDIA's wheel (scripts/install-nvrtc.sh installs it once, then only prints
+  # the library path).
+  eval "$(bash scripts/install-nvrtc.sh "${MEDVAE_NVRTC_DIR:-/opt/nvrtc}")" || true
   MEDVAE_PTX_CACHE="$PREBUILT/ptx-cache" "$PREBUILT/bin/kernels" warm-cache --arch "$arch" ||
     echo "warning: could not precompile kernels (is NVRTC on LD_LIBRARY_PATH? see scripts/install-nvrtc.sh)"
   # What the check reads besides the binaries, in .bench/ (git-ignored; carry it too): the
