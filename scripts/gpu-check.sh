@@ -280,12 +280,12 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   # The bundled quickstart finetune (200 steps, generator and discriminator) on CUDA and on the
   # CPU: the validation numbers must agree to rounding.
   # Run folders (checkpoints) stay out of $OUT: only logs come back.
-  run_step finetune-cuda 90 bash -c '"$0" finetune --config configs/quickstart_2d.yaml device=cuda \
+  run_step finetune-cuda 90 bash -c 'set -o pipefail; "$0" finetune --config configs/quickstart_2d.yaml device=cuda \
       output_dir="$1/ft-cuda" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
-  run_step finetune-cpu 120 bash -c '"$0" finetune --config configs/quickstart_2d.yaml \
+  run_step finetune-cpu 120 bash -c 'set -o pipefail; "$0" finetune --config configs/quickstart_2d.yaml \
       output_dir="$1/ft-cpu" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   # The 3D quickstart on CUDA (its slicing kernels were first written without a GPU).
-  run_step finetune-3d-cuda 120 bash -c '"$0" finetune --config configs/quickstart_3d.yaml \
+  run_step finetune-3d-cuda 120 bash -c 'set -o pipefail; "$0" finetune --config configs/quickstart_3d.yaml \
       device=cuda output_dir="$1/ft-3d-cuda" 2>&1 | tail -n 4' "$MEDVAE_BIN" \
       "${TMPDIR:-/tmp}/medvae-gpu-check"
   # The same with the flash attention kernels instead of the GEMM path, and a kernel ranking.
@@ -300,11 +300,12 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   # gradient; the kernel-level sweep is the "tiles" part of bench-kernels), to choose defaults.
   # "on" / "overlap" are the Hopper wgmma forward (MEDVAE_CONV_WGMMA=on / overlap), with the
   # default streamed tiles for the rest.
-  run_step ours-bf16-tiles 140 bash -c 'for t in 256x128 128x128w4 128x128k64 on overlap; do
+  run_step ours-bf16-tiles 140 bash -c 'rc=0; for t in 256x128 128x128w4 128x128k64 on overlap; do
       printf "%s " "$t"; case $t in on|overlap) export MEDVAE_CONV_WGMMA=$t; t=;; esac
-      MEDVAE_CONV_TILE=$t MEDVAE_WGRAD_TILE=$t "$0" bench --device cuda \
-      --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage1_step |
-      grep -o "\"median_s\":[0-9.]*" || echo failed; done' "$MEDVAE_BIN"
+      if out="$(MEDVAE_CONV_TILE=$t MEDVAE_WGRAD_TILE=$t "$0" bench --device cuda --precision bf16 \
+          --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage1_step 2>&1)"; then
+        echo "$out" | grep -o "\"median_s\":[0-9.]*"
+      else echo "failed: $(echo "$out" | tail -n 1 | cut -c1-90)"; rc=1; fi; done; exit $rc' "$MEDVAE_BIN"
 fi
 
 # ------------------------------------------------------------------ PyTorch eager baseline
