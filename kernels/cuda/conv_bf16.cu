@@ -135,11 +135,9 @@ __device__ __forceinline__ void conv_wgrad16_impl(ConvGeom g, const mv_u16* x, c
                                                   int tiles_per_split) {
     WgradProb16 pb;
     pb.bind(g, x, dy, dw);
-    const int kt = (pb.K + BK - 1) / BK;
-    const int b = blockIdx.z * tiles_per_split;
-    const int e = min(kt, b + tiles_per_split);
-    if (b >= e) return;  // uniform for the whole block
-    igemm_bf16_run<BM, BN, WM, WN, STAGES, WgradProb16, BK>(pb, b, e);
+    const KSplit ks = k_split(pb.K, BK, tiles_per_split);
+    if (ks.begin >= ks.end) return;  // uniform for the whole block
+    igemm_bf16_run<BM, BN, WM, WN, STAGES, WgradProb16, BK>(pb, ks.begin, ks.end);
 }
 
 // ------------------------------------------------------------------ entry points

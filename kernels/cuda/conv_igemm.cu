@@ -52,27 +52,12 @@ struct FwdProb {
     int M, N, K;
     bool vec_a, vec_b;
 
-    struct AFix {
-        mv_i64 base;  // n * ID*IH*IW, or -1 past the last row
-        int d0, h0, w0;
-    };
+    typedef ConvWindow AFix;
     typedef KDec AMov;
     typedef int BFix;
     typedef int BMov;
 
-    __device__ AFix a_fix(int m) const {
-        AFix r;
-        r.d0 = r.h0 = r.w0 = 0;
-        r.base = -1;
-        if (m < M) {
-            const ConvPixel o = conv_out_pixel(g, m);
-            r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
-            r.d0 = o.d * g.sd - g.pd;
-            r.h0 = o.h * g.sh - g.ph;
-            r.w0 = o.w * g.sw - g.pw;
-        }
-        return r;
-    }
+    __device__ AFix a_fix(int m) const { return conv_window(g, m, M); }
     __device__ AMov a_mov(int k) const { return decode_k(g, k, K, g.cin, vec_a); }
     __device__ void fetch_a(const AFix& r, const AMov& kd, float v[4]) const {
         zero4(v);
@@ -195,27 +180,12 @@ struct WgradProb {
     bool vec_a, vec_b;
 
     typedef KDec AFix;  // rows r..r+3 = (tap, ci)
-    struct AMov {
-        mv_i64 base;  // n * ID*IH*IW, or -1
-        int d0, h0, w0;
-    };
+    typedef ConvWindow AMov;  // of output pixel p
     typedef int BFix;
     typedef int BMov;
 
     __device__ AFix a_fix(int r) const { return decode_k(g, r, M, g.cin, vec_a); }
-    __device__ AMov a_mov(int p) const {
-        AMov r;
-        r.d0 = r.h0 = r.w0 = 0;
-        r.base = -1;
-        if (p < K) {
-            const ConvPixel o = conv_out_pixel(g, p);
-            r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
-            r.d0 = o.d * g.sd - g.pd;
-            r.h0 = o.h * g.sh - g.ph;
-            r.w0 = o.w * g.sw - g.pw;
-        }
-        return r;
-    }
+    __device__ AMov a_mov(int p) const { return conv_window(g, p, K); }
     // A[r..r+3][p] = x[n(p), pos(p, tap), ci..ci+3]
     __device__ void fetch_a(const AFix& kd, const AMov& r, float v[4]) const {
         zero4(v);
@@ -301,11 +271,9 @@ __device__ __forceinline__ void conv_wgrad_impl(ConvGeom g, const float* x, cons
     pb.K = g.n * g.od * g.oh * g.ow;
     pb.vec_a = (g.cin % 4 == 0) && aligned16(x);
     pb.vec_b = (g.cout % 4 == 0) && aligned16(dy);
-    const int kt = (pb.K + IgemmPrec<PREC>::BK - 1) / IgemmPrec<PREC>::BK;
-    const int b = blockIdx.z * tiles_per_split;
-    const int e = min(kt, b + tiles_per_split);
-    if (b >= e) return;  // uniform for the whole block
-    igemm_run<PREC, BM, BN, WM, WN>(pb, b, e);
+    const KSplit ks = k_split(pb.K, IgemmPrec<PREC>::BK, tiles_per_split);
+    if (ks.begin >= ks.end) return;  // uniform for the whole block
+    igemm_run<PREC, BM, BN, WM, WN>(pb, ks.begin, ks.end);
 }
 
 // ------------------------------------------------------------------ entry points

@@ -284,11 +284,9 @@ extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
 #ifdef MV_HAVE_WGMMA
     WgradProb16 pb;
     pb.bind(g, x, dy, dw);
-    const int kt = (pb.K + MV_WG_BK - 1) / MV_WG_BK;
-    const int b = blockIdx.z * tiles_per_split;
-    const int e = min(kt, b + tiles_per_split);
-    if (b >= e) return;  // uniform for the whole block
-    conv_wgmma_run<WgradProb16, false>(pb, b, e);
+    const KSplit ks = k_split(pb.K, MV_WG_BK, tiles_per_split);
+    if (ks.begin >= ks.end) return;  // uniform for the whole block
+    conv_wgmma_run<WgradProb16, false>(pb, ks.begin, ks.end);
 #else
     __trap();
 #endif

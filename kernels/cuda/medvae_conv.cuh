@@ -53,6 +53,39 @@ __device__ __forceinline__ ConvPixel conv_pixel(int m, int D, int H, int W) {
 __device__ __forceinline__ ConvPixel conv_out_pixel(const ConvGeom& g, int m) { return conv_pixel(m, g.od, g.oh, g.ow); }
 __device__ __forceinline__ ConvPixel conv_in_pixel(const ConvGeom& g, int m) { return conv_pixel(m, g.id, g.ih, g.iw); }
 
+// The receptive field of output pixel m of a problem with M output rows: its sample's first
+// input element (n * ID*IH*IW; -1 for m >= M, a row past the problem) and the input coordinates
+// that tap (0, 0, 0) reads (negative inside the low padding).
+struct ConvWindow {
+    mv_i64 base;
+    int d0, h0, w0;
+};
+__device__ __forceinline__ ConvWindow conv_window(const ConvGeom& g, int m, int M) {
+    ConvWindow r;
+    r.base = -1;
+    r.d0 = r.h0 = r.w0 = 0;
+    if (m < M) {
+        const ConvPixel o = conv_out_pixel(g, m);
+        r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
+        r.d0 = o.d * g.sd - g.pd;
+        r.h0 = o.h * g.sh - g.ph;
+        r.w0 = o.w * g.sw - g.pw;
+    }
+    return r;
+}
+
+// The k-tiles [begin, end) that blockIdx.z handles when a reduction of k values in tiles of bk
+// is split into runs of `tiles_per_split` tiles (empty past the last tile).
+struct KSplit {
+    int begin, end;
+};
+__device__ __forceinline__ KSplit k_split(int k, int bk, int tiles_per_split) {
+    KSplit r;
+    r.begin = blockIdx.z * tiles_per_split;
+    r.end = min((k + bk - 1) / bk, r.begin + tiles_per_split);
+    return r;
+}
+
 // The output pixel (as an offset from obase, the sample's first output pixel) that the input
 // pixel at padded coordinates (dp, hp, wp) = input + pad_lo meets through tap (kd, kh, kw);
 // false where the strides do not divide or it falls outside the output.

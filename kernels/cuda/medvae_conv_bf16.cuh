@@ -77,22 +77,12 @@ struct FwdProb16 {
     int M, N, K, taps;
 
     // A run: eight channels ci..ci+7 at one tap of output pixel m's receptive field.
-    struct AIter {
-        mv_i64 base;  // n * ID*IH*IW, or -1 past the last row
-        int d0, h0, w0;
-        KCursor t;  // (tap, ci)
+    struct AIter : ConvWindow {  // of output pixel m
+        KCursor t;                 // (tap, ci)
     };
     __device__ AIter a_iter(int m, int k) const {
         AIter r;
-        r.base = -1;
-        r.d0 = r.h0 = r.w0 = 0;
-        if (m < M) {
-            const ConvPixel o = conv_out_pixel(g, m);
-            r.base = (mv_i64)o.n * g.id * g.ih * g.iw;
-            r.d0 = o.d * g.sd - g.pd;
-            r.h0 = o.h * g.sh - g.ph;
-            r.w0 = o.w * g.sw - g.pw;
-        }
+        static_cast<ConvWindow&>(r) = conv_window(g, m, M);
         r.t.set(g, k, g.cin);
         return r;
     }
