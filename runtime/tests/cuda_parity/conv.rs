@@ -11,6 +11,7 @@ use medvae_runtime::cuda::ops::conv::{
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_thin::set_enabled as set_thin;
+use rand_chacha::ChaCha8Rng;
 
 #[allow(clippy::too_many_arguments)] // one geometry field per argument
 fn geom(
@@ -225,25 +226,70 @@ fn cases() -> Vec<(&'static str, ConvGeometry)> {
     ]
 }
 
+/// A convolution's random inputs and its CPU results (the reference of the parity tests).
+pub(crate) struct ConvCase {
+    pub g: ConvGeometry,
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub dy: Vec<f32>,
+    pub y: Vec<f32>,
+    pub dx: Vec<f32>,
+    /// Parameter gradients accumulate: both sides start from these non-zero values.
+    pub dw0: Vec<f32>,
+    pub db0: Vec<f32>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+}
+
+/// Inputs for `g` from `r` (weights times `w_scale`) and the CPU forward, data gradient and
+/// parameter gradients.
+pub(crate) fn conv_case(g: ConvGeometry, r: &mut ChaCha8Rng, w_scale: f32) -> ConvCase {
+    let x = randn(r, g.input_len(), 1.0);
+    let w = randn(r, g.weight_len(), w_scale);
+    let b = randn(r, g.cout, 0.1);
+    let dy = randn(r, g.output_len(), 1.0);
+    let mut y = vec![0.0f32; g.output_len()];
+    conv_forward(&g, &x, &w, Some(&b), &mut y).expect("cpu fwd");
+    let mut dx = vec![0.0f32; g.input_len()];
+    conv_backward_data(&g, &dy, &w, &mut dx).expect("cpu dgrad");
+    let dw0 = randn(r, g.weight_len(), 0.1);
+    let db0 = randn(r, g.cout, 0.1);
+    let (mut dw, mut db) = (dw0.clone(), db0.clone());
+    conv_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db)).expect("cpu wgrad");
+    ConvCase {
+        g,
+        x,
+        w,
+        b,
+        dy,
+        y,
+        dx,
+        dw0,
+        db0,
+        dw,
+        db,
+    }
+}
+
 #[test]
 fn conv_matches_cpu_in_every_precision() {
     let Some(dev) = device() else { return };
     let mut r = rng(1);
     for (name, g) in cases() {
-        let x = randn(&mut r, g.input_len(), 1.0);
-        let w = randn(&mut r, g.weight_len(), 0.2);
-        let b = randn(&mut r, g.cout, 0.1);
-        let dy = randn(&mut r, g.output_len(), 1.0);
-        let mut y = vec![0.0f32; g.output_len()];
-        conv_forward(&g, &x, &w, Some(&b), &mut y).expect("cpu fwd");
-        let mut dx = vec![0.0f32; g.input_len()];
-        conv_backward_data(&g, &dy, &w, &mut dx).expect("cpu dgrad");
-        // Parameter gradients accumulate: start both sides from the same non-zero values.
-        let dw0 = randn(&mut r, g.weight_len(), 0.1);
-        let db0 = randn(&mut r, g.cout, 0.1);
-        let (mut dw, mut db) = (dw0.clone(), db0.clone());
-        conv_backward_weight(&g, &x, &dy, &mut dw, Some(&mut db)).expect("cpu wgrad");
-
+        let ConvCase {
+            x,
+            w,
+            b,
+            dy,
+            y,
+            dx,
+            dw0,
+            db0,
+            dw,
+            db,
+            ..
+        } = conv_case(g, &mut r, 0.2);
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
         // BF16 twice: the streamed kernels (bf16 operands, where channels are multiples of 8)
         // and the staged ones (f32 operands rounded while staging), which serve the rest. A thin

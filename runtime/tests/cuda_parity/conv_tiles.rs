@@ -3,10 +3,9 @@
 //! (`MEDVAE_CONV_WGMMA=on`, compute capability 9.0 only), against the CPU kernels, on problems
 //! large enough that the launcher takes them (it keeps 64x64 for small problems).
 
-use crate::support::{assert_close, device, down, randn, rng, up};
-use medvae_kernels::cpu::conv::{
-    conv_backward_data, conv_backward_weight, conv_forward, ConvGeometry,
-};
+use crate::conv::{conv_case, ConvCase};
+use crate::support::{assert_close, device, down, rng, up};
+use medvae_kernels::cpu::conv::ConvGeometry;
 use medvae_runtime::cuda::ops::conv::{conv_backward, conv_forward as gpu_fwd, ConvPrecision};
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_plan::{
@@ -25,45 +24,6 @@ fn shapes() -> [ConvGeometry; 2] {
     ]
 }
 
-/// A problem's inputs and its CPU results.
-struct Case {
-    g: ConvGeometry,
-    x: Vec<f32>,
-    w: Vec<f32>,
-    b: Vec<f32>,
-    dy: Vec<f32>,
-    dw0: Vec<f32>,
-    y: Vec<f32>,
-    dx: Vec<f32>,
-    dw: Vec<f32>,
-}
-
-fn case(g: ConvGeometry, seed: u64) -> Case {
-    let mut r = rng(seed);
-    let x = randn(&mut r, g.input_len(), 1.0);
-    let w = randn(&mut r, g.weight_len(), 0.05);
-    let b = randn(&mut r, g.cout, 0.1);
-    let dy = randn(&mut r, g.output_len(), 1.0);
-    let mut y = vec![0.0f32; g.output_len()];
-    conv_forward(&g, &x, &w, Some(&b), &mut y).expect("cpu fwd");
-    let mut dx = vec![0.0f32; g.input_len()];
-    conv_backward_data(&g, &dy, &w, &mut dx).expect("cpu dgrad");
-    let dw0 = randn(&mut r, g.weight_len(), 0.1);
-    let mut dw = dw0.clone();
-    conv_backward_weight(&g, &x, &dy, &mut dw, None).expect("cpu wgrad");
-    Case {
-        g,
-        x,
-        w,
-        b,
-        dy,
-        dw0,
-        y,
-        dx,
-        dw,
-    }
-}
-
 /// A short label of a geometry for the report lines.
 fn label(g: &ConvGeometry) -> String {
     let [d, h, w] = g.in_spatial;
@@ -71,7 +31,7 @@ fn label(g: &ConvGeometry) -> String {
 }
 
 /// The BF16 forward, then data and weight gradients in one call, on the GPU against the CPU.
-fn compare(dev: &CudaDevice, c: &Case, tag: &str) {
+fn compare(dev: &CudaDevice, c: &ConvCase, tag: &str) {
     let g = &c.g;
     let (gx, gw, gb, gdy) = (up(dev, &c.x), up(dev, &c.w), up(dev, &c.b), up(dev, &c.dy));
     let gy = dev.alloc_f32(g.output_len()).expect("alloc");
@@ -103,7 +63,7 @@ fn every_streamed_tile_matches_cpu() {
     let Some(dev) = device() else { return };
     set_streamed(true);
     for (i, g) in shapes().into_iter().enumerate() {
-        let c = case(g, 41 + i as u64);
+        let c = conv_case(g, &mut rng(41 + i as u64), 0.05);
         for tile in STREAMED_TILES {
             set_forward_tile(Some(tile.name)).expect("tile");
             set_wgrad_tile(Some(tile.name)).expect("tile");
@@ -131,7 +91,7 @@ fn wgmma_forward_matches_cpu() {
     }
     set_streamed(true);
     for (i, g) in shapes().into_iter().enumerate() {
-        let c = case(g, 51 + i as u64);
+        let c = conv_case(g, &mut rng(51 + i as u64), 0.05);
         for mode in [WgmmaMode::On, WgmmaMode::Overlap] {
             conv_wgmma::set_mode(mode);
             compare(dev, &c, &format!("{} wgmma {mode:?}", label(&g)));
