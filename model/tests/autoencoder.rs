@@ -38,18 +38,9 @@ const ALL: Outputs = Outputs {
 
 fn tiny(dims: usize, lora: Option<usize>) -> ModelConfig {
     ModelConfig {
-        dims,
-        in_channels: 2,
-        out_ch: 2,
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
         attn_levels: vec![1],
-        z_channels: 2,
-        embed_dim: 2,
-        dropout: 0.0,
         lora_rank: lora,
-        latent_head: true,
+        ..common::tiny_config(dims, 2, 2)
     }
 }
 

@@ -12,18 +12,8 @@ use medvae_model::zoo::ModelConfig;
 
 fn cfg(lora: Option<usize>) -> ModelConfig {
     ModelConfig {
-        dims: 2,
-        in_channels: 3,
-        out_ch: 3,
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: 3,
-        embed_dim: 3,
-        dropout: 0.0,
         lora_rank: lora,
-        latent_head: true,
+        ..common::tiny_config(2, 3, 3)
     }
 }
 

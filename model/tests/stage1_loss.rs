@@ -173,18 +173,8 @@ fn adv_gradients(p: &mut Stage1Probe, inputs: &Named, ctx: &mut Ctx) -> Named {
 /// `smooth`: the finite-difference setting (see above); otherwise a plain random LPIPS and image.
 fn stage1_probe(smooth: bool) -> (Stage1Probe, Named) {
     let cfg = ModelConfig {
-        dims: 2,
-        in_channels: 1,
-        out_ch: 1,
-        ch: 32,
-        ch_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: 1,
-        embed_dim: 1,
-        dropout: 0.0,
-        lora_rank: None,
         latent_head: false,
+        ..common::tiny_config(2, 1, 1)
     };
     let mut ae = AutoencoderKL::new(&cfg, &mut Init::random(50)).unwrap();
     ae.visit_params("", &mut |key, p| {

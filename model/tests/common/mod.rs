@@ -44,14 +44,18 @@ pub fn randn_scaled(shape: &[usize], seed: u64, scale: f32) -> Tensor {
     t
 }
 
-/// A tiny 2D autoencoder (1 image channel, width 32, two levels) with the latent head and
-/// `z_channels` latent channels, only the head trainable: the stage-2 tests' model.
-pub fn tiny_head_ae(z_channels: usize) -> medvae_model::autoencoder::AutoencoderKL {
-    use medvae_model::layer::set_trainable;
-    let cfg = medvae_model::zoo::ModelConfig {
-        dims: 2,
-        in_channels: 1,
-        out_ch: 1,
+/// The tests' tiny model: `dims`-D, `channels` image channels in and out, width 32, two levels
+/// of one res block, no attention, `z_channels` latent channels, no LoRA, the latent head.
+/// Tests vary it with struct update syntax.
+pub fn tiny_config(
+    dims: usize,
+    channels: usize,
+    z_channels: usize,
+) -> medvae_model::zoo::ModelConfig {
+    medvae_model::zoo::ModelConfig {
+        dims,
+        in_channels: channels,
+        out_ch: channels,
         ch: 32,
         ch_mult: vec![1, 2],
         num_res_blocks: 1,
@@ -61,7 +65,14 @@ pub fn tiny_head_ae(z_channels: usize) -> medvae_model::autoencoder::Autoencoder
         dropout: 0.0,
         lora_rank: None,
         latent_head: true,
-    };
+    }
+}
+
+/// A tiny 2D autoencoder (1 image channel, width 32, two levels) with the latent head and
+/// `z_channels` latent channels, only the head trainable: the stage-2 tests' model.
+pub fn tiny_head_ae(z_channels: usize) -> medvae_model::autoencoder::AutoencoderKL {
+    use medvae_model::layer::set_trainable;
+    let cfg = tiny_config(2, 1, z_channels);
     let init = &mut medvae_model::layers::Init::random(11);
     let mut ae = medvae_model::autoencoder::AutoencoderKL::new(&cfg, init).expect("ae");
     set_trainable(&mut ae, false);
