@@ -422,15 +422,15 @@ fn weight_gradient(
     if conv_thin::serves_weight_gradient(g) {
         return conv_thin::backward_weight(dev, g, cg, x, dy, dw);
     }
-    if let Some(dyh) = dyh.filter(|_| conv_wgmma::applies_wgrad(dev, g)) {
-        let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
-        return conv_wgmma::backward_weight(dev, g, cg, &xh, dyh, dw);
-    }
-    let plan = wgrad_plan(dev, g, prec, dyh.is_some())?;
     if let Some(dyh) = dyh {
         let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
+        if conv_wgmma::applies_wgrad(dev, g) {
+            return conv_wgmma::backward_weight(dev, g, cg, &xh, dyh, dw);
+        }
+        let plan = wgrad_plan(dev, g, prec, true)?;
         return conv_bf16::backward_weight(dev, cg, &xh, dyh, dw, &plan);
     }
+    let plan = wgrad_plan(dev, g, prec, false)?;
     let mut a = Args::new();
     a.push(cg)
         .buf(x)

@@ -70,25 +70,24 @@ pub(super) fn smem_bytes() -> u32 {
     (STAGES * (BM + BN) * BK * 2 + 1024) as u32
 }
 
-/// The wgmma kernel takes `g` on `dev`: switched on, a 9.0 device, channel counts the streamed
-/// kernels take, and a problem big enough for the 128x128 default tile (smaller ones keep the
-/// 64x64 streamed kernels, which fill the device better).
-pub(super) fn applies(dev: &CudaDevice, g: &ConvGeometry) -> bool {
+/// Switched on, a compute capability 9.0 device, and channel counts the streamed kernels take:
+/// what both wgmma problems need.
+fn available(dev: &CudaDevice, g: &ConvGeometry) -> bool {
     let arch = dev.arch();
-    mode() != WgmmaMode::Off
-        && (arch.major, arch.minor) == (9, 0)
-        && conv_bf16::applies(g)
-        && tile(dev, g.output_len() / g.cout, g.cout) == BIG
+    mode() != WgmmaMode::Off && (arch.major, arch.minor) == (9, 0) && conv_bf16::applies(g)
 }
 
-/// The wgmma weight gradient takes `g` on `dev`: switched on, a 9.0 device, channel counts the
-/// streamed kernels take, and more than 64 output channels (as the streamed 128x128 default).
+/// The wgmma forward takes `g` on `dev`: [`available`], and a problem big enough for the
+/// 128x128 default tile (smaller ones keep the 64x64 streamed kernels, which fill the device
+/// better).
+pub(super) fn applies(dev: &CudaDevice, g: &ConvGeometry) -> bool {
+    available(dev, g) && tile(dev, g.output_len() / g.cout, g.cout) == BIG
+}
+
+/// The wgmma weight gradient takes `g` on `dev`: [`available`], and more than 64 output
+/// channels (as the streamed 128x128 default).
 pub(super) fn applies_wgrad(dev: &CudaDevice, g: &ConvGeometry) -> bool {
-    let arch = dev.arch();
-    mode() != WgmmaMode::Off
-        && (arch.major, arch.minor) == (9, 0)
-        && conv_bf16::applies(g)
-        && g.cout > 64
+    available(dev, g) && g.cout > 64
 }
 
 /// `dw += x^T dy` from bf16 `xh` and `dyh` (the caller has checked the buffers and
