@@ -3,10 +3,10 @@
 //! gridDim.z), with the environment (or run-time) overrides used to tune them on a new card.
 
 use super::conv::ConvPrecision;
+use super::EnvChoice;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::CudaDevice;
 use medvae_kernels::cpu::conv::ConvGeometry;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 const KERNEL: &str = "cuda conv";
 
@@ -104,54 +104,44 @@ pub fn streamed_forward_tile(dev: &CudaDevice, m: usize, n: usize) -> CudaResult
     })
 }
 
-/// A streamed tile chosen by an environment variable or at run time, for sweeping a new card.
-pub(super) struct TileOverride {
-    var: &'static str,
-    // 0: the environment not read yet, 1: no override, 2 + i: STREAMED_TILES[i].
-    state: AtomicU8,
-}
+/// A streamed tile chosen by an environment variable or at run time, for sweeping a new card
+/// (choice 0: no override, 1 + i: `STREAMED_TILES[i]`).
+pub(super) struct TileOverride(EnvChoice);
 
 impl TileOverride {
     const fn new(var: &'static str) -> Self {
-        TileOverride {
-            var,
-            state: AtomicU8::new(0),
-        }
+        TileOverride(EnvChoice::new(var))
     }
 
     /// The override; an unknown tile name in the environment is an error naming the choices.
     fn get(&self) -> CudaResult<Option<BlockTile>> {
-        match self.state.load(Ordering::Relaxed) {
-            0 => {
-                let name = std::env::var(self.var).ok();
-                self.set(name.as_deref())?;
-                self.get()
-            }
-            1 => Ok(None),
-            i => Ok(STREAMED_TILES.get(i as usize - 2).copied()),
-        }
+        let i = self.0.get(|name| self.index(name))?;
+        Ok(i.checked_sub(1).map(|i| STREAMED_TILES[i as usize]))
     }
 
     fn set(&self, name: Option<&str>) -> CudaResult<()> {
-        let state = match name {
-            None | Some("") => 1,
+        self.0.set(self.index(name)?);
+        Ok(())
+    }
+
+    fn index(&self, name: Option<&str>) -> CudaResult<u8> {
+        match name {
+            None | Some("") => Ok(0),
             Some(name) => match STREAMED_TILES.iter().position(|t| t.name == name) {
-                Some(i) => i as u8 + 2,
+                Some(i) => Ok(i as u8 + 1),
                 None => {
                     let choices: Vec<&str> = STREAMED_TILES.iter().map(|t| t.name).collect();
-                    return Err(geometry(
+                    Err(geometry(
                         KERNEL,
                         format!(
                             "{}={name}: not a block tile (one of {})",
-                            self.var,
+                            self.0.var(),
                             choices.join(", ")
                         ),
-                    ));
+                    ))
                 }
             },
-        };
-        self.state.store(state, Ordering::Relaxed);
-        Ok(())
+        }
     }
 }
 

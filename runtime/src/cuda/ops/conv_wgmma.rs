@@ -11,12 +11,11 @@
 
 use super::conv::ConvGeom;
 use super::conv_plan::{tile, wgmma_wgrad_plan, BIG};
-use super::{conv_bf16, grid_1d, i32_of, Args};
+use super::{conv_bf16, grid_1d, i32_of, Args, EnvChoice};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
 use crate::cuda::{CudaDevice, DeviceBuffer};
 use medvae_kernels::cpu::conv::ConvGeometry;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 const KERNEL: &str = "cuda conv (wgmma)";
 
@@ -38,30 +37,24 @@ pub enum WgmmaMode {
     Overlap,
 }
 
-// 0: the environment not read yet, else 1 + the mode's index.
-static MODE: AtomicU8 = AtomicU8::new(0);
+static MODE: EnvChoice = EnvChoice::new("MEDVAE_CONV_WGMMA");
 const MODES: [WgmmaMode; 3] = [WgmmaMode::Off, WgmmaMode::On, WgmmaMode::Overlap];
 
 /// The mode: [`set_mode`]'s, else `MEDVAE_CONV_WGMMA` (`on`, `overlap`; anything else is off).
 pub fn mode() -> WgmmaMode {
-    match MODE.load(Ordering::Relaxed) {
-        0 => {
-            let m = match std::env::var("MEDVAE_CONV_WGMMA").as_deref() {
-                Ok("on") => WgmmaMode::On,
-                Ok("overlap") => WgmmaMode::Overlap,
-                _ => WgmmaMode::Off,
-            };
-            set_mode(m);
-            m
-        }
-        i => MODES[(i as usize - 1).min(MODES.len() - 1)],
-    }
+    let i = MODE.get(|v| {
+        Ok::<u8, std::convert::Infallible>(match v {
+            Some("on") => 1,
+            Some("overlap") => 2,
+            _ => 0,
+        })
+    });
+    MODES[i.map_or(0, |i| (i as usize).min(MODES.len() - 1))]
 }
 
-/// Run the BF16 forward convolutions in mode `m` from now on.
+/// Run the BF16 convolutions in mode `m` from now on.
 pub fn set_mode(m: WgmmaMode) {
-    let i = MODES.iter().position(|&x| x == m).unwrap_or(0);
-    MODE.store(i as u8 + 1, Ordering::Relaxed);
+    MODE.set(MODES.iter().position(|&x| x == m).unwrap_or(0) as u8);
 }
 
 /// Dynamic shared memory of a block: STAGES x (A + B tile) bf16, plus 1024 bytes so that the

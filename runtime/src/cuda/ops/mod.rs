@@ -31,40 +31,74 @@ use cudarc::driver::{result, LaunchConfig};
 use medvae_kernels::KernelError;
 use std::ffi::c_void;
 
+/// A setting read from an environment variable on first use, which tests and benchmarks can
+/// override at run time (to compare kernel families or tiles on one card): one of a few choices,
+/// kept as its index.
+pub(crate) struct EnvChoice {
+    var: &'static str,
+    // 0: the environment not read yet, else 1 + the choice's index.
+    state: std::sync::atomic::AtomicU8,
+}
+
+impl EnvChoice {
+    pub(crate) const fn new(var: &'static str) -> Self {
+        EnvChoice {
+            var,
+            state: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// The environment variable's name.
+    pub(crate) fn var(&self) -> &'static str {
+        self.var
+    }
+
+    /// The choice set, else `parse` of the variable's value (None where unset), remembered
+    /// unless it is an error.
+    pub(crate) fn get<E>(
+        &self,
+        parse: impl FnOnce(Option<&str>) -> Result<u8, E>,
+    ) -> Result<u8, E> {
+        match self.state.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {
+                let index = parse(std::env::var(self.var).ok().as_deref())?;
+                self.set(index);
+                Ok(index)
+            }
+            s => Ok(s - 1),
+        }
+    }
+
+    pub(crate) fn set(&self, index: u8) {
+        let s = index.saturating_add(1);
+        self.state.store(s, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A kernel family that is on unless an environment variable holds `off_value`, and that tests
 /// and benchmarks can switch at run time (to compare two kernel families on one card).
 pub(crate) struct KernelSwitch {
-    var: &'static str,
+    choice: EnvChoice,
     off_value: &'static str,
-    // 0: not yet read from the environment, 1: on, 2: off.
-    state: std::sync::atomic::AtomicU8,
 }
 
 impl KernelSwitch {
     pub(crate) const fn new(var: &'static str, off_value: &'static str) -> Self {
         KernelSwitch {
-            var,
+            choice: EnvChoice::new(var),
             off_value,
-            state: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
     pub(crate) fn on(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        match self.state.load(Ordering::Relaxed) {
-            1 => true,
-            2 => false,
-            _ => {
-                let on = std::env::var(self.var).map_or(true, |v| v != self.off_value);
-                self.set(on);
-                on
-            }
-        }
+        let off = self
+            .choice
+            .get(|v| Ok::<u8, std::convert::Infallible>(u8::from(v == Some(self.off_value))));
+        off == Ok(0)
     }
 
     pub(crate) fn set(&self, on: bool) {
-        let v = if on { 1 } else { 2 };
-        self.state.store(v, std::sync::atomic::Ordering::Relaxed);
+        self.choice.set(u8::from(!on));
     }
 }
 
@@ -206,4 +240,30 @@ pub(crate) fn i32_of(kernel: &'static str, what: &str, v: usize) -> CudaResult<i
 /// `v` as an i64 kernel argument.
 pub(crate) fn i64_of(v: usize) -> i64 {
     v as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unset, a switch is on; `set` overrides it both ways. A choice remembers what `parse`
+    /// gave and takes no second reading, but not a failed one.
+    #[test]
+    fn settings_read_once_and_take_overrides() {
+        let s = KernelSwitch::new("MEDVAE_TEST_SWITCH_NOT_SET", "off");
+        assert!(s.on());
+        s.set(false);
+        assert!(!s.on());
+        s.set(true);
+        assert!(s.on());
+        let c = EnvChoice::new("MEDVAE_TEST_CHOICE_NOT_SET");
+        assert_eq!(
+            c.get(|v| if v.is_none() { Err("unset") } else { Ok(9) }),
+            Err("unset")
+        );
+        assert_eq!(c.get(|_| Ok::<u8, ()>(2)), Ok(2));
+        assert_eq!(c.get(|_| Ok::<u8, ()>(5)), Ok(2));
+        c.set(0);
+        assert_eq!(c.get(|_| Ok::<u8, ()>(5)), Ok(0));
+    }
 }

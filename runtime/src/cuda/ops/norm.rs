@@ -49,11 +49,17 @@ impl Gn {
     fn len(&self) -> usize {
         self.n * self.s * self.c
     }
-    /// `entry` with the suffix of the kernels' vector width: `_v4` (float4) when the channels
-    /// allow, else `_v1`.
+    /// The kernels' vector width: 4 (float4) when the channels allow, else 1.
+    fn vector_width(&self) -> usize {
+        if self.c.is_multiple_of(4) {
+            4
+        } else {
+            1
+        }
+    }
+    /// `entry` with the suffix of the kernels' vector width: `_v4` or `_v1`.
     fn vector_entry(&self, entry: &str) -> String {
-        let v = if self.c.is_multiple_of(4) { 4 } else { 1 };
-        format!("{entry}_v{v}")
+        format!("{entry}_v{}", self.vector_width())
     }
 
     /// Vector width of the elementwise passes (float4 when the channels allow) and their grid:
@@ -61,8 +67,7 @@ impl Gn {
     /// the threads idle, see `gn_walk` in group_norm.cu), about 8 blocks per SM in total, and no
     /// more lanes than rows.
     fn elementwise_launch(&self, dev: &CudaDevice, entry: &str) -> (String, LaunchConfig) {
-        let v = if self.c.is_multiple_of(4) { 4 } else { 1 };
-        let vectors = self.c / v;
+        let vectors = self.c / self.vector_width();
         let block = 256usize;
         let for_lanes = (8 * vectors).div_ceil(block);
         let for_device = (8 * dev.sm_count() as usize).div_ceil(self.n.max(1));
