@@ -1,7 +1,7 @@
 //! Convolution on CUDA: implicit-GEMM kernels in the precision set by
 //! `crate::cuda::registry::set_precision` (FP32 direct kernels by default).
 
-use super::{backward_outputs, device_of, new_output, on};
+use super::{device_of, new_output, on, param_grad_outputs};
 use crate::cuda::ops::conv as k;
 use crate::cuda::registry::precision;
 use crate::error::Result;
@@ -43,7 +43,7 @@ pub(crate) fn conv_backward(
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
     let dev = device_of(op, x)?;
-    let (_, dwb, dbb) = backward_outputs(op, &dev, x.shape(), false, dw, db)?;
+    let (dwb, dbb) = param_grad_outputs(op, dw, db)?;
     let (xb, wb, dyb) = (x.cuda(op)?.1, w.cuda(op)?.1, dy.cuda(op)?.1);
     if !need_dx {
         let done = k::conv_backward(

@@ -63,7 +63,7 @@ pub(crate) fn new_output(
 }
 
 /// What a layer backward writes: a new input gradient of `shape` (when `need_dx`), and the
-/// device buffers of the parameter gradients it accumulates into (either may be absent).
+/// device buffers of the parameter gradients it accumulates into (see [`param_grad_outputs`]).
 pub(crate) fn backward_outputs<'a>(
     op: &str,
     dev: &Arc<CudaDevice>,
@@ -80,6 +80,17 @@ pub(crate) fn backward_outputs<'a>(
         true => Some(Tensor::cuda_uninit(dev, shape)?),
         false => None,
     };
+    let (dwb, dbb) = param_grad_outputs(op, dw, db)?;
+    Ok((dx, dwb, dbb))
+}
+
+/// The device buffers of the weight and bias gradients a layer backward accumulates into
+/// (either may be absent).
+pub(crate) fn param_grad_outputs<'a>(
+    op: &str,
+    dw: Option<&'a mut Tensor>,
+    db: Option<&'a mut Tensor>,
+) -> Result<(Option<&'a DeviceBuffer>, Option<&'a DeviceBuffer>)> {
     let dwb = match dw {
         Some(t) => Some(t.cuda_out(op)?),
         None => None,
@@ -88,5 +99,5 @@ pub(crate) fn backward_outputs<'a>(
         Some(t) => Some(t.cuda_out(op)?),
         None => None,
     };
-    Ok((dx, dwb, dbb))
+    Ok((dwb, dbb))
 }
