@@ -223,7 +223,7 @@ if [ -n "$BIN" ]; then
   # kernel entry points no parity test reached.
   run_step parity 150 env MEDVAE_CUDA_PROFILE=1 "${PARITY_CMD[@]}" --nocapture --test-threads 1 \
     --skip conv_tiles
-  # The candidate conv tiles and the wgmma forward, never yet run on a card, each in a process of
+  # The candidate conv tiles and the wgmma kernels, never yet run on a card, each in a process of
   # its own: a fault there (a trap, a bad address) poisons the CUDA context, and must not take
   # the checks of the kernels in use with it.
   run_step tile-parity 60 "${PARITY_CMD[@]}" --nocapture --test-threads 1 conv_tiles::every_streamed_tile
@@ -298,7 +298,7 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only stage1_step
   # The BF16 step on each candidate block tile of the streamed convolutions (forward and weight
   # gradient; the kernel-level sweep is the "tiles" part of bench-kernels), to choose defaults.
-  # "on" / "overlap" are the Hopper wgmma forward (MEDVAE_CONV_WGMMA=on / overlap), with the
+  # "on" / "overlap" are the Hopper wgmma kernels (MEDVAE_CONV_WGMMA=on / overlap), with the
   # default streamed tiles for the rest.
   run_step ours-bf16-tiles 140 bash -c 'rc=0; for t in 256x128 128x128w4 128x128k64 on overlap; do
       printf "%s " "$t"; case $t in on|overlap) export MEDVAE_CONV_WGMMA=$t; t=;; esac

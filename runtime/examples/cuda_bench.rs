@@ -202,8 +202,8 @@ fn bench_tiles(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<
     }
     set_forward_tile(None)?;
     set_wgrad_tile(None)?;
-    // The wgmma forward (off by default until measured; compute capability 9.0 only): forward
-    // and stride-1 data gradient (the weight gradient stays on the streamed kernels).
+    // The wgmma kernels (off by default until measured; compute capability 9.0 only): forward,
+    // stride-1 data gradient and weight gradient (the two modes differ in the forward only).
     let arch = dev.arch();
     if (arch.major, arch.minor) == (9, 0) {
         for p in &conv_problems(dev, o.batch)? {

@@ -1,5 +1,5 @@
 //! Every block tile of the streamed BF16 convolution kernels (the defaults and the tuning
-//! candidates of `MEDVAE_CONV_TILE` / `MEDVAE_WGRAD_TILE`), and the wgmma forward
+//! candidates of `MEDVAE_CONV_TILE` / `MEDVAE_WGRAD_TILE`), and the wgmma kernels
 //! (`MEDVAE_CONV_WGMMA=on`, compute capability 9.0 only), against the CPU kernels, on problems
 //! large enough that the launcher takes them (it keeps 64x64 for small problems).
 
@@ -82,11 +82,11 @@ fn every_streamed_tile_matches_cpu() {
 }
 
 #[test]
-fn wgmma_forward_matches_cpu() {
+fn wgmma_kernels_match_cpu() {
     let Some(dev) = device() else { return };
     let arch = dev.arch();
     if (arch.major, arch.minor) != (9, 0) {
-        println!("wgmma forward not checked: it needs compute capability 9.0 (this is {arch})");
+        println!("wgmma kernels not checked: they need compute capability 9.0 (this is {arch})");
         return;
     }
     set_streamed(true);
