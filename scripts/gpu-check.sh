@@ -337,9 +337,10 @@ else
     run_step torch-stage2 90 python3 scripts/torch_stage2_bench.py --device cuda --precision bf16 \
       --size 256 --batch 8 --reps 3 "${wheel_arg[@]}"
     # 3D at 64³: time and peak memory of the AE step, ours (with and without recomputation)
-    # against the published 3D model (which checkpoints encode and decode).
+    # against the published 3D model (which checkpoints encode and decode). The memory trace
+    # names the allocation at each workload's peak (on stderr, in the log).
     if [ -n "$WHEEL" ] && [ -n "$BIN" ]; then
-      run_step ours-3d 120 bash -c 'for r in "" --recompute; do "$0" bench --device cuda \
+      run_step ours-3d 120 bash -c 'for r in "" --recompute; do MEDVAE_MEMORY_TRACE=1 "$0" bench --device cuda \
         --precision bf16 --model medvae_4_1_3d --size 64 --batch 1 --reps 3 --only ae_fwd_bwd,stage1_step $r |
         tail -n 1; done' "$MEDVAE_BIN"
       run_step torch-3d 60 python3 scripts/torch_3d_baseline.py --device cuda --size 64 \

@@ -32,9 +32,13 @@ pub struct BenchArgs {
     size: usize,
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Timed repetitions after two warm-up runs; the median is reported.
+    /// Timed repetitions after the warm-up runs; the median is reported.
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Untimed runs before the timed ones (0 is enough for peak memory, which counts every
+    /// run; a slow 3D CPU step is minutes each).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -85,14 +89,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     res.insert("size".into(), json!(args.size));
     res.insert("batch".into(), json!(args.batch));
     res.insert("recompute".into(), json!(args.recompute));
+    let runs = Runs {
+        warmup: args.warmup,
+        timed: args.reps.max(1),
+    };
     for name in only.split(',').map(str::trim) {
         memory::reset_peak();
         device.reset_peak_memory();
         let timing: Result<Map<String, Value>> = match name {
-            "encode" => time(device, args.reps, args.batch, || {
-                Ok(work.encode().map(drop)?)
-            }),
-            "ae_fwd_bwd" => time_step(device, args.reps, args.batch, name, || Ok(work.fwd_bwd()?)),
+            "encode" => time(device, runs, args.batch, || Ok(work.encode().map(drop)?)),
+            "ae_fwd_bwd" => time_step(device, runs, args.batch, name, || Ok(work.fwd_bwd()?)),
             "stage1_step" => {
                 if stage1.is_none() {
                     let mut w = Stage1Workload::new(&cfg, args.batch, args.size, 0)?;
@@ -102,7 +108,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     stage1 = Some(w);
                 }
                 let w = stage1.as_mut().context("stage-1 workload")?;
-                time_step(device, args.reps, args.batch, name, || Ok(w.step()?))
+                time_step(device, runs, args.batch, name, || Ok(w.step()?))
             }
             "stage2_step" => {
                 if stage2.is_none() {
@@ -113,7 +119,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     stage2 = Some(w);
                 }
                 let w = stage2.as_mut().context("stage-2 workload")?;
-                time_step(device, args.reps, args.batch, name, || Ok(w.step()?))
+                time_step(device, runs, args.batch, name, || Ok(w.step()?))
             }
             other => {
                 bail!("unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step, stage2_step)")
@@ -126,6 +132,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
             json!(device.peak_memory().unwrap_or(memory::stats().peak_bytes)),
         );
         res.insert(name.into(), Value::Object(timing));
+        if let Some(site) = medvae_runtime::memory_trace::report() {
+            eprintln!("{name}: {site}");
+        }
     }
     res.insert("max_rss_bytes".into(), json!(max_rss_bytes()));
     println!("{}", Value::Object(res));
@@ -154,19 +163,27 @@ fn print_kernel_profile() {
     }
 }
 
-/// Median seconds of `reps` runs after two warm-ups; the device is synchronised before each
-/// clock reading, so asynchronous CUDA work is counted in full.
+/// How often to run a workload: untimed warm-ups, then timed runs (at least one).
+#[derive(Debug, Clone, Copy)]
+struct Runs {
+    warmup: usize,
+    timed: usize,
+}
+
+/// Median seconds of the timed runs after the warm-ups; the device is synchronised before
+/// each clock reading, so asynchronous CUDA work is counted in full.
 fn time(
     device: Device,
-    reps: usize,
+    runs: Runs,
     batch: usize,
     mut f: impl FnMut() -> Result<()>,
 ) -> Result<Map<String, Value>> {
-    f()?;
-    f()?;
+    for _ in 0..runs.warmup {
+        f()?;
+    }
     device.synchronize()?;
-    let mut ts = Vec::with_capacity(reps.max(1));
-    for _ in 0..reps.max(1) {
+    let mut ts = Vec::with_capacity(runs.timed);
+    for _ in 0..runs.timed {
         let t0 = Instant::now();
         f()?;
         device.synchronize()?;
@@ -185,12 +202,12 @@ fn time(
 /// [`time`] of a training step `step` (returning its loss), which must stay finite.
 fn time_step(
     device: Device,
-    reps: usize,
+    runs: Runs,
     batch: usize,
     name: &str,
     mut step: impl FnMut() -> Result<f32>,
 ) -> Result<Map<String, Value>> {
-    time(device, reps, batch, || {
+    time(device, runs, batch, || {
         let loss = step()?;
         if !loss.is_finite() {
             bail!("{name}: loss is {loss}");

@@ -16,6 +16,7 @@ use crate::layers::init::Init;
 use medvae_runtime::ops::conv::ConvSpec;
 use medvae_runtime::ops::elementwise::{add_assign, scale, scaled_add_assign};
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 pub const LORA_DROPOUT: f32 = 0.1;
 pub const LORA_SCALE: f32 = 1.0;
@@ -78,12 +79,18 @@ impl ConvOp for LoraConv {
         Ok(y)
     }
 
-    fn conv_backward(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
+    fn conv_backward(
+        &mut self,
+        x: Cow<'_, Tensor>,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
         let (down, draw) = self
             .saved
             .take()
             .ok_or_else(|| crate::layer::no_saved_state("LoraConv"))?;
-        let mut dx = self.conv.grad(x, dy, need_dx)?;
+        // The low-rank branch first, while x is still needed; the base convolution (usually
+        // frozen: no weight gradient) then takes x over and may release it before its dx.
         // d(lora_up output) = scale · mask ⊙ dy.
         let branch;
         let d_up: &Tensor = if draw.stream.is_none() && self.scale == 1.0 {
@@ -94,9 +101,11 @@ impl ConvOp for LoraConv {
         };
         let d_down = self
             .lora_up
-            .grad(&down, d_up, true)?
+            .grad(Cow::Owned(down), d_up, true)?
             .ok_or_else(|| RuntimeError::Other("lora_up backward returned no dx".into()))?;
-        let dx_lora = self.lora_down.grad(x, &d_down, need_dx)?;
+        let dx_lora = self.lora_down.grad(Cow::Borrowed(&x), &d_down, need_dx)?;
+        drop(d_down);
+        let mut dx = self.conv.grad(x, dy, need_dx)?;
         if let (Some(dx), Some(dl)) = (dx.as_mut(), dx_lora.as_ref()) {
             add_assign(dx, dl)?;
         }
@@ -148,7 +157,12 @@ impl ConvOp for ConvUnit {
             ConvUnit::Lora(l) => l.conv_forward(x, ctx),
         }
     }
-    fn conv_backward(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
+    fn conv_backward(
+        &mut self,
+        x: Cow<'_, Tensor>,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
         match self {
             ConvUnit::Plain(c) => c.grad(x, dy, need_dx),
             ConvUnit::Lora(l) => l.conv_backward(x, dy, need_dx),

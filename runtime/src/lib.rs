@@ -18,6 +18,7 @@ mod error;
 pub mod golden;
 pub mod layout;
 pub mod memory;
+pub mod memory_trace;
 mod tensor;
 #[cfg(feature = "cuda")]
 mod tensor_cuda;

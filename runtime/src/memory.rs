@@ -45,6 +45,7 @@ pub fn stats() -> MemoryStats {
 
 /// Restart peak tracking from the current live size (e.g. before timing one step).
 pub fn reset_peak() {
+    crate::memory_trace::reset();
     PEAK_BYTES.store(LIVE_BYTES.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
@@ -102,7 +103,9 @@ impl PoolBuf {
 fn track_alloc(len: usize) {
     let bytes = len * 4;
     let live = LIVE_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes;
-    PEAK_BYTES.fetch_max(live, Ordering::Relaxed);
+    if PEAK_BYTES.fetch_max(live, Ordering::Relaxed) < live {
+        crate::memory_trace::record_peak(live, bytes);
+    }
 }
 
 fn take_from_pool(len: usize) -> Vec<f32> {

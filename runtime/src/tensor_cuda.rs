@@ -96,6 +96,19 @@ impl Tensor {
         Ok(t)
     }
 
+    /// The buffer of a CUDA tensor given up by the tensor: it is freed when the returned share
+    /// is dropped, unless a clone of the tensor still shares it.
+    pub(crate) fn into_cuda_buffer(self, op: &str) -> Result<Arc<DeviceBuffer>> {
+        match self.storage {
+            Storage::Cuda(c) => Ok(c.buf),
+            _ => Err(RuntimeError::WrongDevice {
+                op: op.to_string(),
+                device: self.device.to_string(),
+                expected: "a CUDA device".into(),
+            }),
+        }
+    }
+
     /// The device and buffer of a CUDA tensor (error naming `op` otherwise).
     pub(crate) fn cuda(&self, op: &str) -> Result<(&Arc<CudaDevice>, &DeviceBuffer)> {
         match &self.storage {

@@ -12,6 +12,7 @@ use crate::layers::group_norm::GroupNorm;
 use crate::layers::init::Init;
 use crate::zoo::ModelConfig;
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 #[derive(Debug)]
 pub struct UpLevel {
@@ -169,7 +170,13 @@ impl Layer for Decoder {
             .saved_h
             .take()
             .ok_or_else(|| no_saved_state("Decoder"))?;
-        let mut d = norm_conv_backward(&mut self.norm_out, &mut self.conv_out, &h, &IDENTITY, dy)?;
+        let mut d = norm_conv_backward(
+            &mut self.norm_out,
+            &mut self.conv_out,
+            &h,
+            &IDENTITY,
+            Cow::Borrowed(dy),
+        )?;
         drop(h);
         for level in self.up.iter_mut() {
             if let Some(u) = level.upsample.as_mut() {
@@ -188,7 +195,7 @@ impl Layer for Decoder {
             .take()
             .ok_or_else(|| no_saved_state("Decoder.conv_in"))?;
         self.conv_in
-            .grad(&z, &d, true)?
+            .grad(Cow::Owned(z), &d, true)?
             .ok_or_else(|| RuntimeError::Other("Decoder: no dz".into()))
     }
 }

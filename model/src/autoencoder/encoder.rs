@@ -10,6 +10,7 @@ use crate::layers::group_norm::GroupNorm;
 use crate::layers::init::Init;
 use crate::zoo::ModelConfig;
 use medvae_runtime::{Result, Tensor};
+use std::borrow::Cow;
 
 #[derive(Debug)]
 pub struct DownLevel {
@@ -107,7 +108,13 @@ impl Encoder {
             .saved_h
             .take()
             .ok_or_else(|| no_saved_state("Encoder"))?;
-        let mut d = norm_conv_backward(&mut self.norm_out, &mut self.conv_out, &h, &IDENTITY, dy)?;
+        let mut d = norm_conv_backward(
+            &mut self.norm_out,
+            &mut self.conv_out,
+            &h,
+            &IDENTITY,
+            Cow::Borrowed(dy),
+        )?;
         drop(h);
         d = self.mid.backward(&d)?;
         for level in self.down.iter_mut().rev() {
@@ -125,7 +132,7 @@ impl Encoder {
             .conv_in_input
             .take()
             .ok_or_else(|| no_saved_state("Encoder.conv_in"))?;
-        self.conv_in.grad(&x, &d, need_dx)
+        self.conv_in.grad(Cow::Owned(x), &d, need_dx)
     }
 }
 

@@ -10,6 +10,7 @@ use crate::layers::init::Init;
 use medvae_runtime::ops::activation::{activation_backward, activation_forward, Activation};
 use medvae_runtime::ops::elementwise::{add, add_assign};
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 const HIDDEN: usize = 64;
 
@@ -84,22 +85,22 @@ impl Layer for LatentHead {
             .ok_or_else(|| no_saved_state("LatentHead"))?;
         let ds = self
             .proj
-            .grad(&s, dy, true)?
+            .grad(Cow::Owned(s), dy, true)?
             .ok_or_else(|| no_dx("channel_proj"))?;
         let d3 = self
             .ds4
-            .grad(&r3, &ds, true)?
+            .grad(Cow::Borrowed(&r3), &ds, true)?
             .ok_or_else(|| no_dx("channel_ds.4"))?;
         // relu'(x) = [x > 0] = [relu(x) > 0]: the saved output serves as the input.
         let d2 = activation_backward(Activation::Relu, &r3, &d3)?;
         let d1 = self
             .ds2
-            .grad(&r1, &d2, true)?
+            .grad(Cow::Borrowed(&r1), &d2, true)?
             .ok_or_else(|| no_dx("channel_ds.2"))?;
         let d0 = activation_backward(Activation::Relu, &r1, &d1)?;
         let mut dz = self
             .ds0
-            .grad(&z, &d0, true)?
+            .grad(Cow::Owned(z), &d0, true)?
             .ok_or_else(|| no_dx("channel_ds.0"))?;
         add_assign(&mut dz, &ds)?;
         Ok(dz)

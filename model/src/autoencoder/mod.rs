@@ -26,6 +26,7 @@ use medvae_runtime::ops::elementwise::{
 };
 use medvae_runtime::ops::loss::{kl_backward, kl_forward};
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 /// How `z` is drawn from the posterior.
 #[derive(Debug, Clone)]
@@ -159,9 +160,8 @@ impl AutoencoderKL {
             .ok_or_else(|| no_saved_state("AutoencoderKL.encode"))?;
         let dh = self
             .quant_conv
-            .grad(&h, dmoments, true)?
+            .grad(Cow::Owned(h), dmoments, true)?
             .ok_or_else(|| no_dx("quant_conv"))?;
-        drop(h);
         self.encoder.backward_to_input(&dh, need_dx)
     }
 
@@ -180,7 +180,7 @@ impl AutoencoderKL {
             .take()
             .ok_or_else(|| no_saved_state("AutoencoderKL.decode"))?;
         self.post_quant_conv
-            .grad(&z, &dzq, true)?
+            .grad(Cow::Owned(z), &dzq, true)?
             .ok_or_else(|| no_dx("post_quant_conv"))
     }
 

@@ -14,6 +14,7 @@ use crate::lora::ConvUnit;
 use medvae_runtime::ops::attention::{attention_backward, attention_forward, AttentionSaved};
 use medvae_runtime::ops::elementwise::add_assign;
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 #[derive(Debug)]
 pub struct AttnBlock {
@@ -103,7 +104,7 @@ impl AttnBlock {
     fn run_backward(&mut self, x: &Tensor, act: Activations, dy: &Tensor) -> Result<Tensor> {
         let d_o = self
             .proj_out
-            .conv_backward(&act.o, dy, true)?
+            .conv_backward(Cow::Borrowed(&act.o), dy, true)?
             .ok_or_else(|| no_dx("proj_out"))?;
         let (dq, dk, dv) = attention_backward(
             &act.q,
@@ -118,23 +119,22 @@ impl AttnBlock {
         let (h, stats) = self.norm.apply(x)?;
         let mut dh = self
             .q
-            .conv_backward(&h, &dq, true)?
+            .conv_backward(Cow::Borrowed(&h), &dq, true)?
             .ok_or_else(|| no_dx("q"))?;
         add_assign(
             &mut dh,
             &self
                 .k
-                .conv_backward(&h, &dk, true)?
+                .conv_backward(Cow::Borrowed(&h), &dk, true)?
                 .ok_or_else(|| no_dx("k"))?,
         )?;
         add_assign(
             &mut dh,
             &self
                 .v
-                .conv_backward(&h, &dv, true)?
+                .conv_backward(Cow::Owned(h), &dv, true)?
                 .ok_or_else(|| no_dx("v"))?,
         )?;
-        drop(h);
         let mut dx = self.norm.grad(x, &stats, &dh)?;
         add_assign(&mut dx, dy)?;
         Ok(dx)

@@ -8,6 +8,7 @@ use crate::layers::conv::ConvOp;
 use crate::layers::dropout::DropoutDraw;
 use crate::layers::group_norm::GroupNorm;
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 /// No dropout.
 pub const IDENTITY: DropoutDraw = DropoutDraw {
@@ -29,19 +30,24 @@ pub fn norm_conv_forward<C: ConvOp>(
 }
 
 /// Backward of [`norm_conv_forward`] from its input `x` (and the same mask draw).
+///
+/// Memory: the recomputed activation goes to the convolution's backward, which releases it
+/// before allocating its data gradient, and an owned `dy` is released before the norm's
+/// backward allocates `dx`. The peak holds `x`, `dy` and one of the activation or its
+/// gradient, never both.
 pub fn norm_conv_backward<C: ConvOp>(
     norm: &mut GroupNorm,
     conv: &mut C,
     x: &Tensor,
     mask: &DropoutDraw,
-    dy: &Tensor,
+    dy: Cow<'_, Tensor>,
 ) -> Result<Tensor> {
     let (h, stats) = norm.apply(x)?;
     let h = mask.apply(h)?;
     let dh = conv
-        .conv_backward(&h, dy, true)?
+        .conv_backward(Cow::Owned(h), &dy, true)?
         .ok_or_else(|| RuntimeError::Other("norm → conv: conv backward returned no dx".into()))?;
-    drop(h);
+    drop(dy);
     // Dropout's backward is the same mask product as its forward.
     let dh = mask.apply(dh)?;
     norm.grad(x, &stats, &dh)

@@ -7,6 +7,7 @@ use crate::layers::conv::{conv_spec, Conv};
 use crate::layers::init::Init;
 use medvae_runtime::ops::resample::{upsample_nearest2_backward, upsample_nearest2_forward};
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone)]
 pub struct Downsample {
@@ -49,7 +50,7 @@ impl Layer for Downsample {
             .take()
             .ok_or_else(|| no_saved_state("Downsample"))?;
         self.conv
-            .grad(&x, dy, true)?
+            .grad(Cow::Owned(x), dy, true)?
             .ok_or_else(|| RuntimeError::Other("Downsample: no dx".into()))
     }
 }
@@ -93,10 +94,12 @@ impl Layer for Upsample {
             .take()
             .ok_or_else(|| no_saved_state("Upsample"))?;
         let up = upsample_nearest2_forward(&x)?;
+        let x_shape = x.shape().to_vec();
+        drop(x);
         let dup = self
             .conv
-            .grad(&up, dy, true)?
+            .grad(Cow::Owned(up), dy, true)?
             .ok_or_else(|| RuntimeError::Other("Upsample: no dx".into()))?;
-        upsample_nearest2_backward(x.shape(), &dup)
+        upsample_nearest2_backward(&x_shape, &dup)
     }
 }

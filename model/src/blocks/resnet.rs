@@ -19,6 +19,7 @@ use crate::layers::init::Init;
 use crate::lora::ConvUnit;
 use medvae_runtime::ops::elementwise::add_assign;
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone)]
 pub struct ResnetBlock {
@@ -111,19 +112,34 @@ impl ResnetBlock {
         Ok((y, a1, drop))
     }
 
-    /// Backward of [`ResnetBlock::run`] from its saved tensors.
+    /// Backward of [`ResnetBlock::run`] from its saved tensors, which it consumes: each is
+    /// released as soon as the rest of the backward no longer needs it (`a1` after the second
+    /// half, `x` by the shortcut's weight gradient, before the last data gradient).
     fn run_backward(
         &mut self,
-        x: &Tensor,
-        a1: &Tensor,
-        drop: &DropoutDraw,
+        x: Tensor,
+        a1: Tensor,
+        mask: &DropoutDraw,
         dy: &Tensor,
     ) -> Result<Tensor> {
-        let da1 = norm_conv_backward(&mut self.norm2, &mut self.conv2, a1, drop, dy)?;
-        let mut dx = norm_conv_backward(&mut self.norm1, &mut self.conv1, x, &IDENTITY, &da1)?;
+        let da1 = norm_conv_backward(
+            &mut self.norm2,
+            &mut self.conv2,
+            &a1,
+            mask,
+            Cow::Borrowed(dy),
+        )?;
+        drop(a1);
+        let mut dx = norm_conv_backward(
+            &mut self.norm1,
+            &mut self.conv1,
+            &x,
+            &IDENTITY,
+            Cow::Owned(da1),
+        )?;
         match self.nin_shortcut.as_mut() {
             Some(s) => {
-                let ds = s.conv_backward(x, dy, true)?.ok_or_else(|| {
+                let ds = s.conv_backward(Cow::Owned(x), dy, true)?.ok_or_else(|| {
                     RuntimeError::Other("nin_shortcut backward returned no dx".into())
                 })?;
                 add_assign(&mut dx, &ds)?;
@@ -177,11 +193,13 @@ impl Layer for ResnetBlock {
             .take()
             .ok_or_else(|| no_saved_state("ResnetBlock"))?
         {
-            Saved::Full { x, a1, drop } => self.run_backward(&x, &a1, &drop, dy),
+            Saved::Full { x, a1, drop } => self.run_backward(x, a1, &drop, dy),
             Saved::Checkpoint { x, mut ctx } => {
                 // Same inputs and the same random streams: the same activations as the forward.
+                // The whole forward replays (not just a1) so that LoRA convolutions save their
+                // low-rank state for the backward; y is dropped at once.
                 let (_, a1, drop) = self.run(&x, &mut ctx)?;
-                self.run_backward(&x, &a1, &drop, dy)
+                self.run_backward(x, a1, &drop, dy)
             }
         }
     }

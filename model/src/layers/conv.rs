@@ -7,6 +7,7 @@ use crate::layer::{no_saved_state, visit_one, Ctx, Layer, Param, ParamVisitor, P
 use crate::layers::init::Init;
 use medvae_runtime::ops::conv::{conv_backward, conv_forward, ConvSpec};
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 /// A convolution whose caller keeps its input: the forward may save internal state (LoRA's
 /// low-rank activation) but never the input, which the caller hands back to the backward. This
@@ -14,7 +15,14 @@ use medvae_runtime::{Result, RuntimeError, Tensor};
 pub trait ConvOp: Parameters {
     fn conv_forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor>;
     /// `dx` (when `need_dx`) from the forward input `x` and `dy`; accumulates parameter grads.
-    fn conv_backward(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>>;
+    /// An owned `x` is released before `dx` is allocated (see `ops::conv::conv_backward`):
+    /// callers hand over inputs they no longer need.
+    fn conv_backward(
+        &mut self,
+        x: Cow<'_, Tensor>,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Tensor>>;
 }
 
 /// The convolution geometry of a PyTorch `Conv{rank}d(cin, cout, k, stride, padding)`, with
@@ -114,7 +122,12 @@ impl Conv {
 
     /// Backward from the forward input `x`: `dx` when `need_dx`, parameter gradients
     /// accumulated for trainable parameters (a frozen weight costs no weight-gradient GEMM).
-    pub fn grad(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
+    pub fn grad(
+        &mut self,
+        x: Cow<'_, Tensor>,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
         let (w, dw) = self.weight.value_and_grad()?;
         let db = match self.bias.as_mut() {
             Some(b) => b.grad_slot()?,
@@ -129,7 +142,7 @@ impl Conv {
         let mut dw = self.weight.value.zeros_like()?;
         conv_backward(
             &self.spec,
-            x,
+            Cow::Borrowed(x),
             &self.weight.value,
             dy,
             false,
@@ -153,7 +166,12 @@ impl ConvOp for Conv {
     fn conv_forward(&mut self, x: &Tensor, _ctx: &mut Ctx) -> Result<Tensor> {
         self.apply(x)
     }
-    fn conv_backward(&mut self, x: &Tensor, dy: &Tensor, need_dx: bool) -> Result<Option<Tensor>> {
+    fn conv_backward(
+        &mut self,
+        x: Cow<'_, Tensor>,
+        dy: &Tensor,
+        need_dx: bool,
+    ) -> Result<Option<Tensor>> {
         self.grad(x, dy, need_dx)
     }
 }
@@ -171,7 +189,7 @@ impl Layer for Conv {
 
     fn backward(&mut self, dy: &Tensor) -> Result<Tensor> {
         let x = self.saved_x.take().ok_or_else(|| no_saved_state("Conv"))?;
-        self.grad(&x, dy, true)?
+        self.grad(Cow::Owned(x), dy, true)?
             .ok_or_else(|| RuntimeError::Other("conv backward returned no dx".into()))
     }
 }

@@ -29,6 +29,7 @@ use medvae_runtime::ops::activation::{relu_inplace, relu_mask_inplace};
 use medvae_runtime::ops::conv::conv_backward;
 use medvae_runtime::ops::resample::{max_pool2x2_backward, max_pool2x2_forward, PoolArgmax};
 use medvae_runtime::{Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 /// Widths of the five stages of the real VGG16.
 pub const VGG16_WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
@@ -218,8 +219,16 @@ impl Vgg16Features {
                         relu_mask_inplace(&mut g, &y)?;
                         drop(y);
                         // Frozen: no weight gradient; `x` supplies only the geometry.
-                        conv_backward(&conv.spec, x, &conv.weight.value, &g, true, None, None)?
-                            .ok_or_else(|| RuntimeError::Other("vgg16: conv gave no dx".into()))?
+                        conv_backward(
+                            &conv.spec,
+                            Cow::Borrowed(x),
+                            &conv.weight.value,
+                            &g,
+                            true,
+                            None,
+                            None,
+                        )?
+                        .ok_or_else(|| RuntimeError::Other("vgg16: conv gave no dx".into()))?
                     }
                     Unit::Pool => {
                         let arg = pools.pop().expect("one argmax per pool");

@@ -18,6 +18,7 @@ use medvae_runtime::ops::resample::{
 };
 use medvae_runtime::ops::softmax::{softmax_backward, softmax_forward};
 use medvae_runtime::{Device, Result, RuntimeError, Tensor};
+use std::borrow::Cow;
 
 /// Run an op case. `Ok(None)`: the op is not implemented.
 pub fn run(case: &GoldenCase, device: Device) -> Result<Option<Produced>> {
@@ -158,8 +159,16 @@ fn conv(case: &GoldenCase, rank: usize) -> Result<Produced> {
     let dy = gout(case, "y")?;
     let mut dw = zeros(&spec.weight_shape())?;
     let mut db = zeros(&[cout])?;
-    let dx = conv_backward(&spec, &x, &w, &dy, true, Some(&mut dw), Some(&mut db))?
-        .ok_or_else(|| RuntimeError::Other("conv_backward returned no dx".into()))?;
+    let dx = conv_backward(
+        &spec,
+        Cow::Borrowed(&x),
+        &w,
+        &dy,
+        true,
+        Some(&mut dw),
+        Some(&mut db),
+    )?
+    .ok_or_else(|| RuntimeError::Other("conv_backward returned no dx".into()))?;
     let mut out = Produced::new();
     out.insert("out.y".into(), activation_out(&y)?);
     out.insert("grad.in.x".into(), activation_out(&dx)?);

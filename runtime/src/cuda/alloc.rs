@@ -116,8 +116,13 @@ impl Pool {
         };
         let mut s = self.lock();
         s.stats.in_use_bytes += bucket;
+        let new_peak = s.stats.in_use_bytes > s.stats.peak_bytes;
         s.stats.peak_bytes = s.stats.peak_bytes.max(s.stats.in_use_bytes);
+        let live = s.stats.in_use_bytes;
         drop(s);
+        if new_peak {
+            crate::memory_trace::record_peak(live, bucket);
+        }
         Ok(DeviceBuffer {
             ptr,
             bytes,

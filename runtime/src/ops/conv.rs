@@ -6,6 +6,7 @@ use crate::error::{Result, RuntimeError};
 use crate::tensor::Tensor;
 use medvae_kernels::cpu::conv as k;
 use medvae_kernels::Spatial;
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 thread_local! {
@@ -128,9 +129,13 @@ pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>)
 }
 
 /// Gradients of a convolution: returns `dx` (when `need_dx`) and accumulates into `dw`/`db`.
+///
+/// The weight gradient runs first; an owned `x` ([`Cow::Owned`]) is then released before `dx`
+/// is allocated, so a caller that no longer needs the input keeps the backward's peak at x or
+/// dx, never both.
 pub fn conv_backward(
     spec: &ConvSpec,
-    x: &Tensor,
+    x: Cow<'_, Tensor>,
     w: &Tensor,
     dy: &Tensor,
     need_dx: bool,
@@ -138,7 +143,7 @@ pub fn conv_backward(
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
     const OP: &str = "conv_backward";
-    let dev = common_device(OP, &[x, w, dy])?;
+    let dev = common_device(OP, &[&x, w, dy])?;
     let g = spec.geometry(OP, x.shape())?;
     dy.expect_shape(
         OP,
@@ -176,7 +181,9 @@ pub fn conv_backward(
     if !need_dx {
         return Ok(None);
     }
-    let mut dx = Tensor::uninit(x.shape());
+    let x_shape = x.shape().to_vec();
+    drop(x);
+    let mut dx = Tensor::uninit(&x_shape);
     let (dys, ws, dxs) = (dy.f32s(OP)?, w.f32s(OP)?, dx.f32s_mut(OP)?);
     with_scratch(|s| k::conv_backward_data_with(s, &g, dys, ws, dxs))?;
     Ok(Some(dx))

@@ -10,6 +10,7 @@ use medvae_runtime::ops::elementwise::{
 };
 use medvae_runtime::ops::loss::{l1_mean_backward, l1_mean_forward};
 use medvae_runtime::Tensor;
+use std::borrow::Cow;
 
 #[test]
 fn tensors_round_trip_and_copy_on_write() {
@@ -214,7 +215,7 @@ fn conv_backward_op_matches_cpu_with_every_gradient_subset() {
                 let (mut db, mut gdb) = tensor_pair(&[spec.cout], 5, 0.1);
                 let dx = conv_backward(
                     &spec,
-                    &x,
+                    Cow::Borrowed(&x),
                     &w,
                     &dy,
                     need_dx,
@@ -222,9 +223,16 @@ fn conv_backward_op_matches_cpu_with_every_gradient_subset() {
                     with_db.then_some(&mut db),
                 )
                 .expect("cpu");
+                // Both ways of handing x over: a share the backward releases between the
+                // weight and the data gradient (a clone here, so gx itself stays), or a borrow.
+                let gpu_x = if need_dx && with_dw {
+                    Cow::Owned(gx.clone())
+                } else {
+                    Cow::Borrowed(&gx)
+                };
                 let gdx = conv_backward(
                     &spec,
-                    &gx,
+                    gpu_x,
                     &gw,
                     &gdy,
                     need_dx,

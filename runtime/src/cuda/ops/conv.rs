@@ -7,6 +7,8 @@ use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::{CudaDevice, DeviceBuffer};
 use medvae_kernels::cpu::conv::ConvGeometry;
+use std::ops::Deref;
+use std::sync::Arc;
 
 const KERNEL: &str = "cuda conv";
 
@@ -210,18 +212,38 @@ pub fn conv_backward(
     dbias: Option<&DeviceBuffer>,
 ) -> CudaResult<()> {
     let dx = dx.map(|(buf, beta)| (DataGradientOut::Into(buf), beta));
+    let x = x.map(ConvInput::Borrowed);
     backward(dev, g, prec, x, w, dy, dx, dw, dbias).map(drop)
+}
+
+/// The forward input handed to the backward: borrowed from a caller who still needs it, or a
+/// share of its tensor's buffer that the backward drops once the weight gradient is done (the
+/// buffer is freed then when no other tensor shares it).
+pub enum ConvInput<'a> {
+    Borrowed(&'a DeviceBuffer),
+    Shared(Arc<DeviceBuffer>),
+}
+
+impl Deref for ConvInput<'_> {
+    type Target = DeviceBuffer;
+    fn deref(&self) -> &DeviceBuffer {
+        match self {
+            ConvInput::Borrowed(b) => b,
+            ConvInput::Shared(b) => b,
+        }
+    }
 }
 
 /// [`conv_backward`] with the data gradient (`beta = 0`) written into a new buffer, which is
 /// returned. The buffer is allocated after the weight gradient has run, when that GEMM's bf16
-/// copy of x is already freed: the backward's peak memory holds one of the two, not both.
+/// copy of x is already freed, and so is x itself when handed over as [`ConvInput::Shared`]:
+/// the backward's peak memory holds x or dx, not both.
 #[allow(clippy::too_many_arguments)]
 pub fn conv_backward_new_dx(
     dev: &CudaDevice,
     g: &ConvGeometry,
     prec: ConvPrecision,
-    x: Option<&DeviceBuffer>,
+    x: Option<ConvInput<'_>>,
     w: &DeviceBuffer,
     dy: &DeviceBuffer,
     dw: Option<&DeviceBuffer>,
@@ -246,7 +268,7 @@ fn backward(
     dev: &CudaDevice,
     g: &ConvGeometry,
     prec: ConvPrecision,
-    x: Option<&DeviceBuffer>,
+    x: Option<ConvInput<'_>>,
     w: Option<&DeviceBuffer>,
     dy: &DeviceBuffer,
     dx: Option<(DataGradientOut<'_>, f32)>,
@@ -270,7 +292,7 @@ fn backward(
     };
     let x = match (dw, x) {
         (Some(dw), Some(x)) => {
-            check_all(&[("x", x, g.input_len()), ("dw", dw, g.weight_len())])?;
+            check_all(&[("x", &x, g.input_len()), ("dw", dw, g.weight_len())])?;
             Some(x)
         }
         (Some(_), None) => {
@@ -289,9 +311,10 @@ fn backward(
         None
     };
     // Parameter gradients first: the weight gradient's bf16 copy of x is freed when it returns,
-    // before the data gradient allocates anything.
+    // and x itself here when shared, before the data gradient allocates anything.
     if let (Some(x), Some(dw)) = (x, dw) {
-        weight_gradient(dev, g, cg, prec, x, dy, dyh.as_ref(), dw)?;
+        weight_gradient(dev, g, cg, prec, &x, dy, dyh.as_ref(), dw)?;
+        drop(x);
     }
     if let Some(db) = dbias {
         let pixels = g.output_len() / g.cout;

@@ -7,6 +7,7 @@ use crate::cuda::registry::precision;
 use crate::error::Result;
 use crate::tensor::Tensor;
 use medvae_kernels::cpu::conv::ConvGeometry;
+use std::borrow::Cow;
 
 /// `y = conv(x, w) + b` into a new tensor of `y_shape`.
 pub(crate) fn conv_forward(
@@ -28,29 +29,34 @@ pub(crate) fn conv_forward(
 }
 
 /// The gradients of a convolution in one call (so that the streamed BF16 path rounds dy once):
-/// `dx` as a new tensor of `x`'s shape when `need_dx` (allocated after the weight gradient, see
-/// [`k::conv_backward_new_dx`]), weight and bias gradients accumulated into `dw` / `db` (either
-/// may be absent).
+/// `dx` as a new tensor of `x`'s shape when `need_dx` (allocated after the weight gradient, and
+/// after an owned `x` is released, see [`k::conv_backward_new_dx`]), weight and bias gradients
+/// accumulated into `dw` / `db` (either may be absent).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv_backward(
     op: &str,
     g: &ConvGeometry,
-    x: &Tensor,
+    x: Cow<'_, Tensor>,
     w: &Tensor,
     dy: &Tensor,
     need_dx: bool,
     dw: Option<&mut Tensor>,
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
-    let dev = device_of(op, x)?;
+    let dev = device_of(op, &x)?;
+    let x_shape = x.shape().to_vec();
     let (dwb, dbb) = param_grad_outputs(op, dw, db)?;
-    let (xb, wb, dyb) = (x.cuda(op)?.1, w.cuda(op)?.1, dy.cuda(op)?.1);
+    let (wb, dyb) = (w.cuda(op)?.1, dy.cuda(op)?.1);
+    let xb = match &x {
+        Cow::Borrowed(t) => k::ConvInput::Borrowed(t.cuda(op)?.1),
+        Cow::Owned(_) => k::ConvInput::Shared(x.into_owned().into_cuda_buffer(op)?),
+    };
     if !need_dx {
         let done = k::conv_backward(
             &dev,
             g,
             precision(),
-            Some(xb),
+            Some(&xb),
             Some(wb),
             dyb,
             None,
@@ -61,5 +67,5 @@ pub(crate) fn conv_backward(
         return Ok(None);
     }
     let dx = k::conv_backward_new_dx(&dev, g, precision(), Some(xb), wb, dyb, dwb, dbb);
-    Tensor::from_cuda_buffer(&dev, x.shape(), on(op, dx)?).map(Some)
+    Tensor::from_cuda_buffer(&dev, &x_shape, on(op, dx)?).map(Some)
 }
