@@ -349,8 +349,10 @@ extern "C" __global__ void gn_bwd_finalize(const float* __restrict__ partial, in
 
 // dx = rstd * (dz * gamma - coef0 - xhat * coef1) (+ dx_beta * dx_old). coef null = zeros (used
 // by BatchNorm in eval mode, whose statistics are constants). Grid (blocks, N), as gn_apply_*.
+// dy may be dx (the in-place backward, dx_beta 0): each element is read by the thread that
+// then writes it, so dy and dx carry no __restrict__.
 template <int V>
-__device__ __forceinline__ void gn_bwd_dx_impl(const float* __restrict__ x, const float* __restrict__ dy,
+__device__ __forceinline__ void gn_bwd_dx_impl(const float* __restrict__ x, const float* dy,
                                                const float* __restrict__ mean, const float* __restrict__ rstd,
                                                const float* __restrict__ gamma, const float* __restrict__ beta,
                                                const float* __restrict__ coef, float* dx, mv_i64 S, int C, int G,
@@ -385,13 +387,13 @@ __device__ __forceinline__ void gn_bwd_dx_impl(const float* __restrict__ x, cons
 }
 
 extern "C" __global__ void __launch_bounds__(256)
-    gn_bwd_dx_v4(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,
+    gn_bwd_dx_v4(const float* __restrict__ x, const float* dy, const float* __restrict__ mean,
                  const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,
                  const float* __restrict__ coef, float* dx, mv_i64 S, int C, int G, int silu, float dx_beta) {
     gn_bwd_dx_impl<4>(x, dy, mean, rstd, gamma, beta, coef, dx, S, C, G, silu, dx_beta);
 }
 extern "C" __global__ void __launch_bounds__(256)
-    gn_bwd_dx_v1(const float* __restrict__ x, const float* __restrict__ dy, const float* __restrict__ mean,
+    gn_bwd_dx_v1(const float* __restrict__ x, const float* dy, const float* __restrict__ mean,
                  const float* __restrict__ rstd, const float* __restrict__ gamma, const float* __restrict__ beta,
                  const float* __restrict__ coef, float* dx, mv_i64 S, int C, int G, int silu, float dx_beta) {
     gn_bwd_dx_impl<1>(x, dy, mean, rstd, gamma, beta, coef, dx, S, C, G, silu, dx_beta);

@@ -119,6 +119,22 @@ fn run_group_norm<T: medvae_kernels::Real>(
     } else {
         group_norm_backward(d, &x, &gamma, stats, &dy, &mut dx, grads).unwrap();
     }
+    // The in-place kernels do the same arithmetic in the same order: identical results.
+    let mut grad = dy.clone();
+    let (mut dg_ip, mut db_ip) = (vec![T::zero(); d.channels], vec![T::zero(); d.channels]);
+    let grads = AffineGrads {
+        dgamma: &mut dg_ip,
+        dbeta: &mut db_ip,
+    };
+    if silu {
+        group_norm_silu_backward_in_place(d, &x, affine, stats, &mut grad, grads).unwrap();
+    } else {
+        group_norm_backward_in_place(d, &x, &gamma, stats, &mut grad, grads).unwrap();
+    }
+    let tag = format!("in place, silu={silu}, n={} s={}", d.n, d.spatial);
+    assert_eq!(back(&grad), back(&dx), "{tag}: dx");
+    assert_eq!(back(&dg_ip), back(&dg), "{tag}: dgamma");
+    assert_eq!(back(&db_ip), back(&db), "{tag}: dbeta");
     [back(&y), back(&dx), back(&dg), back(&db)]
 }
 

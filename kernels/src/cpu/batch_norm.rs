@@ -161,7 +161,16 @@ pub fn batch_norm_train_backward<T: Real>(
     check_len(kernel, "dy", dy.len(), d.len())?;
     check_len(kernel, "dgamma", grads.dgamma.len(), d.channels)?;
     check_len(kernel, "dbeta", grads.dbeta.len(), d.channels)?;
-    backward_impl::<T, false>(&d.as_group_norm(), x, gamma, &[], saved, dy, dx, grads);
+    backward_impl::<T, false>(
+        &d.as_group_norm(),
+        x,
+        gamma,
+        &[],
+        saved,
+        Some(dy),
+        dx,
+        grads,
+    );
     Ok(())
 }
 

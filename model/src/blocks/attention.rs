@@ -135,7 +135,7 @@ impl AttnBlock {
                 .conv_backward(Cow::Owned(h), &dv, true)?
                 .ok_or_else(|| no_dx("v"))?,
         )?;
-        let mut dx = self.norm.grad(x, &stats, &dh)?;
+        let mut dx = self.norm.grad(x, &stats, Cow::Owned(dh))?;
         add_assign(&mut dx, dy)?;
         Ok(dx)
     }

@@ -32,9 +32,9 @@ pub fn norm_conv_forward<C: ConvOp>(
 /// Backward of [`norm_conv_forward`] from its input `x` (and the same mask draw).
 ///
 /// Memory: the recomputed activation goes to the convolution's backward, which releases it
-/// before allocating its data gradient, and an owned `dy` is released before the norm's
-/// backward allocates `dx`. The peak holds `x`, `dy` and one of the activation or its
-/// gradient, never both.
+/// before allocating its data gradient; an owned `dy` is released after the convolution; the
+/// norm's backward overwrites that data gradient with `dx`. The peak holds `x`, `dy` and one
+/// activation-sized buffer besides.
 pub fn norm_conv_backward<C: ConvOp>(
     norm: &mut GroupNorm,
     conv: &mut C,
@@ -50,5 +50,5 @@ pub fn norm_conv_backward<C: ConvOp>(
     drop(dy);
     // Dropout's backward is the same mask product as its forward.
     let dh = mask.apply(dh)?;
-    norm.grad(x, &stats, &dh)
+    norm.grad(x, &stats, Cow::Owned(dh))
 }

@@ -7,6 +7,7 @@ use crate::layer::{
 use crate::layers::init::Init;
 use medvae_runtime::ops::norm::{group_norm_backward, group_norm_forward, NormParams, NormSaved};
 use medvae_runtime::{Result, Tensor};
+use std::borrow::Cow;
 
 pub const GROUPS: usize = 32;
 pub const EPS: f64 = 1e-6;
@@ -48,8 +49,8 @@ impl GroupNorm {
     }
 
     /// Backward from the forward input and statistics; accumulates weight/bias gradients
-    /// when trainable.
-    pub fn grad(&mut self, x: &Tensor, saved: &NormSaved, dy: &Tensor) -> Result<Tensor> {
+    /// when trainable. An owned `dy` is overwritten with `dx` (no second buffer).
+    pub fn grad(&mut self, x: &Tensor, saved: &NormSaved, dy: Cow<'_, Tensor>) -> Result<Tensor> {
         let mut scratch = (None, None);
         let (params, grads) = norm_affine(&mut self.weight, &mut self.bias, &mut scratch)?;
         group_norm_backward(
@@ -88,6 +89,6 @@ impl Layer for GroupNorm {
             .saved
             .take()
             .ok_or_else(|| no_saved_state("GroupNorm"))?;
-        self.grad(&x, &stats, dy)
+        self.grad(&x, &stats, Cow::Borrowed(dy))
     }
 }

@@ -238,7 +238,8 @@ fn group_norm(case: &GoldenCase) -> Result<Produced> {
         eps,
         false,
         &saved,
-        &gout(case, "y")?,
+        // Owned: the in-place backward that training uses.
+        Cow::Owned(gout(case, "y")?),
         Some(grads),
     )?;
     Ok(norm_outputs(

@@ -9,6 +9,7 @@ use medvae_kernels::cpu::group_norm::{
 };
 use medvae_kernels::cpu::layer_norm::{self as ln, LayerNormDims};
 use medvae_kernels::volume;
+use std::borrow::Cow;
 
 /// What a normalisation forward keeps for its backward: mean and 1/√(var+eps) per group.
 /// (BatchNorm in eval mode keeps the running mean and the running *variance* in `rstd`'s
@@ -100,6 +101,8 @@ pub fn group_norm_forward(
 }
 
 /// Backward of [`group_norm_forward`]: returns `dx`, accumulates parameter grads if given.
+/// An owned `dy` ([`Cow::Owned`]) is overwritten with `dx` and returned, so the backward
+/// needs no second activation-sized buffer.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm_backward(
     x: &Tensor,
@@ -108,11 +111,11 @@ pub fn group_norm_backward(
     eps: f64,
     fuse_silu: bool,
     saved: &NormSaved,
-    dy: &Tensor,
+    dy: Cow<'_, Tensor>,
     grads: Option<NormGrads>,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm_backward";
-    let dev = common_device(OP, &[x, dy, p.gamma, p.beta])?;
+    let dev = common_device(OP, &[x, &dy, p.gamma, p.beta])?;
     let d = gn_dims(OP, x, groups, eps)?;
     p.check(OP, d.channels)?;
     dy.expect_shape(OP, "dy", x.shape())?;
@@ -123,35 +126,36 @@ pub fn group_norm_backward(
         );
     }
     cpu_only(OP, dev)?;
-    let mut dx = Tensor::uninit(x.shape());
     let (mut sg, mut sb) = (Vec::new(), Vec::new());
     let grads = param_grads(OP, grads, d.channels, &mut sg, &mut sb)?;
     let stats = NormStats {
         mean: &saved.mean,
         rstd: &saved.rstd,
     };
-    if fuse_silu {
-        gn::group_norm_silu_backward(
-            &d,
-            x.f32s(OP)?,
-            p.affine(OP)?,
-            stats,
-            dy.f32s(OP)?,
-            dx.f32s_mut(OP)?,
-            grads,
-        )?;
-    } else {
-        gn::group_norm_backward(
-            &d,
-            x.f32s(OP)?,
-            p.gamma.f32s(OP)?,
-            stats,
-            dy.f32s(OP)?,
-            dx.f32s_mut(OP)?,
-            grads,
-        )?;
+    let xs = x.f32s(OP)?;
+    match dy {
+        Cow::Owned(mut grad) => {
+            let g = grad.f32s_mut(OP)?;
+            if fuse_silu {
+                gn::group_norm_silu_backward_in_place(&d, xs, p.affine(OP)?, stats, g, grads)?;
+            } else {
+                let gamma = p.gamma.f32s(OP)?;
+                gn::group_norm_backward_in_place(&d, xs, gamma, stats, g, grads)?;
+            }
+            Ok(grad)
+        }
+        Cow::Borrowed(dy) => {
+            let mut dx = Tensor::uninit(x.shape());
+            let (dys, dxs) = (dy.f32s(OP)?, dx.f32s_mut(OP)?);
+            if fuse_silu {
+                gn::group_norm_silu_backward(&d, xs, p.affine(OP)?, stats, dys, dxs, grads)?;
+            } else {
+                let gamma = p.gamma.f32s(OP)?;
+                gn::group_norm_backward(&d, xs, gamma, stats, dys, dxs, grads)?;
+            }
+            Ok(dx)
+        }
     }
-    Ok(dx)
 }
 
 /// Parameter-gradient slices: the caller's tensors, or scratch for a frozen layer.

@@ -200,7 +200,8 @@ pub fn group_norm_silu_forward<T: Real>(
 }
 
 /// GroupNorm(+SiLU) backward without argument checks. `beta` is only read when `SILU` (to
-/// recompute the pre-activation); the plain kernel may pass an empty slice.
+/// recompute the pre-activation); the plain kernel may pass an empty slice. `dy` is `None` in
+/// place: the incoming gradient is in `dx` and is overwritten by the result.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_impl<T: Real, const SILU: bool>(
     d: &GroupNormDims,
@@ -208,7 +209,7 @@ pub(crate) fn backward_impl<T: Real, const SILU: bool>(
     gamma: &[T],
     beta: &[T],
     stats: NormStats<T>,
-    dy: &[T],
+    dy: Option<&[T]>,
     dx: &mut [T],
     grads: AffineGrads<T>,
 ) {
@@ -241,13 +242,19 @@ pub(crate) fn backward_impl<T: Real, const SILU: bool>(
     // Pass 1: sums (and dh into dx for the fused kernel).
     let sums: Vec<Vec<f64>> = dx
         .par_chunks_mut(per)
-        .zip(x.par_chunks(per).zip(dy.par_chunks(per)))
+        .zip(x.par_chunks(per))
         .zip(coef.par_iter().zip(mus.par_iter()))
-        .map(|((dxs, (xs, dys)), (cf, mu))| {
+        .enumerate()
+        .map(|(ni, ((dxs, xs), (cf, mu)))| {
+            let dys = dy.map(|d| &d[ni * per..(ni + 1) * per]);
             let parts: Vec<Vec<f64>> = dxs
                 .par_chunks_mut(block)
-                .zip(xs.par_chunks(block).zip(dys.par_chunks(block)))
-                .map(|(sb, (xb, gb))| backward_sums::<T, SILU>(xb, gb, sb, mu, cf))
+                .zip(xs.par_chunks(block))
+                .enumerate()
+                .map(|(bi, (sb, xb))| {
+                    let gb = dys.map(|d| &d[bi * block..bi * block + sb.len()]);
+                    backward_sums::<T, SILU>(xb, gb, sb, mu, cf)
+                })
                 .collect();
             let mut acc = vec![0.0f64; 2 * c];
             for p in &parts {
@@ -336,7 +343,25 @@ pub fn group_norm_backward<T: Real>(
 ) -> Result<(), KernelError> {
     check_backward("group_norm_backward", d, x, gamma, &stats, dy, dx, &grads)?;
     if d.n > 0 {
-        backward_impl::<T, false>(d, x, gamma, &[], stats, dy, dx, grads);
+        backward_impl::<T, false>(d, x, gamma, &[], stats, Some(dy), dx, grads);
+    }
+    Ok(())
+}
+
+/// [`group_norm_backward`] in place: `grad` holds `dy` on entry and `dx` on return (no second
+/// activation-sized buffer).
+pub fn group_norm_backward_in_place<T: Real>(
+    d: &GroupNormDims,
+    x: &[T],
+    gamma: &[T],
+    stats: NormStats<T>,
+    grad: &mut [T],
+    grads: AffineGrads<T>,
+) -> Result<(), KernelError> {
+    let kernel = "group_norm_backward_in_place";
+    check_backward(kernel, d, x, gamma, &stats, grad, grad, &grads)?;
+    if d.n > 0 {
+        backward_impl::<T, false>(d, x, gamma, &[], stats, None, grad, grads);
     }
     Ok(())
 }
@@ -357,7 +382,26 @@ pub fn group_norm_silu_backward<T: Real>(
     check_backward(kernel, d, x, affine.gamma, &stats, dy, dx, &grads)?;
     check_len(kernel, "beta", affine.beta.len(), d.channels)?;
     if d.n > 0 {
-        backward_impl::<T, true>(d, x, affine.gamma, affine.beta, stats, dy, dx, grads);
+        backward_impl::<T, true>(d, x, affine.gamma, affine.beta, stats, Some(dy), dx, grads);
+    }
+    Ok(())
+}
+
+/// [`group_norm_silu_backward`] in place: `grad` holds d(silu output) on entry and `dx` on
+/// return; pass 1 overwrites each element with d(pre-activation) after reading it.
+pub fn group_norm_silu_backward_in_place<T: Real>(
+    d: &GroupNormDims,
+    x: &[T],
+    affine: Affine<T>,
+    stats: NormStats<T>,
+    grad: &mut [T],
+    grads: AffineGrads<T>,
+) -> Result<(), KernelError> {
+    let kernel = "group_norm_silu_backward_in_place";
+    check_backward(kernel, d, x, affine.gamma, &stats, grad, grad, &grads)?;
+    check_len(kernel, "beta", affine.beta.len(), d.channels)?;
+    if d.n > 0 {
+        backward_impl::<T, true>(d, x, affine.gamma, affine.beta, stats, None, grad, grads);
     }
     Ok(())
 }

@@ -150,30 +150,38 @@ fn affine_rows<T: Real, const SILU: bool>(x: &[T], y: &mut [T], a: &[T], b: &[T]
 }
 
 /// Backward pass 2 row by row: `dx = dh·p + x·q + o` per channel, where `dh` is `dy` (plain)
-/// or was stored in `dx` by pass 1 (fused).
+/// or was stored in `dx` by pass 1 (fused). `dy` is `None` in place: the plain kernel's `dh`
+/// is then the incoming gradient already in `dx`.
 #[inline(always)]
 fn combine_rows<T: Real, const SILU: bool>(
     dx: &mut [T],
     x: &[T],
-    dy: &[T],
+    dy: Option<&[T]>,
     p: &[T],
     q: &[T],
     o: &[T],
 ) {
     let c = p.len();
     let coef = || p.iter().zip(q).zip(o);
-    for ((dr, xr), gr) in dx
-        .chunks_exact_mut(c)
-        .zip(x.chunks_exact(c))
-        .zip(dy.chunks_exact(c))
-    {
-        if SILU {
-            for ((d, &xv), ((&pv, &qv), &ov)) in dr.iter_mut().zip(xr).zip(coef()) {
-                *d = *d * pv + xv * qv + ov;
+    match dy {
+        Some(dy) if !SILU => {
+            for ((dr, xr), gr) in dx
+                .chunks_exact_mut(c)
+                .zip(x.chunks_exact(c))
+                .zip(dy.chunks_exact(c))
+            {
+                for (((d, &xv), &g), ((&pv, &qv), &ov)) in dr.iter_mut().zip(xr).zip(gr).zip(coef())
+                {
+                    *d = g * pv + xv * qv + ov;
+                }
             }
-        } else {
-            for (((d, &xv), &g), ((&pv, &qv), &ov)) in dr.iter_mut().zip(xr).zip(gr).zip(coef()) {
-                *d = g * pv + xv * qv + ov;
+        }
+        // dh is in dx: the fused kernel's pass 1 put it there, or the gradient came in place.
+        _ => {
+            for (dr, xr) in dx.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
+                for ((d, &xv), ((&pv, &qv), &ov)) in dr.iter_mut().zip(xr).zip(coef()) {
+                    *d = *d * pv + xv * qv + ov;
+                }
             }
         }
     }
@@ -207,10 +215,11 @@ pub(crate) fn apply_affine<T: Real, const SILU: bool>(
 /// Pass 1 of the backward over one block of rows: per-channel `Σ dh` and `Σ dh·(x − μ_c)`
 /// (μ_c = the mean of the channel's group), returned as `[Σ dh; C] ++ [Σ dh·(x − μ); C]`. For
 /// the fused kernel `dh = dy·silu'(x·a + b)` is also stored in `scratch` (the caller's dx) for
-/// pass 2; otherwise `dh = dy` and `scratch` is untouched.
+/// pass 2; otherwise `dh = dy` and `scratch` is untouched. `dyb` is `None` in place: the
+/// incoming gradient is read from `scratch` (each element before it is overwritten).
 pub(super) fn backward_sums<T: Real, const SILU: bool>(
     xb: &[T],
-    dyb: &[T],
+    dyb: Option<&[T]>,
     scratch: &mut [T],
     mu: &[f64],
     coef: &(Vec<T>, Vec<T>),
@@ -218,16 +227,23 @@ pub(super) fn backward_sums<T: Real, const SILU: bool>(
     let c = mu.len();
     let mut acc = vec![0.0f64; 2 * c];
     let (sdh, sdhx) = acc.split_at_mut(c);
-    simd(
-        #[inline(always)]
-        || backward_sums_into::<T, SILU>(xb, dyb, scratch, mu, coef, sdh, sdhx),
-    );
+    match dyb {
+        Some(dyb) => simd(
+            #[inline(always)]
+            || backward_sums_into::<T, SILU, false>(xb, dyb, scratch, mu, coef, sdh, sdhx),
+        ),
+        None => simd(
+            #[inline(always)]
+            || backward_sums_into::<T, SILU, true>(xb, &[], scratch, mu, coef, sdh, sdhx),
+        ),
+    }
     acc
 }
 
 /// Tiled body of [`backward_sums`] (rows × [`TILE_CH`] channels, accumulators in registers).
+/// `IN_PLACE`: `dyb` is unused and the gradient is read from `scratch`.
 #[inline(always)]
-fn backward_sums_into<T: Real, const SILU: bool>(
+fn backward_sums_into<T: Real, const SILU: bool, const IN_PLACE: bool>(
     xb: &[T],
     dyb: &[T],
     scratch: &mut [T],
@@ -246,11 +262,12 @@ fn backward_sums_into<T: Real, const SILU: bool>(
         }
     };
     let tile = (TILE_ELEMS / c).max(1) * c;
-    for ((xt, gt), st) in xb
-        .chunks(tile)
-        .zip(dyb.chunks(tile))
-        .zip(scratch.chunks_mut(tile))
-    {
+    for (ti, (xt, st)) in xb.chunks(tile).zip(scratch.chunks_mut(tile)).enumerate() {
+        let gt: &[T] = if IN_PLACE {
+            &[]
+        } else {
+            &dyb[ti * tile..ti * tile + xt.len()]
+        };
         let mut c0 = 0;
         while c0 + TILE_CH <= c {
             let (aa, bb): ([T; TILE_CH], [T; TILE_CH]) = if SILU {
@@ -264,12 +281,13 @@ fn backward_sums_into<T: Real, const SILU: bool>(
             let mm: [f64; TILE_CH] = std::array::from_fn(|j| mu[c0 + j]);
             let mut s = [0.0f64; TILE_CH];
             let mut q = [0.0f64; TILE_CH];
-            for ((xr, gr), sr) in xt
-                .chunks_exact(c)
-                .zip(gt.chunks_exact(c))
-                .zip(st.chunks_exact_mut(c))
-            {
-                let (Some(xs), Some(gs)) = (
+            for (ri, (xr, sr)) in xt.chunks_exact(c).zip(st.chunks_exact_mut(c)).enumerate() {
+                let gr = if IN_PLACE {
+                    &*sr
+                } else {
+                    &gt[ri * c..(ri + 1) * c]
+                };
+                let (Some(xs), Some(&gs)) = (
                     xr[c0..].first_chunk::<TILE_CH>(),
                     gr[c0..].first_chunk::<TILE_CH>(),
                 ) else {
@@ -299,13 +317,10 @@ fn backward_sums_into<T: Real, const SILU: bool>(
             c0 += TILE_CH;
         }
         // Channels past the last full tile.
-        for ((xr, gr), sr) in xt
-            .chunks_exact(c)
-            .zip(gt.chunks_exact(c))
-            .zip(st.chunks_exact_mut(c))
-        {
+        for (ri, (xr, sr)) in xt.chunks_exact(c).zip(st.chunks_exact_mut(c)).enumerate() {
             for ch in c0..c {
-                let dh = dh_of(xr[ch], gr[ch], ch);
+                let g = if IN_PLACE { sr[ch] } else { gt[ri * c + ch] };
+                let dh = dh_of(xr[ch], g, ch);
                 if SILU {
                     sr[ch] = dh;
                 }
@@ -322,7 +337,7 @@ fn backward_sums_into<T: Real, const SILU: bool>(
 pub(super) fn combine_pass<T: Real, const SILU: bool>(
     dx: &mut [T],
     x: &[T],
-    dy: &[T],
+    dy: Option<&[T]>,
     lin: &[(Vec<T>, Vec<T>, Vec<T>)],
     s: usize,
     c: usize,
@@ -330,12 +345,16 @@ pub(super) fn combine_pass<T: Real, const SILU: bool>(
 ) {
     let per = s * c;
     dx.par_chunks_mut(per)
-        .zip(x.par_chunks(per).zip(dy.par_chunks(per)))
+        .zip(x.par_chunks(per))
         .zip(lin.par_iter())
-        .for_each(|((dxs, (xs, dys)), (p, q, o))| {
+        .enumerate()
+        .for_each(|(ni, ((dxs, xs), (p, q, o)))| {
+            let dys = dy.map(|d| &d[ni * per..(ni + 1) * per]);
             dxs.par_chunks_mut(block)
-                .zip(xs.par_chunks(block).zip(dys.par_chunks(block)))
-                .for_each(|(db, (xb, gb))| {
+                .zip(xs.par_chunks(block))
+                .enumerate()
+                .for_each(|(bi, (db, xb))| {
+                    let gb = dys.map(|d| &d[bi * block..bi * block + db.len()]);
                     simd(
                         #[inline(always)]
                         || combine_rows::<T, SILU>(db, xb, gb, p, q, o),

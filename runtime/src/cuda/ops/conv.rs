@@ -311,10 +311,10 @@ fn backward(
         None
     };
     // Parameter gradients first: the weight gradient's bf16 copy of x is freed when it returns,
-    // and x itself here when shared, before the data gradient allocates anything.
+    // and x itself when shared (as soon as it is rounded on the bf16 path), before the data
+    // gradient allocates anything.
     if let (Some(x), Some(dw)) = (x, dw) {
-        weight_gradient(dev, g, cg, prec, &x, dy, dyh.as_ref(), dw)?;
-        drop(x);
+        weight_gradient(dev, g, cg, prec, x, dy, dyh.as_ref(), dw)?;
     }
     if let Some(db) = dbias {
         let pixels = g.output_len() / g.cout;
@@ -432,21 +432,23 @@ fn weight_gradient(
     g: &ConvGeometry,
     cg: ConvGeom,
     prec: ConvPrecision,
-    x: &DeviceBuffer,
+    x: ConvInput<'_>,
     dy: &DeviceBuffer,
     dyh: Option<&DeviceBuffer>,
     dw: &DeviceBuffer,
 ) -> CudaResult<()> {
     if prec == ConvPrecision::Fp32 {
         let mut a = Args::new();
-        a.push(cg).buf(x).buf(dy).buf(dw);
+        a.push(cg).buf(&x).buf(dy).buf(dw);
         return a.launch(dev, "conv_direct_wgrad", grid_1d(dev, g.weight_len()));
     }
     if conv_thin::serves_weight_gradient(g) {
-        return conv_thin::backward_weight(dev, g, cg, x, dy, dw);
+        return conv_thin::backward_weight(dev, g, cg, &x, dy, dw);
     }
     if let Some(dyh) = dyh {
-        let xh = conv_bf16::to_bf16(dev, x, g.input_len())?;
+        let xh = conv_bf16::to_bf16(dev, &x, g.input_len())?;
+        // A shared x is released here: the bf16 GEMM reads only its rounded copy.
+        drop(x);
         if conv_wgmma::applies_wgrad(dev, g) {
             return conv_wgmma::backward_weight(dev, g, cg, &xh, dyh, dw);
         }
@@ -456,7 +458,7 @@ fn weight_gradient(
     let plan = wgrad_plan(dev, g, prec, false)?;
     let mut a = Args::new();
     a.push(cg)
-        .buf(x)
+        .buf(&x)
         .buf(dy)
         .buf(dw)
         .push(i32_of(KERNEL, "tiles per split", plan.per_split)?);

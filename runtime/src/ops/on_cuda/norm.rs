@@ -10,6 +10,7 @@ use crate::tensor::Tensor;
 use medvae_kernels::cpu::batch_norm::BatchNormDims;
 use medvae_kernels::cpu::group_norm::GroupNormDims;
 use medvae_kernels::cpu::layer_norm::LayerNormDims;
+use std::borrow::Cow;
 
 fn saved_stats<'a>(op: &str, saved: &'a NormSaved) -> Result<(&'a Tensor, &'a Tensor)> {
     match &saved.device_stats {
@@ -75,13 +76,22 @@ pub(crate) fn group_norm_backward(
     p: &NormParams,
     fuse_silu: bool,
     saved: &NormSaved,
-    dy: &Tensor,
+    dy: Cow<'_, Tensor>,
     grads: Option<NormGrads>,
 ) -> Result<Tensor> {
     let dev = device_of(op, x)?;
     let (mean, rstd) = saved_stats(op, saved)?;
-    let dx = Tensor::cuda_uninit(&dev, x.shape())?;
     let (dg, db) = grad_buffers(op, grads)?;
+    // In place for an owned dy: its buffer (copied first if a clone shares it) becomes dx.
+    let (dy, mut dx) = match dy {
+        Cow::Owned(grad) => (None, grad),
+        Cow::Borrowed(dy) => (Some(dy), Tensor::cuda_uninit(&dev, x.shape())?),
+    };
+    let dxb = dx.cuda_out(op)?;
+    let dyb = match dy {
+        Some(dy) => dy.cuda(op)?.1,
+        None => dxb,
+    };
     on(
         op,
         k::group_norm_backward(
@@ -93,8 +103,8 @@ pub(crate) fn group_norm_backward(
             Some(p.beta.cuda(op)?.1),
             mean.cuda(op)?.1,
             rstd.cuda(op)?.1,
-            dy.cuda(op)?.1,
-            dx.cuda(op)?.1,
+            dyb,
+            dxb,
             dg,
             db,
             0.0,
