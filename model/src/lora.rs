@@ -123,6 +123,11 @@ pub enum ConvUnit {
 }
 
 impl ConvUnit {
+    /// Whether LoRA is injected (its forward then keeps low-rank state for the backward).
+    pub fn is_lora(&self) -> bool {
+        matches!(self, ConvUnit::Lora(_))
+    }
+
     /// Replace a plain convolution by its LoRA-wrapped form (no-op if already wrapped).
     pub fn inject_lora(&mut self, r: usize, init: &mut Init) -> Result<()> {
         if let ConvUnit::Plain(c) = self {

@@ -169,6 +169,11 @@ fn resnet_block_with_lora_dropout_and_recompute() {
     let mut b = ResnetBlock::new(3, 32, 64, 0.25, &mut init()).unwrap();
     b.inject_lora(4, &mut Init::random(3)).unwrap();
     check("resnet 3D LoRA train", b, &[1, 3, 2, 4, 32], train_ctx);
+    // Plain convolutions: the replay skips the second half's forward and must still redraw
+    // the same dropout mask.
+    let mut b = ResnetBlock::new(2, 32, 64, 0.25, &mut init()).unwrap();
+    b.recompute = true;
+    check("resnet plain train recompute", b, &[2, 4, 5, 32], train_ctx);
 }
 
 #[test]

@@ -112,6 +112,23 @@ impl ResnetBlock {
         Ok((y, a1, drop))
     }
 
+    /// What the backward of a checkpointed forward needs, recomputed from its input with the
+    /// same random streams (so the same activations): `a1` and the dropout draw. The block's
+    /// output is not rebuilt; only LoRA convolutions of the second half replay their forward,
+    /// for the low-rank state their backward reads (plain convolutions draw no randomness, so
+    /// skipping them leaves the streams in step).
+    fn replay(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<(Tensor, DropoutDraw)> {
+        let a1 = norm_conv_forward(&self.norm1, &mut self.conv1, x, &IDENTITY, ctx)?;
+        let drop = DropoutDraw::draw(self.dropout, ctx);
+        if self.conv2.is_lora() {
+            norm_conv_forward(&self.norm2, &mut self.conv2, &a1, &drop, ctx)?;
+        }
+        if let Some(s) = self.nin_shortcut.as_mut().filter(|s| s.is_lora()) {
+            s.conv_forward(x, ctx)?;
+        }
+        Ok((a1, drop))
+    }
+
     /// Backward of [`ResnetBlock::run`] from its saved tensors, which it consumes: each is
     /// released as soon as the rest of the backward no longer needs it (`a1` after the second
     /// half, `x` by the shortcut's weight gradient, before the last data gradient).
@@ -195,10 +212,7 @@ impl Layer for ResnetBlock {
         {
             Saved::Full { x, a1, drop } => self.run_backward(x, a1, &drop, dy),
             Saved::Checkpoint { x, mut ctx } => {
-                // Same inputs and the same random streams: the same activations as the forward.
-                // The whole forward replays (not just a1) so that LoRA convolutions save their
-                // low-rank state for the backward; y is dropped at once.
-                let (_, a1, drop) = self.run(&x, &mut ctx)?;
+                let (a1, drop) = self.replay(&x, &mut ctx)?;
                 self.run_backward(x, a1, &drop, dy)
             }
         }
