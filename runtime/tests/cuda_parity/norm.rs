@@ -134,6 +134,30 @@ fn group_norm_and_silu_match_cpu() {
             &db,
             TOL,
         );
+        // In place, as the runtime runs an owned gradient: dy's buffer receives dx.
+        let io = up(dev, &dy);
+        norm::group_norm_backward(
+            dev,
+            &d,
+            silu,
+            &gx,
+            Some(&gg),
+            Some(&gb),
+            &gm,
+            &gr,
+            &io,
+            &io,
+            None,
+            None,
+            0.0,
+        )
+        .expect("gpu bwd in place");
+        assert_close(
+            &format!("{tag} dx in place"),
+            &down(dev, &io, len),
+            &dx,
+            TOL,
+        );
     }
 }
 
