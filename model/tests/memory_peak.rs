@@ -9,6 +9,9 @@
 //!
 //! The pool's counters are process-wide, so this file holds a single test.
 
+mod common;
+
+use common::randn;
 use medvae_model::blocks::resnet::ResnetBlock;
 use medvae_model::layer::{Ctx, Layer};
 use medvae_model::layers::init::Init;
@@ -16,20 +19,6 @@ use medvae_runtime::{memory, Tensor};
 
 const SPATIAL: usize = 12;
 const COUT: usize = 32;
-
-fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let data = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-        })
-        .collect();
-    Tensor::from_vec(shape, data).expect("tensor")
-}
 
 /// Bytes above the live bytes at the start of the backward, reached during it.
 fn backward_peak(block: &mut ResnetBlock, x: &Tensor, dy: &Tensor) -> usize {
@@ -45,8 +34,8 @@ fn backward_peak(block: &mut ResnetBlock, x: &Tensor, dy: &Tensor) -> usize {
 #[test]
 fn resnet_block_backward_releases_activations_early() {
     let cin = 2 * COUT;
-    let x = random(&[1, SPATIAL, SPATIAL, SPATIAL, cin], 1);
-    let dy = random(&[1, SPATIAL, SPATIAL, SPATIAL, COUT], 2);
+    let x = randn(&[1, SPATIAL, SPATIAL, SPATIAL, cin], 1);
+    let dy = randn(&[1, SPATIAL, SPATIAL, SPATIAL, COUT], 2);
     // One output-sized activation in bytes.
     let act = SPATIAL.pow(3) * COUT * 4;
     for (recompute, bound) in [(false, 2), (true, 3)] {
