@@ -372,6 +372,28 @@ fi
   done
   [ -f "$LOG/ours-3d.log" ] && echo "-- ours  3d 64^3 bf16: $(grep -o '"median_s":[0-9.]*\|"peak_tensor_bytes":[0-9]*\|"recompute":[a-z]*' "$LOG/ours-3d.log" | tr '\n' ' ')"
   [ -f "$LOG/torch-3d.log" ] && echo "-- torch 3d 64^3 bf16: $(tail -n 1 "$LOG/torch-3d.log" | cut -c1-300)"
+  if [ -f "$LOG/ours-3d.log" ] && [ -f "$LOG/torch-3d.log" ]; then
+    # Issue #7's memory target, as one ratio: ours with recomputation against the checkpointed
+    # reference, both AE forward + backward at 64³.
+    python3 - "$LOG/ours-3d.log" "$LOG/torch-3d.log" <<'PY' || true
+import json, sys
+def objs(path):
+    out = []
+    for line in open(path):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+ours = [o for o in objs(sys.argv[1]) if o.get("recompute") and "ae_fwd_bwd" in o]
+ref = [t for t in objs(sys.argv[2]) if t.get("ref", {}).get("peak_mem_bytes")]
+if ours and ref:
+    a, b = ours[-1]["ae_fwd_bwd"]["peak_tensor_bytes"], ref[-1]["ref"]["peak_mem_bytes"]
+    verdict = "met" if a <= b else "NOT met"
+    print(f"-- 3D 64^3 memory target, ours --recompute / torch checkpointed: "
+          f"{a / 1e9:.2f} / {b / 1e9:.2f} GB = {a / b:.2f} ({verdict})")
+PY
+  fi
   [ -f "$LOG/ours-stage2.log" ] && echo "-- ours  stage2 b8 bf16: $(grep -o '"median_s":[0-9.]*\|"peak_tensor_bytes":[0-9]*' "$LOG/ours-stage2.log" | tr '\n' ' ')"
   [ -f "$LOG/torch-stage2.log" ] && echo "-- torch stage2 b8 bf16: $(grep -o '"median_s": [0-9.]*\|"peak_mem_bytes": [0-9]*' "$LOG/torch-stage2.log" | tr '\n' ' ')"
   for f in finetune-cuda finetune-cpu finetune-3d-cuda; do
