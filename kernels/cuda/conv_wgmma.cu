@@ -129,20 +129,16 @@ __device__ __forceinline__ void mv_wgmma_m64n128k16_bf16(float (&d)[16][4], unsi
 }
 #endif  // MV_HAVE_WGMMA
 
-// The forward problem with the weights transposed to [Cout][K] (k-major B runs).
+// The forward problem with the weights transposed to [Cout][K] (k-major B runs). The B
+// iterator (n, k) and its step are FwdProb16's; only the address of a run differs.
 struct FwdProbNK : FwdProb16 {
     static constexpr bool B_KMAJOR = true;
-    struct BIter {
-        int n, k;
-    };
-    __device__ BIter b_iter(int n, int k) const { return BIter{n, k}; }
     __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
         src = w;
         if (r.k >= K || r.n >= N) return false;
         src = w + (mv_i64)r.n * K + r.k;
         return true;
     }
-    __device__ void b_next(BIter& r, int bk) const { r.k += bk; }
 };
 
 #ifdef MV_HAVE_WGMMA
