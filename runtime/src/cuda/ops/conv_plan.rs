@@ -200,17 +200,14 @@ pub(super) fn wgrad_plan(
     plan_weight_gradient(dev.sm_count() as usize, g, prec.bk(), streamed, forced)
 }
 
-/// The plan of the wgmma weight gradient (`conv_wgmma.cu`: 128x128, 256 threads, 64-pixel
-/// k-tiles), with the streamed kernels' blocks per SM (or `MEDVAE_WGRAD_BLOCKS_PER_SM`).
-pub(super) fn wgmma_wgrad_plan(dev: &CudaDevice, g: &ConvGeometry) -> CudaResult<WgradPlan> {
-    let tile = BlockTile {
-        name: "wgmma",
-        bm: 128,
-        bn: 128,
-        threads: 256,
-        bk: 64,
-        stages: 4,
-    };
+/// The plan of the wgmma weight gradient (`conv_wgmma.cu`'s tile, see
+/// `conv_wgmma::TILE`), with the streamed kernels' blocks per SM (or
+/// `MEDVAE_WGRAD_BLOCKS_PER_SM`).
+pub(super) fn wgmma_wgrad_plan(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    tile: BlockTile,
+) -> CudaResult<WgradPlan> {
     let forced = (Some(tile), wgrad_blocks_per_sm());
     plan_weight_gradient(dev.sm_count() as usize, g, tile.bk, true, forced)
 }

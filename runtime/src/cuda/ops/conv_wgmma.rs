@@ -10,7 +10,7 @@
 //! turns it on for the large BF16 convolutions on compute capability 9.0.
 
 use super::conv::ConvGeom;
-use super::conv_plan::{tile, wgmma_wgrad_plan, BIG};
+use super::conv_plan::{tile, wgmma_wgrad_plan, BlockTile, BIG};
 use super::{conv_bf16, grid_1d, i32_of, Args, EnvChoice};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
@@ -19,12 +19,16 @@ use medvae_kernels::cpu::conv::ConvGeometry;
 
 const KERNEL: &str = "cuda conv (wgmma)";
 
-/// Block tile, k-tile and pipeline depth of `conv_wgmma.cu` (its MV_WG_* constants).
-const BM: usize = 128;
-const BN: usize = 128;
-const BK: usize = 64;
-const STAGES: usize = 4;
-const THREADS: u32 = 256;
+/// Block tile, threads, k-tile and pipeline depth of `conv_wgmma.cu` (its MV_WG_* constants):
+/// 128x128, two warpgroups, 64-deep k-tiles, 4 stages.
+pub(super) const TILE: BlockTile = BlockTile {
+    name: "wgmma",
+    bm: 128,
+    bn: 128,
+    threads: 256,
+    bk: 64,
+    stages: 4,
+};
 
 /// Whether and how the wgmma forward runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,10 +61,10 @@ pub fn set_mode(m: WgmmaMode) {
     MODE.set(MODES.iter().position(|&x| x == m).unwrap_or(0) as u8);
 }
 
-/// Dynamic shared memory of a block: STAGES x (A + B tile) bf16, plus 1024 bytes so that the
+/// Dynamic shared memory of a block: stages x (A + B tile) bf16, plus 1024 bytes so that the
 /// kernel can start its ring on a 1024-byte boundary (the 128-byte swizzle's atom).
 pub(super) fn smem_bytes() -> u32 {
-    (STAGES * (BM + BN) * BK * 2 + 1024) as u32
+    (TILE.stages * (TILE.bm + TILE.bn) * TILE.bk * 2 + 1024) as u32
 }
 
 /// Switched on, a compute capability 9.0 device, and channel counts the streamed kernels take:
@@ -93,7 +97,7 @@ pub(super) fn backward_weight(
     dyh: &DeviceBuffer,
     dw: &DeviceBuffer,
 ) -> CudaResult<()> {
-    let plan = wgmma_wgrad_plan(dev, g)?;
+    let plan = wgmma_wgrad_plan(dev, g, TILE)?;
     Args::new()
         .push(cg)
         .buf(xh)
@@ -105,7 +109,7 @@ pub(super) fn backward_weight(
             "conv_wgrad_bf16w_128x128",
             cfg(
                 (plan.grid.0, plan.grid.1, plan.splits as u32),
-                (THREADS, 1, 1),
+                (TILE.threads, 1, 1),
                 smem_bytes(),
             ),
         )
@@ -134,7 +138,11 @@ pub(super) fn forward(
         .push(i32_of(KERNEL, "cout", g.cout)?)
         .launch(dev, "conv_weight_nk_bf16", grid_1d(dev, g.weight_len()))?;
     let m = g.output_len() / g.cout;
-    let grid = (m.div_ceil(BM) as u32, g.cout.div_ceil(BN) as u32, 1);
+    let grid = (
+        m.div_ceil(TILE.bm) as u32,
+        g.cout.div_ceil(TILE.bn) as u32,
+        1,
+    );
     Args::new()
         .push(cg)
         .buf(xh)
@@ -149,7 +157,7 @@ pub(super) fn forward(
             } else {
                 "conv_fwd_bf16w_128x128"
             },
-            cfg(grid, (THREADS, 1, 1), smem_bytes()),
+            cfg(grid, (TILE.threads, 1, 1), smem_bytes()),
         )
 }
 
@@ -157,8 +165,6 @@ pub(super) fn forward(
 mod tests {
     use super::*;
 
-    /// The launcher's figure is the kernel's: 4 stages of two 128 x 64 bf16 tiles, plus the
-    /// alignment slack, within the H100's 227 KB opt-in limit.
     #[test]
     fn modes_round_trip() {
         for m in MODES {
@@ -168,6 +174,8 @@ mod tests {
         set_mode(WgmmaMode::Off);
     }
 
+    /// The launcher's figure is the kernel's: 4 stages of two 128 x 64 bf16 tiles, plus the
+    /// alignment slack, within the H100's 227 KB opt-in limit.
     #[test]
     fn shared_memory_matches_the_kernel_layout() {
         assert_eq!(smem_bytes(), 4 * (128 * 64 + 128 * 64) * 2 + 1024);
