@@ -47,9 +47,9 @@ pub(crate) fn conv_backward(
     let x_shape = x.shape().to_vec();
     let (dwb, dbb) = param_grad_outputs(op, dw, db)?;
     let (wb, dyb) = (w.cuda(op)?.1, dy.cuda(op)?.1);
-    let xb = match &x {
+    let xb = match x {
         Cow::Borrowed(t) => k::ConvInput::Borrowed(t.cuda(op)?.1),
-        Cow::Owned(_) => k::ConvInput::Shared(x.into_owned().into_cuda_buffer(op)?),
+        Cow::Owned(t) => k::ConvInput::Shared(t.into_cuda_buffer(op)?),
     };
     if !need_dx {
         let done = k::conv_backward(
