@@ -101,11 +101,7 @@ impl Tensor {
     pub(crate) fn into_cuda_buffer(self, op: &str) -> Result<Arc<DeviceBuffer>> {
         match self.storage {
             Storage::Cuda(c) => Ok(c.buf),
-            _ => Err(RuntimeError::WrongDevice {
-                op: op.to_string(),
-                device: self.device.to_string(),
-                expected: "a CUDA device".into(),
-            }),
+            _ => Err(self.not_on_cuda(op)),
         }
     }
 
@@ -113,11 +109,16 @@ impl Tensor {
     pub(crate) fn cuda(&self, op: &str) -> Result<(&Arc<CudaDevice>, &DeviceBuffer)> {
         match &self.storage {
             Storage::Cuda(c) => Ok((&c.dev, &c.buf)),
-            _ => Err(RuntimeError::WrongDevice {
-                op: op.to_string(),
-                device: self.device.to_string(),
-                expected: "a CUDA device".into(),
-            }),
+            _ => Err(self.not_on_cuda(op)),
+        }
+    }
+
+    /// The error of `op` given this (non-CUDA) tensor where it needs a CUDA one.
+    fn not_on_cuda(&self, op: &str) -> RuntimeError {
+        RuntimeError::WrongDevice {
+            op: op.to_string(),
+            device: self.device.to_string(),
+            expected: "a CUDA device".into(),
         }
     }
 
