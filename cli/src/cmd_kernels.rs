@@ -6,6 +6,7 @@
 //! `LD_LIBRARY_PATH`, `MEDVAE_CUDA_INCLUDE` and `MEDVAE_PTXAS` exports).
 
 use anyhow::{bail, Context, Result};
+use crate::cmd_kernels_sass;
 use medvae_kernels::cuda::arch::include_paths_from_env;
 use medvae_kernels::cuda::{nvrtc, Arch, KernelSource, Target, SOURCES};
 use std::collections::HashMap;
@@ -40,9 +41,22 @@ struct Resources {
     spill_loads: u32,
 }
 
+/// What `kernels compile` reports besides "OK", and where it keeps its output.
+pub struct CompileOptions {
+    /// Run `ptxas -v` for registers, shared memory and spills (when ptxas is found).
+    pub ptxas: bool,
+    /// Disassemble each cubin and print its main loops' instruction mix (needs ptxas and
+    /// nvdisasm).
+    pub sass: bool,
+    /// Only these modules (by name, e.g. conv_bf16); all when empty.
+    pub modules: Vec<String>,
+    /// Keep the PTX, cubin and SASS of every module here instead of a removed scratch folder.
+    pub keep: Option<PathBuf>,
+}
+
 /// `kernels compile --arch A ...`: one line per kernel and architecture; an error if any
 /// module fails to compile (or its PTX lacks a registered entry point).
-pub fn run_kernels_compile(archs: &[String], ptxas: bool) -> Result<()> {
+pub fn run_kernels_compile(archs: &[String], opts: &CompileOptions) -> Result<()> {
     let names: Vec<String> = if archs.is_empty() {
         DEFAULT_ARCHS.iter().map(|s| s.to_string()).collect()
     } else {
@@ -54,29 +68,59 @@ pub fn run_kernels_compile(archs: &[String], ptxas: bool) -> Result<()> {
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let (major, minor) = nvrtc::version().context("cannot compile CUDA kernels")?;
     let includes = include_paths_from_env();
-    let ptxas_bin = if ptxas { find_ptxas() } else { None };
+    for m in &opts.modules {
+        if !SOURCES.iter().any(|s| &s.name == m) {
+            let names: Vec<&str> = SOURCES.iter().map(|s| s.name).collect();
+            bail!("no kernel module {m:?}; the modules are {}", names.join(", "));
+        }
+    }
+    let sources: Vec<&KernelSource> = SOURCES
+        .iter()
+        .filter(|s| opts.modules.is_empty() || opts.modules.iter().any(|m| m == s.name))
+        .collect();
+    let ptxas_bin = if opts.ptxas || opts.sass {
+        find_ptxas()
+    } else {
+        None
+    };
+    let nvdisasm = match (opts.sass, &ptxas_bin) {
+        (false, _) => None,
+        (true, None) => bail!("--sass needs ptxas (set MEDVAE_PTXAS or put it on PATH)"),
+        (true, Some(p)) => Some(cmd_kernels_sass::find_nvdisasm(Some(p)).context(
+            "--sass needs nvdisasm: set MEDVAE_NVDISASM or put it on PATH \
+             (scripts/install-nvrtc.sh --with-nvdisasm installs NVIDIA's wheel)",
+        )?),
+    };
     println!(
         "NVRTC {major}.{minor}; {} modules; ptxas: {}",
-        SOURCES.len(),
-        match (&ptxas_bin, ptxas) {
+        sources.len(),
+        match (&ptxas_bin, opts.ptxas) {
             (Some(p), _) => p.display().to_string(),
             (None, true) =>
                 "not found (set MEDVAE_PTXAS or put ptxas on PATH; no resource report)".into(),
             (None, false) => "off".into(),
         }
     );
-    let scratch = std::env::temp_dir().join(format!("medvae-kernels-{}", std::process::id()));
+    let scratch = opts.keep.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("medvae-kernels-{}", std::process::id()))
+    });
+    let tools = Tools {
+        ptxas: ptxas_bin.as_deref(),
+        nvdisasm: nvdisasm.as_deref(),
+    };
     let mut failures = Vec::new();
     for arch in &archs {
-        for src in SOURCES {
-            if let Err(e) = compile_one(src, *arch, &includes, ptxas_bin.as_deref(), &scratch) {
+        for src in &sources {
+            if let Err(e) = compile_one(src, *arch, &includes, &tools, &scratch) {
                 println!("{:<28} {:<14} {:<6} FAIL", "*", src.name, arch.sm());
                 println!("{e:#}");
                 failures.push(format!("{} {}", src.name, arch.sm()));
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&scratch);
+    if opts.keep.is_none() {
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     if !failures.is_empty() {
         bail!(
             "{} module build(s) failed: {}",
@@ -87,11 +131,17 @@ pub fn run_kernels_compile(archs: &[String], ptxas: bool) -> Result<()> {
     Ok(())
 }
 
+/// The optional NVIDIA tools found for the report.
+struct Tools<'a> {
+    ptxas: Option<&'a Path>,
+    nvdisasm: Option<&'a Path>,
+}
+
 fn compile_one(
     src: &KernelSource,
     arch: Arch,
     includes: &[String],
-    ptxas: Option<&Path>,
+    tools: &Tools,
     scratch: &Path,
 ) -> Result<()> {
     let compiled = nvrtc::compile(src, arch, Target::Ptx, includes)?;
@@ -106,13 +156,9 @@ fn compile_one(
             bail!("{}: entry point {e} missing from the PTX", src.file);
         }
     }
-    let resources = match ptxas {
-        Some(bin) => match ptxas_report(
-            bin,
-            ptx,
-            arch,
-            &scratch.join(format!("{}-{}.ptx", src.name, arch.sm())),
-        ) {
+    let ptx_file = scratch.join(format!("{}-{}.ptx", src.name, arch.sm()));
+    let resources = match tools.ptxas {
+        Some(bin) => match ptxas_report(bin, ptx, arch, &ptx_file) {
             Ok(r) => Some(r),
             Err(e) => {
                 println!(
@@ -125,6 +171,14 @@ fn compile_one(
             }
         },
         None => None,
+    };
+    let loops = match (tools.nvdisasm, &resources) {
+        (Some(bin), Some(_)) => {
+            let sass = cmd_kernels_sass::disassemble(bin, &ptx_file.with_extension("cubin"))?;
+            std::fs::write(ptx_file.with_extension("sass"), &sass)?;
+            cmd_kernels_sass::main_loops(&sass)
+        }
+        _ => HashMap::new(),
     };
     for e in src.entry_points {
         let res = match resources.as_ref().and_then(|r| r.get(*e)) {
@@ -140,6 +194,18 @@ fn compile_one(
             arch.sm(),
             compiled.image.len()
         );
+        if let Some(l) = loops.get(*e) {
+            println!(
+                "{:<28} main loop {:>4} instr {:>3} MMA  {:>5.1} other/MMA  LDGSTS {:>2}  LDSM {:>2}  BRA {:>2}",
+                "",
+                l.instructions,
+                l.mma,
+                l.other_per_mma(),
+                l.async_copies,
+                l.ldmatrix,
+                l.branches
+            );
+        }
     }
     if !compiled.log.is_empty() {
         println!(

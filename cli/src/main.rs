@@ -7,6 +7,7 @@ mod cmd_data;
 mod cmd_finetune;
 mod cmd_infer;
 mod cmd_kernels;
+mod cmd_kernels_sass;
 mod cmd_model;
 mod cmd_plot;
 mod cmd_verify;
@@ -90,6 +91,16 @@ enum KernelsAction {
         /// Skip the `ptxas -v` resource report even when ptxas is found.
         #[arg(long)]
         no_ptxas: bool,
+        /// Also print each tensor-core kernel's main-loop instruction mix from its SASS (needs
+        /// ptxas and nvdisasm): other instructions per MMA, copies, ldmatrix, branches.
+        #[arg(long)]
+        sass: bool,
+        /// Only this module, e.g. conv_bf16 (repeatable; `kernels list` names them).
+        #[arg(long = "module")]
+        modules: Vec<String>,
+        /// Keep each module's PTX, cubin and SASS in this folder.
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
 }
 
@@ -114,9 +125,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kernels { action } => {
             match action {
                 KernelsAction::List => cmd_kernels::run_kernels_list(),
-                KernelsAction::Compile { archs, no_ptxas } => {
-                    cmd_kernels::run_kernels_compile(&archs, !no_ptxas)?
-                }
+                KernelsAction::Compile {
+                    archs,
+                    no_ptxas,
+                    sass,
+                    modules,
+                    keep,
+                } => cmd_kernels::run_kernels_compile(
+                    &archs,
+                    &cmd_kernels::CompileOptions {
+                        ptxas: !no_ptxas,
+                        sass,
+                        modules,
+                        keep,
+                    },
+                )?,
             }
             Ok(ExitCode::SUCCESS)
         }
