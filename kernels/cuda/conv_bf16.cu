@@ -42,6 +42,11 @@ extern "C" __global__ void __launch_bounds__(256) cvt_f32_bf16(const float* x, m
 // dx[m, ci] = sum over (tap, co) of dy[out(m, tap), co] * w[tap, ci, co]: m = input pixel; the
 // output pixel that input pixel m meets through a tap exists only where the strides divide.
 // (The launcher sends stride-1 data gradients through the forward problem instead.)
+//
+// Along one axis, input coordinate i (padded: ip = i + pad = q * s + r) meets tap k where
+// k % s == r, at output q - k / s, which must lie in [0, O). So each run keeps the output offset
+// of (q_d, q_h, q_w) and a mask of the taps that meet an output pixel, and the tap adds the
+// offset -((kd / sd) * OH + kh / sh) * OW - kw / sw, the same for every run.
 struct DgradProb16 {
     static constexpr bool A_KMAJOR = true, B_KMAJOR = true;
     ConvGeom g;
@@ -51,53 +56,85 @@ struct DgradProb16 {
     float beta;
     int M, N, K, taps;  // M = input pixels, N = Cin, K = taps * Cout
 
-    // A run: dy at the output pixel input pixel m meets through the tap, channels co..co+7.
-    struct AIter {
-        mv_i64 obase;  // n * OD*OH*OW, or -1 past the last row
-        int dp, hp, wp;  // input coordinate + pad_lo
-        KCursor t;       // (tap, co)
+    // Bit k of the taps along one axis that meet an output pixel from padded coordinate ip.
+    __device__ static unsigned axis_hits(int ip, int s, int k_len, int o_len) {
+        const int q = ip / s, r = ip - q * s;
+        unsigned bits = 0;
+        for (int k = r; k < k_len; k += s)
+            if ((unsigned)(q - k / s) < (unsigned)o_len) bits |= 1u << k;
+        return bits;
+    }
+    // dy offset from a run's (q_d, q_h, q_w) to tap t's output pixel, channel t.c.
+    __device__ int tap_offset(const KCursor& t) const {
+        return -(((t.kd / g.sd) * g.oh + t.kh / g.sh) * g.ow + t.kw / g.sw) * g.cout + t.c;
+    }
+
+    // A runs: dy at the output pixel that input pixel m meets through the tap, channels
+    // co..co+7; the thread's runs share k = (tap, co).
+    template <int R>
+    struct AIt {
+        KCursor t;
+        int off;  // tap_offset(t)
+        mv_i64 origin[R];
+        unsigned long long hits[R];  // bit tap: the tap meets an output pixel (none past the last row)
     };
-    __device__ AIter a_iter(int m, int k) const {
-        AIter r;
-        r.obase = -1;
-        r.dp = r.hp = r.wp = 0;
-        if (m < M) {
-            const ConvPixel i = conv_in_pixel(g, m);
-            r.obase = (mv_i64)i.n * g.od * g.oh * g.ow;
-            r.dp = i.d + g.pd;
-            r.hp = i.h + g.ph;
-            r.wp = i.w + g.pw;
+    template <int R>
+    __device__ void a_begin(AIt<R>& it, const int (&m)[R], const int (&k)[R]) const {
+        it.t.set(g, k[0], g.cout);
+        it.off = tap_offset(it.t);
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+            it.origin[j] = 0;
+            it.hits[j] = 0;
+            if (m[j] >= M) continue;
+            const ConvPixel i = conv_in_pixel(g, m[j]);
+            const int dp = i.d + g.pd, hp = i.h + g.ph, wp = i.w + g.pw;
+            it.origin[j] = ((((mv_i64)i.n * g.od + dp / g.sd) * g.oh + hp / g.sh) * g.ow + wp / g.sw) * g.cout;
+            const unsigned hd = axis_hits(dp, g.sd, g.kd, g.od), hh = axis_hits(hp, g.sh, g.kh, g.oh),
+                           hw = axis_hits(wp, g.sw, g.kw, g.ow);
+            int t = 0;
+            for (int kd = 0; kd < g.kd; ++kd)
+                for (int kh = 0; kh < g.kh; ++kh, t += g.kw)
+                    if ((hd >> kd) & (hh >> kh) & 1u) it.hits[j] |= (unsigned long long)hw << t;
         }
-        r.t.set(g, k, g.cout);
-        return r;
     }
-    __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
-        src = dy;
-        mv_i64 off;
-        if (r.obase < 0 || r.t.tap >= taps) return false;
-        if (!conv_out_of_in(g, r.obase, r.dp, r.hp, r.wp, r.t.kd, r.t.kh, r.t.kw, off)) return false;
-        src = dy + off * g.cout + r.t.c;
-        return true;
+    template <int R>
+    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
+        const bool ok = it.t.tap < taps && ((it.hits[j] >> it.t.tap) & 1ull);
+        src = ok ? dy + it.origin[j] + it.off : dy;
+        return ok;
     }
-    __device__ void a_next(AIter& r, int bk) const { r.t.advance(g, bk, g.cout); }
-    // B run (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7].
-    struct BIter {
-        int ci;
-        KCursor t;  // (tap, co)
+    template <int R>
+    __device__ void a_next(AIt<R>& it, int bk) const {
+        it.off += bk;
+        if (it.t.advance(g, bk, g.cout)) it.off = tap_offset(it.t);
+    }
+    // B runs (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7]; the thread's runs
+    // share k, each has its own ci.
+    template <int R>
+    struct BIt {
+        KCursor t;
+        int off;     // t.tap * Cin * Cout + t.c
+        int row[R];  // ci * Cout, or -1 past the last column
     };
-    __device__ BIter b_iter(int ci, int k) const {
-        BIter r;
-        r.ci = ci;
-        r.t.set(g, k, g.cout);
-        return r;
+    template <int R>
+    __device__ void b_begin(BIt<R>& it, const int (&ci)[R], const int (&k)[R]) const {
+        it.t.set(g, k[0], g.cout);
+        it.off = it.t.tap * g.cin * g.cout + it.t.c;
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.row[j] = ci[j] < N ? ci[j] * g.cout : -1;
     }
-    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
-        src = w;
-        if (r.ci >= N || r.t.tap >= taps) return false;
-        src = w + ((mv_i64)r.t.tap * g.cin + r.ci) * g.cout + r.t.c;
-        return true;
+    template <int R>
+    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
+        const bool ok = it.row[j] >= 0 && it.t.tap < taps;
+        src = ok ? w + (it.row[j] + it.off) : w;
+        return ok;
     }
-    __device__ void b_next(BIter& r, int bk) const { r.t.advance(g, bk, g.cout); }
+    template <int R>
+    __device__ void b_next(BIt<R>& it, int bk) const {
+        it.off += bk;
+        if (it.t.advance(g, bk, g.cout)) it.off = it.t.tap * g.cin * g.cout + it.t.c;
+    }
     __device__ void store(int m, int n, float acc) const {
         mv_store_out(dx + (mv_i64)m * N + n, acc, nullptr, beta);
     }

@@ -129,16 +129,29 @@ __device__ __forceinline__ void mv_wgmma_m64n128k16_bf16(float (&d)[16][4], unsi
 }
 #endif  // MV_HAVE_WGMMA
 
-// The forward problem with the weights transposed to [Cout][K] (k-major B runs). The B
-// iterator (n, k) and its step are FwdProb16's; only the address of a run differs.
+// The forward problem with the weights transposed to [Cout][K] (k-major B runs): A is
+// FwdProb16's; a thread's B runs share their k, each has its own output channel n.
 struct FwdProbNK : FwdProb16 {
     static constexpr bool B_KMAJOR = true;
-    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
-        src = w;
-        if (r.k >= K || r.n >= N) return false;
-        src = w + (mv_i64)r.n * K + r.k;
-        return true;
+    template <int R>
+    struct BIt {
+        int k;
+        int row[R];  // n * K, or -1 past the last channel
+    };
+    template <int R>
+    __device__ void b_begin(BIt<R>& it, const int (&n)[R], const int (&k)[R]) const {
+        it.k = k[0];
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.row[j] = n[j] < N ? n[j] * K : -1;  // weights: < 2^31 elements
     }
+    template <int R>
+    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
+        const bool ok = it.row[j] >= 0 && it.k < K;
+        src = ok ? w + (it.row[j] + it.k) : w;
+        return ok;
+    }
+    template <int R>
+    __device__ void b_next(BIt<R>& it, int bk) const { it.k += bk; }
 };
 
 #ifdef MV_HAVE_WGMMA
@@ -193,20 +206,30 @@ __device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int
 
     const int tid = threadIdx.x;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-    typename Prob::AIter ait[RA];
-    typename Prob::BIter bit[RB];
+    // A thread's runs share their k (K-major: c % 8 is the thread's) or their rows (MN-major:
+    // c % (ROWS / 8) is), as the iterators require.
+    static_assert(NT % 8 == 0 && NT % (BM / 8) == 0 && NT % (BN / 8) == 0, "runs must share k or rows");
+    typename Prob::template AIt<RA> ait;
+    typename Prob::template BIt<RB> bit;
     int a_off[RA], b_off[RB];
+    {
+        int a_fixed[RA], a_k[RA], b_fixed[RB], b_k[RB];
 #pragma unroll
-    for (int j = 0; j < RA; ++j) {
-        const WgRun<A_MN, BM> r(tid + j * NT);
-        a_off[j] = r.off;
-        ait[j] = pb.a_iter(m0 + r.fixed, kt_begin * BK + r.k);
-    }
+        for (int j = 0; j < RA; ++j) {
+            const WgRun<A_MN, BM> r(tid + j * NT);
+            a_off[j] = r.off;
+            a_fixed[j] = m0 + r.fixed;
+            a_k[j] = kt_begin * BK + r.k;
+        }
 #pragma unroll
-    for (int j = 0; j < RB; ++j) {
-        const WgRun<B_MN, BN> r(tid + j * NT);
-        b_off[j] = r.off;
-        bit[j] = pb.b_iter(n0 + r.fixed, kt_begin * BK + r.k);
+        for (int j = 0; j < RB; ++j) {
+            const WgRun<B_MN, BN> r(tid + j * NT);
+            b_off[j] = r.off;
+            b_fixed[j] = n0 + r.fixed;
+            b_k[j] = kt_begin * BK + r.k;
+        }
+        pb.a_begin(ait, a_fixed, a_k);
+        pb.b_begin(bit, b_fixed, b_k);
     }
     auto load = [&](int stage) {
         mv_u16* sa = smem + stage * STAGE;

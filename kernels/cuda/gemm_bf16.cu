@@ -17,37 +17,68 @@ template <bool AK, bool BK>
 struct GemmProb16 : GemmOperands<mv_u16> {
     static constexpr bool A_KMAJOR = AK, B_KMAJOR = BK;
 
-    // A run is (row, first column) of a row-major matrix: eight consecutive columns.
-    struct Run {
-        int row, col;
+    // The runs of a thread in a row-major matrix: eight consecutive columns each. Along k when
+    // k is the column (the runs share the column, k, and each has its own row), else along the
+    // rows (they share their eight columns and each walks its own k-row).
+    template <int R>
+    struct Runs {
+        int col;
+        int row[R];
     };
-    // The run's address in the [rows, cols] matrix p with leading dimension ld; false (zero
-    // fill) outside it.
-    __device__ static bool run_src(const mv_u16* p, int ld, const Run& r, int rows, int cols, const mv_u16*& src) {
-        src = p;
-        if (r.row >= rows || r.col >= cols) return false;
-        src = p + (mv_i64)r.row * ld + r.col;
-        return true;
+    template <bool KMAJOR, int R>
+    __device__ static void runs_begin(Runs<R>& it, const int (&fixed)[R], const int (&k)[R]) {
+        it.col = KMAJOR ? k[0] : fixed[0];
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.row[j] = KMAJOR ? fixed[j] : k[j];
     }
-    // The same run one k-tile (bk) further: along the columns when k is contiguous, else the rows.
-    __device__ static void run_next(Run& r, bool kmajor, int bk) {
-        if (kmajor) r.col += bk;
-        else r.row += bk;
+    // Run j's address in the [rows, cols] matrix p with leading dimension ld; false (zero fill)
+    // outside it.
+    template <int R>
+    __device__ static bool runs_src(const mv_u16* p, int ld, const Runs<R>& it, int j, int rows, int cols,
+                                    const mv_u16*& src) {
+        const bool ok = it.row[j] < rows && it.col < cols;
+        src = ok ? p + (mv_i64)it.row[j] * ld + it.col : p;
+        return ok;
+    }
+    template <bool KMAJOR, int R>
+    __device__ static void runs_next(Runs<R>& it, int bk) {
+        if (KMAJOR) {
+            it.col += bk;
+        } else {
+#pragma unroll
+            for (int j = 0; j < R; ++j) it.row[j] += bk;
+        }
     }
     // A(m, k): k-major = a[m*lda + k..k+7]; else a[k*lda + m..m+7].
-    typedef Run AIter;
-    __device__ AIter a_iter(int fixed, int k) const { return AK ? Run{fixed, k} : Run{k, fixed}; }
-    __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
-        return AK ? run_src(a, lda, r, M, K, src) : run_src(a, lda, r, K, M, src);
+    template <int R>
+    using AIt = Runs<R>;
+    template <int R>
+    __device__ void a_begin(AIt<R>& it, const int (&fixed)[R], const int (&k)[R]) const {
+        runs_begin<AK>(it, fixed, k);
     }
-    __device__ void a_next(AIter& r, int bk) const { run_next(r, AK, bk); }
+    template <int R>
+    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
+        return AK ? runs_src(a, lda, it, j, M, K, src) : runs_src(a, lda, it, j, K, M, src);
+    }
+    template <int R>
+    __device__ void a_next(AIt<R>& it, int bk) const {
+        runs_next<AK>(it, bk);
+    }
     // B(k, n): k-major = b[n*ldb + k..k+7]; else b[k*ldb + n..n+7].
-    typedef Run BIter;
-    __device__ BIter b_iter(int fixed, int k) const { return BK ? Run{fixed, k} : Run{k, fixed}; }
-    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
-        return BK ? run_src(b, ldb, r, N, K, src) : run_src(b, ldb, r, K, N, src);
+    template <int R>
+    using BIt = Runs<R>;
+    template <int R>
+    __device__ void b_begin(BIt<R>& it, const int (&fixed)[R], const int (&k)[R]) const {
+        runs_begin<BK>(it, fixed, k);
     }
-    __device__ void b_next(BIter& r, int bk) const { run_next(r, BK, bk); }
+    template <int R>
+    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
+        return BK ? runs_src(b, ldb, it, j, N, K, src) : runs_src(b, ldb, it, j, K, N, src);
+    }
+    template <int R>
+    __device__ void b_next(BIt<R>& it, int bk) const {
+        runs_next<BK>(it, bk);
+    }
 };
 
 template <int BM, int BN, int WM, int WN, bool AK, bool BK>

@@ -21,10 +21,11 @@ struct KCursor {
         kh = t.kh;
         kw = t.kw;
     }
-    // k += by (a run never straddles a tap: channels is a multiple of 8).
-    __device__ void advance(const ConvGeom& g, int by, int channels) {
+    // k += by; true when the tap changed (what depends on the tap must then be refreshed).
+    __device__ bool advance(const ConvGeom& g, int by, int channels) {
         c += by;
-        while (c >= channels) {
+        if (c < channels) return false;
+        do {
             c -= channels;
             ++tap;
             if (++kw == g.kw) {
@@ -34,36 +35,24 @@ struct KCursor {
                     ++kd;
                 }
             }
-        }
+        } while (c >= channels);
+        return true;
     }
 };
 
-// Output pixel counters: p = ((n * OD + od) * OH + oh) * OW + ow, advanced by k-tiles.
-struct PixelCursor {
-    int p, n, od, oh, ow;
-    __device__ void set(const ConvGeom& g, int q) {
-        const ConvPixel o = conv_out_pixel(g, q);
-        p = q;
-        n = o.n;
-        od = o.d;
-        oh = o.h;
-        ow = o.w;
-    }
-    __device__ void advance(const ConvGeom& g, int by) {
-        p += by;
-        ow += by;
-        while (ow >= g.ow) {  // a few rounds at most: a k-tile is 32 or 64 pixels
-            ow -= g.ow;
-            if (++oh == g.oh) {
-                oh = 0;
-                if (++od == g.od) {
-                    od = 0;
-                    ++n;
-                }
-            }
-        }
-    }
-};
+// Bit t set where tap t = (kd, kh, kw) of a window whose tap (0, 0, 0) sits at input (d0, h0,
+// w0) reads inside the input. The launchers send only kernels of at most 64 taps here.
+__device__ __forceinline__ unsigned long long conv_taps_inside(const ConvGeom& g, int d0, int h0, int w0) {
+    unsigned long long row = 0;  // the kw bits of one (kd, kh) row
+    for (int kw = 0; kw < g.kw; ++kw)
+        if ((unsigned)(w0 + kw) < (unsigned)g.iw) row |= 1ull << kw;
+    unsigned long long mask = 0;
+    int t = 0;
+    for (int kd = 0; kd < g.kd; ++kd)
+        for (int kh = 0; kh < g.kh; ++kh, t += g.kw)
+            if ((unsigned)(d0 + kd) < (unsigned)g.id && (unsigned)(h0 + kh) < (unsigned)g.ih) mask |= row << t;
+    return mask;
+}
 
 // ------------------------------------------------------------------ forward problem
 struct FwdProb16 {
@@ -76,36 +65,63 @@ struct FwdProb16 {
     float beta;
     int M, N, K, taps;
 
-    // A run: eight channels ci..ci+7 at one tap of output pixel m's receptive field.
-    struct AIter : ConvWindow {  // of output pixel m
-        KCursor t;                 // (tap, ci)
+    // Elements from a receptive field's origin (tap (0, 0, 0), channel 0) to tap t's channel t.c.
+    __device__ int tap_offset(const KCursor& t) const { return ((t.kd * g.ih + t.kh) * g.iw + t.kw) * g.cin + t.c; }
+
+    // A runs: eight channels at one tap of an output pixel's receptive field. The thread's runs
+    // share k = (tap, ci); each keeps its field's origin in x and which of its taps are inside.
+    template <int R>
+    struct AIt {
+        KCursor t;
+        int off;                        // tap_offset(t)
+        mv_i64 origin[R];               // x offset of the field's origin (may lie in the padding)
+        unsigned long long inside[R];   // bit tap: inside the input (none past the last row)
     };
-    __device__ AIter a_iter(int m, int k) const {
-        AIter r;
-        static_cast<ConvWindow&>(r) = conv_window(g, m, M);
-        r.t.set(g, k, g.cin);
-        return r;
+    template <int R>
+    __device__ void a_begin(AIt<R>& it, const int (&m)[R], const int (&k)[R]) const {
+        it.t.set(g, k[0], g.cin);
+        it.off = tap_offset(it.t);
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+            const ConvWindow f = conv_window(g, m[j], M);
+            it.origin[j] = (f.base + ((mv_i64)f.d0 * g.ih + f.h0) * g.iw + f.w0) * g.cin;
+            it.inside[j] = f.base < 0 ? 0ull : conv_taps_inside(g, f.d0, f.h0, f.w0);
+        }
     }
-    __device__ bool a_src(const AIter& r, const mv_u16*& src) const {
-        src = x;
-        const int d = r.d0 + r.t.kd, h = r.h0 + r.t.kh, w_ = r.w0 + r.t.kw;
-        if (r.base < 0 || r.t.tap >= taps || !conv_inside(g, d, h, w_)) return false;
-        src = x + (r.base + ((mv_i64)d * g.ih + h) * g.iw + w_) * g.cin + r.t.c;
-        return true;
+    template <int R>
+    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
+        const bool ok = it.t.tap < taps && ((it.inside[j] >> it.t.tap) & 1ull);
+        src = ok ? x + it.origin[j] + it.off : x;
+        return ok;
     }
-    __device__ void a_next(AIter& r, int bk) const { r.t.advance(g, bk, g.cin); }
-    // B run: w[k, n..n+7].
-    struct BIter {
-        int n, k;
+    template <int R>
+    __device__ void a_next(AIt<R>& it, int bk) const {
+        it.off += bk;
+        if (it.t.advance(g, bk, g.cin)) it.off = tap_offset(it.t);
+    }
+    // B runs: w[k, n..n+7]; the thread's runs share n, each walks its own k.
+    template <int R>
+    struct BIt {
+        int n;
+        int k[R];
     };
-    __device__ BIter b_iter(int n, int k) const { return BIter{n, k}; }
-    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
-        src = w;
-        if (r.k >= K || r.n >= N) return false;
-        src = w + (mv_i64)r.k * N + r.n;
-        return true;
+    template <int R>
+    __device__ void b_begin(BIt<R>& it, const int (&n)[R], const int (&k)[R]) const {
+        it.n = n[0];
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.k[j] = k[j];
     }
-    __device__ void b_next(BIter& r, int bk) const { r.k += bk; }
+    template <int R>
+    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
+        const bool ok = it.k[j] < K && it.n < N;
+        src = ok ? w + (it.k[j] * N + it.n) : w;  // weights hold fewer than 2^31 elements
+        return ok;
+    }
+    template <int R>
+    __device__ void b_next(BIt<R>& it, int bk) const {
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.k[j] += bk;
+    }
     __device__ void store(int m, int n, float acc) const {
         mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
     }
@@ -134,41 +150,92 @@ struct WgradProb16 {
     float* dw;
     int M, N, K;  // M = taps * Cin, N = Cout, K = output pixels
 
-    // A run: x at output pixel p's tap position, channels ci..ci+7 (rows r..r+7 = (tap, ci..)).
-    struct AIter {
+    // A runs: x at an output pixel's tap position, channels ci..ci+7 (rows r..r+7 = (tap, ci..)).
+    // The thread's runs share their rows; each walks its own output pixel, whose stride-scaled
+    // position (od * sd, oh * sh, ow * sw) it keeps as an offset in x, updated incrementally.
+    template <int R>
+    struct AIt {
         bool row_ok;
-        KCursor t;  // (tap, ci) of the row, fixed
-        PixelCursor p;
+        int dd, dh, dw_;  // the tap less the low padding: input = output * stride + this
+        int off;          // x offset from a pixel's stride-scaled position to its tap and ci
+        int p[R], od[R], oh[R], ow[R];
+        mv_i64 origin[R];  // x offset of (n, od * sd, oh * sh, ow * sw), channel 0
     };
-    __device__ AIter a_iter(int r, int p) const {
-        AIter it;
-        it.row_ok = r < M;
-        it.t.set(g, it.row_ok ? r : 0, g.cin);
-        it.p.set(g, p);
-        return it;
+    __device__ mv_i64 scaled_origin(int n, int od, int oh, int ow) const {
+        return ((((mv_i64)n * g.id + od * g.sd) * g.ih + oh * g.sh) * g.iw + ow * g.sw) * g.cin;
     }
-    __device__ bool a_src(const AIter& it, const mv_u16*& src) const {
-        src = x;
-        if (!it.row_ok || it.p.p >= K) return false;
-        const int d = it.p.od * g.sd - g.pd + it.t.kd, h = it.p.oh * g.sh - g.ph + it.t.kh,
-                  w_ = it.p.ow * g.sw - g.pw + it.t.kw;
-        if (!conv_inside(g, d, h, w_)) return false;
-        src = x + ((((mv_i64)it.p.n * g.id + d) * g.ih + h) * g.iw + w_) * g.cin + it.t.c;
-        return true;
+    template <int R>
+    __device__ void a_begin(AIt<R>& it, const int (&r)[R], const int (&p)[R]) const {
+        it.row_ok = r[0] < M;
+        KCursor t;
+        t.set(g, it.row_ok ? r[0] : 0, g.cin);
+        it.dd = t.kd - g.pd;
+        it.dh = t.kh - g.ph;
+        it.dw_ = t.kw - g.pw;
+        it.off = ((it.dd * g.ih + it.dh) * g.iw + it.dw_) * g.cin + t.c;
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+            const ConvPixel o = conv_out_pixel(g, p[j]);
+            it.p[j] = p[j];
+            it.od[j] = o.d;
+            it.oh[j] = o.h;
+            it.ow[j] = o.w;
+            it.origin[j] = scaled_origin(o.n, o.d, o.h, o.w);
+        }
     }
-    __device__ void a_next(AIter& it, int bk) const { it.p.advance(g, bk); }
-    // B run: dy[p, n..n+7].
-    struct BIter {
-        int n, p;
+    template <int R>
+    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
+        const bool ok = it.row_ok && it.p[j] < K && (unsigned)(it.od[j] * g.sd + it.dd) < (unsigned)g.id &&
+                        (unsigned)(it.oh[j] * g.sh + it.dh) < (unsigned)g.ih &&
+                        (unsigned)(it.ow[j] * g.sw + it.dw_) < (unsigned)g.iw;
+        src = ok ? x + it.origin[j] + it.off : x;
+        return ok;
+    }
+    template <int R>
+    __device__ void a_next(AIt<R>& it, int bk) const {
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+            it.p[j] += bk;
+            it.ow[j] += bk;
+            it.origin[j] += (mv_i64)bk * g.sw * g.cin;
+            while (it.ow[j] >= g.ow) {  // a few rounds at most: a k-tile is 32 or 64 pixels
+                // Next output row: the origin moves by one stride of rows, back by the row's width.
+                it.ow[j] -= g.ow;
+                it.origin[j] += ((mv_i64)g.sh * g.iw - (mv_i64)g.ow * g.sw) * g.cin;
+                if (++it.oh[j] == g.oh) {
+                    it.oh[j] = 0;
+                    it.origin[j] += ((mv_i64)g.sd * g.ih - (mv_i64)g.oh * g.sh) * g.iw * g.cin;
+                    if (++it.od[j] == g.od) {
+                        it.od[j] = 0;
+                        it.origin[j] += ((mv_i64)g.id - (mv_i64)g.od * g.sd) * g.ih * g.iw * g.cin;
+                    }
+                }
+            }
+        }
+    }
+    // B runs: dy[p, n..n+7]; the thread's runs share n, each walks its own pixel p.
+    template <int R>
+    struct BIt {
+        int n;
+        int p[R];
     };
-    __device__ BIter b_iter(int n, int p) const { return BIter{n, p}; }
-    __device__ bool b_src(const BIter& r, const mv_u16*& src) const {
-        src = dy;
-        if (r.p >= K || r.n >= N) return false;
-        src = dy + (mv_i64)r.p * N + r.n;
-        return true;
+    template <int R>
+    __device__ void b_begin(BIt<R>& it, const int (&n)[R], const int (&p)[R]) const {
+        it.n = n[0];
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.p[j] = p[j];
     }
-    __device__ void b_next(BIter& r, int bk) const { r.p += bk; }
+    template <int R>
+    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
+        const bool ok = it.p[j] < K && it.n < N;
+        src = ok ? dy + (mv_i64)it.p[j] * N + it.n : dy;
+        return ok;
+    }
+    template <int R>
+    __device__ void b_next(BIt<R>& it, int bk) const {
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.p[j] += bk;
+    }
     __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
     __device__ void bind(const ConvGeom& g_, const mv_u16* x_, const mv_u16* dy_, float* dw_) {
         g = g_;

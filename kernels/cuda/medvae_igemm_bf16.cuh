@@ -8,14 +8,21 @@
 // fragments come out of shared memory with ldmatrix. That is the Ampere-style pipeline; the
 // inputs are rounded to bf16 once per operand by a conversion kernel instead of once per tile.
 //
-// A problem class (Prob) says where runs live:
+// A problem class (Prob) says where runs live. Each thread copies R runs of an operand per
+// k-tile (R = tile elements / 8 / threads). The runs of one thread in a k-major operand are all
+// at the same k (their rows differ), those in a row-major operand all at the same eight rows
+// (their k differ): the launch loops below guarantee it (NT is a multiple of the runs per tile
+// row), and the iterators keep what the runs share once per thread, so that a k-tile costs a
+// few instructions per run rather than a decode of its coordinates.
 //   static constexpr bool A_KMAJOR, B_KMAJOR   k contiguous ([rows][k]) or rows contiguous ([k][rows])
 //   int M, N, K;
-//   AIter a_iter(int fixed, int k)   per-thread state of one run; `fixed` is the run's row (k-major)
-//                                    or its first of eight rows (row-major), `k` its first k
-//                                    (k-major) or its k (row-major), at the first k-tile
-//   bool a_src(const AIter&, const mv_u16*& src)   the run's address, false to zero-fill
-//   void a_next(AIter&, int bk)      the same run one k-tile (bk k-values) further
+//   template <int R> struct AIt;              the thread's iterator over its R runs of A
+//   template <int R> void a_begin(AIt<R>&, const int (&fixed)[R], const int (&k)[R])
+//                                             run j's row (k-major) or first of eight rows
+//                                             (row-major), and its k, at the first k-tile
+//   template <int R> bool a_src(const AIt<R>&, int j, const mv_u16*& src)
+//                                             run j's address; false to zero-fill it
+//   template <int R> void a_next(AIt<R>&, int bk)   every run one k-tile (bk k-values) further
 //   (and the same for B), and void store(int m, int n, float acc) for the epilogue.
 // Runs must not straddle what the problem predicates on (the launchers require channel counts
 // that are multiples of 8). Dynamic shared memory: STAGES * (tile A + tile B) bf16 elements.
@@ -76,26 +83,27 @@ __device__ __forceinline__ void frag_b2(const mv_u16* t, int n0, int k0, int lan
 }
 
 // Issue the cp.async copies of one k-tile: run j of A to sa + a_off[j], of B to sb + b_off[j]
-// (bf16 elements; zero-filled where the problem predicates the run off), each iterator then
-// advanced by bk. Shared with conv_wgmma.cu, whose tiles are laid out differently.
+// (bf16 elements; zero-filled where the problem predicates the run off), then advance both
+// iterators by bk. Shared with conv_wgmma.cu, whose tiles are laid out differently.
 template <class Prob, int RA, int RB>
-__device__ __forceinline__ void igemm_bf16_issue(const Prob& pb, typename Prob::AIter (&ait)[RA], const int (&a_off)[RA],
-                                                 mv_u16* sa, typename Prob::BIter (&bit)[RB], const int (&b_off)[RB],
+__device__ __forceinline__ void igemm_bf16_issue(const Prob& pb, typename Prob::template AIt<RA>& ait,
+                                                 const int (&a_off)[RA], mv_u16* sa,
+                                                 typename Prob::template BIt<RB>& bit, const int (&b_off)[RB],
                                                  mv_u16* sb, int bk) {
 #pragma unroll
     for (int j = 0; j < RA; ++j) {
         const mv_u16* src;
-        const bool ok = pb.a_src(ait[j], src);
+        const bool ok = pb.a_src(ait, j, src);
         mv_cp_async16(sa + a_off[j], src, ok);
-        pb.a_next(ait[j], bk);
     }
 #pragma unroll
     for (int j = 0; j < RB; ++j) {
         const mv_u16* src;
-        const bool ok = pb.b_src(bit[j], src);
+        const bool ok = pb.b_src(bit, j, src);
         mv_cp_async16(sb + b_off[j], src, ok);
-        pb.b_next(bit[j], bk);
     }
+    pb.a_next(ait, bk);
+    pb.b_next(bit, bk);
 }
 
 // k-tiles kt_begin..kt_end (each BK deep) of the block's BM x BN output tile.
@@ -116,22 +124,29 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
     const int tid = threadIdx.x;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
 
-    typename Prob::AIter ait[RA];
-    typename Prob::BIter bit[RB];
+    static_assert(NT % TA::RUNS_INNER == 0 && NT % TB::RUNS_INNER == 0,
+                  "a thread's runs must share their k (k-major) or their rows (row-major)");
+    typename Prob::template AIt<RA> ait;
+    typename Prob::template BIt<RB> bit;
     int a_off[RA], b_off[RB];
+    {
+        int a_fixed[RA], a_k[RA], b_fixed[RB], b_k[RB];
 #pragma unroll
-    for (int j = 0; j < RA; ++j) {
-        const int c = tid + j * NT, outer = c / TA::RUNS_INNER, inner = (c % TA::RUNS_INNER) * 8;
-        a_off[j] = outer * TA::STRIDE + inner;
-        ait[j] = Prob::A_KMAJOR ? pb.a_iter(m0 + outer, kt_begin * BK + inner)
-                                : pb.a_iter(m0 + inner, kt_begin * BK + outer);
-    }
+        for (int j = 0; j < RA; ++j) {
+            const int c = tid + j * NT, outer = c / TA::RUNS_INNER, inner = (c % TA::RUNS_INNER) * 8;
+            a_off[j] = outer * TA::STRIDE + inner;
+            a_fixed[j] = m0 + (Prob::A_KMAJOR ? outer : inner);
+            a_k[j] = kt_begin * BK + (Prob::A_KMAJOR ? inner : outer);
+        }
 #pragma unroll
-    for (int j = 0; j < RB; ++j) {
-        const int c = tid + j * NT, outer = c / TB::RUNS_INNER, inner = (c % TB::RUNS_INNER) * 8;
-        b_off[j] = outer * TB::STRIDE + inner;
-        bit[j] = Prob::B_KMAJOR ? pb.b_iter(n0 + outer, kt_begin * BK + inner)
-                                : pb.b_iter(n0 + inner, kt_begin * BK + outer);
+        for (int j = 0; j < RB; ++j) {
+            const int c = tid + j * NT, outer = c / TB::RUNS_INNER, inner = (c % TB::RUNS_INNER) * 8;
+            b_off[j] = outer * TB::STRIDE + inner;
+            b_fixed[j] = n0 + (Prob::B_KMAJOR ? outer : inner);
+            b_k[j] = kt_begin * BK + (Prob::B_KMAJOR ? inner : outer);
+        }
+        pb.a_begin(ait, a_fixed, a_k);
+        pb.b_begin(bit, b_fixed, b_k);
     }
     // Issue the copies of the next k-tile (in order: the iterators advance one tile per call).
     auto load = [&](int stage) {
