@@ -57,11 +57,11 @@ struct DgradProb16 {
     int M, N, K, taps;  // M = input pixels, N = Cin, K = taps * Cout
 
     // Bit k of the taps along one axis that meet an output pixel from padded coordinate ip.
-    __device__ static unsigned axis_hits(int ip, int s, int k_len, int o_len) {
+    __device__ static unsigned long long axis_hits(int ip, int s, int k_len, int o_len) {
         const int q = ip / s, r = ip - q * s;
-        unsigned bits = 0;
+        unsigned long long bits = 0;
         for (int k = r; k < k_len; k += s)
-            if ((unsigned)(q - k / s) < (unsigned)o_len) bits |= 1u << k;
+            if ((unsigned)(q - k / s) < (unsigned)o_len) bits |= 1ull << k;
         return bits;
     }
     // dy offset from a run's (q_d, q_h, q_w) to tap t's output pixel, channel t.c.
@@ -90,12 +90,12 @@ struct DgradProb16 {
             const ConvPixel i = conv_in_pixel(g, m[j]);
             const int dp = i.d + g.pd, hp = i.h + g.ph, wp = i.w + g.pw;
             it.origin[j] = ((((mv_i64)i.n * g.od + dp / g.sd) * g.oh + hp / g.sh) * g.ow + wp / g.sw) * g.cout;
-            const unsigned hd = axis_hits(dp, g.sd, g.kd, g.od), hh = axis_hits(hp, g.sh, g.kh, g.oh),
-                           hw = axis_hits(wp, g.sw, g.kw, g.ow);
+            const unsigned long long hd = axis_hits(dp, g.sd, g.kd, g.od), hh = axis_hits(hp, g.sh, g.kh, g.oh),
+                                     hw = axis_hits(wp, g.sw, g.kw, g.ow);
             int t = 0;
             for (int kd = 0; kd < g.kd; ++kd)
                 for (int kh = 0; kh < g.kh; ++kh, t += g.kw)
-                    if ((hd >> kd) & (hh >> kh) & 1u) it.hits[j] |= (unsigned long long)hw << t;
+                    if ((hd >> kd) & (hh >> kh) & 1ull) it.hits[j] |= hw << t;
         }
     }
     template <int R>

@@ -38,9 +38,28 @@ pub fn set_streamed(on: bool) {
     STREAMED.set(on);
 }
 
-/// The streamed kernels take `g` (all channel counts multiples of 8) and are switched on.
+/// The streamed kernels take `g` (all channel counts multiples of 8, and iterators that fit) and
+/// are switched on.
 pub(super) fn applies(g: &ConvGeometry) -> bool {
-    streamed() && g.cin.is_multiple_of(8) && g.cout.is_multiple_of(8)
+    streamed() && g.cin.is_multiple_of(8) && g.cout.is_multiple_of(8) && iterators_fit(g)
+}
+
+/// Whether the streamed (and wgmma) iterators of `medvae_conv_bf16.cuh` can walk `g`: they
+/// keep a 64-bit mask of the taps inside each receptive field, a tap's offset from a pixel
+/// (at most a few planes of the input or output) and weight offsets in 32-bit integers.
+/// Anything larger goes to the staged kernels, which decode every coordinate.
+fn iterators_fit(g: &ConvGeometry) -> bool {
+    const I32: usize = i32::MAX as usize;
+    let taps: usize = g.kernel.iter().product();
+    let out = g.out_spatial();
+    let extent = |axis: usize| g.in_spatial[axis].max(out[axis]) + g.kernel[axis] + g.pad_lo[axis];
+    let planes = g.kernel[0] + g.pad_lo[0] + 1;
+    let tap_span = planes
+        .checked_mul(extent(1))
+        .and_then(|v| v.checked_mul(extent(2)))
+        .and_then(|v| v.checked_mul(g.cin.max(g.cout)));
+    let weights = taps.checked_mul(g.cin).and_then(|v| v.checked_mul(g.cout));
+    taps <= 64 && tap_span.is_some_and(|v| v <= I32) && weights.is_some_and(|v| v <= I32)
 }
 
 /// `n` f32 of `src` rounded to a new bf16 buffer.
@@ -173,6 +192,22 @@ mod tests {
     use super::*;
 
     use crate::cuda::ops::conv_plan::STREAMED_TILES;
+
+    /// The model's convolutions fit the streamed iterators; more than 64 taps, or a tap span
+    /// past 32-bit offsets, goes to the staged kernels instead.
+    #[test]
+    fn iterators_fit_the_model_shapes_only() {
+        let fits = |g: ConvGeometry| iterators_fit(&g);
+        assert!(fits(ConvGeometry::conv2d(8, [256, 256], 128, 128, 3, 1, 1)));
+        assert!(fits(ConvGeometry::conv2d(8, [256, 256], 64, 64, 4, 2, 1)));
+        assert!(fits(ConvGeometry::conv3d(1, [64, 64, 64], 128, 128, 3, 1, 1)));
+        assert!(fits(ConvGeometry::conv3d(2, [256, 256, 256], 64, 64, 3, 1, 1)));
+        assert!(fits(ConvGeometry::conv3d(1, [16, 16, 16], 8, 8, 4, 1, 1))); // 64 taps
+        assert!(!fits(ConvGeometry::conv2d(1, [64, 64], 8, 8, 9, 1, 4))); // 81 taps
+        assert!(!fits(ConvGeometry::conv3d(1, [16, 16, 16], 8, 8, 5, 1, 2))); // 125 taps
+        // A 3x3 over 32768² planes of 512 channels: a tap spans more than 2^31 elements.
+        assert!(!fits(ConvGeometry::conv2d(1, [32768, 32768], 512, 512, 3, 1, 1)));
+    }
 
     /// The launcher's shared-memory figure must equal the kernels' (`igemm_bf16_smem_bytes`:
     /// 4 stages of a 128x40 A tile and a 32x136 B tile for the 128x128 forward, ...).
