@@ -73,6 +73,7 @@ struct DgradProb16 {
     // co..co+7; the thread's runs share k = (tap, co).
     template <int R>
     struct AIt {
+        static constexpr int RUNS = R;
         KCursor t;
         int off;  // tap_offset(t)
         mv_i64 origin[R];
@@ -100,8 +101,8 @@ struct DgradProb16 {
     }
     template <int R>
     __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.t.tap < taps && ((it.hits[j] >> it.t.tap) & 1ull);
-        src = ok ? dy + it.origin[j] + it.off : dy;
+        const bool ok = (it.t.tap < taps) & (unsigned)((it.hits[j] >> (it.t.tap & 63)) & 1ull);
+        src = dy + (ok ? it.origin[j] + it.off : 0);
         return ok;
     }
     template <int R>
@@ -113,6 +114,7 @@ struct DgradProb16 {
     // share k, each has its own ci.
     template <int R>
     struct BIt {
+        static constexpr int RUNS = R;
         KCursor t;
         int off;     // t.tap * Cin * Cout + t.c
         int row[R];  // ci * Cout, or -1 past the last column
@@ -126,7 +128,7 @@ struct DgradProb16 {
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.row[j] >= 0 && it.t.tap < taps;
+        const bool ok = (it.row[j] >= 0) & (it.t.tap < taps);
         src = ok ? w + (it.row[j] + it.off) : w;
         return ok;
     }

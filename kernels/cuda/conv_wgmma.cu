@@ -44,15 +44,6 @@
 #define MV_HAVE_WGMMA 1
 #endif
 
-// The shared-window address of a pointer into dynamic shared memory.
-__device__ __forceinline__ unsigned mv_smem_addr(const void* p) {
-#ifdef MEDVAE_EMU
-    return (unsigned)(static_cast<const unsigned char*>(p) - emu::dyn_smem());
-#else
-    return (unsigned)__cvta_generic_to_shared(p);
-#endif
-}
-
 // Byte offset of 16-byte chunk c of 128-byte row r of a 128-byte-swizzled tile (a row is 64
 // k-values of one M/N row when K-major, 64 M/N values of one k when MN-major).
 __device__ __forceinline__ int mv_sw128_offset(int r, int c) { return r * 128 + ((c ^ (r & 7)) << 4); }
@@ -135,6 +126,7 @@ struct FwdProbNK : FwdProb16 {
     static constexpr bool B_KMAJOR = true;
     template <int R>
     struct BIt {
+        static constexpr int RUNS = R;
         int k;
         int row[R];  // n * K, or -1 past the last channel
     };
@@ -146,7 +138,7 @@ struct FwdProbNK : FwdProb16 {
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.row[j] >= 0 && it.k < K;
+        const bool ok = (it.row[j] >= 0) & (it.k < K);
         src = ok ? w + (it.row[j] + it.k) : w;
         return ok;
     }
@@ -159,8 +151,15 @@ struct FwdProbNK : FwdProb16 {
 // from. K-major: 128-byte row = 64 k of one row, so run c is (row c / 8, chunk c % 8). MN-major:
 // 128-byte row = 64 rows at one k; atoms of 8 k-rows (1024 B) at (row group * BK/8 + k / 8) *
 // 1024, so that a k16 step is 2 atoms (2048 B) further and a 64-row group BK/8 atoms further.
+// Run c + NT lies STEP bytes after run c (NT = MV_WG_THREADS, so the runs of one thread): NT
+// further is NT / 8 more K-major rows (the same swizzle phase, as NT / 8 is a multiple of 8)
+// or NT / (ROWS / 8) more k, whole atoms of 8 k-rows (MN-major).
 template <bool MN, int ROWS>
 struct WgRun {
+    static_assert(MV_WG_THREADS / (MV_WG_BK / 8) % 8 == 0 && MV_WG_THREADS / (ROWS / 8) % 8 == 0,
+                  "a thread's runs must keep their swizzle phase");
+    static constexpr int STEP =
+        MN ? MV_WG_THREADS / (ROWS / 8) / 8 * 1024 : MV_WG_THREADS / (MV_WG_BK / 8) * 128;
     int off;    // bf16 elements from the stage's tile
     int fixed;  // row (K-major) or first of eight rows (MN-major), relative to the block
     int k;      // k relative to the first k-tile
@@ -177,12 +176,20 @@ struct WgRun {
     }
 };
 
+// Bytes from one k16 step of a stage's tile to the next: 16 k of 128-byte K-major rows (32
+// bytes), or two atoms of eight MN-major k-rows.
+template <bool MN>
+__host__ __device__ constexpr unsigned mv_wg_ks_bytes() {
+    return MN ? 2048 : 32;
+}
+
 // Descriptor of k16 step ks of the 64 (A: warpgroup wg's) or 128 (B) rows of a stage's tile at
 // shared address `tile`.
 template <bool MN>
 __device__ __forceinline__ unsigned long long mv_wg_desc(unsigned tile, int group64, int ks) {
-    if (MN) return mv_wgmma_desc_sw128(tile + group64 * (MV_WG_BK / 8) * 1024 + ks * 2048, (MV_WG_BK / 8) * 1024, 1024);
-    return mv_wgmma_desc_sw128(tile + group64 * 64 * 128 + ks * 32);
+    const unsigned step = ks * mv_wg_ks_bytes<MN>();
+    if (MN) return mv_wgmma_desc_sw128(tile + group64 * (MV_WG_BK / 8) * 1024 + step, (MV_WG_BK / 8) * 1024, 1024);
+    return mv_wgmma_desc_sw128(tile + group64 * 64 * 128 + step);
 }
 
 // k-tiles kt_begin..kt_end of the block's 128 x 128 output tile of problem pb (A and B MN- or
@@ -211,20 +218,19 @@ __device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int
     static_assert(NT % 8 == 0 && NT % (BM / 8) == 0 && NT % (BN / 8) == 0, "runs must share k or rows");
     typename Prob::template AIt<RA> ait;
     typename Prob::template BIt<RB> bit;
-    int a_off[RA], b_off[RB];
+    const WgRun<A_MN, BM> a_run(tid);
+    const WgRun<B_MN, BN> b_run(tid);
     {
         int a_fixed[RA], a_k[RA], b_fixed[RB], b_k[RB];
 #pragma unroll
         for (int j = 0; j < RA; ++j) {
             const WgRun<A_MN, BM> r(tid + j * NT);
-            a_off[j] = r.off;
             a_fixed[j] = m0 + r.fixed;
             a_k[j] = kt_begin * BK + r.k;
         }
 #pragma unroll
         for (int j = 0; j < RB; ++j) {
             const WgRun<B_MN, BN> r(tid + j * NT);
-            b_off[j] = r.off;
             b_fixed[j] = n0 + r.fixed;
             b_k[j] = kt_begin * BK + r.k;
         }
@@ -232,8 +238,9 @@ __device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int
         pb.b_begin(bit, b_fixed, b_k);
     }
     auto load = [&](int stage) {
-        mv_u16* sa = smem + stage * STAGE;
-        igemm_bf16_issue(pb, ait, a_off, sa, bit, b_off, sa + TILE_A, BK);
+        const unsigned sa = smem_s + stage * STAGE * 2;
+        igemm_bf16_issue<WgRun<A_MN, BM>::STEP, WgRun<B_MN, BN>::STEP>(pb, ait, sa + a_run.off * 2, bit,
+                                                                       sa + TILE_A * 2 + b_run.off * 2, BK);
     };
     constexpr int AHEAD = OVERLAP ? STAGES - 2 : STAGES - 1;  // k-tiles copied ahead
 #pragma unroll
@@ -242,10 +249,18 @@ __device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int
         mv_cp_async_commit();
     }
 
+    // The descriptors of stage 0's first k16 step; another stage or step is the same descriptor
+    // with its start address (bits 0-13, in 16-byte units) further on: shared addresses stay
+    // below 256 KB, so the sum never carries out of the field.
+    // The warpgroup index broadcast from lane 0, which tells the compiler it is warp-uniform:
+    // the descriptors then live in uniform registers, as wgmma wants them, instead of being
+    // moved there before every instruction.
+    const int wg = __shfl_sync(0xffffffffu, tid >> 7, 0);
+    const unsigned long long a_desc = mv_wg_desc<A_MN>(smem_s, wg, 0), b_desc = mv_wg_desc<B_MN>(smem_s + TILE_A * 2, 0, 0);
+    constexpr unsigned A_KS = mv_wg_ks_bytes<A_MN>(), B_KS = mv_wg_ks_bytes<B_MN>();
     float acc[1][16][4];  // one m64n128 fragment = 1 x 16 mma.m16n8 tiles for the epilogue
 #pragma unroll
     for (int j = 0; j < 16; ++j) acc[0][j][0] = acc[0][j][1] = acc[0][j][2] = acc[0][j][3] = 0.0f;
-    const int wg = tid >> 7;
 
     for (int kt = kt_begin, i = 0; kt < kt_end; ++kt, ++i) {
         // Tile kt has landed; the fence hands it to the async proxy, the barrier tells every
@@ -257,12 +272,12 @@ __device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int
         if (kt + AHEAD < kt_end) load((i + AHEAD) % STAGES);
         mv_cp_async_commit();
 
-        const unsigned sa = smem_s + (i % STAGES) * STAGE * 2;
-        const unsigned sb = sa + TILE_A * 2;
+        const unsigned stage = (i % STAGES) * STAGE * 2;
         mv_wgmma_fence();
 #pragma unroll
         for (int ks = 0; ks < BK / 16; ++ks)
-            mv_wgmma_m64n128k16_bf16<A_MN, B_MN>(acc[0], mv_wg_desc<A_MN>(sa, wg, ks), mv_wg_desc<B_MN>(sb, 0, ks));
+            mv_wgmma_m64n128k16_bf16<A_MN, B_MN>(acc[0], a_desc + ((stage + ks * A_KS) >> 4),
+                                                 b_desc + ((stage + ks * B_KS) >> 4));
         mv_wgmma_commit();
         mv_wgmma_wait<OVERLAP ? 1 : 0>();
     }

@@ -22,6 +22,7 @@ struct GemmProb16 : GemmOperands<mv_u16> {
     // rows (they share their eight columns and each walks its own k-row).
     template <int R>
     struct Runs {
+        static constexpr int RUNS = R;
         int col;
         int row[R];
     };
@@ -36,7 +37,7 @@ struct GemmProb16 : GemmOperands<mv_u16> {
     template <int R>
     __device__ static bool runs_src(const mv_u16* p, int ld, const Runs<R>& it, int j, int rows, int cols,
                                     const mv_u16*& src) {
-        const bool ok = it.row[j] < rows && it.col < cols;
+        const bool ok = (it.row[j] < rows) & (it.col < cols);
         src = ok ? p + (mv_i64)it.row[j] * ld + it.col : p;
         return ok;
     }

@@ -145,6 +145,19 @@ __device__ __forceinline__ void mv_mma_bf16_16x8x16(float c[4], const mv_u32 a[4
 #endif
 }
 
+// ------------------------------------------------------------------ shared-window addresses
+// The 32-bit shared-window address of a pointer into dynamic shared memory (in the emulator,
+// its offset from the dynamic shared memory). Main loops compute it once and step it with
+// constants, so that ldmatrix and cp.async take [register + immediate] addresses instead of a
+// generic-to-shared conversion per access.
+__device__ __forceinline__ unsigned mv_smem_addr(const void* p) {
+#ifdef MEDVAE_EMU
+    return (unsigned)(static_cast<const unsigned char*>(p) - emu::dyn_smem());
+#else
+    return (unsigned)__cvta_generic_to_shared(p);
+#endif
+}
+
 // ------------------------------------------------------------------ ldmatrix (sm_75+)
 // Four 8x8 b16 matrices from shared memory, one warp. Lane l supplies the address of row l % 8
 // of matrix l / 8 (16 bytes, 16-byte aligned). Register q of lane l receives, of matrix q:
@@ -171,6 +184,28 @@ __device__ __forceinline__ void mv_ldmatrix_x4_trans(mv_u32 r[4], const void* ro
 #endif
 }
 
+// The same at a shared-window address (mv_smem_addr).
+__device__ __forceinline__ void mv_ldmatrix_x4_at(mv_u32 r[4], unsigned saddr) {
+#ifdef MEDVAE_EMU
+    if (saddr + 16 > emu::ctx().dyn.size()) emu::die("ldmatrix row outside dynamic shared memory");
+    emu::ldmatrix_x4(r, emu::dyn_smem() + saddr, false);
+#else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(saddr));
+#endif
+}
+__device__ __forceinline__ void mv_ldmatrix_x4_trans_at(mv_u32 r[4], unsigned saddr) {
+#ifdef MEDVAE_EMU
+    if (saddr + 16 > emu::ctx().dyn.size()) emu::die("ldmatrix row outside dynamic shared memory");
+    emu::ldmatrix_x4(r, emu::dyn_smem() + saddr, true);
+#else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(saddr));
+#endif
+}
+
 // ------------------------------------------------------------------ cp.async (sm_80+)
 // 16-byte global->shared copy; when `pred` is false the destination is zero-filled and the
 // source is not read (src-size 0). `gmem` must still be a valid pointer expression.
@@ -182,6 +217,17 @@ __device__ __forceinline__ void mv_cp_async16(void* smem, const void* gmem, bool
     const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
     const int n = pred ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+#endif
+}
+// The same to a shared-window address (mv_smem_addr).
+__device__ __forceinline__ void mv_cp_async16_at(unsigned saddr, const void* gmem, bool pred) {
+#ifdef MEDVAE_EMU
+    if (saddr + 16 > emu::ctx().dyn.size()) emu::die("cp.async destination outside dynamic shared memory");
+    if (pred) memcpy(emu::dyn_smem() + saddr, gmem, 16);
+    else memset(emu::dyn_smem() + saddr, 0, 16);
+#else
+    const int n = pred ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr), "l"(gmem), "r"(n));
 #endif
 }
 // 4-byte variant (for rows that are not 16-byte aligned).

@@ -72,6 +72,7 @@ struct FwdProb16 {
     // share k = (tap, ci); each keeps its field's origin in x and which of its taps are inside.
     template <int R>
     struct AIt {
+        static constexpr int RUNS = R;
         KCursor t;
         int off;                        // tap_offset(t)
         mv_i64 origin[R];               // x offset of the field's origin (may lie in the padding)
@@ -90,8 +91,8 @@ struct FwdProb16 {
     }
     template <int R>
     __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.t.tap < taps && ((it.inside[j] >> it.t.tap) & 1ull);
-        src = ok ? x + it.origin[j] + it.off : x;
+        const bool ok = (it.t.tap < taps) & (unsigned)((it.inside[j] >> (it.t.tap & 63)) & 1ull);
+        src = x + (ok ? it.origin[j] + it.off : 0);
         return ok;
     }
     template <int R>
@@ -102,6 +103,7 @@ struct FwdProb16 {
     // B runs: w[k, n..n+7]; the thread's runs share n, each walks its own k.
     template <int R>
     struct BIt {
+        static constexpr int RUNS = R;
         int n;
         int k[R];
     };
@@ -113,7 +115,7 @@ struct FwdProb16 {
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.k[j] < K && it.n < N;
+        const bool ok = (it.k[j] < K) & (it.n < N);
         src = ok ? w + (it.k[j] * N + it.n) : w;  // weights hold fewer than 2^31 elements
         return ok;
     }
@@ -155,6 +157,7 @@ struct WgradProb16 {
     // position (od * sd, oh * sh, ow * sw) it keeps as an offset in x, updated incrementally.
     template <int R>
     struct AIt {
+        static constexpr int RUNS = R;
         bool row_ok;
         int dd, dh, dw_;  // the tap less the low padding: input = output * stride + this
         int off;          // x offset from a pixel's stride-scaled position to its tap and ci
@@ -185,10 +188,11 @@ struct WgradProb16 {
     }
     template <int R>
     __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.row_ok && it.p[j] < K && (unsigned)(it.od[j] * g.sd + it.dd) < (unsigned)g.id &&
-                        (unsigned)(it.oh[j] * g.sh + it.dh) < (unsigned)g.ih &&
-                        (unsigned)(it.ow[j] * g.sw + it.dw_) < (unsigned)g.iw;
-        src = ok ? x + it.origin[j] + it.off : x;
+        // Bitwise &: every test is cheap, and branches around them cost more than they save.
+        const bool ok = it.row_ok & (it.p[j] < K) & ((unsigned)(it.od[j] * g.sd + it.dd) < (unsigned)g.id) &
+                        ((unsigned)(it.oh[j] * g.sh + it.dh) < (unsigned)g.ih) &
+                        ((unsigned)(it.ow[j] * g.sw + it.dw_) < (unsigned)g.iw);
+        src = x + (ok ? it.origin[j] + it.off : 0);
         return ok;
     }
     template <int R>
@@ -213,28 +217,37 @@ struct WgradProb16 {
             }
         }
     }
-    // B runs: dy[p, n..n+7]; the thread's runs share n, each walks its own pixel p.
+    // B runs: dy[p, n..n+7]; the thread's runs share n, each walks its own pixel p (and its
+    // offset p * N + n, stepped rather than multiplied).
     template <int R>
     struct BIt {
-        int n;
+        static constexpr int RUNS = R;
+        bool n_ok;
         int p[R];
+        mv_i64 off[R];
     };
     template <int R>
     __device__ void b_begin(BIt<R>& it, const int (&n)[R], const int (&p)[R]) const {
-        it.n = n[0];
+        it.n_ok = n[0] < N;
 #pragma unroll
-        for (int j = 0; j < R; ++j) it.p[j] = p[j];
+        for (int j = 0; j < R; ++j) {
+            it.p[j] = p[j];
+            it.off[j] = (mv_i64)p[j] * N + n[0];
+        }
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.p[j] < K && it.n < N;
-        src = ok ? dy + (mv_i64)it.p[j] * N + it.n : dy;
+        const bool ok = it.n_ok & (it.p[j] < K);
+        src = dy + (ok ? it.off[j] : 0);
         return ok;
     }
     template <int R>
     __device__ void b_next(BIt<R>& it, int bk) const {
 #pragma unroll
-        for (int j = 0; j < R; ++j) it.p[j] += bk;
+        for (int j = 0; j < R; ++j) {
+            it.p[j] += bk;
+            it.off[j] += (mv_i64)bk * N;
+        }
     }
     __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
     __device__ void bind(const ConvGeom& g_, const mv_u16* x_, const mv_u16* dy_, float* dw_) {

@@ -17,6 +17,7 @@
 //   static constexpr bool A_KMAJOR, B_KMAJOR   k contiguous ([rows][k]) or rows contiguous ([k][rows])
 //   int M, N, K;
 //   template <int R> struct AIt;              the thread's iterator over its R runs of A
+//                                             (static constexpr int RUNS = R)
 //   template <int R> void a_begin(AIt<R>&, const int (&fixed)[R], const int (&k)[R])
 //                                             run j's row (k-major) or first of eight rows
 //                                             (row-major), and its k, at the first k-tile
@@ -52,55 +53,50 @@ __host__ __device__ constexpr int igemm_bf16_smem_bytes() {
     return STAGES * (Tile16<Prob::A_KMAJOR, BM, BK>::ELEMS + Tile16<Prob::B_KMAJOR, BN, BK>::ELEMS) * 2;
 }
 
-// A fragment (16 rows x 16 k at row r0, k k0) of mma m16n8k16: matrices (rows 0-7, k 0-7),
-// (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) are a0..a3.
+// Byte offset, within a stage's tile, of the ldmatrix row that `lane` supplies for the A
+// fragment (16 rows x 16 k at row r0, k k0) of mma m16n8k16: matrices (rows 0-7, k 0-7),
+// (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) are a0..a3. Linear in r0 and
+// k0, so the main loop computes it once and steps it by compile-time constants.
 template <bool KMAJ, int ROWS, int BK>
-__device__ __forceinline__ void frag_a(const mv_u16* t, int r0, int k0, int lane, mv_u32 a[4]) {
+__host__ __device__ constexpr int frag_a_offset(int r0, int k0, int lane) {
     typedef Tile16<KMAJ, ROWS, BK> T;
     const int q = lane >> 3, r = lane & 7;
-    if (KMAJ) {
-        mv_ldmatrix_x4(a, t + (r0 + r + (q & 1) * 8) * T::STRIDE + k0 + (q >> 1) * 8);
-    } else {
-        mv_ldmatrix_x4_trans(a, t + (k0 + r + (q >> 1) * 8) * T::STRIDE + r0 + (q & 1) * 8);
-    }
+    return 2 * (KMAJ ? (r0 + r + (q & 1) * 8) * T::STRIDE + k0 + (q >> 1) * 8
+                     : (k0 + r + (q >> 1) * 8) * T::STRIDE + r0 + (q & 1) * 8);
 }
-// B fragments of two adjacent 8-column tiles (columns n0..n0+15, k k0..k0+15): b[j][0] holds
-// k 0-7, b[j][1] k 8-15 of column tile j.
+// The same for the B fragments of two adjacent 8-column tiles (columns n0..n0+15, k
+// k0..k0+15): one ldmatrix.x4 gives b[j][0] (k 0-7) and b[j][1] (k 8-15) of column tile j.
 template <bool KMAJ, int ROWS, int BK>
-__device__ __forceinline__ void frag_b2(const mv_u16* t, int n0, int k0, int lane, mv_u32 b0[2], mv_u32 b1[2]) {
+__host__ __device__ constexpr int frag_b2_offset(int n0, int k0, int lane) {
     typedef Tile16<KMAJ, ROWS, BK> T;
     const int q = lane >> 3, r = lane & 7;
-    mv_u32 f[4];
-    if (KMAJ) {
-        mv_ldmatrix_x4(f, t + (n0 + r + (q >> 1) * 8) * T::STRIDE + k0 + (q & 1) * 8);
-    } else {
-        mv_ldmatrix_x4_trans(f, t + (k0 + r + (q & 1) * 8) * T::STRIDE + n0 + (q >> 1) * 8);
-    }
-    b0[0] = f[0];
-    b0[1] = f[1];
-    b1[0] = f[2];
-    b1[1] = f[3];
+    return 2 * (KMAJ ? (n0 + r + (q >> 1) * 8) * T::STRIDE + k0 + (q & 1) * 8
+                     : (k0 + r + (q & 1) * 8) * T::STRIDE + n0 + (q >> 1) * 8);
+}
+template <bool KMAJ>
+__device__ __forceinline__ void frag_load(mv_u32 f[4], unsigned saddr) {
+    if (KMAJ) mv_ldmatrix_x4_at(f, saddr);
+    else mv_ldmatrix_x4_trans_at(f, saddr);
 }
 
-// Issue the cp.async copies of one k-tile: run j of A to sa + a_off[j], of B to sb + b_off[j]
-// (bf16 elements; zero-filled where the problem predicates the run off), then advance both
-// iterators by bk. Shared with conv_wgmma.cu, whose tiles are laid out differently.
-template <class Prob, int RA, int RB>
-__device__ __forceinline__ void igemm_bf16_issue(const Prob& pb, typename Prob::template AIt<RA>& ait,
-                                                 const int (&a_off)[RA], mv_u16* sa,
-                                                 typename Prob::template BIt<RB>& bit, const int (&b_off)[RB],
-                                                 mv_u16* sb, int bk) {
+// Issue the cp.async copies of one k-tile: run j of A to shared address sa + j * A_STEP, of B
+// to sb + j * B_STEP (bytes; zero-filled where the problem predicates the run off), then
+// advance both iterators by bk. A thread's runs lie a constant step apart in every tile layout
+// used (c = tid + j * threads), so one base register per operand serves them all. Shared with
+// conv_wgmma.cu, whose tiles are laid out differently.
+template <int A_STEP, int B_STEP, class Prob, class AIt, class BIt>
+__device__ __forceinline__ void igemm_bf16_issue(const Prob& pb, AIt& ait, unsigned sa, BIt& bit, unsigned sb, int bk) {
 #pragma unroll
-    for (int j = 0; j < RA; ++j) {
+    for (int j = 0; j < AIt::RUNS; ++j) {
         const mv_u16* src;
         const bool ok = pb.a_src(ait, j, src);
-        mv_cp_async16(sa + a_off[j], src, ok);
+        mv_cp_async16_at(sa + j * A_STEP, src, ok);
     }
 #pragma unroll
-    for (int j = 0; j < RB; ++j) {
+    for (int j = 0; j < BIt::RUNS; ++j) {
         const mv_u16* src;
         const bool ok = pb.b_src(bit, j, src);
-        mv_cp_async16(sb + b_off[j], src, ok);
+        mv_cp_async16_at(sb + j * B_STEP, src, ok);
     }
     pb.a_next(ait, bk);
     pb.b_next(bit, bk);
@@ -120,40 +116,43 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
     static_assert(BK % 16 == 0 && WTM % 16 == 0, "whole mma steps");
     constexpr int STAGE = TA::ELEMS + TB::ELEMS;
 
-    mv_u16* smem = MV_DYN_SMEM(mv_u16);
+    const unsigned smem = mv_smem_addr(MV_DYN_SMEM(mv_u16));
     const int tid = threadIdx.x;
     const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
 
+    // Run j of a thread is c = tid + j * NT of the tile: row (or k-row) c / RUNS_INNER, eight
+    // elements from (c % RUNS_INNER) * 8; as NT is a multiple of RUNS_INNER, the thread's runs
+    // share their k (k-major) or their rows (row-major), and lie NT / RUNS_INNER rows apart.
     static_assert(NT % TA::RUNS_INNER == 0 && NT % TB::RUNS_INNER == 0,
                   "a thread's runs must share their k (k-major) or their rows (row-major)");
+    constexpr int A_STEP = NT / TA::RUNS_INNER * TA::STRIDE * 2, B_STEP = NT / TB::RUNS_INNER * TB::STRIDE * 2;
     typename Prob::template AIt<RA> ait;
     typename Prob::template BIt<RB> bit;
-    int a_off[RA], b_off[RB];
+    const int a_outer = tid / TA::RUNS_INNER, a_inner = (tid % TA::RUNS_INNER) * 8;
+    const int b_outer = tid / TB::RUNS_INNER, b_inner = (tid % TB::RUNS_INNER) * 8;
+    const unsigned a_run = (a_outer * TA::STRIDE + a_inner) * 2, b_run = (b_outer * TB::STRIDE + b_inner) * 2;
     {
         int a_fixed[RA], a_k[RA], b_fixed[RB], b_k[RB];
 #pragma unroll
         for (int j = 0; j < RA; ++j) {
-            const int c = tid + j * NT, outer = c / TA::RUNS_INNER, inner = (c % TA::RUNS_INNER) * 8;
-            a_off[j] = outer * TA::STRIDE + inner;
-            a_fixed[j] = m0 + (Prob::A_KMAJOR ? outer : inner);
-            a_k[j] = kt_begin * BK + (Prob::A_KMAJOR ? inner : outer);
+            const int outer = a_outer + j * (NT / TA::RUNS_INNER);
+            a_fixed[j] = m0 + (Prob::A_KMAJOR ? outer : a_inner);
+            a_k[j] = kt_begin * BK + (Prob::A_KMAJOR ? a_inner : outer);
         }
 #pragma unroll
         for (int j = 0; j < RB; ++j) {
-            const int c = tid + j * NT, outer = c / TB::RUNS_INNER, inner = (c % TB::RUNS_INNER) * 8;
-            b_off[j] = outer * TB::STRIDE + inner;
-            b_fixed[j] = n0 + (Prob::B_KMAJOR ? outer : inner);
-            b_k[j] = kt_begin * BK + (Prob::B_KMAJOR ? inner : outer);
+            const int outer = b_outer + j * (NT / TB::RUNS_INNER);
+            b_fixed[j] = n0 + (Prob::B_KMAJOR ? outer : b_inner);
+            b_k[j] = kt_begin * BK + (Prob::B_KMAJOR ? b_inner : outer);
         }
         pb.a_begin(ait, a_fixed, a_k);
         pb.b_begin(bit, b_fixed, b_k);
     }
     // Issue the copies of the next k-tile (in order: the iterators advance one tile per call).
     auto load = [&](int stage) {
-        mv_u16* sa = smem + stage * STAGE;
-        igemm_bf16_issue(pb, ait, a_off, sa, bit, b_off, sa + TA::ELEMS, BK);
+        const unsigned sa = smem + stage * STAGE * 2;
+        igemm_bf16_issue<A_STEP, B_STEP>(pb, ait, sa + a_run, bit, sa + TA::ELEMS * 2 + b_run, BK);
     };
-
     // Prologue: STAGES-1 tiles in flight (an empty group where the range is shorter, so that the
     // group count, and with it the wait below, stays uniform).
 #pragma unroll
@@ -170,6 +169,14 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
 
     const int warp = tid >> 5, lane = tid & 31;
     const int wm = (warp / WARPS_N) * WTM, wn = (warp % WARPS_N) * WTN;
+    // The thread's ldmatrix addresses in a stage, for fragment (mi, nj, ks) = 0; the others
+    // are constant steps away.
+    const unsigned a_frag = frag_a_offset<Prob::A_KMAJOR, BM, BK>(wm, 0, lane);
+    const unsigned b_frag = TA::ELEMS * 2 + frag_b2_offset<Prob::B_KMAJOR, BN, BK>(wn, 0, lane);
+    constexpr int A_MI = frag_a_offset<Prob::A_KMAJOR, BM, BK>(16, 0, 0) - frag_a_offset<Prob::A_KMAJOR, BM, BK>(0, 0, 0);
+    constexpr int A_KS = frag_a_offset<Prob::A_KMAJOR, BM, BK>(0, 16, 0) - frag_a_offset<Prob::A_KMAJOR, BM, BK>(0, 0, 0);
+    constexpr int B_NJ = frag_b2_offset<Prob::B_KMAJOR, BN, BK>(16, 0, 0) - frag_b2_offset<Prob::B_KMAJOR, BN, BK>(0, 0, 0);
+    constexpr int B_KS = frag_b2_offset<Prob::B_KMAJOR, BN, BK>(0, 16, 0) - frag_b2_offset<Prob::B_KMAJOR, BN, BK>(0, 0, 0);
 
     for (int kt = kt_begin, i = 0; kt < kt_end; ++kt, ++i) {
         // Tile kt has landed once at most STAGES-2 younger groups are pending; the barrier also
@@ -180,16 +187,22 @@ __device__ __forceinline__ void igemm_bf16_run(const Prob& pb, int kt_begin, int
         if (kt + STAGES - 1 < kt_end) load((i + STAGES - 1) % STAGES);
         mv_cp_async_commit();
 
-        const mv_u16* sa = smem + (i % STAGES) * STAGE;
-        const mv_u16* sb = sa + TA::ELEMS;
+        const unsigned stage = smem + (i % STAGES) * STAGE * 2;
+        const unsigned sa = stage + a_frag, sb = stage + b_frag;
 #pragma unroll
-        for (int ks = 0; ks < BK; ks += 16) {
+        for (int ks = 0; ks < BK / 16; ++ks) {
             mv_u32 af[MT][4], bf[NTL][2];
 #pragma unroll
-            for (int mi = 0; mi < MT; ++mi) frag_a<Prob::A_KMAJOR, BM, BK>(sa, wm + mi * 16, ks, lane, af[mi]);
+            for (int mi = 0; mi < MT; ++mi) frag_load<Prob::A_KMAJOR>(af[mi], sa + mi * A_MI + ks * A_KS);
 #pragma unroll
-            for (int nj = 0; nj < NTL; nj += 2)
-                frag_b2<Prob::B_KMAJOR, BN, BK>(sb, wn + nj * 8, ks, lane, bf[nj], bf[nj + 1]);
+            for (int nj = 0; nj < NTL; nj += 2) {
+                mv_u32 f[4];
+                frag_load<Prob::B_KMAJOR>(f, sb + (nj / 2) * B_NJ + ks * B_KS);
+                bf[nj][0] = f[0];
+                bf[nj][1] = f[1];
+                bf[nj + 1][0] = f[2];
+                bf[nj + 1][1] = f[3];
+            }
 #pragma unroll
             for (int mi = 0; mi < MT; ++mi)
 #pragma unroll
