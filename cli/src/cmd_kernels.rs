@@ -5,8 +5,8 @@
 //! NVRTC is loaded at run time (`scripts/install-nvrtc.sh` installs it from PyPI and prints the
 //! `LD_LIBRARY_PATH`, `MEDVAE_CUDA_INCLUDE` and `MEDVAE_PTXAS` exports).
 
-use anyhow::{bail, Context, Result};
 use crate::cmd_kernels_sass;
+use anyhow::{bail, Context, Result};
 use medvae_kernels::cuda::arch::include_paths_from_env;
 use medvae_kernels::cuda::{nvrtc, Arch, KernelSource, Target, SOURCES};
 use std::collections::HashMap;
@@ -71,7 +71,10 @@ pub fn run_kernels_compile(archs: &[String], opts: &CompileOptions) -> Result<()
     for m in &opts.modules {
         if !SOURCES.iter().any(|s| &s.name == m) {
             let names: Vec<&str> = SOURCES.iter().map(|s| s.name).collect();
-            bail!("no kernel module {m:?}; the modules are {}", names.join(", "));
+            bail!(
+                "no kernel module {m:?}; the modules are {}",
+                names.join(", ")
+            );
         }
     }
     let sources: Vec<&KernelSource> = SOURCES

@@ -73,10 +73,7 @@ fn functions(sass: &str) -> Vec<(String, Body)> {
         let Some((_, (instructions, labels))) = out.last_mut() else {
             continue;
         };
-        if let Some(label) = trimmed
-            .strip_suffix(':')
-            .filter(|l| l.starts_with(".L_x_"))
-        {
+        if let Some(label) = trimmed.strip_suffix(':').filter(|l| l.starts_with(".L_x_")) {
             labels.insert(label.to_string(), instructions.len());
         } else if let Some(i) = parse_instruction(trimmed) {
             instructions.push(i);
@@ -159,7 +156,10 @@ pub fn find_nvdisasm(ptxas: Option<&Path>) -> Option<PathBuf> {
         })
         .unwrap_or_default();
     let beside_ptxas = ptxas.and_then(|p| p.parent()).map(|d| d.join("nvdisasm"));
-    on_path.into_iter().chain(beside_ptxas).find(|p| p.is_file())
+    on_path
+        .into_iter()
+        .chain(beside_ptxas)
+        .find(|p| p.is_file())
 }
 
 /// Disassemble `cubin` with `nvdisasm -c` (code sections only).

@@ -200,13 +200,37 @@ mod tests {
         let fits = |g: ConvGeometry| iterators_fit(&g);
         assert!(fits(ConvGeometry::conv2d(8, [256, 256], 128, 128, 3, 1, 1)));
         assert!(fits(ConvGeometry::conv2d(8, [256, 256], 64, 64, 4, 2, 1)));
-        assert!(fits(ConvGeometry::conv3d(1, [64, 64, 64], 128, 128, 3, 1, 1)));
-        assert!(fits(ConvGeometry::conv3d(2, [256, 256, 256], 64, 64, 3, 1, 1)));
+        assert!(fits(ConvGeometry::conv3d(
+            1,
+            [64, 64, 64],
+            128,
+            128,
+            3,
+            1,
+            1
+        )));
+        assert!(fits(ConvGeometry::conv3d(
+            2,
+            [256, 256, 256],
+            64,
+            64,
+            3,
+            1,
+            1
+        )));
         assert!(fits(ConvGeometry::conv3d(1, [16, 16, 16], 8, 8, 4, 1, 1))); // 64 taps
         assert!(!fits(ConvGeometry::conv2d(1, [64, 64], 8, 8, 9, 1, 4))); // 81 taps
         assert!(!fits(ConvGeometry::conv3d(1, [16, 16, 16], 8, 8, 5, 1, 2))); // 125 taps
-        // A 3x3 over 32768² planes of 512 channels: a tap spans more than 2^31 elements.
-        assert!(!fits(ConvGeometry::conv2d(1, [32768, 32768], 512, 512, 3, 1, 1)));
+                                                                              // A 3x3 over 32768² planes of 512 channels: a tap spans more than 2^31 elements.
+        assert!(!fits(ConvGeometry::conv2d(
+            1,
+            [32768, 32768],
+            512,
+            512,
+            3,
+            1,
+            1
+        )));
     }
 
     /// The launcher's shared-memory figure must equal the kernels' (`igemm_bf16_smem_bytes`:
