@@ -69,7 +69,7 @@ pub fn run_kernels_compile(archs: &[String], opts: &CompileOptions) -> Result<()
     let (major, minor) = nvrtc::version().context("cannot compile CUDA kernels")?;
     let includes = include_paths_from_env();
     for m in &opts.modules {
-        if !SOURCES.iter().any(|s| &s.name == m) {
+        if !SOURCES.iter().any(|s| s.name == m) {
             let names: Vec<&str> = SOURCES.iter().map(|s| s.name).collect();
             bail!(
                 "no kernel module {m:?}; the modules are {}",
