@@ -60,6 +60,15 @@ if [ "${1:-}" = "--prepare" ]; then
   eval "$(bash scripts/install-nvrtc.sh "${MEDVAE_NVRTC_DIR:-/opt/nvrtc}")" || true
   MEDVAE_PTX_CACHE="$PREBUILT/ptx-cache" "$PREBUILT/bin/kernels" warm-cache --arch "$arch" ||
     echo "warning: could not precompile kernels (is NVRTC on LD_LIBRARY_PATH? see scripts/install-nvrtc.sh)"
+  # The static main-loop mix of the tensor-core kernels (instructions per MMA, from the SASS),
+  # for the summary to show beside the measured rates.
+  eval "$(bash scripts/install-nvrtc.sh "${MEDVAE_NVRTC_DIR:-/opt/nvrtc}" --with-nvdisasm)" || true
+  mkdir -p .bench
+  "$PREBUILT/bin/medvae-fast" kernels compile --arch sm_90 --sass --module conv_bf16 --module conv_wgmma \
+    --module gemm_bf16 2>/dev/null | grep -B1 "main loop" | grep -v "^--" | paste - - |
+    awk '{ for (i = 1; i <= NF; i++) { if ($i == "instr") n = $(i - 1); if ($i == "MMA") m = $(i - 1) }
+           printf "%-28s %4d instr %3d MMA %6.1f other/MMA\n", $1, n, m, (n - m) / m }' \
+    >.bench/sass-mainloops.txt || rm -f .bench/sass-mainloops.txt
   # What the check reads besides the binaries, in .bench/ (git-ignored; carry it too): the
   # PyTorch baseline script, the medvae wheel it imports, and the golden cases that fit the
   # device tool's 64 MiB (the 23 MB 3D autoencoder case is left out).
@@ -364,6 +373,10 @@ fi
            END { for (k in best) printf "%-28s %-11s %7.1f  (128x128 %7.1f)\n", k, best[k], bt[k], def[k] }' \
         "$LOG/bench-kernels.log" | sort
     fi
+  fi
+  if [ -s "$ROOT/.bench/sass-mainloops.txt" ]; then
+    echo "-- main loops, static (SASS sm_90 at --prepare): instructions per k-tile --"
+    grep -E "^conv_(fwd|wgrad)_bf16[sw]_128x128 |^conv_fwd_bf16w|^gemm_bf16s_128x128_nn" "$ROOT/.bench/sass-mainloops.txt"
   fi
   [ -f "$LOG/ours-bf16-tiles.log" ] && echo "-- ours  bf16 stage1_step by tile: $(tr '\n' ' ' <"$LOG/ours-bf16-tiles.log")"
   for prec in tf32 bf16; do
