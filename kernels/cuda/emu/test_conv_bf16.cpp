@@ -129,6 +129,7 @@ int main() {
         {1, 5, 4, 6, 8, 16, 3, 3, 3, 2, 2, 2, 0, 0, 0, 1, 1, 1},      // 3D k3 s2 pad (0,1)
         {1, 1, 12, 11, 72, 136, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},  // several tiles in M, N and K
         {3, 1, 13, 40, 40, 64, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // rows wider than a k-tile
+        {1, 6, 7, 6, 8, 16, 4, 4, 4, 2, 2, 2, 1, 1, 1, 1, 1, 1},      // 3D k4 s2 p1: 64 taps (mask bits 32-63)
     };
     for (size_t ci = 0; ci < cases.size(); ++ci) {
         const Case& c = cases[ci];
@@ -142,7 +143,7 @@ int main() {
         reference(g, xr, wr, b, dyr, yref, dxref, dwref);
         // The wgmma forward (conv_wgmma.cu) on the cases with several tiles or taps per k-tile,
         // its weights transposed by conv_weight_nk_bf16.
-        if (ci == 0 || ci == 4 || ci == 6 || ci == 7) {
+        if (ci == 0 || ci == 4 || ci == 6 || ci == 7 || ci == 8) {
             const int K = g.kd * g.kh * g.kw * g.cin;
             std::vector<mv_u16> wt(ws);
             EMU_LAUNCH(conv_weight_nk_bf16, dim3(3), dim3(64), 0, w.data(), wt.data(), K, g.cout);
@@ -188,7 +189,7 @@ int main() {
         for (const Variant& v : variants()) {
             // The tuning candidates on the cases with several tiles or taps per k-tile only (the
             // emulator is slow; the small cases exercise what the defaults share with them).
-            if (!v.dgrad && ci != 0 && ci != 4 && ci != 6 && ci != 7) continue;
+            if (!v.dgrad && ci != 0 && ci != 4 && ci != 6 && ci != 7 && ci != 8) continue;
             char tag[128];
             // forward, with beta = 0.5 on an output prefilled with 2
             std::vector<float> y(ys, 2.0f);
