@@ -371,11 +371,26 @@ fn the_tower_refuses_images_of_another_size() {
     assert!(err.contains("[N, 8, 8, 3]"), "{err}");
 }
 
-/// A scratch folder for checkpoint files of one test.
-fn scratch(name: &str) -> PathBuf {
+/// A scratch folder for checkpoint files of one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("medvae-vit-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// An open_clip-style state dict of `tower`: `visual.*` plus text-tower keys to be ignored.
@@ -416,7 +431,8 @@ fn write(path: &std::path::Path, entries: Vec<(String, NamedTensor)>) {
 fn an_open_clip_checkpoint_loads_into_a_frozen_tower() {
     let cfg = ragged();
     let mut src = tower(&cfg, 5);
-    let path = scratch("ok").join("open_clip_pytorch_model.bin");
+    let dir = scratch("ok");
+    let path = dir.join("open_clip_pytorch_model.bin");
     write(&path, open_clip_state(&mut src));
     let mut loaded = load_open_clip_tower(&path, &cfg).unwrap();
     let x = randn(&[2, 10, 10, 3], 6);
@@ -482,7 +498,6 @@ fn a_missing_or_misshapen_tower_key_is_an_error_naming_file_and_key() {
     let none = dir.join("no_file.bin");
     let err = load_open_clip_tower(&none, &cfg).unwrap_err().to_string();
     assert!(err.contains("no_file.bin"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Full-size BiomedCLIP tower (ViT-B/16, 224², batch 2), frozen: forward + backward to the

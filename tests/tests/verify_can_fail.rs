@@ -47,10 +47,34 @@ fn rewrite(
     out.to_path_buf()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("medvae-verify-{}", std::process::id()));
+/// A scratch file of one test (in a folder of its own, removed when dropped).
+struct TempCase(PathBuf);
+
+impl std::ops::Deref for TempCase {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempCase {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempCase {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn tmp(name: &str) -> TempCase {
+    let dir = std::env::temp_dir().join(format!("medvae-verify-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    TempCase(dir.join(name))
 }
 
 #[test]
@@ -63,7 +87,8 @@ fn unmodified_case_passes() {
 #[test]
 fn perturbed_gradient_fails() {
     let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
-    let out = rewrite(&src, &tmp("perturbed.safetensors"), |t| {
+    let scratch = tmp("perturbed.safetensors");
+    let out = rewrite(&src, &scratch, |t| {
         let g = &mut t.get_mut("grad.param.weight").unwrap().1;
         g[0] += 0.05 * g.iter().map(|x| x.abs()).sum::<f32>() / g.len() as f32 * 10.0;
     });
@@ -75,7 +100,8 @@ fn perturbed_gradient_fails() {
 #[test]
 fn missing_input_tensor_fails_naming_it() {
     let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
-    let out = rewrite(&src, &tmp("missing.safetensors"), |t| {
+    let scratch = tmp("missing.safetensors");
+    let out = rewrite(&src, &scratch, |t| {
         t.remove("gout.y");
     });
     let r = verify_case(&out, "missing", &opts());
@@ -95,7 +121,8 @@ fn corrupt_file_fails_naming_it() {
 #[test]
 fn shape_mismatch_fails_naming_shapes() {
     let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
-    let out = rewrite(&src, &tmp("shape.safetensors"), |t| {
+    let scratch = tmp("shape.safetensors");
+    let out = rewrite(&src, &scratch, |t| {
         let (s, d) = t.get_mut("param.bias").unwrap();
         s[0] += 1;
         d.push(0.0);

@@ -63,14 +63,30 @@ fn apply_override(root: &mut Value, ov: &str) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// A config file of this test's own (tests run in parallel in one process).
-    fn write(name: &str, text: &str) -> std::path::PathBuf {
+    /// A config file of this test's own (tests run in parallel in one process), removed when
+    /// dropped.
+    struct TempConfig(std::path::PathBuf);
+
+    impl std::ops::Deref for TempConfig {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempConfig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn write(name: &str, text: &str) -> TempConfig {
         let p = std::env::temp_dir().join(format!(
             "medvae-ft-config-{}-{name}.yaml",
             std::process::id()
         ));
         std::fs::write(&p, text).unwrap();
-        p
+        TempConfig(p)
     }
 
     const BASE: &str = "task_name: t\nmodel_name: medvae_4_1_2d\nbatch_size: 2\n\
