@@ -89,7 +89,7 @@ pub fn run_kernels_compile(archs: &[String], opts: &CompileOptions) -> Result<()
     let nvdisasm = match (opts.sass, &ptxas_bin) {
         (false, _) => None,
         (true, None) => bail!("--sass needs ptxas (set MEDVAE_PTXAS or put it on PATH)"),
-        (true, Some(p)) => Some(cmd_kernels_sass::find_nvdisasm(Some(p)).context(
+        (true, Some(p)) => Some(find_nvdisasm(p).context(
             "--sass needs nvdisasm: set MEDVAE_NVDISASM or put it on PATH \
              (scripts/install-nvrtc.sh --with-nvdisasm installs NVIDIA's wheel)",
         )?),
@@ -223,23 +223,42 @@ fn compile_one(
 
 /// `MEDVAE_PTXAS`, else `ptxas` on PATH, else `$CUDA_HOME/bin/ptxas`, else /usr/local/cuda.
 fn find_ptxas() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MEDVAE_PTXAS").map(PathBuf::from) {
+    let cuda_home =
+        std::env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("bin").join("ptxas"));
+    find_tool(
+        "MEDVAE_PTXAS",
+        "ptxas",
+        cuda_home
+            .into_iter()
+            .chain(std::iter::once(PathBuf::from("/usr/local/cuda/bin/ptxas"))),
+    )
+}
+
+/// `MEDVAE_NVDISASM`, else `nvdisasm` on PATH, else beside `ptxas` (a CUDA toolkit;
+/// `scripts/install-nvrtc.sh --with-nvdisasm` prints the variable for its wheel).
+fn find_nvdisasm(ptxas: &Path) -> Option<PathBuf> {
+    let beside = ptxas.parent().map(|d| d.join("nvdisasm"));
+    find_tool("MEDVAE_NVDISASM", "nvdisasm", beside)
+}
+
+/// The file named by environment variable `var` (only that, when it is set), else `name` in
+/// a PATH folder, else the first of `fallbacks` that exists.
+fn find_tool(
+    var: &str,
+    name: &str,
+    fallbacks: impl IntoIterator<Item = PathBuf>,
+) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(var).map(PathBuf::from) {
         return p.is_file().then_some(p);
     }
     let on_path = std::env::var_os("PATH")
         .map(|paths| {
             std::env::split_paths(&paths)
-                .map(|d| d.join("ptxas"))
+                .map(|d| d.join(name))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();
-    let cuda_home =
-        std::env::var_os("CUDA_HOME").map(|h| PathBuf::from(h).join("bin").join("ptxas"));
-    on_path
-        .into_iter()
-        .chain(cuda_home)
-        .chain(std::iter::once(PathBuf::from("/usr/local/cuda/bin/ptxas")))
-        .find(|p| p.is_file())
+    on_path.into_iter().chain(fallbacks).find(|p| p.is_file())
 }
 
 /// Assemble `ptx` for `arch` with `ptxas -v` and parse its per-kernel report.

@@ -14,7 +14,7 @@
 //! (a wrap of a pixel counter, say) count as if they ran every iteration.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The static instruction mix of one kernel's main loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,26 +140,6 @@ fn main_loop(instructions: &[Instruction], labels: &HashMap<String, usize>) -> O
         }
     }
     best
-}
-
-/// `MEDVAE_NVDISASM`, else `nvdisasm` on PATH, else beside `ptxas`, else in the PyPI wheel's
-/// folder under the NVRTC install (`scripts/install-nvrtc.sh --with-nvdisasm`).
-pub fn find_nvdisasm(ptxas: Option<&Path>) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MEDVAE_NVDISASM").map(PathBuf::from) {
-        return p.is_file().then_some(p);
-    }
-    let on_path = std::env::var_os("PATH")
-        .map(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("nvdisasm"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    let beside_ptxas = ptxas.and_then(|p| p.parent()).map(|d| d.join("nvdisasm"));
-    on_path
-        .into_iter()
-        .chain(beside_ptxas)
-        .find(|p| p.is_file())
 }
 
 /// Disassemble `cubin` with `nvdisasm -c` (code sections only).

@@ -70,15 +70,9 @@ struct DgradProb16 {
     }
 
     // A runs: dy at the output pixel that input pixel m meets through the tap, channels
-    // co..co+7; the thread's runs share k = (tap, co).
+    // co..co+7 (TapRuns: the offset of (q_d, q_h, q_w) in dy and the taps that meet a pixel).
     template <int R>
-    struct AIt {
-        static constexpr int RUNS = R;
-        KCursor t;
-        int off;  // tap_offset(t)
-        mv_i64 origin[R];
-        unsigned long long hits[R];  // bit tap: the tap meets an output pixel (none past the last row)
-    };
+    using AIt = TapRuns<R>;
     template <int R>
     __device__ void a_begin(AIt<R>& it, const int (&m)[R], const int (&k)[R]) const {
         it.t.set(g, k[0], g.cout);
@@ -86,7 +80,7 @@ struct DgradProb16 {
 #pragma unroll
         for (int j = 0; j < R; ++j) {
             it.origin[j] = 0;
-            it.hits[j] = 0;
+            it.taps_read[j] = 0;
             if (m[j] >= M) continue;
             const ConvPixel i = conv_in_pixel(g, m[j]);
             const int dp = i.d + g.pd, hp = i.h + g.ph, wp = i.w + g.pw;
@@ -96,19 +90,16 @@ struct DgradProb16 {
             int t = 0;
             for (int kd = 0; kd < g.kd; ++kd)
                 for (int kh = 0; kh < g.kh; ++kh, t += g.kw)
-                    if ((hd >> kd) & (hh >> kh) & 1ull) it.hits[j] |= hw << t;
+                    if ((hd >> kd) & (hh >> kh) & 1ull) it.taps_read[j] |= hw << t;
         }
     }
     template <int R>
     __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = (it.t.tap < taps) & (unsigned)((it.hits[j] >> (it.t.tap & 63)) & 1ull);
-        src = dy + (ok ? it.origin[j] + it.off : 0);
-        return ok;
+        return it.src(dy, taps, j, src);
     }
     template <int R>
     __device__ void a_next(AIt<R>& it, int bk) const {
-        it.off += bk;
-        if (it.t.advance(g, bk, g.cout)) it.off = tap_offset(it.t);
+        it.next(g, bk, g.cout, [this](const KCursor& t) { return tap_offset(t); });
     }
     // B runs (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7]; the thread's runs
     // share k, each has its own ci.

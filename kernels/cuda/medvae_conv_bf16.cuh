@@ -54,6 +54,33 @@ __device__ __forceinline__ unsigned long long conv_taps_inside(const ConvGeom& g
     return mask;
 }
 
+// The runs of one thread that gather an operand at the taps of some pixel's receptive field:
+// the forward's x (each run an output pixel's field) and the strided data gradient's dy (each
+// run the output pixels an input pixel meets). The runs share k = (tap, channel): one cursor
+// and the offset of its tap from a run's origin, which the problem computes (`tap_offset`);
+// each run keeps its origin and a mask of the taps it reads (none past the last row).
+template <int R>
+struct TapRuns {
+    static constexpr int RUNS = R;
+    KCursor t;
+    int off;                          // tap_offset(t)
+    mv_i64 origin[R];                 // element offset of run j's origin (may lie in the padding)
+    unsigned long long taps_read[R];  // bit tap: run j reads there
+
+    // Run j's address in `base`; false (zero fill) where it reads nothing at this tap.
+    __device__ bool src(const mv_u16* base, int taps, int j, const mv_u16*& p) const {
+        const bool ok = (t.tap < taps) & (unsigned)((taps_read[j] >> (t.tap & 63)) & 1ull);
+        p = base + (ok ? origin[j] + off : 0);
+        return ok;
+    }
+    // Every run one k-tile (bk k-values over `channels` per tap) further.
+    template <class TapOffset>
+    __device__ void next(const ConvGeom& g, int bk, int channels, const TapOffset& tap_offset) {
+        off += bk;
+        if (t.advance(g, bk, channels)) off = tap_offset(t);
+    }
+};
+
 // ------------------------------------------------------------------ forward problem
 struct FwdProb16 {
     static constexpr bool A_KMAJOR = true, B_KMAJOR = false;
@@ -68,16 +95,10 @@ struct FwdProb16 {
     // Elements from a receptive field's origin (tap (0, 0, 0), channel 0) to tap t's channel t.c.
     __device__ int tap_offset(const KCursor& t) const { return ((t.kd * g.ih + t.kh) * g.iw + t.kw) * g.cin + t.c; }
 
-    // A runs: eight channels at one tap of an output pixel's receptive field. The thread's runs
-    // share k = (tap, ci); each keeps its field's origin in x and which of its taps are inside.
+    // A runs: eight channels at one tap of an output pixel's receptive field (TapRuns: the
+    // field's origin in x and the taps inside the input).
     template <int R>
-    struct AIt {
-        static constexpr int RUNS = R;
-        KCursor t;
-        int off;                        // tap_offset(t)
-        mv_i64 origin[R];               // x offset of the field's origin (may lie in the padding)
-        unsigned long long inside[R];   // bit tap: inside the input (none past the last row)
-    };
+    using AIt = TapRuns<R>;
     template <int R>
     __device__ void a_begin(AIt<R>& it, const int (&m)[R], const int (&k)[R]) const {
         it.t.set(g, k[0], g.cin);
@@ -86,19 +107,16 @@ struct FwdProb16 {
         for (int j = 0; j < R; ++j) {
             const ConvWindow f = conv_window(g, m[j], M);
             it.origin[j] = (f.base + ((mv_i64)f.d0 * g.ih + f.h0) * g.iw + f.w0) * g.cin;
-            it.inside[j] = f.base < 0 ? 0ull : conv_taps_inside(g, f.d0, f.h0, f.w0);
+            it.taps_read[j] = f.base < 0 ? 0ull : conv_taps_inside(g, f.d0, f.h0, f.w0);
         }
     }
     template <int R>
     __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = (it.t.tap < taps) & (unsigned)((it.inside[j] >> (it.t.tap & 63)) & 1ull);
-        src = x + (ok ? it.origin[j] + it.off : 0);
-        return ok;
+        return it.src(x, taps, j, src);
     }
     template <int R>
     __device__ void a_next(AIt<R>& it, int bk) const {
-        it.off += bk;
-        if (it.t.advance(g, bk, g.cin)) it.off = tap_offset(it.t);
+        it.next(g, bk, g.cin, [this](const KCursor& t) { return tap_offset(t); });
     }
     // B runs: w[k, n..n+7]; the thread's runs share n, each walks its own k.
     template <int R>
