@@ -339,6 +339,8 @@ else
   else
     wheel_arg=()
     [ -n "$WHEEL" ] && wheel_arg=(--medvae-wheel "$WHEEL")
+    # The card's measured dense BF16 rate (cuBLAS), which issue #7's conv target refers to.
+    run_step card-rate 30 python3 scripts/card_rate.py
     for prec in tf32 bf16; do
       run_step "torch-$prec" 100 python3 "$TORCH_SCRIPT" --device cuda --size 256 --batch 8 --reps 5 \
         --precision "$prec" --only encode,ae_fwd_bwd,stage1_step,conv3x3_128 "${wheel_arg[@]}"
@@ -377,6 +379,36 @@ fi
   if [ -s "$ROOT/.bench/sass-mainloops.txt" ]; then
     echo "-- main loops, static (SASS sm_90 at --prepare): instructions per k-tile --"
     grep -E "^conv_(fwd|wgrad)_bf16[sw]_128x128 |^conv_fwd_bf16w|^gemm_bf16s_128x128_nn" "$ROOT/.bench/sass-mainloops.txt"
+  fi
+  if [ -f "$LOG/card-rate.log" ] && [ -f "$LOG/bench-kernels.log" ]; then
+    # Issue #7's first target as ratios: each BF16 convolution pass of bench-kernels against
+    # the card's measured cuBLAS BF16 rate (default kernels, and the best tile or wgmma mode).
+    python3 - "$LOG/card-rate.log" "$LOG/bench-kernels.log" <<'PY' || true
+import json, re, sys
+card = None
+for line in open(sys.argv[1]):
+    try:
+        card = json.loads(line)["bf16_gemm_tflops"]
+    except (ValueError, KeyError):
+        pass
+default, best = {}, {}
+for line in open(sys.argv[2]):
+    m = re.match(r"(conv3x3 \S+ \S+ b\d+) Bf16 (tile (\S+) )?(fwd|dgrad|wgrad)\s+[\d.]+ ms\s+([\d.]+) TFLOP/s", line)
+    if not m:
+        continue
+    key, rate = f"{m.group(1)} {m.group(4)}", float(m.group(5))
+    if m.group(2) is None:
+        default[key] = rate
+    if rate > best.get(key, (0, ""))[0]:
+        best[key] = (rate, m.group(3) or "default")
+if card and default:
+    pct = sorted(100 * r / card for r in default.values())
+    print(f"-- conv GEMMs vs the card's measured BF16 rate ({card:.0f} TFLOP/s, cuBLAS): "
+          f"default kernels {pct[0]:.0f}-{pct[-1]:.0f} % (target >= 45 %)")
+    for key in sorted(best):
+        rate, which = best[key]
+        print(f"   {key:<34} default {100 * default.get(key, 0) / card:5.1f} %  best {100 * rate / card:5.1f} % ({which})")
+PY
   fi
   [ -f "$LOG/ours-bf16-tiles.log" ] && echo "-- ours  bf16 stage1_step by tile: $(tr '\n' ' ' <"$LOG/ours-bf16-tiles.log")"
   for prec in tf32 bf16; do
