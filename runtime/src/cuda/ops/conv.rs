@@ -369,8 +369,10 @@ fn data_gradient(
                     "conv_weight_flip_transpose",
                     grid_1d(dev, g.weight_len()),
                 )?;
+            // The streamed kernels only where their iterators also fit the transposed geometry
+            // (its padding and extents differ from g's); else conv_forward picks for it.
             return match dyh {
-                Some(dyh) => {
+                Some(dyh) if conv_bf16::applies(&gt) => {
                     let cgt = ConvGeom::from_geometry(&gt)?;
                     if conv_wgmma::applies(dev, &gt) {
                         return conv_wgmma::forward(dev, &gt, cgt, dyh, &wt, None, dx, beta);
@@ -378,7 +380,7 @@ fn data_gradient(
                     let wth = conv_bf16::to_bf16(dev, &wt, g.weight_len())?;
                     conv_bf16::forward(dev, &gt, cgt, dyh, &wth, None, dx, beta)
                 }
-                None => conv_forward(dev, &gt, prec, dy, &wt, None, dx, beta),
+                _ => conv_forward(dev, &gt, prec, dy, &wt, None, dx, beta),
             };
         }
         if let Some(dyh) = dyh {
