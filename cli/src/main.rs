@@ -105,12 +105,25 @@ enum KernelsAction {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Rust starts with SIGPIPE ignored, so output piped into `head` made every later print panic.
+/// With the default action restored the process ends quietly, as other command-line tools do
+/// (a checkpoint being written is safe either way: it is renamed into place when complete).
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
