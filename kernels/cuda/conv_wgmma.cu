@@ -120,30 +120,24 @@ __device__ __forceinline__ void mv_wgmma_m64n128k16_bf16(float (&d)[16][4], unsi
 }
 #endif  // MV_HAVE_WGMMA
 
-// The forward problem with the weights transposed to [Cout][K] (k-major B runs): A is
-// FwdProb16's; a thread's B runs share their k, each has its own output channel n.
+// The forward problem with the weights transposed to [Cout][K] (k-major B runs, a [N][K]
+// matrix); A is FwdProb16's.
 struct FwdProbNK : FwdProb16 {
     static constexpr bool B_KMAJOR = true;
     template <int R>
-    struct BIt {
-        static constexpr int RUNS = R;
-        int k;
-        int row[R];  // n * K, or -1 past the last channel
-    };
+    using BIt = MatrixRuns<true, R>;
     template <int R>
     __device__ void b_begin(BIt<R>& it, const int (&n)[R], const int (&k)[R]) const {
-        it.k = k[0];
-#pragma unroll
-        for (int j = 0; j < R; ++j) it.row[j] = n[j] < N ? n[j] * K : -1;  // weights: < 2^31 elements
+        it.begin(K, n, k);
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = (it.row[j] >= 0) & (it.k < K);
-        src = ok ? w + (it.row[j] + it.k) : w;
-        return ok;
+        return it.src(w, N, K, j, src);
     }
     template <int R>
-    __device__ void b_next(BIt<R>& it, int bk) const { it.k += bk; }
+    __device__ void b_next(BIt<R>& it, int bk) const {
+        it.next(K, bk);
+    }
 };
 
 #ifdef MV_HAVE_WGMMA

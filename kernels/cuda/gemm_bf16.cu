@@ -17,68 +17,35 @@ template <bool AK, bool BK>
 struct GemmProb16 : GemmOperands<mv_u16> {
     static constexpr bool A_KMAJOR = AK, B_KMAJOR = BK;
 
-    // The runs of a thread in a row-major matrix: eight consecutive columns each. Along k when
-    // k is the column (the runs share the column, k, and each has its own row), else along the
-    // rows (they share their eight columns and each walks its own k-row).
-    template <int R>
-    struct Runs {
-        static constexpr int RUNS = R;
-        int col;
-        int row[R];
-    };
-    template <bool KMAJOR, int R>
-    __device__ static void runs_begin(Runs<R>& it, const int (&fixed)[R], const int (&k)[R]) {
-        it.col = KMAJOR ? k[0] : fixed[0];
-#pragma unroll
-        for (int j = 0; j < R; ++j) it.row[j] = KMAJOR ? fixed[j] : k[j];
-    }
-    // Run j's address in the [rows, cols] matrix p with leading dimension ld; false (zero fill)
-    // outside it.
-    template <int R>
-    __device__ static bool runs_src(const mv_u16* p, int ld, const Runs<R>& it, int j, int rows, int cols,
-                                    const mv_u16*& src) {
-        const bool ok = (it.row[j] < rows) & (it.col < cols);
-        src = ok ? p + (mv_i64)it.row[j] * ld + it.col : p;
-        return ok;
-    }
-    template <bool KMAJOR, int R>
-    __device__ static void runs_next(Runs<R>& it, int bk) {
-        if (KMAJOR) {
-            it.col += bk;
-        } else {
-#pragma unroll
-            for (int j = 0; j < R; ++j) it.row[j] += bk;
-        }
-    }
     // A(m, k): k-major = a[m*lda + k..k+7]; else a[k*lda + m..m+7].
     template <int R>
-    using AIt = Runs<R>;
+    using AIt = MatrixRuns<AK, R>;
     template <int R>
     __device__ void a_begin(AIt<R>& it, const int (&fixed)[R], const int (&k)[R]) const {
-        runs_begin<AK>(it, fixed, k);
+        it.begin(lda, fixed, k);
     }
     template <int R>
     __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        return AK ? runs_src(a, lda, it, j, M, K, src) : runs_src(a, lda, it, j, K, M, src);
+        return AK ? it.src(a, M, K, j, src) : it.src(a, K, M, j, src);
     }
     template <int R>
     __device__ void a_next(AIt<R>& it, int bk) const {
-        runs_next<AK>(it, bk);
+        it.next(lda, bk);
     }
     // B(k, n): k-major = b[n*ldb + k..k+7]; else b[k*ldb + n..n+7].
     template <int R>
-    using BIt = Runs<R>;
+    using BIt = MatrixRuns<BK, R>;
     template <int R>
     __device__ void b_begin(BIt<R>& it, const int (&fixed)[R], const int (&k)[R]) const {
-        runs_begin<BK>(it, fixed, k);
+        it.begin(ldb, fixed, k);
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        return BK ? runs_src(b, ldb, it, j, N, K, src) : runs_src(b, ldb, it, j, K, N, src);
+        return BK ? it.src(b, N, K, j, src) : it.src(b, K, N, j, src);
     }
     template <int R>
     __device__ void b_next(BIt<R>& it, int bk) const {
-        runs_next<BK>(it, bk);
+        it.next(ldb, bk);
     }
 };
 

@@ -163,28 +163,7 @@ __device__ __forceinline__ unsigned mv_smem_addr(const void* p) {
 // of matrix l / 8 (16 bytes, 16-byte aligned). Register q of lane l receives, of matrix q:
 //   plain:  row l/4, elements 2(l%4) and 2(l%4)+1 (the lower one in the low 16 bits);
 //   .trans: column l/4, rows 2(l%4) and 2(l%4)+1 (the transposed matrix, same packing).
-__device__ __forceinline__ void mv_ldmatrix_x4(mv_u32 r[4], const void* row) {
-#ifdef MEDVAE_EMU
-    emu::ldmatrix_x4(r, row, false);
-#else
-    const unsigned s = (unsigned)__cvta_generic_to_shared(row);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-#endif
-}
-__device__ __forceinline__ void mv_ldmatrix_x4_trans(mv_u32 r[4], const void* row) {
-#ifdef MEDVAE_EMU
-    emu::ldmatrix_x4(r, row, true);
-#else
-    const unsigned s = (unsigned)__cvta_generic_to_shared(row);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
-#endif
-}
-
-// The same at a shared-window address (mv_smem_addr).
+// At shared-window address saddr (mv_smem_addr).
 __device__ __forceinline__ void mv_ldmatrix_x4_at(mv_u32 r[4], unsigned saddr) {
 #ifdef MEDVAE_EMU
     if (saddr + 16 > emu::ctx().dyn.size()) emu::die("ldmatrix row outside dynamic shared memory");

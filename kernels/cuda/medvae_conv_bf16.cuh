@@ -8,6 +8,7 @@
 #pragma once
 #include "medvae_common.cuh"
 #include "medvae_conv.cuh"
+#include "medvae_igemm_bf16.cuh"
 
 // A GEMM k index over (tap, channel), k = tap * channels + c with c contiguous, kept as the
 // tap's (kd, kh, kw) and c, and advanced without division.
@@ -118,29 +119,20 @@ struct FwdProb16 {
     __device__ void a_next(AIt<R>& it, int bk) const {
         it.next(g, bk, g.cin, [this](const KCursor& t) { return tap_offset(t); });
     }
-    // B runs: w[k, n..n+7]; the thread's runs share n, each walks its own k.
+    // B runs: w[k, n..n+7], the weights as a [K][N] matrix.
     template <int R>
-    struct BIt {
-        static constexpr int RUNS = R;
-        int n;
-        int k[R];
-    };
+    using BIt = MatrixRuns<false, R>;
     template <int R>
     __device__ void b_begin(BIt<R>& it, const int (&n)[R], const int (&k)[R]) const {
-        it.n = n[0];
-#pragma unroll
-        for (int j = 0; j < R; ++j) it.k[j] = k[j];
+        it.begin(N, n, k);
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = (it.k[j] < K) & (it.n < N);
-        src = ok ? w + (it.k[j] * N + it.n) : w;  // weights hold fewer than 2^31 elements
-        return ok;
+        return it.src(w, K, N, j, src);
     }
     template <int R>
     __device__ void b_next(BIt<R>& it, int bk) const {
-#pragma unroll
-        for (int j = 0; j < R; ++j) it.k[j] += bk;
+        it.next(N, bk);
     }
     __device__ void store(int m, int n, float acc) const {
         mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
@@ -235,37 +227,20 @@ struct WgradProb16 {
             }
         }
     }
-    // B runs: dy[p, n..n+7]; the thread's runs share n, each walks its own pixel p (and its
-    // offset p * N + n, stepped rather than multiplied).
+    // B runs: dy[p, n..n+7], the output gradient as a [pixels][Cout] matrix.
     template <int R>
-    struct BIt {
-        static constexpr int RUNS = R;
-        bool n_ok;
-        int p[R];
-        mv_i64 off[R];
-    };
+    using BIt = MatrixRuns<false, R>;
     template <int R>
     __device__ void b_begin(BIt<R>& it, const int (&n)[R], const int (&p)[R]) const {
-        it.n_ok = n[0] < N;
-#pragma unroll
-        for (int j = 0; j < R; ++j) {
-            it.p[j] = p[j];
-            it.off[j] = (mv_i64)p[j] * N + n[0];
-        }
+        it.begin(N, n, p);
     }
     template <int R>
     __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = it.n_ok & (it.p[j] < K);
-        src = dy + (ok ? it.off[j] : 0);
-        return ok;
+        return it.src(dy, K, N, j, src);
     }
     template <int R>
     __device__ void b_next(BIt<R>& it, int bk) const {
-#pragma unroll
-        for (int j = 0; j < R; ++j) {
-            it.p[j] += bk;
-            it.off[j] += (mv_i64)bk * N;
-        }
+        it.next(N, bk);
     }
     __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
     __device__ void bind(const ConvGeom& g_, const mv_u16* x_, const mv_u16* dy_, float* dw_) {

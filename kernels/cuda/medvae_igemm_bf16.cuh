@@ -53,6 +53,44 @@ __host__ __device__ constexpr int igemm_bf16_smem_bytes() {
     return STAGES * (Tile16<Prob::A_KMAJOR, BM, BK>::ELEMS + Tile16<Prob::B_KMAJOR, BN, BK>::ELEMS) * 2;
 }
 
+// The runs of one thread in a plain row-major matrix (leading dimension ld): eight consecutive
+// columns each. Along k when k is the column (KMAJOR: the runs share that column and each has
+// its own row), else along the rows (they share their eight columns and each walks its own
+// k-row). The GEMMs' operands, and the convolutions' weights and output gradient, are such.
+template <bool KMAJOR, int R>
+struct MatrixRuns {
+    static constexpr int RUNS = R;
+    int col;
+    int row[R];
+    mv_i64 off[R];  // row[j] * ld + col, stepped with them rather than multiplied per k-tile
+
+    __device__ void begin(int ld, const int (&fixed)[R], const int (&k)[R]) {
+        col = KMAJOR ? k[0] : fixed[0];
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+            row[j] = KMAJOR ? fixed[j] : k[j];
+            off[j] = (mv_i64)row[j] * ld + col;
+        }
+    }
+    // Run j's address in the [rows, cols] matrix p; false (zero fill) outside it.
+    __device__ bool src(const mv_u16* p, int rows, int cols, int j, const mv_u16*& s) const {
+        const bool ok = (row[j] < rows) & (col < cols);
+        s = p + (ok ? off[j] : 0);
+        return ok;
+    }
+    __device__ void next(int ld, int bk) {
+        const mv_i64 step = KMAJOR ? bk : (mv_i64)bk * ld;
+        if (KMAJOR) {
+            col += bk;
+        } else {
+#pragma unroll
+            for (int j = 0; j < R; ++j) row[j] += bk;
+        }
+#pragma unroll
+        for (int j = 0; j < R; ++j) off[j] += step;
+    }
+};
+
 // Byte offset, within a stage's tile, of the ldmatrix row that `lane` supplies for the A
 // fragment (16 rows x 16 k at row r0, k k0) of mma m16n8k16: matrices (rows 0-7, k 0-7),
 // (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15) are a0..a3. Linear in r0 and
