@@ -6,11 +6,9 @@ cd "$(dirname "$0")/.."
 # nvdisasm is optional: without it only the SASS report below is skipped.
 eval "$(bash scripts/install-nvrtc.sh "${MEDVAE_NVRTC_DIR:-/opt/nvrtc}" --with-nvdisasm)"
 cargo build --release -p medvae-fast
-./target/release/medvae-fast kernels compile --arch sm_80 --arch sm_90
-# The main-loop instruction mix of the tensor-core GEMM kernels (a report, not a gate: the
-# count depends on the ptxas release). Issue-bound loops show here before any card runs them.
-if [ -n "${MEDVAE_NVDISASM:-}" ]; then
-  echo "== main loops of the tensor-core kernels (sm_90 SASS)"
-  ./target/release/medvae-fast kernels compile --arch sm_90 --sass \
-    --module conv_bf16 --module conv_wgmma --module gemm_bf16 | grep -B1 "main loop"
-fi
+# With nvdisasm, each tensor-core kernel's line is followed by its main-loop instruction mix
+# (a report, not a gate: the count depends on the ptxas release), so issue-bound loops show
+# before any card runs them.
+sass=()
+[ -n "${MEDVAE_NVDISASM:-}" ] && sass=(--sass)
+./target/release/medvae-fast kernels compile --arch sm_80 --arch sm_90 "${sass[@]}"
