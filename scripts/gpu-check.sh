@@ -279,9 +279,9 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   # The same BF16 step with the older staged kernels, for the streamed/staged ratio of this run.
   run_step ours-bf16-staged 60 env MEDVAE_CONV_BF16=staged "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
-  # The same BF16 step with the thin (1-4 channel) convolutions back on tensor cores: the A/B of
-  # conv_thin.cu (written without a card).
-  run_step ours-bf16-thin-off 60 env MEDVAE_CONV_THIN=off "$MEDVAE_BIN" bench --device cuda \
+  # The same BF16 step with the thin (1-4 channel) SIMT convolutions on (off by default: slower
+  # than the tensor-core kernels on the H200, 2026-11-28): their A/B.
+  run_step ours-bf16-thin-on 60 env MEDVAE_CONV_THIN=on "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
   # Stage 2 (latent head through a ViT-B/16 BiomedCLIP-shaped tower, random weights).
   run_step ours-stage2 90 "$MEDVAE_BIN" bench --device cuda --precision bf16 \
@@ -305,12 +305,12 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     --reps 1 --only ae_fwd_bwd 2>&1 | grep -m1 "out of GPU memory"' "$MEDVAE_BIN"
   run_step profile-bf16 90 env MEDVAE_CUDA_PROFILE=1 "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only stage1_step
-  # The BF16 step on each candidate block tile of the streamed convolutions (forward and weight
-  # gradient; the kernel-level sweep is the "tiles" part of bench-kernels), to choose defaults.
-  # "on" / "overlap" are the Hopper wgmma kernels (MEDVAE_CONV_WGMMA=on / overlap), with the
-  # default streamed tiles for the rest.
-  run_step ours-bf16-tiles 140 bash -c 'rc=0; for t in 256x128 128x128w4 128x128k64 on overlap; do
-      printf "%s " "$t"; case $t in on|overlap) export MEDVAE_CONV_WGMMA=$t; t=;; esac
+  # The BF16 step on each candidate block tile of the streamed mma.sync convolutions (forward and
+  # weight gradient; the kernel-level sweep is the "tiles" part of bench-kernels), to choose
+  # defaults. "off" is the mma.sync default tiles, "on" the other form of the Hopper wgmma
+  # kernels (the default on compute capability 9.0 is MEDVAE_CONV_WGMMA=overlap, ours-bf16).
+  run_step ours-bf16-tiles 140 bash -c 'rc=0; for t in off 256x128 128x128w4 128x128k64 on; do
+      printf "%s " "$t"; case $t in on|off) export MEDVAE_CONV_WGMMA=$t; t=;; *) export MEDVAE_CONV_WGMMA=off;; esac
       if out="$(MEDVAE_CONV_TILE=$t MEDVAE_WGRAD_TILE=$t "$0" bench --device cuda --precision bf16 \
           --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage1_step 2>&1)"; then
         echo "$out" | grep -o "\"median_s\":[0-9.]*"
@@ -446,7 +446,7 @@ PY
   done
   [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
   [ -f "$LOG/ours-bf16-staged.log" ] && echo "-- ours  bf16 staged kernels (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-staged.log" | tr '\n' ' ')"
-  [ -f "$LOG/ours-bf16-thin-off.log" ] && echo "-- ours  bf16 thin convs off (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-thin-off.log" | tr '\n' ' ')"
+  [ -f "$LOG/ours-bf16-thin-on.log" ] && echo "-- ours  bf16 thin convs on (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-thin-on.log" | tr '\n' ' ')"
   if [ -f "$LOG/profile-bf16.log" ]; then
     echo "-- kernel profile, bf16 stage1_step (serialised) --"
     grep -A12 "kernel profile" "$LOG/profile-bf16.log"

@@ -186,6 +186,10 @@ fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<(
 /// defaults and the tuning candidates), to pick the defaults for a card.
 fn bench_tiles(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
     set_streamed(true);
+    // The mma.sync tiles first, with the wgmma kernels (the default on compute capability 9.0)
+    // out of the way, then the wgmma kernels in each mode; the default comes back last.
+    let default_mode = conv_wgmma::mode();
+    conv_wgmma::set_mode(WgmmaMode::Off);
     for p in &conv_problems(dev, o.batch)? {
         for tile in STREAMED_TILES {
             set_forward_tile(Some(tile.name))?;
@@ -202,8 +206,8 @@ fn bench_tiles(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<
     }
     set_forward_tile(None)?;
     set_wgrad_tile(None)?;
-    // The wgmma kernels (off by default until measured; compute capability 9.0 only): forward,
-    // stride-1 data gradient and weight gradient (the two modes differ in the forward only).
+    // The wgmma kernels (compute capability 9.0 only): forward, stride-1 data gradient and
+    // weight gradient (the two modes differ in the forward only).
     let arch = dev.arch();
     if (arch.major, arch.minor) == (9, 0) {
         for p in &conv_problems(dev, o.batch)? {
@@ -221,8 +225,8 @@ fn bench_tiles(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<
                 time_conv_passes(dev, o, p, ConvPrecision::Bf16, &tag, out)?;
             }
         }
-        conv_wgmma::set_mode(WgmmaMode::Off);
     }
+    conv_wgmma::set_mode(default_mode);
     Ok(())
 }
 

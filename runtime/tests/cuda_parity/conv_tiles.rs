@@ -1,6 +1,7 @@
 //! Every block tile of the streamed BF16 convolution kernels (the defaults and the tuning
-//! candidates of `MEDVAE_CONV_TILE` / `MEDVAE_WGRAD_TILE`), and the wgmma kernels
-//! (`MEDVAE_CONV_WGMMA=on`, compute capability 9.0 only), against the CPU kernels, on problems
+//! candidates of `MEDVAE_CONV_TILE` / `MEDVAE_WGRAD_TILE`; the wgmma kernels, the default on
+//! compute capability 9.0, switched off for them), and the wgmma kernels in both modes, against
+//! the CPU kernels, on problems
 //! large enough that the launcher takes them (it keeps 64x64 for small problems).
 
 use crate::conv::{conv_case, ConvCase};
@@ -62,6 +63,8 @@ fn compare(dev: &CudaDevice, c: &ConvCase, tag: &str) {
 fn every_streamed_tile_matches_cpu() {
     let Some(dev) = device() else { return };
     set_streamed(true);
+    let default_mode = conv_wgmma::mode();
+    conv_wgmma::set_mode(WgmmaMode::Off);
     for (i, g) in shapes().into_iter().enumerate() {
         let c = conv_case(g, &mut rng(41 + i as u64), 0.05);
         for tile in STREAMED_TILES {
@@ -79,6 +82,7 @@ fn every_streamed_tile_matches_cpu() {
         set_forward_tile(None).expect("reset");
         set_wgrad_tile(None).expect("reset");
     }
+    conv_wgmma::set_mode(default_mode);
 }
 
 #[test]
@@ -90,6 +94,7 @@ fn wgmma_kernels_match_cpu() {
         return;
     }
     set_streamed(true);
+    let default_mode = conv_wgmma::mode();
     for (i, g) in shapes().into_iter().enumerate() {
         let c = conv_case(g, &mut rng(51 + i as u64), 0.05);
         for mode in [WgmmaMode::On, WgmmaMode::Overlap] {
@@ -97,5 +102,5 @@ fn wgmma_kernels_match_cpu() {
             compare(dev, &c, &format!("{} wgmma {mode:?}", label(&g)));
         }
     }
-    conv_wgmma::set_mode(WgmmaMode::Off);
+    conv_wgmma::set_mode(default_mode);
 }

@@ -24,7 +24,7 @@ const KERNEL: &str = "cuda conv (bf16 streamed)";
 pub(super) const BK: usize = 32;
 const PAD: usize = 8;
 
-static STREAMED: KernelSwitch = KernelSwitch::new("MEDVAE_CONV_BF16", "staged");
+static STREAMED: KernelSwitch = KernelSwitch::new("MEDVAE_CONV_BF16", "staged", "streamed", true);
 
 /// Whether BF16 convolutions and GEMMs use the streamed kernels where they apply. On by default;
 /// `MEDVAE_CONV_BF16=staged` in the environment, or [`set_streamed`], turns them off (to compare

@@ -75,25 +75,40 @@ impl EnvChoice {
     }
 }
 
-/// A kernel family that is on unless an environment variable holds `off_value`, and that tests
-/// and benchmarks can switch at run time (to compare two kernel families on one card).
+/// A kernel family that is on or off by default, which an environment variable holding
+/// `off_value` or `on_value` overrides, and that tests and benchmarks can switch at run time (to
+/// compare two kernel families on one card).
 pub(crate) struct KernelSwitch {
     choice: EnvChoice,
     off_value: &'static str,
+    on_value: &'static str,
+    on_by_default: bool,
 }
 
 impl KernelSwitch {
-    pub(crate) const fn new(var: &'static str, off_value: &'static str) -> Self {
+    pub(crate) const fn new(
+        var: &'static str,
+        off_value: &'static str,
+        on_value: &'static str,
+        on_by_default: bool,
+    ) -> Self {
         KernelSwitch {
             choice: EnvChoice::new(var),
             off_value,
+            on_value,
+            on_by_default,
         }
     }
 
     pub(crate) fn on(&self) -> bool {
-        let off = self
-            .choice
-            .get(|v| Ok::<u8, std::convert::Infallible>(u8::from(v == Some(self.off_value))));
+        let off = self.choice.get(|v| {
+            let on = match v {
+                Some(v) if v == self.off_value => false,
+                Some(v) if v == self.on_value => true,
+                _ => self.on_by_default,
+            };
+            Ok::<u8, std::convert::Infallible>(u8::from(!on))
+        });
         off == Ok(0)
     }
 
@@ -250,8 +265,10 @@ mod tests {
     /// gave and takes no second reading, but not a failed one.
     #[test]
     fn settings_read_once_and_take_overrides() {
-        let s = KernelSwitch::new("MEDVAE_TEST_SWITCH_NOT_SET", "off");
+        let s = KernelSwitch::new("MEDVAE_TEST_SWITCH_NOT_SET", "off", "on", true);
         assert!(s.on());
+        let d = KernelSwitch::new("MEDVAE_TEST_SWITCH_NOT_SET_EITHER", "off", "on", false);
+        assert!(!d.on());
         s.set(false);
         assert!(!s.on());
         s.set(true);
