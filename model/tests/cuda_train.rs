@@ -95,8 +95,10 @@ fn cuda_run_resumes_and_follows_the_cpu() {
     // own rounding noise there, which Adam turns into moves of about ±lr a step, so runs that
     // round differently legitimately part there (1e-2 to 6e-2 relative between the two CPU runs;
     // everything else within 5e-6). Those tensors are found as the ones where the one- and
-    // two-thread CPU runs part, and held to Adam's step bound against the CPU; the resumed CUDA
-    // run must match the uninterrupted one on them as on everything else.
+    // two-thread CPU runs part, and held to Adam's step bound. That goes for the resumed CUDA run
+    // against the uninterrupted one too: bias gradients add across blocks atomically, so two
+    // CUDA runs round differently (3.4e-3 on the decoder's key bias, H200); it must match the
+    // uninterrupted run within 1e-4 on everything else.
     let cpu2_params = &files[3];
     let noise_only: Vec<&str> = files[2]
         .iter()
@@ -118,7 +120,7 @@ fn cuda_run_resumes_and_follows_the_cpu() {
         let w = t.as_f32().expect("f32");
         for (other, name, tol) in [(&files[1], "resumed", 1e-4), (&files[2], "cpu", 1e-3)] {
             let o = other.get(key).and_then(|t| t.as_f32()).expect("same keys");
-            if name == "cpu" && noise_only.contains(&key) {
+            if noise_only.contains(&key) {
                 // (at most ~lr a step each way, at most one step a batch)
                 let bound = 2.0 * tiny_config("cuda").learning_rate() * batches.len() as f32;
                 let worst = w
@@ -128,7 +130,7 @@ fn cuda_run_resumes_and_follows_the_cpu() {
                     .fold(0.0, f32::max);
                 assert!(
                     worst <= bound,
-                    "{key}: cuda vs cpu differ by {worst} > {bound}"
+                    "{key}: cuda vs {name} differ by {worst} > {bound}"
                 );
                 continue;
             }

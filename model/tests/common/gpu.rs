@@ -90,7 +90,7 @@ pub fn worst_beyond_noise(
     assert_eq!(gpu.len(), cpu.len(), "{what}: same tensors");
     assert_eq!(nudged.len(), cpu.len(), "{what}: same tensors");
     let scale = cpu.iter().map(|t| norm(&t.data)).fold(0.0f64, f64::max);
-    let mut worst = (0.0f64, 0.0f64, 0.0f64, String::new());
+    let mut worst = (0.0f64, 0.0f64, tol, String::from("none differ"));
     for ((g, c), n) in gpu.iter().zip(cpu).zip(nudged) {
         assert_eq!(g.key, c.key);
         assert_eq!(n.key, c.key);
