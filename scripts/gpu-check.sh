@@ -271,6 +271,11 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda" --tol 1e-4' \
     "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
+  # The weight gradient's pixel split: blocks per SM the planner aims at (default 8, measured for
+  # the mma.sync kernels on an H100). The wgmma kernels hold one block per SM, and every split
+  # adds the whole dw tile atomically (~18M atomics a pass at 8), so fewer may win.
+  run_step wgrad-splits 60 bash -c 'for b in 1 2 4 8; do echo "blocks/SM $b"
+      MEDVAE_WGRAD_BLOCKS_PER_SM=$b "$0" --batch 8 --reps 10 --only conv | grep "Bf16 wgrad"; done' "$BENCH_BIN"
 
   for prec in tf32 bf16; do
     run_step "ours-$prec" 120 "$MEDVAE_BIN" bench --device cuda --precision "$prec" \
@@ -307,10 +312,11 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 1 --only stage1_step
   # The BF16 step on each candidate block tile of the streamed mma.sync convolutions (forward and
   # weight gradient; the kernel-level sweep is the "tiles" part of bench-kernels), to choose
-  # defaults. "off" is the mma.sync default tiles, "on" the other form of the Hopper wgmma
-  # kernels (the default on compute capability 9.0 is MEDVAE_CONV_WGMMA=overlap, ours-bf16).
-  run_step ours-bf16-tiles 140 bash -c 'rc=0; for t in off 256x128 128x128w4 128x128k64 on; do
-      printf "%s " "$t"; case $t in on|off) export MEDVAE_CONV_WGMMA=$t; t=;; *) export MEDVAE_CONV_WGMMA=off;; esac
+  # defaults. "off" is the mma.sync default tiles, "on", "overlap-all" and "s3" the other forms
+  # of the Hopper wgmma kernels (the default on compute capability 9.0 is
+  # MEDVAE_CONV_WGMMA=overlap, ours-bf16; "s3": 3-stage rings, two blocks per SM).
+  run_step ours-bf16-tiles 140 bash -c 'rc=0; for t in off 256x128 128x128w4 128x128k64 on overlap-all s3; do
+      printf "%s " "$t"; case $t in on|off|overlap-all|s3) export MEDVAE_CONV_WGMMA=$t; t=;; *) export MEDVAE_CONV_WGMMA=off;; esac
       if out="$(MEDVAE_CONV_TILE=$t MEDVAE_WGRAD_TILE=$t "$0" bench --device cuda --precision bf16 \
           --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage1_step 2>&1)"; then
         echo "$out" | grep -o "\"median_s\":[0-9.]*"
@@ -375,6 +381,11 @@ fi
            END { for (k in best) printf "%-28s %-11s %7.1f  (128x128 %7.1f)\n", k, best[k], bt[k], def[k] }' \
         "$LOG/bench-kernels.log" | sort
     fi
+  fi
+  if [ -f "$LOG/wgrad-splits.log" ]; then
+    echo "-- BF16 weight gradient (TFLOP/s) by MEDVAE_WGRAD_BLOCKS_PER_SM --"
+    awk '/^blocks\/SM/ { b = $2 } / wgrad / { printf "  %-22s blocks/SM %-2s %s\n", $2 " " $3, b, $(NF - 1) }' \
+      "$LOG/wgrad-splits.log"
   fi
   if [ -s "$ROOT/.bench/sass-mainloops.txt" ]; then
     echo "-- main loops, static (SASS sm_90 at --prepare): instructions per k-tile --"

@@ -17,19 +17,26 @@
 //
 // Entry points: conv_fwd_bf16w_128x128 (each k-tile's MMAs retired before the next) and
 // conv_fwd_bf16w_128x128o (one group of MMAs left in flight while the next copies are issued);
-// conv_wgrad_bf16w_128x128, the weight gradient, whose operands (x and dy, runs of channels at
-// one pixel) are MN-major: 128-byte rows of 64 channels at one pixel, swizzled alike, wgmma's
-// transpose flags set.
+// conv_wgrad_bf16w_128x128 and conv_wgrad_bf16w_128x128o, the weight gradient, whose operands
+// (x and dy, runs of channels at one pixel) are MN-major: 128-byte rows of 64 channels at one
+// pixel, swizzled alike, wgmma's transpose flags set. The `s3` forms (conv_fwd_bf16w_128x128s3,
+// conv_wgrad_bf16w_128x128s3) keep 3 stages instead of 4: 97 KB of shared memory and at most
+// 128 registers let 2 blocks share an SM, so that one block's prologue and epilogue (a short
+// k loop: 18 k-tiles for a 128-channel 3x3 forward) overlap the other's MMAs. Candidates from
+// the H200 run of 2026-11-28 (the 4-stage kernels reached 31-51 % of the card's BF16 rate,
+// at one block per SM), UNVERIFIED on a GPU.
 // Block: 2 warpgroups (256 threads) on a 128 x 128 output tile, warpgroup w on rows 64w..64w+63;
 // accumulator fragment of m64n128 (per warp of the warpgroup: rows 16 * warp + g, g + 8, column
 // chunk j = 8j + 2t, +1, with g = lane / 4, t = lane % 4) = that of 16 mma.m16n8 tiles, so the
 // mma epilogue of medvae_common.cuh stores it.
-// Dynamic shared memory: STAGES * (128 + 128) * 64 * 2 bytes + 1024 (to align the ring to 1024).
+// Dynamic shared memory: STAGES * (128 + 128) * 64 * 2 bytes + 1024 (to align the ring to 1024),
+// STAGES = MV_WG_STAGES (4) or 3 for the s3 forms.
 //
 // Compiled as sm_90a on compute capability 9.0 (the registry marks this module); for any other
 // architecture the body compiles to a trap and the launcher never picks it.
-// UNVERIFIED on a GPU: checked in the CPU emulator (which transcribes the swizzle and the
-// descriptor from the PTX ISA independently) and compiled by NVRTC + ptxas for sm_90a.
+// The 4-stage kernels ran on an H200 (2026-11-28: parity within 2.4e-3 of the CPU); all are
+// checked in the CPU emulator (which transcribes the swizzle and the descriptor from the PTX ISA
+// independently) and compiled by NVRTC + ptxas for sm_90a.
 #include "medvae_conv.cuh"
 #include "medvae_conv_bf16.cuh"
 #include "medvae_igemm_bf16.cuh"
@@ -192,9 +199,10 @@ __device__ __forceinline__ unsigned long long mv_wg_desc(unsigned tile, int grou
 // group stays in flight while the warps issue the next tile's copies, so copies run STAGES - 2
 // ahead (the stage refilled at iteration i was read by group i - 2, which the wait at the end of
 // iteration i - 1 retired).
-template <class Prob, bool OVERLAP>
+template <class Prob, int STAGES, bool OVERLAP>
 __device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int kt_end) {
-    constexpr int BM = MV_WG_BM, BN = MV_WG_BN, BK = MV_WG_BK, STAGES = MV_WG_STAGES, NT = MV_WG_THREADS;
+    constexpr int BM = MV_WG_BM, BN = MV_WG_BN, BK = MV_WG_BK, NT = MV_WG_THREADS;
+    static_assert(STAGES >= (OVERLAP ? 3 : 2), "copies must run at least one k-tile ahead");
     constexpr bool A_MN = !Prob::A_KMAJOR, B_MN = !Prob::B_KMAJOR;
     constexpr int TILE_A = BM * BK, TILE_B = BN * BK, STAGE = TILE_A + TILE_B;  // bf16 elements
     constexpr int RA = BM * BK / 8 / NT, RB = BN * BK / 8 / NT;                 // runs per thread
@@ -283,13 +291,13 @@ __device__ __forceinline__ void conv_wgmma_run(const Prob& pb, int kt_begin, int
 }
 #endif  // MV_HAVE_WGMMA
 
-template <bool OVERLAP>
+template <int STAGES, bool OVERLAP>
 __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x, const mv_u16* wt,
                                                     const float* bias, float* y, float beta) {
 #ifdef MV_HAVE_WGMMA
     FwdProbNK pb;
     pb.bind(g, x, wt, bias, y, beta);
-    conv_wgmma_run<FwdProbNK, OVERLAP>(pb, 0, (pb.K + MV_WG_BK - 1) / MV_WG_BK);
+    conv_wgmma_run<FwdProbNK, STAGES, OVERLAP>(pb, 0, (pb.K + MV_WG_BK - 1) / MV_WG_BK);
 #else
     __trap();
 #endif
@@ -297,27 +305,46 @@ __device__ __forceinline__ void conv_fwd_wgmma_impl(ConvGeom g, const mv_u16* x,
 
 extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
     conv_fwd_bf16w_128x128(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
-    conv_fwd_wgmma_impl<false>(g, x, wt, bias, y, beta);
+    conv_fwd_wgmma_impl<MV_WG_STAGES, false>(g, x, wt, bias, y, beta);
 }
 extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
     conv_fwd_bf16w_128x128o(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
-    conv_fwd_wgmma_impl<true>(g, x, wt, bias, y, beta);
+    conv_fwd_wgmma_impl<MV_WG_STAGES, true>(g, x, wt, bias, y, beta);
+}
+// Two blocks per SM: the second __launch_bounds__ argument caps registers at 128 a thread.
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS, 2)
+    conv_fwd_bf16w_128x128s3(ConvGeom g, const mv_u16* x, const mv_u16* wt, const float* bias, float* y, float beta) {
+    conv_fwd_wgmma_impl<3, false>(g, x, wt, bias, y, beta);
 }
 
 // dw[r, co] += sum over output pixels p of x[p's tap position, ci] dy[p, co], r = (tap, ci): both
 // operands MN-major (runs of eight channels at one pixel), the pixel reduction split across
 // gridDim.z (`tiles_per_split` k-tiles of 64 pixels each), splits added atomically.
-extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
-    conv_wgrad_bf16w_128x128(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+template <int STAGES, bool OVERLAP>
+__device__ __forceinline__ void conv_wgrad_wgmma_impl(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw,
+                                                      int tiles_per_split) {
 #ifdef MV_HAVE_WGMMA
     WgradProb16 pb;
     pb.bind(g, x, dy, dw);
     const KSplit ks = k_split(pb.K, MV_WG_BK, tiles_per_split);
     if (ks.begin >= ks.end) return;  // uniform for the whole block
-    conv_wgmma_run<WgradProb16, false>(pb, ks.begin, ks.end);
+    conv_wgmma_run<WgradProb16, STAGES, OVERLAP>(pb, ks.begin, ks.end);
 #else
     __trap();
 #endif
+}
+
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
+    conv_wgrad_bf16w_128x128(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad_wgmma_impl<MV_WG_STAGES, false>(g, x, dy, dw, tiles_per_split);
+}
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS)
+    conv_wgrad_bf16w_128x128o(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad_wgmma_impl<MV_WG_STAGES, true>(g, x, dy, dw, tiles_per_split);
+}
+extern "C" __global__ void __launch_bounds__(MV_WG_THREADS, 2)
+    conv_wgrad_bf16w_128x128s3(ConvGeom g, const mv_u16* x, const mv_u16* dy, float* dw, int tiles_per_split) {
+    conv_wgrad_wgmma_impl<3, false>(g, x, dy, dw, tiles_per_split);
 }
 
 // wt[n * K + k] = bf16(w[k * N + n]): weights [taps, Cin, Cout] (K = taps * Cin rows) to the

@@ -207,13 +207,15 @@ fn bench_tiles(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<
     set_forward_tile(None)?;
     set_wgrad_tile(None)?;
     // The wgmma kernels (compute capability 9.0 only): forward, stride-1 data gradient and
-    // weight gradient (the two modes differ in the forward only).
+    // weight gradient in each mode (on and overlap share the weight gradient).
     let arch = dev.arch();
     if (arch.major, arch.minor) == (9, 0) {
         for p in &conv_problems(dev, o.batch)? {
             for (mode, name) in [
                 (WgmmaMode::On, "wgmma"),
                 (WgmmaMode::Overlap, "wgmma-overlap"),
+                (WgmmaMode::OverlapAll, "wgmma-overlap-all"),
+                (WgmmaMode::TwoBlocks, "wgmma-s3"),
             ] {
                 conv_wgmma::set_mode(mode);
                 let tag = format!(

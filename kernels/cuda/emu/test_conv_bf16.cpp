@@ -151,11 +151,13 @@ int main() {
             for (int k = 0; k < K; ++k)
                 for (int n = 0; n < g.cout; ++n) transposed &= wt[(size_t)n * K + k] == wh[(size_t)k * g.cout + n];
             chk::expect_true("conv_weight_nk_bf16 transposes the rounded weights", transposed);
-            const size_t smem = (size_t)MV_WG_STAGES * (MV_WG_BM + MV_WG_BN) * MV_WG_BK * 2 + 1024;
+            // Shared memory of a ring of `stages` k-tiles (the s3 forms keep 3).
+            auto wg_smem = [](int stages) { return (size_t)stages * (MV_WG_BM + MV_WG_BN) * MV_WG_BK * 2 + 1024; };
             dim3 grid((g.n * g.od * g.oh * g.ow + MV_WG_BM - 1) / MV_WG_BM, (g.cout + MV_WG_BN - 1) / MV_WG_BN);
-            for (int overlap = 0; overlap < 2; ++overlap) {
-                auto kern = overlap ? conv_fwd_bf16w_128x128o : conv_fwd_bf16w_128x128;
-                const char* name = overlap ? "128x128o" : "128x128";
+            for (int form = 0; form < 3; ++form) {
+                auto kern = form == 0 ? conv_fwd_bf16w_128x128 : form == 1 ? conv_fwd_bf16w_128x128o : conv_fwd_bf16w_128x128s3;
+                const char* name = form == 0 ? "128x128" : form == 1 ? "128x128o" : "128x128s3";
+                const size_t smem = wg_smem(form == 2 ? 3 : MV_WG_STAGES);
                 std::vector<float> y(ys, 2.0f);
                 EMU_LAUNCH(kern, grid, dim3(MV_WG_THREADS), smem, g, xh.data(), wt.data(), b.data(), y.data(), 0.5f);
                 std::vector<double> yexp(yref);
@@ -172,18 +174,22 @@ int main() {
             }
             // The wgmma weight gradient (MN-major operands), accumulating onto 1.0, the pixels
             // split in 1, 2 and 3 (uneven) parts of 64-pixel k-tiles.
-            for (int splits : {1, 2, 3}) {
-                std::vector<float> dw(ws, 1.0f);
-                const int P = g.n * g.od * g.oh * g.ow, kt = (P + MV_WG_BK - 1) / MV_WG_BK;
-                const int tps = (kt + splits - 1) / splits;
-                dim3 gw((K + MV_WG_BM - 1) / MV_WG_BM, (g.cout + MV_WG_BN - 1) / MV_WG_BN, splits);
-                EMU_LAUNCH(conv_wgrad_bf16w_128x128, gw, dim3(MV_WG_THREADS), smem, g, xh.data(), dyh.data(),
-                           dw.data(), tps);
-                std::vector<double> dwexp(dwref);
-                for (auto& e : dwexp) e += 1.0;
-                char tag[128];
-                snprintf(tag, sizeof tag, "case %zu wgrad wgmma 128x128, %d splits", ci, splits);
-                chk::expect(tag, dw, dwexp, 1e-5);
+            for (int form = 0; form < 3; ++form) {
+                auto kern = form == 0 ? conv_wgrad_bf16w_128x128 : form == 1 ? conv_wgrad_bf16w_128x128o : conv_wgrad_bf16w_128x128s3;
+                const char* name = form == 0 ? "128x128" : form == 1 ? "128x128o" : "128x128s3";
+                const size_t smem = wg_smem(form == 2 ? 3 : MV_WG_STAGES);
+                for (int splits : {1, 2, 3}) {
+                    std::vector<float> dw(ws, 1.0f);
+                    const int P = g.n * g.od * g.oh * g.ow, kt = (P + MV_WG_BK - 1) / MV_WG_BK;
+                    const int tps = (kt + splits - 1) / splits;
+                    dim3 gw((K + MV_WG_BM - 1) / MV_WG_BM, (g.cout + MV_WG_BN - 1) / MV_WG_BN, splits);
+                    EMU_LAUNCH(kern, gw, dim3(MV_WG_THREADS), smem, g, xh.data(), dyh.data(), dw.data(), tps);
+                    std::vector<double> dwexp(dwref);
+                    for (auto& e : dwexp) e += 1.0;
+                    char tag[128];
+                    snprintf(tag, sizeof tag, "case %zu wgrad wgmma %s, %d splits", ci, name, splits);
+                    chk::expect(tag, dw, dwexp, 1e-5);
+                }
             }
         }
         for (const Variant& v : variants()) {

@@ -125,7 +125,10 @@ pub const SOURCES: &[KernelSource] = &[
         [
             "conv_fwd_bf16w_128x128",
             "conv_fwd_bf16w_128x128o",
+            "conv_fwd_bf16w_128x128s3",
             "conv_wgrad_bf16w_128x128",
+            "conv_wgrad_bf16w_128x128o",
+            "conv_wgrad_bf16w_128x128s3",
             "conv_weight_nk_bf16"
         ]
     ),

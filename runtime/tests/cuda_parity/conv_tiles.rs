@@ -1,6 +1,6 @@
 //! Every block tile of the streamed BF16 convolution kernels (the defaults and the tuning
 //! candidates of `MEDVAE_CONV_TILE` / `MEDVAE_WGRAD_TILE`; the wgmma kernels, the default on
-//! compute capability 9.0, switched off for them), and the wgmma kernels in both modes, against
+//! compute capability 9.0, switched off for them), and the wgmma kernels in every mode, against
 //! the CPU kernels, on problems
 //! large enough that the launcher takes them (it keeps 64x64 for small problems).
 
@@ -97,7 +97,12 @@ fn wgmma_kernels_match_cpu() {
     let default_mode = conv_wgmma::mode();
     for (i, g) in shapes().into_iter().enumerate() {
         let c = conv_case(g, &mut rng(51 + i as u64), 0.05);
-        for mode in [WgmmaMode::On, WgmmaMode::Overlap] {
+        for mode in [
+            WgmmaMode::On,
+            WgmmaMode::Overlap,
+            WgmmaMode::OverlapAll,
+            WgmmaMode::TwoBlocks,
+        ] {
             conv_wgmma::set_mode(mode);
             compare(dev, &c, &format!("{} wgmma {mode:?}", label(&g)));
         }

@@ -7,8 +7,10 @@
 //! 2026-11-28: parity against the CPU within 2.4e-3; forward 31-51 % of the card's measured BF16
 //! rate against 26-36 % for the mma.sync kernels; BF16 stage-1 step 0.152 s against 0.169 s), in
 //! the `overlap` form (one group of MMAs left in flight while the next copies are issued; the
-//! weight gradient has one form only). `MEDVAE_CONV_WGMMA=off` (the streamed mma.sync kernels)
-//! or `=on` (each k-tile's MMAs retired before the next), or [`set_mode`], choose otherwise.
+//! weight gradient runs its plain form). `MEDVAE_CONV_WGMMA=off` (the streamed mma.sync
+//! kernels) or `=on` (each k-tile's MMAs retired before the next), or [`set_mode`], choose
+//! otherwise; `=overlap-all` (the weight gradient's overlap form too) and `=s3` (3-stage rings,
+//! two blocks per SM) are candidates **unverified on a GPU**, for the next card's sweep.
 
 use super::conv::ConvGeom;
 use super::conv_plan::{tile, wgmma_wgrad_plan, BlockTile, BIG};
@@ -41,22 +43,62 @@ pub enum WgmmaMode {
     /// `conv_fwd_bf16w_128x128o`: one group of MMAs in flight while the next copies are issued
     /// (the default).
     Overlap,
+    /// The overlap form of the forward and of the weight gradient (`…_128x128o`). Unverified.
+    OverlapAll,
+    /// The 3-stage forms (`…_128x128s3`, forward and weight gradient), two blocks per SM.
+    /// Unverified.
+    TwoBlocks,
 }
 
 static MODE: EnvChoice = EnvChoice::new("MEDVAE_CONV_WGMMA");
-const MODES: [WgmmaMode; 3] = [WgmmaMode::Off, WgmmaMode::On, WgmmaMode::Overlap];
+const MODES: [WgmmaMode; 5] = [
+    WgmmaMode::Off,
+    WgmmaMode::On,
+    WgmmaMode::Overlap,
+    WgmmaMode::OverlapAll,
+    WgmmaMode::TwoBlocks,
+];
 
-/// The mode: [`set_mode`]'s, else `MEDVAE_CONV_WGMMA` (`off`, `on`; unset or anything else is
-/// `overlap`, the default).
+/// The mode: [`set_mode`]'s, else `MEDVAE_CONV_WGMMA` (`off`, `on`, `overlap-all`, `s3`; unset or
+/// anything else is `overlap`, the default).
 pub fn mode() -> WgmmaMode {
     let i = MODE.get(|v| {
         Ok::<u8, std::convert::Infallible>(match v {
             Some("off") => 0,
             Some("on") => 1,
+            Some("overlap-all") => 3,
+            Some("s3") => 4,
             _ => 2,
         })
     });
     MODES[i.map_or(2, |i| (i as usize).min(MODES.len() - 1))]
+}
+
+/// Ring depth of the mode's kernels: 3 for the two-blocks-per-SM forms, else 4.
+fn stages() -> usize {
+    if mode() == WgmmaMode::TwoBlocks {
+        3
+    } else {
+        TILE.stages
+    }
+}
+
+/// The forward entry point of the current mode.
+fn forward_entry() -> &'static str {
+    match mode() {
+        WgmmaMode::Overlap | WgmmaMode::OverlapAll => "conv_fwd_bf16w_128x128o",
+        WgmmaMode::TwoBlocks => "conv_fwd_bf16w_128x128s3",
+        WgmmaMode::Off | WgmmaMode::On => "conv_fwd_bf16w_128x128",
+    }
+}
+
+/// The weight-gradient entry point of the current mode.
+fn wgrad_entry() -> &'static str {
+    match mode() {
+        WgmmaMode::OverlapAll => "conv_wgrad_bf16w_128x128o",
+        WgmmaMode::TwoBlocks => "conv_wgrad_bf16w_128x128s3",
+        _ => "conv_wgrad_bf16w_128x128",
+    }
 }
 
 /// Run the BF16 convolutions in mode `m` from now on.
@@ -66,8 +108,13 @@ pub fn set_mode(m: WgmmaMode) {
 
 /// Dynamic shared memory of a block: stages x (A + B tile) bf16, plus 1024 bytes so that the
 /// kernel can start its ring on a 1024-byte boundary (the 128-byte swizzle's atom).
+pub(super) fn smem_bytes_for(stages: usize) -> u32 {
+    (stages * (TILE.bm + TILE.bn) * TILE.bk * 2 + 1024) as u32
+}
+
+/// [`smem_bytes_for`] the current mode's ring.
 pub(super) fn smem_bytes() -> u32 {
-    (TILE.stages * (TILE.bm + TILE.bn) * TILE.bk * 2 + 1024) as u32
+    smem_bytes_for(stages())
 }
 
 /// Switched on, a compute capability 9.0 device, and channel counts the streamed kernels take:
@@ -109,7 +156,7 @@ pub(super) fn backward_weight(
         .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
         .launch(
             dev,
-            "conv_wgrad_bf16w_128x128",
+            wgrad_entry(),
             cfg(
                 (plan.grid.0, plan.grid.1, plan.splits as u32),
                 (TILE.threads, 1, 1),
@@ -155,11 +202,7 @@ pub(super) fn forward(
         .push(beta)
         .launch(
             dev,
-            if mode() == WgmmaMode::Overlap {
-                "conv_fwd_bf16w_128x128o"
-            } else {
-                "conv_fwd_bf16w_128x128"
-            },
+            forward_entry(),
             cfg(grid, (TILE.threads, 1, 1), smem_bytes()),
         )
 }
@@ -175,13 +218,17 @@ mod tests {
             assert_eq!(mode(), m);
         }
         set_mode(WgmmaMode::Overlap);
+        assert_eq!(forward_entry(), "conv_fwd_bf16w_128x128o");
+        assert_eq!(wgrad_entry(), "conv_wgrad_bf16w_128x128");
     }
 
     /// The launcher's figure is the kernel's: 4 stages of two 128 x 64 bf16 tiles, plus the
     /// alignment slack, within the H100's 227 KB opt-in limit.
     #[test]
     fn shared_memory_matches_the_kernel_layout() {
-        assert_eq!(smem_bytes(), 4 * (128 * 64 + 128 * 64) * 2 + 1024);
-        assert!(smem_bytes() <= 227 * 1024);
+        assert_eq!(smem_bytes_for(4), 4 * (128 * 64 + 128 * 64) * 2 + 1024);
+        assert!(smem_bytes_for(4) <= 227 * 1024);
+        // Two 3-stage blocks, each with the 1 KB the driver reserves, fit Hopper's 228 KB a SM.
+        assert!(2 * (smem_bytes_for(3) + 1024) <= 228 * 1024);
     }
 }
