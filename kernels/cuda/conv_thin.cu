@@ -8,7 +8,19 @@
 //   conv_thin_dgrad     dx = conv^T(dy, w) + beta * dx_old      thread per (input pixel, 4 input channels)
 //   conv_thin_wgrad_t*  dw += x^T dy                            block per run of output pixels, thread per
 //                                                               (ci, co) pair(s) and all taps, atomics at the end
+//   conv_thin_fwd_wide, conv_thin_dgrad_wide                   warp per pixel, lanes over the wide side
 // Index ranges: pixels * channel groups must fit in int (the launcher checks).
+//
+// On an H200 (2026-11-28) the first forms made the BF16 stage-1 step slower than the staged
+// tensor-core kernels (0.151 against 0.142 s), so they are off by default. Two causes, read off
+// the shapes: (1) where the thin side faces a wide one (conv_out: 128 -> 1; the data gradient of
+// LPIPS' 3 -> 64 and of the PatchGAN's 1 -> 64), a thread per pixel walks the wide side with
+// 4-byte loads one pixel row apart across the warp, 32 sectors a load; (2) the weight gradient
+// keeps one pixel's dy load in flight per thread, so it waits on memory latency (1.5 ms a
+// launch where the bytes take ~0.07 ms). The `_wide` kernels put a warp on a pixel, its lanes on
+// the wide side's channels (coalesced), partial sums warp-reduced; the weight gradient loads U
+// pixels' dy before using any, and `_p1` forms (one pair a thread, U = 8) serve up to 256
+// pairs with fewer registers. UNVERIFIED on a GPU (CPU emulator only).
 #include "medvae_conv.cuh"
 
 extern "C" __global__ void __launch_bounds__(256)
@@ -75,8 +87,9 @@ extern "C" __global__ void __launch_bounds__(256)
 // pairs: when P < blockDim, thread t takes pair t % P and every (blockDim / P)-th pixel of the
 // run (the rest idle); otherwise pairs t, t + blockDim, ... (at most PAIRS), every pixel. Each
 // pair keeps all TAPS of its taps in registers (the tap loop is unrolled to TAPS), reads dy once
-// per pixel and x once per tap, and adds its sums into dw with atomics at the end.
-template <int TAPS, int PAIRS>
+// per pixel (U pixels' loads issued together) and x once per tap, and adds its sums into dw with
+// atomics at the end.
+template <int TAPS, int PAIRS, int U>
 __device__ __forceinline__ void conv_thin_wgrad_impl(const ConvGeom& g, const float* __restrict__ x,
                                                      const float* __restrict__ dy, float* dw, int per_block) {
     const int pairs = g.cin * g.cout, taps = g.kd * g.kh * g.kw, t = threadIdx.x, nt = blockDim.x;
@@ -98,40 +111,54 @@ __device__ __forceinline__ void conv_thin_wgrad_impl(const ConvGeom& g, const fl
     }
     if (m0 < m1) {
         ConvPixel p = conv_out_pixel(g, m0);
-        for (int m = m0; m < m1; m += lanes) {
-            const mv_i64 xs = (mv_i64)p.n * g.id;
-            float gv[PAIRS];
+        for (int m = m0; m < m1; m += lanes * U) {
+            // U pixels of this lane: their dy loads all issue before any is used.
+            ConvPixel pu[U];
+            float gv[U][PAIRS];
 #pragma unroll
-            for (int k = 0; k < PAIRS; ++k) gv[k] = ci[k] >= 0 ? dy[(mv_i64)m * g.cout + co[k]] : 0.0f;
-            int kd = 0, kh = 0, kw = 0;
+            for (int u = 0; u < U; ++u) {
+                const bool ok = m + u * lanes < m1;
+                pu[u] = p;
+                pu[u].n = ok ? p.n : -1;
 #pragma unroll
-            for (int tap = 0; tap < TAPS; ++tap) {
-                if (tap < taps) {
-                    const int d = p.d * g.sd - g.pd + kd, h = p.h * g.sh - g.ph + kh, ww = p.w * g.sw - g.pw + kw;
-                    if (conv_inside(g, d, h, ww)) {
-                        const float* xp = x + (((xs + d) * g.ih + h) * g.iw + ww) * g.cin;
-#pragma unroll
-                        for (int k = 0; k < PAIRS; ++k)
-                            if (ci[k] >= 0) acc[k][tap] += xp[ci[k]] * gv[k];
-                    }
-                    if (++kw == g.kw) {
-                        kw = 0;
-                        if (++kh == g.kh) {
-                            kh = 0;
-                            ++kd;
+                for (int k = 0; k < PAIRS; ++k)
+                    gv[u][k] = ok && ci[k] >= 0 ? dy[(mv_i64)(m + u * lanes) * g.cout + co[k]] : 0.0f;
+                // The next pixel of this lane: `lanes` output pixels further, carried across rows.
+                p.w += lanes;
+                while (p.w >= g.ow) {
+                    p.w -= g.ow;
+                    if (++p.h == g.oh) {
+                        p.h = 0;
+                        if (++p.d == g.od) {
+                            p.d = 0;
+                            ++p.n;
                         }
                     }
                 }
             }
-            // The next pixel of this lane: `lanes` output pixels further, carried across rows.
-            p.w += lanes;
-            while (p.w >= g.ow) {
-                p.w -= g.ow;
-                if (++p.h == g.oh) {
-                    p.h = 0;
-                    if (++p.d == g.od) {
-                        p.d = 0;
-                        ++p.n;
+#pragma unroll
+            for (int u = 0; u < U; ++u) {
+                if (pu[u].n < 0) continue;
+                const mv_i64 xs = (mv_i64)pu[u].n * g.id;
+                int kd = 0, kh = 0, kw = 0;
+#pragma unroll
+                for (int tap = 0; tap < TAPS; ++tap) {
+                    if (tap < taps) {
+                        const int d = pu[u].d * g.sd - g.pd + kd, h = pu[u].h * g.sh - g.ph + kh,
+                                  ww = pu[u].w * g.sw - g.pw + kw;
+                        if (conv_inside(g, d, h, ww)) {
+                            const float* xp = x + (((xs + d) * g.ih + h) * g.iw + ww) * g.cin;
+#pragma unroll
+                            for (int k = 0; k < PAIRS; ++k)
+                                if (ci[k] >= 0) acc[k][tap] += xp[ci[k]] * gv[u][k];
+                        }
+                        if (++kw == g.kw) {
+                            kw = 0;
+                            if (++kh == g.kh) {
+                                kh = 0;
+                                ++kd;
+                            }
+                        }
                     }
                 }
             }
@@ -150,13 +177,99 @@ __device__ __forceinline__ void conv_thin_wgrad_impl(const ConvGeom& g, const fl
 // PatchGAN) and 3x3x3 with up to 2 * 256.
 extern "C" __global__ void __launch_bounds__(256)
     conv_thin_wgrad_t9(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) {
-    conv_thin_wgrad_impl<9, 4>(g, x, dy, dw, per_block);
+    conv_thin_wgrad_impl<9, 4, 2>(g, x, dy, dw, per_block);
 }
 extern "C" __global__ void __launch_bounds__(256)
     conv_thin_wgrad_t16(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) {
-    conv_thin_wgrad_impl<16, 2>(g, x, dy, dw, per_block);
+    conv_thin_wgrad_impl<16, 2, 2>(g, x, dy, dw, per_block);
 }
 extern "C" __global__ void __launch_bounds__(256)
     conv_thin_wgrad_t27(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw, int per_block) {
-    conv_thin_wgrad_impl<27, 2>(g, x, dy, dw, per_block);
+    conv_thin_wgrad_impl<27, 2, 2>(g, x, dy, dw, per_block);
+}
+// One pair a thread (at most 256 pairs: every model's thin weight gradient), 8 pixels in flight.
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_wgrad_t9_p1(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw,
+                          int per_block) {
+    conv_thin_wgrad_impl<9, 1, 8>(g, x, dy, dw, per_block);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_wgrad_t16_p1(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw,
+                           int per_block) {
+    conv_thin_wgrad_impl<16, 1, 8>(g, x, dy, dw, per_block);
+}
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_wgrad_t27_p1(ConvGeom g, const float* __restrict__ x, const float* __restrict__ dy, float* dw,
+                           int per_block) {
+    conv_thin_wgrad_impl<27, 1, 8>(g, x, dy, dw, per_block);
+}
+
+// acc[lane] for lane < 4 without a dynamically indexed (local-memory) array.
+__device__ __forceinline__ float conv_thin_pick(const float (&acc)[4], int lane) {
+    return lane == 0 ? acc[0] : lane == 1 ? acc[1] : lane == 2 ? acc[2] : acc[3];
+}
+
+// y[m, co] for cout <= 4 output channels from cin >= 16 (conv_out): warp per output pixel, lane
+// l on input channels l, l + 32, ..., lane co < cout stores.
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_fwd_wide(ConvGeom g, const float* __restrict__ x, const float* __restrict__ w,
+                       const float* __restrict__ bias, float* __restrict__ y, float beta) {
+    const int lane = threadIdx.x & 31, pixels = g.n * g.od * g.oh * g.ow;
+    // Pixels fit in half the int range (the launcher checks), so the grid-stride step cannot
+    // overflow. Every lane of a warp has the same m: the loop and the shuffles are warp-uniform.
+    const int warps = (int)(mv_global_stride() / 32);
+    for (int m = (int)(mv_global_tid() / 32); m < pixels; m += warps) {
+        const ConvPixel p = conv_out_pixel(g, m);
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int kd = 0; kd < g.kd; ++kd)
+            for (int kh = 0; kh < g.kh; ++kh)
+                for (int kw = 0; kw < g.kw; ++kw) {
+                    const int d = p.d * g.sd - g.pd + kd, h = p.h * g.sh - g.ph + kh, ww = p.w * g.sw - g.pw + kw;
+                    if (!conv_inside(g, d, h, ww)) continue;
+                    const float* xp = x + ((((mv_i64)p.n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
+                    const float* wp = w + (((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin * g.cout;
+                    for (int ci = lane; ci < g.cin; ci += 32) {
+                        const float xv = xp[ci];
+                        const float* wr = wp + (mv_i64)ci * g.cout;
+#pragma unroll
+                        for (int j = 0; j < 4; ++j)
+                            if (j < g.cout) acc[j] += xv * wr[j];
+                    }
+                }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[j] = mv_warp_sum(acc[j]);
+        if (lane < g.cout)
+            mv_store_out(y + (mv_i64)m * g.cout + lane, conv_thin_pick(acc, lane), bias ? bias + lane : nullptr, beta);
+    }
+}
+
+// dx[m, ci] for cin <= 4 input channels from cout >= 16 (the data gradient of LPIPS' and the
+// PatchGAN's first layers): warp per input pixel, lane l on output channels l, l + 32, ...
+extern "C" __global__ void __launch_bounds__(256)
+    conv_thin_dgrad_wide(ConvGeom g, const float* __restrict__ dy, const float* __restrict__ w,
+                         float* __restrict__ dx, float beta) {
+    const int lane = threadIdx.x & 31, pixels = g.n * g.id * g.ih * g.iw;
+    const int warps = (int)(mv_global_stride() / 32);
+    for (int m = (int)(mv_global_tid() / 32); m < pixels; m += warps) {  // warp-uniform, as above
+        const ConvPixel p = conv_in_pixel(g, m);
+        const mv_i64 obase = (mv_i64)p.n * g.od * g.oh * g.ow;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int kd = 0; kd < g.kd; ++kd)
+            for (int kh = 0; kh < g.kh; ++kh)
+                for (int kw = 0; kw < g.kw; ++kw) {
+                    mv_i64 o;
+                    if (!conv_out_of_in(g, obase, p.d + g.pd, p.h + g.ph, p.w + g.pw, kd, kh, kw, o)) continue;
+                    const float* dyp = dy + o * g.cout;
+                    const float* wp = w + (((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin * g.cout;
+                    for (int co = lane; co < g.cout; co += 32) {
+                        const float gv = dyp[co];
+#pragma unroll
+                        for (int j = 0; j < 4; ++j)
+                            if (j < g.cin) acc[j] += gv * wp[(mv_i64)j * g.cout + co];
+                    }
+                }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[j] = mv_warp_sum(acc[j]);
+        if (lane < g.cin) mv_store_out(dx + (mv_i64)m * g.cin + lane, conv_thin_pick(acc, lane), nullptr, beta);
+    }
 }

@@ -69,6 +69,11 @@ int main() {
         {1, 1, 6, 5, 2, 200, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // 400 pairs: two per thread
         {1, 3, 4, 5, 1, 300, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},   // 3D, 300 pairs over 27 taps
         {1, 4, 5, 4, 6, 2, 3, 3, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1},     // 3D k3 s2 p1, cout 2
+        // a thin side facing a wide one (the _wide kernels): conv_out, LPIPS' and the PatchGAN's
+        // first layers (40 and 70 channels: a partial last chunk of 32 lanes)
+        {1, 1, 7, 6, 40, 1, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},    // cin 40 -> cout 1
+        {2, 1, 6, 5, 3, 70, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},    // cin 3 -> cout 70
+        {1, 1, 10, 9, 1, 64, 1, 4, 4, 1, 2, 2, 0, 1, 1, 0, 1, 1},   // cin 1 -> cout 64, k4 s2 p1
     };
     const char* names[] = {"tf32_128x128", "tf32_64x64", "bf16_128x128", "bf16_64x64"};
     for (size_t ci = 0; ci < cases.size(); ++ci) {
@@ -120,6 +125,32 @@ int main() {
             chk::expect(tag, dx, dxe, 1e-5);
             snprintf(tag, sizeof tag, "case %zu wgrad thin", ci);
             chk::expect(tag, dw, dwe, 1e-5);
+            // The warp-per-pixel forms where the launcher picks them (the other side >= 16
+            // channels), and the one-pair weight gradients (at most 256 pairs), on a grid whose
+            // threads are fewer than the pixels' warps (the grid-stride step).
+            if (g.cout <= 4 && g.cin >= 16) {
+                std::vector<float> yw(ys, 2.0f);
+                EMU_LAUNCH(conv_thin_fwd_wide, dim3(2), dim3(256), 0, g, x.data(), w.data(), b.data(), yw.data(), 0.5f);
+                snprintf(tag, sizeof tag, "case %zu fwd thin wide", ci);
+                chk::expect(tag, yw, ye, 1e-5);
+            }
+            if (g.cin <= 4 && g.cout >= 16) {
+                std::vector<float> dxw(xs, 1.0f);
+                EMU_LAUNCH(conv_thin_dgrad_wide, dim3(2), dim3(256), 0, g, dy.data(), w.data(), dxw.data(), 1.0f);
+                snprintf(tag, sizeof tag, "case %zu dgrad thin wide", ci);
+                chk::expect(tag, dxw, dxe, 1e-5);
+            }
+            if (g.cin * g.cout <= 256) {
+                std::vector<float> dw1(ws, 1.0f);
+                if (taps <= 9)
+                    EMU_LAUNCH(conv_thin_wgrad_t9_p1, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw1.data(), per_block);
+                else if (taps <= 16)
+                    EMU_LAUNCH(conv_thin_wgrad_t16_p1, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw1.data(), per_block);
+                else
+                    EMU_LAUNCH(conv_thin_wgrad_t27_p1, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw1.data(), per_block);
+                snprintf(tag, sizeof tag, "case %zu wgrad thin one pair", ci);
+                chk::expect(tag, dw1, dwe, 1e-5);
+            }
         }
         for (int v = 0; v < 4; ++v) {
             const bool big = (v % 2) == 0;

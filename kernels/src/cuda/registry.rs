@@ -174,6 +174,11 @@ pub const SOURCES: &[KernelSource] = &[
             "conv_thin_wgrad_t9",
             "conv_thin_wgrad_t16",
             "conv_thin_wgrad_t27",
+            "conv_thin_wgrad_t9_p1",
+            "conv_thin_wgrad_t16_p1",
+            "conv_thin_wgrad_t27_p1",
+            "conv_thin_fwd_wide",
+            "conv_thin_dgrad_wide",
         ]
     ),
     source!(

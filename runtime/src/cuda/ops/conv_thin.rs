@@ -14,6 +14,9 @@ use medvae_kernels::cpu::conv::ConvGeometry;
 const KERNEL: &str = "cuda conv (thin)";
 /// Channel count at or below which a side is thin.
 const THIN: usize = 4;
+/// Channel count at or above which the other side of a thin convolution is wide enough for a
+/// warp per pixel over its channels (`conv_thin_fwd_wide`, `conv_thin_dgrad_wide`).
+const WIDE: usize = 16;
 /// Threads per block of the weight-gradient kernels.
 const WGRAD_THREADS: usize = 256;
 
@@ -57,7 +60,13 @@ pub(super) fn forward(
     y: &DeviceBuffer,
     beta: f32,
 ) -> CudaResult<()> {
-    let threads = (g.output_len() / g.cout) * g.cout.div_ceil(4);
+    let pixels = g.output_len() / g.cout;
+    // A thin output side facing a wide input: a warp per pixel over the input channels.
+    let (entry, threads) = if g.cout <= THIN && g.cin >= WIDE {
+        ("conv_thin_fwd_wide", pixels * 32)
+    } else {
+        ("conv_thin_fwd", pixels * g.cout.div_ceil(4))
+    };
     Args::new()
         .push(cg)
         .buf(x)
@@ -65,7 +74,7 @@ pub(super) fn forward(
         .opt(bias)
         .buf(y)
         .push(beta)
-        .launch(dev, "conv_thin_fwd", grid_1d(dev, threads))
+        .launch(dev, entry, grid_1d(dev, threads))
 }
 
 /// `dx = conv^T(dy, w) + beta * dx` (buffers checked by the caller).
@@ -79,14 +88,20 @@ pub(super) fn backward_data(
     dx: &DeviceBuffer,
     beta: f32,
 ) -> CudaResult<()> {
-    let threads = (g.input_len() / g.cin) * g.cin.div_ceil(4);
+    let pixels = g.input_len() / g.cin;
+    // A thin input side facing a wide output: a warp per pixel over the output channels.
+    let (entry, threads) = if g.cin <= THIN && g.cout >= WIDE {
+        ("conv_thin_dgrad_wide", pixels * 32)
+    } else {
+        ("conv_thin_dgrad", pixels * g.cin.div_ceil(4))
+    };
     Args::new()
         .push(cg)
         .buf(dy)
         .buf(w)
         .buf(dx)
         .push(beta)
-        .launch(dev, "conv_thin_dgrad", grid_1d(dev, threads))
+        .launch(dev, entry, grid_1d(dev, threads))
 }
 
 /// The weight-gradient entry point whose tap and pair capacity holds `g`, if one does:
@@ -94,9 +109,13 @@ pub(super) fn backward_data(
 fn wgrad_entry(g: &ConvGeometry) -> Option<&'static str> {
     let taps = g.kernel.iter().product::<usize>();
     let pairs = g.cin * g.cout;
+    // The one-pair forms first (8 pixels in flight, fewer registers), then the multi-pair ones.
     [
+        ("conv_thin_wgrad_t9_p1", 9, 1),
         ("conv_thin_wgrad_t9", 9, 4),
+        ("conv_thin_wgrad_t16_p1", 16, 1),
         ("conv_thin_wgrad_t16", 16, 2),
+        ("conv_thin_wgrad_t27_p1", 27, 1),
         ("conv_thin_wgrad_t27", 27, 2),
     ]
     .into_iter()
@@ -110,7 +129,8 @@ pub(super) fn serves_weight_gradient(g: &ConvGeometry) -> bool {
 }
 
 /// `dw += x^T dy` (buffers checked by the caller; only where [`serves_weight_gradient`]). The
-/// output pixels are cut into runs, one block each, about 4 blocks per SM.
+/// output pixels are cut into runs, one block each, about 8 blocks per SM (several resident:
+/// the kernels wait on dy loads, and more blocks keep more in flight).
 pub(super) fn backward_weight(
     dev: &CudaDevice,
     g: &ConvGeometry,
@@ -126,7 +146,7 @@ pub(super) fn backward_weight(
         ));
     };
     let pixels = g.output_len() / g.cout;
-    let blocks = (4 * dev.sm_count() as usize).clamp(1, pixels.max(1));
+    let blocks = (8 * dev.sm_count() as usize).clamp(1, pixels.max(1));
     let per_block = pixels.div_ceil(blocks).max(1);
     Args::new()
         .push(cg)
@@ -143,4 +163,25 @@ pub(super) fn backward_weight(
                 0,
             ),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The model's thin weight gradients take the one-pair forms; more pairs than a block's
+    /// threads take the multi-pair ones; more taps than 27 or pairs than they hold, none.
+    #[test]
+    fn weight_gradient_entries_by_taps_and_pairs() {
+        let g2 = |cin, cout, k| ConvGeometry::conv2d(1, [32, 32], cin, cout, k, 1, 1);
+        let g3 = |cin, cout| ConvGeometry::conv3d(1, [8, 8, 8], cin, cout, 3, 1, 1);
+        assert_eq!(wgrad_entry(&g2(1, 128, 3)), Some("conv_thin_wgrad_t9_p1"));
+        assert_eq!(wgrad_entry(&g2(128, 1, 3)), Some("conv_thin_wgrad_t9_p1"));
+        assert_eq!(wgrad_entry(&g2(1, 64, 4)), Some("conv_thin_wgrad_t16_p1"));
+        assert_eq!(wgrad_entry(&g3(1, 128)), Some("conv_thin_wgrad_t27_p1"));
+        assert_eq!(wgrad_entry(&g2(2, 200, 3)), Some("conv_thin_wgrad_t9"));
+        assert_eq!(wgrad_entry(&g3(2, 200)), Some("conv_thin_wgrad_t27"));
+        assert_eq!(wgrad_entry(&g2(4, 300, 3)), None);
+        assert_eq!(wgrad_entry(&g2(1, 8, 7)), None);
+    }
 }
