@@ -372,7 +372,7 @@ fi
   echo "gpu-check on ${GPU_NAME:-unknown GPU}, $(elapsed)s total, logs in $LOG"
   if [ -f "$LOG/bench-kernels.log" ]; then
     echo "-- kernel timings (median ms, TFLOP/s) --"
-    grep -E "ms" "$LOG/bench-kernels.log" | grep -vE "^(error|warning)| tile " | head -40
+    grep -E "ms" "$LOG/bench-kernels.log" | grep -vE "^(error|warning)| tile " | head -80
     # The block-tile sweep, one line per shape and pass: the fastest tile against the default.
     if grep -q " tile " "$LOG/bench-kernels.log"; then
       echo "-- streamed BF16 block tiles (TFLOP/s): fastest vs the 128x128 default --"

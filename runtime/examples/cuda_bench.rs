@@ -2,10 +2,12 @@
 //! 3x3 convolutions 128->128 @256^2, 256->256 @128^2, 512->512 @64^2 (forward, data and weight
 //! gradients) in TF32 and BF16 (staged and streamed kernels), and the streamed BF16 ones on
 //! every block tile ("tiles": the defaults and the tuning candidates); mid-block attention (512
-//! channels, 4096 and 9216 tokens), forward and backward; GroupNorm+SiLU forward and backward.
+//! channels, 4096 and 9216 tokens), forward and backward; GroupNorm+SiLU forward and backward;
+//! the convolutions with a side of 1-4 channels ("thin": image in/out, LPIPS' and the PatchGAN's
+//! first layers) in BF16 on the thin SIMT kernels and on the tensor-core ones.
 //!
 //!   cargo run --release -p medvae-runtime --example cuda_bench -- [--batch 8] [--reps 10]
-//!       [--json out.json] [--only conv,tiles,attention,groupnorm]
+//!       [--json out.json] [--only conv,tiles,attention,groupnorm,thin]
 //! Prints one line per measurement (median of `reps` after 2 warm-ups) and, with --json, writes
 //! them as a JSON array. Without a GPU it prints "skipped: <reason>" and exits 0.
 
@@ -19,6 +21,7 @@ use medvae_runtime::cuda::ops::conv::{
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_plan::{set_forward_tile, set_wgrad_tile, STREAMED_TILES};
+use medvae_runtime::cuda::ops::conv_thin;
 use medvae_runtime::cuda::ops::conv_wgmma::{self, WgmmaMode};
 use medvae_runtime::cuda::ops::norm::{group_norm_backward, group_norm_forward};
 use medvae_runtime::cuda::{CudaDevice, CudaResult, DeviceBuffer};
@@ -157,6 +160,64 @@ fn time_conv_passes(
         conv_backward_weight(dev, &p.g, prec, &p.x, &p.dy, &p.dw, None)
     })?;
     report(out, format!("{tag} wgrad"), ms, Some(flops));
+    Ok(())
+}
+
+/// The model's convolutions with a thin side, BF16, forward and both gradients, on the thin
+/// SIMT kernels and on the tensor-core (staged) ones: the kernel-level A/B of `conv_thin.cu`.
+fn bench_thin(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
+    let b = o.batch;
+    let shapes = [
+        (
+            "conv_in 1->128 256x256",
+            ConvGeometry::conv2d(b, [256, 256], 1, 128, 3, 1, 1),
+        ),
+        (
+            "conv_out 128->1 256x256",
+            ConvGeometry::conv2d(b, [256, 256], 128, 1, 3, 1, 1),
+        ),
+        (
+            "lpips 3->64 224x224",
+            ConvGeometry::conv2d(2 * b, [224, 224], 3, 64, 3, 1, 1),
+        ),
+        (
+            "patchgan 1->64 k4s2 256x256",
+            ConvGeometry::conv2d(b, [256, 256], 1, 64, 4, 2, 1),
+        ),
+    ];
+    let was_on = conv_thin::enabled();
+    for (name, g) in shapes {
+        let taps = g.kernel.iter().product::<usize>();
+        let flops = 2.0 * (g.output_len() * taps * g.cin) as f64;
+        let (x, w, dy) = (
+            random(dev, g.input_len(), 1)?,
+            random(dev, g.weight_len(), 2)?,
+            random(dev, g.output_len(), 4)?,
+        );
+        let (y, dx, dw) = (
+            dev.alloc_f32(g.output_len())?,
+            dev.alloc_f32(g.input_len())?,
+            dev.zeros_f32(g.weight_len())?,
+        );
+        for (thin, label) in [(true, "thin"), (false, "tensor cores")] {
+            conv_thin::set_enabled(thin);
+            let tag = format!("{name} b{b} Bf16 {label}");
+            let prec = ConvPrecision::Bf16;
+            let ms = time(dev, o.reps, || {
+                conv_forward(dev, &g, prec, &x, &w, None, &y, 0.0)
+            })?;
+            report(out, format!("{tag} fwd"), ms, Some(flops));
+            let ms = time(dev, o.reps, || {
+                conv_backward_data(dev, &g, prec, &dy, &w, &dx, 0.0)
+            })?;
+            report(out, format!("{tag} dgrad"), ms, Some(flops));
+            let ms = time(dev, o.reps, || {
+                conv_backward_weight(dev, &g, prec, &x, &dy, &dw, None)
+            })?;
+            report(out, format!("{tag} wgrad"), ms, Some(flops));
+        }
+    }
+    conv_thin::set_enabled(was_on);
     Ok(())
 }
 
@@ -372,13 +433,14 @@ fn main() {
     let mut out = Vec::new();
     let mut failed = false;
     type Bench = fn(&CudaDevice, &Opts, &mut Vec<Record>) -> CudaResult<()>;
-    let benches: [(&str, Bench); 4] = [
+    let benches: [(&str, Bench); 5] = [
         ("conv", bench_conv),
         ("attention", bench_attention),
         ("groupnorm", bench_groupnorm),
-        // Last: the candidate tiles and the wgmma kernels have not run on a card yet, and a
-        // fault would end the process.
+        // Last: the candidate tiles, wgmma forms and thin kernels that have not run on a card
+        // yet; a fault would end the process.
         ("tiles", bench_tiles),
+        ("thin", bench_thin),
     ];
     for (name, f) in benches {
         if want(name) {
