@@ -23,29 +23,60 @@
 // pairs with fewer registers. UNVERIFIED on a GPU (CPU emulator only).
 #include "medvae_conv.cuh"
 
+// The sums of one output pixel p for output channels co0 .. co0 + nco - 1 (nco <= 4), over
+// input channels c0, c0 + STEP, ... (a thread: all of them; a warp's lane: every 32nd).
+template <int STEP>
+__device__ __forceinline__ void conv_thin_fwd_sums(const ConvGeom& g, const float* __restrict__ x,
+                                                   const float* __restrict__ w, const ConvPixel& p, int co0,
+                                                   int nco, int c0, float (&acc)[4]) {
+    for (int kd = 0; kd < g.kd; ++kd)
+        for (int kh = 0; kh < g.kh; ++kh)
+            for (int kw = 0; kw < g.kw; ++kw) {
+                const int d = p.d * g.sd - g.pd + kd, h = p.h * g.sh - g.ph + kh, ww = p.w * g.sw - g.pw + kw;
+                if (!conv_inside(g, d, h, ww)) continue;
+                const float* xp = x + ((((mv_i64)p.n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
+                const float* wp = w + (((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin * g.cout + co0;
+                for (int ci = c0; ci < g.cin; ci += STEP) {
+                    const float xv = xp[ci];
+                    const float* wr = wp + (mv_i64)ci * g.cout;
+#pragma unroll
+                    for (int j = 0; j < 4; ++j)
+                        if (j < nco) acc[j] += xv * wr[j];
+                }
+            }
+}
+
+// The sums of one input pixel p (its sample's first output pixel obase) for input channels
+// ci0 .. ci0 + nci - 1 (nci <= 4), over output channels c0, c0 + STEP, ...
+template <int STEP>
+__device__ __forceinline__ void conv_thin_dgrad_sums(const ConvGeom& g, const float* __restrict__ dy,
+                                                     const float* __restrict__ w, const ConvPixel& p, int ci0,
+                                                     int nci, int c0, float (&acc)[4]) {
+    const mv_i64 obase = (mv_i64)p.n * g.od * g.oh * g.ow;
+    for (int kd = 0; kd < g.kd; ++kd)
+        for (int kh = 0; kh < g.kh; ++kh)
+            for (int kw = 0; kw < g.kw; ++kw) {
+                mv_i64 o;
+                if (!conv_out_of_in(g, obase, p.d + g.pd, p.h + g.ph, p.w + g.pw, kd, kh, kw, o)) continue;
+                const float* dyp = dy + o * g.cout;
+                const float* wp = w + ((((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin + ci0) * g.cout;
+                for (int co = c0; co < g.cout; co += STEP) {
+                    const float gv = dyp[co];
+#pragma unroll
+                    for (int j = 0; j < 4; ++j)
+                        if (j < nci) acc[j] += gv * wp[(mv_i64)j * g.cout + co];
+                }
+            }
+}
+
 extern "C" __global__ void __launch_bounds__(256)
     conv_thin_fwd(ConvGeom g, const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
                   float* __restrict__ y, float beta) {
     const int groups = (g.cout + 3) / 4, pixels = g.n * g.od * g.oh * g.ow;
     for (int i = (int)mv_global_tid(); i < pixels * groups; i += (int)mv_global_stride()) {
         const int m = i / groups, co0 = (i - m * groups) * 4, nco = min(4, g.cout - co0);
-        const ConvPixel p = conv_out_pixel(g, m);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int kd = 0; kd < g.kd; ++kd)
-            for (int kh = 0; kh < g.kh; ++kh)
-                for (int kw = 0; kw < g.kw; ++kw) {
-                    const int d = p.d * g.sd - g.pd + kd, h = p.h * g.sh - g.ph + kh, ww = p.w * g.sw - g.pw + kw;
-                    if (!conv_inside(g, d, h, ww)) continue;
-                    const float* xp = x + ((((mv_i64)p.n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
-                    const float* wp = w + (((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin * g.cout + co0;
-                    for (int ci = 0; ci < g.cin; ++ci) {
-                        const float xv = xp[ci];
-                        const float* wr = wp + (mv_i64)ci * g.cout;
-#pragma unroll
-                        for (int j = 0; j < 4; ++j)
-                            if (j < nco) acc[j] += xv * wr[j];
-                    }
-                }
+        conv_thin_fwd_sums<1>(g, x, w, conv_out_pixel(g, m), co0, nco, 0, acc);
         float* yp = y + (mv_i64)m * g.cout + co0;
 #pragma unroll
         for (int j = 0; j < 4; ++j)
@@ -59,23 +90,8 @@ extern "C" __global__ void __launch_bounds__(256)
     const int groups = (g.cin + 3) / 4, pixels = g.n * g.id * g.ih * g.iw;
     for (int i = (int)mv_global_tid(); i < pixels * groups; i += (int)mv_global_stride()) {
         const int m = i / groups, ci0 = (i - m * groups) * 4, nci = min(4, g.cin - ci0);
-        const ConvPixel p = conv_in_pixel(g, m);
-        const mv_i64 obase = (mv_i64)p.n * g.od * g.oh * g.ow;
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int kd = 0; kd < g.kd; ++kd)
-            for (int kh = 0; kh < g.kh; ++kh)
-                for (int kw = 0; kw < g.kw; ++kw) {
-                    mv_i64 o;
-                    if (!conv_out_of_in(g, obase, p.d + g.pd, p.h + g.ph, p.w + g.pw, kd, kh, kw, o)) continue;
-                    const float* dyp = dy + o * g.cout;
-                    const float* wp = w + ((((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin + ci0) * g.cout;
-                    for (int co = 0; co < g.cout; ++co) {
-                        const float gv = dyp[co];
-#pragma unroll
-                        for (int j = 0; j < 4; ++j)
-                            if (j < nci) acc[j] += gv * wp[(mv_i64)j * g.cout + co];
-                    }
-                }
+        conv_thin_dgrad_sums<1>(g, dy, w, conv_in_pixel(g, m), ci0, nci, 0, acc);
         float* dxp = dx + (mv_i64)m * g.cin + ci0;
 #pragma unroll
         for (int j = 0; j < 4; ++j)
@@ -219,23 +235,8 @@ extern "C" __global__ void __launch_bounds__(256)
     // overflow. Every lane of a warp has the same m: the loop and the shuffles are warp-uniform.
     const int warps = (int)(mv_global_stride() / 32);
     for (int m = (int)(mv_global_tid() / 32); m < pixels; m += warps) {
-        const ConvPixel p = conv_out_pixel(g, m);
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int kd = 0; kd < g.kd; ++kd)
-            for (int kh = 0; kh < g.kh; ++kh)
-                for (int kw = 0; kw < g.kw; ++kw) {
-                    const int d = p.d * g.sd - g.pd + kd, h = p.h * g.sh - g.ph + kh, ww = p.w * g.sw - g.pw + kw;
-                    if (!conv_inside(g, d, h, ww)) continue;
-                    const float* xp = x + ((((mv_i64)p.n * g.id + d) * g.ih + h) * g.iw + ww) * g.cin;
-                    const float* wp = w + (((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin * g.cout;
-                    for (int ci = lane; ci < g.cin; ci += 32) {
-                        const float xv = xp[ci];
-                        const float* wr = wp + (mv_i64)ci * g.cout;
-#pragma unroll
-                        for (int j = 0; j < 4; ++j)
-                            if (j < g.cout) acc[j] += xv * wr[j];
-                    }
-                }
+        conv_thin_fwd_sums<32>(g, x, w, conv_out_pixel(g, m), 0, g.cout, lane, acc);
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[j] = mv_warp_sum(acc[j]);
         if (lane < g.cout)
@@ -251,23 +252,8 @@ extern "C" __global__ void __launch_bounds__(256)
     const int lane = threadIdx.x & 31, pixels = g.n * g.id * g.ih * g.iw;
     const int warps = (int)(mv_global_stride() / 32);
     for (int m = (int)(mv_global_tid() / 32); m < pixels; m += warps) {  // warp-uniform, as above
-        const ConvPixel p = conv_in_pixel(g, m);
-        const mv_i64 obase = (mv_i64)p.n * g.od * g.oh * g.ow;
         float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int kd = 0; kd < g.kd; ++kd)
-            for (int kh = 0; kh < g.kh; ++kh)
-                for (int kw = 0; kw < g.kw; ++kw) {
-                    mv_i64 o;
-                    if (!conv_out_of_in(g, obase, p.d + g.pd, p.h + g.ph, p.w + g.pw, kd, kh, kw, o)) continue;
-                    const float* dyp = dy + o * g.cout;
-                    const float* wp = w + (((mv_i64)kd * g.kh + kh) * g.kw + kw) * g.cin * g.cout;
-                    for (int co = lane; co < g.cout; co += 32) {
-                        const float gv = dyp[co];
-#pragma unroll
-                        for (int j = 0; j < 4; ++j)
-                            if (j < g.cin) acc[j] += gv * wp[(mv_i64)j * g.cout + co];
-                    }
-                }
+        conv_thin_dgrad_sums<32>(g, dy, w, conv_in_pixel(g, m), 0, g.cin, lane, acc);
 #pragma unroll
         for (int j = 0; j < 4; ++j) acc[j] = mv_warp_sum(acc[j]);
         if (lane < g.cin) mv_store_out(dx + (mv_i64)m * g.cin + lane, conv_thin_pick(acc, lane), nullptr, beta);

@@ -108,12 +108,11 @@ int main() {
             // Runs shorter and longer than the lanes (the pixel walk carries across rows).
             const int taps = g.kd * g.kh * g.kw, pixels = g.n * g.od * g.oh * g.ow, per_block = ci % 2 ? 7 : 61;
             const dim3 wgrid((pixels + per_block - 1) / per_block);
-            if (taps <= 9)
-                EMU_LAUNCH(conv_thin_wgrad_t9, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw.data(), per_block);
-            else if (taps <= 16)
-                EMU_LAUNCH(conv_thin_wgrad_t16, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw.data(), per_block);
-            else
-                EMU_LAUNCH(conv_thin_wgrad_t27, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw.data(), per_block);
+            // The weight-gradient kernels whose tap capacity holds the case: multi-pair, one pair.
+            auto wgrad = taps <= 9 ? conv_thin_wgrad_t9 : taps <= 16 ? conv_thin_wgrad_t16 : conv_thin_wgrad_t27;
+            auto wgrad_p1 =
+                taps <= 9 ? conv_thin_wgrad_t9_p1 : taps <= 16 ? conv_thin_wgrad_t16_p1 : conv_thin_wgrad_t27_p1;
+            EMU_LAUNCH(wgrad, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw.data(), per_block);
             std::vector<double> ye(yr), dxe(dxr), dwe(dwr);
             for (auto& e : ye) e += 1.0;
             for (auto& e : dxe) e += 1.0;
@@ -142,12 +141,7 @@ int main() {
             }
             if (g.cin * g.cout <= 256) {
                 std::vector<float> dw1(ws, 1.0f);
-                if (taps <= 9)
-                    EMU_LAUNCH(conv_thin_wgrad_t9_p1, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw1.data(), per_block);
-                else if (taps <= 16)
-                    EMU_LAUNCH(conv_thin_wgrad_t16_p1, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw1.data(), per_block);
-                else
-                    EMU_LAUNCH(conv_thin_wgrad_t27_p1, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw1.data(), per_block);
+                EMU_LAUNCH(wgrad_p1, wgrid, dim3(256), 0, g, x.data(), dy.data(), dw1.data(), per_block);
                 snprintf(tag, sizeof tag, "case %zu wgrad thin one pair", ci);
                 chk::expect(tag, dw1, dwe, 1e-5);
             }

@@ -74,30 +74,37 @@ pub fn mode() -> WgmmaMode {
     MODES[i.map_or(2, |i| (i as usize).min(MODES.len() - 1))]
 }
 
-/// Ring depth of the mode's kernels: 3 for the two-blocks-per-SM forms, else 4.
-fn stages() -> usize {
-    if mode() == WgmmaMode::TwoBlocks {
-        3
-    } else {
-        TILE.stages
-    }
+/// The kernels of a mode: forward and weight-gradient entry points, and their ring depth.
+struct Form {
+    forward: &'static str,
+    wgrad: &'static str,
+    stages: usize,
 }
 
-/// The forward entry point of the current mode.
-fn forward_entry() -> &'static str {
-    match mode() {
-        WgmmaMode::Overlap | WgmmaMode::OverlapAll => "conv_fwd_bf16w_128x128o",
-        WgmmaMode::TwoBlocks => "conv_fwd_bf16w_128x128s3",
-        WgmmaMode::Off | WgmmaMode::On => "conv_fwd_bf16w_128x128",
-    }
-}
-
-/// The weight-gradient entry point of the current mode.
-fn wgrad_entry() -> &'static str {
-    match mode() {
-        WgmmaMode::OverlapAll => "conv_wgrad_bf16w_128x128o",
-        WgmmaMode::TwoBlocks => "conv_wgrad_bf16w_128x128s3",
-        _ => "conv_wgrad_bf16w_128x128",
+/// The current mode's kernels, read once per launch (so that entry and shared memory agree).
+fn form() -> Form {
+    let (forward, wgrad, stages) = match mode() {
+        WgmmaMode::Off | WgmmaMode::On => (
+            "conv_fwd_bf16w_128x128",
+            "conv_wgrad_bf16w_128x128",
+            TILE.stages,
+        ),
+        WgmmaMode::Overlap => (
+            "conv_fwd_bf16w_128x128o",
+            "conv_wgrad_bf16w_128x128",
+            TILE.stages,
+        ),
+        WgmmaMode::OverlapAll => (
+            "conv_fwd_bf16w_128x128o",
+            "conv_wgrad_bf16w_128x128o",
+            TILE.stages,
+        ),
+        WgmmaMode::TwoBlocks => ("conv_fwd_bf16w_128x128s3", "conv_wgrad_bf16w_128x128s3", 3),
+    };
+    Form {
+        forward,
+        wgrad,
+        stages,
     }
 }
 
@@ -108,13 +115,8 @@ pub fn set_mode(m: WgmmaMode) {
 
 /// Dynamic shared memory of a block: stages x (A + B tile) bf16, plus 1024 bytes so that the
 /// kernel can start its ring on a 1024-byte boundary (the 128-byte swizzle's atom).
-pub(super) fn smem_bytes_for(stages: usize) -> u32 {
+fn smem_bytes(stages: usize) -> u32 {
     (stages * (TILE.bm + TILE.bn) * TILE.bk * 2 + 1024) as u32
-}
-
-/// [`smem_bytes_for`] the current mode's ring.
-pub(super) fn smem_bytes() -> u32 {
-    smem_bytes_for(stages())
 }
 
 /// Switched on, a compute capability 9.0 device, and channel counts the streamed kernels take:
@@ -148,6 +150,7 @@ pub(super) fn backward_weight(
     dw: &DeviceBuffer,
 ) -> CudaResult<()> {
     let plan = wgmma_wgrad_plan(dev, g, TILE)?;
+    let form = form();
     Args::new()
         .push(cg)
         .buf(xh)
@@ -156,11 +159,11 @@ pub(super) fn backward_weight(
         .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
         .launch(
             dev,
-            wgrad_entry(),
+            form.wgrad,
             cfg(
                 (plan.grid.0, plan.grid.1, plan.splits as u32),
                 (TILE.threads, 1, 1),
-                smem_bytes(),
+                smem_bytes(form.stages),
             ),
         )
 }
@@ -188,6 +191,7 @@ pub(super) fn forward(
         .push(i32_of(KERNEL, "cout", g.cout)?)
         .launch(dev, "conv_weight_nk_bf16", grid_1d(dev, g.weight_len()))?;
     let m = g.output_len() / g.cout;
+    let form = form();
     let grid = (
         m.div_ceil(TILE.bm) as u32,
         g.cout.div_ceil(TILE.bn) as u32,
@@ -202,8 +206,8 @@ pub(super) fn forward(
         .push(beta)
         .launch(
             dev,
-            forward_entry(),
-            cfg(grid, (TILE.threads, 1, 1), smem_bytes()),
+            form.forward,
+            cfg(grid, (TILE.threads, 1, 1), smem_bytes(form.stages)),
         )
 }
 
@@ -218,17 +222,17 @@ mod tests {
             assert_eq!(mode(), m);
         }
         set_mode(WgmmaMode::Overlap);
-        assert_eq!(forward_entry(), "conv_fwd_bf16w_128x128o");
-        assert_eq!(wgrad_entry(), "conv_wgrad_bf16w_128x128");
+        assert_eq!(form().forward, "conv_fwd_bf16w_128x128o");
+        assert_eq!(form().wgrad, "conv_wgrad_bf16w_128x128");
     }
 
     /// The launcher's figure is the kernel's: 4 stages of two 128 x 64 bf16 tiles, plus the
     /// alignment slack, within the H100's 227 KB opt-in limit.
     #[test]
     fn shared_memory_matches_the_kernel_layout() {
-        assert_eq!(smem_bytes_for(4), 4 * (128 * 64 + 128 * 64) * 2 + 1024);
-        assert!(smem_bytes_for(4) <= 227 * 1024);
+        assert_eq!(smem_bytes(4), 4 * (128 * 64 + 128 * 64) * 2 + 1024);
+        assert!(smem_bytes(4) <= 227 * 1024);
         // Two 3-stage blocks, each with the 1 KB the driver reserves, fit Hopper's 228 KB a SM.
-        assert!(2 * (smem_bytes_for(3) + 1024) <= 228 * 1024);
+        assert!(2 * (smem_bytes(3) + 1024) <= 228 * 1024);
     }
 }
