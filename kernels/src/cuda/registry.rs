@@ -325,15 +325,15 @@ pub fn parse_entry_points(source: &str) -> Vec<String> {
     let mut rest = source;
     while let Some(pos) = rest.find(MARK) {
         rest = &rest[pos + MARK.len()..];
-        // `void [__launch_bounds__(...)] NAME (`
+        // `void [__launch_bounds__(...) | __maxnreg__(...)] NAME (`
         let head = match rest.find('(') {
             Some(p) => &rest[..p],
             None => break,
         };
         let mut tokens = head.split_whitespace();
         let mut name = tokens.next_back();
-        if name == Some("__launch_bounds__") {
-            // the first '(' belonged to the launch bounds; the name follows its ')'
+        if matches!(name, Some("__launch_bounds__" | "__maxnreg__")) {
+            // the first '(' belonged to the attribute; the name follows its ')'
             if let Some(close) = rest.find(')') {
                 let after = &rest[close + 1..];
                 name = after
@@ -400,8 +400,9 @@ mod tests {
     #[test]
     fn parser_handles_launch_bounds_and_line_breaks() {
         let src = "extern \"C\" __global__ void a(int x) {}\n\
-                   extern \"C\" __global__ void __launch_bounds__(256)\n    b(float* y) {}";
-        assert_eq!(parse_entry_points(src), vec!["a", "b"]);
+                   extern \"C\" __global__ void __launch_bounds__(256)\n    b(float* y) {}\n\
+                   extern \"C\" __global__ void __maxnreg__(168)\n    c(float* y) {}";
+        assert_eq!(parse_entry_points(src), vec!["a", "b", "c"]);
     }
 
     #[test]
