@@ -13,25 +13,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A temporary folder, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("medvae-cli-data-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create scratch dir");
-        Scratch(p)
-    }
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary folder of one test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-cli-data-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 /// Run the binary in `cwd`; returns (success, stdout, stderr).
@@ -87,12 +74,12 @@ fn skipped_paths(report: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn prepare_and_inspect_the_2d_samples() {
-    let tmp = Scratch::new("samples2d");
-    let out = tmp.join("prepared");
+    let tmp = scratch("samples2d");
+    let out = tmp.path().join("prepared");
     let config = repo().join("configs/dataloader/samples_2d.yaml");
     // Run from an unrelated folder: the config's paths must not depend on the working directory.
     let (ok, stdout, stderr) = run(
-        &tmp.0,
+        tmp.path(),
         &[
             "data",
             "prepare",
@@ -122,9 +109,9 @@ fn prepare_and_inspect_the_2d_samples() {
     assert_eq!(r["splits"]["train"]["samples"], train);
     assert_eq!(r["splits"]["val"]["samples"], val);
 
-    let sheet = tmp.join("sheet.png");
+    let sheet = tmp.path().join("sheet.png");
     let (ok, stdout, stderr) = run(
-        &tmp.0,
+        tmp.path(),
         &[
             "data",
             "inspect",
@@ -161,7 +148,7 @@ fn prepare_and_inspect_the_2d_samples() {
     assert!(lo < 10 && hi > 245, "sheet range {lo}..{hi}");
 
     let (ok, stdout, _) = run(
-        &tmp.0,
+        tmp.path(),
         &["data", "inspect", s(&out), "--split", "val", "--max", "1"],
     );
     assert!(ok);
@@ -173,8 +160,8 @@ fn prepare_and_inspect_the_2d_samples() {
 
 #[test]
 fn prepare_and_inspect_the_3d_samples() {
-    let tmp = Scratch::new("samples3d");
-    let out = tmp.join("prepared");
+    let tmp = scratch("samples3d");
+    let out = tmp.path().join("prepared");
     let config = repo().join("configs/dataloader/samples_3d.yaml");
     let (ok, stdout, stderr) = run(
         &repo(),
@@ -198,7 +185,7 @@ fn prepare_and_inspect_the_3d_samples() {
     assert_eq!(r["splits"]["val"]["samples"], mri_val + ct_val);
     assert_eq!(r["splits"]["test"]["samples"], mri_test + ct_test);
 
-    let sheet = tmp.join("sheet3d.png");
+    let sheet = tmp.path().join("sheet3d.png");
     let (ok, stdout, stderr) = run(
         &repo(),
         &["data", "inspect", s(&out), "--contact-sheet", s(&sheet)],
@@ -219,8 +206,8 @@ fn prepare_and_inspect_the_3d_samples() {
 }
 
 /// A folder with one good PNG plus the given bad files, and a CSV listing `ids` as train.
-fn bad_png_set(tmp: &Scratch, ids: &[&str]) -> PathBuf {
-    let data = tmp.join("data");
+fn bad_png_set(tmp: &tempfile::TempDir, ids: &[&str]) -> PathBuf {
+    let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     let good = std::fs::read(repo().join("samples/2d/mr_slice_u8.png")).expect("sample png");
     std::fs::write(data.join("good.png"), &good).expect("write");
@@ -232,7 +219,7 @@ fn bad_png_set(tmp: &Scratch, ids: &[&str]) -> PathBuf {
     image::GrayImage::from_pixel(16, 12, image::Luma([77]))
         .save(data.join("flat.png"))
         .expect("write constant png");
-    let csv = tmp.join("list.csv");
+    let csv = tmp.path().join("list.csv");
     let mut text = String::from("image_uuid,split\n");
     for id in ids {
         text.push_str(&format!("{id},train\n"));
@@ -241,9 +228,14 @@ fn bad_png_set(tmp: &Scratch, ids: &[&str]) -> PathBuf {
     csv
 }
 
-fn prepare_csv(tmp: &Scratch, csv: &Path, out: &str, extra: &[&str]) -> (bool, String, String) {
-    let data = tmp.join("data");
-    let out = tmp.join(out);
+fn prepare_csv(
+    tmp: &tempfile::TempDir,
+    csv: &Path,
+    out: &str,
+    extra: &[&str],
+) -> (bool, String, String) {
+    let data = tmp.path().join("data");
+    let out = tmp.path().join(out);
     let mut args = vec![
         "data",
         "prepare",
@@ -255,12 +247,12 @@ fn prepare_csv(tmp: &Scratch, csv: &Path, out: &str, extra: &[&str]) -> (bool, S
         s(&out),
     ];
     args.extend_from_slice(extra);
-    run(&tmp.0, &args)
+    run(tmp.path(), &args)
 }
 
 #[test]
 fn each_bad_png_stops_prepare_naming_the_file() {
-    let tmp = Scratch::new("badpng");
+    let tmp = scratch("badpng");
     for (bad, problem) in [
         ("cut.png", "cannot decode PNG"),
         ("corrupt.png", "cannot decode PNG"),
@@ -276,13 +268,13 @@ fn each_bad_png_stops_prepare_naming_the_file() {
         );
         assert!(stderr.contains("--skip-bad"), "{stderr}");
         // no split index is left behind by a failed run
-        assert!(!tmp.join("out/train.index.json").exists());
+        assert!(!tmp.path().join("out/train.index.json").exists());
     }
 }
 
 #[test]
 fn skip_bad_counts_bad_files_in_the_report() {
-    let tmp = Scratch::new("skipbad");
+    let tmp = scratch("skipbad");
     let ids = [
         "good.png",
         "cut.png",
@@ -296,7 +288,7 @@ fn skip_bad_counts_bad_files_in_the_report() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("prepared 2 of 6 files"), "{stdout}");
     assert!(stdout.contains("skipped 4 files"), "{stdout}");
-    let r = report(&tmp.join("out"));
+    let r = report(&tmp.path().join("out"));
     assert_eq!(r["files"], 6);
     assert_eq!(r["written"], 2);
     let skipped = skipped_paths(&r);
@@ -339,8 +331,8 @@ fn nifti_f32(dims: &[u16], values: &[f32]) -> Vec<u8> {
 
 #[test]
 fn bad_volumes_stop_prepare_and_skip_bad_counts_them() {
-    let tmp = Scratch::new("badnii");
-    let data = tmp.join("data");
+    let tmp = scratch("badnii");
+    let data = tmp.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let ramp: Vec<f32> = (0..4 * 5 * 6).map(|i| i as f32).collect();
     std::fs::write(data.join("good.nii"), nifti_f32(&[4, 5, 6], &ramp)).unwrap();
@@ -361,7 +353,7 @@ fn bad_volumes_stop_prepare_and_skip_bad_counts_them() {
         ("gone.nii", "cannot read"),
     ];
     for (bad, problem) in cases {
-        let csv = tmp.join("vols.csv");
+        let csv = tmp.path().join("vols.csv");
         std::fs::write(
             &csv,
             format!("image_uuid,split\ngood.nii,train\n{bad},val\n"),
@@ -379,21 +371,21 @@ fn bad_volumes_stop_prepare_and_skip_bad_counts_them() {
     for (bad, _) in cases {
         text.push_str(&format!("{bad},val\n"));
     }
-    let csv = tmp.join("all.csv");
+    let csv = tmp.path().join("all.csv");
     std::fs::write(&csv, text).unwrap();
     let (ok, stdout, stderr) = prepare_csv(&tmp, &csv, "out", &["--kind", "mri3d", "--skip-bad"]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("skipped 5 files"), "{stdout}");
-    let r = report(&tmp.join("out"));
+    let r = report(&tmp.path().join("out"));
     assert_eq!(r["written"], 1);
     assert_eq!(skipped_paths(&r).len(), cases.len());
 }
 
 #[test]
 fn csv_without_the_column_fails_listing_the_columns() {
-    let tmp = Scratch::new("badcsv");
-    std::fs::create_dir_all(tmp.join("data")).unwrap();
-    let csv = tmp.join("list.csv");
+    let tmp = scratch("badcsv");
+    std::fs::create_dir_all(tmp.path().join("data")).unwrap();
+    let csv = tmp.path().join("list.csv");
     std::fs::write(&csv, "file,fold\ngood.png,train\n").unwrap();
     let (ok, _, stderr) = prepare_csv(&tmp, &csv, "out", &[]);
     assert!(!ok);
@@ -418,16 +410,16 @@ fn csv_without_the_column_fails_listing_the_columns() {
 
 #[test]
 fn config_errors_name_the_file_and_the_valid_keys() {
-    let tmp = Scratch::new("badcfg");
-    let cfg = tmp.join("cfg.yaml");
+    let tmp = scratch("badcfg");
+    let cfg = tmp.path().join("cfg.yaml");
     std::fs::write(
         &cfg,
         "datasets:\n  - csv: a.csv\n    data_dir: d\n    kind: png2d\n    sufix: .png\n",
     )
     .unwrap();
-    let out = tmp.join("out");
+    let out = tmp.path().join("out");
     let (ok, _, stderr) = run(
-        &tmp.0,
+        tmp.path(),
         &["data", "prepare", "--config", s(&cfg), "--out", s(&out)],
     );
     assert!(!ok);
@@ -442,7 +434,7 @@ fn config_errors_name_the_file_and_the_valid_keys() {
 
     std::fs::write(&cfg, "datasets: []\nworkers: 4\n").unwrap();
     let (ok, _, stderr) = run(
-        &tmp.0,
+        tmp.path(),
         &["data", "prepare", "--config", s(&cfg), "--out", s(&out)],
     );
     assert!(!ok);
@@ -451,9 +443,9 @@ fn config_errors_name_the_file_and_the_valid_keys() {
         "{stderr}"
     );
 
-    let missing = tmp.join("nope.yaml");
+    let missing = tmp.path().join("nope.yaml");
     let (ok, _, stderr) = run(
-        &tmp.0,
+        tmp.path(),
         &["data", "prepare", "--config", s(&missing), "--out", s(&out)],
     );
     assert!(!ok && stderr.contains("nope.yaml"), "{stderr}");
@@ -461,13 +453,13 @@ fn config_errors_name_the_file_and_the_valid_keys() {
 
 #[test]
 fn argument_and_inspect_errors() {
-    let tmp = Scratch::new("args");
+    let tmp = scratch("args");
     // neither --config nor --csv
-    let (ok, _, stderr) = run(&tmp.0, &["data", "prepare", "--out", "x"]);
+    let (ok, _, stderr) = run(tmp.path(), &["data", "prepare", "--out", "x"]);
     assert!(!ok, "{stderr}");
     // both
     let (ok, _, _) = run(
-        &tmp.0,
+        tmp.path(),
         &[
             "data",
             "prepare",
@@ -483,7 +475,7 @@ fn argument_and_inspect_errors() {
     );
     assert!(!ok);
     // inspect of a folder that is not a prepared set
-    let (ok, _, stderr) = run(&tmp.0, &["data", "inspect", s(&tmp.0)]);
+    let (ok, _, stderr) = run(tmp.path(), &["data", "inspect", s(tmp.path())]);
     assert!(
         !ok && stderr.contains("not a prepared dataset folder"),
         "{stderr}"

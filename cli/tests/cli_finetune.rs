@@ -11,11 +11,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let p = std::env::temp_dir().join(format!("medvae-cli-ft-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    p
+/// A temporary folder of one test, removed when dropped (also when the test fails).
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-cli-ft-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 /// Run `finetune` on the quickstart config from the repo root with extra overrides.
@@ -64,7 +65,8 @@ fn train_losses(lines: &[Value]) -> Vec<(u64, String, String)> {
 
 #[test]
 fn quickstart_runs_logs_and_checkpoints_then_resumes_exactly() {
-    let base = scratch("quick");
+    let scratch_dir = scratch("quick");
+    let base = scratch_dir.path();
     // Uninterrupted: 14 steps, through disc_start (set to 6) into alternating steps.
     let full = base.join("full");
     let common = [
@@ -128,33 +130,33 @@ fn quickstart_runs_logs_and_checkpoints_then_resumes_exactly() {
         resumed, losses,
         "resumed run's losses differ from the uninterrupted run"
     );
-    std::fs::remove_dir_all(&base).ok();
 }
 
 #[test]
 fn bad_configs_are_clear_errors() {
-    let out = scratch("bad");
-    let (ok, err) = finetune(&out, &["batchsize=3"]);
+    let scratch_dir = scratch("bad");
+    let out = scratch_dir.path();
+    let (ok, err) = finetune(out, &["batchsize=3"]);
     assert!(!ok);
     assert!(
         err.contains("batchsize") && err.contains("batch_size"),
         "{err}"
     );
-    let (ok, err) = finetune(&out, &["criterion.perceptual_weight=1.0"]);
+    let (ok, err) = finetune(out, &["criterion.perceptual_weight=1.0"]);
     assert!(!ok);
     assert!(err.contains("vgg16") || err.contains("VGG16"), "{err}");
-    let (ok, err) = finetune(&out, &["weights=/nonexistent/model.ckpt"]);
+    let (ok, err) = finetune(out, &["weights=/nonexistent/model.ckpt"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/model.ckpt"), "{err}");
-    let (ok, err) = finetune(&out, &["resume_from_ckpt=/nonexistent/last"]);
+    let (ok, err) = finetune(out, &["resume_from_ckpt=/nonexistent/last"]);
     assert!(!ok);
     assert!(err.contains("/nonexistent/last"), "{err}");
-    std::fs::remove_dir_all(&out).ok();
 }
 
 #[test]
 fn quickstart_3d_runs_through_the_adversarial_phase() {
-    let out = scratch("q3d");
+    let scratch_dir = scratch("q3d");
+    let out = scratch_dir.path();
     let o = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
         .current_dir(repo())
         .args([
@@ -172,7 +174,7 @@ fn quickstart_3d_runs_through_the_adversarial_phase() {
         .expect("run medvae-fast");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "3D quickstart failed:\n{err}");
-    let lines = metrics(&out);
+    let lines = metrics(out);
     let train: Vec<&Value> = lines.iter().filter(|l| l["split"] == "train").collect();
     assert_eq!(train.len(), 9, "3 epochs of 3 volumes");
     assert!(train.iter().any(|l| l["kind"] == "discriminator"));
@@ -181,5 +183,4 @@ fn quickstart_3d_runs_through_the_adversarial_phase() {
         .all(|l| l["aeloss"].as_f64().is_some_and(f64::is_finite)));
     assert!(out.join("checkpoints/last/model.safetensors").is_file());
     assert!(out.join("previews/epoch-0002.png").is_file());
-    std::fs::remove_dir_all(&out).ok();
 }

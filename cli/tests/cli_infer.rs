@@ -21,25 +21,12 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p =
-            std::env::temp_dir().join(format!("medvae-cli-infer-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("create scratch dir");
-        Scratch(p)
-    }
-    fn join(&self, p: &str) -> PathBuf {
-        self.0.join(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary folder of one test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-cli-infer-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 /// Run the binary; returns (exit code, stdout, stderr).
@@ -121,9 +108,9 @@ fn nifti_shape(path: &Path) -> Vec<usize> {
 
 #[test]
 fn infer_2d_on_the_sample_folder() {
-    let t = Scratch::new("2d");
-    let w = tiny_weights(&t.0, 2);
-    let out = t.join("out");
+    let t = scratch("2d");
+    let w = tiny_weights(t.path(), 2);
+    let out = t.path().join("out");
     let samples = repo().join("samples/2d");
     let (code, stdout, stderr) = run(&[
         "-i",
@@ -171,8 +158,8 @@ fn infer_2d_on_the_sample_folder() {
 #[test]
 fn infer_3d_with_overlapping_windows() {
     // The small sample volumes (the 197x233x189 MNI template would take minutes on 2 cores).
-    let t = Scratch::new("3d");
-    let inp = t.join("in");
+    let t = scratch("3d");
+    let inp = t.path().join("in");
     std::fs::create_dir_all(&inp).unwrap();
     let names = [
         "anatomical_las_i16be.nii",
@@ -182,8 +169,8 @@ fn infer_3d_with_overlapping_windows() {
     for n in names {
         std::fs::copy(repo().join("samples/3d").join(n), inp.join(n)).unwrap();
     }
-    let w = tiny_weights(&t.0, 3);
-    let out = t.join("out");
+    let w = tiny_weights(t.path(), 3);
+    let out = t.path().join("out");
     let (code, stdout, stderr) = run(&[
         "-i",
         s(&inp),
@@ -223,8 +210,8 @@ fn infer_3d_with_overlapping_windows() {
 
 #[test]
 fn no_weights_is_refused_with_where_to_download_them() {
-    let t = Scratch::new("noweights");
-    let out = t.join("out");
+    let t = scratch("noweights");
+    let out = t.path().join("out");
     let samples = repo().join("samples/2d");
     let (code, _, stderr) = run(&[
         "-i",
@@ -246,7 +233,7 @@ fn no_weights_is_refused_with_where_to_download_them() {
     assert!(!out.exists(), "nothing is written");
 
     // --random-weights runs the published layout (one file, to a named output file)
-    let one = t.join("one.nii.gz");
+    let one = t.path().join("one.nii.gz");
     let (code, stdout, stderr) = run(&[
         "-i",
         s(&samples.join("mr_slice_u8.png")),
@@ -266,13 +253,13 @@ fn no_weights_is_refused_with_where_to_download_them() {
 
 #[test]
 fn a_conflicting_model_name_is_an_error() {
-    let t = Scratch::new("conflict");
-    let w = tiny_weights(&t.0, 2);
+    let t = scratch("conflict");
+    let w = tiny_weights(t.path(), 2);
     let (code, _, stderr) = run(&[
         "-i",
         s(&repo().join("samples/2d")),
         "-o",
-        s(&t.join("out")),
+        s(&t.path().join("out")),
         "--weights",
         s(&w),
         "--model",
@@ -286,12 +273,12 @@ fn a_conflicting_model_name_is_an_error() {
         "{stderr}"
     );
     // a 3D checkpoint cannot take x-rays
-    let w3 = tiny_weights(&t.0, 3);
+    let w3 = tiny_weights(t.path(), 3);
     let (code, _, stderr) = run(&[
         "-i",
         s(&repo().join("samples/3d")),
         "-o",
-        s(&t.join("out3")),
+        s(&t.path().join("out3")),
         "--weights",
         s(&w3),
         "--modality",
@@ -303,8 +290,8 @@ fn a_conflicting_model_name_is_an_error() {
 
 #[test]
 fn bad_files_are_reported_and_the_others_continue() {
-    let t = Scratch::new("bad");
-    let inp = t.join("in");
+    let t = scratch("bad");
+    let inp = t.path().join("in");
     std::fs::create_dir_all(&inp).unwrap();
     let good = repo().join("samples/2d/mr_slice_u8.png");
     std::fs::copy(&good, inp.join("a_good.png")).unwrap();
@@ -312,8 +299,8 @@ fn bad_files_are_reported_and_the_others_continue() {
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(inp.join("c_truncated.png"), &bytes[..bytes.len() / 2]).unwrap();
     std::fs::copy(&good, inp.join("d_good.png")).unwrap();
-    let w = tiny_weights(&t.0, 2);
-    let out = t.join("out");
+    let w = tiny_weights(t.path(), 2);
+    let out = t.path().join("out");
     let (code, stdout, stderr) = run(&[
         "-i",
         s(&inp),
@@ -364,9 +351,9 @@ fn bad_files_are_reported_and_the_others_continue() {
 /// written; on a GPU machine the same run must match the CPU's latents.
 #[test]
 fn cuda_device_errors_clearly_or_matches_the_cpu() {
-    let t = Scratch::new("cuda");
+    let t = scratch("cuda");
     let img = repo().join("samples/2d/mr_slice_u8.png");
-    let (cpu_out, gpu_out) = (t.join("cpu.nii.gz"), t.join("gpu.nii.gz"));
+    let (cpu_out, gpu_out) = (t.path().join("cpu.nii.gz"), t.path().join("gpu.nii.gz"));
     let args = |out: &Path, device: &str| {
         let mut a = vec![
             "-i".to_string(),

@@ -372,25 +372,11 @@ fn the_tower_refuses_images_of_another_size() {
 }
 
 /// A scratch folder for checkpoint files of one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("medvae-vit-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-vit-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 /// An open_clip-style state dict of `tower`: `visual.*` plus text-tower keys to be ignored.
@@ -432,7 +418,7 @@ fn an_open_clip_checkpoint_loads_into_a_frozen_tower() {
     let cfg = ragged();
     let mut src = tower(&cfg, 5);
     let dir = scratch("ok");
-    let path = dir.join("open_clip_pytorch_model.bin");
+    let path = dir.path().join("open_clip_pytorch_model.bin");
     write(&path, open_clip_state(&mut src));
     let mut loaded = load_open_clip_tower(&path, &cfg).unwrap();
     let x = randn(&[2, 10, 10, 3], 6);
@@ -450,7 +436,7 @@ fn a_missing_or_misshapen_tower_key_is_an_error_naming_file_and_key() {
     let dir = scratch("bad");
     let mut src = tower(&cfg, 5);
 
-    let missing = dir.join("missing.bin");
+    let missing = dir.path().join("missing.bin");
     let mut entries = open_clip_state(&mut src);
     entries.retain(|(k, _)| k != "visual.trunk.blocks.1.attn.qkv.weight");
     write(&missing, entries);
@@ -463,7 +449,7 @@ fn a_missing_or_misshapen_tower_key_is_an_error_naming_file_and_key() {
         "{err}"
     );
 
-    let misshapen = dir.join("misshapen.bin");
+    let misshapen = dir.path().join("misshapen.bin");
     let mut entries = open_clip_state(&mut src);
     for (k, t) in entries.iter_mut() {
         if k == "visual.head.proj.weight" {
@@ -480,7 +466,7 @@ fn a_missing_or_misshapen_tower_key_is_an_error_naming_file_and_key() {
         "{err}"
     );
 
-    let foreign = dir.join("foreign.bin");
+    let foreign = dir.path().join("foreign.bin");
     let mut entries = open_clip_state(&mut src);
     entries.push((
         "visual.trunk.attn_pool.latent".into(),
@@ -495,7 +481,7 @@ fn a_missing_or_misshapen_tower_key_is_an_error_naming_file_and_key() {
         "{err}"
     );
 
-    let none = dir.join("no_file.bin");
+    let none = dir.path().join("no_file.bin");
     let err = load_open_clip_tower(&none, &cfg).unwrap_err().to_string();
     assert!(err.contains("no_file.bin"), "{err}");
 }

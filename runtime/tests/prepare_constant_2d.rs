@@ -4,21 +4,14 @@
 
 use medvae_runtime::data::dataset::{decode_sample, DataKind, DatasetSpec, SampleError};
 use medvae_runtime::data::image2d::{load_2d, Preprocess2d};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let p = std::env::temp_dir().join(format!("medvae-const2d-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).expect("scratch dir");
-    Scratch(p)
+/// A temporary folder of one test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-const2d-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 fn spec(dir: &Path) -> DatasetSpec {
@@ -28,16 +21,16 @@ fn spec(dir: &Path) -> DatasetSpec {
 #[test]
 fn constant_images_are_refused_by_prepare_but_not_by_the_loader() {
     let dir = scratch("flat");
-    let grey = dir.0.join("grey.png");
+    let grey = dir.path().join("grey.png");
     image::GrayImage::from_pixel(20, 10, image::Luma([90]))
         .save(&grey)
         .expect("write");
     // every channel constant, channels differ: still one colour, a constant image
-    let rgb = dir.0.join("rgb.png");
+    let rgb = dir.path().join("rgb.png");
     image::RgbImage::from_pixel(7, 9, image::Rgb([10, 200, 30]))
         .save(&rgb)
         .expect("write");
-    let grey16 = dir.0.join("grey16.png");
+    let grey16 = dir.path().join("grey16.png");
     image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(8, 8, image::Luma([4000u16]))
         .save(&grey16)
         .expect("write");
@@ -47,7 +40,7 @@ fn constant_images_are_refused_by_prepare_but_not_by_the_loader() {
         (&rgb, vec![10.0 / 255.0, 200.0 / 255.0, 30.0 / 255.0]),
         (&grey16, vec![4000.0]),
     ] {
-        let err = decode_sample(path, &spec(&dir.0)).expect_err("constant image accepted");
+        let err = decode_sample(path, &spec(dir.path())).expect_err("constant image accepted");
         match &err {
             SampleError::ConstantImage {
                 path: p,
@@ -72,14 +65,14 @@ fn constant_images_are_refused_by_prepare_but_not_by_the_loader() {
 #[test]
 fn a_constant_channel_beside_varying_ones_is_accepted() {
     let dir = scratch("alpha");
-    let path = dir.0.join("rgba.png");
+    let path = dir.path().join("rgba.png");
     // varying grey ramp in RGB, fully opaque alpha
     let img = image::RgbaImage::from_fn(16, 4, |x, _| {
         let v = (x * 16) as u8;
         image::Rgba([v, v, v, 255])
     });
     img.save(&path).expect("write");
-    let mut s = spec(&dir.0);
+    let mut s = spec(dir.path());
     s.resize_to = None;
     s.merge_channels = false;
     let sample = decode_sample(&path, &s).expect("opaque RGBA accepted");

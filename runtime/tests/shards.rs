@@ -19,33 +19,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 
-/// A temporary folder, removed when dropped.
-pub(crate) struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for Scratch {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub(crate) fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("medvae-shards-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    Scratch(dir)
+/// A temporary folder of one test, removed when dropped.
+pub(crate) fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-shards-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 pub(crate) fn data_dir() -> PathBuf {
@@ -85,7 +64,8 @@ fn write_shard(path: &Path, dtype: ShardDtype, alignment: usize) -> Vec<(Vec<usi
 
 #[test]
 fn round_trip_f32_is_exact() {
-    let dir = scratch("rt32");
+    let scratch_dir = scratch("rt32");
+    let dir = scratch_dir.path();
     for alignment in [64, 4096] {
         let path = dir.join(format!("a{alignment}.shard"));
         let written = write_shard(&path, ShardDtype::F32, alignment);
@@ -109,7 +89,7 @@ fn round_trip_f32_is_exact() {
         assert!(matches!(r.sample(99), Err(ShardError::OutOfRange { .. })));
     }
     // no temp files left behind
-    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
         .expect("ls")
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
@@ -119,7 +99,8 @@ fn round_trip_f32_is_exact() {
 
 #[test]
 fn round_trip_f16_rounds_like_half() {
-    let dir = scratch("rt16");
+    let scratch_dir = scratch("rt16");
+    let dir = scratch_dir.path();
     let path = dir.join("h.shard");
     let written = write_shard(&path, ShardDtype::F16, 64);
     let r = ShardReader::open(&path).expect("open");
@@ -134,7 +115,8 @@ fn round_trip_f16_rounds_like_half() {
 
 #[test]
 fn bad_samples_are_refused() {
-    let dir = scratch("badsample");
+    let scratch_dir = scratch("badsample");
+    let dir = scratch_dir.path();
     let mut w = ShardWriter::create(&dir.join("x.shard"), ShardDtype::F16, 64).expect("create");
     assert!(matches!(
         w.append(&[2, 2], &[0.0; 3]),
@@ -159,12 +141,13 @@ fn bad_samples_are_refused() {
     assert!(ShardWriter::create(&dir.join("y.shard"), ShardDtype::F32, 100).is_err());
     drop(w);
     // an unfinished writer leaves nothing behind
-    assert_eq!(std::fs::read_dir(&dir).expect("ls").count(), 0);
+    assert_eq!(std::fs::read_dir(dir).expect("ls").count(), 0);
 }
 
 #[test]
 fn truncated_or_corrupt_shards_are_errors_naming_the_file() {
-    let dir = scratch("corrupt");
+    let scratch_dir = scratch("corrupt");
+    let dir = scratch_dir.path();
     let good_path = dir.join("good.shard");
     write_shard(&good_path, ShardDtype::F32, 64);
     let good = std::fs::read(&good_path).expect("read");
@@ -220,8 +203,9 @@ fn truncated_or_corrupt_shards_are_errors_naming_the_file() {
 
 #[test]
 fn split_writer_rolls_shards_and_the_set_reads_them_in_order() {
-    let dir = scratch("split");
-    let mut w = SplitWriter::create(&dir, "train", ShardDtype::F32, 64, 1000).expect("create");
+    let scratch_dir = scratch("split");
+    let dir = scratch_dir.path();
+    let mut w = SplitWriter::create(dir, "train", ShardDtype::F32, 64, 1000).expect("create");
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let mut expect = Vec::new();
     for i in 0..20 {
@@ -240,7 +224,7 @@ fn split_writer_rolls_shards_and_the_set_reads_them_in_order() {
         "expected several shards, got {}",
         index.shards.len()
     );
-    let set = ShardSet::open(&dir, "train").expect("open");
+    let set = ShardSet::open(dir, "train").expect("open");
     assert_eq!(set.len(), 20);
     set.verify().expect("verify");
     for (i, (shape, data)) in expect.iter().enumerate() {
@@ -255,12 +239,12 @@ fn split_writer_rolls_shards_and_the_set_reads_them_in_order() {
     assert!(set.sample(20).is_err());
 
     // an index that disagrees with its shards is an error naming the index
-    let ipath = index_path(&dir, "train");
+    let ipath = index_path(dir, "train");
     let text = std::fs::read_to_string(&ipath).expect("index");
     let mut json: serde_json::Value = serde_json::from_str(&text).expect("json");
     json["samples"][3]["shape"] = serde_json::json!([9, 9, 9, 1]);
     std::fs::write(&ipath, serde_json::to_string(&json).expect("ser")).expect("write");
-    let err = ShardSet::open(&dir, "train").expect_err("mismatch");
+    let err = ShardSet::open(dir, "train").expect_err("mismatch");
     assert!(err.to_string().contains("train.index.json"), "{err}");
-    assert!(ShardSet::open(&dir, "../x").is_err());
+    assert!(ShardSet::open(dir, "../x").is_err());
 }

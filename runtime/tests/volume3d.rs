@@ -35,33 +35,12 @@ fn extra_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/volume3d")
 }
 
-/// A temporary folder, removed when dropped.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for Scratch {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let dir = std::env::temp_dir().join(format!("medvae-volume3d-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    Scratch(dir)
+/// A temporary folder of one test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-volume3d-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 /// Relative error ‖a − ref‖ / ‖ref‖ in f64.
@@ -259,13 +238,13 @@ fn truncated_and_corrupt_gzip_are_errors_naming_the_file() {
     let dir = scratch("gz");
     let good = std::fs::read(data_dir().join("3d/stat_las_f32.nii.gz")).expect("read");
 
-    let truncated = dir.join("truncated.nii.gz");
+    let truncated = dir.path().join("truncated.nii.gz");
     std::fs::write(&truncated, &good[..good.len() * 3 / 5]).expect("write");
     let err = read_nifti(&truncated).expect_err("truncated gzip must fail");
     assert!(matches!(err, VolumeError::Gzip { .. }), "{err}");
     assert_names(&err, &truncated);
 
-    let corrupt = dir.join("corrupt.nii.gz");
+    let corrupt = dir.path().join("corrupt.nii.gz");
     let mut bytes = good.clone();
     let mid = bytes.len() / 2;
     for b in &mut bytes[mid..mid + 64] {
@@ -281,19 +260,19 @@ fn truncated_and_corrupt_gzip_are_errors_naming_the_file() {
 fn truncated_nii_and_short_header_are_errors() {
     let dir = scratch("trunc");
     let good = std::fs::read(data_dir().join("3d/anatomical_las_i16be.nii")).expect("read");
-    let truncated = dir.join("truncated.nii");
+    let truncated = dir.path().join("truncated.nii");
     std::fs::write(&truncated, &good[..good.len() - 1000]).expect("write");
     let err = load_volume(&truncated, Modality::Mri).expect_err("truncated");
     assert!(matches!(err, VolumeError::Truncated { .. }), "{err}");
     assert_names(&err, &truncated);
 
-    let short = dir.join("short.nii");
+    let short = dir.path().join("short.nii");
     std::fs::write(&short, &good[..100]).expect("write");
     let err = read_nifti(&short).expect_err("short");
     assert!(matches!(err, VolumeError::Header { .. }), "{err}");
     assert_names(&err, &short);
 
-    let garbage = dir.join("garbage.nii");
+    let garbage = dir.path().join("garbage.nii");
     std::fs::write(&garbage, vec![7u8; 2000]).expect("write");
     let err = read_nifti(&garbage).expect_err("garbage");
     assert!(matches!(err, VolumeError::Header { .. }), "{err}");
@@ -301,7 +280,8 @@ fn truncated_nii_and_short_header_are_errors() {
 
 #[test]
 fn missing_file_is_an_io_error_naming_it() {
-    let path = scratch("missing").join("nope.nii.gz");
+    let dir = scratch("missing");
+    let path = dir.path().join("nope.nii.gz");
     let err = load_mri_3d(&path).expect_err("missing");
     assert!(matches!(err, VolumeError::Io { .. }), "{err}");
     assert_names(&err, &path);
@@ -313,7 +293,7 @@ fn nan_voxel_is_an_error_with_its_position() {
     let mut values: Vec<f32> = (0..24).map(|v| v as f32).collect();
     // file order is i fastest: voxel (i=1, j=2, k=1) of dims [2, 3, 4]
     values[1 + 2 * (2 + 3)] = f32::NAN;
-    let path = dir.join("nan.nii");
+    let path = dir.path().join("nan.nii");
     std::fs::write(&path, nifti_bytes(&[2, 3, 4], 16, 32, &f32_bytes(&values))).expect("write");
     let err = load_volume(&path, Modality::Ct).expect_err("NaN");
     match &err {
@@ -326,7 +306,7 @@ fn nan_voxel_is_an_error_with_its_position() {
 #[test]
 fn constant_volume_and_empty_foreground_are_errors() {
     let dir = scratch("const");
-    let path = dir.join("const.nii");
+    let path = dir.path().join("const.nii");
     std::fs::write(
         &path,
         nifti_bytes(&[4, 4, 4], 16, 32, &f32_bytes(&[3.5; 64])),
@@ -342,7 +322,7 @@ fn constant_volume_and_empty_foreground_are_errors() {
         .data
         .iter()
         .all(|&v| (v - (3.5f32 + 1000.0) / 2000.0 * 2.0 + 1.0).abs() < 1e-6));
-    let air = dir.join("air.nii");
+    let air = dir.path().join("air.nii");
     std::fs::write(
         &air,
         nifti_bytes(&[4, 4, 4], 16, 32, &f32_bytes(&[-1000.0; 64])),
@@ -356,7 +336,7 @@ fn constant_volume_and_empty_foreground_are_errors() {
 #[test]
 fn four_d_with_several_volumes_and_complex_data_are_rejected() {
     let dir = scratch("dims");
-    let path = dir.join("4d.nii");
+    let path = dir.path().join("4d.nii");
     std::fs::write(
         &path,
         nifti_bytes(&[2, 2, 2, 2], 16, 32, &f32_bytes(&[1.0; 16])),
@@ -366,11 +346,11 @@ fn four_d_with_several_volumes_and_complex_data_are_rejected() {
     assert!(matches!(err, VolumeError::Dims { .. }), "{err}");
     assert_names(&err, &path);
 
-    let flat = dir.join("2d.nii");
+    let flat = dir.path().join("2d.nii");
     std::fs::write(&flat, nifti_bytes(&[4, 4], 16, 32, &f32_bytes(&[1.0; 16]))).expect("write");
     assert!(matches!(read_nifti(&flat), Err(VolumeError::Dims { .. })));
 
-    let complex = dir.join("complex.nii");
+    let complex = dir.path().join("complex.nii");
     std::fs::write(&complex, nifti_bytes(&[2, 2, 2], 32, 64, &[0u8; 64])).expect("write");
     let err = read_nifti(&complex).expect_err("complex");
     assert!(
@@ -392,7 +372,7 @@ fn synthetic_orientation_and_scaling_are_exact() {
     );
     bytes[112..116].copy_from_slice(&2f32.to_le_bytes());
     bytes[116..120].copy_from_slice(&10f32.to_le_bytes());
-    let path = dir.join("scaled.nii");
+    let path = dir.path().join("scaled.nii");
     std::fs::write(&path, &bytes).expect("write");
     let nii = read_nifti(&path).expect("read");
     let expect: Vec<f32> = raw.iter().map(|&r| r as f32 * 2.0 + 10.0).collect();

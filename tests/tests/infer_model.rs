@@ -15,21 +15,12 @@ use medvae_runtime::data::image2d::{Image2d, Samples};
 use medvae_runtime::Tensor;
 use std::path::{Path, PathBuf};
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("medvae-infer-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A temporary folder of one test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-infer-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
 }
 
 fn tiny(dims: usize) -> ModelConfig {
@@ -76,8 +67,8 @@ fn req(name: Option<&str>, weights: Option<&Path>, random: bool) -> ModelRequest
 
 #[test]
 fn a_checkpoint_gives_its_own_configuration() {
-    let s = Scratch::new("cfg");
-    let w = save_tiny(&s.0, 2, &[]);
+    let s = scratch("cfg");
+    let w = save_tiny(s.path(), 2, &[]);
     let m = load_model(&req(None, Some(&w), false)).unwrap();
     assert_eq!(m.model.config, tiny(2));
     assert!(m.notes.is_empty(), "{:?}", m.notes);
@@ -94,14 +85,18 @@ fn a_checkpoint_gives_its_own_configuration() {
     assert!(msg.contains(w.to_str().unwrap()), "{msg}");
 
     // Lightning's training-loss entries are dropped; any other extra key is an error
-    let with_loss = save_tiny(&s.0, 2, &["loss.logvar", "loss.discriminator.main.0.bias"]);
+    let with_loss = save_tiny(
+        s.path(),
+        2,
+        &["loss.logvar", "loss.discriminator.main.0.bias"],
+    );
     let m = load_model(&req(None, Some(&with_loss), false)).unwrap();
     assert!(
         m.notes.iter().any(|n| n.contains("ignored 2")),
         "{:?}",
         m.notes
     );
-    let with_junk = save_tiny(&s.0, 2, &["encoder.extra.weight"]);
+    let with_junk = save_tiny(s.path(), 2, &["encoder.extra.weight"]);
     let msg = load_model(&req(None, Some(&with_junk), false))
         .unwrap_err()
         .to_string();
@@ -121,8 +116,8 @@ fn without_weights_it_refuses_and_says_where_to_get_them() {
     assert!(msg.contains("--random-weights"), "{msg}");
     // random weights need a name, and exclude a weights file
     assert!(load_model(&req(None, None, true)).is_err());
-    let s = Scratch::new("refuse");
-    let w = save_tiny(&s.0, 2, &[]);
+    let s = scratch("refuse");
+    let w = save_tiny(s.path(), 2, &[]);
     assert!(load_model(&req(None, Some(&w), true)).is_err());
     assert!(load_model(&req(Some("no_such_model"), None, true))
         .unwrap_err()
@@ -184,8 +179,8 @@ fn a_2d_image_gives_the_latent_and_reconstruction_shapes() {
 
 #[test]
 fn the_plan_takes_the_models_files_and_names_outputs_after_them() {
-    let s = Scratch::new("plan");
-    let inp = s.0.join("in");
+    let s = scratch("plan");
+    let inp = s.path().join("in");
     std::fs::create_dir_all(inp.join("sub")).unwrap();
     for f in [
         "b.png",
@@ -198,7 +193,7 @@ fn the_plan_takes_the_models_files_and_names_outputs_after_them() {
         std::fs::write(inp.join(f), b"x").unwrap();
     }
     std::fs::write(inp.join("sub").join("deep.png"), b"x").unwrap();
-    let out = s.0.join("out");
+    let out = s.path().join("out");
 
     let p = plan(&inp, &out, InputKind::Png, true).unwrap();
     let names: Vec<_> = p.jobs.iter().map(|j| j.latent.clone()).collect();
@@ -218,17 +213,17 @@ fn the_plan_takes_the_models_files_and_names_outputs_after_them() {
 
     // one file to a named output file, or into a folder
     let one = inp.join("b.png");
-    let p = plan(&one, &s.0.join("x.nii"), InputKind::Png, true).unwrap();
-    assert_eq!(p.jobs[0].latent, s.0.join("x.nii"));
-    assert_eq!(p.jobs[0].decoded, Some(s.0.join("x_decoded.nii")));
+    let p = plan(&one, &s.path().join("x.nii"), InputKind::Png, true).unwrap();
+    assert_eq!(p.jobs[0].latent, s.path().join("x.nii"));
+    assert_eq!(p.jobs[0].decoded, Some(s.path().join("x_decoded.nii")));
     let p = plan(&one, &out, InputKind::Png, false).unwrap();
     assert_eq!(p.jobs[0].latent, out.join("b.nii.gz"));
 
     // nothing to do, or nothing there, is an error
-    let empty = s.0.join("empty");
+    let empty = s.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     assert!(plan(&empty, &out, InputKind::Png, false).is_err());
-    assert!(plan(&s.0.join("missing"), &out, InputKind::Png, false).is_err());
+    assert!(plan(&s.path().join("missing"), &out, InputKind::Png, false).is_err());
     assert_eq!(
         decoded_path(Path::new("/o/a.b.nii.gz")),
         PathBuf::from("/o/a.b_decoded.nii.gz")

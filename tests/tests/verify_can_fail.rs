@@ -47,34 +47,14 @@ fn rewrite(
     out.to_path_buf()
 }
 
-/// A scratch file of one test (in a folder of its own, removed when dropped).
-struct TempCase(PathBuf);
-
-impl std::ops::Deref for TempCase {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempCase {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempCase {
-    fn drop(&mut self) {
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
-}
-
-fn tmp(name: &str) -> TempCase {
-    let dir = std::env::temp_dir().join(format!("medvae-verify-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempCase(dir.join(name))
+/// A scratch file of one test, in a folder of its own that is removed when the guard drops.
+fn tmp(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("medvae-verify-")
+        .tempdir()
+        .expect("create a scratch folder");
+    let file = dir.path().join(name);
+    (dir, file)
 }
 
 #[test]
@@ -87,7 +67,7 @@ fn unmodified_case_passes() {
 #[test]
 fn perturbed_gradient_fails() {
     let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
-    let scratch = tmp("perturbed.safetensors");
+    let (_guard, scratch) = tmp("perturbed.safetensors");
     let out = rewrite(&src, &scratch, |t| {
         let g = &mut t.get_mut("grad.param.weight").unwrap().1;
         g[0] += 0.05 * g.iter().map(|x| x.abs()).sum::<f32>() / g.len() as f32 * 10.0;
@@ -100,7 +80,7 @@ fn perturbed_gradient_fails() {
 #[test]
 fn missing_input_tensor_fails_naming_it() {
     let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
-    let scratch = tmp("missing.safetensors");
+    let (_guard, scratch) = tmp("missing.safetensors");
     let out = rewrite(&src, &scratch, |t| {
         t.remove("gout.y");
     });
@@ -111,7 +91,7 @@ fn missing_input_tensor_fails_naming_it() {
 
 #[test]
 fn corrupt_file_fails_naming_it() {
-    let out = tmp("corrupt.safetensors");
+    let (_guard, out) = tmp("corrupt.safetensors");
     std::fs::write(&out, b"\xff\xff\xff\xff\xff\xff\xff\x7fgarbage").unwrap();
     let r = verify_case(&out, "corrupt", &opts());
     assert_eq!(r.passed(), Some(false));
@@ -121,7 +101,7 @@ fn corrupt_file_fails_naming_it() {
 #[test]
 fn shape_mismatch_fails_naming_shapes() {
     let src = golden_dir().join("ops/conv2d_k3s1p1.safetensors");
-    let scratch = tmp("shape.safetensors");
+    let (_guard, scratch) = tmp("shape.safetensors");
     let out = rewrite(&src, &scratch, |t| {
         let (s, d) = t.get_mut("param.bias").unwrap();
         s[0] += 1;

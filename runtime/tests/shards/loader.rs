@@ -55,18 +55,19 @@ fn collect(loader: &Loader, epoch: u64) -> Vec<(Vec<usize>, Vec<usize>, Vec<f32>
 
 #[test]
 fn loader_is_deterministic_across_worker_counts() {
-    let dir = scratch("det");
-    coded_volume_split(&dir, ShardDtype::F16, &shapes_3d());
+    let scratch_dir = scratch("det");
+    let dir = scratch_dir.path();
+    coded_volume_split(dir, ShardDtype::F16, &shapes_3d());
     let cfg = |workers, prefetch| LoaderConfig {
         workers,
         prefetch,
         ..LoaderConfig::volumes(2, 42)
     };
-    let reference = collect(&Loader::open(&dir, "train", cfg(1, 1)).expect("loader"), 3);
+    let reference = collect(&Loader::open(dir, "train", cfg(1, 1)).expect("loader"), 3);
     assert_eq!(reference.len(), 4);
     for (workers, prefetch) in [(2, 1), (3, 2), (4, 3), (8, 1)] {
         let got = collect(
-            &Loader::open(&dir, "train", cfg(workers, prefetch)).expect("loader"),
+            &Loader::open(dir, "train", cfg(workers, prefetch)).expect("loader"),
             3,
         );
         assert!(
@@ -74,7 +75,7 @@ fn loader_is_deterministic_across_worker_counts() {
             "workers {workers}, prefetch {prefetch} changed the batches"
         );
     }
-    let loader = Loader::open(&dir, "train", cfg(2, 2)).expect("loader");
+    let loader = Loader::open(dir, "train", cfg(2, 2)).expect("loader");
     // each epoch is a permutation; epochs differ
     let mut orders = Vec::new();
     for epoch in 0..4 {
@@ -93,7 +94,7 @@ fn loader_is_deterministic_across_worker_counts() {
     // and a different seed gives different crops
     let other = collect(
         &Loader::open(
-            &dir,
+            dir,
             "train",
             LoaderConfig {
                 seed: 43,
@@ -108,10 +109,11 @@ fn loader_is_deterministic_across_worker_counts() {
 
 #[test]
 fn crops_are_windows_of_the_volume_padded_with_minus_one() {
-    let dir = scratch("crop");
+    let scratch_dir = scratch("crop");
+    let dir = scratch_dir.path();
     let shapes = shapes_3d();
-    coded_volume_split(&dir, ShardDtype::F32, &shapes);
-    let loader = Loader::open(&dir, "train", LoaderConfig::volumes(3, 7)).expect("loader");
+    coded_volume_split(dir, ShardDtype::F32, &shapes);
+    let loader = Loader::open(dir, "train", LoaderConfig::volumes(3, 7)).expect("loader");
     let mut origins_seen = vec![Vec::new(); shapes.len()];
     for epoch in 0..6 {
         for batch in loader.epoch(epoch) {
@@ -177,14 +179,15 @@ fn crops_are_windows_of_the_volume_padded_with_minus_one() {
 
 #[test]
 fn steady_state_reuses_batch_buffers() {
-    let dir = scratch("reuse");
-    coded_volume_split(&dir, ShardDtype::F16, &shapes_3d());
+    let scratch_dir = scratch("reuse");
+    let dir = scratch_dir.path();
+    coded_volume_split(dir, ShardDtype::F16, &shapes_3d());
     let cfg = LoaderConfig {
         workers: 2,
         prefetch: 2,
         ..LoaderConfig::volumes(1, 1)
     };
-    let loader = Loader::open(&dir, "train", cfg).expect("loader");
+    let loader = Loader::open(dir, "train", cfg).expect("loader");
     for epoch in 0..8 {
         for b in loader.epoch(epoch) {
             drop(b.expect("batch"));
@@ -205,8 +208,9 @@ fn steady_state_reuses_batch_buffers() {
 
 #[test]
 fn whole_sample_loader_converts_f16_images() {
-    let dir = scratch("img");
-    let mut w = SplitWriter::create(&dir, "val", ShardDtype::F16, 64, 1 << 20).expect("create");
+    let scratch_dir = scratch("img");
+    let dir = scratch_dir.path();
+    let mut w = SplitWriter::create(dir, "val", ShardDtype::F16, 64, 1 << 20).expect("create");
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let mut images = Vec::new();
     for i in 0..5 {
@@ -220,7 +224,7 @@ fn whole_sample_loader_converts_f16_images() {
         shuffle: false,
         ..LoaderConfig::images(2, 0)
     };
-    let loader = Loader::open(&dir, "val", cfg).expect("loader");
+    let loader = Loader::open(dir, "val", cfg).expect("loader");
     let batches = collect(&loader, 0);
     assert_eq!(batches.len(), 3);
     assert_eq!(batches[2].0, vec![1, 6, 5, 1]);
@@ -233,5 +237,5 @@ fn whole_sample_loader_converts_f16_images() {
         assert_eq!(shape[1..], [6, 5, 1]);
     }
     // 3D crops of 2D samples are refused
-    assert!(Loader::open(&dir, "val", LoaderConfig::volumes(2, 0)).is_err());
+    assert!(Loader::open(dir, "val", LoaderConfig::volumes(2, 0)).is_err());
 }

@@ -22,7 +22,8 @@ fn write_csv(path: &Path, header: &str, rows: &[(&str, &str)]) {
 
 #[test]
 fn prepare_writes_mri_and_ct_volumes_per_split() {
-    let dir = scratch("prep3d");
+    let scratch_dir = scratch("prep3d");
+    let dir = scratch_dir.path();
     let data = data_dir().join("3d");
     // a bad file: a truncated copy of a real volume, in its own folder
     let bad_dir = dir.join("bad");
@@ -148,7 +149,8 @@ fn prepare_writes_mri_and_ct_volumes_per_split() {
 
 #[test]
 fn prepare_rejects_bad_csvs_and_mixed_kinds() {
-    let dir = scratch("csv");
+    let scratch_dir = scratch("csv");
+    let dir = scratch_dir.path();
     let csv = dir.join("a.csv");
     write_csv(&csv, "id,split,other", &[("x", "train")]);
     let spec = DatasetSpec::new(&csv, dir.to_path_buf(), DataKind::Mri3d);
@@ -218,7 +220,8 @@ fn dataset_spec_deserialises_with_defaults() {
 
 #[test]
 fn prepare_png_images_through_the_2d_pipeline() {
-    let dir = scratch("prep2d");
+    let scratch_dir = scratch("prep2d");
+    let dir = scratch_dir.path();
     let data = data_dir().join("2d");
     let csv = dir.join("x.csv");
     write_csv(
