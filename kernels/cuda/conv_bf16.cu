@@ -19,7 +19,7 @@
 // run 128; dynamic shared memory STAGES * (tile A + tile B) * 2 bytes, STAGES = 4 (3 for the
 // 64-deep k-tile); the launcher (conv_plan.rs) computes the same figure.
 #include "medvae_conv.cuh"
-#include "medvae_conv_bf16.cuh"
+#include "medvae_conv_streamed.cuh"
 #include "medvae_igemm_bf16.cuh"
 
 #define MV_CONV_STAGES 4
@@ -38,101 +38,6 @@ extern "C" __global__ void __launch_bounds__(256) cvt_f32_bf16(const float* x, m
     for (mv_i64 i = 4 * n4 + mv_global_tid(); i < n; i += mv_global_stride()) y[i] = mv_f32_to_bf16(x[i]);
 }
 
-// ------------------------------------------------------------------ data-gradient problem
-// dx[m, ci] = sum over (tap, co) of dy[out(m, tap), co] * w[tap, ci, co]: m = input pixel; the
-// output pixel that input pixel m meets through a tap exists only where the strides divide.
-// (The launcher sends stride-1 data gradients through the forward problem instead.)
-//
-// Along one axis, input coordinate i (padded: ip = i + pad = q * s + r) meets tap k where
-// k % s == r, at output q - k / s, which must lie in [0, O). So each run keeps the output offset
-// of (q_d, q_h, q_w) and a mask of the taps that meet an output pixel, and the tap adds the
-// offset -((kd / sd) * OH + kh / sh) * OW - kw / sw, the same for every run.
-struct DgradProb16 {
-    static constexpr bool A_KMAJOR = true, B_KMAJOR = true;
-    ConvGeom g;
-    const mv_u16* dy;
-    const mv_u16* w;
-    float* dx;
-    float beta;
-    int M, N, K, taps;  // M = input pixels, N = Cin, K = taps * Cout
-
-    // Bit k of the taps along one axis that meet an output pixel from padded coordinate ip.
-    __device__ static unsigned long long axis_hits(int ip, int s, int k_len, int o_len) {
-        const int q = ip / s, r = ip - q * s;
-        unsigned long long bits = 0;
-        for (int k = r; k < k_len; k += s)
-            if ((unsigned)(q - k / s) < (unsigned)o_len) bits |= 1ull << k;
-        return bits;
-    }
-    // dy offset from a run's (q_d, q_h, q_w) to tap t's output pixel, channel t.c.
-    __device__ int tap_offset(const KCursor& t) const {
-        return -(((t.kd / g.sd) * g.oh + t.kh / g.sh) * g.ow + t.kw / g.sw) * g.cout + t.c;
-    }
-
-    // A runs: dy at the output pixel that input pixel m meets through the tap, channels
-    // co..co+7 (TapRuns: the offset of (q_d, q_h, q_w) in dy and the taps that meet a pixel).
-    template <int R>
-    using AIt = TapRuns<R>;
-    template <int R>
-    __device__ void a_begin(AIt<R>& it, const int (&m)[R], const int (&k)[R]) const {
-        it.t.set(g, k[0], g.cout);
-        it.off = tap_offset(it.t);
-#pragma unroll
-        for (int j = 0; j < R; ++j) {
-            it.origin[j] = 0;
-            it.taps_read[j] = 0;
-            if (m[j] >= M) continue;
-            const ConvPixel i = conv_in_pixel(g, m[j]);
-            const int dp = i.d + g.pd, hp = i.h + g.ph, wp = i.w + g.pw;
-            it.origin[j] = ((((mv_i64)i.n * g.od + dp / g.sd) * g.oh + hp / g.sh) * g.ow + wp / g.sw) * g.cout;
-            const unsigned long long hd = axis_hits(dp, g.sd, g.kd, g.od), hh = axis_hits(hp, g.sh, g.kh, g.oh),
-                                     hw = axis_hits(wp, g.sw, g.kw, g.ow);
-            int t = 0;
-            for (int kd = 0; kd < g.kd; ++kd)
-                for (int kh = 0; kh < g.kh; ++kh, t += g.kw)
-                    if ((hd >> kd) & (hh >> kh) & 1ull) it.taps_read[j] |= hw << t;
-        }
-    }
-    template <int R>
-    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        return it.src(dy, taps, j, src);
-    }
-    template <int R>
-    __device__ void a_next(AIt<R>& it, int bk) const {
-        it.next(g, bk, g.cout, [this](const KCursor& t) { return tap_offset(t); });
-    }
-    // B runs (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7]; the thread's runs
-    // share k, each has its own ci.
-    template <int R>
-    struct BIt {
-        static constexpr int RUNS = R;
-        KCursor t;
-        int off;     // t.tap * Cin * Cout + t.c
-        int row[R];  // ci * Cout, or -1 past the last column
-    };
-    template <int R>
-    __device__ void b_begin(BIt<R>& it, const int (&ci)[R], const int (&k)[R]) const {
-        it.t.set(g, k[0], g.cout);
-        it.off = it.t.tap * g.cin * g.cout + it.t.c;
-#pragma unroll
-        for (int j = 0; j < R; ++j) it.row[j] = ci[j] < N ? ci[j] * g.cout : -1;
-    }
-    template <int R>
-    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        const bool ok = (it.row[j] >= 0) & (it.t.tap < taps);
-        src = ok ? w + (it.row[j] + it.off) : w;
-        return ok;
-    }
-    template <int R>
-    __device__ void b_next(BIt<R>& it, int bk) const {
-        it.off += bk;
-        if (it.t.advance(g, bk, g.cout)) it.off = it.t.tap * g.cin * g.cout + it.t.c;
-    }
-    __device__ void store(int m, int n, float acc) const {
-        mv_store_out(dx + (mv_i64)m * N + n, acc, nullptr, beta);
-    }
-};
-
 template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = MV_BK16>
 __device__ __forceinline__ void conv_fwd16_impl(ConvGeom g, const mv_u16* x, const mv_u16* w, const float* bias,
                                                 float* y, float beta) {
@@ -146,15 +51,7 @@ template <int BM, int BN, int WM, int WN, int STAGES = MV_CONV_STAGES, int BK = 
 __device__ __forceinline__ void conv_dgrad16_impl(ConvGeom g, const mv_u16* dy, const mv_u16* w, float* dx,
                                                   float beta) {
     DgradProb16 pb;
-    pb.g = g;
-    pb.dy = dy;
-    pb.w = w;
-    pb.dx = dx;
-    pb.beta = beta;
-    pb.M = g.n * g.id * g.ih * g.iw;
-    pb.N = g.cin;
-    pb.taps = g.kd * g.kh * g.kw;
-    pb.K = pb.taps * g.cout;
+    pb.bind(g, dy, w, dx, beta);
     const int kt = (pb.K + BK - 1) / BK;
     igemm_bf16_run<BM, BN, WM, WN, STAGES, DgradProb16, BK>(pb, 0, kt);
 }

@@ -5,7 +5,7 @@
 // (m64n128k16): a warpgroup (4 warps) multiplies operands straight out of shared memory, where
 // mma.sync needs every fragment loaded into registers first (ldmatrix), which bounds the
 // mma.sync kernels by shared-memory bandwidth on Hopper. Operands arrive as before: 16-byte
-// runs by cp.async through a STAGES-deep ring (the cursors of medvae_conv_bf16.cuh).
+// runs by cp.async through a STAGES-deep ring (the cursors of medvae_conv_streamed.cuh).
 //
 // Shared-memory layout: both operands K-major (wgmma transposes only 16-bit operands, and
 // K-major needs no transpose), with the 128-byte swizzle: a tile row is BK = 64 bf16 = 128 bytes,
@@ -38,7 +38,7 @@
 // checked in the CPU emulator (which transcribes the swizzle and the descriptor from the PTX ISA
 // independently) and compiled by NVRTC + ptxas for sm_90a.
 #include "medvae_conv.cuh"
-#include "medvae_conv_bf16.cuh"
+#include "medvae_conv_streamed.cuh"
 #include "medvae_igemm_bf16.cuh"
 
 #define MV_WG_BM 128

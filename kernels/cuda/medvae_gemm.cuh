@@ -18,6 +18,7 @@ struct GemmGeom {
 // blockIdx.z, with the shared epilogue.
 template <class T>
 struct GemmOperands {
+    typedef T Elem;
     const T* a;
     const T* b;
     const float* bias;

@@ -73,7 +73,8 @@ struct MatrixRuns {
         }
     }
     // Run j's address in the [rows, cols] matrix p; false (zero fill) outside it.
-    __device__ bool src(const mv_u16* p, int rows, int cols, int j, const mv_u16*& s) const {
+    template <class E>
+    __device__ bool src(const E* p, int rows, int cols, int j, const E*& s) const {
         const bool ok = (row[j] < rows) & (col < cols);
         s = p + (ok ? off[j] : 0);
         return ok;
@@ -126,13 +127,13 @@ template <int A_STEP, int B_STEP, class Prob, class AIt, class BIt>
 __device__ __forceinline__ void igemm_bf16_issue(const Prob& pb, AIt& ait, unsigned sa, BIt& bit, unsigned sb, int bk) {
 #pragma unroll
     for (int j = 0; j < AIt::RUNS; ++j) {
-        const mv_u16* src;
+        const typename Prob::Elem* src;
         const bool ok = pb.a_src(ait, j, src);
         mv_cp_async16_at(sa + j * A_STEP, src, ok);
     }
 #pragma unroll
     for (int j = 0; j < BIt::RUNS; ++j) {
-        const mv_u16* src;
+        const typename Prob::Elem* src;
         const bool ok = pb.b_src(bit, j, src);
         mv_cp_async16_at(sb + j * B_STEP, src, ok);
     }

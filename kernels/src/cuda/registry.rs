@@ -84,7 +84,7 @@ pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_igemm.cuh"),
     header!("medvae_gemm.cuh"),
     header!("medvae_igemm_bf16.cuh"),
-    header!("medvae_conv_bf16.cuh"),
+    header!("medvae_conv_streamed.cuh"),
     header!("medvae_attention.cuh"),
 ];
 

@@ -44,7 +44,7 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
     streamed() && g.cin.is_multiple_of(8) && g.cout.is_multiple_of(8) && iterators_fit(g)
 }
 
-/// Whether the streamed (and wgmma) iterators of `medvae_conv_bf16.cuh` can walk `g`: they
+/// Whether the streamed (and wgmma) iterators of `medvae_conv_streamed.cuh` can walk `g`: they
 /// keep a 64-bit mask of the taps inside each receptive field, a tap's offset from a pixel
 /// (at most a few planes of the input or output) and weight offsets in 32-bit integers.
 /// Anything larger goes to the staged kernels, which decode every coordinate.

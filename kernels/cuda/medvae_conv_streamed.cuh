@@ -1,10 +1,12 @@
-// medvae_conv_bf16.cuh — the k and pixel cursors of the bf16 implicit-GEMM convolutions, and
-// the forward and weight-gradient problems that conv_bf16.cu's mma.sync pipeline and
-// conv_wgmma.cu's wgmma one share.
+// medvae_conv_streamed.cuh — the k and pixel cursors of the streamed implicit-GEMM
+// convolutions, and their forward, data-gradient and weight-gradient problems, shared by
+// conv_bf16.cu's mma.sync pipeline and conv_wgmma.cu's wgmma one (bf16 operands) and by
+// conv_tf32.cu (f32 operands, TF32 tensor cores).
 //
-// A problem class says where each 16-byte run of eight bf16 operands lives (see
-// medvae_igemm_bf16.cuh for the interface); channel counts are multiples of 8, so a run never
-// straddles a tap.
+// A problem class, templated on the operand element E (mv_u16 holding bf16, or float), says
+// where each 16-byte run of operands lives (eight bf16 or four f32; see medvae_igemm_bf16.cuh
+// for the interface); channel counts are multiples of the run length, so a run never straddles
+// a tap. Nothing here depends on the run length itself.
 #pragma once
 #include "medvae_common.cuh"
 #include "medvae_conv.cuh"
@@ -69,7 +71,8 @@ struct TapRuns {
     unsigned long long taps_read[R];  // bit tap: run j reads there
 
     // Run j's address in `base`; false (zero fill) where it reads nothing at this tap.
-    __device__ bool src(const mv_u16* base, int taps, int j, const mv_u16*& p) const {
+    template <class E>
+    __device__ bool src(const E* base, int taps, int j, const E*& p) const {
         const bool ok = (t.tap < taps) & (unsigned)((taps_read[j] >> (t.tap & 63)) & 1ull);
         p = base + (ok ? origin[j] + off : 0);
         return ok;
@@ -83,11 +86,13 @@ struct TapRuns {
 };
 
 // ------------------------------------------------------------------ forward problem
-struct FwdProb16 {
+template <class E>
+struct FwdProb {
+    typedef E Elem;
     static constexpr bool A_KMAJOR = true, B_KMAJOR = false;
     ConvGeom g;
-    const mv_u16* x;
-    const mv_u16* w;
+    const E* x;
+    const E* w;
     const float* bias;
     float* y;
     float beta;
@@ -112,7 +117,7 @@ struct FwdProb16 {
         }
     }
     template <int R>
-    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
+    __device__ bool a_src(const AIt<R>& it, int j, const E*& src) const {
         return it.src(x, taps, j, src);
     }
     template <int R>
@@ -127,7 +132,7 @@ struct FwdProb16 {
         it.begin(N, n, k);
     }
     template <int R>
-    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
+    __device__ bool b_src(const BIt<R>& it, int j, const E*& src) const {
         return it.src(w, K, N, j, src);
     }
     template <int R>
@@ -138,8 +143,7 @@ struct FwdProb16 {
         mv_store_out(y + (mv_i64)m * N + n, acc, bias ? bias + n : nullptr, beta);
     }
     // The problem of y = conv(x, w) + bias + beta * y on geometry g (w as its B operand wants it).
-    __device__ void bind(const ConvGeom& g_, const mv_u16* x_, const mv_u16* w_, const float* bias_, float* y_,
-                         float beta_) {
+    __device__ void bind(const ConvGeom& g_, const E* x_, const E* w_, const float* bias_, float* y_, float beta_) {
         g = g_;
         x = x_;
         w = w_;
@@ -153,12 +157,123 @@ struct FwdProb16 {
     }
 };
 
+// ------------------------------------------------------------------ data-gradient problem
+// dx[m, ci] = sum over (tap, co) of dy[out(m, tap), co] * w[tap, ci, co]: m = input pixel; the
+// output pixel that input pixel m meets through a tap exists only where the strides divide.
+// (The launchers send stride-1 data gradients through the forward problem instead.)
+//
+// Along one axis, input coordinate i (padded: ip = i + pad = q * s + r) meets tap k where
+// k % s == r, at output q - k / s, which must lie in [0, O). So each run keeps the output offset
+// of (q_d, q_h, q_w) and a mask of the taps that meet an output pixel, and the tap adds the
+// offset -((kd / sd) * OH + kh / sh) * OW - kw / sw, the same for every run.
+template <class E>
+struct DgradProb {
+    typedef E Elem;
+    static constexpr bool A_KMAJOR = true, B_KMAJOR = true;
+    ConvGeom g;
+    const E* dy;
+    const E* w;
+    float* dx;
+    float beta;
+    int M, N, K, taps;  // M = input pixels, N = Cin, K = taps * Cout
+
+    // Bit k of the taps along one axis that meet an output pixel from padded coordinate ip.
+    __device__ static unsigned long long axis_hits(int ip, int s, int k_len, int o_len) {
+        const int q = ip / s, r = ip - q * s;
+        unsigned long long bits = 0;
+        for (int k = r; k < k_len; k += s)
+            if ((unsigned)(q - k / s) < (unsigned)o_len) bits |= 1ull << k;
+        return bits;
+    }
+    // dy offset from a run's (q_d, q_h, q_w) to tap t's output pixel, channel t.c.
+    __device__ int tap_offset(const KCursor& t) const {
+        return -(((t.kd / g.sd) * g.oh + t.kh / g.sh) * g.ow + t.kw / g.sw) * g.cout + t.c;
+    }
+
+    // A runs: dy at the output pixel that input pixel m meets through the tap, channels
+    // co..co+7 (TapRuns: the offset of (q_d, q_h, q_w) in dy and the taps that meet a pixel).
+    template <int R>
+    using AIt = TapRuns<R>;
+    template <int R>
+    __device__ void a_begin(AIt<R>& it, const int (&m)[R], const int (&k)[R]) const {
+        it.t.set(g, k[0], g.cout);
+        it.off = tap_offset(it.t);
+#pragma unroll
+        for (int j = 0; j < R; ++j) {
+            it.origin[j] = 0;
+            it.taps_read[j] = 0;
+            if (m[j] >= M) continue;
+            const ConvPixel i = conv_in_pixel(g, m[j]);
+            const int dp = i.d + g.pd, hp = i.h + g.ph, wp = i.w + g.pw;
+            it.origin[j] = ((((mv_i64)i.n * g.od + dp / g.sd) * g.oh + hp / g.sh) * g.ow + wp / g.sw) * g.cout;
+            const unsigned long long hd = axis_hits(dp, g.sd, g.kd, g.od), hh = axis_hits(hp, g.sh, g.kh, g.oh),
+                                     hw = axis_hits(wp, g.sw, g.kw, g.ow);
+            int t = 0;
+            for (int kd = 0; kd < g.kd; ++kd)
+                for (int kh = 0; kh < g.kh; ++kh, t += g.kw)
+                    if ((hd >> kd) & (hh >> kh) & 1ull) it.taps_read[j] |= hw << t;
+        }
+    }
+    template <int R>
+    __device__ bool a_src(const AIt<R>& it, int j, const E*& src) const {
+        return it.src(dy, taps, j, src);
+    }
+    template <int R>
+    __device__ void a_next(AIt<R>& it, int bk) const {
+        it.next(g, bk, g.cout, [this](const KCursor& t) { return tap_offset(t); });
+    }
+    // B runs (k-major: column ci, k = (tap, co..co+7)): w[tap, ci, co..co+7]; the thread's runs
+    // share k, each has its own ci.
+    template <int R>
+    struct BIt {
+        static constexpr int RUNS = R;
+        KCursor t;
+        int off;     // t.tap * Cin * Cout + t.c
+        int row[R];  // ci * Cout, or -1 past the last column
+    };
+    template <int R>
+    __device__ void b_begin(BIt<R>& it, const int (&ci)[R], const int (&k)[R]) const {
+        it.t.set(g, k[0], g.cout);
+        it.off = it.t.tap * g.cin * g.cout + it.t.c;
+#pragma unroll
+        for (int j = 0; j < R; ++j) it.row[j] = ci[j] < N ? ci[j] * g.cout : -1;
+    }
+    template <int R>
+    __device__ bool b_src(const BIt<R>& it, int j, const E*& src) const {
+        const bool ok = (it.row[j] >= 0) & (it.t.tap < taps);
+        src = ok ? w + (it.row[j] + it.off) : w;
+        return ok;
+    }
+    template <int R>
+    __device__ void b_next(BIt<R>& it, int bk) const {
+        it.off += bk;
+        if (it.t.advance(g, bk, g.cout)) it.off = it.t.tap * g.cin * g.cout + it.t.c;
+    }
+    __device__ void store(int m, int n, float acc) const {
+        mv_store_out(dx + (mv_i64)m * N + n, acc, nullptr, beta);
+    }
+    // The problem of dx = conv^T(dy, w) + beta * dx on geometry g.
+    __device__ void bind(const ConvGeom& g_, const E* dy_, const E* w_, float* dx_, float beta_) {
+        g = g_;
+        dy = dy_;
+        w = w_;
+        dx = dx_;
+        beta = beta_;
+        M = g.n * g.id * g.ih * g.iw;
+        N = g.cin;
+        taps = g.kd * g.kh * g.kw;
+        K = taps * g.cout;
+    }
+};
+
 // ------------------------------------------------------------------ weight-gradient problem
-struct WgradProb16 {
+template <class E>
+struct WgradProb {
+    typedef E Elem;
     static constexpr bool A_KMAJOR = false, B_KMAJOR = false;
     ConvGeom g;
-    const mv_u16* x;
-    const mv_u16* dy;
+    const E* x;
+    const E* dy;
     float* dw;
     int M, N, K;  // M = taps * Cin, N = Cout, K = output pixels
 
@@ -197,7 +312,7 @@ struct WgradProb16 {
         }
     }
     template <int R>
-    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
+    __device__ bool a_src(const AIt<R>& it, int j, const E*& src) const {
         // Bitwise &: every test is cheap, and branches around them cost more than they save.
         const bool ok = it.row_ok & (it.p[j] < K) & ((unsigned)(it.od[j] * g.sd + it.dd) < (unsigned)g.id) &
                         ((unsigned)(it.oh[j] * g.sh + it.dh) < (unsigned)g.ih) &
@@ -235,7 +350,7 @@ struct WgradProb16 {
         it.begin(N, n, p);
     }
     template <int R>
-    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
+    __device__ bool b_src(const BIt<R>& it, int j, const E*& src) const {
         return it.src(dy, K, N, j, src);
     }
     template <int R>
@@ -243,7 +358,7 @@ struct WgradProb16 {
         it.next(N, bk);
     }
     __device__ void store(int m, int n, float acc) const { atomicAdd(dw + (mv_i64)m * N + n, acc); }
-    __device__ void bind(const ConvGeom& g_, const mv_u16* x_, const mv_u16* dy_, float* dw_) {
+    __device__ void bind(const ConvGeom& g_, const E* x_, const E* dy_, float* dw_) {
         g = g_;
         x = x_;
         dy = dy_;
@@ -253,3 +368,7 @@ struct WgradProb16 {
         K = g.n * g.od * g.oh * g.ow;
     }
 };
+
+typedef FwdProb<mv_u16> FwdProb16;
+typedef DgradProb<mv_u16> DgradProb16;
+typedef WgradProb<mv_u16> WgradProb16;
