@@ -185,6 +185,20 @@ __device__ __forceinline__ void mv_ldmatrix_x4_trans_at(mv_u32 r[4], unsigned sa
 #endif
 }
 
+// One 32-bit word from shared-window address saddr (fragment loads that ldmatrix cannot make).
+__device__ __forceinline__ mv_u32 mv_lds32_at(unsigned saddr) {
+#ifdef MEDVAE_EMU
+    if (saddr + 4 > emu::ctx().dyn.size()) emu::die("shared load outside dynamic shared memory");
+    mv_u32 v;
+    memcpy(&v, emu::dyn_smem() + saddr, 4);
+    return v;
+#else
+    mv_u32 v;
+    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(saddr));
+    return v;
+#endif
+}
+
 // ------------------------------------------------------------------ cp.async (sm_80+)
 // 16-byte global->shared copy; when `pred` is false the destination is zero-filled and the
 // source is not read (src-size 0). `gmem` must still be a valid pointer expression.

@@ -3,7 +3,7 @@
 #   kernels/cuda/emu/run.sh            all checks
 #   kernels/cuda/emu/run.sh norms      one group of test_ops (elementwise reduce losses gaussian
 #                                      adam norms resize attention), of test_layout (slices strided),
-#                                      or "conv" (conv, bf16 conv, gemm)
+#                                      or "conv" (conv, bf16 conv, tf32 streamed conv, gemm)
 # The emulator runs each CUDA thread as a fiber and emulates mma.sync from the PTX fragment
 # tables, so tiling, barriers, shuffles and fragment layouts are exercised; timing, inter-block
 # races and cp.async asynchrony are not (see emu.h).
@@ -19,6 +19,8 @@ if [ "$what" = all ] || [ "$what" = conv ]; then
   "$out/test_conv" | grep -v '^ok' || status=1
   g++ "${flags[@]}" -o "$out/test_conv_bf16" "$here/test_conv_bf16.cpp"
   "$out/test_conv_bf16" | grep -v '^ok' || status=1
+  g++ "${flags[@]}" -o "$out/test_conv_tf32" "$here/test_conv_tf32.cpp"
+  "$out/test_conv_tf32" | grep -v '^ok' || status=1
 fi
 if [ "$what" != conv ]; then
   for t in test_ops test_layout; do

@@ -84,6 +84,7 @@ pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_igemm.cuh"),
     header!("medvae_gemm.cuh"),
     header!("medvae_igemm_bf16.cuh"),
+    header!("medvae_igemm_tf32.cuh"),
     header!("medvae_conv_streamed.cuh"),
     header!("medvae_attention.cuh"),
 ];
@@ -100,6 +101,17 @@ pub const SOURCES: &[KernelSource] = &[
             "gemm_bf16s_64x64_nn",
             "gemm_bf16s_64x64_nt",
             "gemm_bf16s_64x64_tn",
+        ]
+    ),
+    source!(
+        "conv_tf32",
+        [
+            "conv_fwd_tf32s_128x128",
+            "conv_fwd_tf32s_64x64",
+            "conv_dgrad_tf32s_128x128",
+            "conv_dgrad_tf32s_64x64",
+            "conv_wgrad_tf32s_128x128",
+            "conv_wgrad_tf32s_64x64",
         ]
     ),
     source!(

@@ -1,8 +1,8 @@
 //! Convolution 2D/3D on the GPU: implicit GEMM on tensor cores (TF32 or BF16, f32 accumulate)
 //! or the direct f32 kernels, with the CPU kernels' geometry ([`ConvGeometry`]) and semantics.
 
-use super::conv_plan::{tile, wgrad_plan};
-use super::{check_f32, conv_bf16, conv_thin, conv_wgmma, grid_1d, i32_of, Args};
+use super::conv_plan::{tf32_wgrad_plan, tile, wgrad_plan};
+use super::{check_f32, conv_bf16, conv_tf32, conv_thin, conv_wgmma, grid_1d, i32_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::{CudaDevice, DeviceBuffer};
@@ -140,6 +140,9 @@ pub fn conv_forward(
         }
         let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
         return conv_bf16::forward(dev, g, cg, &xh, &wh, bias, y, beta);
+    }
+    if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
+        return conv_tf32::forward(dev, g, cg, x, w, bias, y, beta);
     }
     if prec != ConvPrecision::Fp32 && conv_thin::applies(g) {
         return conv_thin::forward(dev, g, cg, x, w, bias, y, beta);
@@ -387,6 +390,9 @@ fn data_gradient(
             let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
             return conv_bf16::backward_data(dev, g, cg, dyh, &wh, dx, beta);
         }
+        if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
+            return conv_tf32::backward_data(dev, g, cg, dy, w, dx, beta);
+        }
     }
     let mut a = Args::new();
     a.push(cg).buf(dy).buf(w).buf(dx).push(beta);
@@ -446,6 +452,10 @@ fn weight_gradient(
     }
     if conv_thin::serves_weight_gradient(g) {
         return conv_thin::backward_weight(dev, g, cg, &x, dy, dw);
+    }
+    if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
+        let plan = tf32_wgrad_plan(dev, g)?;
+        return conv_tf32::backward_weight(dev, cg, &x, dy, dw, &plan);
     }
     if let Some(dyh) = dyh {
         let xh = conv_bf16::to_bf16(dev, &x, g.input_len())?;

@@ -48,7 +48,7 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
 /// keep a 64-bit mask of the taps inside each receptive field, a tap's offset from a pixel
 /// (at most a few planes of the input or output) and weight offsets in 32-bit integers.
 /// Anything larger goes to the staged kernels, which decode every coordinate.
-fn iterators_fit(g: &ConvGeometry) -> bool {
+pub(super) fn iterators_fit(g: &ConvGeometry) -> bool {
     const I32: usize = i32::MAX as usize;
     let taps: usize = g.kernel.iter().product();
     let out = g.out_spatial();

@@ -200,6 +200,15 @@ pub(super) fn wgrad_plan(
     plan_weight_gradient(dev.sm_count() as usize, g, prec.bk(), streamed, forced)
 }
 
+/// The plan of the streamed TF32 weight gradient (`conv_tf32.cu`, which has only the
+/// [`BIG`] and [`SMALL`] tiles, k-tile 32): the streamed kernels' rule, honouring
+/// `MEDVAE_WGRAD_TILE` when it names one of those two and `MEDVAE_WGRAD_BLOCKS_PER_SM`.
+pub(super) fn tf32_wgrad_plan(dev: &CudaDevice, g: &ConvGeometry) -> CudaResult<WgradPlan> {
+    let tile = WGRAD_TILE.get()?.filter(|t| *t == BIG || *t == SMALL);
+    let forced = (tile, wgrad_blocks_per_sm());
+    plan_weight_gradient(dev.sm_count() as usize, g, BIG.bk, true, forced)
+}
+
 /// The plan of the wgmma weight gradient (`conv_wgmma.cu`'s tile, see
 /// `conv_wgmma::TILE`), with the streamed kernels' blocks per SM (or
 /// `MEDVAE_WGRAD_BLOCKS_PER_SM`).

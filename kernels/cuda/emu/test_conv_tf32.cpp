@@ -1,0 +1,110 @@
+// Emulator checks of conv_tf32.cu (the cp.async pipeline on f32 operands, fragments rounded to
+// TF32 on their way out of shared memory) against naive double-precision convolutions of the
+// TF32-rounded inputs: only the f32 summation order differs, so the tolerance is tight (a wrong
+// fragment, run, bank layout or predicate is an O(1) error).
+#include "../conv_tf32.cu"
+#include "check.h"
+#include "conv_ref.h"
+
+static std::vector<float> rounded_tf32(const std::vector<float>& v) {
+    std::vector<float> r(v.size());
+    for (size_t i = 0; i < v.size(); ++i) r[i] = emu::round_tf32(v[i]);
+    return r;
+}
+
+typedef void (*FwdKernel)(ConvGeom, const float*, const float*, const float*, float*, float);
+typedef void (*DgradKernel)(ConvGeom, const float*, const float*, float*, float);
+typedef void (*WgradKernel)(ConvGeom, const float*, const float*, float*, int);
+struct Variant {
+    const char* name;
+    int bm, bn, threads;
+    FwdKernel fwd;
+    DgradKernel dgrad;
+    WgradKernel wgrad;
+    size_t fwd_smem, dg_smem, wg_smem;
+};
+template <int BM, int BN>
+static Variant variant(const char* name, int threads, FwdKernel f, DgradKernel d, WgradKernel w) {
+    return Variant{name, BM, BN, threads, f, d, w,
+                   (size_t)igemm_tf32_smem_bytes<BM, BN, MV_TF32_STAGES, FwdProb<float>, MV_TF32_BK>(),
+                   (size_t)igemm_tf32_smem_bytes<BM, BN, MV_TF32_STAGES, DgradProb<float>, MV_TF32_BK>(),
+                   (size_t)igemm_tf32_smem_bytes<BM, BN, MV_TF32_STAGES, WgradProb<float>, MV_TF32_BK>()};
+}
+
+// The launcher's shared-memory figures (runtime/src/cuda/ops/conv_tf32.rs) for the 128x128 tile.
+static void test_smem_figures() {
+    chk::expect_true("tf32 forward smem 107520", igemm_tf32_smem_bytes<128, 128, 3, FwdProb<float>, 32>() == 107520);
+    chk::expect_true("tf32 dgrad smem 110592", igemm_tf32_smem_bytes<128, 128, 3, DgradProb<float>, 32>() == 110592);
+    chk::expect_true("tf32 wgrad smem 104448", igemm_tf32_smem_bytes<128, 128, 3, WgradProb<float>, 32>() == 104448);
+    chk::expect_true("tf32 64x64 forward smem 55296", igemm_tf32_smem_bytes<64, 64, 3, FwdProb<float>, 32>() == 55296);
+}
+
+int main() {
+    test_smem_figures();
+    const Variant variants[] = {
+        variant<128, 128>("128x128", 256, conv_fwd_tf32s_128x128, conv_dgrad_tf32s_128x128, conv_wgrad_tf32s_128x128),
+        variant<64, 64>("64x64", 128, conv_fwd_tf32s_64x64, conv_dgrad_tf32s_64x64, conv_wgrad_tf32s_64x64),
+    };
+    std::vector<Case> cases = {
+        // n  id ih iw cin cout kd kh kw sd sh sw pdl phl pwl pdh phh pwh
+        {2, 1, 7, 6, 4, 8, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},       // k3 s1 p1, one run of channels
+        {1, 1, 9, 7, 12, 20, 1, 3, 3, 1, 2, 2, 0, 0, 0, 0, 1, 1},     // k3 s2 pad (0,1), 3 runs per tap
+        {2, 1, 5, 6, 16, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0},      // k1
+        {1, 1, 10, 8, 4, 12, 1, 4, 4, 1, 2, 2, 0, 1, 1, 0, 1, 1},     // k4 s2 p1 (discriminator)
+        {1, 4, 5, 3, 8, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1},       // 3D k3 s1 p1
+        {1, 5, 4, 6, 4, 16, 3, 3, 3, 2, 2, 2, 0, 0, 0, 1, 1, 1},      // 3D k3 s2 pad (0,1)
+        {1, 1, 12, 11, 68, 132, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},  // several tiles in M, N and K
+        {3, 1, 13, 40, 36, 64, 1, 3, 3, 1, 1, 1, 0, 1, 1, 0, 1, 1},   // rows wider than a k-tile
+        {1, 6, 7, 6, 4, 8, 4, 4, 4, 2, 2, 2, 1, 1, 1, 1, 1, 1},       // 3D k4 s2 p1: 64 taps (mask bits 32-63)
+    };
+    for (size_t ci = 0; ci < cases.size(); ++ci) {
+        const Case& c = cases[ci];
+        ConvGeom g = geom(c);
+        size_t xs = (size_t)g.n * g.id * g.ih * g.iw * g.cin, ws = (size_t)g.kd * g.kh * g.kw * g.cin * g.cout;
+        size_t ys = (size_t)g.n * g.od * g.oh * g.ow * g.cout;
+        auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
+        std::vector<double> yref, dxref, dwref;
+        reference(g, rounded_tf32(x), rounded_tf32(w), b, rounded_tf32(dy), yref, dxref, dwref);
+        for (const Variant& v : variants) {
+            char tag[128];
+            // forward, with beta = 0.5 on an output prefilled with 2
+            std::vector<float> y(ys, 2.0f);
+            dim3 grid((g.n * g.od * g.oh * g.ow + v.bm - 1) / v.bm, (g.cout + v.bn - 1) / v.bn);
+            EMU_LAUNCH(v.fwd, grid, dim3(v.threads), v.fwd_smem, g, x.data(), w.data(), b.data(), y.data(), 0.5f);
+            std::vector<double> yexp(yref);
+            for (auto& e : yexp) e += 1.0;
+            snprintf(tag, sizeof tag, "case %zu tf32 fwd %s", ci, v.name);
+            chk::expect(tag, y, yexp, 1e-5);
+            // forward without bias, beta = 0 over garbage
+            std::vector<float> y0(ys, NAN);
+            EMU_LAUNCH(v.fwd, grid, dim3(v.threads), v.fwd_smem, g, x.data(), w.data(), nullptr, y0.data(), 0.0f);
+            std::vector<double> y0exp(yref);
+            for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
+            snprintf(tag, sizeof tag, "case %zu tf32 fwd no bias %s", ci, v.name);
+            chk::expect(tag, y0, y0exp, 1e-5);
+            // dgrad, beta = 0 over garbage, and beta = 1 onto 1.0
+            dim3 gd((g.n * g.id * g.ih * g.iw + v.bm - 1) / v.bm, (g.cin + v.bn - 1) / v.bn);
+            for (float beta : {0.0f, 1.0f}) {
+                std::vector<float> dx(xs, beta == 0.0f ? NAN : 1.0f);
+                EMU_LAUNCH(v.dgrad, gd, dim3(v.threads), v.dg_smem, g, dy.data(), w.data(), dx.data(), beta);
+                std::vector<double> dxexp(dxref);
+                for (auto& e : dxexp) e += beta;
+                snprintf(tag, sizeof tag, "case %zu tf32 dgrad %s beta %g", ci, v.name, beta);
+                chk::expect(tag, dx, dxexp, 1e-5);
+            }
+            // wgrad, accumulating onto 1.0, the pixels split in 1, 2 and 3 (uneven) parts
+            for (int splits : {1, 2, 3}) {
+                std::vector<float> dw(ws, 1.0f);
+                int P = g.n * g.od * g.oh * g.ow, kt = (P + MV_TF32_BK - 1) / MV_TF32_BK;
+                int tps = (kt + splits - 1) / splits;
+                dim3 gw((ws / g.cout + v.bm - 1) / v.bm, (g.cout + v.bn - 1) / v.bn, splits);
+                EMU_LAUNCH(v.wgrad, gw, dim3(v.threads), v.wg_smem, g, x.data(), dy.data(), dw.data(), tps);
+                std::vector<double> dwexp(dwref);
+                for (auto& e : dwexp) e += 1.0;
+                snprintf(tag, sizeof tag, "case %zu tf32 wgrad %s, %d splits", ci, v.name, splits);
+                chk::expect(tag, dw, dwexp, 1e-5);
+            }
+        }
+    }
+    return chk::finish();
+}

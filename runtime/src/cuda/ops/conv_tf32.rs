@@ -1,0 +1,177 @@
+//! The streamed TF32 convolution kernels (`kernels/cuda/conv_tf32.cu`): the BF16 kernels'
+//! cp.async pipeline on the f32 operands themselves, rounded to TF32 as fragments leave shared
+//! memory, so there is no conversion pass and no extra buffer. Used by [`super::conv`] for
+//! `ConvPrecision::Tf32` where every channel count is a multiple of 4 (a run of four f32 must
+//! not straddle a tap) and the streamed iterators fit, once switched on: **off by default until
+//! measured on a card** (`MEDVAE_CONV_TF32=streamed`, or [`set_streamed_tf32`]); the staged
+//! TF32 kernels of `conv_igemm.cu` serve otherwise. Both round to nearest (ties away), so they
+//! differ only in f32 summation order.
+
+use super::conv::ConvGeom;
+use super::conv_plan::{tile, BlockTile, WgradPlan};
+use super::{conv_bf16, i32_of, Args, KernelSwitch};
+use crate::cuda::device::cfg;
+use crate::cuda::error::CudaResult;
+use crate::cuda::{CudaDevice, DeviceBuffer};
+use medvae_kernels::cpu::conv::ConvGeometry;
+
+const KERNEL: &str = "cuda conv (tf32 streamed)";
+
+/// The k-tile (f32 elements) and pipeline depth of `conv_tf32.cu` (`MV_TF32_BK`,
+/// `MV_TF32_STAGES`).
+pub(super) const BK: usize = 32;
+const STAGES: usize = 3;
+/// Row padding of a k-major and of a row-major shared tile (`MV_PAD32_K`, `MV_PAD32_R`).
+const PAD_KMAJOR: usize = 4;
+const PAD_ROWMAJOR: usize = 8;
+
+static STREAMED: KernelSwitch = KernelSwitch::new("MEDVAE_CONV_TF32", "staged", "streamed", false);
+
+/// Whether TF32 convolutions use the streamed kernels where they apply. Off by default (never
+/// run on a card yet); `MEDVAE_CONV_TF32=streamed` in the environment, or [`set_streamed_tf32`],
+/// turns them on.
+pub fn streamed_tf32() -> bool {
+    STREAMED.on()
+}
+
+/// Choose the streamed (true) or staged (false) TF32 convolution kernels from now on.
+pub fn set_streamed_tf32(on: bool) {
+    STREAMED.set(on);
+}
+
+/// The streamed TF32 kernels take `g` (channel counts multiples of 4, iterators that fit) and
+/// are switched on.
+pub(super) fn applies(g: &ConvGeometry) -> bool {
+    streamed_tf32()
+        && g.cin.is_multiple_of(4)
+        && g.cout.is_multiple_of(4)
+        && conv_bf16::iterators_fit(g)
+}
+
+/// Dynamic shared memory of one block on tile `t` (128x128 or 64x64): STAGES x (A tile + B
+/// tile) f32, each `rows x (BK + 4)` when k-major or `BK x (rows + 8)` when row-major.
+pub(super) fn smem_bytes(t: &BlockTile, a_kmajor: bool, b_kmajor: bool) -> u32 {
+    let part = |rows: usize, kmajor: bool| {
+        if kmajor {
+            rows * (BK + PAD_KMAJOR)
+        } else {
+            BK * (rows + PAD_ROWMAJOR)
+        }
+    };
+    (STAGES * (part(t.bm, a_kmajor) + part(t.bn, b_kmajor)) * 4) as u32
+}
+
+/// `y = conv(x, w) + bias + beta * y` (buffers and geometry checked by `super::conv`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    x: &DeviceBuffer,
+    w: &DeviceBuffer,
+    bias: Option<&DeviceBuffer>,
+    y: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
+    let m = g.output_len() / g.cout;
+    let t = tile(dev, m, g.cout);
+    let grid = (m.div_ceil(t.bm) as u32, g.cout.div_ceil(t.bn) as u32, 1);
+    Args::new()
+        .push(cg)
+        .buf(x)
+        .buf(w)
+        .opt(bias)
+        .buf(y)
+        .push(beta)
+        .launch(
+            dev,
+            &format!("conv_fwd_tf32s_{}", t.name),
+            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, false)),
+        )
+}
+
+/// `dx = conv^T(dy, w) + beta * dx` by the data-gradient problem (strided convolutions; stride
+/// 1 goes through [`forward`] with flipped weights).
+pub(super) fn backward_data(
+    dev: &CudaDevice,
+    g: &ConvGeometry,
+    cg: ConvGeom,
+    dy: &DeviceBuffer,
+    w: &DeviceBuffer,
+    dx: &DeviceBuffer,
+    beta: f32,
+) -> CudaResult<()> {
+    let m = g.input_len() / g.cin;
+    let t = tile(dev, m, g.cin);
+    let grid = (m.div_ceil(t.bm) as u32, g.cin.div_ceil(t.bn) as u32, 1);
+    Args::new()
+        .push(cg)
+        .buf(dy)
+        .buf(w)
+        .buf(dx)
+        .push(beta)
+        .launch(
+            dev,
+            &format!("conv_dgrad_tf32s_{}", t.name),
+            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, true)),
+        )
+}
+
+/// `dw += x^T dy` with the block tile and pixel split of `plan` (from
+/// `conv_plan::tf32_wgrad_plan`).
+pub(super) fn backward_weight(
+    dev: &CudaDevice,
+    cg: ConvGeom,
+    x: &DeviceBuffer,
+    dy: &DeviceBuffer,
+    dw: &DeviceBuffer,
+    plan: &WgradPlan,
+) -> CudaResult<()> {
+    let grid = (plan.grid.0, plan.grid.1, plan.splits as u32);
+    Args::new()
+        .push(cg)
+        .buf(x)
+        .buf(dy)
+        .buf(dw)
+        .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
+        .launch(
+            dev,
+            &format!("conv_wgrad_tf32s_{}", plan.tile.name),
+            cfg(
+                grid,
+                (plan.tile.threads, 1, 1),
+                smem_bytes(&plan.tile, false, false),
+            ),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuda::ops::conv_plan::{BIG, SMALL};
+
+    /// The launcher's shared-memory figures are the kernels' (`igemm_tf32_smem_bytes`, checked
+    /// to the same numbers by the emulator test `test_conv_tf32.cpp`), and fit an A100's 163 KB.
+    #[test]
+    fn shared_memory_matches_the_kernels() {
+        assert_eq!(smem_bytes(&BIG, true, false), 107_520);
+        assert_eq!(smem_bytes(&BIG, true, true), 110_592);
+        assert_eq!(smem_bytes(&BIG, false, false), 104_448);
+        assert_eq!(smem_bytes(&SMALL, true, false), 55_296);
+        assert!(smem_bytes(&BIG, true, true) <= 163 * 1024);
+    }
+
+    /// Channel counts that are not multiples of 4 (the model's 1- and 3-channel convolutions)
+    /// stay on the staged kernels, as does everything while the switch is off.
+    #[test]
+    fn applies_to_multiples_of_four_when_switched_on() {
+        let g = ConvGeometry::conv2d(1, [16, 16], 12, 20, 3, 1, 1);
+        let thin = ConvGeometry::conv2d(1, [16, 16], 3, 128, 3, 1, 1);
+        set_streamed_tf32(false);
+        assert!(!applies(&g));
+        set_streamed_tf32(true);
+        assert!(applies(&g));
+        assert!(!applies(&thin));
+        set_streamed_tf32(false);
+    }
+}
