@@ -281,6 +281,10 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     run_step "ours-$prec" 120 "$MEDVAE_BIN" bench --device cuda --precision "$prec" \
       --model medvae_4_1_2d --size 256 --batch 8 --reps 5 --only encode,ae_fwd_bwd,stage1_step
   done
+  # The TF32 step on the streamed TF32 kernels (conv_tf32.cu: off by default until this A/B and
+  # the parity above have run on a card; written 2026-11-28 without one).
+  run_step ours-tf32-streamed 90 env MEDVAE_CONV_TF32=streamed "$MEDVAE_BIN" bench --device cuda \
+    --precision tf32 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only encode,ae_fwd_bwd,stage1_step
   # The same BF16 step with the older staged kernels, for the streamed/staged ratio of this run.
   run_step ours-bf16-staged 60 env MEDVAE_CONV_BF16=staged "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
@@ -457,6 +461,7 @@ PY
   done
   [ -f "$LOG/ours-bf16-flash.log" ] && echo "-- ours  bf16 flash attention: $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-flash.log" | head -1)"
   [ -f "$LOG/ours-bf16-staged.log" ] && echo "-- ours  bf16 staged kernels (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-staged.log" | tr '\n' ' ')"
+  [ -f "$LOG/ours-tf32-streamed.log" ] && echo "-- ours  tf32 streamed kernels (encode, ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-tf32-streamed.log" | tr '\n' ' ')"
   [ -f "$LOG/ours-bf16-thin-on.log" ] && echo "-- ours  bf16 thin convs on (ae_fwd_bwd, stage1_step): $(grep -o '"median_s":[0-9.]*' "$LOG/ours-bf16-thin-on.log" | tr '\n' ' ')"
   if [ -f "$LOG/profile-bf16.log" ]; then
     echo "-- kernel profile, bf16 stage1_step (serialised) --"

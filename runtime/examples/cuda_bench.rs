@@ -1,6 +1,6 @@
 //! Times the CUDA kernels on MedVAE's shapes (for scripts/gpu-check.sh):
 //! 3x3 convolutions 128->128 @256^2, 256->256 @128^2, 512->512 @64^2 (forward, data and weight
-//! gradients) in TF32 and BF16 (staged and streamed kernels), and the streamed BF16 ones on
+//! gradients) in TF32 and BF16 (staged and streamed kernels of each), and the streamed BF16 ones on
 //! every block tile ("tiles": the defaults and the tuning candidates); mid-block attention (512
 //! channels, 4096 and 9216 tokens), forward and backward; GroupNorm+SiLU forward and backward;
 //! the convolutions with a side of 1-4 channels ("thin": image in/out, LPIPS' and the PatchGAN's
@@ -21,6 +21,7 @@ use medvae_runtime::cuda::ops::conv::{
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_plan::{set_forward_tile, set_wgrad_tile, STREAMED_TILES};
+use medvae_runtime::cuda::ops::conv_tf32::{set_streamed_tf32, streamed_tf32};
 use medvae_runtime::cuda::ops::conv_thin;
 use medvae_runtime::cuda::ops::conv_wgmma::{self, WgmmaMode};
 use medvae_runtime::cuda::ops::norm::{group_norm_backward, group_norm_forward};
@@ -223,14 +224,19 @@ fn bench_thin(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<(
 
 fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<()> {
     for p in &conv_problems(dev, o.batch)? {
-        // BF16 twice, side by side: the staged kernels (f32 operands rounded while staging)
-        // and the streamed ones (bf16 operands, cp.async pipeline) that the launchers now pick.
+        // BF16 and TF32 twice each, side by side: the staged kernels (f32 operands rounded
+        // while staging) and the streamed ones (cp.async pipeline; bf16 operands, which the
+        // launchers pick by default, or f32 operands rounded from shared memory, which
+        // MEDVAE_CONV_TF32=streamed picks until measured).
+        let tf32_default = streamed_tf32();
         for (prec, streamed, label) in [
-            (ConvPrecision::Tf32, true, "Tf32"),
+            (ConvPrecision::Tf32, false, "Tf32 staged"),
+            (ConvPrecision::Tf32, true, "Tf32 streamed"),
             (ConvPrecision::Bf16, false, "Bf16 staged"),
             (ConvPrecision::Bf16, true, "Bf16"),
         ] {
-            set_streamed(streamed);
+            set_streamed(prec != ConvPrecision::Bf16 || streamed);
+            set_streamed_tf32(prec == ConvPrecision::Tf32 && streamed);
             let tag = format!(
                 "conv3x3 {c}->{c} {s}x{s} b{} {label}",
                 o.batch,
@@ -239,6 +245,7 @@ fn bench_conv(dev: &CudaDevice, o: &Opts, out: &mut Vec<Record>) -> CudaResult<(
             );
             time_conv_passes(dev, o, p, prec, &tag, out)?;
         }
+        set_streamed_tf32(tf32_default);
     }
     Ok(())
 }

@@ -141,11 +141,11 @@ pub fn conv_forward(
         let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
         return conv_bf16::forward(dev, g, cg, &xh, &wh, bias, y, beta);
     }
-    if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
-        return conv_tf32::forward(dev, g, cg, x, w, bias, y, beta);
-    }
     if prec != ConvPrecision::Fp32 && conv_thin::applies(g) {
         return conv_thin::forward(dev, g, cg, x, w, bias, y, beta);
+    }
+    if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
+        return conv_tf32::forward(dev, g, cg, x, w, bias, y, beta);
     }
     let mut a = Args::new();
     a.push(cg).buf(x).buf(w).opt(bias).buf(y).push(beta);
