@@ -11,43 +11,8 @@
 // Launch: grid (ceil(M/BM), ceil(N/BN), batch), block 256 (128x128) or 128 (64x64); dynamic
 // shared memory 4 stages x (A tile + B tile) x 2 bytes.
 #include "medvae_gemm.cuh"
+#include "medvae_gemm_runs.cuh"
 #include "medvae_igemm_bf16.cuh"
-
-template <bool AK, bool BK>
-struct GemmProb16 : GemmOperands<mv_u16> {
-    static constexpr bool A_KMAJOR = AK, B_KMAJOR = BK;
-
-    // A(m, k): k-major = a[m*lda + k..k+7]; else a[k*lda + m..m+7].
-    template <int R>
-    using AIt = MatrixRuns<AK, R>;
-    template <int R>
-    __device__ void a_begin(AIt<R>& it, const int (&fixed)[R], const int (&k)[R]) const {
-        it.begin(lda, fixed, k);
-    }
-    template <int R>
-    __device__ bool a_src(const AIt<R>& it, int j, const mv_u16*& src) const {
-        return AK ? it.src(a, M, K, j, src) : it.src(a, K, M, j, src);
-    }
-    template <int R>
-    __device__ void a_next(AIt<R>& it, int bk) const {
-        it.next(lda, bk);
-    }
-    // B(k, n): k-major = b[n*ldb + k..k+7]; else b[k*ldb + n..n+7].
-    template <int R>
-    using BIt = MatrixRuns<BK, R>;
-    template <int R>
-    __device__ void b_begin(BIt<R>& it, const int (&fixed)[R], const int (&k)[R]) const {
-        it.begin(ldb, fixed, k);
-    }
-    template <int R>
-    __device__ bool b_src(const BIt<R>& it, int j, const mv_u16*& src) const {
-        return BK ? it.src(b, N, K, j, src) : it.src(b, K, N, j, src);
-    }
-    template <int R>
-    __device__ void b_next(BIt<R>& it, int bk) const {
-        it.next(ldb, bk);
-    }
-};
 
 template <int BM, int BN, int WM, int WN, bool AK, bool BK>
 __device__ __forceinline__ void gemm16_impl(const GemmGeom& g, const mv_u16* a, const mv_u16* b,

@@ -1,4 +1,4 @@
-// medvae_gemm.cuh — the geometry of a dense batched GEMM, shared by gemm.cu and gemm_bf16.cu.
+// medvae_gemm.cuh — the geometry of a dense batched GEMM, shared by gemm.cu, gemm_bf16.cu and gemm_tf32.cu.
 //
 //   C[b] = alpha * op(A[b]) * op(B[b]) + bias[n] + beta * C[b]       b = blockIdx.z
 // Row-major matrices with leading dimensions lda, ldb, ldc and batch strides sa, sb, sc (in

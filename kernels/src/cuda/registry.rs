@@ -85,6 +85,7 @@ pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_gemm.cuh"),
     header!("medvae_igemm_bf16.cuh"),
     header!("medvae_igemm_tf32.cuh"),
+    header!("medvae_gemm_runs.cuh"),
     header!("medvae_conv_streamed.cuh"),
     header!("medvae_attention.cuh"),
 ];
@@ -101,6 +102,17 @@ pub const SOURCES: &[KernelSource] = &[
             "gemm_bf16s_64x64_nn",
             "gemm_bf16s_64x64_nt",
             "gemm_bf16s_64x64_tn",
+        ]
+    ),
+    source!(
+        "gemm_tf32",
+        [
+            "gemm_tf32s_128x128_nn",
+            "gemm_tf32s_128x128_nt",
+            "gemm_tf32s_128x128_tn",
+            "gemm_tf32s_64x64_nn",
+            "gemm_tf32s_64x64_nt",
+            "gemm_tf32s_64x64_tn",
         ]
     ),
     source!(

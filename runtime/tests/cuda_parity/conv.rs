@@ -456,15 +456,17 @@ fn linear_matches_cpu() {
         };
         linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
-        // FP32 (gemm_f32.cu), TF32, BF16 streamed (gemm_bf16.cu, where the extents are
-        // multiples of 8) and staged.
+        // FP32 (gemm_f32.cu), TF32 staged and streamed (gemm_tf32.cu), BF16 streamed
+        // (gemm_bf16.cu) and staged; streamed where the extents are multiples of 8.
         for (prec, streamed, tol) in [
             (ConvPrecision::Fp32, false, 1e-5),
             (ConvPrecision::Tf32, false, 5e-3),
+            (ConvPrecision::Tf32, true, 5e-3),
             (ConvPrecision::Bf16, true, 3e-2),
             (ConvPrecision::Bf16, false, 3e-2),
         ] {
-            set_streamed(streamed);
+            set_streamed(prec != ConvPrecision::Bf16 || streamed);
+            set_streamed_tf32(prec == ConvPrecision::Tf32 && streamed);
             let gy = dev.alloc_f32(rows * fout).unwrap();
             gpu_lin_fwd(dev, prec, &d, &gx, &gw, Some(&gb), &gy).expect("gpu");
             let kind = if streamed { " streamed" } else { "" };
@@ -502,5 +504,6 @@ fn linear_matches_cpu() {
             assert_close(&format!("{tag} dbias"), &down(dev, &gdb, fout), &db, 1e-4);
         }
         set_streamed(true);
+        set_streamed_tf32(false);
     }
 }

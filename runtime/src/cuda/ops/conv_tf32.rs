@@ -4,11 +4,12 @@
 //! `ConvPrecision::Tf32` where every channel count is a multiple of 4 (a run of four f32 must
 //! not straddle a tap) and the streamed iterators fit, once switched on: **off by default until
 //! measured on a card** (`MEDVAE_CONV_TF32=streamed`, or [`set_streamed_tf32`]); the staged
-//! TF32 kernels of `conv_igemm.cu` serve otherwise. Both round to nearest (ties away), so they
+//! TF32 kernels of `conv_igemm.cu` serve otherwise. The same switch picks `gemm_tf32.cu` for
+//! the TF32 GEMMs (`super::gemm`). Both round to nearest (ties away), so they
 //! differ only in f32 summation order.
 
 use super::conv::ConvGeom;
-use super::conv_plan::{tile, BlockTile, WgradPlan};
+use super::conv_plan::{tile, BlockTile, WgradPlan, BIG, SMALL};
 use super::{conv_bf16, i32_of, Args, KernelSwitch};
 use crate::cuda::device::cfg;
 use crate::cuda::error::CudaResult;
@@ -59,6 +60,12 @@ pub(super) fn smem_bytes(t: &BlockTile, a_kmajor: bool, b_kmajor: bool) -> u32 {
         }
     };
     (STAGES * (part(t.bm, a_kmajor) + part(t.bn, b_kmajor)) * 4) as u32
+}
+
+/// [`smem_bytes`] of the square tile of edge `edge` (128 or 64), as `gemm_tf32.cu` uses.
+pub(super) fn square_smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> u32 {
+    let t = if edge == BIG.bm { BIG } else { SMALL };
+    smem_bytes(&t, a_kmajor, b_kmajor)
 }
 
 /// `y = conv(x, w) + bias + beta * y` (buffers and geometry checked by `super::conv`).
@@ -148,7 +155,6 @@ pub(super) fn backward_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cuda::ops::conv_plan::{BIG, SMALL};
 
     /// The launcher's shared-memory figures are the kernels' (`igemm_tf32_smem_bytes`, checked
     /// to the same numbers by the emulator test `test_conv_tf32.cpp`), and fit an A100's 163 KB.

@@ -1,8 +1,10 @@
 //! Dense batched GEMM on tensor cores and the linear layer built on it (PyTorch weight layout
 //! `[out, in]`, as the CPU kernel). BF16 products whose extents allow it run the streamed
-//! kernels of `gemm_bf16.cu` on operands rounded once (see [`super::conv_bf16`]).
+//! kernels of `gemm_bf16.cu` on operands rounded once (see [`super::conv_bf16`]); TF32 ones
+//! the streamed kernels of `gemm_tf32.cu` on the f32 operands in place, once switched on (see
+//! [`super::conv_tf32`]).
 
-use super::{check_f32, conv_bf16, i32_of, i64_of, Args};
+use super::{check_f32, conv_bf16, conv_tf32, i32_of, i64_of, Args};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::ops::conv::ConvPrecision;
@@ -87,28 +89,38 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// The streamed kernels (`gemm_bf16.cu`) take the product: BF16 streaming is on and every run
-/// of eight elements along a contiguous side stays in its row (contiguous extents, leading
-/// dimensions and batch strides multiples of 8).
-fn streamable(
-    layout: GemmLayout,
-    (m, n, k): (usize, usize, usize),
-    a: &MatRef,
-    b: &MatRef,
-) -> bool {
+/// Every run of eight elements along a contiguous side stays in its row: contiguous extents,
+/// leading dimensions and batch strides are multiples of 8 (what the streamed kernels,
+/// `gemm_bf16.cu` and `gemm_tf32.cu`, need of the product).
+fn runs_fit(layout: GemmLayout, (m, n, k): (usize, usize, usize), a: &MatRef, b: &MatRef) -> bool {
     let a_contig = if layout == GemmLayout::Tn { m } else { k };
     let b_contig = if layout == GemmLayout::Nt { k } else { n };
-    conv_bf16::streamed()
-        && [
-            a_contig,
-            b_contig,
-            a.ld,
-            b.ld,
-            a.batch_stride,
-            b.batch_stride,
-        ]
-        .iter()
-        .all(|v| v.is_multiple_of(8))
+    [
+        a_contig,
+        b_contig,
+        a.ld,
+        b.ld,
+        a.batch_stride,
+        b.batch_stride,
+    ]
+    .iter()
+    .all(|v| v.is_multiple_of(8))
+}
+
+/// The streamed BF16 kernels take the product: BF16 streaming is on and the runs fit (the
+/// operands are copied to fresh bf16 buffers, so their offsets do not matter).
+fn streamable(layout: GemmLayout, mnk: (usize, usize, usize), a: &MatRef, b: &MatRef) -> bool {
+    conv_bf16::streamed() && runs_fit(layout, mnk, a, b)
+}
+
+/// The streamed TF32 kernels take the product: switched on (`MEDVAE_CONV_TF32=streamed`), the
+/// runs fit, and the operands start at multiples of 8 elements (they are read in place with
+/// 16-byte copies; buffers themselves are 256-byte aligned).
+fn streamable_tf32(layout: GemmLayout, mnk: (usize, usize, usize), a: &MatRef, b: &MatRef) -> bool {
+    conv_tf32::streamed_tf32()
+        && runs_fit(layout, mnk, a, b)
+        && a.offset.is_multiple_of(8)
+        && b.offset.is_multiple_of(8)
 }
 
 /// `C[b] = alpha * op(A[b]) op(B[b]) + bias + beta * C[b]` for `b < batch`: on tensor cores for
@@ -204,6 +216,12 @@ pub fn gemm(
             conv_bf16::square_smem_bytes(bm, layout != GemmLayout::Tn, layout == GemmLayout::Nt);
         let entry = format!("gemm_bf16s_{size}_{suffix}");
         return launch(ah.ptr(), bh.ptr(), entry, cfg(grid, (threads, 1, 1), smem));
+    }
+    if prec == ConvPrecision::Tf32 && streamable_tf32(layout, (m, n, k), &a, &b) {
+        let smem =
+            conv_tf32::square_smem_bytes(bm, layout != GemmLayout::Tn, layout == GemmLayout::Nt);
+        let entry = format!("gemm_tf32s_{size}_{suffix}");
+        return launch(a.ptr(), b.ptr(), entry, cfg(grid, (threads, 1, 1), smem));
     }
     let entry = format!("gemm_{tag}_{size}_{suffix}");
     launch(a.ptr(), b.ptr(), entry, cfg(grid, (threads, 1, 1), 0))
