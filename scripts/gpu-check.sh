@@ -237,6 +237,9 @@ if [ -n "$BIN" ]; then
   # the checks of the kernels in use with it.
   run_step tile-parity 60 "${PARITY_CMD[@]}" --nocapture --test-threads 1 conv_tiles::every_streamed_tile
   run_step wgmma-parity 60 "${PARITY_CMD[@]}" --nocapture --test-threads 1 conv_tiles::wgmma
+  # The streamed TF32 convolutions and GEMMs (conv_tf32.cu, gemm_tf32.cu; off by default, written
+  # 2026-11-28 without a card), likewise apart.
+  run_step tf32-parity 90 "${PARITY_CMD[@]}" --nocapture --test-threads 1 conv_tiles::tf32_streamed
   run_step model-parity 120 bash -c "$MODEL_TEST" "$BIN" cuda_model
   run_step lpips-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_lpips
   run_step stage1-parity 150 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
@@ -470,7 +473,7 @@ PY
   for f in model-parity lpips-parity stage1-parity stage2-parity; do
     [ -f "$LOG/$f.log" ] && grep -E "rel err|worst" "$LOG/$f.log" | cut -c1-120
   done
-  for f in tile-parity wgmma-parity; do
+  for f in tile-parity wgmma-parity tf32-parity; do
     [ -f "$LOG/$f.log" ] && awk -v f="$f" '/rel err/ { for (i = 1; i < NF; i++) if ($i == "err") {
         v = $(i + 1) + 0; n++; if (v >= m) { m = v; w = $0 } } }
       END { if (n) printf "-- %s: %d comparisons, worst: %s\n", f, n, substr(w, 1, 110) }' "$LOG/$f.log"

@@ -10,7 +10,6 @@ use medvae_runtime::cuda::ops::conv::{
     conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd, ConvPrecision,
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
-use medvae_runtime::cuda::ops::conv_tf32::set_streamed_tf32;
 use medvae_runtime::cuda::ops::conv_thin::set_enabled as set_thin;
 use rand_chacha::ChaCha8Rng;
 
@@ -37,7 +36,7 @@ fn geom(
     }
 }
 
-fn cases() -> Vec<(&'static str, ConvGeometry)> {
+pub(crate) fn cases() -> Vec<(&'static str, ConvGeometry)> {
     let same_3x3 = |n, hw: [usize; 2], cin, cout| {
         geom(
             n,
@@ -293,15 +292,13 @@ fn conv_matches_cpu_in_every_precision() {
         } = conv_case(g, &mut r, 0.2);
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
         // BF16 twice: the streamed kernels (bf16 operands, where channels are multiples of 8)
-        // and the staged ones (f32 operands rounded while staging), which serve the rest; TF32
-        // twice likewise (streamed where channels are multiples of 4, once switched on). A thin
+        // and the staged ones (f32 operands rounded while staging), which serve the rest. A thin
         // convolution (at most 4 channels on a side) takes the thin f32 kernels at TF32/BF16;
         // with those switched off, the tensor-core kernels are checked on it too.
         let thin_case = g.cin.min(g.cout) <= 4;
         for (prec, streamed, thin, tol) in [
             (ConvPrecision::Fp32, false, true, 1e-4),
             (ConvPrecision::Tf32, false, true, 5e-3),
-            (ConvPrecision::Tf32, true, true, 5e-3),
             (ConvPrecision::Bf16, true, true, 3e-2),
             (ConvPrecision::Bf16, false, true, 3e-2),
             (ConvPrecision::Tf32, false, false, 5e-3),
@@ -314,11 +311,9 @@ fn conv_matches_cpu_in_every_precision() {
                 continue; // the same kernels as with thin on
             }
             set_streamed(streamed);
-            set_streamed_tf32(prec == ConvPrecision::Tf32 && streamed);
             set_thin(thin);
             let prec_name = match (prec, streamed) {
                 (ConvPrecision::Bf16, true) => "Bf16 streamed".to_string(),
-                (ConvPrecision::Tf32, true) => "Tf32 streamed".to_string(),
                 (ConvPrecision::Bf16, false) => "Bf16 staged".to_string(),
                 _ => format!("{prec:?}"),
             } + if thin_case && prec != ConvPrecision::Fp32 {
@@ -394,7 +389,6 @@ fn conv_matches_cpu_in_every_precision() {
             }
         }
         set_streamed(true);
-        set_streamed_tf32(false);
         set_thin(true);
     }
 }
@@ -456,17 +450,15 @@ fn linear_matches_cpu() {
         };
         linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
         let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
-        // FP32 (gemm_f32.cu), TF32 staged and streamed (gemm_tf32.cu), BF16 streamed
-        // (gemm_bf16.cu) and staged; streamed where the extents are multiples of 8.
+        // FP32 (gemm_f32.cu), TF32, BF16 streamed (gemm_bf16.cu, where the extents are
+        // multiples of 8) and staged.
         for (prec, streamed, tol) in [
             (ConvPrecision::Fp32, false, 1e-5),
             (ConvPrecision::Tf32, false, 5e-3),
-            (ConvPrecision::Tf32, true, 5e-3),
             (ConvPrecision::Bf16, true, 3e-2),
             (ConvPrecision::Bf16, false, 3e-2),
         ] {
-            set_streamed(prec != ConvPrecision::Bf16 || streamed);
-            set_streamed_tf32(prec == ConvPrecision::Tf32 && streamed);
+            set_streamed(streamed);
             let gy = dev.alloc_f32(rows * fout).unwrap();
             gpu_lin_fwd(dev, prec, &d, &gx, &gw, Some(&gb), &gy).expect("gpu");
             let kind = if streamed { " streamed" } else { "" };
@@ -504,6 +496,5 @@ fn linear_matches_cpu() {
             assert_close(&format!("{tag} dbias"), &down(dev, &gdb, fout), &db, 1e-4);
         }
         set_streamed(true);
-        set_streamed_tf32(false);
     }
 }

@@ -2,16 +2,20 @@
 //! candidates of `MEDVAE_CONV_TILE` / `MEDVAE_WGRAD_TILE`; the wgmma kernels, the default on
 //! compute capability 9.0, switched off for them), and the wgmma kernels in every mode, against
 //! the CPU kernels, on problems
-//! large enough that the launcher takes them (it keeps 64x64 for small problems).
+//! large enough that the launcher takes them (it keeps 64x64 for small problems); and the
+//! streamed TF32 convolutions and GEMMs (`MEDVAE_CONV_TF32=streamed`, off by default), on every
+//! case of `conv.rs` and on linear layers. scripts/gpu-check.sh runs each of these in a process
+//! of its own, apart from the kernels in use.
 
-use crate::conv::{conv_case, ConvCase};
-use crate::support::{assert_close, device, down, rng, up};
+use crate::conv::{cases, conv_case, ConvCase};
+use crate::support::{assert_close, device, down, randn, rng, up};
 use medvae_kernels::cpu::conv::ConvGeometry;
 use medvae_runtime::cuda::ops::conv::{conv_backward, conv_forward as gpu_fwd, ConvPrecision};
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_plan::{
     set_forward_tile, set_wgrad_tile, streamed_forward_tile, STREAMED_TILES,
 };
+use medvae_runtime::cuda::ops::conv_tf32::set_streamed_tf32;
 use medvae_runtime::cuda::ops::conv_wgmma::{self, WgmmaMode};
 use medvae_runtime::cuda::CudaDevice;
 
@@ -33,18 +37,23 @@ fn label(g: &ConvGeometry) -> String {
 
 /// The BF16 forward, then data and weight gradients in one call, on the GPU against the CPU.
 fn compare(dev: &CudaDevice, c: &ConvCase, tag: &str) {
+    compare_in(dev, c, tag, ConvPrecision::Bf16, 3e-2);
+}
+
+/// [`compare`] in precision `prec` with tolerance `tol` (relative L2).
+fn compare_in(dev: &CudaDevice, c: &ConvCase, tag: &str, prec: ConvPrecision, tol: f64) {
     let g = &c.g;
     let (gx, gw, gb, gdy) = (up(dev, &c.x), up(dev, &c.w), up(dev, &c.b), up(dev, &c.dy));
     let gy = dev.alloc_f32(g.output_len()).expect("alloc");
-    gpu_fwd(dev, g, ConvPrecision::Bf16, &gx, &gw, Some(&gb), &gy, 0.0).expect("fwd");
+    gpu_fwd(dev, g, prec, &gx, &gw, Some(&gb), &gy, 0.0).expect("fwd");
     let y = down(dev, &gy, g.output_len());
-    assert_close(&format!("{tag} forward"), &y, &c.y, 3e-2);
+    assert_close(&format!("{tag} forward"), &y, &c.y, tol);
     let gdw = up(dev, &c.dw0);
     let gdx = dev.alloc_f32(g.input_len()).expect("alloc");
     conv_backward(
         dev,
         g,
-        ConvPrecision::Bf16,
+        prec,
         Some(&gx),
         Some(&gw),
         &gdy,
@@ -54,9 +63,9 @@ fn compare(dev: &CudaDevice, c: &ConvCase, tag: &str) {
     )
     .expect("backward");
     let dx = down(dev, &gdx, g.input_len());
-    assert_close(&format!("{tag} backward data"), &dx, &c.dx, 3e-2);
+    assert_close(&format!("{tag} backward data"), &dx, &c.dx, tol);
     let dw = down(dev, &gdw, g.weight_len());
-    assert_close(&format!("{tag} backward weight"), &dw, &c.dw, 3e-2);
+    assert_close(&format!("{tag} backward weight"), &dw, &c.dw, tol);
 }
 
 #[test]
@@ -108,4 +117,102 @@ fn wgmma_kernels_match_cpu() {
         }
     }
     conv_wgmma::set_mode(default_mode);
+}
+
+#[test]
+fn tf32_streamed_convolutions_match_cpu() {
+    let Some(dev) = device() else { return };
+    set_streamed_tf32(true);
+    let mut r = rng(61);
+    for (name, g) in cases()
+        .into_iter()
+        .chain(shapes().map(|g| ("tile shape", g)))
+    {
+        // The direct FP32 reference on the CPU is what conv_case computes; only channel counts
+        // that are multiples of 4 reach the streamed kernels (the rest stay staged).
+        let c = conv_case(g, &mut r, 0.2);
+        let tag = format!("{name} {} Tf32 streamed", label(&g));
+        compare_in(dev, &c, &tag, ConvPrecision::Tf32, 5e-3);
+    }
+    set_streamed_tf32(false);
+}
+
+#[test]
+fn tf32_streamed_linear_matches_cpu() {
+    use medvae_kernels::cpu::linear::{linear_backward, linear_forward, LinearDims, LinearGrads};
+    use medvae_runtime::cuda::ops::gemm::{
+        linear_backward as gpu_lin_bwd, linear_forward as gpu_lin_fwd,
+    };
+    let Some(dev) = device() else { return };
+    set_streamed_tf32(true);
+    let mut r = rng(62);
+    for &(rows, fin, fout) in &[
+        (10usize, 48usize, 24usize),
+        (2 * 197, 768, 768),
+        (4096, 512, 2048),
+    ] {
+        let d = LinearDims {
+            rows,
+            in_features: fin,
+            out_features: fout,
+        };
+        let x = randn(&mut r, rows * fin, 1.0);
+        let w = randn(&mut r, fout * fin, 0.05);
+        let b = randn(&mut r, fout, 0.1);
+        let dy = randn(&mut r, rows * fout, 1.0);
+        let mut y = vec![0.0f32; rows * fout];
+        linear_forward(&d, &x, &w, Some(&b), &mut y).expect("cpu");
+        let (mut dx, mut dw, mut db) = (
+            vec![0.0f32; rows * fin],
+            vec![0.0f32; fout * fin],
+            vec![0.0f32; fout],
+        );
+        let grads = LinearGrads {
+            dx: Some(&mut dx),
+            dweight: Some(&mut dw),
+            dbias: Some(&mut db),
+        };
+        linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
+        let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
+        let gy = dev.alloc_f32(rows * fout).expect("alloc");
+        gpu_lin_fwd(dev, ConvPrecision::Tf32, &d, &gx, &gw, Some(&gb), &gy).expect("gpu");
+        let tag = format!("linear {rows}x{fin}->{fout} Tf32 streamed");
+        assert_close(
+            &format!("{tag} forward"),
+            &down(dev, &gy, rows * fout),
+            &y,
+            5e-3,
+        );
+        let (gdx, gdw, gdb) = (
+            dev.alloc_f32(rows * fin).expect("alloc"),
+            up(dev, &vec![0.0; fout * fin]),
+            up(dev, &vec![0.0; fout]),
+        );
+        gpu_lin_bwd(
+            dev,
+            ConvPrecision::Tf32,
+            &d,
+            &gx,
+            &gw,
+            &gdy,
+            Some(&gdx),
+            Some(&gdw),
+            Some(&gdb),
+        )
+        .expect("gpu");
+        assert_close(
+            &format!("{tag} dx"),
+            &down(dev, &gdx, rows * fin),
+            &dx,
+            5e-3,
+        );
+        assert_close(
+            &format!("{tag} dw"),
+            &down(dev, &gdw, fout * fin),
+            &dw,
+            5e-3,
+        );
+        assert_close(&format!("{tag} db"), &down(dev, &gdb, fout), &db, 1e-4);
+    }
+    set_streamed_tf32(false);
 }
