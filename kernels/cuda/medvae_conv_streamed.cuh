@@ -10,7 +10,7 @@
 #pragma once
 #include "medvae_common.cuh"
 #include "medvae_conv.cuh"
-#include "medvae_igemm_bf16.cuh"
+#include "medvae_igemm_streamed.cuh"
 
 // A GEMM k index over (tap, channel), k = tap * channels + c with c contiguous, kept as the
 // tap's (kd, kh, kw) and c, and advanced without division.

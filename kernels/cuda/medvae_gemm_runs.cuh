@@ -6,7 +6,7 @@
 // offsets keep every run inside its row.
 #pragma once
 #include "medvae_gemm.cuh"
-#include "medvae_igemm_bf16.cuh"
+#include "medvae_igemm_streamed.cuh"
 
 template <class E, bool AK, bool BK>
 struct GemmRunsProb : GemmOperands<E> {

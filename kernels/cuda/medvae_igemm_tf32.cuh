@@ -5,10 +5,10 @@
 // elements goes straight to shared memory with cp.async (zero-filled where the problem
 // predicates it off), STAGES k-tiles in flight, and each fragment register is rounded to TF32
 // (cvt.rna: nearest, ties away) as it leaves shared memory, the rounding of the staged TF32
-// kernels of conv_igemm.cu. The problem classes, their iterators and the copy issue
-// (igemm_bf16_issue) are the bf16 loop's, instantiated on float (medvae_conv_streamed.cuh);
-// only the run length (four elements, so channel counts must be multiples of 4), the tile
-// layouts and the fragment loads differ:
+// kernels of conv_igemm.cu. The main loop (igemm_streamed_run, medvae_igemm_streamed.cuh), the
+// problem classes (instantiated on float: medvae_conv_streamed.cuh, medvae_gemm_runs.cuh), their
+// iterators and the copy issue are the bf16 loop's; only the run length (four elements, so
+// channel counts must be multiples of 4), the tile layouts and the fragment loads differ:
 //   k-major tiles ([ROWS][BK + 4] f32): ldmatrix.x4. An 8x8 b16 matrix is 8 rows by 4 f32, and
 //     register q of lane l then holds row l/4, f32 column l%4 of matrix q: exactly the tf32
 //     m16n8k8 fragments (A: a0..a3 at rows +0/+8, columns +0/+4; B: b0, b1 at k +0/+4). A row
@@ -20,7 +20,7 @@
 // Dynamic shared memory: STAGES * (tile A + tile B) * 4 bytes (igemm_tf32_smem_bytes).
 #pragma once
 #include "medvae_common.cuh"
-#include "medvae_igemm_bf16.cuh"
+#include "medvae_igemm_streamed.cuh"
 
 #define MV_PAD32_K 4  // k-major row padding (f32): rows 144 bytes apart for BK 32
 #define MV_PAD32_R 8  // row-major row padding (f32): stride ≡ 8 (mod 32) words
@@ -92,107 +92,33 @@ __device__ __forceinline__ void frag32_load_b2(mv_u32 f[4], unsigned saddr) {
     for (int i = 0; i < 4; ++i) f[i] = mv_tf32_bits(f[i]);
 }
 
-// k-tiles kt_begin..kt_end (each BK deep) of the block's BM x BN output tile.
+// The TF32 operand type of igemm_streamed_run: runs of four f32, mma m16n8k8, fragments as
+// above, rounded on load.
+struct Tf32Frags {
+    static constexpr int ELEM_BYTES = 4, RUN = 4, KSTEP = 8;
+    template <bool KMAJ, int ROWS, int BK>
+    using Tile = Tile32<KMAJ, ROWS, BK>;
+    template <bool KMAJ, int ROWS, int BK>
+    __host__ __device__ static constexpr int a_offset(int r0, int k0, int lane) {
+        return frag32_a_offset<KMAJ, ROWS, BK>(r0, k0, lane);
+    }
+    template <bool KMAJ, int ROWS, int BK>
+    __host__ __device__ static constexpr int b2_offset(int n0, int k0, int lane) {
+        return frag32_b2_offset<KMAJ, ROWS, BK>(n0, k0, lane);
+    }
+    template <bool KMAJ, int STRIDE>
+    __device__ static void load_a(mv_u32 f[4], unsigned saddr) {
+        frag32_load_a<KMAJ, STRIDE>(f, saddr);
+    }
+    template <bool KMAJ, int STRIDE>
+    __device__ static void load_b2(mv_u32 f[4], unsigned saddr) {
+        frag32_load_b2<KMAJ, STRIDE>(f, saddr);
+    }
+    __device__ static void mma(float c[4], const mv_u32 a[4], const mv_u32 b[2]) { mv_mma_tf32_16x8x8(c, a, b); }
+};
+
+// k-tiles kt_begin..kt_end (each BK deep) of the block's BM x BN output tile, on f32 operands.
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, class Prob, int BK>
 __device__ __forceinline__ void igemm_tf32_run(const Prob& pb, int kt_begin, int kt_end) {
-    typedef Tile32<Prob::A_KMAJOR, BM, BK> TA;
-    typedef Tile32<Prob::B_KMAJOR, BN, BK> TB;
-    constexpr int NT = WARPS_M * WARPS_N * 32;
-    constexpr int WTM = BM / WARPS_M, WTN = BN / WARPS_N;
-    constexpr int MT = WTM / 16, NTL = WTN / 8;
-    constexpr int RA = BM * BK / 4 / NT, RB = BN * BK / 4 / NT;  // runs per thread and k-tile
-    static_assert(RA * NT * 4 == BM * BK && RB * NT * 4 == BN * BK, "tile not divisible");
-    static_assert(NTL % 2 == 0 && STAGES >= 2, "fragment loads take two column tiles");
-    static_assert(BK % 8 == 0 && WTM % 16 == 0, "whole mma steps");
-    // The thread's runs share their k (k-major) or rows (row-major), as in igemm_bf16_run.
-    static_assert(NT % TA::RUNS_INNER == 0 && NT % TB::RUNS_INNER == 0,
-                  "a thread's runs must share their k (k-major) or their rows (row-major)");
-    constexpr int STAGE = TA::ELEMS + TB::ELEMS;
-
-    const unsigned smem = mv_smem_addr(MV_DYN_SMEM(float));
-    const int tid = threadIdx.x;
-    const int m0 = blockIdx.x * BM, n0 = blockIdx.y * BN;
-
-    constexpr int A_STEP = NT / TA::RUNS_INNER * TA::STRIDE * 4, B_STEP = NT / TB::RUNS_INNER * TB::STRIDE * 4;
-    typename Prob::template AIt<RA> ait;
-    typename Prob::template BIt<RB> bit;
-    const int a_outer = tid / TA::RUNS_INNER, a_inner = (tid % TA::RUNS_INNER) * 4;
-    const int b_outer = tid / TB::RUNS_INNER, b_inner = (tid % TB::RUNS_INNER) * 4;
-    const unsigned a_run = (a_outer * TA::STRIDE + a_inner) * 4, b_run = (b_outer * TB::STRIDE + b_inner) * 4;
-    {
-        int a_fixed[RA], a_k[RA], b_fixed[RB], b_k[RB];
-#pragma unroll
-        for (int j = 0; j < RA; ++j) {
-            const int outer = a_outer + j * (NT / TA::RUNS_INNER);
-            a_fixed[j] = m0 + (Prob::A_KMAJOR ? outer : a_inner);
-            a_k[j] = kt_begin * BK + (Prob::A_KMAJOR ? a_inner : outer);
-        }
-#pragma unroll
-        for (int j = 0; j < RB; ++j) {
-            const int outer = b_outer + j * (NT / TB::RUNS_INNER);
-            b_fixed[j] = n0 + (Prob::B_KMAJOR ? outer : b_inner);
-            b_k[j] = kt_begin * BK + (Prob::B_KMAJOR ? b_inner : outer);
-        }
-        pb.a_begin(ait, a_fixed, a_k);
-        pb.b_begin(bit, b_fixed, b_k);
-    }
-    auto load = [&](int stage) {
-        const unsigned sa = smem + stage * STAGE * 4;
-        igemm_bf16_issue<A_STEP, B_STEP>(pb, ait, sa + a_run, bit, sa + TA::ELEMS * 4 + b_run, BK);
-    };
-    // Prologue: STAGES-1 tiles in flight (empty groups keep the count uniform).
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (kt_begin + s < kt_end) load(s);
-        mv_cp_async_commit();
-    }
-
-    float acc[MT][NTL][4];
-#pragma unroll
-    for (int i = 0; i < MT; ++i)
-#pragma unroll
-        for (int j = 0; j < NTL; ++j) acc[i][j][0] = acc[i][j][1] = acc[i][j][2] = acc[i][j][3] = 0.0f;
-
-    const int warp = tid >> 5, lane = tid & 31;
-    const int wm = (warp / WARPS_N) * WTM, wn = (warp % WARPS_N) * WTN;
-    const unsigned a_frag = frag32_a_offset<Prob::A_KMAJOR, BM, BK>(wm, 0, lane);
-    const unsigned b_frag = TA::ELEMS * 4 + frag32_b2_offset<Prob::B_KMAJOR, BN, BK>(wn, 0, lane);
-    constexpr int A_MI = frag32_a_offset<Prob::A_KMAJOR, BM, BK>(16, 0, 0) - frag32_a_offset<Prob::A_KMAJOR, BM, BK>(0, 0, 0);
-    constexpr int A_KS = frag32_a_offset<Prob::A_KMAJOR, BM, BK>(0, 8, 0) - frag32_a_offset<Prob::A_KMAJOR, BM, BK>(0, 0, 0);
-    constexpr int B_NJ = frag32_b2_offset<Prob::B_KMAJOR, BN, BK>(16, 0, 0) - frag32_b2_offset<Prob::B_KMAJOR, BN, BK>(0, 0, 0);
-    constexpr int B_KS = frag32_b2_offset<Prob::B_KMAJOR, BN, BK>(0, 8, 0) - frag32_b2_offset<Prob::B_KMAJOR, BN, BK>(0, 0, 0);
-
-    for (int kt = kt_begin, i = 0; kt < kt_end; ++kt, ++i) {
-        // Tile kt has landed once at most STAGES-2 younger groups are pending; the barrier also
-        // frees the stage about to be refilled (read in the previous iteration).
-        mv_cp_async_wait<STAGES - 2>();
-        __syncthreads();
-        if (kt + STAGES - 1 < kt_end) load((i + STAGES - 1) % STAGES);
-        mv_cp_async_commit();
-
-        const unsigned stage = smem + (i % STAGES) * STAGE * 4;
-        const unsigned sa = stage + a_frag, sb = stage + b_frag;
-#pragma unroll
-        for (int ks = 0; ks < BK / 8; ++ks) {
-            mv_u32 af[MT][4], bf[NTL][2];
-#pragma unroll
-            for (int mi = 0; mi < MT; ++mi) frag32_load_a<Prob::A_KMAJOR, TA::STRIDE>(af[mi], sa + mi * A_MI + ks * A_KS);
-#pragma unroll
-            for (int nj = 0; nj < NTL; nj += 2) {
-                mv_u32 f[4];
-                frag32_load_b2<Prob::B_KMAJOR, TB::STRIDE>(f, sb + (nj / 2) * B_NJ + ks * B_KS);
-                bf[nj][0] = f[0];
-                bf[nj][1] = f[1];
-                bf[nj + 1][0] = f[2];
-                bf[nj + 1][1] = f[3];
-            }
-#pragma unroll
-            for (int mi = 0; mi < MT; ++mi)
-#pragma unroll
-                for (int nj = 0; nj < NTL; ++nj) mv_mma_tf32_16x8x8(acc[mi][nj], af[mi], bf[nj]);
-        }
-    }
-    mv_cp_async_wait<0>();  // only empty groups remain; leave nothing in flight
-
-    mv_mma_epilogue<MT, NTL>(pb, acc, m0 + wm, n0 + wn, lane);
+    igemm_streamed_run<Tf32Frags, BM, BN, WARPS_M, WARPS_N, STAGES, Prob, BK>(pb, kt_begin, kt_end);
 }

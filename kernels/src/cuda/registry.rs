@@ -83,6 +83,7 @@ pub const HEADERS: &[KernelHeader] = &[
     header!("medvae_conv.cuh"),
     header!("medvae_igemm.cuh"),
     header!("medvae_gemm.cuh"),
+    header!("medvae_igemm_streamed.cuh"),
     header!("medvae_igemm_bf16.cuh"),
     header!("medvae_igemm_tf32.cuh"),
     header!("medvae_gemm_runs.cuh"),

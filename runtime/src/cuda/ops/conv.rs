@@ -2,7 +2,9 @@
 //! or the direct f32 kernels, with the CPU kernels' geometry ([`ConvGeometry`]) and semantics.
 
 use super::conv_plan::{tf32_wgrad_plan, tile, wgrad_plan};
-use super::{check_f32, conv_bf16, conv_tf32, conv_thin, conv_wgmma, grid_1d, i32_of, Args};
+use super::{
+    check_f32, conv_bf16, conv_streamed, conv_tf32, conv_thin, conv_wgmma, grid_1d, i32_of, Args,
+};
 use crate::cuda::device::cfg;
 use crate::cuda::error::{geometry, CudaResult};
 use crate::cuda::{CudaDevice, DeviceBuffer};
@@ -139,13 +141,13 @@ pub fn conv_forward(
             return conv_wgmma::forward(dev, g, cg, &xh, w, bias, y, beta);
         }
         let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
-        return conv_bf16::forward(dev, g, cg, &xh, &wh, bias, y, beta);
+        return conv_streamed::forward(conv_bf16::BF16, dev, g, cg, &xh, &wh, bias, y, beta);
     }
     if prec != ConvPrecision::Fp32 && conv_thin::applies(g) {
         return conv_thin::forward(dev, g, cg, x, w, bias, y, beta);
     }
     if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
-        return conv_tf32::forward(dev, g, cg, x, w, bias, y, beta);
+        return conv_streamed::forward(conv_tf32::TF32, dev, g, cg, x, w, bias, y, beta);
     }
     let mut a = Args::new();
     a.push(cg).buf(x).buf(w).opt(bias).buf(y).push(beta);
@@ -381,17 +383,27 @@ fn data_gradient(
                         return conv_wgmma::forward(dev, &gt, cgt, dyh, &wt, None, dx, beta);
                     }
                     let wth = conv_bf16::to_bf16(dev, &wt, g.weight_len())?;
-                    conv_bf16::forward(dev, &gt, cgt, dyh, &wth, None, dx, beta)
+                    conv_streamed::forward(
+                        conv_bf16::BF16,
+                        dev,
+                        &gt,
+                        cgt,
+                        dyh,
+                        &wth,
+                        None,
+                        dx,
+                        beta,
+                    )
                 }
                 _ => conv_forward(dev, &gt, prec, dy, &wt, None, dx, beta),
             };
         }
         if let Some(dyh) = dyh {
             let wh = conv_bf16::to_bf16(dev, w, g.weight_len())?;
-            return conv_bf16::backward_data(dev, g, cg, dyh, &wh, dx, beta);
+            return conv_streamed::backward_data(conv_bf16::BF16, dev, g, cg, dyh, &wh, dx, beta);
         }
         if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
-            return conv_tf32::backward_data(dev, g, cg, dy, w, dx, beta);
+            return conv_streamed::backward_data(conv_tf32::TF32, dev, g, cg, dy, w, dx, beta);
         }
     }
     let mut a = Args::new();
@@ -455,7 +467,7 @@ fn weight_gradient(
     }
     if prec == ConvPrecision::Tf32 && conv_tf32::applies(g) {
         let plan = tf32_wgrad_plan(dev, g)?;
-        return conv_tf32::backward_weight(dev, cg, &x, dy, dw, &plan);
+        return conv_streamed::backward_weight(conv_tf32::TF32, dev, cg, &x, dy, dw, &plan);
     }
     if let Some(dyh) = dyh {
         let xh = conv_bf16::to_bf16(dev, &x, g.input_len())?;
@@ -465,7 +477,7 @@ fn weight_gradient(
             return conv_wgmma::backward_weight(dev, g, cg, &xh, dyh, dw);
         }
         let plan = wgrad_plan(dev, g, prec, true)?;
-        return conv_bf16::backward_weight(dev, cg, &xh, dyh, dw, &plan);
+        return conv_streamed::backward_weight(conv_bf16::BF16, dev, cg, &xh, dyh, dw, &plan);
     }
     let plan = wgrad_plan(dev, g, prec, false)?;
     let mut a = Args::new();

@@ -9,15 +9,12 @@
 //! The rounding is the same round-to-nearest-even as the staged kernels' (`mv_f32_to_bf16`), so
 //! the two paths differ only in f32 summation order.
 
-use super::conv::ConvGeom;
-use super::conv_plan::{streamed_forward_tile, tile, BlockTile, WgradPlan, BIG, SMALL};
-use super::{grid_1d, i32_of, Args, KernelSwitch};
-use crate::cuda::device::cfg;
+use super::conv_plan::{BlockTile, BIG, SMALL};
+use super::conv_streamed::Family;
+use super::{grid_1d, Args, KernelSwitch};
 use crate::cuda::error::CudaResult;
 use crate::cuda::{CudaDevice, DeviceBuffer};
 use medvae_kernels::cpu::conv::ConvGeometry;
-
-const KERNEL: &str = "cuda conv (bf16 streamed)";
 
 /// The default k-tile of `medvae_igemm_bf16.cuh` / `conv_bf16.cu` (the GEMMs' and the default
 /// tiles'), and its rows' padding.
@@ -101,91 +98,13 @@ pub(super) fn square_smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> 
     smem_bytes(&t, a_kmajor, b_kmajor)
 }
 
-/// `y = conv(x, w) + bias + beta * y` from bf16 `xh`, `wh` (the launcher
-/// `super::conv::conv_forward` has checked the buffers and the geometry).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forward(
-    dev: &CudaDevice,
-    g: &ConvGeometry,
-    cg: ConvGeom,
-    xh: &DeviceBuffer,
-    wh: &DeviceBuffer,
-    bias: Option<&DeviceBuffer>,
-    y: &DeviceBuffer,
-    beta: f32,
-) -> CudaResult<()> {
-    let m = g.output_len() / g.cout;
-    let t = streamed_forward_tile(dev, m, g.cout)?;
-    let grid = (m.div_ceil(t.bm) as u32, g.cout.div_ceil(t.bn) as u32, 1);
-    Args::new()
-        .push(cg)
-        .buf(xh)
-        .buf(wh)
-        .opt(bias)
-        .buf(y)
-        .push(beta)
-        .launch(
-            dev,
-            &format!("conv_fwd_bf16s_{}", t.name),
-            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, false)),
-        )
-}
-
-/// `dx = conv^T(dy, w) + beta * dx` from bf16 `dyh`, `wh`, by the data-gradient problem (for
-/// strided convolutions; stride 1 goes through [`forward`] with flipped weights).
-pub(super) fn backward_data(
-    dev: &CudaDevice,
-    g: &ConvGeometry,
-    cg: ConvGeom,
-    dyh: &DeviceBuffer,
-    wh: &DeviceBuffer,
-    dx: &DeviceBuffer,
-    beta: f32,
-) -> CudaResult<()> {
-    let m = g.input_len() / g.cin;
-    // The strided data-gradient kernels exist in the two default tiles only.
-    let t = tile(dev, m, g.cin);
-    let grid = (m.div_ceil(t.bm) as u32, g.cin.div_ceil(t.bn) as u32, 1);
-    Args::new()
-        .push(cg)
-        .buf(dyh)
-        .buf(wh)
-        .buf(dx)
-        .push(beta)
-        .launch(
-            dev,
-            &format!("conv_dgrad_bf16s_{}", t.name),
-            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, true)),
-        )
-}
-
-/// `dw += x^T dy` from bf16 `xh`, `dyh`, with the block tile and the split of the pixel
-/// reduction that `super::conv` planned.
-pub(super) fn backward_weight(
-    dev: &CudaDevice,
-    cg: ConvGeom,
-    xh: &DeviceBuffer,
-    dyh: &DeviceBuffer,
-    dw: &DeviceBuffer,
-    plan: &WgradPlan,
-) -> CudaResult<()> {
-    let grid = (plan.grid.0, plan.grid.1, plan.splits as u32);
-    Args::new()
-        .push(cg)
-        .buf(xh)
-        .buf(dyh)
-        .buf(dw)
-        .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
-        .launch(
-            dev,
-            &format!("conv_wgrad_bf16s_{}", plan.tile.name),
-            cfg(
-                grid,
-                (plan.tile.threads, 1, 1),
-                smem_bytes(&plan.tile, false, false),
-            ),
-        )
-}
+/// The streamed BF16 kernels as a [`Family`] of [`super::conv_streamed`]: operands in bf16
+/// buffers, `conv_*_bf16s_*` entry points, every tile of `STREAMED_TILES` for the forward.
+pub(super) const BF16: Family = Family {
+    infix: "bf16s",
+    smem_bytes,
+    tile_override: true,
+};
 
 #[cfg(test)]
 mod tests {

@@ -8,15 +8,10 @@
 //! the TF32 GEMMs (`super::gemm`). Both round to nearest (ties away), so they
 //! differ only in f32 summation order.
 
-use super::conv::ConvGeom;
-use super::conv_plan::{tile, BlockTile, WgradPlan, BIG, SMALL};
-use super::{conv_bf16, i32_of, Args, KernelSwitch};
-use crate::cuda::device::cfg;
-use crate::cuda::error::CudaResult;
-use crate::cuda::{CudaDevice, DeviceBuffer};
+use super::conv_plan::{BlockTile, BIG, SMALL};
+use super::conv_streamed::Family;
+use super::{conv_bf16, KernelSwitch};
 use medvae_kernels::cpu::conv::ConvGeometry;
-
-const KERNEL: &str = "cuda conv (tf32 streamed)";
 
 /// The k-tile (f32 elements) and pipeline depth of `conv_tf32.cu` (`MV_TF32_BK`,
 /// `MV_TF32_STAGES`).
@@ -68,89 +63,13 @@ pub(super) fn square_smem_bytes(edge: usize, a_kmajor: bool, b_kmajor: bool) -> 
     smem_bytes(&t, a_kmajor, b_kmajor)
 }
 
-/// `y = conv(x, w) + bias + beta * y` (buffers and geometry checked by `super::conv`).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn forward(
-    dev: &CudaDevice,
-    g: &ConvGeometry,
-    cg: ConvGeom,
-    x: &DeviceBuffer,
-    w: &DeviceBuffer,
-    bias: Option<&DeviceBuffer>,
-    y: &DeviceBuffer,
-    beta: f32,
-) -> CudaResult<()> {
-    let m = g.output_len() / g.cout;
-    let t = tile(dev, m, g.cout);
-    let grid = (m.div_ceil(t.bm) as u32, g.cout.div_ceil(t.bn) as u32, 1);
-    Args::new()
-        .push(cg)
-        .buf(x)
-        .buf(w)
-        .opt(bias)
-        .buf(y)
-        .push(beta)
-        .launch(
-            dev,
-            &format!("conv_fwd_tf32s_{}", t.name),
-            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, false)),
-        )
-}
-
-/// `dx = conv^T(dy, w) + beta * dx` by the data-gradient problem (strided convolutions; stride
-/// 1 goes through [`forward`] with flipped weights).
-pub(super) fn backward_data(
-    dev: &CudaDevice,
-    g: &ConvGeometry,
-    cg: ConvGeom,
-    dy: &DeviceBuffer,
-    w: &DeviceBuffer,
-    dx: &DeviceBuffer,
-    beta: f32,
-) -> CudaResult<()> {
-    let m = g.input_len() / g.cin;
-    let t = tile(dev, m, g.cin);
-    let grid = (m.div_ceil(t.bm) as u32, g.cin.div_ceil(t.bn) as u32, 1);
-    Args::new()
-        .push(cg)
-        .buf(dy)
-        .buf(w)
-        .buf(dx)
-        .push(beta)
-        .launch(
-            dev,
-            &format!("conv_dgrad_tf32s_{}", t.name),
-            cfg(grid, (t.threads, 1, 1), smem_bytes(&t, true, true)),
-        )
-}
-
-/// `dw += x^T dy` with the block tile and pixel split of `plan` (from
-/// `conv_plan::tf32_wgrad_plan`).
-pub(super) fn backward_weight(
-    dev: &CudaDevice,
-    cg: ConvGeom,
-    x: &DeviceBuffer,
-    dy: &DeviceBuffer,
-    dw: &DeviceBuffer,
-    plan: &WgradPlan,
-) -> CudaResult<()> {
-    let grid = (plan.grid.0, plan.grid.1, plan.splits as u32);
-    Args::new()
-        .push(cg)
-        .buf(x)
-        .buf(dy)
-        .buf(dw)
-        .push(i32_of(KERNEL, "tiles per split", plan.per_split)?)
-        .launch(
-            dev,
-            &format!("conv_wgrad_tf32s_{}", plan.tile.name),
-            cfg(
-                grid,
-                (plan.tile.threads, 1, 1),
-                smem_bytes(&plan.tile, false, false),
-            ),
-        )
-}
+/// The streamed TF32 kernels as a [`Family`] of [`super::conv_streamed`]: the f32 operands in
+/// place, `conv_*_tf32s_*` entry points, 128x128 or 64x64 tiles.
+pub(super) const TF32: Family = Family {
+    infix: "tf32s",
+    smem_bytes,
+    tile_override: false,
+};
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod attention;
 pub mod conv;
 pub mod conv_bf16;
 pub mod conv_plan;
+pub(crate) mod conv_streamed;
 pub mod conv_tf32;
 pub mod conv_thin;
 pub mod conv_wgmma;
