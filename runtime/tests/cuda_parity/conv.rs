@@ -5,12 +5,17 @@ use crate::support::{assert_close, device, down, randn, rng, up};
 use medvae_kernels::cpu::conv::{
     conv_backward_data, conv_backward_weight, conv_forward, ConvGeometry,
 };
+use medvae_kernels::cpu::linear::{linear_backward, linear_forward, LinearDims, LinearGrads};
 use medvae_runtime::cuda::ops::conv::{
     conv_backward as gpu_backward, conv_backward_data as gpu_dgrad,
     conv_backward_weight as gpu_wgrad, conv_forward as gpu_fwd, ConvPrecision,
 };
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
 use medvae_runtime::cuda::ops::conv_thin::set_enabled as set_thin;
+use medvae_runtime::cuda::ops::gemm::{
+    linear_backward as gpu_lin_bwd, linear_forward as gpu_lin_fwd,
+};
+use medvae_runtime::cuda::CudaDevice;
 use rand_chacha::ChaCha8Rng;
 
 #[allow(clippy::too_many_arguments)] // one geometry field per argument
@@ -412,12 +417,108 @@ fn conv_rejects_short_buffers() {
     assert!(gpu_fwd(dev, &g, ConvPrecision::Tf32, &x, &w, None, &y, 0.0).is_err());
 }
 
+/// A linear layer's inputs (x `[rows, in]`, W `[out, in]`, b, dy) with its CPU output and
+/// gradients; dW and db accumulate onto 0.5 (both sides start there).
+pub(crate) struct LinearCase {
+    pub d: LinearDims,
+    pub x: Vec<f32>,
+    pub w: Vec<f32>,
+    pub b: Vec<f32>,
+    pub dy: Vec<f32>,
+    pub y: Vec<f32>,
+    pub dx: Vec<f32>,
+    pub dw: Vec<f32>,
+    pub db: Vec<f32>,
+}
+
+pub(crate) fn linear_case(rows: usize, fin: usize, fout: usize, r: &mut ChaCha8Rng) -> LinearCase {
+    let d = LinearDims {
+        rows,
+        in_features: fin,
+        out_features: fout,
+    };
+    let x = randn(r, rows * fin, 1.0);
+    let w = randn(r, fout * fin, 0.05);
+    let b = randn(r, fout, 0.1);
+    let dy = randn(r, rows * fout, 1.0);
+    let mut y = vec![0.0f32; rows * fout];
+    linear_forward(&d, &x, &w, Some(&b), &mut y).expect("cpu");
+    let (mut dx, mut dw, mut db) = (
+        vec![0.0f32; rows * fin],
+        vec![0.5f32; fout * fin],
+        vec![0.5f32; fout],
+    );
+    let grads = LinearGrads {
+        dx: Some(&mut dx),
+        dweight: Some(&mut dw),
+        dbias: Some(&mut db),
+    };
+    linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
+    LinearCase {
+        d,
+        x,
+        w,
+        b,
+        dy,
+        y,
+        dx,
+        dw,
+        db,
+    }
+}
+
+/// The linear forward and backward of `c` in `prec` on the GPU against the CPU.
+pub(crate) fn compare_linear(
+    dev: &CudaDevice,
+    c: &LinearCase,
+    prec: ConvPrecision,
+    tag: &str,
+    tol: f64,
+) {
+    let (rows, fin, fout) = (c.d.rows, c.d.in_features, c.d.out_features);
+    let (gx, gw, gb, gdy) = (up(dev, &c.x), up(dev, &c.w), up(dev, &c.b), up(dev, &c.dy));
+    let gy = dev.alloc_f32(rows * fout).expect("alloc");
+    gpu_lin_fwd(dev, prec, &c.d, &gx, &gw, Some(&gb), &gy).expect("gpu");
+    assert_close(
+        &format!("{tag} forward"),
+        &down(dev, &gy, rows * fout),
+        &c.y,
+        tol,
+    );
+    let (gdx, gdw, gdb) = (
+        dev.alloc_f32(rows * fin).expect("alloc"),
+        up(dev, &vec![0.5; fout * fin]),
+        up(dev, &vec![0.5; fout]),
+    );
+    gpu_lin_bwd(
+        dev,
+        prec,
+        &c.d,
+        &gx,
+        &gw,
+        &gdy,
+        Some(&gdx),
+        Some(&gdw),
+        Some(&gdb),
+    )
+    .expect("gpu");
+    assert_close(
+        &format!("{tag} dx"),
+        &down(dev, &gdx, rows * fin),
+        &c.dx,
+        tol,
+    );
+    assert_close(
+        &format!("{tag} dweight"),
+        &down(dev, &gdw, fout * fin),
+        &c.dw,
+        tol,
+    );
+    assert_close(&format!("{tag} dbias"), &down(dev, &gdb, fout), &c.db, 1e-4);
+}
+
 #[test]
 fn linear_matches_cpu() {
-    use medvae_kernels::cpu::linear::{linear_backward, linear_forward, LinearDims, LinearGrads};
-    use medvae_runtime::cuda::ops::gemm::{
-        linear_backward as gpu_lin_bwd, linear_forward as gpu_lin_fwd,
-    };
     let Some(dev) = device() else { return };
     let mut r = rng(12);
     for &(rows, fin, fout) in &[
@@ -427,29 +528,7 @@ fn linear_matches_cpu() {
         (33, 17, 5),
         (4096, 512, 2048), // enough tiles for the 128x128 kernels
     ] {
-        let d = LinearDims {
-            rows,
-            in_features: fin,
-            out_features: fout,
-        };
-        let x = randn(&mut r, rows * fin, 1.0);
-        let w = randn(&mut r, fout * fin, 0.05);
-        let b = randn(&mut r, fout, 0.1);
-        let dy = randn(&mut r, rows * fout, 1.0);
-        let mut y = vec![0.0f32; rows * fout];
-        linear_forward(&d, &x, &w, Some(&b), &mut y).expect("cpu");
-        let (mut dx, mut dw, mut db) = (
-            vec![0.0f32; rows * fin],
-            vec![0.5f32; fout * fin],
-            vec![0.5f32; fout],
-        );
-        let grads = LinearGrads {
-            dx: Some(&mut dx),
-            dweight: Some(&mut dw),
-            dbias: Some(&mut db),
-        };
-        linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
-        let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
+        let c = linear_case(rows, fin, fout, &mut r);
         // FP32 (gemm_f32.cu), TF32, BF16 streamed (gemm_bf16.cu, where the extents are
         // multiples of 8) and staged.
         for (prec, streamed, tol) in [
@@ -459,41 +538,9 @@ fn linear_matches_cpu() {
             (ConvPrecision::Bf16, false, 3e-2),
         ] {
             set_streamed(streamed);
-            let gy = dev.alloc_f32(rows * fout).unwrap();
-            gpu_lin_fwd(dev, prec, &d, &gx, &gw, Some(&gb), &gy).expect("gpu");
             let kind = if streamed { " streamed" } else { "" };
             let tag = format!("linear {rows}x{fin}->{fout} {prec:?}{kind}");
-            assert_close(
-                &format!("{tag} forward"),
-                &down(dev, &gy, rows * fout),
-                &y,
-                tol,
-            );
-            let (gdx, gdw, gdb) = (
-                dev.alloc_f32(rows * fin).unwrap(),
-                up(dev, &vec![0.5; fout * fin]),
-                up(dev, &vec![0.5; fout]),
-            );
-            gpu_lin_bwd(
-                dev,
-                prec,
-                &d,
-                &gx,
-                &gw,
-                &gdy,
-                Some(&gdx),
-                Some(&gdw),
-                Some(&gdb),
-            )
-            .expect("gpu");
-            assert_close(&format!("{tag} dx"), &down(dev, &gdx, rows * fin), &dx, tol);
-            assert_close(
-                &format!("{tag} dweight"),
-                &down(dev, &gdw, fout * fin),
-                &dw,
-                tol,
-            );
-            assert_close(&format!("{tag} dbias"), &down(dev, &gdb, fout), &db, 1e-4);
+            compare_linear(dev, &c, prec, &tag, tol);
         }
         set_streamed(true);
     }

@@ -7,8 +7,8 @@
 //! case of `conv.rs` and on linear layers. scripts/gpu-check.sh runs each of these in a process
 //! of its own, apart from the kernels in use.
 
-use crate::conv::{cases, conv_case, ConvCase};
-use crate::support::{assert_close, device, down, randn, rng, up};
+use crate::conv::{cases, compare_linear, conv_case, linear_case, ConvCase};
+use crate::support::{assert_close, device, down, rng, up};
 use medvae_kernels::cpu::conv::ConvGeometry;
 use medvae_runtime::cuda::ops::conv::{conv_backward, conv_forward as gpu_fwd, ConvPrecision};
 use medvae_runtime::cuda::ops::conv_bf16::set_streamed;
@@ -139,10 +139,6 @@ fn tf32_streamed_convolutions_match_cpu() {
 
 #[test]
 fn tf32_streamed_linear_matches_cpu() {
-    use medvae_kernels::cpu::linear::{linear_backward, linear_forward, LinearDims, LinearGrads};
-    use medvae_runtime::cuda::ops::gemm::{
-        linear_backward as gpu_lin_bwd, linear_forward as gpu_lin_fwd,
-    };
     let Some(dev) = device() else { return };
     set_streamed_tf32(true);
     let mut r = rng(62);
@@ -151,68 +147,9 @@ fn tf32_streamed_linear_matches_cpu() {
         (2 * 197, 768, 768),
         (4096, 512, 2048),
     ] {
-        let d = LinearDims {
-            rows,
-            in_features: fin,
-            out_features: fout,
-        };
-        let x = randn(&mut r, rows * fin, 1.0);
-        let w = randn(&mut r, fout * fin, 0.05);
-        let b = randn(&mut r, fout, 0.1);
-        let dy = randn(&mut r, rows * fout, 1.0);
-        let mut y = vec![0.0f32; rows * fout];
-        linear_forward(&d, &x, &w, Some(&b), &mut y).expect("cpu");
-        let (mut dx, mut dw, mut db) = (
-            vec![0.0f32; rows * fin],
-            vec![0.0f32; fout * fin],
-            vec![0.0f32; fout],
-        );
-        let grads = LinearGrads {
-            dx: Some(&mut dx),
-            dweight: Some(&mut dw),
-            dbias: Some(&mut db),
-        };
-        linear_backward(&d, &x, &w, &dy, grads).expect("cpu");
-        let (gx, gw, gb, gdy) = (up(dev, &x), up(dev, &w), up(dev, &b), up(dev, &dy));
-        let gy = dev.alloc_f32(rows * fout).expect("alloc");
-        gpu_lin_fwd(dev, ConvPrecision::Tf32, &d, &gx, &gw, Some(&gb), &gy).expect("gpu");
+        let c = linear_case(rows, fin, fout, &mut r);
         let tag = format!("linear {rows}x{fin}->{fout} Tf32 streamed");
-        assert_close(
-            &format!("{tag} forward"),
-            &down(dev, &gy, rows * fout),
-            &y,
-            5e-3,
-        );
-        let (gdx, gdw, gdb) = (
-            dev.alloc_f32(rows * fin).expect("alloc"),
-            up(dev, &vec![0.0; fout * fin]),
-            up(dev, &vec![0.0; fout]),
-        );
-        gpu_lin_bwd(
-            dev,
-            ConvPrecision::Tf32,
-            &d,
-            &gx,
-            &gw,
-            &gdy,
-            Some(&gdx),
-            Some(&gdw),
-            Some(&gdb),
-        )
-        .expect("gpu");
-        assert_close(
-            &format!("{tag} dx"),
-            &down(dev, &gdx, rows * fin),
-            &dx,
-            5e-3,
-        );
-        assert_close(
-            &format!("{tag} dw"),
-            &down(dev, &gdw, fout * fin),
-            &dw,
-            5e-3,
-        );
-        assert_close(&format!("{tag} db"), &down(dev, &gdb, fout), &db, 1e-4);
+        compare_linear(dev, &c, ConvPrecision::Tf32, &tag, 5e-3);
     }
     set_streamed_tf32(false);
 }
