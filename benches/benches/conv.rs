@@ -1,6 +1,7 @@
-//! Convolution kernels on the model's dominant shape: 3×3, stride 1, padding 1, 128 → 128
-//! channels on a 1×128×128 image (channels-last, f32). Run with `RAYON_NUM_THREADS=2` to
-//! compare against `scripts/torch_kernels_bench.py` (see `scripts/bench-kernels.sh`).
+//! Convolution kernels on the model's dominant shape (3×3, stride 1, padding 1, 128 → 128
+//! channels on a 1×128×128 image), the encoder's downsample and a deep, small LPIPS shape
+//! (channels-last, f32). Run with `RAYON_NUM_THREADS=2` to compare against
+//! `scripts/torch_kernels_bench.py` (see `scripts/bench-kernels.sh`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use medvae_kernels::cpu::conv::{
@@ -66,6 +67,13 @@ fn conv_benches(c: &mut Criterion) {
         c,
         "conv3x3_128",
         ConvGeometry::conv2d(1, [128, 128], 128, 128, 3, 1, 1),
+    );
+    // Deep and small, like LPIPS' VGG16 conv4/conv5 at 128² (batch 2): here the weight's
+    // Winograd transform costs as much as the GEMMs.
+    bench_geometry(
+        c,
+        "conv3x3_512_16",
+        ConvGeometry::conv2d(2, [16, 16], 512, 512, 3, 1, 1),
     );
     // The encoder's downsample: F.pad (0, 1, 0, 1) then 3×3 stride 2.
     let mut down = ConvGeometry::conv2d(1, [128, 128], 128, 128, 3, 2, 0);

@@ -175,6 +175,71 @@ fn lpips_refuses_bad_inputs() {
     );
 }
 
+/// Distances and input gradients of `lp` on fixed images.
+fn lpips_outputs(lp: &mut Lpips) -> (Vec<f32>, Vec<f32>) {
+    let (a, b) = (randn(&[2, 16, 16, 1], 31), randn(&[2, 16, 16, 1], 32));
+    let dp = Tensor::from_vec(&[2], vec![1.0, -0.5]).unwrap();
+    let p = lp.forward(&a, &b, Need::INPUT).unwrap().to_f32_vec();
+    let g = lp.backward(&dp).unwrap().input.unwrap().to_f32_vec();
+    (p, g)
+}
+
+/// Largest difference between two runs' distances and gradients.
+fn largest_difference(a: &(Vec<f32>, Vec<f32>), b: &(Vec<f32>, Vec<f32>)) -> f32 {
+    assert_eq!((a.0.len(), a.1.len()), (b.0.len(), b.1.len()));
+    let pairs = a.0.iter().zip(&b.0).chain(a.1.iter().zip(&b.1));
+    pairs.map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Negate the weights of the second slice in place (as a user editing the network would). Not
+/// a scale, which LPIPS' feature normalisation would undo, nor a deeper slice, where random
+/// weights leave the biases dominant.
+fn negate_second_slice(lp: &mut Lpips) {
+    lp.net.visit_params("", &mut |key, p| {
+        if key.starts_with("slice2") && key.ends_with("weight") {
+            for v in p.value.f32s_mut("test").unwrap() {
+                *v = -*v;
+            }
+        }
+    });
+}
+
+#[test]
+fn lpips_follows_reloaded_and_edited_weights() {
+    // The frozen convolutions keep their weights' Winograd transforms between calls: a network
+    // used before its weights are loaded, or edited in place, must still compute with the new
+    // weights (compared with a network that never ran with the old ones).
+    let dir = tempfile::tempdir().unwrap();
+    let vgg = dir.path().join("vgg16.pth");
+    let plain = TorchSaveOptions {
+        layout: TorchLayout::PlainStateDict,
+        ..Default::default()
+    };
+    let mut fresh = Lpips::new(NARROW, &mut Init::random(33)).unwrap();
+    save_torch(&vgg, &vgg_state(&mut fresh), plain).unwrap();
+    let mut used = Lpips::new(NARROW, &mut Init::random(34)).unwrap();
+    for lin in used.lin.iter_mut().zip(&fresh.lin) {
+        lin.0.value = lin.1.value.clone();
+    }
+    let before = lpips_outputs(&mut used);
+    used.load_vgg16(&vgg).unwrap();
+    let want = lpips_outputs(&mut fresh);
+    assert!(
+        largest_difference(&before, &want) > 1e-3,
+        "the weights must matter"
+    );
+    let after = largest_difference(&lpips_outputs(&mut used), &want);
+    assert_eq!(after, 0.0, "after loading new weights: off by {after}");
+
+    negate_second_slice(&mut used);
+    let mut edited = Lpips::new(NARROW, &mut Init::random(33)).unwrap();
+    negate_second_slice(&mut edited);
+    let want = lpips_outputs(&mut edited);
+    assert!(largest_difference(&lpips_outputs(&mut fresh), &want) > 1e-3);
+    let after = largest_difference(&lpips_outputs(&mut used), &want);
+    assert_eq!(after, 0.0, "after editing weights in place: off by {after}");
+}
+
 // ------------------------------------------------------------------------- weight files
 
 fn vgg_state(lp: &mut Lpips) -> StateDict {

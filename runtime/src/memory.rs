@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Buffers below this many elements are not worth pooling: they come and go with the allocator.
@@ -20,6 +20,12 @@ static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
 static IDLE_BYTES: AtomicUsize = AtomicUsize::new(0);
 static FRESH_ALLOCS: AtomicUsize = AtomicUsize::new(0);
 static POOL: Mutex<Option<HashMap<usize, Vec<Vec<f32>>>>> = Mutex::new(None);
+/// Source of [`PoolBuf::version`] numbers; 0 is never handed out.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Snapshot of the pool's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +72,8 @@ fn bucket(len: usize) -> usize {
 pub struct PoolBuf {
     data: Vec<f32>,
     len: usize,
+    /// See [`PoolBuf::version`].
+    version: u64,
 }
 
 impl PoolBuf {
@@ -77,7 +85,11 @@ impl PoolBuf {
             data.resize(len, 0.0);
         }
         track_alloc(len);
-        PoolBuf { data, len }
+        PoolBuf {
+            data,
+            len,
+            version: fresh_version(),
+        }
     }
 
     /// A zero-filled buffer of `len` elements.
@@ -91,12 +103,24 @@ impl PoolBuf {
     pub fn from_vec(data: Vec<f32>) -> Self {
         let len = data.len();
         track_alloc(len);
-        PoolBuf { data, len }
+        PoolBuf {
+            data,
+            len,
+            version: fresh_version(),
+        }
     }
 
     /// Copy out into a plain vector.
     pub fn to_vec(&self) -> Vec<f32> {
         self.data[..self.len].to_vec()
+    }
+
+    /// A number that names these contents: it is unique to this buffer (never reused within
+    /// the process), changes on every mutable access, and is kept by a clone, whose contents
+    /// are the same. Whoever derives data from a buffer (a transformed weight) can check with it
+    /// that the buffer has not changed since, without reading it.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 }
 
@@ -156,6 +180,7 @@ impl Clone for PoolBuf {
     fn clone(&self) -> Self {
         let mut b = PoolBuf::uninit(self.len);
         b.copy_from_slice(self);
+        b.version = self.version;
         b
     }
 }
@@ -169,6 +194,8 @@ impl Deref for PoolBuf {
 
 impl DerefMut for PoolBuf {
     fn deref_mut(&mut self) -> &mut [f32] {
+        // Any writer may change the contents.
+        self.version = fresh_version();
         &mut self.data[..self.len]
     }
 }
@@ -195,5 +222,23 @@ mod tests {
             after_first.fresh_allocations
         );
         assert!(after_first.peak_bytes >= before.live_bytes + (4 << 20));
+    }
+
+    #[test]
+    fn version_changes_with_every_write_and_only_then() {
+        let mut a = PoolBuf::from_vec(vec![1.0; 4096]);
+        let v0 = a.version();
+        let _ = a[0] + a.iter().sum::<f32>();
+        assert_eq!(a.version(), v0, "reading must keep the version");
+        let copy = a.clone();
+        assert_eq!(copy.version(), v0, "a clone has the same contents");
+        a[3] = 2.0;
+        let v1 = a.version();
+        assert_ne!(v1, v0, "a write must change the version");
+        assert_eq!(copy.version(), v0, "the clone was not written");
+        drop(copy);
+        // A buffer recycled through the pool is a new buffer: it must not inherit a number.
+        let reused = PoolBuf::uninit(4096);
+        assert!(reused.version() != v0 && reused.version() != v1);
     }
 }

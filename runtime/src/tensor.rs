@@ -113,6 +113,15 @@ impl Tensor {
         }
     }
 
+    /// For a CPU f32 tensor, a number that changes whenever the elements may have changed
+    /// (see [`PoolBuf::version`]): caches of data derived from a tensor key on it.
+    pub fn content_version(&self) -> Option<u64> {
+        match &self.storage {
+            Storage::F32(b) => Some(b.version()),
+            _ => None,
+        }
+    }
+
     fn dtype_error(&self, op: &str) -> RuntimeError {
         if !self.device.is_cpu() {
             return RuntimeError::WrongDevice {

@@ -26,10 +26,11 @@ use crate::layer::{join_key, ParamVisitor, Parameters};
 use crate::layers::conv::Conv;
 use crate::layers::init::Init;
 use medvae_runtime::ops::activation::{relu_inplace, relu_mask_inplace};
-use medvae_runtime::ops::conv::conv_backward;
+use medvae_runtime::ops::conv_frozen::{
+    conv_backward_data_frozen, conv_forward_frozen, FrozenConvCache,
+};
 use medvae_runtime::ops::resample::{max_pool2x2_backward, max_pool2x2_forward, PoolArgmax};
 use medvae_runtime::{Result, RuntimeError, Tensor};
-use std::borrow::Cow;
 
 /// Widths of the five stages of the real VGG16.
 pub const VGG16_WIDTHS: [usize; 5] = [64, 128, 256, 512, 512];
@@ -46,6 +47,9 @@ pub enum Unit {
         /// torchvision `features` index of the convolution (its ReLU is `index + 1`).
         index: usize,
         conv: Box<Conv>,
+        /// The weight's Winograd transform, kept across calls on the CPU (16/9 of the
+        /// weight's bytes; made again whenever the weight changes).
+        cache: FrozenConvCache,
     },
     Pool,
 }
@@ -102,6 +106,7 @@ impl Vgg16Features {
                 units.push(Unit::ConvRelu {
                     index,
                     conv: Box::new(conv),
+                    cache: FrozenConvCache::new(),
                 });
                 cin = widths[k];
                 index += 2;
@@ -143,8 +148,10 @@ impl Vgg16Features {
             for unit in units {
                 let h = acts.last().expect("acts is never empty");
                 let y = match unit {
-                    Unit::ConvRelu { conv, .. } => {
-                        let mut y = conv.apply(h)?;
+                    Unit::ConvRelu { conv, cache, .. } => {
+                        let bias = conv.bias.as_ref().map(|b| &b.value);
+                        let mut y =
+                            conv_forward_frozen(&conv.spec, h, &conv.weight.value, bias, cache)?;
                         relu_inplace(&mut y)?;
                         y
                     }
@@ -215,20 +222,11 @@ impl Vgg16Features {
                 let y = acts.pop().expect("one activation per unit");
                 let x = acts.last().expect("the input stays");
                 g = match unit {
-                    Unit::ConvRelu { conv, .. } => {
+                    Unit::ConvRelu { conv, cache, .. } => {
                         relu_mask_inplace(&mut g, &y)?;
                         drop(y);
                         // Frozen: no weight gradient; `x` supplies only the geometry.
-                        conv_backward(
-                            &conv.spec,
-                            Cow::Borrowed(x),
-                            &conv.weight.value,
-                            &g,
-                            true,
-                            None,
-                            None,
-                        )?
-                        .ok_or_else(|| RuntimeError::Other("vgg16: conv gave no dx".into()))?
+                        conv_backward_data_frozen(&conv.spec, x, &conv.weight.value, &g, cache)?
                     }
                     Unit::Pool => {
                         let arg = pools.pop().expect("one argmax per pool");
@@ -248,7 +246,7 @@ impl Parameters for Vgg16Features {
         for (k, units) in self.slices.iter_mut().enumerate() {
             let sp = join_key(prefix, &format!("slice{}", k + 1));
             for u in units {
-                if let Unit::ConvRelu { index, conv } = u {
+                if let Unit::ConvRelu { index, conv, .. } = u {
                     conv.visit_params(&join_key(&sp, &index.to_string()), f);
                 }
             }

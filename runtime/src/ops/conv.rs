@@ -4,6 +4,7 @@
 use super::{common_device, cpu_only, join_nsc, split_nsc};
 use crate::error::{Result, RuntimeError};
 use crate::tensor::Tensor;
+use crate::Device;
 use medvae_kernels::cpu::conv as k;
 use medvae_kernels::Spatial;
 use std::borrow::Cow;
@@ -17,7 +18,7 @@ thread_local! {
 
 /// Run `f` with this thread's convolution scratch (the kernels never call back into the ops,
 /// so the borrow cannot be re-entered).
-fn with_scratch<R>(f: impl FnOnce(&mut k::ConvScratch<f32>) -> R) -> R {
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut k::ConvScratch<f32>) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
 }
 
@@ -102,17 +103,36 @@ impl ConvSpec {
     }
 }
 
+/// A checked forward: the operands' device, the geometry and the output's shape.
+pub(super) struct ForwardCall {
+    pub dev: Device,
+    pub g: k::ConvGeometry,
+    pub y_shape: Vec<usize>,
+}
+
+/// Check the operands of `y = conv(x, w) + b` against `spec` and each other.
+pub(super) fn check_forward(
+    op: &str,
+    spec: &ConvSpec,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<ForwardCall> {
+    let dev = common_device(op, &[x, w])?;
+    let g = spec.geometry(op, x.shape())?;
+    w.expect_shape(op, "weight", &spec.weight_shape())?;
+    if let Some(b) = b {
+        b.expect_shape(op, "bias", &[spec.cout])?;
+        b.expect_device(op, dev)?;
+    }
+    let y_shape = join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout);
+    Ok(ForwardCall { dev, g, y_shape })
+}
+
 /// `y = conv(x, w) + b`.
 pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "conv_forward";
-    let dev = common_device(OP, &[x, w])?;
-    let g = spec.geometry(OP, x.shape())?;
-    w.expect_shape(OP, "weight", &spec.weight_shape())?;
-    if let Some(b) = b {
-        b.expect_shape(OP, "bias", &[spec.cout])?;
-        b.expect_device(OP, dev)?;
-    }
-    let y_shape = join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout);
+    let ForwardCall { dev, g, y_shape } = check_forward(OP, spec, x, w, b)?;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
         return super::on_cuda::conv::conv_forward(OP, &g, x, w, b, &y_shape);
@@ -126,6 +146,26 @@ pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>)
     let (xs, ws, ys) = (x.f32s(OP)?, w.f32s(OP)?, y.f32s_mut(OP)?);
     with_scratch(|s| k::conv_forward_with(s, &g, xs, ws, bias, ys))?;
     Ok(y)
+}
+
+/// Check the operands of a convolution's backward against `spec` and each other: the
+/// device and the geometry.
+pub(super) fn check_backward(
+    op: &str,
+    spec: &ConvSpec,
+    x: &Tensor,
+    w: &Tensor,
+    dy: &Tensor,
+) -> Result<(Device, k::ConvGeometry)> {
+    let dev = common_device(op, &[x, w, dy])?;
+    let g = spec.geometry(op, x.shape())?;
+    w.expect_shape(op, "weight", &spec.weight_shape())?;
+    dy.expect_shape(
+        op,
+        "dy",
+        &join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout),
+    )?;
+    Ok((dev, g))
 }
 
 /// Gradients of a convolution: returns `dx` (when `need_dx`) and accumulates into `dw`/`db`.
@@ -143,13 +183,7 @@ pub fn conv_backward(
     db: Option<&mut Tensor>,
 ) -> Result<Option<Tensor>> {
     const OP: &str = "conv_backward";
-    let dev = common_device(OP, &[&x, w, dy])?;
-    let g = spec.geometry(OP, x.shape())?;
-    dy.expect_shape(
-        OP,
-        "dy",
-        &join_nsc(x.rank(), g.batch, g.out_spatial(), spec.cout),
-    )?;
+    let (dev, g) = check_backward(OP, spec, &x, w, dy)?;
     if let Some(dw) = &dw {
         dw.expect_shape(OP, "dw", &spec.weight_shape())?;
     }

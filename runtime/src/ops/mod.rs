@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod attention;
 pub mod conv;
+pub mod conv_frozen;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;

@@ -11,23 +11,30 @@
 //! (`winograd`), unless [`ConvAlgorithm::ImplicitGemm`] is asked for.
 //!
 //! The `*_with` variants take a [`ConvScratch`] so that repeated calls reuse their packing
-//! buffers instead of allocating, and carry the algorithm choice.
+//! buffers instead of allocating, and carry the algorithm choice. A weight that does not change
+//! between calls can be transformed once ([`WinogradWeight`], `prepared`).
 
 mod backward_data;
 mod forward;
 mod geometry;
 mod implicit_gemm;
 mod pack;
+mod prepared;
 mod raw;
 mod winograd;
 mod workspace;
 
 pub use geometry::ConvGeometry;
+pub use prepared::{
+    conv_backward_data_winograd, conv_forward_winograd, winograd_runs_backward_data,
+    winograd_runs_forward, WinogradWeight,
+};
 
 use crate::error::check_len;
 use crate::{KernelError, Real, Spatial};
 use geometry::KERNEL;
 use pack::{pack, PackSpec};
+use winograd::Planes;
 use workspace::Workspace;
 
 /// Which algorithm computes the convolution (all three directions).
@@ -150,7 +157,7 @@ pub fn conv_forward_with<T: Real>(
         let u = &mut scratch.transformed;
         u.resize(16 * g.cin * g.cout, T::zero());
         winograd::transform_weight(w, g.cin, g.cout, u);
-        winograd::forward(g, x, u, bias, y, &scratch.work.threads);
+        winograd::forward(g, x, Planes::Direct(u), bias, y, &scratch.work.threads);
         return Ok(());
     }
     let (plan, spec) = forward::forward_plan(g);
@@ -191,15 +198,22 @@ pub fn conv_backward_data_with<T: Real>(
         work,
     } = scratch;
     work.threads.prepare();
-    weight.resize(w.len(), T::zero());
-    backward_data::flip_weight(g, &classes, w, weight);
     if *algorithm == ConvAlgorithm::Auto && winograd::applicable_backward_data(g) {
-        let gt = winograd::backward_data_geometry(g);
         transformed.resize(16 * g.cin * g.cout, T::zero());
-        winograd::transform_weight(weight, gt.cin, gt.cout, transformed);
-        winograd::forward(&gt, dy, transformed, None, dx, &work.threads);
+        winograd::transform_weight(w, g.cin, g.cout, transformed);
+        let gt = winograd::backward_data_geometry(g);
+        winograd::forward(
+            &gt,
+            dy,
+            Planes::Adjoint(transformed),
+            None,
+            dx,
+            &work.threads,
+        );
         return Ok(());
     }
+    weight.resize(w.len(), T::zero());
+    backward_data::flip_weight(g, &classes, w, weight);
     let src = packed_source(dy, g.batch, g.out_spatial(), g.cout, &spec, source);
     for cl in &classes {
         cl.plan.check(src.len(), weight.len())?;

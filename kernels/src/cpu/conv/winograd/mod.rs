@@ -145,18 +145,66 @@ impl Tiling {
     }
 }
 
+/// Where the forward finds its 16 transformed weight planes.
+#[derive(Clone, Copy)]
+pub(super) enum Planes<'a, T> {
+    /// [`transform_weight`] of the forward's own weight: `u[ξ][cin][cout]`.
+    Direct(&'a [T]),
+    /// [`transform_weight`] of the convolution whose backward-data this forward computes (so
+    /// `u[ξ][cout][cin]` in this forward's terms). The backward-data's weight is that one
+    /// flipped in both axes with the channels swapped, and `G` maps a flipped kernel to its
+    /// rows in the order `3, 1, 2, 0` (`G·J = P·G`), so its transform is `U` with `ξ = (i, j)`
+    /// read at `(P i, P j)` and each plane transposed: no second transform is needed.
+    Adjoint(&'a [T]),
+}
+
+/// `P`: where row `i` of `G·flip(g)` sits in `G·g`.
+const FLIPPED_ROW: [usize; 4] = [3, 1, 2, 0];
+
+impl<T> Planes<'_, T> {
+    /// Plane `xi` as a `cin × cout` GEMM operand of a forward with those channel counts.
+    fn plane(&self, xi: usize, cin: usize, cout: usize) -> View<*const T> {
+        match *self {
+            Planes::Direct(u) => View {
+                ptr: u[xi * cin * cout..].as_ptr(),
+                rs: cout,
+                cs: 1,
+            },
+            Planes::Adjoint(u) => {
+                let src = FLIPPED_ROW[xi / 4] * 4 + FLIPPED_ROW[xi % 4];
+                View {
+                    ptr: u[src * cin * cout..].as_ptr(),
+                    rs: 1,
+                    cs: cin,
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match *self {
+            Planes::Direct(u) | Planes::Adjoint(u) => u.len(),
+        }
+    }
+}
+
 /// Forward of `g` (see [`applicable`]) with the transformed weight `u` (see
-/// [`transform_weight`]): `y = conv(x, w) + bias`.
+/// [`transform_weight`] and [`Planes`]): `y = conv(x, w) + bias`.
 pub(super) fn forward<T: Real>(
     g: &ConvGeometry,
     x: &[T],
-    u: &[T],
+    u: Planes<'_, T>,
     bias: Option<&[T]>,
     y: &mut [T],
     threads: &ThreadBuffers<T>,
 ) {
     let tiling = Tiling::new(g);
     let (cin, cout) = (g.cin, g.cout);
+    assert_eq!(
+        u.len(),
+        16 * cin * cout,
+        "winograd: transformed weight size"
+    );
     let y_out = SharedOut::new(y);
     tiling.blocks.par_iter().for_each(|&id| {
         threads.with(|TaskBuffers { a: p, b: v, c: m }| {
@@ -169,7 +217,7 @@ pub(super) fn forward<T: Real>(
             simd::input_block(p, 0, tiling.pitch, b.tiles, cin, v);
             for xi in 0..16 {
                 // SAFETY: the block's own buffers hold 16 planes of nt × channels at their
-                // pitch; `u` holds 16 blocks of cin × cout (sized by the caller).
+                // pitch; `u` holds 16 planes of cin × cout (asserted above).
                 unsafe {
                     gemm(
                         nt,
@@ -186,11 +234,7 @@ pub(super) fn forward<T: Real>(
                             rs: cin,
                             cs: 1,
                         },
-                        View {
-                            ptr: u.as_ptr().add(xi * cin * cout),
-                            rs: cout,
-                            cs: 1,
-                        },
+                        u.plane(xi, cin, cout),
                         Parallelism::None,
                     );
                 }
