@@ -41,6 +41,16 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn transform_weight_row<T: Real>(taps: &[&[T]; 9], u_rows: &mut [&mut [T]; 16]) {
+        transforms::transform_weight_row(taps, u_rows)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn weight_grad_row<T: Real>(du_rows: &[&[T]; 16], dw_rows: &mut [&mut [T]; 9]) {
+        transforms::weight_grad_row(du_rows, dw_rows)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
     pub unsafe fn grad_output_block<T: Real>(
         dy: &[T],
         extent: [usize; 2],
@@ -100,4 +110,24 @@ pub(super) fn grad_output_block<T: Real>(
         return unsafe { avx2::grad_output_block(dy, extent, tiles, c, z) };
     }
     transforms::grad_output_block(dy, extent, tiles, c, z)
+}
+
+/// See [`transforms::transform_weight_row`].
+pub(super) fn transform_weight_row<T: Real>(taps: &[&[T]; 9], u_rows: &mut [&mut [T]; 16]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::transform_weight_row(taps, u_rows) };
+    }
+    transforms::transform_weight_row(taps, u_rows)
+}
+
+/// See [`transforms::weight_grad_row`].
+pub(super) fn weight_grad_row<T: Real>(du_rows: &[&[T]; 16], dw_rows: &mut [&mut [T]; 9]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: as above.
+        return unsafe { avx2::weight_grad_row(du_rows, dw_rows) };
+    }
+    transforms::weight_grad_row(du_rows, dw_rows)
 }

@@ -213,6 +213,52 @@ pub(super) fn grad_output_block<T: Real>(
     }
 }
 
+/// `dw[tap][ci][co] += (Gᵀ dU G)[tap]` for one input channel: `du_rows[ξ]` is row `ci` of plane
+/// `ξ` of the Winograd-domain weight gradient, `dw_rows[tap]` row `ci` of tap `tap` (all of
+/// `cout` elements), `LANES` output channels at a time.
+#[inline(always)]
+pub(super) fn weight_grad_row<T: Real>(du_rows: &[&[T]; 16], dw_rows: &mut [&mut [T]; 9]) {
+    let half = T::c(0.5);
+    let cout = dw_rows[0].len();
+    for c0 in (0..cout).step_by(LANES) {
+        let n = LANES.min(cout - c0);
+        let mut u = [[T::zero(); LANES]; 16];
+        for (row, src) in u.iter_mut().zip(du_rows) {
+            copy_lanes(row, &src[c0..], n);
+        }
+        // Rows: r = Gᵀ dU (3 × 4), then columns: r G (3 × 3).
+        let mut r = [[T::zero(); LANES]; 12];
+        for j in 0..4 {
+            for l in 0..LANES {
+                let (u0, u1, u2, u3) = (u[j][l], u[4 + j][l], u[8 + j][l], u[12 + j][l]);
+                r[j][l] = u0 + half * (u1 + u2);
+                r[4 + j][l] = half * (u1 - u2);
+                r[8 + j][l] = half * (u1 + u2) + u3;
+            }
+        }
+        for a in 0..3 {
+            let mut g = [[T::zero(); LANES]; 3];
+            for (k, gk) in g.iter_mut().enumerate() {
+                copy_lanes(gk, &dw_rows[a * 3 + k][c0..], n);
+            }
+            for l in 0..LANES {
+                let (r0, r1, r2, r3) = (
+                    r[a * 4][l],
+                    r[a * 4 + 1][l],
+                    r[a * 4 + 2][l],
+                    r[a * 4 + 3][l],
+                );
+                g[0][l] += r0 + half * (r1 + r2);
+                g[1][l] += half * (r1 - r2);
+                g[2][l] += half * (r1 + r2) + r3;
+            }
+            for (k, gk) in g.iter().enumerate() {
+                copy_lanes(&mut dw_rows[a * 3 + k][c0..], gk, n);
+            }
+        }
+    }
+}
+
 /// `dw[tap][ci][co] += (Gᵀ dU G)[tap]` for the Winograd-domain weight gradient
 /// `du[ξ][ci][co]`. Parallel over `ci`; each task owns row `ci` of every tap.
 pub(in super::super) fn accumulate_weight_grad<T: Real>(
@@ -221,7 +267,6 @@ pub(in super::super) fn accumulate_weight_grad<T: Real>(
     cout: usize,
     dw: &mut [T],
 ) {
-    let half = T::c(0.5);
     let block = cin * cout;
     let dw_out = SharedOut::new(dw);
     (0..cin).into_par_iter().for_each(|ci| {
@@ -230,22 +275,9 @@ pub(in super::super) fn accumulate_weight_grad<T: Real>(
             &du[at..at + cout]
         });
         // SAFETY: row `ci` of each tap belongs to this task only.
-        let out: [&mut [T]; 9] =
+        let mut out: [&mut [T]; 9] =
             std::array::from_fn(|tap| unsafe { dw_out.range(tap * block + ci * cout, cout) });
-        for co in 0..cout {
-            let u = |i: usize, j: usize| rows[i * 4 + j][co];
-            // Rows: r = Gᵀ dU (3 × 4), then columns: r G (3 × 3).
-            let r: [[T; 4]; 3] = [
-                std::array::from_fn(|j| u(0, j) + half * (u(1, j) + u(2, j))),
-                std::array::from_fn(|j| half * (u(1, j) - u(2, j))),
-                std::array::from_fn(|j| half * (u(1, j) + u(2, j)) + u(3, j)),
-            ];
-            for (a, ra) in r.iter().enumerate() {
-                out[a * 3][co] += ra[0] + half * (ra[1] + ra[2]);
-                out[a * 3 + 1][co] += half * (ra[1] - ra[2]);
-                out[a * 3 + 2][co] += half * (ra[1] + ra[2]) + ra[3];
-            }
-        }
+        super::simd::weight_grad_row(&rows, &mut out);
     });
 }
 
@@ -302,10 +334,49 @@ pub(super) fn output_block<T: Real>(
     }
 }
 
+/// `U[ξ][ci][co] = (G g Gᵀ)[ξ]` for one input channel: `taps[t]` is row `ci` of tap `t` of the
+/// weight, `u_rows[ξ]` row `ci` of plane `ξ` (all of `cout` elements), `LANES` output channels
+/// at a time.
+#[inline(always)]
+pub(super) fn transform_weight_row<T: Real>(taps: &[&[T]; 9], u_rows: &mut [&mut [T]; 16]) {
+    let half = T::c(0.5);
+    let cout = u_rows[0].len();
+    for c0 in (0..cout).step_by(LANES) {
+        let n = LANES.min(cout - c0);
+        let mut g = [[T::zero(); LANES]; 9];
+        for (row, src) in g.iter_mut().zip(taps) {
+            copy_lanes(row, &src[c0..], n);
+        }
+        // Rows: t = G g (4 × 3), then columns: t Gᵀ (4 × 4).
+        let mut t = [[T::zero(); LANES]; 12];
+        for b in 0..3 {
+            for l in 0..LANES {
+                let (g0, g1, g2) = (g[b][l], g[3 + b][l], g[6 + b][l]);
+                t[b][l] = g0;
+                t[3 + b][l] = half * (g0 + g1 + g2);
+                t[6 + b][l] = half * (g0 - g1 + g2);
+                t[9 + b][l] = g2;
+            }
+        }
+        for i in 0..4 {
+            let mut o = [[T::zero(); LANES]; 4];
+            for l in 0..LANES {
+                let (r0, r1, r2) = (t[i * 3][l], t[i * 3 + 1][l], t[i * 3 + 2][l]);
+                o[0][l] = r0;
+                o[1][l] = half * (r0 + r1 + r2);
+                o[2][l] = half * (r0 - r1 + r2);
+                o[3][l] = r2;
+            }
+            for (j, oj) in o.iter().enumerate() {
+                copy_lanes(&mut u_rows[i * 4 + j][c0..], oj, n);
+            }
+        }
+    }
+}
+
 /// `U[ξ][ci][co] = (G g Gᵀ)[ξ]` for the tap-major `w` (`[3, 3, cin, cout]`). Parallel over
 /// `ci`; each task owns row `ci` of every plane.
 pub(in super::super) fn transform_weight<T: Real>(w: &[T], cin: usize, cout: usize, u: &mut [T]) {
-    let half = T::c(0.5);
     let block = cin * cout;
     let u_out = SharedOut::new(u);
     (0..cin).into_par_iter().for_each(|ci| {
@@ -314,23 +385,8 @@ pub(in super::super) fn transform_weight<T: Real>(w: &[T], cin: usize, cout: usi
             &w[at..at + cout]
         });
         // SAFETY: row `ci` of each plane belongs to this task only.
-        let out: [&mut [T]; 16] =
+        let mut out: [&mut [T]; 16] =
             std::array::from_fn(|xi| unsafe { u_out.range(xi * block + ci * cout, cout) });
-        for co in 0..cout {
-            let g = |a: usize, b: usize| taps[a * 3 + b][co];
-            // Rows: t = G g (4 × 3), then columns: t Gᵀ (4 × 4).
-            let t: [[T; 3]; 4] = [
-                std::array::from_fn(|b| g(0, b)),
-                std::array::from_fn(|b| half * (g(0, b) + g(1, b) + g(2, b))),
-                std::array::from_fn(|b| half * (g(0, b) - g(1, b) + g(2, b))),
-                std::array::from_fn(|b| g(2, b)),
-            ];
-            for (i, r) in t.iter().enumerate() {
-                out[i * 4][co] = r[0];
-                out[i * 4 + 1][co] = half * (r[0] + r[1] + r[2]);
-                out[i * 4 + 2][co] = half * (r[0] - r[1] + r[2]);
-                out[i * 4 + 3][co] = r[2];
-            }
-        }
+        super::simd::transform_weight_row(&taps, &mut out);
     });
 }
