@@ -1,6 +1,6 @@
-//! Convolutions with a once-transformed weight (`WinogradWeight`) against the implicit GEMM
-//! (a different algorithm, itself checked against a naive convolution in `conv.rs`), one
-//! weight reused across geometries, and the refusals of what it cannot run.
+//! Convolutions with a once-transformed weight (`WinogradWeight`, 2D and `kd×3×3`) against the
+//! implicit GEMM (a different algorithm, itself checked against a naive convolution in
+//! `conv.rs`), one weight reused across geometries, and the refusals of what it cannot run.
 
 use medvae_kernels::cpu::conv::{
     conv_backward_data_winograd, conv_backward_data_with, conv_forward_winograd, conv_forward_with,
@@ -79,19 +79,37 @@ fn geometries() -> Vec<ConvGeometry> {
         geom(2, [1, 17, 19], 64, 24, [1, 1, 1, 1]),
         // 1×3×3 over a 3D tensor: every depth slice is an image.
         geom(1, [3, 6, 7], 5, 3, [1, 1, 1, 1]),
+        // kd×3×3: a sum of 2D convolutions over the depth taps, with depth padding.
+        cube(2, [4, 6, 5], 6, 10, 3, [1, 1]),
+        cube(1, [5, 7, 9], 16, 12, 3, [0, 2]),
+        cube(1, [3, 5, 6], 3, 4, 2, [1, 0]),
     ]
+}
+
+/// A `depth×3×3` stride-1 geometry, height and width padded by 1, depth by `[lo, hi]`.
+fn cube(
+    batch: usize,
+    input: [usize; 3],
+    cin: usize,
+    cout: usize,
+    depth: usize,
+    [lo, hi]: [usize; 2],
+) -> ConvGeometry {
+    let mut g = geom(batch, input, cin, cout, [1; 4]);
+    g.kernel[0] = depth;
+    g.pad_lo[0] = lo;
+    g.pad_hi[0] = hi;
+    g
 }
 
 fn each_geometry_matches<T: Real>(tol: f64, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for g in geometries() {
         let w = random::<T>(&mut rng, g.weight_len());
-        let u = WinogradWeight::new(g.cin, g.cout, &w).expect("transform");
+        let u = WinogradWeight::new(g.kernel, g.cin, g.cout, &w).expect("transform");
         assert!(u.serves_forward(&g) && u.serves_backward_data(&g), "{g:?}");
-        assert_eq!(
-            u.size_bytes(),
-            16 * g.cin * g.cout * std::mem::size_of::<T>()
-        );
+        let planes = 16 * g.kernel[0] * g.cin * g.cout;
+        assert_eq!(u.size_bytes(), planes * std::mem::size_of::<T>());
         check_against_implicit_gemm(&g, &w, &u, tol, &mut rng);
     }
 }
@@ -111,7 +129,7 @@ fn one_weight_serves_every_extent_and_batch() {
     let mut rng = ChaCha8Rng::seed_from_u64(23);
     let (cin, cout) = (24, 40);
     let w = random::<f64>(&mut rng, 9 * cin * cout);
-    let u = WinogradWeight::new(cin, cout, &w).expect("transform");
+    let u = WinogradWeight::new([1, 3, 3], cin, cout, &w).expect("transform");
     for g in [
         geom(1, [1, 12, 12], cin, cout, [1, 1, 1, 1]),
         geom(3, [1, 5, 9], cin, cout, [1, 1, 1, 1]),
@@ -135,18 +153,18 @@ fn expect_geometry_error(r: Result<(), KernelError>, needle: &str) {
 fn what_a_prepared_weight_cannot_run_is_refused() {
     let w = vec![0.5f32; 9 * 4 * 6];
     assert!(matches!(
-        WinogradWeight::new(4, 6, &w[1..]),
+        WinogradWeight::new([1, 3, 3], 4, 6, &w[1..]),
         Err(KernelError::Length { .. })
     ));
-    assert!(WinogradWeight::<f32>::new(0, 6, &[]).is_err());
-    let u = WinogradWeight::new(4, 6, &w).expect("transform");
+    assert!(WinogradWeight::<f32>::new([1, 3, 3], 0, 6, &[]).is_err());
+    let u = WinogradWeight::new([1, 3, 3], 4, 6, &w).expect("transform");
     let mut scratch = ConvScratch::new();
     let run = |scratch: &mut ConvScratch<f32>, g: &ConvGeometry| {
         let x = vec![0f32; g.input_len()];
         let mut y = vec![0f32; g.output_len()];
         conv_forward_winograd(scratch, g, &x, &u, None, &mut y)
     };
-    // Channels swapped, a stride, a 3×3×3 kernel.
+    // Channels swapped, a stride, another kernel depth.
     expect_geometry_error(
         run(&mut scratch, &geom(1, [1, 6, 6], 6, 4, [1; 4])),
         "4 → 6",

@@ -1,7 +1,7 @@
 //! Convolutions whose weight does not change between calls (a frozen network's, such as
 //! LPIPS' VGG16), with the weight's Winograd transform kept from call to call.
 //!
-//! On the CPU every 3×3 stride-1 convolution transforms its weight before the GEMMs
+//! On the CPU every stride-1 convolution with a 3×3 (or `kd×3×3`) kernel transforms its weight before the GEMMs
 //! (`U = G g Gᵀ`, 16/9 of the weight's size). For the deep, small layers of a perceptual
 //! network that pass costs as much as the convolution itself, and a stage-1 step runs each
 //! frozen layer three times (the reconstruction's and the target's forward, the
@@ -71,7 +71,12 @@ impl FrozenConvCache {
         if let Some(t) = slot.as_ref().filter(|t| t.version == version) {
             return Ok(Some(t.weight.clone()));
         }
-        let weight = Arc::new(k::WinogradWeight::new(spec.cin, spec.cout, w.f32s(op)?)?);
+        let weight = Arc::new(k::WinogradWeight::new(
+            spec.kernel,
+            spec.cin,
+            spec.cout,
+            w.f32s(op)?,
+        )?);
         *slot = Some(Transformed {
             version,
             weight: weight.clone(),

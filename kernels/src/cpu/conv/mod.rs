@@ -155,8 +155,8 @@ pub fn conv_forward_with<T: Real>(
     scratch.work.threads.prepare();
     if scratch.algorithm == ConvAlgorithm::Auto && winograd::applicable(g) {
         let u = &mut scratch.transformed;
-        u.resize(16 * g.cin * g.cout, T::zero());
-        winograd::transform_weight(w, g.cin, g.cout, u);
+        u.resize(winograd::transformed_len(g), T::zero());
+        winograd::transform_weights(w, g.kernel[0], g.cin, g.cout, u);
         winograd::forward(g, x, Planes::Direct(u), bias, y, &scratch.work.threads);
         return Ok(());
     }
@@ -199,8 +199,8 @@ pub fn conv_backward_data_with<T: Real>(
     } = scratch;
     work.threads.prepare();
     if *algorithm == ConvAlgorithm::Auto && winograd::applicable_backward_data(g) {
-        transformed.resize(16 * g.cin * g.cout, T::zero());
-        winograd::transform_weight(w, g.cin, g.cout, transformed);
+        transformed.resize(winograd::transformed_len(g), T::zero());
+        winograd::transform_weights(w, g.kernel[0], g.cin, g.cout, transformed);
         let gt = winograd::backward_data_geometry(g);
         winograd::forward(
             &gt,

@@ -10,42 +10,52 @@
 use super::winograd::{self, Planes};
 use super::{check_common, ConvGeometry, ConvScratch, KERNEL};
 use crate::error::check_len;
-use crate::{KernelError, Real};
+use crate::{KernelError, Real, Spatial};
 
-/// Winograd runs the forward of `g` (a `3×3` or `1×3×3` kernel, stride 1), so a
-/// [`WinogradWeight`] of its channel counts serves it.
+/// Winograd runs the forward of `g` (stride 1, a kernel `3×3` in height and width), so a
+/// [`WinogradWeight`] of its kernel and channel counts serves it.
 pub fn winograd_runs_forward(g: &ConvGeometry) -> bool {
     winograd::applicable(g)
 }
 
-/// Winograd runs the backward-data of `g` (as the forward, with padding ≤ 2).
+/// Winograd runs the backward-data of `g` (as the forward, with padding below the kernel).
 pub fn winograd_runs_backward_data(g: &ConvGeometry) -> bool {
     winograd::applicable_backward_data(g)
 }
 
-/// The Winograd F(2×2, 3×3) transform `U = G g Gᵀ` of one `3×3` weight (`[1, 3, 3, cin, cout]`
-/// tap-major), for the forward and the backward-data of every geometry it
-/// [serves](WinogradWeight::serves_forward).
+/// The Winograd F(2×2, 3×3) transform `U = G g Gᵀ` of one weight whose kernel is `kd×3×3`
+/// (`[kd, 3, 3, cin, cout]` tap-major; `kd = 1` in 2D), for the forward and the backward-data
+/// of every geometry it [serves](WinogradWeight::serves_forward).
 #[derive(Debug, Clone)]
 pub struct WinogradWeight<T> {
+    kernel: Spatial,
     cin: usize,
     cout: usize,
     planes: Vec<T>,
 }
 
 impl<T: Real> WinogradWeight<T> {
-    /// Transform `w`, the weight of a `3×3` convolution from `cin` to `cout` channels.
-    pub fn new(cin: usize, cout: usize, w: &[T]) -> Result<Self, KernelError> {
-        if cin == 0 || cout == 0 {
+    /// Transform `w`, the weight of a convolution with kernel `kernel` (`[kd, 3, 3]`) from `cin`
+    /// to `cout` channels.
+    pub fn new(kernel: Spatial, cin: usize, cout: usize, w: &[T]) -> Result<Self, KernelError> {
+        if cin == 0 || cout == 0 || kernel[0] == 0 || kernel[1] != 3 || kernel[2] != 3 {
             return Err(KernelError::Geometry {
                 kernel: KERNEL,
-                msg: format!("a Winograd weight needs channels, got {cin} → {cout}"),
+                msg: format!(
+                    "a Winograd weight needs a kd×3×3 kernel and channels, got kernel \
+                     {kernel:?}, {cin} → {cout} channels"
+                ),
             });
         }
-        check_len(KERNEL, "w", w.len(), 9 * cin * cout)?;
-        let mut planes = vec![T::zero(); 16 * cin * cout];
-        winograd::transform_weight(w, cin, cout, &mut planes);
-        Ok(WinogradWeight { cin, cout, planes })
+        check_len(KERNEL, "w", w.len(), 9 * kernel[0] * cin * cout)?;
+        let mut planes = vec![T::zero(); 16 * kernel[0] * cin * cout];
+        winograd::transform_weights(w, kernel[0], cin, cout, &mut planes);
+        Ok(WinogradWeight {
+            kernel,
+            cin,
+            cout,
+            planes,
+        })
     }
 }
 
@@ -58,33 +68,46 @@ impl<T> WinogradWeight<T> {
         self.cout
     }
 
+    pub fn kernel(&self) -> Spatial {
+        self.kernel
+    }
+
     /// Bytes held by the transformed planes (16/9 of the weight's).
     pub fn size_bytes(&self) -> usize {
         self.planes.len() * std::mem::size_of::<T>()
     }
 
-    fn channels_match(&self, g: &ConvGeometry) -> bool {
-        g.cin == self.cin && g.cout == self.cout
+    fn shape_matches(&self, g: &ConvGeometry) -> bool {
+        g.cin == self.cin && g.cout == self.cout && g.kernel == self.kernel
     }
 
     /// [`conv_forward_winograd`] can run `g` with this weight.
     pub fn serves_forward(&self, g: &ConvGeometry) -> bool {
-        self.channels_match(g) && winograd_runs_forward(g)
+        self.shape_matches(g) && winograd_runs_forward(g)
     }
 
     /// [`conv_backward_data_winograd`] can run `g` with this weight.
     pub fn serves_backward_data(&self, g: &ConvGeometry) -> bool {
-        self.channels_match(g) && winograd_runs_backward_data(g)
+        self.shape_matches(g) && winograd_runs_backward_data(g)
     }
 
     fn refuse(&self, g: &ConvGeometry, direction: &str) -> KernelError {
         KernelError::Geometry {
             kernel: KERNEL,
             msg: format!(
-                "a Winograd weight of {} → {} channels cannot run the {direction} of {} → {} \
-                 channels, kernel {:?}, stride {:?}, padding {:?}/{:?} (it needs 3×3, stride 1, \
-                 padding ≤ 2)",
-                self.cin, self.cout, g.cin, g.cout, g.kernel, g.stride, g.pad_lo, g.pad_hi
+                "a Winograd weight of kernel {:?}, {} → {} channels cannot run the {direction} \
+                 of kernel {:?}, {} → {} channels, stride {:?}, padding {:?}/{:?} (it needs the \
+                 same kernel and channels, stride 1, padding below the kernel for the \
+                 backward-data)",
+                self.kernel,
+                self.cin,
+                self.cout,
+                g.kernel,
+                g.cin,
+                g.cout,
+                g.stride,
+                g.pad_lo,
+                g.pad_hi
             ),
         }
     }
