@@ -1,6 +1,7 @@
 // conv_ref.h — the convolution cases and the double-precision references (convolution, GEMM)
 // shared by the emulator checks of conv_igemm.cu / conv_direct.cu / gemm.cu / gemm_f32.cu
-// (test_conv.cpp) and conv_bf16.cu / gemm_bf16.cu (test_conv_bf16.cpp).
+// (test_conv.cpp), conv_bf16.cu / gemm_bf16.cu (test_conv_bf16.cpp) and conv_tf32.cu / gemm_tf32.cu
+// (test_conv_tf32.cpp).
 #pragma once
 #include <vector>
 

@@ -8,6 +8,7 @@
 #include "../gemm_bf16.cu"
 #include "check.h"
 #include "conv_ref.h"
+#include "conv_variants.h"
 
 // Through the conversion kernel, and the rounded values back as f32 (for the reference).
 static std::vector<mv_u16> to_bf16(const std::vector<float>& v, std::vector<float>& rounded) {
@@ -196,46 +197,7 @@ int main() {
             // The tuning candidates on the cases with several tiles or taps per k-tile only (the
             // emulator is slow; the small cases exercise what the defaults share with them).
             if (!v.dgrad && ci != 0 && ci != 4 && ci != 6 && ci != 7 && ci != 8) continue;
-            char tag[128];
-            // forward, with beta = 0.5 on an output prefilled with 2
-            std::vector<float> y(ys, 2.0f);
-            dim3 grid((g.n * g.od * g.oh * g.ow + v.bm - 1) / v.bm, (g.cout + v.bn - 1) / v.bn);
-            EMU_LAUNCH(v.fwd, grid, dim3(v.threads), v.fwd_smem, g, xh.data(), wh.data(), b.data(), y.data(), 0.5f);
-            std::vector<double> yexp(yref);
-            for (auto& e : yexp) e += 1.0;
-            snprintf(tag, sizeof tag, "case %zu fwd %s", ci, v.name);
-            chk::expect(tag, y, yexp, 1e-5);
-            // forward without bias, beta = 0 over garbage
-            std::vector<float> y0(ys, NAN);
-            EMU_LAUNCH(v.fwd, grid, dim3(v.threads), v.fwd_smem, g, xh.data(), wh.data(), nullptr, y0.data(), 0.0f);
-            std::vector<double> y0exp(yref);
-            for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
-            snprintf(tag, sizeof tag, "case %zu fwd no bias %s", ci, v.name);
-            chk::expect(tag, y0, y0exp, 1e-5);
-            // dgrad, beta = 0 over garbage, and beta = 1 onto 1.0
-            if (v.dgrad) {
-                dim3 gd((g.n * g.id * g.ih * g.iw + v.bm - 1) / v.bm, (g.cin + v.bn - 1) / v.bn);
-                for (float beta : {0.0f, 1.0f}) {
-                    std::vector<float> dx(xs, beta == 0.0f ? NAN : 1.0f);
-                    EMU_LAUNCH(v.dgrad, gd, dim3(v.threads), v.dg_smem, g, dyh.data(), wh.data(), dx.data(), beta);
-                    std::vector<double> dxexp(dxref);
-                    for (auto& e : dxexp) e += beta;
-                    snprintf(tag, sizeof tag, "case %zu dgrad %s beta %g", ci, v.name, beta);
-                    chk::expect(tag, dx, dxexp, 1e-5);
-                }
-            }
-            // wgrad, accumulating onto 1.0, the pixels split in 1, 2 and 3 (uneven) parts
-            for (int splits : {1, 2, 3}) {
-                std::vector<float> dw(ws, 1.0f);
-                int P = g.n * g.od * g.oh * g.ow, kt = (P + v.bk - 1) / v.bk;
-                int tps = (kt + splits - 1) / splits;
-                dim3 gw((ws / g.cout + v.bm - 1) / v.bm, (g.cout + v.bn - 1) / v.bn, splits);
-                EMU_LAUNCH(v.wgrad, gw, dim3(v.threads), v.wg_smem, g, xh.data(), dyh.data(), dw.data(), tps);
-                std::vector<double> dwexp(dwref);
-                for (auto& e : dwexp) e += 1.0;
-                snprintf(tag, sizeof tag, "case %zu wgrad %s, %d splits", ci, v.name, splits);
-                chk::expect(tag, dw, dwexp, 1e-5);
-            }
+            check_variant(ci, "", g, v, xh, wh, b, dyh, yref, dxref, dwref);
         }
     }
     return chk::finish();

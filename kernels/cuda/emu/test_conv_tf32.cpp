@@ -6,6 +6,7 @@
 #include "../gemm_tf32.cu"
 #include "check.h"
 #include "conv_ref.h"
+#include "conv_variants.h"
 
 static std::vector<float> rounded_tf32(const std::vector<float>& v) {
     std::vector<float> r(v.size());
@@ -18,7 +19,7 @@ typedef void (*DgradKernel)(ConvGeom, const float*, const float*, float*, float)
 typedef void (*WgradKernel)(ConvGeom, const float*, const float*, float*, int);
 struct Variant {
     const char* name;
-    int bm, bn, threads;
+    int bm, bn, threads, bk;
     FwdKernel fwd;
     DgradKernel dgrad;
     WgradKernel wgrad;
@@ -26,7 +27,7 @@ struct Variant {
 };
 template <int BM, int BN>
 static Variant variant(const char* name, int threads, FwdKernel f, DgradKernel d, WgradKernel w) {
-    return Variant{name, BM, BN, threads, f, d, w,
+    return Variant{name, BM, BN, threads, MV_TF32_BK, f, d, w,
                    (size_t)igemm_tf32_smem_bytes<BM, BN, MV_TF32_STAGES, FwdProb<float>, MV_TF32_BK>(),
                    (size_t)igemm_tf32_smem_bytes<BM, BN, MV_TF32_STAGES, DgradProb<float>, MV_TF32_BK>(),
                    (size_t)igemm_tf32_smem_bytes<BM, BN, MV_TF32_STAGES, WgradProb<float>, MV_TF32_BK>()};
@@ -111,46 +112,7 @@ int main() {
         auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
         std::vector<double> yref, dxref, dwref;
         reference(g, rounded_tf32(x), rounded_tf32(w), b, rounded_tf32(dy), yref, dxref, dwref);
-        for (const Variant& v : variants) {
-            char tag[128];
-            // forward, with beta = 0.5 on an output prefilled with 2
-            std::vector<float> y(ys, 2.0f);
-            dim3 grid((g.n * g.od * g.oh * g.ow + v.bm - 1) / v.bm, (g.cout + v.bn - 1) / v.bn);
-            EMU_LAUNCH(v.fwd, grid, dim3(v.threads), v.fwd_smem, g, x.data(), w.data(), b.data(), y.data(), 0.5f);
-            std::vector<double> yexp(yref);
-            for (auto& e : yexp) e += 1.0;
-            snprintf(tag, sizeof tag, "case %zu tf32 fwd %s", ci, v.name);
-            chk::expect(tag, y, yexp, 1e-5);
-            // forward without bias, beta = 0 over garbage
-            std::vector<float> y0(ys, NAN);
-            EMU_LAUNCH(v.fwd, grid, dim3(v.threads), v.fwd_smem, g, x.data(), w.data(), nullptr, y0.data(), 0.0f);
-            std::vector<double> y0exp(yref);
-            for (size_t i = 0; i < y0exp.size(); ++i) y0exp[i] -= b[i % g.cout];
-            snprintf(tag, sizeof tag, "case %zu tf32 fwd no bias %s", ci, v.name);
-            chk::expect(tag, y0, y0exp, 1e-5);
-            // dgrad, beta = 0 over garbage, and beta = 1 onto 1.0
-            dim3 gd((g.n * g.id * g.ih * g.iw + v.bm - 1) / v.bm, (g.cin + v.bn - 1) / v.bn);
-            for (float beta : {0.0f, 1.0f}) {
-                std::vector<float> dx(xs, beta == 0.0f ? NAN : 1.0f);
-                EMU_LAUNCH(v.dgrad, gd, dim3(v.threads), v.dg_smem, g, dy.data(), w.data(), dx.data(), beta);
-                std::vector<double> dxexp(dxref);
-                for (auto& e : dxexp) e += beta;
-                snprintf(tag, sizeof tag, "case %zu tf32 dgrad %s beta %g", ci, v.name, beta);
-                chk::expect(tag, dx, dxexp, 1e-5);
-            }
-            // wgrad, accumulating onto 1.0, the pixels split in 1, 2 and 3 (uneven) parts
-            for (int splits : {1, 2, 3}) {
-                std::vector<float> dw(ws, 1.0f);
-                int P = g.n * g.od * g.oh * g.ow, kt = (P + MV_TF32_BK - 1) / MV_TF32_BK;
-                int tps = (kt + splits - 1) / splits;
-                dim3 gw((ws / g.cout + v.bm - 1) / v.bm, (g.cout + v.bn - 1) / v.bn, splits);
-                EMU_LAUNCH(v.wgrad, gw, dim3(v.threads), v.wg_smem, g, x.data(), dy.data(), dw.data(), tps);
-                std::vector<double> dwexp(dwref);
-                for (auto& e : dwexp) e += 1.0;
-                snprintf(tag, sizeof tag, "case %zu tf32 wgrad %s, %d splits", ci, v.name, splits);
-                chk::expect(tag, dw, dwexp, 1e-5);
-            }
-        }
+        for (const Variant& v : variants) check_variant(ci, "tf32 ", g, v, x, w, b, dy, yref, dxref, dwref);
     }
     return chk::finish();
 }
