@@ -12,8 +12,9 @@
 //! write to the weight, so a reloaded or edited weight is transformed anew, never served stale.
 //! CUDA tensors (and geometries Winograd does not run) take the plain convolution.
 
-use super::conv::{check_backward, check_forward, conv_backward, conv_forward, with_scratch};
-use super::conv::{ConvSpec, ForwardCall};
+use super::conv::{
+    check_backward, check_forward, conv_backward, conv_forward, with_scratch, ConvSpec, ForwardCall,
+};
 use crate::error::Result;
 use crate::tensor::Tensor;
 use medvae_kernels::cpu::conv as k;

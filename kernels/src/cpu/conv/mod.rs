@@ -7,8 +7,9 @@
 //! `implicit_gemm` for the scheme (and the weight gradient, which runs on the forward's
 //! layout), `forward` and `backward_data` for how those directions map onto it.
 //!
-//! 3×3 stride-1 2D convolutions (all three directions) run as Winograd F(2×2, 3×3) instead
-//! (`winograd`), unless [`ConvAlgorithm::ImplicitGemm`] is asked for.
+//! Stride-1 convolutions with a 3×3 kernel, 2D or `kd×3×3` on volumes (all three directions),
+//! run as Winograd F(2×2, 3×3) instead (`winograd`), unless [`ConvAlgorithm::ImplicitGemm`] is
+//! asked for.
 //!
 //! The `*_with` variants take a [`ConvScratch`] so that repeated calls reuse their packing
 //! buffers instead of allocating, and carry the algorithm choice. A weight that does not change
@@ -40,7 +41,7 @@ use workspace::Workspace;
 /// Which algorithm computes the convolution (all three directions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ConvAlgorithm {
-    /// Winograd F(2×2, 3×3) where it applies (3×3, stride 1, 2D or `1×3×3`), otherwise the
+    /// Winograd F(2×2, 3×3) where it applies (stride 1, 3×3 in 2D or `kd×3×3`), otherwise the
     /// implicit GEMM.
     #[default]
     Auto,

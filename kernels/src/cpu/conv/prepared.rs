@@ -1,11 +1,11 @@
-//! 3×3 convolutions with a weight transformed once, for weights that do not change between
-//! calls (a frozen network's, such as LPIPS' VGG16).
+//! Winograd convolutions (3×3, and `kd×3×3` on volumes) with a weight transformed once, for
+//! weights that do not change between calls (a frozen network's, such as LPIPS' VGG16).
 //!
 //! [`conv_forward_with`](super::conv_forward_with) and the backward-data transform the weight
-//! on every call. That is a pass over `9·cin·cout` values writing `16·cin·cout`, which for the
-//! deep, small layers of a perceptual network costs as much as the convolution's GEMMs. A
-//! [`WinogradWeight`] holds that transform; the backward-data reads the same planes (see
-//! `winograd::Planes::Adjoint`), so one transform serves both directions.
+//! on every call. That is a pass over `9·cin·cout` values (per depth tap) writing `16·cin·cout`,
+//! which for the deep, small layers of a perceptual network costs as much as the convolution's
+//! GEMMs. A [`WinogradWeight`] holds that transform; the backward-data reads the same planes
+//! (see `winograd::Planes::Adjoint`), so one transform serves both directions.
 
 use super::winograd::{self, Planes};
 use super::{check_common, ConvGeometry, ConvScratch, KERNEL};
