@@ -190,7 +190,6 @@ pub fn conv_backward_data_with<T: Real>(
     check_len(KERNEL, "dy", dy.len(), g.output_len())?;
     check_len(KERNEL, "w", w.len(), g.weight_len())?;
     check_len(KERNEL, "dx", dx.len(), g.input_len())?;
-    let (classes, spec) = backward_data::backward_data_plan(g);
     let ConvScratch {
         algorithm,
         source,
@@ -213,6 +212,8 @@ pub fn conv_backward_data_with<T: Real>(
         );
         return Ok(());
     }
+    // The implicit GEMM's plan, only where Winograd does not run.
+    let (classes, spec) = backward_data::backward_data_plan(g);
     weight.resize(w.len(), T::zero());
     backward_data::flip_weight(g, &classes, w, weight);
     let src = packed_source(dy, g.batch, g.out_spatial(), g.cout, &spec, source);
