@@ -132,18 +132,30 @@ pub(super) fn check_forward(
 /// `y = conv(x, w) + b`.
 pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     const OP: &str = "conv_forward";
-    let ForwardCall { dev, g, y_shape } = check_forward(OP, spec, x, w, b)?;
+    let call = check_forward(OP, spec, x, w, b)?;
+    forward_checked(OP, call, x, w, b)
+}
+
+/// [`conv_forward`] of operands that [`check_forward`] has passed as `call`.
+pub(super) fn forward_checked(
+    op: &str,
+    call: ForwardCall,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor> {
+    let ForwardCall { dev, g, y_shape } = call;
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::conv::conv_forward(OP, &g, x, w, b, &y_shape);
+        return super::on_cuda::conv::conv_forward(op, &g, x, w, b, &y_shape);
     }
-    cpu_only(OP, dev)?;
+    cpu_only(op, dev)?;
     let mut y = Tensor::uninit(&y_shape);
     let bias = match b {
-        Some(b) => Some(b.f32s(OP)?),
+        Some(b) => Some(b.f32s(op)?),
         None => None,
     };
-    let (xs, ws, ys) = (x.f32s(OP)?, w.f32s(OP)?, y.f32s_mut(OP)?);
+    let (xs, ws, ys) = (x.f32s(op)?, w.f32s(op)?, y.f32s_mut(op)?);
     with_scratch(|s| k::conv_forward_with(s, &g, xs, ws, bias, ys))?;
     Ok(y)
 }
@@ -190,23 +202,39 @@ pub fn conv_backward(
     if let Some(db) = &db {
         db.expect_shape(OP, "db", &[spec.cout])?;
     }
+    backward_checked(OP, (dev, g), x, w, dy, need_dx, dw, db)
+}
+
+/// [`conv_backward`] of operands that [`check_backward`] has passed as `call` (and `dw`, `db`
+/// of the weight's and bias' shapes).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_checked(
+    op: &str,
+    (dev, g): (Device, k::ConvGeometry),
+    x: Cow<'_, Tensor>,
+    w: &Tensor,
+    dy: &Tensor,
+    need_dx: bool,
+    dw: Option<&mut Tensor>,
+    db: Option<&mut Tensor>,
+) -> Result<Option<Tensor>> {
     #[cfg(feature = "cuda")]
     if !dev.is_cpu() {
-        return super::on_cuda::conv::conv_backward(OP, &g, x, w, dy, need_dx, dw, db);
+        return super::on_cuda::conv::conv_backward(op, &g, x, w, dy, need_dx, dw, db);
     }
-    cpu_only(OP, dev)?;
+    cpu_only(op, dev)?;
     if let Some(dw) = dw {
         let dbias = match db {
-            Some(db) => Some(db.f32s_mut(OP)?),
+            Some(db) => Some(db.f32s_mut(op)?),
             None => None,
         };
-        let (xs, dys, dws) = (x.f32s(OP)?, dy.f32s(OP)?, dw.f32s_mut(OP)?);
+        let (xs, dys, dws) = (x.f32s(op)?, dy.f32s(op)?, dw.f32s_mut(op)?);
         with_scratch(|s| k::conv_backward_weight_with(s, &g, xs, dys, dws, dbias))?;
     } else if let Some(db) = db {
         // Bias gradient alone (frozen weight, trainable bias) still needs the sum over dy.
-        let dyv = dy.f32s(OP)?;
-        let dbv = db.f32s_mut(OP)?;
-        for row in dyv.chunks_exact(spec.cout) {
+        let dyv = dy.f32s(op)?;
+        let dbv = db.f32s_mut(op)?;
+        for row in dyv.chunks_exact(g.cout) {
             for (a, &v) in dbv.iter_mut().zip(row) {
                 *a += v;
             }
@@ -218,7 +246,7 @@ pub fn conv_backward(
     let x_shape = x.shape().to_vec();
     drop(x);
     let mut dx = Tensor::uninit(&x_shape);
-    let (dys, ws, dxs) = (dy.f32s(OP)?, w.f32s(OP)?, dx.f32s_mut(OP)?);
+    let (dys, ws, dxs) = (dy.f32s(op)?, w.f32s(op)?, dx.f32s_mut(op)?);
     with_scratch(|s| k::conv_backward_data_with(s, &g, dys, ws, dxs))?;
     Ok(Some(dx))
 }

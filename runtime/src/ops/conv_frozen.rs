@@ -13,7 +13,8 @@
 //! CUDA tensors (and geometries Winograd does not run) take the plain convolution.
 
 use super::conv::{
-    check_backward, check_forward, conv_backward, conv_forward, with_scratch, ConvSpec, ForwardCall,
+    backward_checked, check_backward, check_forward, forward_checked, with_scratch, ConvSpec,
+    ForwardCall,
 };
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -95,20 +96,21 @@ pub fn conv_forward_frozen(
     cache: &FrozenConvCache,
 ) -> Result<Tensor> {
     const OP: &str = "conv_forward_frozen";
-    let ForwardCall { dev, g, y_shape } = check_forward(OP, spec, x, w, b)?;
-    if dev.is_cpu() && k::winograd_runs_forward(&g) {
+    let call = check_forward(OP, spec, x, w, b)?;
+    let ForwardCall { dev, g, y_shape } = &call;
+    if dev.is_cpu() && k::winograd_runs_forward(g) {
         if let Some(u) = cache.transformed(OP, spec, w)? {
-            let mut y = Tensor::uninit(&y_shape);
+            let mut y = Tensor::uninit(y_shape);
             let bias = match b {
                 Some(b) => Some(b.f32s(OP)?),
                 None => None,
             };
             let (xs, ys) = (x.f32s(OP)?, y.f32s_mut(OP)?);
-            with_scratch(|s| k::conv_forward_winograd(s, &g, xs, &u, bias, ys))?;
+            with_scratch(|s| k::conv_forward_winograd(s, g, xs, &u, bias, ys))?;
             return Ok(y);
         }
     }
-    conv_forward(spec, x, w, b)
+    forward_checked(OP, call, x, w, b)
 }
 
 /// `dx` of a convolution whose weight (and bias) get no gradient, from its forward input `x`
@@ -121,16 +123,85 @@ pub fn conv_backward_data_frozen(
     cache: &FrozenConvCache,
 ) -> Result<Tensor> {
     const OP: &str = "conv_backward_data_frozen";
-    let (dev, g) = check_backward(OP, spec, x, w, dy)?;
-    if dev.is_cpu() && k::winograd_runs_backward_data(&g) {
+    let call = check_backward(OP, spec, x, w, dy)?;
+    let (dev, g) = &call;
+    if dev.is_cpu() && k::winograd_runs_backward_data(g) {
         if let Some(u) = cache.transformed(OP, spec, w)? {
             let mut dx = Tensor::uninit(x.shape());
             let (dys, dxs) = (dy.f32s(OP)?, dx.f32s_mut(OP)?);
-            with_scratch(|s| k::conv_backward_data_winograd(s, &g, dys, &u, dxs))?;
+            with_scratch(|s| k::conv_backward_data_winograd(s, g, dys, &u, dxs))?;
             return Ok(dx);
         }
     }
-    conv_backward(spec, Cow::Borrowed(x), w, dy, true, None, None)?.ok_or_else(|| {
+    backward_checked(OP, call, Cow::Borrowed(x), w, dy, true, None, None)?.ok_or_else(|| {
         crate::RuntimeError::Other(format!("{OP}: the convolution gave no input gradient"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::conv::{conv_backward, conv_forward};
+
+    fn ramp(shape: &[usize], scale: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let data = (0..n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * scale)
+            .collect();
+        Tensor::from_vec(shape, data).unwrap()
+    }
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+        let (a, b) = (a.f32s("test").unwrap(), b.f32s("test").unwrap());
+        let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+        let den: f32 = b.iter().map(|y| y * y).sum();
+        (num / den).sqrt()
+    }
+
+    /// Both paths of the frozen convolution give the plain convolution's results: the kept
+    /// transform (3×3, stride 1) and the fallback (stride 2, which Winograd does not run).
+    #[test]
+    fn frozen_matches_plain_with_and_without_winograd() {
+        for (spec, tol) in [
+            (ConvSpec::square_2d(6, 5, 3, 1, 1), 1e-5),
+            (ConvSpec::square_2d(6, 5, 3, 2, 1), 0.0),
+        ] {
+            let x = ramp(&[2, 9, 7, 6], 0.01);
+            let w = ramp(&spec.weight_shape(), 0.02);
+            let b = ramp(&[5], 0.1);
+            let cache = FrozenConvCache::new();
+            let y = conv_forward_frozen(&spec, &x, &w, Some(&b), &cache).unwrap();
+            let y_ref = conv_forward(&spec, &x, &w, Some(&b)).unwrap();
+            assert_eq!(y.shape(), y_ref.shape());
+            assert!(rel_err(&y, &y_ref) <= tol, "{spec:?}: forward");
+            let dy = ramp(y.shape(), 0.03);
+            let dx = conv_backward_data_frozen(&spec, &x, &w, &dy, &cache).unwrap();
+            let dx_ref = conv_backward(&spec, Cow::Borrowed(&x), &w, &dy, true, None, None)
+                .unwrap()
+                .unwrap();
+            assert!(rel_err(&dx, &dx_ref) <= tol, "{spec:?}: backward-data");
+            // Only the Winograd geometry keeps a transform.
+            assert_eq!(cache.size_bytes() > 0, spec.stride == [1, 1, 1]);
+        }
+    }
+
+    /// Mismatched operands are refused under the frozen op's name, on both paths.
+    #[test]
+    fn bad_operands_are_errors_naming_the_frozen_op() {
+        for stride in [1, 2] {
+            let spec = ConvSpec::square_2d(6, 5, 3, stride, 1);
+            let x = ramp(&[1, 8, 8, 6], 0.01);
+            let cache = FrozenConvCache::new();
+            let wrong_w = ramp(&[3, 3, 5, 6], 0.02);
+            let err = conv_forward_frozen(&spec, &x, &wrong_w, None, &cache).unwrap_err();
+            assert!(err.to_string().contains("conv_forward_frozen"), "{err}");
+            let w = ramp(&spec.weight_shape(), 0.02);
+            let wrong_dy = ramp(&[1, 3, 3, 5], 0.03);
+            let err = conv_backward_data_frozen(&spec, &x, &w, &wrong_dy, &cache).unwrap_err();
+            assert!(
+                err.to_string().contains("conv_backward_data_frozen"),
+                "{err}"
+            );
+        }
+    }
 }
