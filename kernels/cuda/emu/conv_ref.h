@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../medvae_conv.cuh"
+#include "check.h"
 
 struct Case {
     int n, id, ih, iw, cin, cout, kd, kh, kw, sd, sh, sw, pdl, phl, pwl, pdh, phh, pwh;
@@ -20,6 +21,28 @@ static ConvGeom geom(const Case& c) {
     g.oh = (c.ih + c.phl + c.phh - c.kh) / c.sh + 1;
     g.ow = (c.iw + c.pwl + c.pwh - c.kw) / c.sw + 1;
     return g;
+}
+
+// One case's geometry, element counts and random operands: x, w (scale 0.2), b (0.1) and dy,
+// drawn in that order from chk's generator (so every test draws the same sequence).
+struct CaseInputs {
+    ConvGeom g;
+    size_t xs, ws, ys;
+    std::vector<float> x, w, b, dy;
+};
+
+static CaseInputs case_inputs(const Case& c) {
+    CaseInputs in;
+    in.g = geom(c);
+    const ConvGeom& g = in.g;
+    in.xs = (size_t)g.n * g.id * g.ih * g.iw * g.cin;
+    in.ws = (size_t)g.kd * g.kh * g.kw * g.cin * g.cout;
+    in.ys = (size_t)g.n * g.od * g.oh * g.ow * g.cout;
+    in.x = chk::randn(in.xs);
+    in.w = chk::randn(in.ws, 0.2f);
+    in.b = chk::randn(g.cout, 0.1f);
+    in.dy = chk::randn(in.ys);
+    return in;
 }
 
 // y = conv(x, w) + bias (double); dx, dw for upstream dy.

@@ -78,10 +78,7 @@ int main() {
     const char* names[] = {"tf32_128x128", "tf32_64x64", "bf16_128x128", "bf16_64x64"};
     for (size_t ci = 0; ci < cases.size(); ++ci) {
         const Case& c = cases[ci];
-        ConvGeom g = geom(c);
-        size_t xs = (size_t)g.n * g.id * g.ih * g.iw * g.cin, ws = (size_t)g.kd * g.kh * g.kw * g.cin * g.cout;
-        size_t ys = (size_t)g.n * g.od * g.oh * g.ow * g.cout;
-        auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
+        const auto [g, xs, ws, ys, x, w, b, dy] = case_inputs(c);
         std::vector<double> yr, dxr, dwr;
         reference(g, x, w, b, dy, yr, dxr, dwr);
         {  // direct f32 reference kernels

@@ -133,11 +133,7 @@ int main() {
         {1, 6, 7, 6, 8, 16, 4, 4, 4, 2, 2, 2, 1, 1, 1, 1, 1, 1},      // 3D k4 s2 p1: 64 taps (mask bits 32-63)
     };
     for (size_t ci = 0; ci < cases.size(); ++ci) {
-        const Case& c = cases[ci];
-        ConvGeom g = geom(c);
-        size_t xs = (size_t)g.n * g.id * g.ih * g.iw * g.cin, ws = (size_t)g.kd * g.kh * g.kw * g.cin * g.cout;
-        size_t ys = (size_t)g.n * g.od * g.oh * g.ow * g.cout;
-        auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
+        const auto [g, xs, ws, ys, x, w, b, dy] = case_inputs(cases[ci]);
         std::vector<float> xr, wr, dyr;
         auto xh = to_bf16(x, xr), wh = to_bf16(w, wr), dyh = to_bf16(dy, dyr);
         std::vector<double> yref, dxref, dwref;

@@ -105,11 +105,7 @@ int main() {
         {1, 6, 7, 6, 4, 8, 4, 4, 4, 2, 2, 2, 1, 1, 1, 1, 1, 1},       // 3D k4 s2 p1: 64 taps (mask bits 32-63)
     };
     for (size_t ci = 0; ci < cases.size(); ++ci) {
-        const Case& c = cases[ci];
-        ConvGeom g = geom(c);
-        size_t xs = (size_t)g.n * g.id * g.ih * g.iw * g.cin, ws = (size_t)g.kd * g.kh * g.kw * g.cin * g.cout;
-        size_t ys = (size_t)g.n * g.od * g.oh * g.ow * g.cout;
-        auto x = chk::randn(xs), w = chk::randn(ws, 0.2f), b = chk::randn(g.cout, 0.1f), dy = chk::randn(ys);
+        const auto [g, xs, ws, ys, x, w, b, dy] = case_inputs(cases[ci]);
         std::vector<double> yref, dxref, dwref;
         reference(g, rounded_tf32(x), rounded_tf32(w), b, rounded_tf32(dy), yref, dxref, dwref);
         for (const Variant& v : variants) check_variant(ci, "tf32 ", g, v, x, w, b, dy, yref, dxref, dwref);
