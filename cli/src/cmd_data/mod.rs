@@ -5,6 +5,7 @@
 
 mod config;
 mod contact_sheet;
+pub mod fingerprint;
 mod inspect;
 mod prepare;
 

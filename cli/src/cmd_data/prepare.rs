@@ -98,7 +98,7 @@ impl PrepareArgs {
         }
     }
 
-    fn datasets(&self) -> Result<Vec<DatasetSpec>> {
+    pub(super) fn datasets(&self) -> Result<Vec<DatasetSpec>> {
         if let Some(path) = &self.config {
             return Ok(DataConfig::load(path)?.datasets);
         }
@@ -142,6 +142,7 @@ fn progress_bar() -> ProgressBar {
 
 pub fn run(args: &PrepareArgs) -> Result<ExitCode> {
     let specs = args.datasets()?;
+    let sources = super::fingerprint::of_sources(args)?;
     let opts = args.options();
     let bar = progress_bar();
     let mut on_file = |p: &Progress<'_>| {
@@ -163,6 +164,7 @@ pub fn run(args: &PrepareArgs) -> Result<ExitCode> {
         )
     })?;
     print_summary(&report);
+    super::fingerprint::store(&opts.out_dir, &sources)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,7 +5,7 @@ mod config;
 mod logs;
 mod tensorboard;
 
-use crate::cmd_data::PrepareArgs;
+use crate::cmd_data::{fingerprint, PrepareArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logs::RunLogs;
@@ -196,21 +196,113 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 
 /// Prepare the shards from the data config unless the folder already holds them.
 fn ensure_prepared(data_config: &Path, prepared: &Path) -> Result<()> {
+    let args = PrepareArgs::from_config(data_config, prepared);
     if prepared.join("train.index.json").is_file() {
-        return Ok(());
-    }
-    if !data_config.is_file() {
+        let Some(stored) = fingerprint::stored(prepared) else {
+            eprintln!(
+                "reusing {} (prepared without a record of its sources; delete that folder if \
+                 {} or its CSVs changed since)",
+                prepared.display(),
+                data_config.display()
+            );
+            return Ok(());
+        };
+        if !data_config.is_file() || fingerprint::of_sources(&args)? == stored {
+            return Ok(());
+        }
+        eprintln!(
+            "{} or its CSVs changed since {} was prepared: preparing again",
+            data_config.display(),
+            prepared.display()
+        );
+    } else if !data_config.is_file() {
         bail!(
             "dataloader.config {} not found (and {} holds no prepared data)",
             data_config.display(),
             prepared.display()
         );
+    } else {
+        eprintln!(
+            "preparing {} into {} (again whenever the config or its CSVs change)",
+            data_config.display(),
+            prepared.display()
+        );
     }
-    eprintln!(
-        "preparing {} into {} (once; delete that folder to prepare again)",
-        data_config.display(),
-        prepared.display()
-    );
-    crate::cmd_data::run_prepare(&PrepareArgs::from_config(data_config, prepared))?;
+    crate::cmd_data::run_prepare(&args)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    fn samples(prepared: &Path, split: &str) -> usize {
+        let index = prepared.join(format!("{split}.index.json"));
+        let text = std::fs::read_to_string(&index).expect("index");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+        v["samples"].as_array().map_or(0, Vec::len)
+    }
+
+    /// A prepared folder is reused while its config and CSVs are unchanged, prepared again when
+    /// a CSV moves an image to another split, and reused (with a note) when it carries no
+    /// record of its sources.
+    #[test]
+    fn prepared_data_follow_csv_edits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (csv, config, prepared) = (
+            tmp.path().join("split.csv"),
+            tmp.path().join("data.yaml"),
+            tmp.path().join("prepared"),
+        );
+        let data_dir = repo().join("samples/2d");
+        std::fs::write(
+            &config,
+            format!(
+                "datasets:\n  - csv: {}\n    data_dir: {}\n    suffix: \"\"\n    kind: png2d\n    \
+                 merge_channels: true\n",
+                csv.display(),
+                data_dir.display()
+            ),
+        )
+        .unwrap();
+        let write_csv = |second: &str| {
+            let text =
+                format!("image_uuid,split\nct_slice_u16.png,train\nmr_slice_u8.png,{second}\n");
+            std::fs::write(&csv, text).unwrap();
+        };
+        write_csv("train");
+        ensure_prepared(&config, &prepared).unwrap();
+        assert_eq!(
+            (samples(&prepared, "train"), samples(&prepared, "val")),
+            (2, 0)
+        );
+        let made = std::fs::metadata(prepared.join("train.index.json"))
+            .and_then(|m| m.modified())
+            .unwrap();
+        ensure_prepared(&config, &prepared).unwrap();
+        let kept = std::fs::metadata(prepared.join("train.index.json"))
+            .and_then(|m| m.modified())
+            .unwrap();
+        assert_eq!(made, kept, "unchanged sources must reuse the shards");
+
+        write_csv("val");
+        ensure_prepared(&config, &prepared).unwrap();
+        assert_eq!(
+            (samples(&prepared, "train"), samples(&prepared, "val")),
+            (1, 1)
+        );
+
+        // Without a record (an older folder) the shards are reused as they are.
+        std::fs::remove_file(prepared.join(fingerprint::FILE)).unwrap();
+        write_csv("train");
+        ensure_prepared(&config, &prepared).unwrap();
+        assert_eq!(
+            (samples(&prepared, "train"), samples(&prepared, "val")),
+            (1, 1)
+        );
+    }
 }

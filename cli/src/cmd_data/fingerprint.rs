@@ -1,0 +1,49 @@
+//! What a prepared folder was made from, so that a finetune never trains on shards of an older
+//! split: a hash of the dataset specs (paths, kinds, columns), each dataset's CSV text and the
+//! shard dtype, written beside the indexes by `data prepare`. The image files themselves are
+//! not hashed (that would mean reading the whole archive on every start); a CSV edit, the
+//! usual way a split changes, is caught.
+
+use super::PrepareArgs;
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// The fingerprint's file name inside a prepared folder.
+pub const FILE: &str = "sources.fingerprint";
+
+/// 64-bit FNV-1a: stable across builds and toolchains (std's hasher is not promised to be).
+struct Fnv(u64);
+
+impl Fnv {
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        // A separator, so that ("ab", "c") and ("a", "bc") differ.
+        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
+    }
+}
+
+/// The fingerprint of what `args` prepares.
+pub fn of_sources(args: &PrepareArgs) -> Result<String> {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    h.add(format!("{:?}", args.dtype).as_bytes());
+    for spec in args.datasets()? {
+        h.add(format!("{spec:?}").as_bytes());
+        let csv = std::fs::read(&spec.csv)
+            .with_context(|| format!("reading dataset CSV {}", spec.csv.display()))?;
+        h.add(&csv);
+    }
+    Ok(format!("{:016x}\n", h.0))
+}
+
+/// The fingerprint stored in the prepared folder `dir`, if any.
+pub fn stored(dir: &Path) -> Option<String> {
+    std::fs::read_to_string(dir.join(FILE)).ok()
+}
+
+/// Store `fingerprint` in the prepared folder `dir`.
+pub fn store(dir: &Path, fingerprint: &str) -> Result<()> {
+    let path = dir.join(FILE);
+    std::fs::write(&path, fingerprint).with_context(|| format!("writing {}", path.display()))
+}
