@@ -1,8 +1,9 @@
 //! What a prepared folder was made from, so that a finetune never trains on shards of an older
-//! split: a hash of the dataset specs (paths, kinds, columns), each dataset's CSV text and the
-//! shard dtype, written beside the indexes by `data prepare`. The image files themselves are
-//! not hashed (that would mean reading the whole archive on every start); a CSV edit, the
-//! usual way a split changes, is caught.
+//! split: a hash of the dataset specs (paths, kinds, columns) and each dataset's CSV text,
+//! written beside the indexes by `data prepare`. The image files themselves are not hashed
+//! (that would mean reading the whole archive on every start); a CSV edit, the usual way a
+//! split changes, is caught. The shard dtype is left out: shards prepared in f32 on purpose
+//! (`data prepare --dtype f32`) hold the same samples and stay in use.
 
 use super::PrepareArgs;
 use anyhow::{Context, Result};
@@ -27,7 +28,6 @@ impl Fnv {
 /// The fingerprint of what `args` prepares.
 pub fn of_sources(args: &PrepareArgs) -> Result<String> {
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    h.add(format!("{:?}", args.dtype).as_bytes());
     for spec in args.datasets()? {
         h.add(format!("{spec:?}").as_bytes());
         let csv = std::fs::read(&spec.csv)

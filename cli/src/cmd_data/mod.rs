@@ -10,6 +10,8 @@ mod inspect;
 mod prepare;
 
 pub use inspect::InspectArgs;
+#[cfg(test)]
+pub use prepare::DtypeArg;
 pub use prepare::PrepareArgs;
 
 use anyhow::Result;

@@ -296,6 +296,19 @@ mod tests {
             (1, 1)
         );
 
+        // Shards prepared in f32 on purpose (`data prepare --dtype f32`) stay in use.
+        let mut f32_args = PrepareArgs::from_config(&config, &prepared);
+        f32_args.dtype = crate::cmd_data::DtypeArg::F32;
+        crate::cmd_data::run_prepare(&f32_args).unwrap();
+        let f32_made = std::fs::metadata(prepared.join("train.index.json"))
+            .and_then(|m| m.modified())
+            .unwrap();
+        ensure_prepared(&config, &prepared).unwrap();
+        let f32_kept = std::fs::metadata(prepared.join("train.index.json"))
+            .and_then(|m| m.modified())
+            .unwrap();
+        assert_eq!(f32_made, f32_kept, "f32 shards must stay in use");
+
         // Without a record (an older folder) the shards are reused as they are.
         std::fs::remove_file(prepared.join(fingerprint::FILE)).unwrap();
         write_csv("train");
