@@ -194,7 +194,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prepare the shards from the data config unless the folder already holds them.
+/// Prepare the shards from the data config unless the folder already holds them, made from
+/// the config and CSVs as they are now (see `cmd_data::fingerprint`).
 fn ensure_prepared(data_config: &Path, prepared: &Path) -> Result<()> {
     let args = PrepareArgs::from_config(data_config, prepared);
     if prepared.join("train.index.json").is_file() {
@@ -207,7 +208,21 @@ fn ensure_prepared(data_config: &Path, prepared: &Path) -> Result<()> {
             );
             return Ok(());
         };
-        if !data_config.is_file() || fingerprint::of_sources(&args)? == stored {
+        if !data_config.is_file() {
+            return Ok(());
+        }
+        // Shards copied without their CSVs stay usable; say that they went unchecked.
+        let current = match fingerprint::of_sources(&args) {
+            Ok(current) => current,
+            Err(e) => {
+                eprintln!(
+                    "reusing {} without checking its sources: {e:#}",
+                    prepared.display()
+                );
+                return Ok(());
+            }
+        };
+        if current == stored {
             return Ok(());
         }
         eprintln!(
@@ -308,6 +323,16 @@ mod tests {
             .and_then(|m| m.modified())
             .unwrap();
         assert_eq!(f32_made, f32_kept, "f32 shards must stay in use");
+
+        // A CSV that cannot be read leaves the shards in use (a copied prepared folder).
+        let moved = tmp.path().join("moved.csv");
+        std::fs::rename(&csv, &moved).unwrap();
+        ensure_prepared(&config, &prepared).unwrap();
+        assert_eq!(
+            (samples(&prepared, "train"), samples(&prepared, "val")),
+            (1, 1)
+        );
+        std::fs::rename(&moved, &csv).unwrap();
 
         // Without a record (an older folder) the shards are reused as they are.
         std::fs::remove_file(prepared.join(fingerprint::FILE)).unwrap();
