@@ -5,8 +5,8 @@
 //! split changes, is caught. The shard dtype is left out: shards prepared in f32 on purpose
 //! (`data prepare --dtype f32`) hold the same samples and stay in use.
 
-use super::PrepareArgs;
 use anyhow::{Context, Result};
+use medvae_runtime::data::dataset::DatasetSpec;
 use std::path::Path;
 
 /// The fingerprint's file name inside a prepared folder.
@@ -25,10 +25,10 @@ impl Fnv {
     }
 }
 
-/// The fingerprint of what `args` prepares.
-pub fn of_sources(args: &PrepareArgs) -> Result<String> {
+/// The fingerprint of the datasets `specs` (as `PrepareArgs::datasets` gives them).
+pub fn of_sources(specs: &[DatasetSpec]) -> Result<String> {
     let mut h = Fnv(0xcbf2_9ce4_8422_2325);
-    for spec in args.datasets()? {
+    for spec in specs {
         h.add(format!("{spec:?}").as_bytes());
         let csv = std::fs::read(&spec.csv)
             .with_context(|| format!("reading dataset CSV {}", spec.csv.display()))?;

@@ -98,7 +98,7 @@ impl PrepareArgs {
         }
     }
 
-    pub(super) fn datasets(&self) -> Result<Vec<DatasetSpec>> {
+    pub(crate) fn datasets(&self) -> Result<Vec<DatasetSpec>> {
         if let Some(path) = &self.config {
             return Ok(DataConfig::load(path)?.datasets);
         }
@@ -142,7 +142,7 @@ fn progress_bar() -> ProgressBar {
 
 pub fn run(args: &PrepareArgs) -> Result<ExitCode> {
     let specs = args.datasets()?;
-    let sources = super::fingerprint::of_sources(args)?;
+    let sources = super::fingerprint::of_sources(&specs)?;
     let opts = args.options();
     let bar = progress_bar();
     let mut on_file = |p: &Progress<'_>| {

@@ -198,53 +198,63 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 /// the config and CSVs as they are now (see `cmd_data::fingerprint`).
 fn ensure_prepared(data_config: &Path, prepared: &Path) -> Result<()> {
     let args = PrepareArgs::from_config(data_config, prepared);
-    if prepared.join("train.index.json").is_file() {
-        let Some(stored) = fingerprint::stored(prepared) else {
-            eprintln!(
-                "reusing {} (prepared without a record of its sources; delete that folder if \
-                 {} or its CSVs changed since)",
-                prepared.display(),
-                data_config.display()
-            );
-            return Ok(());
-        };
+    if !prepared.join("train.index.json").is_file() {
         if !data_config.is_file() {
-            return Ok(());
+            bail!(
+                "dataloader.config {} not found (and {} holds no prepared data)",
+                data_config.display(),
+                prepared.display()
+            );
         }
-        // Shards copied without their CSVs stay usable; say that they went unchecked.
-        let current = match fingerprint::of_sources(&args) {
-            Ok(current) => current,
-            Err(e) => {
-                eprintln!(
-                    "reusing {} without checking its sources: {e:#}",
-                    prepared.display()
-                );
-                return Ok(());
-            }
-        };
-        if current == stored {
-            return Ok(());
-        }
-        eprintln!(
-            "{} or its CSVs changed since {} was prepared: preparing again",
-            data_config.display(),
-            prepared.display()
-        );
-    } else if !data_config.is_file() {
-        bail!(
-            "dataloader.config {} not found (and {} holds no prepared data)",
-            data_config.display(),
-            prepared.display()
-        );
-    } else {
         eprintln!(
             "preparing {} into {} (again whenever the config or its CSVs change)",
             data_config.display(),
             prepared.display()
         );
+    } else if !sources_changed(&args, data_config, prepared) {
+        return Ok(());
     }
     crate::cmd_data::run_prepare(&args)?;
     Ok(())
+}
+
+/// Whether the shards in `prepared` were made from other sources than `args` names now. Shards
+/// that cannot be checked (no fingerprint, no config, unreadable CSVs: an older or a copied
+/// folder) count as unchanged; the ones a note is owed are named on stderr.
+fn sources_changed(args: &PrepareArgs, data_config: &Path, prepared: &Path) -> bool {
+    let Some(stored) = fingerprint::stored(prepared) else {
+        eprintln!(
+            "reusing {} (prepared without a record of its sources; delete that folder if {} or \
+             its CSVs changed since)",
+            prepared.display(),
+            data_config.display()
+        );
+        return false;
+    };
+    if !data_config.is_file() {
+        return false;
+    }
+    match args
+        .datasets()
+        .and_then(|specs| fingerprint::of_sources(&specs))
+    {
+        Ok(current) if current == stored => false,
+        Ok(_) => {
+            eprintln!(
+                "{} or its CSVs changed since {} was prepared: preparing again",
+                data_config.display(),
+                prepared.display()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!(
+                "reusing {} without checking its sources: {e:#}",
+                prepared.display()
+            );
+            false
+        }
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +270,18 @@ mod tests {
         let text = std::fs::read_to_string(&index).expect("index");
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         v["samples"].as_array().map_or(0, Vec::len)
+    }
+
+    /// `(train, val)` sample counts of a prepared folder.
+    fn splits(prepared: &Path) -> (usize, usize) {
+        (samples(prepared, "train"), samples(prepared, "val"))
+    }
+
+    /// When the train index was last written (a reused folder keeps it).
+    fn index_written(prepared: &Path) -> std::time::SystemTime {
+        std::fs::metadata(prepared.join("train.index.json"))
+            .and_then(|m| m.modified())
+            .expect("train index mtime")
     }
 
     /// A prepared folder is reused while its config and CSVs are unchanged, prepared again when
@@ -291,56 +313,42 @@ mod tests {
         };
         write_csv("train");
         ensure_prepared(&config, &prepared).unwrap();
-        assert_eq!(
-            (samples(&prepared, "train"), samples(&prepared, "val")),
-            (2, 0)
-        );
-        let made = std::fs::metadata(prepared.join("train.index.json"))
-            .and_then(|m| m.modified())
-            .unwrap();
+        assert_eq!(splits(&prepared), (2, 0));
+        let made = index_written(&prepared);
         ensure_prepared(&config, &prepared).unwrap();
-        let kept = std::fs::metadata(prepared.join("train.index.json"))
-            .and_then(|m| m.modified())
-            .unwrap();
-        assert_eq!(made, kept, "unchanged sources must reuse the shards");
+        assert_eq!(
+            made,
+            index_written(&prepared),
+            "unchanged sources must reuse the shards"
+        );
 
         write_csv("val");
         ensure_prepared(&config, &prepared).unwrap();
-        assert_eq!(
-            (samples(&prepared, "train"), samples(&prepared, "val")),
-            (1, 1)
-        );
+        assert_eq!(splits(&prepared), (1, 1));
 
         // Shards prepared in f32 on purpose (`data prepare --dtype f32`) stay in use.
         let mut f32_args = PrepareArgs::from_config(&config, &prepared);
         f32_args.dtype = crate::cmd_data::DtypeArg::F32;
         crate::cmd_data::run_prepare(&f32_args).unwrap();
-        let f32_made = std::fs::metadata(prepared.join("train.index.json"))
-            .and_then(|m| m.modified())
-            .unwrap();
+        let f32_made = index_written(&prepared);
         ensure_prepared(&config, &prepared).unwrap();
-        let f32_kept = std::fs::metadata(prepared.join("train.index.json"))
-            .and_then(|m| m.modified())
-            .unwrap();
-        assert_eq!(f32_made, f32_kept, "f32 shards must stay in use");
+        assert_eq!(
+            f32_made,
+            index_written(&prepared),
+            "f32 shards must stay in use"
+        );
 
         // A CSV that cannot be read leaves the shards in use (a copied prepared folder).
         let moved = tmp.path().join("moved.csv");
         std::fs::rename(&csv, &moved).unwrap();
         ensure_prepared(&config, &prepared).unwrap();
-        assert_eq!(
-            (samples(&prepared, "train"), samples(&prepared, "val")),
-            (1, 1)
-        );
+        assert_eq!(splits(&prepared), (1, 1));
         std::fs::rename(&moved, &csv).unwrap();
 
         // Without a record (an older folder) the shards are reused as they are.
         std::fs::remove_file(prepared.join(fingerprint::FILE)).unwrap();
         write_csv("train");
         ensure_prepared(&config, &prepared).unwrap();
-        assert_eq!(
-            (samples(&prepared, "train"), samples(&prepared, "val")),
-            (1, 1)
-        );
+        assert_eq!(splits(&prepared), (1, 1));
     }
 }
