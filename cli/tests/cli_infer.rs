@@ -299,6 +299,10 @@ fn bad_files_are_reported_and_the_others_continue() {
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(inp.join("c_truncated.png"), &bytes[..bytes.len() / 2]).unwrap();
     std::fs::copy(&good, inp.join("d_good.png")).unwrap();
+    // 3 rows: a 4x-downsampling encoder cannot halve it twice
+    image::GrayImage::from_fn(9, 3, |x, y| image::Luma([(x * 20 + y * 7) as u8]))
+        .save(inp.join("e_too_small.png"))
+        .unwrap();
     let w = tiny_weights(t.path(), 2);
     let out = t.path().join("out");
     let (code, stdout, stderr) = run(&[
@@ -313,10 +317,16 @@ fn bad_files_are_reported_and_the_others_continue() {
     ]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
-        stdout.contains("4 file(s): 2 written, 2 failed"),
+        stdout.contains("5 file(s): 2 written, 3 failed"),
         "{stdout}"
     );
-    for bad in ["b_garbage.png", "c_truncated.png"] {
+    assert!(
+        stderr.contains(
+            "e_too_small.png: the image is 3x9 pixels; a 4x-downsampling model needs at least 4x4"
+        ),
+        "{stderr}"
+    );
+    for bad in ["b_garbage.png", "c_truncated.png", "e_too_small.png"] {
         assert!(
             stderr
                 .lines()

@@ -201,8 +201,24 @@ impl Inferencer {
             return Err(InferError::Input {
                 path: source.to_path_buf(),
                 msg: format!(
-                    "the image has {} channels after preprocessing, the model takes {want}",
+                    "the image has {} channels after preprocessing, the model takes {want} \
+                     (1-channel models average the channels of colour images; a 3-channel \
+                     model needs RGB input)",
                     img.channels
+                ),
+            });
+        }
+        // Each stride-2 downsampling halves the plane (rounding down) and the last one needs
+        // two pixels, so a side shorter than the factor would fail deep in the encoder with
+        // a convolution shape error that names no file.
+        let factor = self.model.config.downsample_factor();
+        if img.height < factor || img.width < factor {
+            return Err(InferError::Input {
+                path: source.to_path_buf(),
+                msg: format!(
+                    "the image is {}x{} pixels; a {factor}x-downsampling model needs at least \
+                     {factor}x{factor}",
+                    img.height, img.width
                 ),
             });
         }
