@@ -184,3 +184,66 @@ fn quickstart_3d_runs_through_the_adversarial_phase() {
     assert!(out.join("checkpoints/last/model.safetensors").is_file());
     assert!(out.join("previews/epoch-0002.png").is_file());
 }
+
+/// A data config over two of the bundled slices, both in `split` (absolute paths, so the
+/// run's current directory does not matter).
+fn data_config(dir: &Path, split: &str) -> PathBuf {
+    let csv = dir.join("split.csv");
+    std::fs::write(
+        &csv,
+        format!("image_uuid,split\nct_slice_u16.png,{split}\nmr_slice_u8.png,{split}\n"),
+    )
+    .unwrap();
+    let config = dir.join("data.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "datasets:\n  - csv: {}\n    data_dir: {}\n    suffix: \"\"\n    kind: png2d\n    \
+             merge_channels: true\n    resize_to: [64, 64]\n",
+            csv.display(),
+            repo().join("samples/2d").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Without validation images the run trains, says that validation is skipped, and writes
+/// `last` and the periodic checkpoints but no NaN metrics and no `best`. Without training
+/// images it stops with an error naming the data config.
+#[test]
+fn runs_without_a_val_split_and_refuses_an_empty_train_split() {
+    let scratch_dir = scratch("splits");
+    let out = scratch_dir.path();
+    let config = data_config(out, "train");
+    let (ok, err) = finetune(
+        out,
+        &[
+            &format!("dataloader.config={}", config.display()),
+            "max_epoch=2",
+            "ckpt_every_n_epochs=1",
+            "log_every_n_steps=1",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("holds no validation images"), "{err}");
+    let lines = metrics(out);
+    assert!(lines.iter().all(|l| l["split"] == "train"), "{lines:?}");
+    assert_eq!(lines.len(), 2, "one logged step per epoch: {lines:?}");
+    for name in ["last", "epoch-0000", "epoch-0001"] {
+        assert!(out.join("checkpoints").join(name).is_dir(), "{name}");
+    }
+    assert!(!out.join("checkpoints/best").exists());
+
+    let empty = scratch("empty-train");
+    let config = data_config(empty.path(), "val");
+    let (ok, err) = finetune(
+        empty.path(),
+        &[&format!("dataloader.config={}", config.display())],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("no training images") && err.contains(&*config.to_string_lossy()),
+        "{err}"
+    );
+}

@@ -93,6 +93,23 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     val_cfg.workers = 1;
     let val = Loader::open(&cfg.dataloader.prepared_dir, "val", val_cfg)
         .context("opening the val split (the CSV needs rows with split `val`)")?;
+    if train.batches_per_epoch() == 0 {
+        bail!(
+            "{} holds no training images: the CSVs of {} need rows with split `train`",
+            cfg.dataloader.prepared_dir.display(),
+            cfg.dataloader.config.display()
+        );
+    }
+    // Without a val split there is nothing to validate, preview or rank: say so once, and
+    // write `last` and the periodic checkpoints only (no NaN metrics, no `best`).
+    let validating = val.samples() > 0;
+    if !validating {
+        eprintln!(
+            "note: {} holds no validation images (split `val`): validation, previews and the \
+             `best` checkpoint are skipped",
+            cfg.dataloader.prepared_dir.display()
+        );
+    }
     let mut logs = RunLogs::open(&out, trainer.global_step > 0)?;
     let ckpt_dir = out.join("checkpoints");
     let per_epoch = train.batches_per_epoch();
@@ -151,6 +168,15 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             trainer.save_checkpoint(&ckpt_dir, "last")?;
             break;
         }
+        if !validating {
+            trainer.end_epoch();
+            bar.suspend(|| eprintln!("epoch {}: train {train_s:.1} s", epoch + 1));
+            end_of_epoch_checkpoints(&mut trainer, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
+            if cfg.fast_dev_run {
+                break;
+            }
+            continue;
+        }
         let val_batches = val.epoch(0).map(|b| {
             b.map_err(|e| medvae_runtime::RuntimeError::Other(format!("val batch: {e}")))
                 .and_then(|b| Tensor::from_vec(b.shape(), b.data().to_vec()))
@@ -176,10 +202,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             trainer.best_val = Some(v.rec_loss);
             trainer.save_checkpoint(&ckpt_dir, "best")?;
         }
-        if (epoch + 1) % cfg.ckpt_every_n_epochs == 0 {
-            trainer.save_checkpoint(&ckpt_dir, &format!("epoch-{epoch:04}"))?;
-        }
-        trainer.save_checkpoint(&ckpt_dir, "last")?;
+        end_of_epoch_checkpoints(&mut trainer, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
         if cfg.fast_dev_run {
             break;
         }
@@ -191,6 +214,20 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         ckpt_dir.display(),
         out.join("metrics.jsonl").display()
     );
+    Ok(())
+}
+
+/// `epoch-NNNN` every `every` epochs, and `last` after each.
+fn end_of_epoch_checkpoints(
+    trainer: &mut Trainer,
+    ckpt_dir: &Path,
+    epoch: u64,
+    every: u64,
+) -> Result<()> {
+    if (epoch + 1) % every == 0 {
+        trainer.save_checkpoint(ckpt_dir, &format!("epoch-{epoch:04}"))?;
+    }
+    trainer.save_checkpoint(ckpt_dir, "last")?;
     Ok(())
 }
 
