@@ -224,7 +224,7 @@ fn end_of_epoch_checkpoints(
     epoch: u64,
     every: u64,
 ) -> Result<()> {
-    if (epoch + 1) % every == 0 {
+    if (epoch + 1).is_multiple_of(every) {
         trainer.save_checkpoint(ckpt_dir, &format!("epoch-{epoch:04}"))?;
     }
     trainer.save_checkpoint(ckpt_dir, "last")?;
