@@ -333,6 +333,26 @@ fn truncated_and_non_checkpoint_files_are_clear_errors() {
         "{err:?}"
     );
     assert!(err.to_string().contains("notes.txt"));
+    // A safetensors file cut inside its header is called what it is.
+    let st = std::fs::read(golden_checkpoint("ae2d_small_expected.safetensors")).unwrap();
+    let header = u64::from_le_bytes(st[..8].try_into().unwrap()) + 8;
+    let err = load_checkpoint_bytes(&st[..100], "cut.safetensors").unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "truncated safetensors file: its header alone declares {header} bytes, the file has 100"
+        )),
+        "{err}"
+    );
+    // Cut inside the tensor data: both lengths are named.
+    let cut = st.len() - 1000;
+    let err = load_checkpoint_bytes(&st[..cut], "cut.safetensors").unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "the file is {cut} bytes, but the tensors its header lists need {}",
+            st.len()
+        )),
+        "{err}"
+    );
     let missing = load_checkpoint(&PathBuf::from("/nonexistent/x.ckpt")).unwrap_err();
     assert!(matches!(missing, CheckpointError::Read { .. }));
 }

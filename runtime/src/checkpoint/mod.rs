@@ -183,6 +183,14 @@ fn detect_format(bytes: &[u8]) -> Detected {
         "a bare pickle, not a torch.save zip archive".to_owned()
     } else if bytes.len() < 8 {
         format!("only {} bytes long", bytes.len())
+    } else if bytes.get(8) == Some(&b'{') {
+        // A safetensors header that runs past the end: the file was cut short (a copy or
+        // download that stopped), which is worth saying plainly.
+        format!(
+            "a truncated safetensors file: its header alone declares {} bytes, the file has {}",
+            u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()).saturating_add(8),
+            bytes.len()
+        )
     } else {
         let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!(

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use half::{bf16, f16};
 use safetensors::tensor::{Dtype, View};
-use safetensors::SafeTensors;
+use safetensors::{SafeTensorError, SafeTensors};
 
 use super::atomic_write::replace_atomically;
 use super::error::CheckpointError;
@@ -55,13 +55,40 @@ fn stored_dtype(dtype: Dtype) -> Option<StoredDType> {
     })
 }
 
+/// The file length a safetensors header declares: 8 + header + the end of the last tensor's
+/// data. `None` when the header cannot be parsed.
+fn declared_len(bytes: &[u8]) -> Option<u64> {
+    let header_len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..usize::try_from(header_len).ok()?.checked_add(8)?)?;
+    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let data_end = json
+        .as_object()?
+        .iter()
+        .filter(|(key, _)| *key != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    8u64.checked_add(header_len)?.checked_add(data_end)
+}
+
 /// Reads a safetensors file held in `bytes`. Keys come in data-offset order (the file's
 /// physical order); the `__metadata__` map is returned beside the tensors.
 pub fn read_safetensors(
     file: &str,
     bytes: &[u8],
 ) -> Result<(StateDict, HashMap<String, String>), CheckpointError> {
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| st_error(file, e))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| match e {
+        SafeTensorError::MetadataIncompleteBuffer => st_error(
+            file,
+            format!(
+                "the file is {} bytes, but the tensors its header lists need {}: it was cut \
+                 short (or has bytes appended)",
+                bytes.len(),
+                declared_len(bytes).map_or("another length".to_owned(), |n| n.to_string())
+            ),
+        ),
+        other => st_error(file, other),
+    })?;
     let tensors = SafeTensors::deserialize(bytes).map_err(|e| st_error(file, e))?;
     let mut state = StateDict::new(file);
     for key in header.offset_keys() {
