@@ -4,8 +4,9 @@
 //! `up` is indexed by level (`up.0` is the full-resolution level, run last), as the reference's
 //! `ModuleList` built with `insert(0, ..)`.
 
+use super::level::{LevelSpec, UpLevel};
 use crate::blocks::norm_conv::{norm_conv_backward, norm_conv_forward, IDENTITY};
-use crate::blocks::{AttnBlock, MidBlock, ResnetBlock, Upsample};
+use crate::blocks::MidBlock;
 use crate::layer::{join_key, no_saved_state, Ctx, Layer, ParamVisitor, Parameters};
 use crate::layers::conv::Conv;
 use crate::layers::group_norm::GroupNorm;
@@ -13,13 +14,6 @@ use crate::layers::init::Init;
 use crate::zoo::ModelConfig;
 use medvae_runtime::{Result, RuntimeError, Tensor};
 use std::borrow::Cow;
-
-#[derive(Debug)]
-pub struct UpLevel {
-    pub block: Vec<ResnetBlock>,
-    pub attn: Vec<AttnBlock>,
-    pub upsample: Option<Upsample>,
-}
 
 #[derive(Debug)]
 pub struct Decoder {
@@ -43,32 +37,17 @@ impl Decoder {
         // the order random initialisation draws in), stored by level index.
         let mut up: Vec<Option<UpLevel>> = (0..levels).map(|_| None).collect();
         for level in (0..levels).rev() {
-            let block_out = cfg.ch * cfg.ch_mult[level];
-            let mut block = Vec::with_capacity(cfg.num_res_blocks + 1);
-            let mut attn = Vec::new();
-            for _ in 0..=cfg.num_res_blocks {
-                block.push(ResnetBlock::new(
-                    rank,
-                    block_in,
-                    block_out,
-                    cfg.dropout,
-                    init,
-                )?);
-                block_in = block_out;
-                if cfg.attn_levels.contains(&level) {
-                    attn.push(AttnBlock::new(rank, block_in, init)?);
-                }
-            }
-            let upsample = if level != 0 {
-                Some(Upsample::new(rank, block_in, init)?)
-            } else {
-                None
+            let spec = LevelSpec {
+                rank,
+                channels_in: block_in,
+                channels_out: cfg.ch * cfg.ch_mult[level],
+                blocks: cfg.num_res_blocks + 1,
+                attention: cfg.attn_levels.contains(&level),
+                resample: level != 0,
+                dropout: cfg.dropout,
             };
-            up[level] = Some(UpLevel {
-                block,
-                attn,
-                upsample,
-            });
+            up[level] = Some(UpLevel::new(&spec, init)?);
+            block_in = spec.output_channels();
         }
         let up = up.into_iter().flatten().collect();
         let norm_out = GroupNorm::new(block_in, true, init)?;
@@ -87,12 +66,7 @@ impl Decoder {
     pub fn inject_lora(&mut self, r: usize, init: &mut Init) -> Result<()> {
         self.mid.inject_lora(r, init)?;
         for level in self.up.iter_mut() {
-            for b in &mut level.block {
-                b.inject_lora(r, init)?;
-            }
-            for a in &mut level.attn {
-                a.inject_lora(r, init)?;
-            }
+            level.inject_lora(r, init)?;
         }
         Ok(())
     }
@@ -100,8 +74,7 @@ impl Decoder {
     pub fn set_recompute(&mut self, on: bool) {
         self.mid.set_recompute(on);
         for level in &mut self.up {
-            level.block.iter_mut().for_each(|b| b.recompute = on);
-            level.attn.iter_mut().for_each(|a| a.recompute = on);
+            level.set_recompute(on);
         }
     }
 
@@ -121,16 +94,7 @@ impl Parameters for Decoder {
         self.conv_in.visit_params(&join_key(prefix, "conv_in"), f);
         self.mid.visit_params(&join_key(prefix, "mid"), f);
         for (i, level) in self.up.iter_mut().enumerate() {
-            let lp = join_key(prefix, &format!("up.{i}"));
-            for (j, b) in level.block.iter_mut().enumerate() {
-                b.visit_params(&join_key(&lp, &format!("block.{j}")), f);
-            }
-            for (j, a) in level.attn.iter_mut().enumerate() {
-                a.visit_params(&join_key(&lp, &format!("attn.{j}")), f);
-            }
-            if let Some(u) = level.upsample.as_mut() {
-                u.visit_params(&join_key(&lp, "upsample"), f);
-            }
+            level.visit_params(&join_key(prefix, &format!("up.{i}")), f);
         }
         self.norm_out.visit_params(&join_key(prefix, "norm_out"), f);
         self.conv_out.visit_params(&join_key(prefix, "conv_out"), f);
@@ -148,15 +112,7 @@ impl Layer for Decoder {
         self.conv_in_input = if ctx.grad { Some(z) } else { None };
         h = self.mid.forward_owned(h, ctx)?;
         for level in self.up.iter_mut().rev() {
-            for i in 0..level.block.len() {
-                h = level.block[i].forward_owned(h, ctx)?;
-                if let Some(a) = level.attn.get_mut(i) {
-                    h = a.forward_owned(h, ctx)?;
-                }
-            }
-            if let Some(u) = level.upsample.as_mut() {
-                h = u.forward_owned(h, ctx)?;
-            }
+            h = level.forward_owned(h, ctx)?;
         }
         let y = norm_conv_forward(&self.norm_out, &mut self.conv_out, &h, &IDENTITY, ctx)?;
         if ctx.grad {
@@ -179,15 +135,7 @@ impl Layer for Decoder {
         )?;
         drop(h);
         for level in self.up.iter_mut() {
-            if let Some(u) = level.upsample.as_mut() {
-                d = u.backward(&d)?;
-            }
-            for i in (0..level.block.len()).rev() {
-                if let Some(a) = level.attn.get_mut(i) {
-                    d = a.backward(&d)?;
-                }
-                d = level.block[i].backward(&d)?;
-            }
+            d = level.backward(&d)?;
         }
         d = self.mid.backward(&d)?;
         let z = self

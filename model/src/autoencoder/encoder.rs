@@ -2,8 +2,9 @@
 //! AttnBlock on attention levels) and a Downsample except on the last level, the middle block,
 //! then `conv_out(silu(norm_out(h)))` to `2·z_channels` (mean ‖ log-variance).
 
+use super::level::{DownLevel, LevelSpec};
 use crate::blocks::norm_conv::{norm_conv_backward, norm_conv_forward, IDENTITY};
-use crate::blocks::{AttnBlock, Downsample, MidBlock, ResnetBlock};
+use crate::blocks::MidBlock;
 use crate::layer::{join_key, no_saved_state, Ctx, Layer, ParamVisitor, Parameters};
 use crate::layers::conv::Conv;
 use crate::layers::group_norm::GroupNorm;
@@ -11,13 +12,6 @@ use crate::layers::init::Init;
 use crate::zoo::ModelConfig;
 use medvae_runtime::{Result, Tensor};
 use std::borrow::Cow;
-
-#[derive(Debug)]
-pub struct DownLevel {
-    pub block: Vec<ResnetBlock>,
-    pub attn: Vec<AttnBlock>,
-    pub downsample: Option<Downsample>,
-}
 
 #[derive(Debug)]
 pub struct Encoder {
@@ -39,32 +33,17 @@ impl Encoder {
         let mut down = Vec::with_capacity(cfg.ch_mult.len());
         let mut block_in = cfg.ch;
         for (level, &mult) in cfg.ch_mult.iter().enumerate() {
-            let block_out = cfg.ch * mult;
-            let mut block = Vec::with_capacity(cfg.num_res_blocks);
-            let mut attn = Vec::new();
-            for _ in 0..cfg.num_res_blocks {
-                block.push(ResnetBlock::new(
-                    rank,
-                    block_in,
-                    block_out,
-                    cfg.dropout,
-                    init,
-                )?);
-                block_in = block_out;
-                if cfg.attn_levels.contains(&level) {
-                    attn.push(AttnBlock::new(rank, block_in, init)?);
-                }
-            }
-            let downsample = if level + 1 != cfg.ch_mult.len() {
-                Some(Downsample::new(rank, block_in, init)?)
-            } else {
-                None
+            let spec = LevelSpec {
+                rank,
+                channels_in: block_in,
+                channels_out: cfg.ch * mult,
+                blocks: cfg.num_res_blocks,
+                attention: cfg.attn_levels.contains(&level),
+                resample: level + 1 != cfg.ch_mult.len(),
+                dropout: cfg.dropout,
             };
-            down.push(DownLevel {
-                block,
-                attn,
-                downsample,
-            });
+            down.push(DownLevel::new(&spec, init)?);
+            block_in = spec.output_channels();
         }
         let mid = MidBlock::new(rank, block_in, cfg.dropout, init)?;
         let norm_out = GroupNorm::new(block_in, true, init)?;
@@ -82,12 +61,7 @@ impl Encoder {
 
     pub fn inject_lora(&mut self, r: usize, init: &mut Init) -> Result<()> {
         for level in &mut self.down {
-            for b in &mut level.block {
-                b.inject_lora(r, init)?;
-            }
-            for a in &mut level.attn {
-                a.inject_lora(r, init)?;
-            }
+            level.inject_lora(r, init)?;
         }
         self.mid.inject_lora(r, init)
     }
@@ -95,8 +69,7 @@ impl Encoder {
     /// Activation checkpointing for every ResnetBlock and AttnBlock.
     pub fn set_recompute(&mut self, on: bool) {
         for level in &mut self.down {
-            level.block.iter_mut().for_each(|b| b.recompute = on);
-            level.attn.iter_mut().for_each(|a| a.recompute = on);
+            level.set_recompute(on);
         }
         self.mid.set_recompute(on);
     }
@@ -118,15 +91,7 @@ impl Encoder {
         drop(h);
         d = self.mid.backward(&d)?;
         for level in self.down.iter_mut().rev() {
-            if let Some(ds) = level.downsample.as_mut() {
-                d = ds.backward(&d)?;
-            }
-            for i in (0..level.block.len()).rev() {
-                if let Some(a) = level.attn.get_mut(i) {
-                    d = a.backward(&d)?;
-                }
-                d = level.block[i].backward(&d)?;
-            }
+            d = level.backward(&d)?;
         }
         let x = self
             .conv_in_input
@@ -140,16 +105,7 @@ impl Parameters for Encoder {
     fn visit_params(&mut self, prefix: &str, f: &mut ParamVisitor) {
         self.conv_in.visit_params(&join_key(prefix, "conv_in"), f);
         for (i, level) in self.down.iter_mut().enumerate() {
-            let lp = join_key(prefix, &format!("down.{i}"));
-            for (j, b) in level.block.iter_mut().enumerate() {
-                b.visit_params(&join_key(&lp, &format!("block.{j}")), f);
-            }
-            for (j, a) in level.attn.iter_mut().enumerate() {
-                a.visit_params(&join_key(&lp, &format!("attn.{j}")), f);
-            }
-            if let Some(ds) = level.downsample.as_mut() {
-                ds.visit_params(&join_key(&lp, "downsample"), f);
-            }
+            level.visit_params(&join_key(prefix, &format!("down.{i}")), f);
         }
         self.mid.visit_params(&join_key(prefix, "mid"), f);
         self.norm_out.visit_params(&join_key(prefix, "norm_out"), f);
@@ -167,15 +123,7 @@ impl Layer for Encoder {
         let mut h = self.conv_in.apply(&x)?;
         self.conv_in_input = if ctx.grad { Some(x) } else { None };
         for level in &mut self.down {
-            for i in 0..level.block.len() {
-                h = level.block[i].forward_owned(h, ctx)?;
-                if let Some(a) = level.attn.get_mut(i) {
-                    h = a.forward_owned(h, ctx)?;
-                }
-            }
-            if let Some(ds) = level.downsample.as_mut() {
-                h = ds.forward_owned(h, ctx)?;
-            }
+            h = level.forward_owned(h, ctx)?;
         }
         h = self.mid.forward_owned(h, ctx)?;
         let y = norm_conv_forward(&self.norm_out, &mut self.conv_out, &h, &IDENTITY, ctx)?;

@@ -10,6 +10,7 @@
 pub mod decoder;
 pub mod encoder;
 pub mod latent_head;
+pub mod level;
 
 pub use decoder::Decoder;
 pub use encoder::Encoder;
