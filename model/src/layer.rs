@@ -288,6 +288,21 @@ impl Ctx {
             rng: Rng::new(0),
         }
     }
+
+    /// The forward of a checkpointed (recomputed) block: `run` keeps nothing, and the random
+    /// stream advances as in a gradient run, so that later layers draw the same numbers.
+    /// Returns `run`'s output and the context that replays it exactly in the backward (the
+    /// same dropout masks).
+    pub fn checkpointed<T>(&mut self, run: impl FnOnce(&mut Ctx) -> Result<T>) -> Result<(T, Ctx)> {
+        let replay = self.clone();
+        let mut no_grad = Ctx {
+            grad: false,
+            ..self.clone()
+        };
+        let out = run(&mut no_grad)?;
+        self.rng = no_grad.rng;
+        Ok((out, replay))
+    }
 }
 
 /// A visitor over every parameter, with full PyTorch keys (`encoder.conv_in.weight`).

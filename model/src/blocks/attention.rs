@@ -159,13 +159,7 @@ impl Layer for AttnBlock {
     fn forward_owned(&mut self, x: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         self.saved = None;
         if ctx.grad && self.recompute {
-            let replay = ctx.clone();
-            let mut no_grad = Ctx {
-                grad: false,
-                ..ctx.clone()
-            };
-            let (y, _) = self.run(&x, &mut no_grad)?;
-            ctx.rng = no_grad.rng;
+            let ((y, _), replay) = ctx.checkpointed(|c| self.run(&x, c))?;
             self.saved = Some(Saved::Checkpoint { x, ctx: replay });
             return Ok(y);
         }
