@@ -9,6 +9,7 @@
 //! * `cuda`: the CUDA device layer (feature `cuda`, loaded dynamically at run time).
 
 pub mod checkpoint;
+pub mod collective;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
