@@ -4,8 +4,10 @@
 pub mod checkpoint;
 pub mod config;
 pub mod metrics;
+pub mod parallel;
 pub mod stage2;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{StepKind, StepLog, Trainer, ValidationLog};
+pub use parallel::DataParallel;
+pub use trainer::{StepKind, StepLog, Trainer, Update, ValidationLog};

@@ -89,6 +89,17 @@ pub struct Trainer {
     pub(super) disc_accumulated: usize,
     /// The last generator step's log (discriminator steps report it too).
     pub(super) last_gen: StepLog,
+    /// This replica's place in data-parallel training (0 alone): it picks the random stream,
+    /// so that replicas draw different noise for their different images.
+    pub rank: usize,
+}
+
+/// The optimizer step a batch completes (when the gradient accumulation is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// The autoencoder's optimizer (and `logvar`'s, in stage 1).
+    Autoencoder,
+    Discriminator,
 }
 
 /// `logvar` as a parameter set of its own, so the autoencoder's optimizer updates it too
@@ -101,9 +112,11 @@ impl Parameters for LogvarParams<'_> {
     }
 }
 
-/// The random stream of one step: a hash of the run seed and the step.
-fn step_seed(seed: u64, step: u64) -> u64 {
-    let mut z = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03;
+/// The random stream of one step of one replica: a hash of the run seed, the step and the
+/// rank (rank 0 gets the stream a run without data parallelism has).
+fn step_seed(seed: u64, step: u64, rank: usize) -> u64 {
+    let rank_mix = (rank as u64).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    let mut z = seed ^ step.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xd1b5_4a32_d192_ed03 ^ rank_mix;
     z = (z ^ (z >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
     z ^ (z >> 33)
 }
@@ -219,6 +232,7 @@ impl Trainer {
                 disc_loss: 0.0,
             },
             config,
+            rank: 0,
         };
         trainer.place()?;
         Ok(trainer)
@@ -256,14 +270,31 @@ impl Trainer {
 
     /// Train on one batch `[N, H, W, C]`; `index` is its position in the epoch.
     pub fn train_batch(&mut self, x: &Tensor, index: usize) -> Result<StepLog> {
+        let (log, update) = self.accumulate_batch(x, index)?;
+        if let Some(update) = update {
+            self.apply_update(update)?;
+        }
+        Ok(log)
+    }
+
+    /// [`Trainer::train_batch`] up to the optimizer step: forward, backward, gradients added
+    /// to the accumulation. Returns the step that is now due, if the accumulation is full;
+    /// [`Trainer::apply_update`] makes it (data-parallel training averages the replicas'
+    /// gradients in between).
+    pub fn accumulate_batch(
+        &mut self,
+        x: &Tensor,
+        index: usize,
+    ) -> Result<(StepLog, Option<Update>)> {
         let x = &*x.on_device(self.device)?;
         let step = self.global_step;
-        let mut ctx = Ctx::train(step_seed(self.config.seed, step));
+        let mut ctx = Ctx::train(step_seed(self.config.seed, step, self.rank));
         if self.bc_loss.is_some() {
             return self.train_stage2_batch(x, index, &mut ctx);
         }
         let adversarial = self.loss.adversarial_active(step);
         let accum = self.config.gradient_accumulation_steps;
+        let mut update = None;
         let log = if !adversarial || index.is_multiple_of(2) {
             if self.gen_accumulated == 0 {
                 zero_grads(&mut self.ae);
@@ -282,10 +313,7 @@ impl Trainer {
             }
             self.gen_accumulated += 1;
             if self.gen_accumulated == accum {
-                let scale = 1.0 / accum as f32;
-                self.opt_ae.step(&mut self.ae, scale)?;
-                self.opt_ae
-                    .step(&mut LogvarParams(&mut self.loss.logvar), scale)?;
+                update = Some(Update::Autoencoder);
                 self.gen_accumulated = 0;
             }
             self.last_gen = StepLog {
@@ -332,8 +360,7 @@ impl Trainer {
             }
             self.disc_accumulated += 1;
             if self.disc_accumulated == accum {
-                self.opt_disc
-                    .step(&mut self.loss.disc, 1.0 / accum as f32)?;
+                update = Some(Update::Discriminator);
                 self.disc_accumulated = 0;
             }
             StepLog {
@@ -346,10 +373,46 @@ impl Trainer {
         self.last_gen.disc_loss = log.disc_loss;
         self.global_step += 1;
         self.batch_in_epoch = index + 1;
-        Ok(log)
+        Ok((log, update))
     }
 
-    fn train_stage2_batch(&mut self, x: &Tensor, index: usize, ctx: &mut Ctx) -> Result<StepLog> {
+    /// Make the optimizer step `update` with the accumulated gradients (scaled by
+    /// 1 / accumulation steps).
+    pub fn apply_update(&mut self, update: Update) -> Result<()> {
+        let scale = 1.0 / self.config.gradient_accumulation_steps as f32;
+        match update {
+            Update::Autoencoder => {
+                self.opt_ae.step(&mut self.ae, scale)?;
+                if self.bc_loss.is_none() {
+                    self.opt_ae
+                        .step(&mut LogvarParams(&mut self.loss.logvar), scale)?;
+                }
+                Ok(())
+            }
+            Update::Discriminator => self.opt_disc.step(&mut self.loss.disc, scale),
+        }
+    }
+
+    /// Visit the parameters whose gradients `update` reads, in a fixed order (the same on
+    /// every replica of one configuration).
+    pub fn visit_update_params(&mut self, update: Update, f: &mut ParamVisitor) {
+        match update {
+            Update::Autoencoder => {
+                self.ae.visit_params("", f);
+                if self.bc_loss.is_none() {
+                    LogvarParams(&mut self.loss.logvar).visit_params("loss.logvar", f);
+                }
+            }
+            Update::Discriminator => self.loss.disc.visit_params("loss.discriminator", f),
+        }
+    }
+
+    fn train_stage2_batch(
+        &mut self,
+        x: &Tensor,
+        index: usize,
+        ctx: &mut Ctx,
+    ) -> Result<(StepLog, Option<Update>)> {
         let step = self.global_step;
         let accum = self.config.gradient_accumulation_steps;
         if self.gen_accumulated == 0 {
@@ -367,8 +430,8 @@ impl Trainer {
             )));
         }
         self.gen_accumulated += 1;
-        if self.gen_accumulated == accum {
-            self.opt_ae.step(&mut self.ae, 1.0 / accum as f32)?;
+        let update = (self.gen_accumulated == accum).then_some(Update::Autoencoder);
+        if update.is_some() {
             self.gen_accumulated = 0;
         }
         self.last_gen = StepLog {
@@ -384,7 +447,7 @@ impl Trainer {
         };
         self.global_step += 1;
         self.batch_in_epoch = index + 1;
-        Ok(self.last_gen)
+        Ok((self.last_gen, update))
     }
 
     /// Start the next epoch's batch count.
@@ -418,7 +481,7 @@ impl Trainer {
             let mut ctx = Ctx {
                 train: false,
                 grad: false,
-                rng: crate::layer::Rng::new(step_seed(self.config.seed ^ 0x7a11d, i as u64)),
+                rng: crate::layer::Rng::new(step_seed(self.config.seed ^ 0x7a11d, i as u64, 0)),
             };
             let outputs = Outputs {
                 decode: true,
