@@ -48,7 +48,7 @@ if [ "${1:-}" = "--prepare" ]; then
   cp target/release/medvae-fast "$PREBUILT/bin/"
   cp target/release/examples/cuda_bench target/release/examples/kernels "$PREBUILT/bin/"
   [ -n "$parity" ] && cp "$parity" "$PREBUILT/bin/cuda_parity"
-  for t in cuda_model cuda_stage1 cuda_stage2 cuda_lpips cuda_train; do
+  for t in cuda_model cuda_stage1 cuda_stage2 cuda_lpips cuda_train data_parallel; do
     exe="$(cargo test --release -p medvae-model --test "$t" --no-run --message-format=json 2>/dev/null |
       sed -n "s/.*\"executable\":\"\([^\"]*$t[^\"]*\)\".*/\1/p" | tail -1)"
     [ -n "$exe" ] && cp "$exe" "$PREBUILT/bin/$t"
@@ -203,7 +203,7 @@ if command -v cargo >/dev/null 2>&1; then
       cargo build --release --offline -p medvae-runtime --example cuda_bench &&
       cargo test --release --offline -p medvae-runtime --test cuda_parity --no-run &&
       cargo test --release --offline -p medvae-model --test cuda_model --test cuda_stage1 \
-        --test cuda_stage2 --test cuda_lpips --test cuda_train --no-run'; then
+        --test cuda_stage2 --test cuda_lpips --test cuda_train --test data_parallel --no-run'; then
     BIN="$ROOT/target/release"
   fi
 fi
@@ -245,6 +245,8 @@ if [ -n "$BIN" ]; then
   run_step stage1-parity 150 bash -c "$MODEL_TEST" "$BIN" cuda_stage1
   run_step stage2-parity 60 bash -c "$MODEL_TEST" "$BIN" cuda_stage2
   run_step train-resume 90 bash -c "$MODEL_TEST" "$BIN" cuda_train
+  # Data-parallel replicas (2026-11-28, written without a card): two on cuda:0 in two threads.
+  run_step data-parallel 60 bash -c "$MODEL_TEST" "$BIN" data_parallel
 fi
 if [ -n "$BIN" ] && [ -n "$QUICK" ]; then
   run_step bench-kernels 60 "$BENCH_BIN" --batch 8 --reps 10 --only conv,tiles --json "$LOG/bench-kernels.json"

@@ -247,3 +247,38 @@ fn runs_without_a_val_split_and_refuses_an_empty_train_split() {
         "{err}"
     );
 }
+
+/// `devices: [cpu, cpu]`: two replicas share each global batch of 2 × batch_size images;
+/// an epoch of the 10 bundled training images is 2 steps (the last 2 images, too few for a
+/// global batch, are dropped), the losses are finite and the checkpoints are written. Mixing
+/// CPU and CUDA replicas is refused.
+#[test]
+fn data_parallel_replicas_on_the_cpu() {
+    let scratch_dir = scratch("dp");
+    let out = scratch_dir.path();
+    let (ok, err) = finetune(
+        out,
+        &["devices=[cpu, cpu]", "max_epoch=2", "log_every_n_steps=1"],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("2 data-parallel replicas (cpu, cpu), batch_size 2 each"),
+        "{err}"
+    );
+    let lines = metrics(out);
+    let train = train_losses(&lines);
+    assert_eq!(
+        train.iter().map(|(step, _, _)| *step).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert!(lines
+        .iter()
+        .filter(|l| l["split"] == "train")
+        .all(|l| l["aeloss"].as_f64().is_some_and(f64::is_finite)));
+    assert!(out.join("checkpoints/last/model.safetensors").is_file());
+    assert!(out.join("checkpoints/best/model.safetensors").is_file());
+
+    let (ok, err) = finetune(out, &["devices=[cpu, cuda:0]"]);
+    assert!(!ok);
+    assert!(err.contains("cannot be mixed"), "{err}");
+}

@@ -213,3 +213,41 @@ fn an_uneven_batch_is_refused() {
         "{err}"
     );
 }
+
+/// Two replicas on one GPU (threads sharing the device, as replicas on separate GPUs do not
+/// share it) against two on the CPU: the same steps to f32-rounding tolerance, and the GPU
+/// replicas identical to each other, bit for bit. Skipped without a GPU.
+#[test]
+fn cuda_replicas_follow_the_cpu_replicas() {
+    if !common::gpu::gpu_or_skip() {
+        return;
+    }
+    let run = |device: &str| {
+        let devices = vec![device.to_string(), device.to_string()];
+        let mut dp = DataParallel::new(&config(), &devices).unwrap();
+        let logs: Vec<StepLog> = batches()
+            .iter()
+            .enumerate()
+            .map(|(i, x)| dp.train_batch(x, i).unwrap())
+            .collect();
+        (dp, logs)
+    };
+    let (_, cpu) = run("cpu");
+    let (mut gpu, on_gpu) = run("cuda:0");
+    for (i, (g, c)) in on_gpu.iter().zip(&cpu).enumerate() {
+        assert_eq!(g.kind, c.kind, "step {i}");
+        for (name, a, b) in [
+            ("ae_loss", g.ae_loss, c.ae_loss),
+            ("disc_loss", g.disc_loss, c.disc_loss),
+        ] {
+            let e = (a as f64 - b as f64).abs() / (b as f64).abs().max(1e-12);
+            assert!(e < 1e-3, "step {i} {name}: {a} vs {b} (rel {e:.2e})");
+        }
+    }
+    let lead = weights(&mut gpu.replicas[0]);
+    assert_eq!(
+        lead,
+        weights(&mut gpu.replicas[1]),
+        "GPU replicas drifted apart"
+    );
+}

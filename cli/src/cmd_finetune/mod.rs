@@ -9,7 +9,7 @@ use crate::cmd_data::{fingerprint, PrepareArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logs::RunLogs;
-use medvae_model::train::Trainer;
+use medvae_model::train::DataParallel;
 use medvae_runtime::data::loader::{Loader, LoaderConfig};
 use medvae_runtime::Tensor;
 use std::path::{Path, PathBuf};
@@ -38,7 +38,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     ensure_prepared(&cfg.dataloader.config, &cfg.dataloader.prepared_dir)?;
 
     let resume = cfg.resume_from_ckpt.clone();
-    let mut trainer = Trainer::new(cfg.clone())?;
+    let devices = cfg.replica_devices();
+    let mut replicas = DataParallel::new(&cfg, &devices)?;
     if cfg.weights.is_none() && resume.is_none() {
         eprintln!(
             "note: no `weights:` given, so the autoencoder starts from random initialisation \
@@ -46,9 +47,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         );
     }
     if let Some(ckpt) = &resume {
-        trainer
+        replicas
             .resume_from(ckpt)
             .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        let trainer = replicas.lead();
         eprintln!(
             "resumed from {} at global step {} (epoch {}, batch {})",
             ckpt.display(),
@@ -57,13 +59,24 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             trainer.batch_in_epoch
         );
     }
+    let n_replicas = replicas.len();
+    let trainer = replicas.lead();
     let (all, trainable) = trainer.parameter_counts();
+    let placement = if n_replicas == 1 {
+        trainer.device.describe()
+    } else {
+        format!(
+            "{n_replicas} data-parallel replicas ({}), batch_size {} each",
+            devices.join(", "),
+            cfg.batch_size
+        )
+    };
     eprintln!(
-        "{}: {}D model, {all} parameters, {trainable} trained; lr {:.3e}; on {} in {}; output {}",
+        "{}: {}D model, {all} parameters, {trainable} trained; lr {:.3e}; on {placement} in {}; \
+         output {}",
         cfg.task_name,
         trainer.model_config.dims,
         cfg.learning_rate(),
-        trainer.device.describe(),
         cfg.precision,
         out.display()
     );
@@ -75,29 +88,42 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     }
 
     // 3D trains on random cubic crops (padded with -1 where a volume is smaller).
-    let loader_cfg = |seed| {
-        if trainer.model_config.dims == 3 {
-            let mut c = LoaderConfig::volumes(cfg.batch_size, seed);
+    let dims = trainer.model_config.dims;
+    let loader_cfg = |batch, seed| {
+        if dims == 3 {
+            let mut c = LoaderConfig::volumes(batch, seed);
             c.crop = Some([cfg.dataloader.crop; 3]);
             c
         } else {
-            LoaderConfig::images(cfg.batch_size, seed)
+            LoaderConfig::images(batch, seed)
         }
     };
-    let mut train_cfg = loader_cfg(cfg.seed);
+    // One global batch feeds every replica `batch_size` images; a last, smaller batch could
+    // not be shared equally, so data-parallel epochs drop it.
+    let mut train_cfg = loader_cfg(cfg.batch_size * n_replicas, cfg.seed);
     train_cfg.workers = cfg.dataloader.workers;
+    train_cfg.drop_last |= n_replicas > 1;
     let train = Loader::open(&cfg.dataloader.prepared_dir, "train", train_cfg)
         .context("opening the train split")?;
-    let mut val_cfg = loader_cfg(cfg.seed);
+    let mut val_cfg = loader_cfg(cfg.batch_size, cfg.seed);
     val_cfg.shuffle = false;
     val_cfg.workers = 1;
     let val = Loader::open(&cfg.dataloader.prepared_dir, "val", val_cfg)
         .context("opening the val split (the CSV needs rows with split `val`)")?;
-    if train.batches_per_epoch() == 0 {
+    if train.samples() == 0 {
         bail!(
             "{} holds no training images: the CSVs of {} need rows with split `train`",
             cfg.dataloader.prepared_dir.display(),
             cfg.dataloader.config.display()
+        );
+    }
+    if train.batches_per_epoch() == 0 {
+        bail!(
+            "{} holds {} training images, fewer than one global batch ({n_replicas} replicas × \
+             batch_size {})",
+            cfg.dataloader.prepared_dir.display(),
+            train.samples(),
+            cfg.batch_size
         );
     }
     // Without a val split there is nothing to validate, preview or rank: say so once, and
@@ -110,7 +136,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             cfg.dataloader.prepared_dir.display()
         );
     }
-    let mut logs = RunLogs::open(&out, trainer.global_step > 0)?;
+    let mut logs = RunLogs::open(&out, replicas.lead().global_step > 0)?;
     let ckpt_dir = out.join("checkpoints");
     let per_epoch = train.batches_per_epoch();
     let max_steps = cfg.max_steps.unwrap_or(u64::MAX);
@@ -126,12 +152,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
-    while trainer.epoch < cfg.max_epoch && trainer.global_step < max_steps {
-        let epoch = trainer.epoch;
+    while replicas.lead().epoch < cfg.max_epoch && replicas.lead().global_step < max_steps {
+        let (epoch, skip) = (replicas.lead().epoch, replicas.lead().batch_in_epoch);
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.max_epoch));
-        bar.set_position(trainer.batch_in_epoch as u64);
+        bar.set_position(skip as u64);
         bar.reset_eta();
-        let skip = trainer.batch_in_epoch;
         let started = Instant::now();
         for (index, batch) in train.epoch(epoch).enumerate() {
             let batch = batch.context("loading a training batch")?;
@@ -140,7 +165,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             }
             let x = Tensor::from_vec(batch.shape(), batch.data().to_vec())?;
             let t0 = Instant::now();
-            let log = trainer.train_batch(&x, index)?;
+            let log = replicas.train_batch(&x, index)?;
             let step_s = t0.elapsed().as_secs_f64();
             bar.inc(1);
             bar.set_message(format!(
@@ -153,25 +178,26 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             if log.global_step % cfg.log_every_n_steps == 0 {
                 logs.train_step(&log, epoch, step_s, batch.len())?;
             }
-            if trainer.global_step % cfg.ckpt_every_n_steps == 0 {
-                let name = format!("step-{}", trainer.global_step);
-                bar.suspend(|| trainer.save_checkpoint(&ckpt_dir, &name))?;
+            let global_step = replicas.lead().global_step;
+            if global_step % cfg.ckpt_every_n_steps == 0 {
+                let name = format!("step-{global_step}");
+                bar.suspend(|| replicas.save_checkpoint(&ckpt_dir, &name))?;
             }
-            if cfg.fast_dev_run || trainer.global_step >= max_steps {
+            if cfg.fast_dev_run || global_step >= max_steps {
                 break;
             }
         }
         let train_s = started.elapsed().as_secs_f64();
-        if trainer.batch_in_epoch < per_epoch && !cfg.fast_dev_run {
+        if replicas.lead().batch_in_epoch < per_epoch && !cfg.fast_dev_run {
             // Stopped inside the epoch (max_steps): keep the position, so that resuming
             // continues this epoch exactly where it stopped.
-            trainer.save_checkpoint(&ckpt_dir, "last")?;
+            replicas.save_checkpoint(&ckpt_dir, "last")?;
             break;
         }
         if !validating {
-            trainer.end_epoch();
+            replicas.end_epoch();
             bar.suspend(|| eprintln!("epoch {}: train {train_s:.1} s", epoch + 1));
-            end_of_epoch_checkpoints(&mut trainer, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
+            end_of_epoch_checkpoints(&mut replicas, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
             if cfg.fast_dev_run {
                 break;
             }
@@ -181,9 +207,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             b.map_err(|e| medvae_runtime::RuntimeError::Other(format!("val batch: {e}")))
                 .and_then(|b| Tensor::from_vec(b.shape(), b.data().to_vec()))
         });
-        let v = trainer.validate(val_batches)?;
-        trainer.end_epoch();
-        let best = trainer.best_val.is_none_or(|b| v.rec_loss < b);
+        let v = replicas.lead().validate(val_batches)?;
+        replicas.end_epoch();
+        let best = replicas.lead().best_val.is_none_or(|b| v.rec_loss < b);
         bar.suspend(|| {
             eprintln!(
                 "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB{}",
@@ -196,13 +222,13 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
                 if best { " (best)" } else { "" }
             )
         });
-        logs.validation(&v, epoch, trainer.global_step)?;
-        logs.preview(&mut trainer, &val, epoch)?;
+        logs.validation(&v, epoch, replicas.lead().global_step)?;
+        logs.preview(replicas.lead(), &val, epoch)?;
         if best {
-            trainer.best_val = Some(v.rec_loss);
-            trainer.save_checkpoint(&ckpt_dir, "best")?;
+            replicas.set_best_val(v.rec_loss);
+            replicas.save_checkpoint(&ckpt_dir, "best")?;
         }
-        end_of_epoch_checkpoints(&mut trainer, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
+        end_of_epoch_checkpoints(&mut replicas, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
         if cfg.fast_dev_run {
             break;
         }
@@ -210,7 +236,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     bar.finish_and_clear();
     eprintln!(
         "done: {} steps; checkpoints in {}; metrics in {}",
-        trainer.global_step,
+        replicas.lead().global_step,
         ckpt_dir.display(),
         out.join("metrics.jsonl").display()
     );
@@ -219,15 +245,15 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
 
 /// `epoch-NNNN` every `every` epochs, and `last` after each.
 fn end_of_epoch_checkpoints(
-    trainer: &mut Trainer,
+    replicas: &mut DataParallel,
     ckpt_dir: &Path,
     epoch: u64,
     every: u64,
 ) -> Result<()> {
     if (epoch + 1).is_multiple_of(every) {
-        trainer.save_checkpoint(ckpt_dir, &format!("epoch-{epoch:04}"))?;
+        replicas.save_checkpoint(ckpt_dir, &format!("epoch-{epoch:04}"))?;
     }
-    trainer.save_checkpoint(ckpt_dir, "last")?;
+    replicas.save_checkpoint(ckpt_dir, "last")?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //! Every struct denies unknown fields, so a typo is an error that lists the valid keys.
 
 use crate::zoo::{zoo_config, ModelConfig};
-use medvae_runtime::{Result, RuntimeError};
+use medvae_runtime::{Device, Result, RuntimeError};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -54,6 +54,12 @@ pub struct TrainConfig {
     /// Where the step runs: `cpu`, `cuda` or `cuda:N` (2D stage 1 only on CUDA for now).
     #[serde(default = "cpu")]
     pub device: String,
+    /// Data-parallel training: one replica per entry (`[cuda:0, cuda:1]`; `[cpu, cpu]` runs
+    /// the replicas on the CPU). Each replica takes `batch_size` images per step and the
+    /// gradients are averaged, as the reference's processes under Accelerate; the learning
+    /// rate is not scaled. Empty: one replica on `device`.
+    #[serde(default)]
+    pub devices: Vec<String>,
     /// fp32 on the CPU; on CUDA the convolutions' precision: fp32, tf32 or bf16 (f32
     /// accumulation and f32 activations in every case).
     #[serde(default = "fp32")]
@@ -180,7 +186,25 @@ impl TrainConfig {
         if !(self.base_learning_rate.is_finite() && self.base_learning_rate > 0.0) {
             return Err(bad("base_learning_rate must be a positive number"));
         }
-        let on_cpu = self.device == "cpu";
+        let devices = self.replica_devices();
+        let kinds: Vec<bool> = devices
+            .iter()
+            .map(|d| d.parse::<Device>().map(|d| d.is_cpu()))
+            .collect::<Result<_>>()
+            .map_err(|e| {
+                let key = if self.devices.is_empty() {
+                    "device"
+                } else {
+                    "devices"
+                };
+                bad(format!("{key}: {e}"))
+            })?;
+        if kinds.iter().any(|&c| c) && kinds.iter().any(|&c| !c) {
+            return Err(bad(
+                "devices: CPU and CUDA replicas cannot be mixed (each step waits for the slowest)",
+            ));
+        }
+        let on_cpu = kinds.first().copied().unwrap_or(true);
         if on_cpu && self.precision != "fp32" {
             return Err(bad(format!(
                 "precision `{}`: the CPU engine trains in fp32 (set precision: fp32, or \
@@ -201,6 +225,15 @@ impl TrainConfig {
             return Err(bad("dataloader.workers must be at least 1"));
         }
         Ok(())
+    }
+
+    /// One device per data-parallel replica: `devices`, or `device` alone.
+    pub fn replica_devices(&self) -> Vec<String> {
+        if self.devices.is_empty() {
+            vec![self.device.clone()]
+        } else {
+            self.devices.clone()
+        }
     }
 
     /// The learning rate the reference uses: accumulation × batch × base rate.

@@ -57,6 +57,18 @@ impl DataParallel {
         self.replicas.is_empty()
     }
 
+    /// Start the next epoch's batch count on every replica.
+    pub fn end_epoch(&mut self) {
+        self.replicas.iter_mut().for_each(Trainer::end_epoch);
+    }
+
+    /// Record the best validation loss so far on every replica (checkpoints keep it).
+    pub fn set_best_val(&mut self, rec_loss: f64) {
+        for t in &mut self.replicas {
+            t.best_val = Some(rec_loss);
+        }
+    }
+
     /// The replica that validates, previews and writes checkpoints.
     pub fn lead(&mut self) -> &mut Trainer {
         &mut self.replicas[0]
