@@ -41,8 +41,10 @@ impl DataParallel {
         for (rank, device) in devices.iter().enumerate() {
             let mut c = config.clone();
             c.device = device.clone();
-            let mut t = Trainer::new(c)
-                .map_err(|e| RuntimeError::Other(format!("replica {rank} on {device}: {e}")))?;
+            let mut t = Trainer::new(c).map_err(|e| match devices.len() {
+                1 => e,
+                _ => RuntimeError::Other(format!("replica {rank} on {device}: {e}")),
+            })?;
             t.rank = rank;
             replicas.push(t);
         }
