@@ -97,8 +97,12 @@ fn two_replicas_take_the_steps_of_hand_averaged_gradients() {
         );
     }
     assert!(kinds.contains(&StepKind::Discriminator) && kinds.contains(&StepKind::Generator));
-    let lead = weights(&mut dp.replicas[0]);
-    assert_eq!(lead, weights(&mut dp.replicas[1]), "replicas drifted apart");
+    let lead = weights(dp.replica(0).unwrap());
+    assert_eq!(
+        lead,
+        weights(dp.replica(1).unwrap()),
+        "replicas drifted apart"
+    );
     assert_eq!(lead, weights(&mut hand[0]), "not the hand-averaged steps");
 }
 
@@ -182,7 +186,10 @@ fn a_data_parallel_run_resumes_bit_for_bit() {
         same_bits(l.ae_loss, logs_a[i].ae_loss, "ae_loss");
         same_bits(l.disc_loss, logs_a[i].disc_loss, "disc_loss");
     }
-    assert_eq!(weights(&mut a.replicas[0]), weights(&mut b.replicas[1]));
+    assert_eq!(
+        weights(a.replica(0).unwrap()),
+        weights(b.replica(1).unwrap())
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -200,7 +207,7 @@ fn one_replica_is_a_plain_run() {
         );
         same_bits(a.ae_loss, b.ae_loss, "ae_loss");
     }
-    assert_eq!(weights(&mut dp.replicas[0]), weights(&mut plain));
+    assert_eq!(weights(dp.replica(0).unwrap()), weights(&mut plain));
 }
 
 #[test]
@@ -244,10 +251,10 @@ fn cuda_replicas_follow_the_cpu_replicas() {
             assert!(e < 1e-3, "step {i} {name}: {a} vs {b} (rel {e:.2e})");
         }
     }
-    let lead = weights(&mut gpu.replicas[0]);
+    let lead = weights(gpu.replica(0).unwrap());
     assert_eq!(
         lead,
-        weights(&mut gpu.replicas[1]),
+        weights(gpu.replica(1).unwrap()),
         "GPU replicas drifted apart"
     );
 }

@@ -24,8 +24,9 @@ use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 use std::path::{Path, PathBuf};
 
 pub struct DataParallel {
-    /// Replica `r` runs on `devices[r]`; replica 0 validates, previews and checkpoints.
-    pub replicas: Vec<Trainer>,
+    /// Replica `r` runs on `devices[r]`; replica 0 validates, previews and checkpoints. Never
+    /// empty (`new` refuses no devices).
+    replicas: Vec<Trainer>,
 }
 
 impl DataParallel {
@@ -69,6 +70,11 @@ impl DataParallel {
         for t in &mut self.replicas {
             t.best_val = Some(rec_loss);
         }
+    }
+
+    /// Replica `rank`, if there is one.
+    pub fn replica(&mut self, rank: usize) -> Option<&mut Trainer> {
+        self.replicas.get_mut(rank)
     }
 
     /// The replica that validates, previews and writes checkpoints.
