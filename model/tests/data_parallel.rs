@@ -258,3 +258,25 @@ fn cuda_replicas_follow_the_cpu_replicas() {
         "GPU replicas drifted apart"
     );
 }
+
+/// A checkpoint records its replica count, and a resume on another count keeps the position
+/// in the epoch in images: 5 global batches of 2 replicas are 10 batches of one.
+#[test]
+fn resuming_on_another_replica_count_keeps_the_position_in_images() {
+    let devices = vec!["cpu".to_string(), "cpu".to_string()];
+    let dir = temp("recount");
+    let mut dp = DataParallel::new(&config(), &devices).unwrap();
+    for (i, x) in batches().iter().enumerate().take(5) {
+        dp.train_batch(x, i).unwrap();
+    }
+    let ckpt = dp.save_checkpoint(&dir, "step-5").unwrap();
+    let mut one = Trainer::new(config()).unwrap();
+    one.resume_from(&ckpt).unwrap();
+    assert_eq!((one.checkpoint_replicas, one.replicas), (2, 1));
+    assert_eq!((one.global_step, one.batch_in_epoch), (5, 10));
+    let mut two = DataParallel::new(&config(), &devices).unwrap();
+    two.resume_from(&ckpt).unwrap();
+    let lead = two.lead();
+    assert_eq!((lead.checkpoint_replicas, lead.batch_in_epoch), (2, 5));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -58,6 +58,17 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             trainer.epoch,
             trainer.batch_in_epoch
         );
+        if trainer.checkpoint_replicas != trainer.replicas {
+            eprintln!(
+                "note: the checkpoint was written by {} data-parallel replica(s), this run has {}: \
+                 each step now takes {} images instead of {} (same learning rate), and the \
+                 position in the epoch was converted to this run's global batches",
+                trainer.checkpoint_replicas,
+                trainer.replicas,
+                trainer.replicas * cfg.batch_size,
+                trainer.checkpoint_replicas * cfg.batch_size
+            );
+        }
     }
     let n_replicas = replicas.len();
     let trainer = replicas.lead();

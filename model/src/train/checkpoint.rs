@@ -32,6 +32,14 @@ struct Counters {
     disc_accumulated: usize,
     /// What discriminator steps log for the generator until the next generator step.
     last_generator: StepLog,
+    /// Data-parallel replicas sharing each global batch (`batch_in_epoch` counts those
+    /// batches). Checkpoints from before data parallelism had one.
+    #[serde(default = "one_replica")]
+    replicas: usize,
+}
+
+fn one_replica() -> usize {
+    1
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> RuntimeError {
@@ -140,6 +148,7 @@ impl Trainer {
             gen_accumulated: self.gen_accumulated,
             disc_accumulated: self.disc_accumulated,
             last_generator: self.last_gen,
+            replicas: self.replicas,
         };
         let config = serde_json::to_string(&self.config)
             .map_err(|e| RuntimeError::Other(format!("config to JSON: {e}")))?;
@@ -222,7 +231,12 @@ impl Trainer {
         };
         self.global_step = counters.global_step;
         self.epoch = counters.epoch;
-        self.batch_in_epoch = counters.batch_in_epoch;
+        // The position in the epoch is kept in images: a run resumed on another number of
+        // replicas continues from the last global batch it completes (at most one global
+        // batch of images is seen twice).
+        let images = counters.batch_in_epoch * counters.replicas.max(1);
+        self.batch_in_epoch = images / self.replicas.max(1);
+        self.checkpoint_replicas = counters.replicas;
         self.best_val = counters.best_val;
         self.gen_accumulated = counters.gen_accumulated;
         self.disc_accumulated = counters.disc_accumulated;

@@ -47,6 +47,8 @@ impl DataParallel {
                 _ => RuntimeError::Other(format!("replica {rank} on {device}: {e}")),
             })?;
             t.rank = rank;
+            t.replicas = devices.len();
+            t.checkpoint_replicas = devices.len();
             replicas.push(t);
         }
         Ok(DataParallel { replicas })

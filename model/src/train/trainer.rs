@@ -92,6 +92,11 @@ pub struct Trainer {
     /// This replica's place in data-parallel training (0 alone): it picks the random stream,
     /// so that replicas draw different noise for their different images.
     pub rank: usize,
+    /// How many replicas share each global batch (set by `DataParallel`; checkpoints record
+    /// it, since `batch_in_epoch` counts global batches).
+    pub replicas: usize,
+    /// The replica count of the checkpoint last resumed from (`replicas` before any resume).
+    pub checkpoint_replicas: usize,
 }
 
 /// The optimizer step a batch completes (when the gradient accumulation is full).
@@ -233,6 +238,8 @@ impl Trainer {
             },
             config,
             rank: 0,
+            replicas: 1,
+            checkpoint_replicas: 1,
         };
         trainer.place()?;
         Ok(trainer)
