@@ -135,31 +135,27 @@ impl DataParallel {
         }
     }
 
-    /// Average the gradients `update` reads over the replicas, in place on each.
+    /// Average the gradients `update` reads over the replicas, in place on each. Packing
+    /// and unpacking (device downloads and uploads) run on every replica at once.
     pub fn all_reduce_gradients(&mut self, update: Update) -> Result<()> {
-        if self.replicas.len() < 2 {
+        let n = self.replicas.len();
+        if n < 2 {
             return Ok(());
         }
-        let mut packed = Vec::with_capacity(self.replicas.len());
-        let mut keys: Option<Vec<String>> = None;
-        for (rank, t) in self.replicas.iter_mut().enumerate() {
-            let (these, values) = pack_gradients(t, update)?;
-            match &keys {
-                None => keys = Some(these),
-                Some(k) if *k != these => {
-                    return Err(RuntimeError::Other(format!(
-                        "data parallel: replica {rank} holds gradients for other parameters \
-                         than replica 0"
-                    )))
-                }
-                Some(_) => {}
-            }
-            packed.push(values);
+        let packs = run_each(&mut self.replicas, vec![(); n], |t, ()| {
+            pack_gradients(t, update)
+        })?;
+        let (keys, mut packed): (Vec<Vec<String>>, Vec<Vec<f32>>) = packs.into_iter().unzip();
+        if let Some(rank) = keys.iter().position(|k| *k != keys[0]) {
+            return Err(RuntimeError::Other(format!(
+                "data parallel: replica {rank} holds gradients for other parameters than \
+                 replica 0"
+            )));
         }
         ring_all_reduce_mean(&mut packed)?;
-        for (t, values) in self.replicas.iter_mut().zip(packed) {
-            unpack_gradients(t, update, &values)?;
-        }
+        run_each(&mut self.replicas, packed, |t, values| {
+            unpack_gradients(t, update, &values)
+        })?;
         Ok(())
     }
 
