@@ -280,3 +280,36 @@ fn resuming_on_another_replica_count_keeps_the_position_in_images() {
     assert_eq!((lead.checkpoint_replicas, lead.batch_in_epoch), (2, 5));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Stage 2 on two replicas (the latent head against the BiomedCLIP tower): the replicas
+/// stay identical and the loss falls.
+#[test]
+fn stage2_replicas_stay_identical_and_learn() {
+    let dir = temp("stage2");
+    let mut s1 = Trainer::new(config()).unwrap();
+    s1.train_batch(&image(&batch(21), 0), 0).unwrap();
+    let ckpt = s1.save_checkpoint(&dir, "best").unwrap();
+    let mut cfg = config();
+    cfg.stage2 = true;
+    cfg.stage2_ckpt = Some(ckpt);
+    cfg.biomedclip_weights = Some(common::train::tiny_tower_file(&dir));
+    cfg.biomedclip_heads = 2;
+    cfg.gradient_accumulation_steps = 1;
+    cfg.base_learning_rate = 1e-3;
+    let devices = vec!["cpu".to_string(), "cpu".to_string()];
+    let mut dp = DataParallel::new(&cfg, &devices).unwrap();
+    let x = batch(22);
+    let first = dp.train_batch(&x, 0).unwrap().ae_loss;
+    let mut last = first;
+    for i in 1..15 {
+        last = dp.train_batch(&x, i).unwrap().ae_loss;
+    }
+    assert!(last < first, "stage-2 loss went from {first} to {last}");
+    let lead = weights(dp.replica(0).unwrap());
+    assert_eq!(
+        lead,
+        weights(dp.replica(1).unwrap()),
+        "replicas drifted apart"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

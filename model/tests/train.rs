@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::train::{batch, tiny_config};
+use common::train::{batch, tiny_config, tiny_tower_file};
 use medvae_model::train::{StepKind, Trainer};
 use medvae_runtime::checkpoint::load_checkpoint;
 use medvae_runtime::ops::elementwise::standard_normal;
@@ -125,33 +125,6 @@ fn nan_in_the_batch_is_caught() {
     let x = Tensor::from_vec(&[2, 16, 16, 1], v).unwrap();
     let err = t.train_batch(&x, 0).unwrap_err().to_string();
     assert!(err.contains("NaN") || err.contains("non-finite"), "{err}");
-}
-
-/// A tiny random BiomedCLIP-like tower saved as an open_clip checkpoint (`visual.*` keys).
-fn tiny_tower_file(dir: &std::path::Path) -> PathBuf {
-    use medvae_model::layers::state::to_state_dict;
-    use medvae_model::layers::Init;
-    use medvae_model::vit::{VisionTower, VitConfig};
-    use medvae_runtime::checkpoint::{save_safetensors, StateDict};
-    let cfg = VitConfig {
-        image_size: 32,
-        patch: 16,
-        in_chans: 3,
-        width: 32,
-        depth: 1,
-        heads: 2,
-        mlp_hidden: 64,
-        embed_dim: 16,
-        proj_bias: false,
-    };
-    let mut tower = VisionTower::new(&cfg, &mut Init::random(11)).unwrap();
-    let mut sd = StateDict::new("tower");
-    for (k, t) in to_state_dict(&mut tower, "tower").unwrap().iter() {
-        sd.insert(format!("visual.{k}"), t.clone()).unwrap();
-    }
-    let path = dir.join("open_clip_tiny.safetensors");
-    save_safetensors(&path, &sd).unwrap();
-    path
 }
 
 #[test]

@@ -32,3 +32,30 @@ pub fn batch(seed: u64) -> Tensor {
     let v: Vec<f32> = t.to_f32_vec().iter().map(|x| (x * 0.5).tanh()).collect();
     Tensor::from_vec(&[2, 16, 16, 1], v).unwrap()
 }
+
+/// A tiny random BiomedCLIP-like tower saved as an open_clip checkpoint (`visual.*` keys).
+pub fn tiny_tower_file(dir: &std::path::Path) -> std::path::PathBuf {
+    use medvae_model::layers::state::to_state_dict;
+    use medvae_model::layers::Init;
+    use medvae_model::vit::{VisionTower, VitConfig};
+    use medvae_runtime::checkpoint::{save_safetensors, StateDict};
+    let cfg = VitConfig {
+        image_size: 32,
+        patch: 16,
+        in_chans: 3,
+        width: 32,
+        depth: 1,
+        heads: 2,
+        mlp_hidden: 64,
+        embed_dim: 16,
+        proj_bias: false,
+    };
+    let mut tower = VisionTower::new(&cfg, &mut Init::random(11)).unwrap();
+    let mut sd = StateDict::new("tower");
+    for (k, t) in to_state_dict(&mut tower, "tower").unwrap().iter() {
+        sd.insert(format!("visual.{k}"), t.clone()).unwrap();
+    }
+    let path = dir.join("open_clip_tiny.safetensors");
+    save_safetensors(&path, &sd).unwrap();
+    path
+}
