@@ -273,7 +273,10 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
       --random-weights --decode >/dev/null 2>&1 &&
     "$0" infer -i samples/2d -o "$1/infer-cuda" --modality xray --model medvae_4_1_2d \
       --random-weights --decode --device cuda &&
-    python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda" --tol 1e-4' \
+    python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda" --tol 1e-4 &&
+    "$0" infer -i samples/2d -o "$1/infer-cuda2" --modality xray --model medvae_4_1_2d \
+      --random-weights --decode --device cuda:0,cuda:0 &&
+    python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda2" --tol 1e-4' \
     "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
   # The weight gradient's pixel split: blocks per SM the planner aims at (default 8, measured for

@@ -13,6 +13,8 @@ use medvae_model::infer::{
 use medvae_runtime::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -51,7 +53,8 @@ pub struct InferArgs {
     #[arg(long, default_value_t = DEFAULT_OVERLAP)]
     overlap: f64,
     /// cpu or cuda[:N]. On CUDA the model runs on the GPU kernels; preprocessing and 3D window
-    /// stitching stay on the CPU.
+    /// stitching stay on the CPU. A comma list (`cuda:0,cuda:1`) loads the model on each
+    /// device and shares the files among them.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// CUDA convolution precision: fp32 (direct kernels, matches the CPU to ~1e-6), tf32 or
@@ -97,18 +100,23 @@ fn describe(shape: &[usize]) -> String {
 }
 
 pub fn run(args: InferArgs) -> Result<ExitCode> {
-    let device = check_device(&args.device, &args.precision)?;
+    let devices = args
+        .device
+        .split(',')
+        .map(|d| check_device(d.trim(), &args.precision))
+        .collect::<Result<Vec<Device>>>()?;
     if args.threads > 0 {
         rayon::ThreadPoolBuilder::new()
             .num_threads(args.threads)
             .build_global()?;
     }
-    let loaded = load_model(&ModelRequest {
+    let request = ModelRequest {
         name: args.model.clone(),
         weights: args.weights.clone(),
         random_weights: args.random_weights,
         seed: 0,
-    })?;
+    };
+    let loaded = load_model(&request)?;
     let cfg = loaded.model.config.clone();
     eprintln!(
         "model: {} ({}D, {} in / {} latent channels, {}x downsampling, weights: {})",
@@ -127,17 +135,28 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         ModalityArg::Ct => Modality::Ct,
         ModalityArg::Mri => Modality::Mri,
     };
-    let mut inferencer = Inferencer::new(
-        loaded.model,
-        InferOptions {
-            modality,
-            decode: args.decode,
-            roi_size: args.roi_size,
-            overlap: args.overlap,
-            device,
-        },
+    let options = |device| InferOptions {
+        modality,
+        decode: args.decode,
+        roi_size: args.roi_size,
+        overlap: args.overlap,
+        device,
+    };
+    // One model per device: the first as loaded, the others loaded again (the same file, or
+    // the same seed for random weights).
+    let mut inferencers = vec![Inferencer::new(loaded.model, options(devices[0]))?];
+    for &device in &devices[1..] {
+        inferencers.push(Inferencer::new(
+            load_model(&request)?.model,
+            options(device),
+        )?);
+    }
+    let plan = plan(
+        &args.input,
+        &args.output,
+        inferencers[0].reads(),
+        args.decode,
     )?;
-    let plan = plan(&args.input, &args.output, inferencer.reads(), args.decode)?;
     std::fs::create_dir_all(&plan.out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
     for s in &plan.skipped {
@@ -150,37 +169,28 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
 
     let t0 = Instant::now();
     let bar = progress_bar(plan.jobs.len());
-    let mut failed = Vec::new();
-    for job in &plan.jobs {
-        let name = job
-            .input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        bar.set_message(name.clone());
-        match run_job(&mut inferencer, job) {
-            Ok(out) => bar.suspend(|| {
-                println!(
-                    "ok {} -> {} (input {}, latent {}{})",
-                    job.input.display(),
-                    job.latent.display(),
-                    describe(&out.input_shape),
-                    describe(&out.latent.shape),
-                    if out.windows > 1 {
-                        format!(", {} windows", out.windows)
-                    } else {
-                        String::new()
-                    }
-                )
-            }),
-            Err(e) => {
-                bar.suspend(|| eprintln!("FAILED {}: {e}", job.input.display()));
-                failed.push(name);
+    let failed = Mutex::new(Vec::new());
+    // Each device takes the next file not yet taken; one device goes through them in order.
+    let next = AtomicUsize::new(0);
+    let work = |inferencer: &mut Inferencer| {
+        while let Some(job) = plan.jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+            if let Some(name) = job.input.file_name() {
+                bar.set_message(name.to_string_lossy().into_owned());
             }
+            let result = run_job(inferencer, job);
+            report(&bar, job, result, &failed);
         }
-        bar.inc(1);
+    };
+    match inferencers.as_mut_slice() {
+        [only] => work(only),
+        many => std::thread::scope(|scope| {
+            for inferencer in many.iter_mut() {
+                scope.spawn(|| work(inferencer));
+            }
+        }),
     }
     bar.finish_and_clear();
+    let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
     let total = plan.jobs.len();
     println!(
         "infer: {total} file(s): {} written, {} failed, {} skipped, {:.1} s -> {}",
@@ -196,6 +206,35 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         eprintln!("failed: {}", failed.join(", "));
         Ok(ExitCode::from(1))
     }
+}
+
+/// The line of one file: `ok …` on stdout, or `FAILED …` on stderr (its name kept for the
+/// summary).
+fn report(bar: &ProgressBar, job: &Job, result: Result<Inferred>, failed: &Mutex<Vec<String>>) {
+    match result {
+        Ok(out) => bar.suspend(|| {
+            println!(
+                "ok {} -> {} (input {}, latent {}{})",
+                job.input.display(),
+                job.latent.display(),
+                describe(&out.input_shape),
+                describe(&out.latent.shape),
+                if out.windows > 1 {
+                    format!(", {} windows", out.windows)
+                } else {
+                    String::new()
+                }
+            )
+        }),
+        Err(e) => {
+            bar.suspend(|| eprintln!("FAILED {}: {e}", job.input.display()));
+            let name = job.input.file_name().unwrap_or_default();
+            if let Ok(mut list) = failed.lock() {
+                list.push(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    bar.inc(1);
 }
 
 fn run_job(inferencer: &mut Inferencer, job: &Job) -> Result<Inferred> {

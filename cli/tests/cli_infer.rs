@@ -396,3 +396,56 @@ fn cuda_device_errors_clearly_or_matches_the_cpu() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(nifti_shape(&gpu_out), nifti_shape(&cpu_out));
 }
+
+/// `--device cpu,cpu`: two models share the files; every output is byte-identical to the
+/// one-device run's, and a bad file is still reported while the others are written.
+#[test]
+fn several_devices_share_the_files_and_write_the_same_bytes() {
+    let t = scratch("devices");
+    let w = tiny_weights(t.path(), 2);
+    let inp = t.path().join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    for name in ["ct_slice_u16.png", "mr_slice_u8.png", "mr_slice_rgb.png"] {
+        std::fs::copy(repo().join("samples/2d").join(name), inp.join(name)).unwrap();
+    }
+    std::fs::write(inp.join("z_garbage.png"), b"not a png").unwrap();
+    let outputs: Vec<PathBuf> = ["cpu", "cpu,cpu"]
+        .iter()
+        .map(|devices| {
+            let out = t.path().join(devices.replace(',', "_"));
+            let (code, stdout, stderr) = run(&[
+                "-i",
+                s(&inp),
+                "-o",
+                s(&out),
+                "--weights",
+                s(&w),
+                "--modality",
+                "xray",
+                "--decode",
+                "--device",
+                devices,
+            ]);
+            assert_eq!(code, 1, "{stdout}\n{stderr}");
+            assert!(
+                stdout.contains("4 file(s): 3 written, 1 failed"),
+                "{stdout}"
+            );
+            assert!(stderr.contains("failed: z_garbage.png"), "{stderr}");
+            out
+        })
+        .collect();
+    let mut written = 0;
+    for entry in std::fs::read_dir(&outputs[0]).unwrap() {
+        let path = entry.unwrap().path();
+        let twin = outputs[1].join(path.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&twin).unwrap(),
+            "{}",
+            path.display()
+        );
+        written += 1;
+    }
+    assert_eq!(written, 6, "3 latents and 3 reconstructions");
+}
