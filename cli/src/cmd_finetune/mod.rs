@@ -47,7 +47,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         );
     }
     if let Some(ckpt) = &resume {
-        replicas
+        let written_by = replicas
             .resume_from(ckpt)
             .with_context(|| format!("resuming from {}", ckpt.display()))?;
         let trainer = replicas.lead();
@@ -58,15 +58,15 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             trainer.epoch,
             trainer.batch_in_epoch
         );
-        if trainer.checkpoint_replicas != trainer.replicas {
+        if written_by != trainer.replicas {
             eprintln!(
                 "note: the checkpoint was written by {} data-parallel replica(s), this run has {}: \
                  each step now takes {} images instead of {} (same learning rate), and the \
                  position in the epoch was converted to this run's global batches",
-                trainer.checkpoint_replicas,
+                written_by,
                 trainer.replicas,
                 trainer.replicas * cfg.batch_size,
-                trainer.checkpoint_replicas * cfg.batch_size
+                written_by * cfg.batch_size
             );
         }
     }

@@ -183,7 +183,71 @@ impl Trainer {
 
     /// Continue from a checkpoint folder written by [`Trainer::save_checkpoint`]: weights,
     /// optimizer moments, pending gradients and counters. The architecture must match.
-    pub fn resume_from(&mut self, ckpt: &Path) -> Result<()> {
+    /// Returns the number of data-parallel replicas that wrote it.
+    pub fn resume_from(&mut self, ckpt: &Path) -> Result<usize> {
+        self.restore(&RunCheckpoint::read(ckpt)?)
+    }
+
+    /// [`Trainer::resume_from`] with the folder already read (data-parallel replicas read it
+    /// once for all).
+    pub fn restore(&mut self, ckpt: &RunCheckpoint) -> Result<usize> {
+        let RunCheckpoint {
+            model_file,
+            model,
+            trainer_file,
+            state,
+            counters,
+        } = ckpt;
+        load_state_dict(&mut self.ae, model)?.ensure_exact(&model_file.display().to_string())?;
+        let mut disc = StateDict::new(trainer_file.display().to_string());
+        for (k, t) in state.iter() {
+            if let Some(key) = k.strip_prefix("disc.") {
+                disc.insert(key.to_string(), t.clone()).map_err(ck)?;
+            }
+        }
+        load_state_dict(&mut self.loss.disc, &disc)?
+            .ensure_exact(&format!("{} (discriminator)", trainer_file.display()))?;
+        let logvar = state
+            .get("loss.logvar")
+            .and_then(|t| t.as_f32())
+            .ok_or_else(|| RuntimeError::file(trainer_file, "no `loss.logvar`"))?;
+        self.loss.logvar.value = Tensor::from_vec(&[], logvar.to_vec())?;
+        self.opt_ae.import("opt_ae.", state)?;
+        self.opt_disc.import("opt_disc.", state)?;
+        import_pending(&mut self.ae, "pending.ae.", state)?;
+        import_pending(&mut self.loss.disc, "pending.disc.", state)?;
+        self.loss.logvar.grad = match state.get("pending.logvar").and_then(|t| t.as_f32()) {
+            Some(v) => Some(Tensor::from_vec(&[], v.to_vec())?),
+            None => None,
+        };
+        self.global_step = counters.global_step;
+        self.epoch = counters.epoch;
+        // The position in the epoch is kept in images: a run resumed on another number of
+        // replicas continues from the last global batch it completes (at most one global
+        // batch of images is seen twice).
+        let images = counters.batch_in_epoch * counters.replicas.max(1);
+        self.batch_in_epoch = images / self.replicas.max(1);
+        self.best_val = counters.best_val;
+        self.gen_accumulated = counters.gen_accumulated;
+        self.disc_accumulated = counters.disc_accumulated;
+        self.last_gen = counters.last_generator;
+        self.place()?;
+        Ok(counters.replicas)
+    }
+}
+
+/// A run checkpoint folder read into memory and checked (files present, weights finite,
+/// counters readable), ready to [`Trainer::restore`] into one or more trainers.
+pub struct RunCheckpoint {
+    model_file: PathBuf,
+    model: StateDict,
+    trainer_file: PathBuf,
+    state: StateDict,
+    counters: Counters,
+}
+
+impl RunCheckpoint {
+    pub fn read(ckpt: &Path) -> Result<RunCheckpoint> {
         let model_file = ckpt.join("model.safetensors");
         let trainer_file = ckpt.join("trainer.safetensors");
         for f in [&model_file, &trainer_file] {
@@ -197,10 +261,7 @@ impl Trainer {
         }
         let model = load_checkpoint_detailed(&model_file).map_err(ck)?.state;
         model.check_finite().map_err(ck)?;
-        load_state_dict(&mut self.ae, &model)?.ensure_exact(&model_file.display().to_string())?;
-
         let loaded = load_checkpoint_detailed(&trainer_file).map_err(ck)?;
-        let state = loaded.state;
         let counters: Counters = loaded
             .metadata
             .get("counters")
@@ -208,40 +269,13 @@ impl Trainer {
             .and_then(|s| {
                 serde_json::from_str(s).map_err(|e| io_err(&trainer_file, format!("counters: {e}")))
             })?;
-        let mut disc = StateDict::new(trainer_file.display().to_string());
-        for (k, t) in state.iter() {
-            if let Some(key) = k.strip_prefix("disc.") {
-                disc.insert(key.to_string(), t.clone()).map_err(ck)?;
-            }
-        }
-        load_state_dict(&mut self.loss.disc, &disc)?
-            .ensure_exact(&format!("{} (discriminator)", trainer_file.display()))?;
-        let logvar = state
-            .get("loss.logvar")
-            .and_then(|t| t.as_f32())
-            .ok_or_else(|| RuntimeError::file(&trainer_file, "no `loss.logvar`"))?;
-        self.loss.logvar.value = Tensor::from_vec(&[], logvar.to_vec())?;
-        self.opt_ae.import("opt_ae.", &state)?;
-        self.opt_disc.import("opt_disc.", &state)?;
-        import_pending(&mut self.ae, "pending.ae.", &state)?;
-        import_pending(&mut self.loss.disc, "pending.disc.", &state)?;
-        self.loss.logvar.grad = match state.get("pending.logvar").and_then(|t| t.as_f32()) {
-            Some(v) => Some(Tensor::from_vec(&[], v.to_vec())?),
-            None => None,
-        };
-        self.global_step = counters.global_step;
-        self.epoch = counters.epoch;
-        // The position in the epoch is kept in images: a run resumed on another number of
-        // replicas continues from the last global batch it completes (at most one global
-        // batch of images is seen twice).
-        let images = counters.batch_in_epoch * counters.replicas.max(1);
-        self.batch_in_epoch = images / self.replicas.max(1);
-        self.checkpoint_replicas = counters.replicas;
-        self.best_val = counters.best_val;
-        self.gen_accumulated = counters.gen_accumulated;
-        self.disc_accumulated = counters.disc_accumulated;
-        self.last_gen = counters.last_generator;
-        self.place()
+        Ok(RunCheckpoint {
+            model_file,
+            model,
+            trainer_file,
+            state: loaded.state,
+            counters,
+        })
     }
 }
 

@@ -16,6 +16,7 @@
 //! The gradients travel through host memory (packed, reduced, unpacked), which works for any
 //! mix of devices and topologies; peer-to-peer copies between GPUs are not built.
 
+use super::checkpoint::RunCheckpoint;
 use super::trainer::{StepKind, StepLog, Trainer, Update};
 use super::TrainConfig;
 use crate::layer::Param;
@@ -48,7 +49,6 @@ impl DataParallel {
             })?;
             t.rank = rank;
             t.replicas = devices.len();
-            t.checkpoint_replicas = devices.len();
             replicas.push(t);
         }
         Ok(DataParallel { replicas })
@@ -207,12 +207,15 @@ impl DataParallel {
         self.lead().save_checkpoint(dir, name)
     }
 
-    /// Load one checkpoint into every replica.
-    pub fn resume_from(&mut self, ckpt: &Path) -> Result<()> {
+    /// Load one checkpoint, read once, into every replica. Returns the number of replicas
+    /// that wrote it.
+    pub fn resume_from(&mut self, ckpt: &Path) -> Result<usize> {
+        let read = RunCheckpoint::read(ckpt)?;
+        let mut written_by = 1;
         for t in &mut self.replicas {
-            t.resume_from(ckpt)?;
+            written_by = t.restore(&read)?;
         }
-        Ok(())
+        Ok(written_by)
     }
 
     /// Average the gradients still waiting for their accumulation to fill, so that replica 0

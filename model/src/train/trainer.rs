@@ -95,8 +95,6 @@ pub struct Trainer {
     /// How many replicas share each global batch (set by `DataParallel`; checkpoints record
     /// it, since `batch_in_epoch` counts global batches).
     pub replicas: usize,
-    /// The replica count of the checkpoint last resumed from (`replicas` before any resume).
-    pub checkpoint_replicas: usize,
 }
 
 /// The optimizer step a batch completes (when the gradient accumulation is full).
@@ -239,7 +237,6 @@ impl Trainer {
             config,
             rank: 0,
             replicas: 1,
-            checkpoint_replicas: 1,
         };
         trainer.place()?;
         Ok(trainer)
