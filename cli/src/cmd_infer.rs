@@ -110,13 +110,12 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
             .num_threads(args.threads)
             .build_global()?;
     }
-    let request = ModelRequest {
+    let loaded = load_model(&ModelRequest {
         name: args.model.clone(),
         weights: args.weights.clone(),
         random_weights: args.random_weights,
         seed: 0,
-    };
-    let loaded = load_model(&request)?;
+    })?;
     let cfg = loaded.model.config.clone();
     eprintln!(
         "model: {} ({}D, {} in / {} latent channels, {}x downsampling, weights: {})",
@@ -142,15 +141,13 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         overlap: args.overlap,
         device,
     };
-    // One model per device: the first as loaded, the others loaded again (the same file, or
-    // the same seed for random weights).
-    let mut inferencers = vec![Inferencer::new(loaded.model, options(devices[0]))?];
+    // One model per device: the others are copies of the loaded one (the file is read once).
+    let mut model = loaded.model;
+    let mut inferencers = Vec::with_capacity(devices.len());
     for &device in &devices[1..] {
-        inferencers.push(Inferencer::new(
-            load_model(&request)?.model,
-            options(device),
-        )?);
+        inferencers.push(Inferencer::new(model.replicate()?, options(device))?);
     }
+    inferencers.insert(0, Inferencer::new(model, options(devices[0]))?);
     let plan = plan(
         &args.input,
         &args.output,

@@ -139,6 +139,16 @@ impl AutoencoderKL {
         Ok(ae)
     }
 
+    /// A second network with this one's configuration and weights (on the CPU), for another
+    /// device: built with zero weights, then every parameter and buffer copied in.
+    pub fn replicate(&mut self) -> Result<AutoencoderKL> {
+        let weights = crate::layers::state::to_state_dict(self, "replicated autoencoder")?;
+        let mut copy = AutoencoderKL::new(&self.config, &mut Init::Zeros)?;
+        crate::layers::state::load_state_dict(&mut copy, &weights)?
+            .ensure_exact("replicated autoencoder")?;
+        Ok(copy)
+    }
+
     /// Activation checkpointing in every encoder/decoder block (3D training at 64³).
     pub fn set_recompute(&mut self, on: bool) {
         self.encoder.set_recompute(on);
