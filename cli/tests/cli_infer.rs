@@ -47,6 +47,28 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// `infer -i input -o output --weights weights --modality modality` and `extra`.
+fn infer_with_weights(
+    input: &Path,
+    output: &Path,
+    weights: &Path,
+    modality: &str,
+    extra: &[&str],
+) -> (i32, String, String) {
+    let mut args = vec![
+        "-i",
+        s(input),
+        "-o",
+        s(output),
+        "--weights",
+        s(weights),
+        "--modality",
+        modality,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 const FACTOR: usize = 4;
 const EMBED: usize = 2;
 
@@ -112,17 +134,7 @@ fn infer_2d_on_the_sample_folder() {
     let w = tiny_weights(t.path(), 2);
     let out = t.path().join("out");
     let samples = repo().join("samples/2d");
-    let (code, stdout, stderr) = run(&[
-        "-i",
-        s(&samples),
-        "-o",
-        s(&out),
-        "--weights",
-        s(&w),
-        "--modality",
-        "xray",
-        "--decode",
-    ]);
+    let (code, stdout, stderr) = infer_with_weights(&samples, &out, &w, "xray", &["--decode"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let mut pngs: Vec<PathBuf> = std::fs::read_dir(&samples)
         .unwrap()
@@ -171,19 +183,8 @@ fn infer_3d_with_overlapping_windows() {
     }
     let w = tiny_weights(t.path(), 3);
     let out = t.path().join("out");
-    let (code, stdout, stderr) = run(&[
-        "-i",
-        s(&inp),
-        "-o",
-        s(&out),
-        "--weights",
-        s(&w),
-        "--modality",
-        "mri",
-        "--roi-size",
-        "24",
-        "--decode",
-    ]);
+    let (code, stdout, stderr) =
+        infer_with_weights(&inp, &out, &w, "mri", &["--roi-size", "24", "--decode"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("windows"), "{stdout}");
     for n in names {
@@ -255,18 +256,13 @@ fn no_weights_is_refused_with_where_to_download_them() {
 fn a_conflicting_model_name_is_an_error() {
     let t = scratch("conflict");
     let w = tiny_weights(t.path(), 2);
-    let (code, _, stderr) = run(&[
-        "-i",
-        s(&repo().join("samples/2d")),
-        "-o",
-        s(&t.path().join("out")),
-        "--weights",
-        s(&w),
-        "--model",
-        "medvae_4_1_2d",
-        "--modality",
+    let (code, _, stderr) = infer_with_weights(
+        &repo().join("samples/2d"),
+        &t.path().join("out"),
+        &w,
         "xray",
-    ]);
+        &["--model", "medvae_4_1_2d"],
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("conflicts with --model medvae_4_1_2d") && stderr.contains("tiny2d"),
@@ -274,16 +270,13 @@ fn a_conflicting_model_name_is_an_error() {
     );
     // a 3D checkpoint cannot take x-rays
     let w3 = tiny_weights(t.path(), 3);
-    let (code, _, stderr) = run(&[
-        "-i",
-        s(&repo().join("samples/3d")),
-        "-o",
-        s(&t.path().join("out3")),
-        "--weights",
-        s(&w3),
-        "--modality",
+    let (code, _, stderr) = infer_with_weights(
+        &repo().join("samples/3d"),
+        &t.path().join("out3"),
+        &w3,
         "xray",
-    ]);
+        &[],
+    );
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("--modality ct or mri"), "{stderr}");
 }
@@ -305,16 +298,7 @@ fn bad_files_are_reported_and_the_others_continue() {
         .unwrap();
     let w = tiny_weights(t.path(), 2);
     let out = t.path().join("out");
-    let (code, stdout, stderr) = run(&[
-        "-i",
-        s(&inp),
-        "-o",
-        s(&out),
-        "--weights",
-        s(&w),
-        "--modality",
-        "xray",
-    ]);
+    let (code, stdout, stderr) = infer_with_weights(&inp, &out, &w, "xray", &[]);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(
         stdout.contains("5 file(s): 2 written, 3 failed"),
@@ -343,16 +327,13 @@ fn bad_files_are_reported_and_the_others_continue() {
     }
 
     // a volume given to a 2D model, as a single file, fails with the reason
-    let (code, _, stderr) = run(&[
-        "-i",
-        s(&repo().join("samples/3d/anatomical_las_i16be.nii")),
-        "-o",
-        s(&out),
-        "--weights",
-        s(&w),
-        "--modality",
+    let (code, _, stderr) = infer_with_weights(
+        &repo().join("samples/3d/anatomical_las_i16be.nii"),
+        &out,
+        &w,
         "mri",
-    ]);
+        &[],
+    );
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("a 2D model reads .png images"), "{stderr}");
 }
@@ -413,19 +394,8 @@ fn several_devices_share_the_files_and_write_the_same_bytes() {
         .iter()
         .map(|devices| {
             let out = t.path().join(devices.replace(',', "_"));
-            let (code, stdout, stderr) = run(&[
-                "-i",
-                s(&inp),
-                "-o",
-                s(&out),
-                "--weights",
-                s(&w),
-                "--modality",
-                "xray",
-                "--decode",
-                "--device",
-                devices,
-            ]);
+            let (code, stdout, stderr) =
+                infer_with_weights(&inp, &out, &w, "xray", &["--decode", "--device", devices]);
             assert_eq!(code, 1, "{stdout}\n{stderr}");
             assert!(
                 stdout.contains("4 file(s): 3 written, 1 failed"),
