@@ -87,6 +87,10 @@ impl DataParallel {
     /// Train on one global batch `[replicas × b, …]`: a shard of `b` images per replica.
     /// The log holds the replicas' mean losses.
     pub fn train_batch(&mut self, x: &Tensor, index: usize) -> Result<StepLog> {
+        if let [only] = self.replicas.as_mut_slice() {
+            // Nothing to share or average: no copy of the batch on the single-device path.
+            return only.train_batch(x, index);
+        }
         let shards = shard_batch(x, self.replicas.len())?;
         let outcomes = run_each(&mut self.replicas, shards, |t, shard| {
             t.accumulate_batch(&shard, index)
@@ -320,13 +324,6 @@ fn run_each<I: Send, T: Send>(
     inputs: Vec<I>,
     work: impl Fn(&mut Trainer, I) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
-    if replicas.len() == 1 {
-        let input = inputs.into_iter().next();
-        return match input {
-            Some(i) => Ok(vec![work(&mut replicas[0], i)?]),
-            None => Ok(Vec::new()),
-        };
-    }
     let work = &work;
     std::thread::scope(|scope| {
         let handles: Vec<_> = replicas
