@@ -137,8 +137,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             cfg.batch_size
         );
     }
-    // Without a val split there is nothing to validate, preview or rank: say so once, and
-    // write `last` and the periodic checkpoints only (no NaN metrics, no `best`).
+    // Without a val split: say so once, and write `last` and the periodic checkpoints only
+    // (no NaN metrics, no `best`).
     let validating = val.samples() > 0;
     if !validating {
         eprintln!(
@@ -205,41 +205,45 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             replicas.save_checkpoint(&ckpt_dir, "last")?;
             break;
         }
-        if !validating {
-            replicas.end_epoch();
-            bar.suspend(|| eprintln!("epoch {}: train {train_s:.1} s", epoch + 1));
-            end_of_epoch_checkpoints(&mut replicas, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
-            if cfg.fast_dev_run {
-                break;
-            }
-            continue;
-        }
-        let val_batches = val.epoch(0).map(|b| {
-            b.map_err(|e| medvae_runtime::RuntimeError::Other(format!("val batch: {e}")))
-                .and_then(|b| Tensor::from_vec(b.shape(), b.data().to_vec()))
-        });
-        let v = replicas.lead().validate(val_batches)?;
+        // Without a val split there is nothing to validate, preview or rank.
+        let validation = if validating {
+            let val_batches = val.epoch(0).map(|b| {
+                b.map_err(|e| medvae_runtime::RuntimeError::Other(format!("val batch: {e}")))
+                    .and_then(|b| Tensor::from_vec(b.shape(), b.data().to_vec()))
+            });
+            Some(replicas.lead().validate(val_batches)?)
+        } else {
+            None
+        };
         replicas.end_epoch();
-        let best = replicas.lead().best_val.is_none_or(|b| v.rec_loss < b);
-        bar.suspend(|| {
-            eprintln!(
-                "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB{}",
-                epoch + 1,
-                train_s,
-                v.ae_loss,
-                v.rec_loss,
-                v.mse,
-                v.psnr,
-                if best { " (best)" } else { "" }
-            )
-        });
-        logs.validation(&v, epoch, replicas.lead().global_step)?;
-        logs.preview(replicas.lead(), &val, epoch)?;
-        if best {
-            replicas.set_best_val(v.rec_loss);
-            replicas.save_checkpoint(&ckpt_dir, "best")?;
+        match validation {
+            None => bar.suspend(|| eprintln!("epoch {}: train {train_s:.1} s", epoch + 1)),
+            Some(v) => {
+                let best = replicas.lead().best_val.is_none_or(|b| v.rec_loss < b);
+                bar.suspend(|| {
+                    eprintln!(
+                        "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB{}",
+                        epoch + 1,
+                        train_s,
+                        v.ae_loss,
+                        v.rec_loss,
+                        v.mse,
+                        v.psnr,
+                        if best { " (best)" } else { "" }
+                    )
+                });
+                logs.validation(&v, epoch, replicas.lead().global_step)?;
+                logs.preview(replicas.lead(), &val, epoch)?;
+                if best {
+                    replicas.set_best_val(v.rec_loss);
+                    replicas.save_checkpoint(&ckpt_dir, "best")?;
+                }
+            }
         }
-        end_of_epoch_checkpoints(&mut replicas, &ckpt_dir, epoch, cfg.ckpt_every_n_epochs)?;
+        if (epoch + 1).is_multiple_of(cfg.ckpt_every_n_epochs) {
+            replicas.save_checkpoint(&ckpt_dir, &format!("epoch-{epoch:04}"))?;
+        }
+        replicas.save_checkpoint(&ckpt_dir, "last")?;
         if cfg.fast_dev_run {
             break;
         }
@@ -251,20 +255,6 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         ckpt_dir.display(),
         out.join("metrics.jsonl").display()
     );
-    Ok(())
-}
-
-/// `epoch-NNNN` every `every` epochs, and `last` after each.
-fn end_of_epoch_checkpoints(
-    replicas: &mut DataParallel,
-    ckpt_dir: &Path,
-    epoch: u64,
-    every: u64,
-) -> Result<()> {
-    if (epoch + 1).is_multiple_of(every) {
-        replicas.save_checkpoint(ckpt_dir, &format!("epoch-{epoch:04}"))?;
-    }
-    replicas.save_checkpoint(ckpt_dir, "last")?;
     Ok(())
 }
 
