@@ -13,14 +13,15 @@
 //! without data parallelism draws. The adaptive GAN weight is formed from each replica's own
 //! gradients, as under PyTorch DDP.
 //!
-//! The gradients travel through host memory (packed, reduced, unpacked), which works for any
-//! mix of devices and topologies; peer-to-peer copies between GPUs are not built.
+//! Between CUDA replicas the gradients never leave the devices: the ring moves them by
+//! peer-to-peer copies (over NVLink or PCIe where the pair allows, staged by the driver
+//! otherwise). CPU replicas reduce through host memory.
 
 use super::checkpoint::RunCheckpoint;
 use super::trainer::{StepKind, StepLog, Trainer, Update};
 use super::TrainConfig;
 use crate::layer::Param;
-use medvae_runtime::collective::ring_all_reduce_mean;
+use medvae_runtime::collective::all_reduce_mean;
 use medvae_runtime::{Device, Result, RuntimeError, Tensor};
 use std::path::{Path, PathBuf};
 
@@ -139,28 +140,36 @@ impl DataParallel {
         }
     }
 
-    /// Average the gradients `update` reads over the replicas, in place on each. Packing
-    /// and unpacking (device downloads and uploads) run on every replica at once.
+    /// Average the gradients `update` reads over the replicas, in place on each (on CUDA
+    /// replicas by peer-to-peer copies, otherwise through the host: `collective`).
     pub fn all_reduce_gradients(&mut self, update: Update) -> Result<()> {
-        let n = self.replicas.len();
-        if n < 2 {
+        if self.replicas.len() < 2 {
             return Ok(());
         }
-        let packs = run_each(&mut self.replicas, vec![(); n], |t, ()| {
-            pack_gradients(t, update)
-        })?;
-        let (keys, mut packed): (Vec<Vec<String>>, Vec<Vec<f32>>) = packs.into_iter().unzip();
-        if let Some(rank) = keys.iter().position(|k| *k != keys[0]) {
-            return Err(RuntimeError::Other(format!(
+        let taken: Vec<Vec<(String, Tensor)>> = self
+            .replicas
+            .iter_mut()
+            .map(|t| take_gradients(t, update))
+            .collect();
+        let keys: Vec<Vec<&String>> = taken
+            .iter()
+            .map(|g| g.iter().map(|(k, _)| k).collect())
+            .collect();
+        let checked = match keys.iter().position(|k| *k != keys[0]) {
+            Some(rank) => Err(RuntimeError::Other(format!(
                 "data parallel: replica {rank} holds gradients for other parameters than \
                  replica 0"
-            )));
+            ))),
+            None => Ok(()),
+        };
+        let (keys, mut grads): (Vec<Vec<String>>, Vec<Vec<Tensor>>) =
+            taken.into_iter().map(|g| g.into_iter().unzip()).unzip();
+        let result = checked.and_then(|()| all_reduce_mean(&mut grads));
+        // The gradients go back even after a failure, so the replicas stay whole.
+        for ((t, keys), grads) in self.replicas.iter_mut().zip(keys).zip(grads) {
+            put_gradients(t, update, keys.into_iter().zip(grads));
         }
-        ring_all_reduce_mean(&mut packed)?;
-        run_each(&mut self.replicas, packed, |t, values| {
-            unpack_gradients(t, update, &values)
-        })?;
-        Ok(())
+        result
     }
 
     /// Give every replica replica 0's buffers (the discriminator's BatchNorm running
@@ -243,61 +252,33 @@ fn reduced(p: &Param) -> bool {
     p.trainable && !p.kind.is_buffer() && p.grad.is_some()
 }
 
-/// The keys and the concatenated values of the gradients `update` reads.
-fn pack_gradients(t: &mut Trainer, update: Update) -> Result<(Vec<String>, Vec<f32>)> {
-    let (mut keys, mut values, mut failed) = (Vec::new(), Vec::new(), None);
+/// Take out the gradients `update` reads, with their keys.
+fn take_gradients(t: &mut Trainer, update: Update) -> Vec<(String, Tensor)> {
+    let mut taken = Vec::new();
     t.visit_update_params(update, &mut |key, p| {
-        if failed.is_some() || !reduced(p) {
-            return;
-        }
-        if let Some(g) = p.grad.as_ref() {
-            match host_values(g) {
-                Ok(v) => {
-                    keys.push(key.to_string());
-                    values.extend_from_slice(&v);
-                }
-                Err(e) => failed = Some(e),
+        if reduced(p) {
+            if let Some(g) = p.grad.take() {
+                taken.push((key.to_string(), g));
             }
         }
     });
-    match failed {
-        Some(e) => Err(e),
-        None => Ok((keys, values)),
-    }
+    taken
 }
 
-/// Write `values` (laid out as [`pack_gradients`] packed them) back into the gradients.
-fn unpack_gradients(t: &mut Trainer, update: Update, values: &[f32]) -> Result<()> {
-    let mut offset = 0;
-    let mut result = Ok(());
-    t.visit_update_params(update, &mut |_, p| {
-        if result.is_err() || !reduced(p) {
-            return;
-        }
-        if let Some(g) = p.grad.as_mut() {
-            let n = g.numel();
-            result = values
-                .get(offset..offset + n)
-                .ok_or_else(|| RuntimeError::Other("data parallel: gradient buffer short".into()))
-                .and_then(|v| Tensor::from_vec(g.shape(), v.to_vec()))
-                .and_then(|t| t.into_device(g.device()))
-                .map(|t| *g = t);
-            offset += n;
+/// Put back what [`take_gradients`] took (in the same visiting order).
+fn put_gradients(t: &mut Trainer, update: Update, grads: impl Iterator<Item = (String, Tensor)>) {
+    let mut next = grads.peekable();
+    t.visit_update_params(update, &mut |key, p| {
+        if let Some((_, g)) = next.next_if(|(k, _)| k == key) {
+            p.grad = Some(g);
         }
     });
-    result?;
-    if offset != values.len() {
-        return Err(RuntimeError::Other(
-            "data parallel: gradient buffer longer than the gradients".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// A tensor's f32 values on the host (a device tensor is downloaded; a failure is an error).
 fn host_values(t: &Tensor) -> Result<Vec<f32>> {
     let host = t.on_device(Device::Cpu)?;
-    Ok(host.f32s("data-parallel gradient exchange")?.to_vec())
+    Ok(host.f32s("data-parallel batch")?.to_vec())
 }
 
 /// Cut `[n·b, …]` into `n` host tensors `[b, …]`.

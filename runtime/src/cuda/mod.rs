@@ -16,6 +16,7 @@ mod device;
 mod error;
 pub mod module;
 pub mod ops;
+mod peer;
 pub mod profile;
 pub mod registry;
 

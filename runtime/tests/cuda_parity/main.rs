@@ -8,6 +8,7 @@
 #![cfg(feature = "cuda")]
 
 mod attention;
+mod collective;
 mod conv;
 mod conv_tiles;
 mod linear_resize;
