@@ -11,6 +11,7 @@ mod cmd_kernels_sass;
 mod cmd_model;
 mod cmd_plot;
 mod cmd_verify;
+mod interrupt;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -160,7 +161,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             action: ModelAction::Keys { name },
         } => cmd_model::run_model_keys(&name).map(|()| ExitCode::SUCCESS),
         Command::Convert(args) => cmd_convert::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Finetune(args) => cmd_finetune::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Finetune(args) => cmd_finetune::run(args),
         Command::Plot { run_dir } => cmd_plot::run(&run_dir).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Infer(args) => cmd_infer::run(args),

@@ -282,3 +282,93 @@ fn data_parallel_replicas_on_the_cpu() {
     assert!(!ok);
     assert!(err.contains("cannot be mixed"), "{err}");
 }
+
+/// SIGINT (Ctrl-C) or SIGTERM (a scheduler's preemption) stops the run after the step in
+/// progress with `checkpoints/last` written and exit status 128 + signal; resuming from it
+/// gives the losses of a run that was never stopped.
+#[cfg(unix)]
+#[test]
+fn a_signal_stops_after_the_step_and_the_run_resumes_exactly() {
+    let scratch_dir = scratch("signal");
+    let base = scratch_dir.path();
+    let common = [
+        "max_epoch=40",
+        "criterion.disc_start=6",
+        "log_every_n_steps=1",
+        "gradient_accumulation_steps=2",
+    ];
+    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        let part = base.join(name);
+        let child = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+            .current_dir(repo())
+            .args([
+                "finetune",
+                "--config",
+                "configs/quickstart_2d.yaml",
+                "threads=2",
+            ])
+            .arg(format!("output_dir={}", part.display()))
+            .arg(format!(
+                "dataloader.prepared_dir={}",
+                base.join("prepared").display()
+            ))
+            .args(common)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start medvae-fast");
+        // Signal once training has logged a few steps (the run would take 200).
+        let started = std::time::Instant::now();
+        while std::fs::read_to_string(part.join("metrics.jsonl")).map_or(0, |m| m.lines().count())
+            < 3
+        {
+            assert!(
+                started.elapsed().as_secs() < 120,
+                "{name}: training never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: signalling our own child process.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+        let out = child.wait_with_output().expect("wait for medvae-fast");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(128 + signal), "{name}:\n{err}");
+        assert!(
+            err.contains(&format!("stopped by {name} at global step")),
+            "{err}"
+        );
+        let stopped_at = train_losses(&metrics(&part)).len() as u64;
+        assert!(
+            stopped_at < 200,
+            "{name}: the run finished before the signal"
+        );
+        for f in ["model.safetensors", "trainer.safetensors"] {
+            assert!(
+                part.join("checkpoints/last").join(f).is_file(),
+                "{name}: last/{f}"
+            );
+        }
+
+        // Resume for three more steps, against a run that goes there without stopping.
+        let until = format!("max_steps={}", stopped_at + 3);
+        let resume = format!(
+            "resume_from_ckpt={}",
+            part.join("checkpoints/last").display()
+        );
+        let mut cont = common.to_vec();
+        cont.extend([until.as_str(), resume.as_str()]);
+        let (ok, err) = finetune(&part, &cont);
+        assert!(ok, "{name}: resumed run failed:\n{err}");
+        let full = base.join(format!("{name}-full"));
+        let mut straight = common.to_vec();
+        straight.push(&until);
+        let (ok, err) = finetune(&full, &straight);
+        assert!(ok, "{name}: uninterrupted run failed:\n{err}");
+        let want = train_losses(&metrics(&full));
+        assert_eq!(want.len() as u64, stopped_at + 3);
+        assert_eq!(
+            train_losses(&metrics(&part)),
+            want,
+            "{name}: the resumed run's losses differ from the uninterrupted run"
+        );
+    }
+}

@@ -6,6 +6,7 @@ mod logs;
 mod tensorboard;
 
 use crate::cmd_data::{fingerprint, PrepareArgs};
+use crate::interrupt;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use logs::RunLogs;
@@ -13,6 +14,7 @@ use medvae_model::train::DataParallel;
 use medvae_runtime::data::loader::{Loader, LoaderConfig};
 use medvae_runtime::Tensor;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -25,7 +27,9 @@ pub struct FinetuneArgs {
     overrides: Vec<String>,
 }
 
-pub fn run(args: FinetuneArgs) -> Result<()> {
+/// Train; exits with 128 + the signal's number when SIGINT or SIGTERM stopped the run (after
+/// writing `checkpoints/last`).
+pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
     let cfg = config::load(&args.config, &args.overrides)?;
     if cfg.threads > 0 {
         rayon::ThreadPoolBuilder::new()
@@ -151,6 +155,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let ckpt_dir = out.join("checkpoints");
     let per_epoch = train.batches_per_epoch();
     let max_steps = cfg.max_steps.unwrap_or(u64::MAX);
+    interrupt::install();
 
     let bar = ProgressBar::with_draw_target(
         Some(per_epoch as u64),
@@ -193,6 +198,19 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             if global_step % cfg.ckpt_every_n_steps == 0 {
                 let name = format!("step-{global_step}");
                 bar.suspend(|| replicas.save_checkpoint(&ckpt_dir, &name))?;
+            }
+            if let Some(signal) = interrupt::requested() {
+                bar.finish_and_clear();
+                let last = replicas.save_checkpoint(&ckpt_dir, "last")?;
+                eprintln!(
+                    "stopped by {} at global step {global_step} (epoch {}, batch {} of {per_epoch}); \
+                     continue with resume_from_ckpt={}",
+                    interrupt::name(signal),
+                    epoch + 1,
+                    index + 1,
+                    last.display()
+                );
+                return Ok(ExitCode::from((128 + signal).clamp(1, 255) as u8));
             }
             if cfg.fast_dev_run || global_step >= max_steps {
                 break;
@@ -255,7 +273,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         ckpt_dir.display(),
         out.join("metrics.jsonl").display()
     );
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prepare the shards from the data config unless the folder already holds them, made from
