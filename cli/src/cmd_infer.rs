@@ -67,6 +67,12 @@ pub struct InferArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Leave out inputs whose outputs already exist (the latent, and with --decode the
+    /// reconstruction too): continues an interrupted archive run. Outputs are written whole
+    /// or not at all, so an existing one is complete; whether it came from the same model and
+    /// options is not checked.
+    #[arg(long)]
+    skip_existing: bool,
 }
 
 fn progress_bar(len: usize) -> ProgressBar {
@@ -148,12 +154,26 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         inferencers.push(Inferencer::new(model.replicate()?, options(device))?);
     }
     inferencers.insert(0, Inferencer::new(model, options(devices[0]))?);
-    let plan = plan(
+    let mut plan = plan(
         &args.input,
         &args.output,
         inferencers[0].reads(),
         args.decode,
     )?;
+    let already_done = if args.skip_existing {
+        let before = plan.jobs.len();
+        plan.jobs.retain(|job| !outputs_exist(job));
+        let done = before - plan.jobs.len();
+        if done > 0 {
+            eprintln!(
+                "--skip-existing: {done} of {before} file(s) already have their outputs in {}",
+                plan.out_dir.display()
+            );
+        }
+        done
+    } else {
+        0
+    };
     std::fs::create_dir_all(&plan.out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
     for s in &plan.skipped {
@@ -189,8 +209,12 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     bar.finish_and_clear();
     let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
     let total = plan.jobs.len();
+    let done = match already_done {
+        0 => String::new(),
+        n => format!(", {n} already done"),
+    };
     println!(
-        "infer: {total} file(s): {} written, {} failed, {} skipped, {:.1} s -> {}",
+        "infer: {total} file(s): {} written, {} failed, {} skipped{done}, {:.1} s -> {}",
         total - failed.len(),
         failed.len(),
         plan.skipped.len(),
@@ -232,6 +256,13 @@ fn report(bar: &ProgressBar, job: &Job, result: Result<Inferred>, failed: &Mutex
         }
     }
     bar.inc(1);
+}
+
+/// Whether every output of `job` is on disk already (a job that cannot run never counts).
+fn outputs_exist(job: &Job) -> bool {
+    job.conflict.is_none()
+        && job.latent.is_file()
+        && job.decoded.as_ref().is_none_or(|d| d.is_file())
 }
 
 fn run_job(inferencer: &mut Inferencer, job: &Job) -> Result<Inferred> {

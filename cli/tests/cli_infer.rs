@@ -419,3 +419,58 @@ fn several_devices_share_the_files_and_write_the_same_bytes() {
     }
     assert_eq!(written, 6, "3 latents and 3 reconstructions");
 }
+
+/// `--skip-existing` leaves files whose outputs are all there (not rewritten), and runs the
+/// rest: one with no output, one with the latent but not the reconstruction asked for.
+#[test]
+fn skip_existing_runs_only_what_is_missing() {
+    let t = scratch("skip");
+    let w = tiny_weights(t.path(), 2);
+    let inp = t.path().join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    let names = ["ct_slice_u16", "mr_slice_u8", "mr_slice_rgb"];
+    for name in names {
+        let file = format!("{name}.png");
+        std::fs::copy(repo().join("samples/2d").join(&file), inp.join(file)).unwrap();
+    }
+    let out = t.path().join("out");
+    let (code, stdout, stderr) = infer_with_weights(&inp, &out, &w, "xray", &["--decode"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let first: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| std::fs::read(out.join(format!("{n}.nii.gz"))).unwrap())
+        .collect();
+    // The first file's outputs stay, but marked so that a rewrite would show.
+    let kept = out.join("ct_slice_u16.nii.gz");
+    std::fs::write(&kept, b"kept").unwrap();
+    std::fs::remove_file(out.join("mr_slice_u8.nii.gz")).unwrap();
+    std::fs::remove_file(out.join("mr_slice_rgb_decoded.nii.gz")).unwrap();
+
+    let (code, stdout, stderr) =
+        infer_with_weights(&inp, &out, &w, "xray", &["--decode", "--skip-existing"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("2 file(s): 2 written, 0 failed, 0 skipped, 1 already done"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 of 3 file(s) already have their outputs"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), b"kept");
+    for (name, bytes) in names.iter().zip(&first).skip(1) {
+        assert_eq!(
+            &std::fs::read(out.join(format!("{name}.nii.gz"))).unwrap(),
+            bytes,
+            "{name}: rerun output differs"
+        );
+        assert!(out.join(format!("{name}_decoded.nii.gz")).is_file());
+    }
+    // Without --decode the latents suffice: nothing left to do.
+    let (code, stdout, _) = infer_with_weights(&inp, &out, &w, "xray", &["--skip-existing"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("0 file(s): 0 written, 0 failed, 0 skipped, 3 already done"),
+        "{stdout}"
+    );
+}
