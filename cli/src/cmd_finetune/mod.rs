@@ -114,10 +114,11 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         }
     };
     // One global batch feeds every replica `batch_size` images; a last, smaller batch could
-    // not be shared equally, so data-parallel epochs drop it.
+    // not be shared equally, so data-parallel epochs complete it with images from the start
+    // of the epoch, as Accelerate's `even_batches` does.
     let mut train_cfg = loader_cfg(cfg.batch_size * n_replicas, cfg.seed);
     train_cfg.workers = cfg.dataloader.workers;
-    train_cfg.drop_last |= n_replicas > 1;
+    train_cfg.pad_last = n_replicas > 1;
     let train = Loader::open(&cfg.dataloader.prepared_dir, "train", train_cfg)
         .context("opening the train split")?;
     let mut val_cfg = loader_cfg(cfg.batch_size, cfg.seed);

@@ -59,6 +59,10 @@ pub struct LoaderConfig {
     pub shuffle: bool,
     /// Leave out a last, smaller batch.
     pub drop_last: bool,
+    /// Complete a last, smaller batch with samples from the start of the epoch's order, so
+    /// every batch is full (Accelerate's `even_batches`, which data-parallel runs need: each
+    /// replica takes an equal share). Ignored with `drop_last`.
+    pub pad_last: bool,
     /// 3D crop window; `None` takes samples whole (2D).
     pub crop: Option<[usize; 3]>,
     /// Value where a 3D crop extends past the volume.
@@ -75,6 +79,7 @@ impl LoaderConfig {
             prefetch: 2,
             shuffle: true,
             drop_last: false,
+            pad_last: false,
             crop: Some([FINETUNE_CROP; 3]),
             pad_value: FINETUNE_PAD_VALUE,
         }
@@ -348,11 +353,19 @@ impl WorkerJob {
             if self.stop.load(Ordering::Relaxed) {
                 return;
             }
+            let n = self.order.len();
             let start = b * self.cfg.batch_size;
-            let end = (start + self.cfg.batch_size).min(self.order.len());
+            let end = if self.cfg.pad_last && !self.cfg.drop_last {
+                start + self.cfg.batch_size
+            } else {
+                (start + self.cfg.batch_size).min(n)
+            };
             let mut buffers = self.free.take();
             buffers.indices.clear();
-            buffers.indices.extend_from_slice(&self.order[start..end]);
+            // Past the end (padding) the order starts again from its beginning.
+            buffers
+                .indices
+                .extend((start..end).map(|i| self.order[i % n]));
             buffers.data.resize((end - start) * item_len, 0.0);
             buffers.shape.clear();
             buffers.shape.push(end - start);

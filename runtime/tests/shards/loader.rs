@@ -239,3 +239,48 @@ fn whole_sample_loader_converts_f16_images() {
     // 3D crops of 2D samples are refused
     assert!(Loader::open(dir, "val", LoaderConfig::volumes(2, 0)).is_err());
 }
+
+/// `pad_last` completes the last batch from the start of the epoch's order (every batch
+/// full, every sample seen); `drop_last` wins over it.
+#[test]
+fn pad_last_completes_the_last_batch_from_the_start() {
+    let scratch_dir = scratch("pad");
+    let dir = scratch_dir.path();
+    coded_volume_split(dir, ShardDtype::F16, &shapes_3d());
+    let cfg = |batch_size, pad_last, drop_last| LoaderConfig {
+        pad_last,
+        drop_last,
+        ..LoaderConfig::volumes(batch_size, 42)
+    };
+    for batch_size in [3, 4, 7, 10] {
+        let loader = Loader::open(dir, "train", cfg(batch_size, true, false)).expect("loader");
+        assert_eq!(loader.batches_per_epoch(), 7usize.div_ceil(batch_size));
+        let order = loader.order(2);
+        let batches = collect(&loader, 2);
+        let indices: Vec<usize> = batches.iter().flat_map(|(_, i, _)| i.clone()).collect();
+        let want: Vec<usize> = (0..batches.len() * batch_size)
+            .map(|i| order[i % 7])
+            .collect();
+        assert_eq!(indices, want, "batch {batch_size}");
+        for (shape, _, data) in &batches {
+            assert_eq!(shape[0], batch_size, "every batch is full");
+            assert_eq!(data.len(), batch_size * 64 * 64 * 64);
+        }
+        // A padded duplicate is the same crop of the same volume as its first appearance.
+        let (last_shape, last_idx, last_data) = batches.last().expect("a batch");
+        let item = last_data.len() / last_shape[0];
+        let slot = last_idx.len() - 1;
+        let first = indices
+            .iter()
+            .position(|&i| i == last_idx[slot])
+            .expect("seen");
+        let (b, s) = (first / batch_size, first % batch_size);
+        assert_eq!(
+            &last_data[slot * item..(slot + 1) * item],
+            &batches[b].2[s * item..(s + 1) * item]
+        );
+    }
+    let both = Loader::open(dir, "train", cfg(3, true, true)).expect("loader");
+    assert_eq!(both.batches_per_epoch(), 2);
+    assert_eq!(collect(&both, 0).len(), 2);
+}
