@@ -350,21 +350,33 @@ fn a_signal_stops_after_the_step_and_the_run_resumes_exactly() {
             );
         }
 
-        // Resume for three more steps, against a run that goes there without stopping.
+        // Resume for three more steps, against a run that goes there without stopping. After
+        // SIGTERM, as a requeued cluster job would, with the same command and `auto`.
         let until = format!("max_steps={}", stopped_at + 3);
-        let resume = format!(
-            "resume_from_ckpt={}",
-            part.join("checkpoints/last").display()
-        );
+        let resume = match name {
+            "SIGTERM" => "resume_from_ckpt=auto".to_string(),
+            _ => format!(
+                "resume_from_ckpt={}",
+                part.join("checkpoints/last").display()
+            ),
+        };
         let mut cont = common.to_vec();
         cont.extend([until.as_str(), resume.as_str()]);
         let (ok, err) = finetune(&part, &cont);
         assert!(ok, "{name}: resumed run failed:\n{err}");
+        assert!(
+            err.contains(&format!("at global step {stopped_at} ")),
+            "{name}: {err}"
+        );
         let full = base.join(format!("{name}-full"));
         let mut straight = common.to_vec();
-        straight.push(&until);
+        straight.extend([until.as_str(), "resume_from_ckpt=auto"]);
         let (ok, err) = finetune(&full, &straight);
         assert!(ok, "{name}: uninterrupted run failed:\n{err}");
+        assert!(
+            err.contains("does not exist yet, so the run starts fresh"),
+            "{err}"
+        );
         let want = train_losses(&metrics(&full));
         assert_eq!(want.len() as u64, stopped_at + 3);
         assert_eq!(

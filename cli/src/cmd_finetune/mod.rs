@@ -41,7 +41,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     ensure_prepared(&cfg.dataloader.config, &cfg.dataloader.prepared_dir)?;
 
-    let resume = cfg.resume_from_ckpt.clone();
+    let resume = resolve_resume(&cfg.resume_from_ckpt, &out);
     let devices = cfg.replica_devices();
     let mut replicas = DataParallel::new(&cfg, &devices)?;
     if cfg.weights.is_none() && resume.is_none() {
@@ -275,6 +275,27 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         out.join("metrics.jsonl").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `resume_from_ckpt=auto` is the run folder's own `checkpoints/last` when it holds one, and
+/// a fresh start otherwise: a job requeued after preemption (SIGTERM writes `last`) runs the
+/// same command again. Any other value is taken as it is.
+fn resolve_resume(requested: &Option<PathBuf>, out: &Path) -> Option<PathBuf> {
+    match requested {
+        Some(auto) if auto.as_os_str() == "auto" => {
+            let last = out.join("checkpoints").join("last");
+            if last.is_dir() {
+                Some(last)
+            } else {
+                eprintln!(
+                    "resume_from_ckpt=auto: {} does not exist yet, so the run starts fresh",
+                    last.display()
+                );
+                None
+            }
+        }
+        other => other.clone(),
+    }
 }
 
 /// Prepare the shards from the data config unless the folder already holds them, made from

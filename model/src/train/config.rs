@@ -72,7 +72,8 @@ pub struct TrainConfig {
     pub ckpt_every_n_epochs: u64,
     /// The run folder: checkpoints/, metrics.jsonl, previews.
     pub output_dir: PathBuf,
-    /// A checkpoint folder of an earlier run to continue exactly.
+    /// A checkpoint folder of an earlier run to continue exactly; `auto` (in the CLI) is
+    /// `output_dir/checkpoints/last` when it exists, else a fresh start.
     #[serde(default)]
     pub resume_from_ckpt: Option<PathBuf>,
     /// Recompute block activations in the backward instead of keeping them (less memory).
