@@ -79,6 +79,8 @@ fn quickstart_runs_logs_and_checkpoints_then_resumes_exactly() {
     ];
     let (ok, err) = finetune(&full, &common);
     assert!(ok, "quickstart failed:\n{err}");
+    // Every epoch but the last says how long the rest of the run will take.
+    assert_eq!(err.matches(" left\n").count(), 2, "{err}");
     let lines = metrics(&full);
     let losses = train_losses(&lines);
     assert_eq!(losses.len(), 15, "3 epochs of 5 batches: {losses:?}");

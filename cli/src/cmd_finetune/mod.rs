@@ -169,6 +169,9 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
 
+    // For the whole run's remaining time: steps (batches) from here to the end.
+    let (run_started, first_step) = (Instant::now(), replicas.lead().global_step);
+    let last_step = (cfg.max_epoch * per_epoch as u64).min(max_steps);
     while replicas.lead().epoch < cfg.max_epoch && replicas.lead().global_step < max_steps {
         let (epoch, skip) = (replicas.lead().epoch, replicas.lead().batch_in_epoch);
         bar.set_prefix(format!("{}/{}", epoch + 1, cfg.max_epoch));
@@ -235,13 +238,19 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
             None
         };
         replicas.end_epoch();
+        let step_now = replicas.lead().global_step;
+        let left = time_left(
+            run_started.elapsed().as_secs_f64(),
+            step_now.saturating_sub(first_step),
+            last_step.saturating_sub(step_now),
+        );
         match validation {
-            None => bar.suspend(|| eprintln!("epoch {}: train {train_s:.1} s", epoch + 1)),
+            None => bar.suspend(|| eprintln!("epoch {}: train {train_s:.1} s{left}", epoch + 1)),
             Some(v) => {
                 let best = replicas.lead().best_val.is_none_or(|b| v.rec_loss < b);
                 bar.suspend(|| {
                     eprintln!(
-                        "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB{}",
+                        "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB{}{left}",
                         epoch + 1,
                         train_s,
                         v.ae_loss,
@@ -275,6 +284,21 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         out.join("metrics.jsonl").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `"; about 1 h 05 min left"` for `left` more steps at the pace of `done` steps in
+/// `elapsed` seconds (validation and checkpoints included); empty at the end or before a step.
+fn time_left(elapsed: f64, done: u64, left: u64) -> String {
+    if done == 0 || left == 0 {
+        return String::new();
+    }
+    let secs = (elapsed / done as f64 * left as f64).round() as u64;
+    let text = match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min {:02} s", secs / 60, secs % 60),
+        _ => format!("{} h {:02} min", secs / 3600, secs % 3600 / 60),
+    };
+    format!("; about {text} left")
 }
 
 /// `resume_from_ckpt=auto` is the run folder's own `checkpoints/last` when it holds one, and
@@ -386,6 +410,15 @@ mod tests {
         std::fs::metadata(prepared.join("train.index.json"))
             .and_then(|m| m.modified())
             .expect("train index mtime")
+    }
+
+    #[test]
+    fn time_left_reads_as_hours_minutes_or_seconds() {
+        assert_eq!(time_left(10.0, 0, 5), "");
+        assert_eq!(time_left(10.0, 5, 0), "");
+        assert_eq!(time_left(10.0, 5, 20), "; about 40 s left");
+        assert_eq!(time_left(10.0, 5, 95), "; about 3 min 10 s left");
+        assert_eq!(time_left(100.0, 1, 39), "; about 1 h 05 min left");
     }
 
     /// A prepared folder is reused while its config and CSVs are unchanged, prepared again when
