@@ -4,10 +4,12 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use medvae_model::layer::Parameters;
 use medvae_model::vit::VitConfig;
 use medvae_model::workloads::{AeWorkload, Stage1Workload, Stage2Workload};
 use medvae_model::zoo::zoo_config;
-use medvae_runtime::{memory, set_cuda_precision, Device};
+use medvae_runtime::collective::all_reduce_mean;
+use medvae_runtime::{memory, set_cuda_precision, Device, Tensor};
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
@@ -42,7 +44,8 @@ pub struct BenchArgs {
     /// CPU threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
-    /// Comma list of workloads: encode, ae_fwd_bwd, stage1_step, stage2_step (the latent head
+    /// Comma list of workloads: encode, ae_fwd_bwd, stage1_step, all_reduce (the data-parallel
+    /// gradient average of two ranks on the device), stage2_step (the latent head
     /// through a ViT-B/16 BiomedCLIP-shaped tower with random weights; models with a latent
     /// head).
     #[arg(long, default_value = "encode,ae_fwd_bwd")]
@@ -121,8 +124,42 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 let w = stage2.as_mut().context("stage-2 workload")?;
                 time_step(device, runs, args.batch, name, || Ok(w.step()?))
             }
+            "all_reduce" => {
+                // Two data-parallel ranks on `device`, each holding a gradient for every
+                // trainable tensor of the autoencoder (what one optimizer step reduces).
+                let mut shapes = Vec::new();
+                work.model.visit_params("", &mut |_, p| {
+                    if p.trainable && !p.kind.is_buffer() {
+                        shapes.push(p.value.shape().to_vec());
+                    }
+                });
+                let rank = |seed: f32| -> Result<Vec<Tensor>> {
+                    shapes
+                        .iter()
+                        .map(|s| {
+                            let n = s.iter().product();
+                            Ok(Tensor::from_vec(s, vec![seed; n])?.into_device(device)?)
+                        })
+                        .collect()
+                };
+                let mut ranks = vec![rank(1.0)?, rank(3.0)?];
+                let values: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+                let mut m = time(device, runs, 1, || Ok(all_reduce_mean(&mut ranks)?))?;
+                m.remove("img_per_s");
+                m.insert("ranks".into(), json!(2));
+                m.insert("values_per_rank".into(), json!(values));
+                let median = m["median_s"].as_f64().unwrap_or(f64::NAN);
+                m.insert(
+                    "gb_per_s_per_rank".into(),
+                    json!(4.0 * values as f64 / median / 1e9),
+                );
+                Ok(m)
+            }
             other => {
-                bail!("unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step, stage2_step)")
+                bail!(
+                    "unknown workload `{other}` (encode, ae_fwd_bwd, stage1_step, stage2_step, \
+                     all_reduce)"
+                )
             }
         };
         let mut timing = timing

@@ -1,0 +1,57 @@
+//! `medvae-fast bench` runs its workloads and says which exist: a smoke test of the command
+//! (its timings are measurements, never asserted).
+
+use serde_json::Value;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run medvae-fast");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn all_reduce_reports_the_model_gradients_and_a_rate() {
+    let (ok, stdout, stderr) = bench(&[
+        "--only",
+        "all_reduce",
+        "--size",
+        "32",
+        "--reps",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "2",
+    ]);
+    assert!(ok, "{stderr}");
+    let line: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let a = &line["all_reduce"];
+    assert_eq!(a["ranks"], 2);
+    // medvae_4_1_2d's trainable tensors: tens of millions of values.
+    let values = a["values_per_rank"].as_u64().expect("values_per_rank");
+    assert!(values > 10_000_000, "{a}");
+    let median = a["median_s"].as_f64().expect("median_s");
+    assert!(median.is_finite() && median > 0.0, "{a}");
+    assert!(
+        a["gb_per_s_per_rank"].as_f64().is_some_and(f64::is_finite),
+        "{a}"
+    );
+}
+
+#[test]
+fn an_unknown_workload_lists_the_known_ones() {
+    let (ok, _, stderr) = bench(&["--only", "warp_drive", "--size", "32"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown workload `warp_drive`") && stderr.contains("all_reduce"),
+        "{stderr}"
+    );
+}
