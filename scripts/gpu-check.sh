@@ -301,7 +301,7 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   run_step ours-bf16-thin-on 60 env MEDVAE_CONV_THIN=on "$MEDVAE_BIN" bench --device cuda \
     --precision bf16 --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only ae_fwd_bwd,stage1_step
   # The data-parallel gradient average (peer-copy ring) of two ranks sharing the card: never
-  # timed on a GPU yet; the host ring on the 2-core dev machine moves 0.2 GB/s per rank.
+  # timed on a GPU yet; the host ring on the 2-core dev machine moves 0.34 GB/s per rank.
   run_step all-reduce 30 "$MEDVAE_BIN" bench --device cuda --only all_reduce --reps 5
   # Stage 2 (latent head through a ViT-B/16 BiomedCLIP-shaped tower, random weights).
   run_step ours-stage2 90 "$MEDVAE_BIN" bench --device cuda --precision bf16 \
