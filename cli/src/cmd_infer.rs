@@ -3,6 +3,7 @@
 //! progress and the report. A file that fails is reported (name and reason) and the others
 //! continue; the exit status is 1 when any failed.
 
+use crate::interrupt;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -189,13 +190,20 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let failed = Mutex::new(Vec::new());
     // Each device takes the next file not yet taken; one device goes through them in order.
     let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    // Ctrl-C / SIGTERM: every device finishes its file, then the summary says how to go on.
+    interrupt::install();
     let work = |inferencer: &mut Inferencer| {
-        while let Some(job) = plan.jobs.get(next.fetch_add(1, Ordering::Relaxed)) {
+        while interrupt::requested().is_none() {
+            let Some(job) = plan.jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
             if let Some(name) = job.input.file_name() {
                 bar.set_message(name.to_string_lossy().into_owned());
             }
             let result = run_job(inferencer, job);
             report(&bar, job, result, &failed);
+            done.fetch_add(1, Ordering::Relaxed);
         }
     };
     match inferencers.as_mut_slice() {
@@ -208,7 +216,20 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
-    let total = plan.jobs.len();
+    let total = done.into_inner();
+    if let Some(signal) = interrupt::requested() {
+        println!(
+            "infer: stopped by {} after {total} of {} file(s): {} written, {} failed, {:.1} s -> {}",
+            interrupt::name(signal),
+            plan.jobs.len(),
+            total - failed.len(),
+            failed.len(),
+            t0.elapsed().as_secs_f64(),
+            plan.out_dir.display()
+        );
+        eprintln!("continue with the same command and --skip-existing");
+        return Ok(ExitCode::from((128 + signal).clamp(1, 255) as u8));
+    }
     let done = match already_done {
         0 => String::new(),
         n => format!(", {n} already done"),

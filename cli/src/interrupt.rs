@@ -1,6 +1,7 @@
-//! Ctrl-C (SIGINT) and SIGTERM during a finetune: the first one asks the run to stop after the
-//! step in progress and write `checkpoints/last`, so that `resume_from_ckpt` continues exactly
-//! where it stopped; a second one ends the process at once.
+//! Ctrl-C (SIGINT) and SIGTERM during a long command: the first one asks it to stop after the
+//! work in progress (`finetune`: the step, then `checkpoints/last`, so that `resume_from_ckpt`
+//! continues exactly where it stopped; `infer`: the files being encoded, then the summary);
+//! a second one ends the process at once.
 //!
 //! SIGTERM is what cluster schedulers (SLURM, Kubernetes) send before killing a preempted or
 //! timed-out job, so a run that gets it within its grace period loses nothing. The handler
@@ -19,7 +20,7 @@ extern "C" fn on_signal(signal: libc::c_int) {
         // SAFETY: _exit is async-signal-safe and takes any status.
         unsafe { libc::_exit(128 + signal) };
     }
-    let msg: &[u8] = b"\nstopping after this step and writing checkpoints/last \
+    let msg: &[u8] = b"\nstopping after the work in progress \
                        (send the signal again to quit at once)\n";
     // SAFETY: write(2) on stderr with a valid buffer is async-signal-safe; a failed write
     // is of no consequence.

@@ -474,3 +474,77 @@ fn skip_existing_runs_only_what_is_missing() {
         "{stdout}"
     );
 }
+
+/// SIGINT during an archive run: the files in progress finish, the summary says how many were
+/// done and how to continue, the exit status is 130, and every output on disk is whole;
+/// `--skip-existing` then finishes the rest.
+#[cfg(unix)]
+#[test]
+fn a_signal_stops_between_files_and_skip_existing_finishes() {
+    use std::io::{BufRead, BufReader};
+    let t = scratch("signal");
+    let w = tiny_weights(t.path(), 2);
+    let inp = t.path().join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    const FILES: usize = 400;
+    for i in 0..FILES {
+        std::fs::copy(
+            repo().join("samples/2d/mr_slice_u8.png"),
+            inp.join(format!("slice_{i:04}.png")),
+        )
+        .unwrap();
+    }
+    let out = t.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+        .args(["infer", "-i", s(&inp), "-o", s(&out), "--weights", s(&w)])
+        .args(["--modality", "xray", "--threads", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start medvae-fast");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    assert!(first.starts_with("ok "), "{first}");
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
+    let status = child.wait().expect("wait");
+    let summary = rest.last().expect("a summary line");
+    assert_eq!(status.code(), Some(130), "{summary}");
+    assert!(
+        summary.starts_with("infer: stopped by SIGINT after "),
+        "{summary}"
+    );
+    let written = std::fs::read_dir(&out).unwrap().count();
+    assert!(written < FILES, "the run finished before the signal");
+    assert_eq!(
+        rest.iter().filter(|l| l.starts_with("ok ")).count() + 1,
+        written
+    );
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        assert!(
+            path.to_string_lossy().ends_with(".nii.gz"),
+            "{}",
+            path.display()
+        );
+        assert_eq!(nifti_shape(&path).len(), 3, "{}", path.display());
+    }
+
+    let (code, stdout, stderr) = infer_with_weights(
+        &inp,
+        &out,
+        &w,
+        "xray",
+        &["--skip-existing", "--threads", "1"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "{} written, 0 failed, 0 skipped, {written} already done",
+            FILES - written
+        )),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), FILES);
+}
