@@ -228,14 +228,14 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
             plan.out_dir.display()
         );
         eprintln!("continue with the same command and --skip-existing");
-        return Ok(ExitCode::from((128 + signal).clamp(1, 255) as u8));
+        return Ok(interrupt::exit_code(signal));
     }
-    let done = match already_done {
+    let already = match already_done {
         0 => String::new(),
         n => format!(", {n} already done"),
     };
     println!(
-        "infer: {total} file(s): {} written, {} failed, {} skipped{done}, {:.1} s -> {}",
+        "infer: {total} file(s): {} written, {} failed, {} skipped{already}, {:.1} s -> {}",
         total - failed.len(),
         failed.len(),
         plan.skipped.len(),

@@ -7,6 +7,7 @@
 //! timed-out job, so a run that gets it within its grace period loses nothing. The handler
 //! only stores the signal and writes one line with `write(2)`: both are async-signal-safe.
 
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The first signal received (0: none).
@@ -60,4 +61,10 @@ pub fn name(signal: i32) -> &'static str {
     }
     let _ = signal;
     "a signal"
+}
+
+/// The shell's status for a command that `signal` stopped: 128 + its number (130 for SIGINT,
+/// 143 for SIGTERM).
+pub fn exit_code(signal: i32) -> ExitCode {
+    ExitCode::from((128 + signal).clamp(1, 255) as u8)
 }

@@ -214,7 +214,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
                     index + 1,
                     last.display()
                 );
-                return Ok(ExitCode::from((128 + signal).clamp(1, 255) as u8));
+                return Ok(interrupt::exit_code(signal));
             }
             if cfg.fast_dev_run || global_step >= max_steps {
                 break;
