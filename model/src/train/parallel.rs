@@ -146,25 +146,18 @@ impl DataParallel {
         if self.replicas.len() < 2 {
             return Ok(());
         }
-        let taken: Vec<Vec<(String, Tensor)>> = self
+        let (keys, mut grads): (Vec<Vec<String>>, Vec<Vec<Tensor>>) = self
             .replicas
             .iter_mut()
-            .map(|t| take_gradients(t, update))
-            .collect();
-        let keys: Vec<Vec<&String>> = taken
-            .iter()
-            .map(|g| g.iter().map(|(k, _)| k).collect())
-            .collect();
-        let checked = match keys.iter().position(|k| *k != keys[0]) {
+            .map(|t| take_gradients(t, update).into_iter().unzip())
+            .unzip();
+        let result = match keys.iter().position(|k| *k != keys[0]) {
             Some(rank) => Err(RuntimeError::Other(format!(
                 "data parallel: replica {rank} holds gradients for other parameters than \
                  replica 0"
             ))),
-            None => Ok(()),
+            None => all_reduce_mean(&mut grads),
         };
-        let (keys, mut grads): (Vec<Vec<String>>, Vec<Vec<Tensor>>) =
-            taken.into_iter().map(|g| g.into_iter().unzip()).unzip();
-        let result = checked.and_then(|()| all_reduce_mean(&mut grads));
         // The gradients go back even after a failure, so the replicas stay whole.
         for ((t, keys), grads) in self.replicas.iter_mut().zip(keys).zip(grads) {
             put_gradients(t, update, keys.into_iter().zip(grads));
