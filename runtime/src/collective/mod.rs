@@ -68,21 +68,16 @@ fn check_alike(ranks: &[Vec<Tensor>]) -> Result<()> {
 
 /// The ring over host copies; each tensor goes back to the device it came from.
 fn host_all_reduce_mean(ranks: &mut [Vec<Tensor>]) -> Result<()> {
-    let mut packed = on_each(ranks, |tensors| {
+    let mut packed = per_rank(ranks.iter(), |tensors| {
         let mut values = Vec::with_capacity(tensors.iter().map(Tensor::numel).sum());
-        for t in tensors.iter() {
+        for t in tensors {
             values.extend_from_slice(t.on_device(Device::Cpu)?.f32s("all-reduce")?);
         }
         Ok(values)
     })?;
     ring_all_reduce_mean(&mut packed)?;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = ranks
-            .iter_mut()
-            .zip(&packed)
-            .map(|(tensors, values)| scope.spawn(move || unpack_host(tensors, values)))
-            .collect();
-        join_all(handles)
+    per_rank(ranks.iter_mut().zip(&packed), |(tensors, values)| {
+        unpack_host(tensors, values)
     })?;
     Ok(())
 }
@@ -99,30 +94,23 @@ fn unpack_host(tensors: &mut [Tensor], values: &[f32]) -> Result<()> {
     Ok(())
 }
 
-/// `work` on every rank's tensors, one thread each; the first error (or panic) is the result.
-fn on_each<T: Send>(
-    ranks: &[Vec<Tensor>],
-    work: impl Fn(&[Tensor]) -> Result<T> + Sync,
+/// `work` on each rank's item, one thread each (device downloads and uploads overlap); the
+/// results in rank order, or the first error, or a panic as an error naming the rank.
+fn per_rank<I: Send, T: Send>(
+    items: impl Iterator<Item = I>,
+    work: impl Fn(I) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
     let work = &work;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = ranks
-            .iter()
-            .map(|tensors| scope.spawn(move || work(tensors)))
-            .collect();
-        join_all(handles)
+        let handles: Vec<_> = items.map(|item| scope.spawn(move || work(item))).collect();
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(rank, h)| {
+                h.join().map_err(|_| {
+                    RuntimeError::Other(format!("all-reduce: the thread of rank {rank} panicked"))
+                })?
+            })
+            .collect()
     })
-}
-
-/// The threads' results in rank order; a panic is an error naming the rank.
-fn join_all<T>(handles: Vec<std::thread::ScopedJoinHandle<'_, Result<T>>>) -> Result<Vec<T>> {
-    handles
-        .into_iter()
-        .enumerate()
-        .map(|(rank, h)| {
-            h.join().map_err(|_| {
-                RuntimeError::Other(format!("all-reduce: the thread of rank {rank} panicked"))
-            })?
-        })
-        .collect()
 }
