@@ -29,6 +29,17 @@ fn scratch(name: &str) -> tempfile::TempDir {
         .expect("create a scratch folder")
 }
 
+/// `DIR/in` holding copies of the bundled samples `samples/KIND/NAME` (kind `2d` or `3d`).
+fn sample_folder(dir: &Path, kind: &str, names: &[&str]) -> PathBuf {
+    let inp = dir.join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    for name in names {
+        let from = repo().join("samples").join(kind).join(name);
+        std::fs::copy(&from, inp.join(name)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+    inp
+}
+
 /// Run the binary; returns (exit code, stdout, stderr).
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
@@ -171,16 +182,12 @@ fn infer_2d_on_the_sample_folder() {
 fn infer_3d_with_overlapping_windows() {
     // The small sample volumes (the 197x233x189 MNI template would take minutes on 2 cores).
     let t = scratch("3d");
-    let inp = t.path().join("in");
-    std::fs::create_dir_all(&inp).unwrap();
     let names = [
         "anatomical_las_i16be.nii",
         "ct_small_vol_lps_i16.nii.gz",
         "stat_las_f32.nii.gz",
     ];
-    for n in names {
-        std::fs::copy(repo().join("samples/3d").join(n), inp.join(n)).unwrap();
-    }
+    let inp = sample_folder(t.path(), "3d", &names);
     let w = tiny_weights(t.path(), 3);
     let out = t.path().join("out");
     let (code, stdout, stderr) =
@@ -384,11 +391,11 @@ fn cuda_device_errors_clearly_or_matches_the_cpu() {
 fn several_devices_share_the_files_and_write_the_same_bytes() {
     let t = scratch("devices");
     let w = tiny_weights(t.path(), 2);
-    let inp = t.path().join("in");
-    std::fs::create_dir_all(&inp).unwrap();
-    for name in ["ct_slice_u16.png", "mr_slice_u8.png", "mr_slice_rgb.png"] {
-        std::fs::copy(repo().join("samples/2d").join(name), inp.join(name)).unwrap();
-    }
+    let inp = sample_folder(
+        t.path(),
+        "2d",
+        &["ct_slice_u16.png", "mr_slice_u8.png", "mr_slice_rgb.png"],
+    );
     std::fs::write(inp.join("z_garbage.png"), b"not a png").unwrap();
     let outputs: Vec<PathBuf> = ["cpu", "cpu,cpu"]
         .iter()
@@ -426,13 +433,9 @@ fn several_devices_share_the_files_and_write_the_same_bytes() {
 fn skip_existing_runs_only_what_is_missing() {
     let t = scratch("skip");
     let w = tiny_weights(t.path(), 2);
-    let inp = t.path().join("in");
-    std::fs::create_dir_all(&inp).unwrap();
-    let names = ["ct_slice_u16", "mr_slice_u8", "mr_slice_rgb"];
-    for name in names {
-        let file = format!("{name}.png");
-        std::fs::copy(repo().join("samples/2d").join(&file), inp.join(file)).unwrap();
-    }
+    let files = ["ct_slice_u16.png", "mr_slice_u8.png", "mr_slice_rgb.png"];
+    let names = files.map(|f| f.trim_end_matches(".png"));
+    let inp = sample_folder(t.path(), "2d", &files);
     let out = t.path().join("out");
     let (code, stdout, stderr) = infer_with_weights(&inp, &out, &w, "xray", &["--decode"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
