@@ -8,9 +8,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medvae_model::infer::{
-    load_model, plan, write_array, InferOptions, Inferencer, Inferred, Job, Modality, ModelRequest,
-    DEFAULT_OVERLAP,
+    fingerprints, load_model, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job,
+    Modality, ModelRequest, OutputKind, Plan, Provenance, DEFAULT_OVERLAP,
 };
+use medvae_runtime::data::volume3d::read_nifti_descrip;
 use medvae_runtime::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +24,14 @@ pub enum ModalityArg {
     Xray,
     Ct,
     Mri,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LatentArg {
+    /// The 2D stage-2 latent, channel_proj(channel_ds(z) + z): what the reference writes.
+    Head,
+    /// The posterior mean z, which `medvae-fast decode` turns back into images.
+    Z,
 }
 
 #[derive(Args, Debug)]
@@ -47,6 +56,11 @@ pub struct InferArgs {
     /// Also write the reconstruction, <name>_decoded.nii.gz (normalised [-1, 1] intensities).
     #[arg(long)]
     decode: bool,
+    /// Which latent to write for 2D models: `head` (the stage-2 latent, the default for models
+    /// that have it, as the reference) or `z` (what `medvae-fast decode` reads). 3D latents are
+    /// always z.
+    #[arg(long, value_enum)]
+    latent: Option<LatentArg>,
     /// Largest 3D window edge; longer axes are split into overlapping windows.
     #[arg(long, default_value_t = 160)]
     roi_size: usize,
@@ -70,8 +84,8 @@ pub struct InferArgs {
     threads: usize,
     /// Leave out inputs whose outputs already exist (the latent, and with --decode the
     /// reconstruction too): continues an interrupted archive run. Outputs are written whole
-    /// or not at all, so an existing one is complete; whether it came from the same model and
-    /// options is not checked.
+    /// or not at all, so an existing one is complete. Each records the weights and options
+    /// that made it; outputs of other weights or options are an error, never skipped.
     #[arg(long)]
     skip_existing: bool,
 }
@@ -124,6 +138,14 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         seed: 0,
     })?;
     let cfg = loaded.model.config.clone();
+    let mut model = loaded.model;
+    if args.latent == Some(LatentArg::Head) && (cfg.dims != 2 || model.head.is_none()) {
+        bail!(
+            "--latent head: this {}D model has no stage-2 latent head; its latent is z",
+            cfg.dims
+        );
+    }
+    let weights_fingerprints = fingerprints(&mut model);
     eprintln!(
         "model: {} ({}D, {} in / {} latent channels, {}x downsampling, weights: {})",
         loaded.name.as_deref().unwrap_or("from checkpoint"),
@@ -147,9 +169,9 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         roi_size: args.roi_size,
         overlap: args.overlap,
         device,
+        latent_z: args.latent == Some(LatentArg::Z),
     };
     // One model per device: the others are copies of the loaded one (the file is read once).
-    let mut model = loaded.model;
     let mut inferencers = Vec::with_capacity(devices.len());
     for &device in &devices[1..] {
         inferencers.push(Inferencer::new(model.replicate()?, options(device))?);
@@ -161,17 +183,30 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         inferencers[0].reads(),
         args.decode,
     )?;
+    // What every output records about the run that made it (see `provenance`).
+    let precision = if devices.iter().all(|d| d.is_cpu()) {
+        "fp32"
+    } else {
+        args.precision.as_str()
+    };
+    let rule = if modality == Modality::Ct {
+        "ct"
+    } else {
+        "mri"
+    };
+    let run_settings = settings(cfg.dims, rule, args.roi_size, args.overlap, precision);
+    let made_by = Outputs {
+        latent: Provenance::new(
+            inferencers[0].latent_kind(),
+            weights_fingerprints,
+            &run_settings,
+        )
+        .descrip(),
+        decoded: Provenance::new(OutputKind::Decoded, weights_fingerprints, &run_settings)
+            .descrip(),
+    };
     let already_done = if args.skip_existing {
-        let before = plan.jobs.len();
-        plan.jobs.retain(|job| !outputs_exist(job));
-        let done = before - plan.jobs.len();
-        if done > 0 {
-            eprintln!(
-                "--skip-existing: {done} of {before} file(s) already have their outputs in {}",
-                plan.out_dir.display()
-            );
-        }
-        done
+        skip_done(&mut plan, &made_by)?
     } else {
         0
     };
@@ -201,7 +236,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
             if let Some(name) = job.input.file_name() {
                 bar.set_message(name.to_string_lossy().into_owned());
             }
-            let result = run_job(inferencer, job);
+            let result = run_job(inferencer, job, &made_by);
             report(&bar, job, result, &failed);
             done.fetch_add(1, Ordering::Relaxed);
         }
@@ -279,21 +314,98 @@ fn report(bar: &ProgressBar, job: &Job, result: Result<Inferred>, failed: &Mutex
     bar.inc(1);
 }
 
-/// Whether every output of `job` is on disk already (a job that cannot run never counts).
-fn outputs_exist(job: &Job) -> bool {
-    job.conflict.is_none()
-        && job.latent.is_file()
-        && job.decoded.as_ref().is_none_or(|d| d.is_file())
+/// The NIfTI descriptions this run gives its outputs.
+struct Outputs {
+    latent: String,
+    decoded: String,
 }
 
-fn run_job(inferencer: &mut Inferencer, job: &Job) -> Result<Inferred> {
+/// An existing output's standing for `--skip-existing`.
+enum Existing {
+    /// Written by a run like this one.
+    Ours,
+    /// Absent, or not a readable NIfTI header: (re)made.
+    Missing,
+    /// Written by other weights or options (or by another program): the reason.
+    Foreign(String),
+}
+
+fn existing(path: &std::path::Path, want: &str) -> Existing {
+    if !path.is_file() {
+        return Existing::Missing;
+    }
+    let Ok(found) = read_nifti_descrip(path) else {
+        return Existing::Missing;
+    };
+    if found == want {
+        return Existing::Ours;
+    }
+    match (Provenance::parse(&found), Provenance::parse(want)) {
+        (Some(theirs), Some(ours)) => Existing::Foreign(theirs.difference(&ours)),
+        _ => Existing::Foreign(format!(
+            "not written by medvae-fast (description {found:?})"
+        )),
+    }
+}
+
+/// `--skip-existing`: drop the jobs whose outputs all exist and were made with these weights
+/// and options; returns how many. An output from other weights or options stops the run
+/// before anything is written (skipping it would leave an archive of mixed latents).
+fn skip_done(plan: &mut Plan, made_by: &Outputs) -> Result<usize> {
+    let before = plan.jobs.len();
+    let mut foreign = Vec::new();
+    plan.jobs.retain(|job| {
+        if job.conflict.is_some() {
+            return true;
+        }
+        let mut outputs = vec![(&job.latent, &made_by.latent)];
+        if let Some(d) = &job.decoded {
+            outputs.push((d, &made_by.decoded));
+        }
+        let mut done = true;
+        for (path, want) in outputs {
+            match existing(path, want) {
+                Existing::Ours => {}
+                Existing::Missing => done = false,
+                Existing::Foreign(why) => foreign.push(format!("{}: {why}", path.display())),
+            }
+        }
+        !done
+    });
+    if !foreign.is_empty() {
+        let shown = foreign.len().min(5);
+        bail!(
+            "--skip-existing: {} existing output(s) in {} were not made by these weights and \
+             options, so they cannot be kept as done:\n  {}{}\nWrite to another folder, \
+             delete them, or leave out --skip-existing to rewrite every output.",
+            foreign.len(),
+            plan.out_dir.display(),
+            foreign[..shown].join("\n  "),
+            if foreign.len() > shown {
+                format!("\n  ... and {} more", foreign.len() - shown)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let done = before - plan.jobs.len();
+    if done > 0 {
+        eprintln!(
+            "--skip-existing: {done} of {before} file(s) already have their outputs in {}",
+            plan.out_dir.display()
+        );
+    }
+    Ok(done)
+}
+
+fn run_job(inferencer: &mut Inferencer, job: &Job, made_by: &Outputs) -> Result<Inferred> {
     if let Some(c) = &job.conflict {
         bail!("{c}");
     }
     let out = inferencer.infer_file(&job.input)?;
-    write_array(&job.latent, &out.latent)?;
+    write_array(&job.latent, &out.latent, &made_by.latent)?;
     if let (Some(path), Some(dec)) = (&job.decoded, &out.decoded) {
-        write_array(path, dec)?;
+        write_array(path, dec, &made_by.decoded)?;
     }
     Ok(out)
 }

@@ -153,6 +153,7 @@ fn a_2d_image_gives_the_latent_and_reconstruction_shapes() {
         roi_size: 160,
         overlap: 0.25,
         device: medvae_runtime::Device::Cpu,
+        latent_z: false,
     };
     let mut inf = Inferencer::new(m, opts).unwrap();
     let img = Image2d {

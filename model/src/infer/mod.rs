@@ -7,18 +7,24 @@
 //!   returns, decoding; outputs as the reference's NumPy arrays;
 //! * [`window`]: MONAI-exact sliding-window inference with gaussian blending (3D);
 //! * [`files`]: which files a run reads and where their outputs go;
+//! * [`provenance`]: what each output records about the weights and options that made it;
+//! * [`decode`]: `z` latent files back to images;
 //! * [`write_array`]: an output array to `.nii.gz` like `nib.save(Nifti1Image(a, eye(4)))`.
 //!
 //! Every function is usable without the CLI (`medvae-fast infer` is a thin shell around them).
 
+pub mod decode;
 pub mod error;
 pub mod files;
+pub mod provenance;
 pub mod run;
 pub mod source;
 pub mod window;
 
+pub use decode::{z_tensor, LatentDecoder};
 pub use error::InferError;
 pub use files::{decoded_path, plan, Job, Plan};
+pub use provenance::{fingerprints, settings, Fingerprints, OutputKind, Provenance};
 pub use run::{
     input_kind, output_stem, reference_array, Array, InferOptions, Inferencer, Inferred, InputKind,
     Modality,
@@ -31,8 +37,9 @@ pub use window::{
 
 use std::path::Path;
 
-/// Write an output array as NIfTI-1 with an identity affine (gzip for `.gz` names).
-pub fn write_array(path: &Path, a: &Array) -> Result<(), InferError> {
-    medvae_runtime::data::volume3d::write_nifti(path, &a.shape, &a.data)?;
+/// Write an output array as NIfTI-1 with an identity affine (gzip for `.gz` names), described
+/// by `descrip` (a [`Provenance::descrip`], or empty).
+pub fn write_array(path: &Path, a: &Array, descrip: &str) -> Result<(), InferError> {
+    medvae_runtime::data::volume3d::write_nifti(path, &a.shape, &a.data, descrip)?;
     Ok(())
 }

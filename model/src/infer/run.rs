@@ -4,7 +4,7 @@
 //!
 //! | model | preprocessing | latent | `--decode` also gives |
 //! |---|---|---|---|
-//! | 2D | `load_2d`: native size, per-channel min-max, `(x − 0.5) / 0.5`, channel mean for 1-channel models | `channel_proj(channel_ds(z) + z)` | `decoder(z)` |
+//! | 2D | `load_2d`: native size, per-channel min-max, `(x − 0.5) / 0.5`, channel mean for 1-channel models | `channel_proj(channel_ds(z) + z)` (`z` with [`InferOptions::latent_z`]) | `decoder(z)` |
 //! | 3D | `load_mri_3d` / `load_ct_3d`: RAS, intensity rule, `CropForeground(k_divisible=16)` | `z`, stitched by a gaussian sliding window over windows of `roi_size_calc(shape, roi_size)` | `decoder(z)` per window, stitched the same way |
 //!
 //! One deliberate difference: `z` is the posterior mode (the mean). The reference's forward
@@ -15,6 +15,7 @@
 //! every size-1 axis squeezed (`tensor.squeeze()`), C order.
 
 use super::error::InferError;
+use super::provenance::OutputKind;
 use super::window::{roi_size_calc, SlidingWindow};
 use crate::autoencoder::{AutoencoderKL, Sampling};
 use crate::layer::{move_params, Ctx};
@@ -82,6 +83,8 @@ pub struct InferOptions {
     pub overlap: f64,
     /// Where the model runs (preprocessing and window stitching stay on the CPU).
     pub device: Device,
+    /// Write the 2D models' `z` instead of their stage-2 latent (3D latents are always `z`).
+    pub latent_z: bool,
 }
 
 /// An array as the reference gives it to nibabel: NumPy shape, C-order data.
@@ -153,6 +156,16 @@ impl Inferencer {
     /// 2 or 3.
     pub fn dims(&self) -> usize {
         self.model.config.dims
+    }
+
+    /// What the latent outputs hold: the 2D stage-2 latent (the reference's output, for
+    /// models with the latent head, unless `z` was asked for) or `z`.
+    pub fn latent_kind(&self) -> OutputKind {
+        if self.dims() == 2 && self.model.head.is_some() && !self.opts.latent_z {
+            OutputKind::Latent
+        } else {
+            OutputKind::Z
+        }
     }
 
     /// The file kind this model reads.
@@ -227,7 +240,7 @@ impl Inferencer {
         let mut ctx = Ctx::eval();
         let moments = self.model.encode(&x, &mut ctx)?;
         let (z, _) = self.model.sample(&moments, Sampling::Mode, &mut ctx)?;
-        let latent = if self.model.head.is_some() {
+        let latent = if self.latent_kind() == OutputKind::Latent {
             self.model.latent(&z, &mut ctx)?
         } else {
             z.clone()

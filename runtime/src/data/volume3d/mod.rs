@@ -17,6 +17,7 @@
 //! volume without any voxel above 0 HU at inference (empty foreground).
 
 mod affine;
+mod array;
 mod crop;
 mod error;
 mod intensity;
@@ -25,6 +26,7 @@ mod read;
 mod write;
 
 pub use affine::{best_affine, ras_orientation, Affine, Orientation};
+pub use array::{read_nifti_array, read_nifti_descrip, NiftiArray};
 pub use crop::{
     crop_foreground, crop_into, crop_origin, crop_padded, finetune_crop, foreground_box, CropError,
     CropSource, FINETUNE_PAD_VALUE, FOREGROUND_PAD_VALUE,
@@ -33,7 +35,7 @@ pub use error::VolumeError;
 pub use intensity::{normalise, Modality, CT_WINDOW};
 pub use orient::reorient;
 pub use read::{decode_nifti, read_nifti, NiftiVolume};
-pub use write::{nifti_bytes, write_nifti};
+pub use write::{nifti_bytes, write_nifti, DESCRIP_MAX};
 
 use rand::Rng;
 use std::path::Path;

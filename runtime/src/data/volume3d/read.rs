@@ -18,7 +18,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Size of a NIfTI-1 header on disk, and the first byte after it in a single (`n+1`) file.
-const HEADER_BYTES: usize = 348;
+pub(super) const HEADER_BYTES: usize = 348;
 const SINGLE_FILE_DATA_START: usize = 352;
 
 /// A volume as stored in the file: voxel values after `scl_slope`/`scl_inter`, in the file's own
@@ -49,7 +49,7 @@ pub fn read_nifti(path: &Path) -> Result<NiftiVolume, VolumeError> {
     decode_nifti(path, &bytes)
 }
 
-fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, VolumeError> {
+pub(super) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, VolumeError> {
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
     MultiGzDecoder::new(raw)
         .read_to_end(&mut out)
@@ -62,6 +62,25 @@ fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, VolumeError> {
 
 /// Decode an uncompressed NIfTI-1 image held in memory (`path` is used in messages).
 pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<NiftiVolume, VolumeError> {
+    let header = parse_header(path, bytes)?;
+    let dims = spatial_dims(path, &header)?;
+    let element = Element::from_code(path, header.datatype)?;
+    let (slope, inter) = slope_inter(path, &header)?;
+    let affine = best_affine(&header, dims).map_err(|msg| VolumeError::Affine {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    let data = voxel_values(path, bytes, &header, element, (slope, inter), &dims)?;
+    if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+        return Err(non_finite(path, pos, data[pos] as f64, dims));
+    }
+    Ok(NiftiVolume { dims, data, affine })
+}
+
+/// The header of the NIfTI-1 file whose first bytes are `bytes` (at least the 348 of a
+/// header), after nibabel's silent fixes. NIfTI-2 and header-only (`.hdr`/`.img`) files are
+/// errors.
+pub(super) fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader, VolumeError> {
     let header_err = |msg: String| VolumeError::Header {
         path: path.to_path_buf(),
         msg,
@@ -84,22 +103,29 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<NiftiVolume, VolumeErro
         ));
     }
     fix_header_like_nibabel(&mut header);
-    let dims = spatial_dims(path, &header)?;
-    let element = Element::from_code(path, header.datatype)?;
-    let (slope, inter) = slope_inter(path, &header)?;
-    let affine = best_affine(&header, dims).map_err(|msg| VolumeError::Affine {
-        path: path.to_path_buf(),
-        msg,
-    })?;
+    Ok(header)
+}
 
-    let offset = data_offset(path, &header)?;
-    let voxels = dims[0]
-        .checked_mul(dims[1])
-        .and_then(|v| v.checked_mul(dims[2]))
-        .ok_or_else(|| header_err(format!("dimensions {dims:?} overflow")))?;
-    let needed = voxels
-        .checked_mul(element.size())
-        .ok_or_else(|| header_err(format!("dimensions {dims:?} overflow")))?;
+/// The `dims.product()` voxel values of the file `bytes` (header `header`), scaled, in the
+/// file's order. Values are not checked for NaN/Inf here: the callers name the voxel their way.
+pub(super) fn voxel_values(
+    path: &Path,
+    bytes: &[u8],
+    header: &NiftiHeader,
+    element: Element,
+    (slope, inter): (f64, f64),
+    dims: &[usize],
+) -> Result<Vec<f32>, VolumeError> {
+    let overflow = || VolumeError::Header {
+        path: path.to_path_buf(),
+        msg: format!("dimensions {dims:?} overflow"),
+    };
+    let offset = data_offset(path, header)?;
+    let voxels = dims
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(overflow)?;
+    let needed = voxels.checked_mul(element.size()).ok_or_else(overflow)?;
     let available = bytes.len().saturating_sub(offset);
     if available < needed {
         return Err(VolumeError::Truncated {
@@ -111,8 +137,7 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<NiftiVolume, VolumeErro
     }
     let body = &bytes[offset..offset + needed];
     let big_endian = header.endianness == Endianness::Big;
-    let data = convert(path, body, element, big_endian, slope, inter, dims)?;
-    Ok(NiftiVolume { dims, data, affine })
+    Ok(convert(body, element, big_endian, slope, inter))
 }
 
 /// The silent fixes nibabel's `Nifti1Header.check_fix()` applies on load (problem levels below
@@ -167,7 +192,7 @@ fn spatial_dims(path: &Path, h: &NiftiHeader) -> Result<[usize; 3], VolumeError>
 }
 
 /// nibabel's `get_slope_inter`: slope 0 or non-finite means unscaled.
-fn slope_inter(path: &Path, h: &NiftiHeader) -> Result<(f64, f64), VolumeError> {
+pub(super) fn slope_inter(path: &Path, h: &NiftiHeader) -> Result<(f64, f64), VolumeError> {
     let slope = h.scl_slope as f64;
     let inter = h.scl_inter as f64;
     if slope == 0.0 || !slope.is_finite() {
@@ -207,7 +232,7 @@ fn data_offset(path: &Path, h: &NiftiHeader) -> Result<usize, VolumeError> {
 
 /// The voxel datatypes we decode (every real-valued NIfTI-1 type except float128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Element {
+pub(super) enum Element {
     U8,
     I8,
     I16,
@@ -221,7 +246,7 @@ enum Element {
 }
 
 impl Element {
-    fn from_code(path: &Path, code: i16) -> Result<Self, VolumeError> {
+    pub(super) fn from_code(path: &Path, code: i16) -> Result<Self, VolumeError> {
         let unsupported = |name| VolumeError::Datatype {
             path: path.to_path_buf(),
             code,
@@ -260,16 +285,8 @@ impl Element {
 }
 
 /// Decode `body` to f32 (value = raw · slope + inter, computed in f64 as nibabel does, then
-/// rounded once to f32 as MONAI's `LoadImage(dtype=float32)` does) and reject NaN/Inf.
-fn convert(
-    path: &Path,
-    body: &[u8],
-    element: Element,
-    big_endian: bool,
-    slope: f64,
-    inter: f64,
-    dims: [usize; 3],
-) -> Result<Vec<f32>, VolumeError> {
+/// rounded once to f32 as MONAI's `LoadImage(dtype=float32)` does).
+fn convert(body: &[u8], element: Element, big_endian: bool, slope: f64, inter: f64) -> Vec<f32> {
     macro_rules! decode {
         ($t:ty, $n:expr) => {{
             body.chunks_exact($n)
@@ -286,7 +303,7 @@ fn convert(
                 .collect::<Vec<f32>>()
         }};
     }
-    let data = match element {
+    match element {
         Element::U8 => decode!(u8, 1),
         Element::I8 => decode!(i8, 1),
         Element::I16 => decode!(i16, 2),
@@ -297,12 +314,7 @@ fn convert(
         Element::U64 => decode!(u64, 8),
         Element::F32 => decode!(f32, 4),
         Element::F64 => decode!(f64, 8),
-    };
-    if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
-        let raw_value = data[pos] as f64;
-        return Err(non_finite(path, pos, raw_value, dims));
     }
-    Ok(data)
 }
 
 fn non_finite(path: &Path, pos: usize, value: f64, dims: [usize; 3]) -> VolumeError {

@@ -11,6 +11,10 @@
 //! * `scl_slope` 1, `scl_inter` 0 (nibabel writes NaN, meaning "unscaled" to nibabel only;
 //!   1/0 means the same to every reader).
 //!
+//! * `descrip` (80 bytes at offset 148, what `fslhd` and nibabel's `header['descrip']` show)
+//!   carries a caller's note: `medvae-fast infer` records there which weights and options made
+//!   the file, so a later run can tell whether an existing output is its own.
+//!
 //! Gzip is chosen by the `.gz` suffix. The file is written to a temporary name beside the
 //! target and renamed over it, so an interrupted run never leaves a truncated latent.
 
@@ -25,10 +29,19 @@ const HEADER_BYTES: usize = 348;
 const DATA_START: usize = 352;
 const DT_FLOAT32: i16 = 16;
 const SFORM_ALIGNED: i16 = 2;
+const DESCRIP_AT: usize = 148;
+/// The longest description: 80 bytes with the terminating NUL.
+pub const DESCRIP_MAX: usize = 79;
 
 /// The bytes of an uncompressed NIfTI-1 file holding the C-order array `data` of NumPy shape
-/// `shape` (1 to 7 axes, each 1..=32767 long) with an identity affine.
-pub fn nifti_bytes(shape: &[usize], data: &[f32], path: &Path) -> Result<Vec<u8>, VolumeError> {
+/// `shape` (1 to 7 axes, each 1..=32767 long) with an identity affine and the description
+/// `descrip` (printable ASCII, at most [`DESCRIP_MAX`] bytes).
+pub fn nifti_bytes(
+    shape: &[usize],
+    data: &[f32],
+    descrip: &str,
+    path: &Path,
+) -> Result<Vec<u8>, VolumeError> {
     if shape.is_empty() || shape.len() > 7 || shape.iter().any(|&d| d == 0 || d > i16::MAX as usize)
     {
         return Err(VolumeError::Dims {
@@ -49,7 +62,16 @@ pub fn nifti_bytes(shape: &[usize], data: &[f32], path: &Path) -> Result<Vec<u8>
             msg: format!("value {} at flat index {pos} is not finite", data[pos]),
         });
     }
+    if descrip.len() > DESCRIP_MAX || !descrip.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: format!(
+                "description {descrip:?} is not printable ASCII of at most {DESCRIP_MAX} bytes"
+            ),
+        });
+    }
     let mut out = header(shape);
+    out[DESCRIP_AT..DESCRIP_AT + descrip.len()].copy_from_slice(descrip.as_bytes());
     out.resize(DATA_START, 0); // extension flag: none
     out.reserve(numel * 4);
     for v in fortran_order(shape, data) {
@@ -58,10 +80,15 @@ pub fn nifti_bytes(shape: &[usize], data: &[f32], path: &Path) -> Result<Vec<u8>
     Ok(out)
 }
 
-/// Write `data` (C-order, NumPy shape `shape`) to `path` as NIfTI-1; gzip when the name ends
-/// in `.gz`. The parent folder must exist.
-pub fn write_nifti(path: &Path, shape: &[usize], data: &[f32]) -> Result<(), VolumeError> {
-    let raw = nifti_bytes(shape, data, path)?;
+/// Write `data` (C-order, NumPy shape `shape`) to `path` as NIfTI-1 described by `descrip`;
+/// gzip when the name ends in `.gz`. The parent folder must exist.
+pub fn write_nifti(
+    path: &Path,
+    shape: &[usize],
+    data: &[f32],
+    descrip: &str,
+) -> Result<(), VolumeError> {
+    let raw = nifti_bytes(shape, data, descrip, path)?;
     let io = |source| VolumeError::Io {
         path: path.to_path_buf(),
         source,
@@ -92,7 +119,10 @@ fn temp_name(path: &Path) -> PathBuf {
 }
 
 /// The C-order array re-indexed with the first axis fastest.
-fn fortran_order<'a>(shape: &'a [usize], data: &'a [f32]) -> impl Iterator<Item = f32> + 'a {
+pub(super) fn fortran_order<'a>(
+    shape: &'a [usize],
+    data: &'a [f32],
+) -> impl Iterator<Item = f32> + 'a {
     // C-order strides; walk the multi-index with axis 0 varying fastest.
     let mut strides = vec![1usize; shape.len()];
     for a in (0..shape.len().saturating_sub(1)).rev() {
@@ -170,7 +200,7 @@ mod tests {
         let shape = [3usize, 4, 5];
         let data: Vec<f32> = (0..60).map(|v| v as f32 * 0.5 - 7.0).collect();
         let p = Path::new("mem.nii");
-        let bytes = nifti_bytes(&shape, &data, p).unwrap();
+        let bytes = nifti_bytes(&shape, &data, "", p).unwrap();
         let vol = decode_nifti(p, &bytes).unwrap();
         assert_eq!(vol.dims, shape);
         // the reader returns the file's order (i fastest): voxel (i, j, k) = a[i, j, k]
@@ -192,7 +222,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("medvae-nifti-write-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let gz = dir.join("v.nii.gz");
-        write_nifti(&gz, &shape, &data).unwrap();
+        write_nifti(&gz, &shape, &data, "").unwrap();
         let raw = std::fs::read(&gz).unwrap();
         assert_eq!(&raw[..2], &[0x1f, 0x8b], "gzip by suffix");
         assert_eq!(read_nifti(&gz).unwrap().data, vol.data);
@@ -202,12 +232,15 @@ mod tests {
     #[test]
     fn bad_shapes_and_values_are_errors() {
         let p = Path::new("x.nii");
-        assert!(nifti_bytes(&[], &[], p).is_err());
-        assert!(nifti_bytes(&[2, 2], &[0.0; 3], p).is_err());
-        assert!(nifti_bytes(&[1; 8], &[0.0], p).is_err());
-        assert!(nifti_bytes(&[2], &[0.0, f32::NAN], p).is_err());
-        let two_d = nifti_bytes(&[2, 3], &[0.0; 6], p).unwrap();
+        assert!(nifti_bytes(&[], &[], "", p).is_err());
+        assert!(nifti_bytes(&[2, 2], &[0.0; 3], "", p).is_err());
+        assert!(nifti_bytes(&[1; 8], &[0.0], "", p).is_err());
+        assert!(nifti_bytes(&[2], &[0.0, f32::NAN], "", p).is_err());
+        let two_d = nifti_bytes(&[2, 3], &[0.0; 6], "", p).unwrap();
         assert_eq!(i16::from_le_bytes([two_d[40], two_d[41]]), 2);
         assert_eq!(two_d.len(), DATA_START + 24);
+        assert!(nifti_bytes(&[2], &[0.0; 2], &"x".repeat(DESCRIP_MAX + 1), p).is_err());
+        assert!(nifti_bytes(&[2], &[0.0; 2], "tab\there", p).is_err());
+        assert!(nifti_bytes(&[2], &[0.0; 2], &"x".repeat(DESCRIP_MAX), p).is_ok());
     }
 }

@@ -1,0 +1,204 @@
+//! NIfTI-1 files as plain arrays: any number of axes (1 to 7), NumPy's axis order and C-order
+//! data, as `nib.load(path).get_fdata()` hands them to Python, plus the header's `descrip`.
+//!
+//! This is the reader for arrays that are not scans: latents written by `medvae-fast infer` (or
+//! by the reference, through nibabel) that `medvae-fast decode` turns back into images. No
+//! reorientation and no intensity rule apply; the affine is ignored. The voxel decoding, the
+//! datatype and scaling rules, and every error are [`super::read`]'s.
+
+use super::error::VolumeError;
+use super::read::{gunzip, parse_header, slope_inter, voxel_values, Element, HEADER_BYTES};
+use super::write::fortran_order;
+use flate2::read::MultiGzDecoder;
+use nifti::NiftiHeader;
+use std::io::Read;
+use std::path::Path;
+
+/// A NIfTI file's array in NumPy order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NiftiArray {
+    /// The file's `dim[1..=dim[0]]`, every axis kept (size-1 ones too).
+    pub shape: Vec<usize>,
+    /// `shape.product()` values, C order (last axis fastest).
+    pub data: Vec<f32>,
+    /// The header's description, up to its first NUL.
+    pub descrip: String,
+}
+
+/// Read a `.nii` / `.nii.gz` file (gzip recognised by its magic bytes) as an array. Errors name
+/// the file: unreadable, corrupt gzip, bad header, unsupported datatype, truncated data, or a
+/// NaN/Inf value (given by its NumPy index).
+pub fn read_nifti_array(path: &Path) -> Result<NiftiArray, VolumeError> {
+    let raw = std::fs::read(path).map_err(|source| VolumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        gunzip(path, &raw)?
+    } else {
+        raw
+    };
+    let header = parse_header(path, &bytes)?;
+    let shape = array_shape(path, &header)?;
+    let element = Element::from_code(path, header.datatype)?;
+    let scale = slope_inter(path, &header)?;
+    let fortran = voxel_values(path, &bytes, &header, element, scale, &shape)?;
+    // A Fortran-order array of shape S is the C-order array of shape reverse(S), transposed:
+    // walking that one with its first axis fastest gives the C order of S.
+    let reversed: Vec<usize> = shape.iter().rev().copied().collect();
+    let data: Vec<f32> = fortran_order(&reversed, &fortran).collect();
+    if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+        return Err(VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: format!(
+                "value {} at index {:?} is not finite",
+                data[pos],
+                unravel(pos, &shape)
+            ),
+        });
+    }
+    Ok(NiftiArray {
+        shape,
+        data,
+        descrip: descrip_of(&header),
+    })
+}
+
+/// Only the description of a `.nii` / `.nii.gz` file: the header is read (and, for gzip, only
+/// its first bytes decompressed), the voxels are not.
+pub fn read_nifti_descrip(path: &Path) -> Result<String, VolumeError> {
+    let io = |source| VolumeError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut magic = [0u8; 2];
+    let mut head = Vec::with_capacity(HEADER_BYTES);
+    let mut reader = std::io::BufReader::new(file);
+    reader.read_exact(&mut magic).map_err(io)?;
+    let rest = std::io::Read::chain(&magic[..], reader);
+    if magic == [0x1f, 0x8b] {
+        MultiGzDecoder::new(rest)
+            .take(HEADER_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| VolumeError::Gzip {
+                path: path.to_path_buf(),
+                msg: e.to_string(),
+            })?;
+    } else {
+        rest.take(HEADER_BYTES as u64)
+            .read_to_end(&mut head)
+            .map_err(io)?;
+    }
+    Ok(descrip_of(&parse_header(path, &head)?))
+}
+
+fn descrip_of(h: &NiftiHeader) -> String {
+    let end = h
+        .descrip
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(h.descrip.len());
+    String::from_utf8_lossy(&h.descrip[..end]).into_owned()
+}
+
+/// `dim[1..=dim[0]]`, each positive.
+fn array_shape(path: &Path, h: &NiftiHeader) -> Result<Vec<usize>, VolumeError> {
+    // The `nifti` crate reads dims as u16; NIfTI stores i16.
+    let ndim = h.dim[0] as i16;
+    if !(1..=7).contains(&ndim) {
+        return Err(VolumeError::Header {
+            path: path.to_path_buf(),
+            msg: format!("dim[0] = {ndim} is not a number of dimensions in 1..=7"),
+        });
+    }
+    let dims: Vec<i16> = h.dim[1..=ndim as usize].iter().map(|&d| d as i16).collect();
+    if dims.iter().any(|&d| d <= 0) {
+        return Err(VolumeError::Header {
+            path: path.to_path_buf(),
+            msg: format!("dimensions {dims:?} include a zero or negative extent"),
+        });
+    }
+    Ok(dims.iter().map(|&d| d as usize).collect())
+}
+
+/// The multi-index of C-order position `pos` in `shape`.
+fn unravel(mut pos: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for (i, &d) in idx.iter_mut().zip(shape).rev() {
+        *i = pos % d;
+        pos /= d;
+    }
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::volume3d::write::{nifti_bytes, write_nifti};
+
+    fn scratch() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("medvae-nifti-array-")
+            .tempdir()
+            .expect("scratch folder")
+    }
+
+    /// Written arrays of every rank come back with their shape, C-order values and description,
+    /// gzipped or not.
+    #[test]
+    fn written_arrays_read_back_whole() {
+        let dir = scratch();
+        for shape in [vec![5], vec![2, 3], vec![2, 3, 4], vec![3, 1, 2, 2]] {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|v| v as f32 * 0.25 - 1.0).collect();
+            for name in ["a.nii", "a.nii.gz"] {
+                let path = dir.path().join(name);
+                write_nifti(&path, &shape, &data, "made by a test").unwrap();
+                let back = read_nifti_array(&path).unwrap();
+                assert_eq!(back.shape, shape, "{name}");
+                assert_eq!(back.data, data, "{name} {shape:?}");
+                assert_eq!(back.descrip, "made by a test");
+                assert_eq!(read_nifti_descrip(&path).unwrap(), "made by a test");
+            }
+        }
+    }
+
+    /// A truncated file, a corrupt gzip stream and a NaN each name the problem and the file.
+    #[test]
+    fn bad_files_are_named_errors() {
+        let dir = scratch();
+        let bytes = nifti_bytes(&[2, 3], &[1.0; 6], "", Path::new("x")).unwrap();
+        let short = dir.path().join("short.nii");
+        std::fs::write(&short, &bytes[..bytes.len() - 4]).unwrap();
+        let e = read_nifti_array(&short).unwrap_err().to_string();
+        assert!(e.contains("short.nii") && e.contains("truncated"), "{e}");
+
+        let gz = dir.path().join("bad.nii.gz");
+        std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
+        let e = read_nifti_array(&gz).unwrap_err().to_string();
+        assert!(e.contains("bad.nii.gz") && e.contains("gzip"), "{e}");
+        let e = read_nifti_descrip(&gz).unwrap_err().to_string();
+        assert!(e.contains("bad.nii.gz"), "{e}");
+
+        let header_only = dir.path().join("tiny.nii");
+        std::fs::write(&header_only, &bytes[..100]).unwrap();
+        let e = read_nifti_descrip(&header_only).unwrap_err().to_string();
+        assert!(e.contains("shorter than a NIfTI-1 header"), "{e}");
+
+        // a NaN written behind the writer's back, at NumPy index [1, 0] (Fortran position 1)
+        let mut with_nan = bytes.clone();
+        with_nan[352 + 4..352 + 8].copy_from_slice(&f32::NAN.to_le_bytes());
+        let nan = dir.path().join("nan.nii");
+        std::fs::write(&nan, &with_nan).unwrap();
+        let e = read_nifti_array(&nan).unwrap_err().to_string();
+        assert!(e.contains("nan.nii") && e.contains("[1, 0]"), "{e}");
+    }
+
+    #[test]
+    fn unravel_is_c_order() {
+        assert_eq!(unravel(0, &[2, 3]), vec![0, 0]);
+        assert_eq!(unravel(4, &[2, 3]), vec![1, 1]);
+        assert_eq!(unravel(23, &[2, 3, 4]), vec![1, 2, 3]);
+    }
+}
