@@ -90,7 +90,7 @@ pub struct InferArgs {
     skip_existing: bool,
 }
 
-fn progress_bar(len: usize) -> ProgressBar {
+pub(crate) fn progress_bar(len: usize) -> ProgressBar {
     // Hidden when stderr is not a terminal: the per-file lines and the summary remain.
     let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
@@ -101,7 +101,7 @@ fn progress_bar(len: usize) -> ProgressBar {
     bar
 }
 
-fn check_device(spec: &str, precision: &str) -> Result<Device> {
+pub(crate) fn check_device(spec: &str, precision: &str) -> Result<Device> {
     let device: Device = spec.parse()?;
     device
         .ensure_available()
@@ -112,7 +112,7 @@ fn check_device(spec: &str, precision: &str) -> Result<Device> {
     Ok(device)
 }
 
-fn describe(shape: &[usize]) -> String {
+pub(crate) fn describe(shape: &[usize]) -> String {
     shape
         .iter()
         .map(|d| d.to_string())

@@ -4,6 +4,7 @@
 mod cmd_bench;
 mod cmd_convert;
 mod cmd_data;
+mod cmd_decode;
 mod cmd_finetune;
 mod cmd_infer;
 mod cmd_kernels;
@@ -68,6 +69,8 @@ enum Command {
     Bench(cmd_bench::BenchArgs),
     /// Images (.png) or volumes (.nii/.nii.gz) to latent .nii.gz files (3D: sliding window).
     Infer(cmd_infer::InferArgs),
+    /// z latent files (infer --latent z, or 3D infer) back to images (3D: sliding window).
+    Decode(cmd_decode::DecodeArgs),
 }
 
 #[derive(Subcommand)]
@@ -165,5 +168,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plot { run_dir } => cmd_plot::run(&run_dir).map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Infer(args) => cmd_infer::run(args),
+        Command::Decode(args) => cmd_decode::run(args),
     }
 }

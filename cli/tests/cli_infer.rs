@@ -6,56 +6,18 @@
 //! Expected shapes come from the inputs (PNG header sizes; the 3D loader's cropped shape, which
 //! the golden preprocess cases pin to the reference) and the tiny model's 4x downsampling.
 
-use flate2::read::GzDecoder;
-use medvae_model::autoencoder::AutoencoderKL;
-use medvae_model::layers::state::to_state_dict;
-use medvae_model::layers::Init;
-use medvae_model::zoo::ModelConfig;
-use medvae_runtime::checkpoint::save_safetensors;
+mod common;
+
+use common::{
+    descrip, gunzipped, medvae, repo, s, sample_folder, scratch, tiny_weights, EMBED, FACTOR,
+};
 use medvae_runtime::data::volume3d::{decode_nifti, load_mri_3d};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A temporary folder of one test, removed when dropped.
-fn scratch(name: &str) -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix(&format!("medvae-cli-infer-{name}-"))
-        .tempdir()
-        .expect("create a scratch folder")
-}
-
-/// `DIR/in` holding copies of the bundled samples `samples/KIND/NAME` (kind `2d` or `3d`).
-fn sample_folder(dir: &Path, kind: &str, names: &[&str]) -> PathBuf {
-    let inp = dir.join("in");
-    std::fs::create_dir_all(&inp).unwrap();
-    for name in names {
-        let from = repo().join("samples").join(kind).join(name);
-        std::fs::copy(&from, inp.join(name)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
-    }
-    inp
-}
-
-/// Run the binary; returns (exit code, stdout, stderr).
+/// `medvae-fast infer ARGS`.
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
-        .arg("infer")
-        .args(args)
-        .output()
-        .expect("run medvae-fast");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    medvae(&[&["infer"], args].concat())
 }
 
 /// `infer -i input -o output --weights weights --modality modality` and `extra`.
@@ -80,38 +42,10 @@ fn infer_with_weights(
     run(&args)
 }
 
-const FACTOR: usize = 4;
-const EMBED: usize = 2;
-
-/// A tiny random MedVAE (4x downsampling, 2 latent channels) saved as safetensors.
-fn tiny_weights(dir: &Path, dims: usize) -> PathBuf {
-    let cfg = ModelConfig {
-        dims,
-        in_channels: 1,
-        out_ch: 1,
-        ch: 32,
-        ch_mult: vec![1, 1, 1],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: EMBED,
-        embed_dim: EMBED,
-        dropout: 0.0,
-        lora_rank: None,
-        latent_head: true,
-    };
-    let mut m = AutoencoderKL::new(&cfg, &mut Init::random(11)).unwrap();
-    let path = dir.join(format!("tiny{dims}d.safetensors"));
-    save_safetensors(&path, &to_state_dict(&mut m, "tiny").unwrap()).unwrap();
-    path
-}
-
 /// The NumPy shape nibabel would give for a written file (dims from the header, any rank),
 /// after checking the format fields the reference's files have.
 fn nifti_shape(path: &Path) -> Vec<usize> {
-    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&raw[..2], &[0x1f, 0x8b], "{} is gzipped", path.display());
-    let mut bytes = Vec::new();
-    GzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
+    let bytes = gunzipped(path);
     let i16_at = |o: usize| i16::from_le_bytes([bytes[o], bytes[o + 1]]);
     let f32_at = |o: usize| f32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
     assert_eq!(&bytes[344..348], b"n+1\0");
@@ -209,10 +143,7 @@ fn infer_3d_with_overlapping_windows() {
         );
         // and the engine's own (3D) reader agrees on the reconstruction
         let dec = out.join(format!("{stem}_decoded.nii.gz"));
-        let raw = std::fs::read(&dec).unwrap();
-        let mut bytes = Vec::new();
-        GzDecoder::new(&raw[..]).read_to_end(&mut bytes).unwrap();
-        assert_eq!(decode_nifti(&dec, &bytes).unwrap().dims, cropped);
+        assert_eq!(decode_nifti(&dec, &gunzipped(&dec)).unwrap().dims, cropped);
     }
 }
 
@@ -445,7 +376,7 @@ fn skip_existing_runs_only_what_is_missing() {
         .collect();
     // The first file's outputs stay, but marked so that a rewrite would show.
     let kept = out.join("ct_slice_u16.nii.gz");
-    std::fs::write(&kept, b"kept").unwrap();
+    let marked = mark_voxels(&kept);
     std::fs::remove_file(out.join("mr_slice_u8.nii.gz")).unwrap();
     std::fs::remove_file(out.join("mr_slice_rgb_decoded.nii.gz")).unwrap();
 
@@ -460,7 +391,7 @@ fn skip_existing_runs_only_what_is_missing() {
         stderr.contains("1 of 3 file(s) already have their outputs"),
         "{stderr}"
     );
-    assert_eq!(std::fs::read(&kept).unwrap(), b"kept");
+    assert_eq!(std::fs::read(&kept).unwrap(), marked);
     for (name, bytes) in names.iter().zip(&first).skip(1) {
         assert_eq!(
             &std::fs::read(out.join(format!("{name}.nii.gz"))).unwrap(),
@@ -476,6 +407,99 @@ fn skip_existing_runs_only_what_is_missing() {
         stdout.contains("0 file(s): 0 written, 0 failed, 0 skipped, 3 already done"),
         "{stdout}"
     );
+}
+
+/// Rewrite the gzipped NIfTI `path` with its first voxel's lowest bit flipped (header kept);
+/// returns the new file bytes.
+fn mark_voxels(path: &Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut bytes = gunzipped(path);
+    bytes[352] ^= 1;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&bytes).unwrap();
+    let gz = enc.finish().unwrap();
+    std::fs::write(path, &gz).unwrap();
+    gz
+}
+
+/// `--skip-existing` never keeps an output that other weights or options made: the run stops
+/// before writing anything and says which files differ, and how. A run that matches again
+/// keeps them all.
+#[test]
+fn skip_existing_refuses_outputs_of_other_weights_or_options() {
+    let t = scratch("skip-foreign");
+    let w = tiny_weights(t.path(), 2);
+    let files = ["ct_slice_u16.png", "mr_slice_u8.png"];
+    let inp = sample_folder(t.path(), "2d", &files);
+    let out = t.path().join("out");
+    let (code, _, stderr) = infer_with_weights(&inp, &out, &w, "xray", &["--decode"]);
+    assert_eq!(code, 0, "{stderr}");
+    let latent = out.join("mr_slice_u8.nii.gz");
+    let made = descrip(&latent);
+    assert!(made.starts_with("medvae-fast latent e="), "{made}");
+    assert!(made.ends_with(" fp32"), "{made}");
+    assert!(descrip(&out.join("mr_slice_u8_decoded.nii.gz")).starts_with("medvae-fast decoded "));
+    let before: Vec<Vec<u8>> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    let unchanged = || {
+        let now: Vec<Vec<u8>> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(now, before, "an output was rewritten");
+    };
+
+    // Other weights (another seed: another encoder).
+    let other = common::save_model(
+        medvae_model::autoencoder::AutoencoderKL::new(
+            &common::tiny_config(2),
+            &mut medvae_model::layers::Init::random(12),
+        )
+        .unwrap(),
+        &t.path().join("other.safetensors"),
+    );
+    let (code, _, stderr) = infer_with_weights(&inp, &out, &other, "xray", &["--skip-existing"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("2 existing output(s)")
+            && stderr.contains("ct_slice_u16.nii.gz: another encoder")
+            && stderr.contains("leave out --skip-existing"),
+        "{stderr}"
+    );
+    unchanged();
+
+    // The same weights asked for z instead of the stage-2 latent.
+    let (code, _, stderr) = infer_with_weights(
+        &inp,
+        &out,
+        &w,
+        "xray",
+        &["--skip-existing", "--latent", "z"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("it holds `latent`, not `z`"), "{stderr}");
+    unchanged();
+
+    // A file another program wrote under an output's name.
+    let foreign = out.join("ct_slice_u16.nii.gz");
+    let saved = std::fs::read(&foreign).unwrap();
+    medvae_runtime::data::volume3d::write_nifti(&foreign, &[2, 2], &[0.0; 4], "FSL5.0").unwrap();
+    let (code, _, stderr) = infer_with_weights(&inp, &out, &w, "xray", &["--skip-existing"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("not written by medvae-fast (description \"FSL5.0\")"),
+        "{stderr}"
+    );
+    std::fs::write(&foreign, saved).unwrap();
+
+    // The original weights and options: everything is done.
+    let (code, stdout, stderr) =
+        infer_with_weights(&inp, &out, &w, "xray", &["--skip-existing", "--decode"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("2 already done"), "{stdout}");
+    unchanged();
 }
 
 /// SIGINT during an archive run: the files in progress finish, the summary says how many were

@@ -236,7 +236,7 @@ mod tests {
             dims: 2,
             in_channels: 1,
             out_ch: 1,
-            ch: 8,
+            ch: 32,
             ch_mult: vec![1, 1],
             num_res_blocks: 1,
             attn_levels: vec![],

@@ -1,0 +1,247 @@
+//! `medvae-fast decode`: `z` latent files (`infer --latent z` for 2D models, `infer` for 3D)
+//! back to images, `<name>_decoded.nii.gz` in the normalised [-1, 1] intensities. The work is
+//! `medvae_model::infer::LatentDecoder`; this is options, the provenance checks, progress and
+//! the report.
+//!
+//! A latent medvae-fast wrote says what it holds and which encoder made it (its NIfTI
+//! description): a file that is not `z` is skipped in a folder (and refused alone), and a `z`
+//! from another encoder is refused, since a decoder only inverts its own encoder. Files from
+//! elsewhere (the reference's, through nibabel) carry no such record and are decoded when their
+//! shape fits.
+
+use crate::cmd_infer::{check_device, describe, progress_bar};
+use crate::interrupt;
+use anyhow::{bail, Result};
+use clap::Args;
+use medvae_model::infer::{
+    decoded_path, fingerprints, input_kind, load_model, plan, write_array, InputKind,
+    LatentDecoder, ModelRequest, OutputKind, Provenance, DEFAULT_OVERLAP,
+};
+use medvae_runtime::data::volume3d::read_nifti_array;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    /// Input: a z latent .nii / .nii.gz file, or a folder of them.
+    #[arg(short = 'i', long = "input")]
+    input: PathBuf,
+    /// Output: a folder (one <name>_decoded.nii.gz per latent), or a .nii.gz / .nii file for
+    /// one input.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Published model name; with --weights it may be left out (read from the checkpoint).
+    #[arg(long)]
+    model: Option<String>,
+    /// Weights: the checkpoint whose encoder made the latents (or a finetune of its decoder
+    /// that kept the encoder, as stage 2 does).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Largest 3D window edge in image voxels; the latent is decoded in windows of this size
+    /// divided by the downsampling factor.
+    #[arg(long, default_value_t = 160)]
+    roi_size: usize,
+    /// Overlap between neighbouring 3D windows.
+    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
+    overlap: f64,
+    /// cpu or cuda[:N].
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// CUDA convolution precision: fp32, tf32 or bf16.
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "tf32", "bf16"])]
+    precision: String,
+    /// Decode latents that record another encoder than these weights' (refused otherwise).
+    #[arg(long)]
+    any_encoder: bool,
+    /// Run with random weights instead of refusing without --weights (smoke tests only).
+    #[arg(long)]
+    random_weights: bool,
+    /// CPU threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+/// How one file went.
+enum Outcome {
+    Written {
+        latent: Vec<usize>,
+        image: Vec<usize>,
+        windows: usize,
+    },
+    /// A medvae-fast file that is not z (what it holds).
+    NotZ(OutputKind),
+}
+
+pub fn run(args: DecodeArgs) -> Result<ExitCode> {
+    let device = check_device(&args.device, &args.precision)?;
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()?;
+    }
+    let loaded = load_model(&ModelRequest {
+        name: args.model.clone(),
+        weights: args.weights.clone(),
+        random_weights: args.random_weights,
+        seed: 0,
+    })?;
+    let mut model = loaded.model;
+    let cfg = model.config.clone();
+    eprintln!(
+        "model: {} ({}D, {} latent channels, {}x downsampling, weights: {})",
+        loaded.name.as_deref().unwrap_or("from checkpoint"),
+        cfg.dims,
+        cfg.embed_dim,
+        cfg.downsample_factor(),
+        loaded.weights
+    );
+    let ours = fingerprints(&mut model);
+    let mut decoder = LatentDecoder::new(model, device, args.roi_size, args.overlap)?;
+
+    let mut plan = plan(&args.input, &args.output, InputKind::Nifti, false)?;
+    let named_output = !args.input.is_dir()
+        && input_kind(&args.output) == Some(InputKind::Nifti)
+        && !args.output.is_dir();
+    if !named_output {
+        for job in &mut plan.jobs {
+            job.latent = decoded_path(&job.latent);
+        }
+    }
+    let single = plan.jobs.len() == 1 && !args.input.is_dir();
+    std::fs::create_dir_all(&plan.out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
+
+    let precision = if device.is_cpu() {
+        "fp32"
+    } else {
+        args.precision.as_str()
+    };
+    let t0 = Instant::now();
+    let bar = progress_bar(plan.jobs.len());
+    let (mut written, mut failed, mut not_z) = (0, Vec::new(), 0);
+    interrupt::install();
+    for job in &plan.jobs {
+        if interrupt::requested().is_some() {
+            break;
+        }
+        if let Some(name) = job.input.file_name() {
+            bar.set_message(name.to_string_lossy().into_owned());
+        }
+        let result = decode_file(
+            &mut decoder,
+            &job.input,
+            &job.latent,
+            &args,
+            ours,
+            precision,
+        );
+        bar.suspend(|| match result {
+            Ok(Outcome::Written {
+                latent,
+                image,
+                windows,
+            }) => {
+                written += 1;
+                let windows = if windows > 1 {
+                    format!(", {windows} windows")
+                } else {
+                    String::new()
+                };
+                println!(
+                    "ok {} -> {} (latent {}, image {}{windows})",
+                    job.input.display(),
+                    job.latent.display(),
+                    describe(&latent),
+                    describe(&image)
+                );
+            }
+            Ok(Outcome::NotZ(kind)) if !single => {
+                not_z += 1;
+                eprintln!(
+                    "skipped: {} (holds `{}`, not z)",
+                    job.input.display(),
+                    kind.word()
+                );
+            }
+            Ok(Outcome::NotZ(kind)) => {
+                eprintln!("FAILED {}: {}", job.input.display(), not_z_message(kind));
+                failed.push(job.input.display().to_string());
+            }
+            Err(e) => {
+                eprintln!("FAILED {}: {e:#}", job.input.display());
+                failed.push(job.input.display().to_string());
+            }
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let summary = format!(
+        "{written} written, {} failed, {not_z} not z, {:.1} s -> {}",
+        failed.len(),
+        t0.elapsed().as_secs_f64(),
+        plan.out_dir.display()
+    );
+    if let Some(signal) = interrupt::requested() {
+        println!("decode: stopped by {}: {summary}", interrupt::name(signal));
+        return Ok(interrupt::exit_code(signal));
+    }
+    println!("decode: {} file(s): {summary}", plan.jobs.len());
+    if written == 0 && failed.is_empty() {
+        bail!(
+            "nothing decoded: no file in {} holds a z latent (2D models write theirs with \
+             `medvae-fast infer --latent z`)",
+            args.input.display()
+        );
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn not_z_message(kind: OutputKind) -> String {
+    match kind {
+        OutputKind::Latent => "holds the 2D stage-2 latent, which the decoder does not read; \
+                               encode with `medvae-fast infer --latent z`"
+            .to_string(),
+        other => format!("holds `{}`, not a z latent", other.word()),
+    }
+}
+
+fn decode_file(
+    decoder: &mut LatentDecoder,
+    input: &Path,
+    output: &Path,
+    args: &DecodeArgs,
+    ours: medvae_model::infer::Fingerprints,
+    precision: &str,
+) -> Result<Outcome> {
+    let z = read_nifti_array(input)?;
+    let made_by = Provenance::parse(&z.descrip);
+    if let Some(p) = &made_by {
+        if p.kind != OutputKind::Z {
+            return Ok(Outcome::NotZ(p.kind));
+        }
+        if p.fingerprints.encoder != ours.encoder && !args.any_encoder {
+            bail!(
+                "this z was made by another encoder (e={:012x}) than these weights' \
+                 (e={:012x}); a decoder only inverts its own encoder. Decode with the \
+                 weights that encoded it, or pass --any-encoder",
+                p.fingerprints.encoder,
+                ours.encoder
+            );
+        }
+    }
+    let (image, windows) = decoder.decode_array(&z.shape, &z.data, input)?;
+    // The reconstruction records the options its z was made with (a foreign z: the precision).
+    let settings = made_by.map_or_else(|| precision.to_string(), |p| p.settings);
+    let descrip = Provenance::new(OutputKind::Decoded, ours, &settings).descrip();
+    write_array(output, &image, &descrip)?;
+    Ok(Outcome::Written {
+        latent: z.shape,
+        image: image.shape,
+        windows,
+    })
+}

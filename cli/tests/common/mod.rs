@@ -1,0 +1,105 @@
+//! What the `infer` and `decode` end-to-end tests share: the repository's sample files,
+//! scratch folders, running the real binary, and tiny random models saved as checkpoints.
+#![allow(dead_code)] // each test binary uses its own part
+
+use medvae_model::autoencoder::AutoencoderKL;
+use medvae_model::layers::state::to_state_dict;
+use medvae_model::layers::Init;
+use medvae_model::zoo::ModelConfig;
+use medvae_runtime::checkpoint::save_safetensors;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The tiny models' downsampling factor and latent channels.
+pub const FACTOR: usize = 4;
+pub const EMBED: usize = 2;
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A temporary folder of one test, removed when dropped.
+pub fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-cli-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
+}
+
+/// `DIR/in` holding copies of the bundled samples `samples/KIND/NAME` (kind `2d` or `3d`).
+pub fn sample_folder(dir: &Path, kind: &str, names: &[&str]) -> PathBuf {
+    let inp = dir.join("in");
+    std::fs::create_dir_all(&inp).unwrap();
+    for name in names {
+        let from = repo().join("samples").join(kind).join(name);
+        std::fs::copy(&from, inp.join(name)).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+    inp
+}
+
+/// Run the binary with `args`; returns (exit code, stdout, stderr).
+pub fn medvae(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+        .args(args)
+        .output()
+        .expect("run medvae-fast");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// The tiny random MedVAE's configuration (4x downsampling, 2 latent channels).
+pub fn tiny_config(dims: usize) -> ModelConfig {
+    ModelConfig {
+        dims,
+        in_channels: 1,
+        out_ch: 1,
+        ch: 32,
+        ch_mult: vec![1, 1, 1],
+        num_res_blocks: 1,
+        attn_levels: vec![],
+        z_channels: EMBED,
+        embed_dim: EMBED,
+        dropout: 0.0,
+        lora_rank: None,
+        latent_head: true,
+    }
+}
+
+/// A tiny random MedVAE saved as safetensors in `dir`.
+pub fn tiny_weights(dir: &Path, dims: usize) -> PathBuf {
+    let m = AutoencoderKL::new(&tiny_config(dims), &mut Init::random(11)).unwrap();
+    save_model(m, &dir.join(format!("tiny{dims}d.safetensors")))
+}
+
+/// `model` saved as safetensors at `path`.
+pub fn save_model(mut model: AutoencoderKL, path: &Path) -> PathBuf {
+    save_safetensors(path, &to_state_dict(&mut model, "tiny").unwrap()).unwrap();
+    path.to_path_buf()
+}
+
+/// The uncompressed bytes of a `.nii.gz` file.
+pub fn gunzipped(path: &Path) -> Vec<u8> {
+    use std::io::Read;
+    let raw = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&raw[..2], &[0x1f, 0x8b], "{} is gzipped", path.display());
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes
+}
+
+/// The NIfTI description (`descrip`) of a `.nii.gz` file.
+pub fn descrip(path: &Path) -> String {
+    let bytes = gunzipped(path);
+    let field = &bytes[148..228];
+    let end = field.iter().position(|&b| b == 0).unwrap_or(80);
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
