@@ -267,8 +267,9 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     record "verify-cuda" "SKIP" 0 "no golden folder (set MEDVAE_GOLDEN)"
   fi
 
-  # Inference on the bundled 2D samples: CUDA (fp32) against the CPU, same random weights.
-  run_step infer-parity 60 bash -c '
+  # Inference on the bundled 2D samples: CUDA (fp32) against the CPU, same random weights; then
+  # `decode` of z latents on both.
+  run_step infer-parity 90 bash -c '
     "$0" infer -i samples/2d -o "$1/infer-cpu" --modality xray --model medvae_4_1_2d \
       --random-weights --decode >/dev/null 2>&1 &&
     "$0" infer -i samples/2d -o "$1/infer-cuda" --modality xray --model medvae_4_1_2d \
@@ -276,7 +277,12 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda" --tol 1e-4 &&
     "$0" infer -i samples/2d -o "$1/infer-cuda2" --modality xray --model medvae_4_1_2d \
       --random-weights --decode --device cuda:0,cuda:0 &&
-    python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda2" --tol 1e-4' \
+    python3 scripts/compare_nifti.py "$1/infer-cpu" "$1/infer-cuda2" --tol 1e-4 &&
+    "$0" infer -i samples/2d -o "$1/z" --modality xray --model medvae_4_1_2d \
+      --random-weights --latent z >/dev/null 2>&1 &&
+    "$0" decode -i "$1/z" -o "$1/decode-cpu" --model medvae_4_1_2d --random-weights >/dev/null 2>&1 &&
+    "$0" decode -i "$1/z" -o "$1/decode-cuda" --model medvae_4_1_2d --random-weights --device cuda &&
+    python3 scripts/compare_nifti.py "$1/decode-cpu" "$1/decode-cuda" --tol 1e-4' \
     "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
   # The weight gradient's pixel split: blocks per SM the planner aims at (default 8, measured for
