@@ -61,7 +61,8 @@ pub struct LoaderConfig {
     pub drop_last: bool,
     /// Complete a last, smaller batch with samples from the start of the epoch's order, so
     /// every batch is full (Accelerate's `even_batches`, which data-parallel runs need: each
-    /// replica takes an equal share). Ignored with `drop_last`.
+    /// replica takes an equal share). Ignored with `drop_last`. A repeated volume gets a crop
+    /// of its own, as the reference's random crop draws anew for a repeat.
     pub pad_last: bool,
     /// 3D crop window; `None` takes samples whole (2D).
     pub crop: Option<[usize; 3]>,
@@ -370,7 +371,7 @@ impl WorkerJob {
             buffers.shape.clear();
             buffers.shape.push(end - start);
             buffers.shape.extend_from_slice(&self.item_shape);
-            let filled = self.fill(&mut buffers, item_len);
+            let filled = self.fill(&mut buffers, item_len, start / n.max(1), start % n.max(1));
             let batch = Batch {
                 buffers,
                 free: Arc::clone(&self.free),
@@ -383,16 +384,31 @@ impl WorkerJob {
         }
     }
 
-    fn fill(&self, buffers: &mut Buffers, item_len: usize) -> Result<(), LoaderError> {
+    /// Fill `buffers` for its `indices`, the first of which is at `first_offset` of pass
+    /// `first_pass` over the epoch's order (passes after the first are the padding).
+    fn fill(
+        &self,
+        buffers: &mut Buffers,
+        item_len: usize,
+        first_pass: usize,
+        first_offset: usize,
+    ) -> Result<(), LoaderError> {
+        let n = self.order.len().max(1);
         for (slot, &index) in buffers.indices.iter().enumerate() {
+            let pass = (first_pass * n + first_offset + slot) / n;
             let dst = &mut buffers.data[slot * item_len..(slot + 1) * item_len];
             let sample = self.set.sample(index)?;
             match self.cfg.crop {
                 None => sample.values.copy_to_f32(dst),
                 Some(crop) => {
                     let shape = [sample.shape[0], sample.shape[1], sample.shape[2]];
-                    let mut rng =
-                        ChaCha8Rng::seed_from_u64(mix(self.cfg.seed, self.epoch, index as u64));
+                    // The first pass keeps the plain (seed, epoch, sample) key; a padded repeat
+                    // mixes its pass in, so it is cropped anew.
+                    let seed = match pass {
+                        0 => self.cfg.seed,
+                        p => mix(self.cfg.seed, p as u64, u64::MAX),
+                    };
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, self.epoch, index as u64));
                     let origin = crop_origin(shape, crop, &mut rng);
                     let pad = self.cfg.pad_value;
                     match sample.values {

@@ -266,21 +266,49 @@ fn pad_last_completes_the_last_batch_from_the_start() {
             assert_eq!(shape[0], batch_size, "every batch is full");
             assert_eq!(data.len(), batch_size * 64 * 64 * 64);
         }
-        // A padded duplicate is the same crop of the same volume as its first appearance.
-        let (last_shape, last_idx, last_data) = batches.last().expect("a batch");
-        let item = last_data.len() / last_shape[0];
-        let slot = last_idx.len() - 1;
-        let first = indices
-            .iter()
-            .position(|&i| i == last_idx[slot])
-            .expect("seen");
-        let (b, s) = (first / batch_size, first % batch_size);
-        assert_eq!(
-            &last_data[slot * item..(slot + 1) * item],
-            &batches[b].2[s * item..(s + 1) * item]
-        );
     }
     let both = Loader::open(dir, "train", cfg(3, true, true)).expect("loader");
     assert_eq!(both.batches_per_epoch(), 2);
     assert_eq!(collect(&both, 0).len(), 2);
+}
+
+/// A volume repeated to complete the last batch is cropped anew (the reference's random crop
+/// draws again for a repeat), while the epoch's first pass keeps the crops of a run without
+/// padding.
+#[test]
+fn a_padded_repeat_gets_a_crop_of_its_own() {
+    let scratch_dir = scratch("pad-crop");
+    let dir = scratch_dir.path();
+    // f32 codes tell every voxel apart, so two crops are equal only if their windows are.
+    coded_volume_split(dir, ShardDtype::F32, &shapes_3d());
+    let cfg = |pad_last| LoaderConfig {
+        pad_last,
+        crop: Some([8, 8, 8]),
+        ..LoaderConfig::volumes(4, 42)
+    };
+    let padded = collect(&Loader::open(dir, "train", cfg(true)).expect("loader"), 1);
+    let plain = collect(&Loader::open(dir, "train", cfg(false)).expect("loader"), 1);
+    let item = 8 * 8 * 8;
+    let flat = |b: &[(Vec<usize>, Vec<usize>, Vec<f32>)]| -> (Vec<usize>, Vec<f32>) {
+        (
+            b.iter().flat_map(|(_, i, _)| i.clone()).collect(),
+            b.iter().flat_map(|(_, _, d)| d.clone()).collect(),
+        )
+    };
+    let (padded_idx, padded_data) = flat(&padded);
+    let (plain_idx, plain_data) = flat(&plain);
+    assert_eq!((padded_idx.len(), plain_idx.len()), (8, 7));
+    assert_eq!(&padded_idx[..7], &plain_idx[..]);
+    assert_eq!(
+        &padded_data[..7 * item],
+        &plain_data[..],
+        "first pass unchanged"
+    );
+    // The repeat (slot 7) is the epoch's first volume, in another window.
+    assert_eq!(padded_idx[7], padded_idx[0]);
+    assert_ne!(
+        &padded_data[7 * item..],
+        &padded_data[..item],
+        "a repeat gets its own crop"
+    );
 }
