@@ -11,11 +11,12 @@
 
 use crate::cmd_infer::{check_device, describe, progress_bar};
 use crate::interrupt;
+use crate::model_args::{ModelArgs, WindowArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use medvae_model::infer::{
-    decoded_path, fingerprints, input_kind, load_model, plan, write_array, InputKind,
-    LatentDecoder, ModelRequest, OutputKind, Provenance, DEFAULT_OVERLAP,
+    decoded_path, fingerprints, input_kind, plan, write_array, InputKind, LatentDecoder,
+    OutputKind, Provenance,
 };
 use medvae_runtime::data::volume3d::read_nifti_array;
 use std::path::{Path, PathBuf};
@@ -31,35 +32,20 @@ pub struct DecodeArgs {
     /// one input.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// Published model name; with --weights it may be left out (read from the checkpoint).
-    #[arg(long)]
-    model: Option<String>,
-    /// Weights: the checkpoint whose encoder made the latents (or a finetune of its decoder
-    /// that kept the encoder, as stage 2 does).
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// Largest 3D window edge in image voxels; the latent is decoded in windows of this size
-    /// divided by the downsampling factor.
-    #[arg(long, default_value_t = 160)]
-    roi_size: usize,
-    /// Overlap between neighbouring 3D windows.
-    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
-    overlap: f64,
     /// cpu or cuda[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CUDA convolution precision: fp32, tf32 or bf16.
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "tf32", "bf16"])]
-    precision: String,
     /// Decode latents that record another encoder than these weights' (refused otherwise).
     #[arg(long)]
     any_encoder: bool,
-    /// Run with random weights instead of refusing without --weights (smoke tests only).
-    #[arg(long)]
-    random_weights: bool,
-    /// CPU threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    // --weights: the checkpoint whose encoder made the latents, or a finetune that kept that
+    // encoder (as stage 2 does).
+    #[command(flatten)]
+    net: ModelArgs,
+    // --roi-size: the latent is decoded in windows of this size divided by the downsampling
+    // factor.
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 /// How one file went.
@@ -74,18 +60,14 @@ enum Outcome {
 }
 
 pub fn run(args: DecodeArgs) -> Result<ExitCode> {
-    let device = check_device(&args.device, &args.precision)?;
-    if args.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(args.threads)
-            .build_global()?;
+    if args.device.contains(',') {
+        bail!(
+            "decode runs on one device; --device {} names several",
+            args.device
+        );
     }
-    let loaded = load_model(&ModelRequest {
-        name: args.model.clone(),
-        weights: args.weights.clone(),
-        random_weights: args.random_weights,
-        seed: 0,
-    })?;
+    let device = check_device(&args.device, &args.net.precision)?;
+    let loaded = args.net.load()?;
     let mut model = loaded.model;
     let cfg = model.config.clone();
     eprintln!(
@@ -97,7 +79,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
         loaded.weights
     );
     let ours = fingerprints(&mut model);
-    let mut decoder = LatentDecoder::new(model, device, args.roi_size, args.overlap)?;
+    let mut decoder = LatentDecoder::new(model, device, args.window.roi_size, args.window.overlap)?;
 
     let mut plan = plan(&args.input, &args.output, InputKind::Nifti, false)?;
     let named_output = !args.input.is_dir()
@@ -115,7 +97,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     let precision = if device.is_cpu() {
         "fp32"
     } else {
-        args.precision.as_str()
+        args.net.precision.as_str()
     };
     let t0 = Instant::now();
     let bar = progress_bar(plan.jobs.len());

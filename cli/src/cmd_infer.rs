@@ -4,12 +4,13 @@
 //! continue; the exit status is 1 when any failed.
 
 use crate::interrupt;
+use crate::model_args::{ModelArgs, WindowArgs};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medvae_model::infer::{
-    fingerprints, load_model, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job,
-    Modality, ModelRequest, OutputKind, Plan, Provenance, DEFAULT_OVERLAP,
+    fingerprints, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job, Modality,
+    OutputKind, Plan, Provenance,
 };
 use medvae_runtime::data::volume3d::read_nifti_descrip;
 use medvae_runtime::Device;
@@ -42,17 +43,9 @@ pub struct InferArgs {
     /// Output: a folder (one <name>.nii.gz per input), or a .nii.gz / .nii file for one input.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// Published model: medvae_4_1_2d, medvae_4_3_2d, medvae_4_4_2d, medvae_8_1_2d,
-    /// medvae_8_4_2d, medvae_4_1_3d, medvae_8_1_3d. With --weights it may be left out (the
-    /// configuration is read from the checkpoint); if given, it must agree with it.
-    #[arg(long)]
-    model: Option<String>,
     /// Imaging modality: picks the 3D intensity rule (CT window or MRI min-max).
     #[arg(long, value_enum)]
     modality: ModalityArg,
-    /// Weights: a published MedVAE .ckpt, a finetuned checkpoint, .bin or .safetensors.
-    #[arg(long)]
-    weights: Option<PathBuf>,
     /// Also write the reconstruction, <name>_decoded.nii.gz (normalised [-1, 1] intensities).
     #[arg(long)]
     decode: bool,
@@ -61,33 +54,21 @@ pub struct InferArgs {
     /// always z.
     #[arg(long, value_enum)]
     latent: Option<LatentArg>,
-    /// Largest 3D window edge; longer axes are split into overlapping windows.
-    #[arg(long, default_value_t = 160)]
-    roi_size: usize,
-    /// Overlap between neighbouring 3D windows (MONAI's default).
-    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
-    overlap: f64,
     /// cpu or cuda[:N]. On CUDA the model runs on the GPU kernels; preprocessing and 3D window
     /// stitching stay on the CPU. A comma list (`cuda:0,cuda:1`) loads the model on each
     /// device and shares the files among them.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// CUDA convolution precision: fp32 (direct kernels, matches the CPU to ~1e-6), tf32 or
-    /// bf16 (tensor cores, faster, ~1e-3 / ~1e-2 relative).
-    #[arg(long, default_value = "fp32", value_parser = ["fp32", "tf32", "bf16"])]
-    precision: String,
-    /// Run with random weights instead of refusing without --weights (smoke tests only).
-    #[arg(long)]
-    random_weights: bool,
-    /// CPU threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
     /// Leave out inputs whose outputs already exist (the latent, and with --decode the
     /// reconstruction too): continues an interrupted archive run. Outputs are written whole
     /// or not at all, so an existing one is complete. Each records the weights and options
     /// that made it; outputs of other weights or options are an error, never skipped.
     #[arg(long)]
     skip_existing: bool,
+    #[command(flatten)]
+    net: ModelArgs,
+    #[command(flatten)]
+    window: WindowArgs,
 }
 
 pub(crate) fn progress_bar(len: usize) -> ProgressBar {
@@ -124,19 +105,9 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let devices = args
         .device
         .split(',')
-        .map(|d| check_device(d.trim(), &args.precision))
+        .map(|d| check_device(d.trim(), &args.net.precision))
         .collect::<Result<Vec<Device>>>()?;
-    if args.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(args.threads)
-            .build_global()?;
-    }
-    let loaded = load_model(&ModelRequest {
-        name: args.model.clone(),
-        weights: args.weights.clone(),
-        random_weights: args.random_weights,
-        seed: 0,
-    })?;
+    let loaded = args.net.load()?;
     let cfg = loaded.model.config.clone();
     let mut model = loaded.model;
     if args.latent == Some(LatentArg::Head) && (cfg.dims != 2 || model.head.is_none()) {
@@ -166,8 +137,8 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let options = |device| InferOptions {
         modality,
         decode: args.decode,
-        roi_size: args.roi_size,
-        overlap: args.overlap,
+        roi_size: args.window.roi_size,
+        overlap: args.window.overlap,
         device,
         latent_z: args.latent == Some(LatentArg::Z),
     };
@@ -187,14 +158,20 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let precision = if devices.iter().all(|d| d.is_cpu()) {
         "fp32"
     } else {
-        args.precision.as_str()
+        args.net.precision.as_str()
     };
     let rule = if modality == Modality::Ct {
         "ct"
     } else {
         "mri"
     };
-    let run_settings = settings(cfg.dims, rule, args.roi_size, args.overlap, precision);
+    let run_settings = settings(
+        cfg.dims,
+        rule,
+        args.window.roi_size,
+        args.window.overlap,
+        precision,
+    );
     let made_by = Outputs {
         latent: Provenance::new(
             inferencers[0].latent_kind(),

@@ -13,6 +13,7 @@ mod cmd_model;
 mod cmd_plot;
 mod cmd_verify;
 mod interrupt;
+mod model_args;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -55,6 +55,26 @@ fn usize_field(v: &Value, key: &str) -> Result<usize> {
 }
 
 impl ModelConfig {
+    /// The smallest layout the model accepts with a latent head: 32 channels (the
+    /// GroupNorm's 32 groups), three levels (4x downsampling), one residual block, no
+    /// attention, 2 latent channels. For tests and smoke runs, not for images.
+    pub fn tiny(dims: usize) -> ModelConfig {
+        ModelConfig {
+            dims,
+            in_channels: 1,
+            out_ch: 1,
+            ch: 32,
+            ch_mult: vec![1, 1, 1],
+            num_res_blocks: 1,
+            attn_levels: vec![],
+            z_channels: 2,
+            embed_dim: 2,
+            dropout: 0.0,
+            lora_rank: None,
+            latent_head: true,
+        }
+    }
+
     /// From the reference's `ddconfig` (as JSON), `embed_dim`, LoRA rank and spatial rank.
     pub fn from_ddconfig(
         dd: &Value,

@@ -24,20 +24,7 @@ fn scratch(name: &str) -> tempfile::TempDir {
 }
 
 fn tiny(dims: usize) -> ModelConfig {
-    ModelConfig {
-        dims,
-        in_channels: 1,
-        out_ch: 1,
-        ch: 32,
-        ch_mult: vec![1, 1, 1],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: 2,
-        embed_dim: 2,
-        dropout: 0.0,
-        lora_rank: None,
-        latent_head: true,
-    }
+    ModelConfig::tiny(dims)
 }
 
 /// Save a random tiny model; `extra` entries are added to its state dict.

@@ -56,20 +56,9 @@ pub fn s(p: &Path) -> &str {
 
 /// The tiny random MedVAE's configuration (4x downsampling, 2 latent channels).
 pub fn tiny_config(dims: usize) -> ModelConfig {
-    ModelConfig {
-        dims,
-        in_channels: 1,
-        out_ch: 1,
-        ch: 32,
-        ch_mult: vec![1, 1, 1],
-        num_res_blocks: 1,
-        attn_levels: vec![],
-        z_channels: EMBED,
-        embed_dim: EMBED,
-        dropout: 0.0,
-        lora_rank: None,
-        latent_head: true,
-    }
+    let cfg = ModelConfig::tiny(dims);
+    assert_eq!((cfg.downsample_factor(), cfg.embed_dim), (FACTOR, EMBED));
+    cfg
 }
 
 /// A tiny random MedVAE saved as safetensors in `dir`.

@@ -232,21 +232,7 @@ mod tests {
     use crate::zoo::ModelConfig;
 
     fn tiny(seed: u64) -> AutoencoderKL {
-        let cfg = ModelConfig {
-            dims: 2,
-            in_channels: 1,
-            out_ch: 1,
-            ch: 32,
-            ch_mult: vec![1, 1],
-            num_res_blocks: 1,
-            attn_levels: vec![],
-            z_channels: 2,
-            embed_dim: 2,
-            dropout: 0.0,
-            lora_rank: None,
-            latent_head: true,
-        };
-        AutoencoderKL::new(&cfg, &mut Init::random(seed)).unwrap()
+        AutoencoderKL::new(&ModelConfig::tiny(2), &mut Init::random(seed)).unwrap()
     }
 
     /// The same weights give the same fingerprints; a change in the decoder changes only the

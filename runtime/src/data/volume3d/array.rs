@@ -7,7 +7,9 @@
 //! datatype and scaling rules, and every error are [`super::read`]'s.
 
 use super::error::VolumeError;
-use super::read::{gunzip, parse_header, slope_inter, voxel_values, Element, HEADER_BYTES};
+use super::read::{
+    parse_header, read_uncompressed, slope_inter, voxel_values, Element, HEADER_BYTES,
+};
 use super::write::fortran_order;
 use flate2::read::MultiGzDecoder;
 use nifti::NiftiHeader;
@@ -29,15 +31,7 @@ pub struct NiftiArray {
 /// the file: unreadable, corrupt gzip, bad header, unsupported datatype, truncated data, or a
 /// NaN/Inf value (given by its NumPy index).
 pub fn read_nifti_array(path: &Path) -> Result<NiftiArray, VolumeError> {
-    let raw = std::fs::read(path).map_err(|source| VolumeError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        gunzip(path, &raw)?
-    } else {
-        raw
-    };
+    let bytes = read_uncompressed(path)?;
     let header = parse_header(path, &bytes)?;
     let shape = array_shape(path, &header)?;
     let element = Element::from_code(path, header.datatype)?;

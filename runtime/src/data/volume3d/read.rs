@@ -37,19 +37,23 @@ pub struct NiftiVolume {
 /// Errors name the file: unreadable, corrupt gzip, bad header, unsupported datatype or
 /// dimensions, truncated voxel data, or a NaN/Inf voxel.
 pub fn read_nifti(path: &Path) -> Result<NiftiVolume, VolumeError> {
+    decode_nifti(path, &read_uncompressed(path)?)
+}
+
+/// The bytes of a `.nii` file, or of a `.nii.gz` file after gunzip (by its magic bytes).
+pub(super) fn read_uncompressed(path: &Path) -> Result<Vec<u8>, VolumeError> {
     let raw = std::fs::read(path).map_err(|source| VolumeError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        gunzip(path, &raw)?
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        gunzip(path, &raw)
     } else {
-        raw
-    };
-    decode_nifti(path, &bytes)
+        Ok(raw)
+    }
 }
 
-pub(super) fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, VolumeError> {
+fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, VolumeError> {
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4));
     MultiGzDecoder::new(raw)
         .read_to_end(&mut out)
