@@ -371,7 +371,7 @@ impl WorkerJob {
             buffers.shape.clear();
             buffers.shape.push(end - start);
             buffers.shape.extend_from_slice(&self.item_shape);
-            let filled = self.fill(&mut buffers, item_len, start / n.max(1), start % n.max(1));
+            let filled = self.fill(&mut buffers, item_len, start);
             let batch = Batch {
                 buffers,
                 free: Arc::clone(&self.free),
@@ -384,18 +384,17 @@ impl WorkerJob {
         }
     }
 
-    /// Fill `buffers` for its `indices`, the first of which is at `first_offset` of pass
-    /// `first_pass` over the epoch's order (passes after the first are the padding).
+    /// Fill `buffers` for its `indices`, the first of which is at position `start` of the
+    /// epoch (positions past the order's length are the padding's second pass).
     fn fill(
         &self,
         buffers: &mut Buffers,
         item_len: usize,
-        first_pass: usize,
-        first_offset: usize,
+        start: usize,
     ) -> Result<(), LoaderError> {
         let n = self.order.len().max(1);
         for (slot, &index) in buffers.indices.iter().enumerate() {
-            let pass = (first_pass * n + first_offset + slot) / n;
+            let pass = (start + slot) / n;
             let dst = &mut buffers.data[slot * item_len..(slot + 1) * item_len];
             let sample = self.set.sample(index)?;
             match self.cfg.crop {
