@@ -2,7 +2,8 @@
 //! * the PNG decoder and, when it decodes, the reference 2D preprocessing (native size, and a
 //!   small resize for images small enough to keep runs fast);
 //! * the NIfTI-1 decoder (uncompressed bytes, as `read_nifti` hands them over after gunzip)
-//!   and, when it decodes, RAS reorientation, both intensity rules and the foreground crop.
+//!   and, when it decodes, RAS reorientation, both intensity rules and the foreground crop;
+//! * the NIfTI-1 array reader that `medvae-fast decode` reads latents with.
 //!
 //! Any panic, overflow, or out-of-memory is a bug: the loaders must return errors.
 //! Seeds: `scripts/make_fuzz_seeds.py` writes real-derived PNG and NIfTI seeds into
@@ -12,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use medvae_runtime::data::image2d::{decode_png, preprocess_2d, Preprocess2d};
 use medvae_runtime::data::volume3d::{
-    crop_foreground, decode_nifti, normalise, ras_orientation, reorient, Modality,
+    crop_foreground, decode_nifti, decode_nifti_array, normalise, ras_orientation, reorient, Modality,
 };
 use std::path::Path;
 
@@ -30,6 +31,9 @@ fuzz_target!(|data: &[u8]| {
             };
             let _ = preprocess_2d(&img, &small, path);
         }
+    }
+    if let Ok(a) = decode_nifti_array(path, data) {
+        assert_eq!(a.data.len(), a.shape.iter().product::<usize>());
     }
     if let Ok(nii) = decode_nifti(path, data) {
         if let Ok(orientation) = ras_orientation(&nii.affine) {

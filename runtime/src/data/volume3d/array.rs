@@ -31,12 +31,17 @@ pub struct NiftiArray {
 /// the file: unreadable, corrupt gzip, bad header, unsupported datatype, truncated data, or a
 /// NaN/Inf value (given by its NumPy index).
 pub fn read_nifti_array(path: &Path) -> Result<NiftiArray, VolumeError> {
-    let bytes = read_uncompressed(path)?;
-    let header = parse_header(path, &bytes)?;
+    decode_nifti_array(path, &read_uncompressed(path)?)
+}
+
+/// [`read_nifti_array`] of an uncompressed NIfTI-1 file held in memory (`path` names it in
+/// errors).
+pub fn decode_nifti_array(path: &Path, bytes: &[u8]) -> Result<NiftiArray, VolumeError> {
+    let header = parse_header(path, bytes)?;
     let shape = array_shape(path, &header)?;
     let element = Element::from_code(path, header.datatype)?;
     let scale = slope_inter(path, &header)?;
-    let fortran = voxel_values(path, &bytes, &header, element, scale, &shape)?;
+    let fortran = voxel_values(path, bytes, &header, element, scale, &shape)?;
     // A Fortran-order array of shape S is the C-order array of shape reverse(S), transposed:
     // walking that one with its first axis fastest gives the C order of S.
     let reversed: Vec<usize> = shape.iter().rev().copied().collect();
@@ -187,6 +192,30 @@ mod tests {
         std::fs::write(&nan, &with_nan).unwrap();
         let e = read_nifti_array(&nan).unwrap_err().to_string();
         assert!(e.contains("nan.nii") && e.contains("[1, 0]"), "{e}");
+    }
+
+    /// Every prefix of a valid file, and every single-byte change of its header, is read or
+    /// refused, never a panic (the fuzz target `decode_image` explores further).
+    #[test]
+    fn damaged_headers_and_truncations_are_errors_not_panics() {
+        let p = Path::new("damaged.nii");
+        let data: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let bytes = nifti_bytes(&[2, 3, 4], &data, "seed", p).unwrap();
+        for end in 0..bytes.len() {
+            assert!(
+                decode_nifti_array(p, &bytes[..end]).is_err(),
+                "prefix {end}"
+            );
+        }
+        for at in 0..352 {
+            for value in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[at] = value;
+                if let Ok(a) = decode_nifti_array(p, &damaged) {
+                    assert_eq!(a.data.len(), a.shape.iter().product::<usize>());
+                }
+            }
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ mod read;
 mod write;
 
 pub use affine::{best_affine, ras_orientation, Affine, Orientation};
-pub use array::{read_nifti_array, read_nifti_descrip, NiftiArray};
+pub use array::{decode_nifti_array, read_nifti_array, read_nifti_descrip, NiftiArray};
 pub use crop::{
     crop_foreground, crop_into, crop_origin, crop_padded, finetune_crop, foreground_box, CropError,
     CropSource, FINETUNE_PAD_VALUE, FOREGROUND_PAD_VALUE,
