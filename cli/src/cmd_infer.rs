@@ -5,6 +5,7 @@
 
 use crate::interrupt;
 use crate::model_args::{ModelArgs, WindowArgs};
+use crate::outputs::{existing, refuse_foreign, Existing};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,7 +13,6 @@ use medvae_model::infer::{
     fingerprints, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job, Modality,
     OutputKind, Plan, Provenance,
 };
-use medvae_runtime::data::volume3d::read_nifti_descrip;
 use medvae_runtime::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -297,34 +297,6 @@ struct Outputs {
     decoded: String,
 }
 
-/// An existing output's standing for `--skip-existing`.
-enum Existing {
-    /// Written by a run like this one.
-    Ours,
-    /// Absent, or not a readable NIfTI header: (re)made.
-    Missing,
-    /// Written by other weights or options (or by another program): the reason.
-    Foreign(String),
-}
-
-fn existing(path: &std::path::Path, want: &str) -> Existing {
-    if !path.is_file() {
-        return Existing::Missing;
-    }
-    let Ok(found) = read_nifti_descrip(path) else {
-        return Existing::Missing;
-    };
-    if found == want {
-        return Existing::Ours;
-    }
-    match (Provenance::parse(&found), Provenance::parse(want)) {
-        (Some(theirs), Some(ours)) => Existing::Foreign(theirs.difference(&ours)),
-        _ => Existing::Foreign(format!(
-            "not written by medvae-fast (description {found:?})"
-        )),
-    }
-}
-
 /// `--skip-existing`: drop the jobs whose outputs all exist and were made with these weights
 /// and options; returns how many. An output from other weights or options stops the run
 /// before anything is written (skipping it would leave an archive of mixed latents).
@@ -349,22 +321,7 @@ fn skip_done(plan: &mut Plan, made_by: &Outputs) -> Result<usize> {
         }
         !done
     });
-    if !foreign.is_empty() {
-        let shown = foreign.len().min(5);
-        bail!(
-            "--skip-existing: {} existing output(s) in {} were not made by these weights and \
-             options, so they cannot be kept as done:\n  {}{}\nWrite to another folder, \
-             delete them, or leave out --skip-existing to rewrite every output.",
-            foreign.len(),
-            plan.out_dir.display(),
-            foreign[..shown].join("\n  "),
-            if foreign.len() > shown {
-                format!("\n  ... and {} more", foreign.len() - shown)
-            } else {
-                String::new()
-            }
-        );
-    }
+    refuse_foreign(&foreign, &plan.out_dir)?;
     let done = before - plan.jobs.len();
     if done > 0 {
         eprintln!(

@@ -14,6 +14,7 @@ mod cmd_plot;
 mod cmd_verify;
 mod interrupt;
 mod model_args;
+mod outputs;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

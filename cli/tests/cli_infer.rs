@@ -492,6 +492,14 @@ fn skip_existing_refuses_outputs_of_other_weights_or_options() {
         stderr.contains("not written by medvae-fast (description \"FSL5.0\")"),
         "{stderr}"
     );
+    // One without any description (as older medvae-fast versions wrote them).
+    medvae_runtime::data::volume3d::write_nifti(&foreign, &[2, 2], &[0.0; 4], "").unwrap();
+    let (code, _, stderr) = infer_with_weights(&inp, &out, &w, "xray", &["--skip-existing"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("ct_slice_u16.nii.gz: no description"),
+        "{stderr}"
+    );
     std::fs::write(&foreign, saved).unwrap();
 
     // The original weights and options: everything is done.
