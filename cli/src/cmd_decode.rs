@@ -12,13 +12,14 @@
 use crate::cmd_infer::{check_device, describe, progress_bar};
 use crate::interrupt;
 use crate::model_args::{ModelArgs, WindowArgs};
+use crate::outputs::{existing, refuse_foreign, Existing};
 use anyhow::{bail, Result};
 use clap::Args;
 use medvae_model::infer::{
-    decoded_path, fingerprints, input_kind, plan, write_array, InputKind, LatentDecoder,
-    OutputKind, Provenance,
+    decoded_path, fingerprints, input_kind, plan, write_array, Fingerprints, InputKind,
+    LatentDecoder, OutputKind, Plan, Provenance,
 };
-use medvae_runtime::data::volume3d::read_nifti_array;
+use medvae_runtime::data::volume3d::{read_nifti_array, read_nifti_descrip};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -38,6 +39,11 @@ pub struct DecodeArgs {
     /// Decode latents that record another encoder than these weights' (refused otherwise).
     #[arg(long)]
     any_encoder: bool,
+    /// Leave out latents whose reconstruction already exists, made by these weights from a z
+    /// of the same options: continues an interrupted run. Reconstructions made otherwise are
+    /// an error, never skipped.
+    #[arg(long)]
+    skip_existing: bool,
     // --weights: the checkpoint whose encoder made the latents, or a finetune that kept that
     // encoder (as stage 2 does).
     #[command(flatten)]
@@ -91,14 +97,19 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
         }
     }
     let single = plan.jobs.len() == 1 && !args.input.is_dir();
-    std::fs::create_dir_all(&plan.out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
-
     let precision = if device.is_cpu() {
         "fp32"
     } else {
         args.net.precision.as_str()
     };
+    let already_done = if args.skip_existing {
+        skip_done(&mut plan, ours, precision)?
+    } else {
+        0
+    };
+    std::fs::create_dir_all(&plan.out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
+
     let t0 = Instant::now();
     let bar = progress_bar(plan.jobs.len());
     let (mut written, mut failed, mut not_z) = (0, Vec::new(), 0);
@@ -158,18 +169,23 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let already = match already_done {
+        0 => String::new(),
+        n => format!(", {n} already done"),
+    };
     let summary = format!(
-        "{written} written, {} failed, {not_z} not z, {:.1} s -> {}",
+        "{written} written, {} failed, {not_z} not z{already}, {:.1} s -> {}",
         failed.len(),
         t0.elapsed().as_secs_f64(),
         plan.out_dir.display()
     );
     if let Some(signal) = interrupt::requested() {
         println!("decode: stopped by {}: {summary}", interrupt::name(signal));
+        eprintln!("continue with the same command and --skip-existing");
         return Ok(interrupt::exit_code(signal));
     }
     println!("decode: {} file(s): {summary}", plan.jobs.len());
-    if written == 0 && failed.is_empty() {
+    if written == 0 && failed.is_empty() && already_done == 0 {
         bail!(
             "nothing decoded: no file in {} holds a z latent (2D models write theirs with \
              `medvae-fast infer --latent z`)",
@@ -192,12 +208,53 @@ fn not_z_message(kind: OutputKind) -> String {
     }
 }
 
+/// The description of the reconstruction of a z made as `made_by` says: these weights, and
+/// the options the z was made with (for a z from elsewhere, the precision).
+fn decoded_descrip(made_by: Option<Provenance>, ours: Fingerprints, precision: &str) -> String {
+    let settings = made_by.map_or_else(|| precision.to_string(), |p| p.settings);
+    Provenance::new(OutputKind::Decoded, ours, &settings).descrip()
+}
+
+/// `--skip-existing`: drop the jobs whose reconstruction exists with the description this run
+/// would give it; returns how many. Reconstructions made otherwise stop the run.
+fn skip_done(plan: &mut Plan, ours: Fingerprints, precision: &str) -> Result<usize> {
+    let before = plan.jobs.len();
+    let mut foreign = Vec::new();
+    plan.jobs.retain(|job| {
+        // A latent whose header cannot be read, or that is not z, is left to the run to report.
+        let Ok(z) = read_nifti_descrip(&job.input) else {
+            return true;
+        };
+        let made_by = Provenance::parse(&z);
+        if made_by.as_ref().is_some_and(|p| p.kind != OutputKind::Z) {
+            return true;
+        }
+        match existing(&job.latent, &decoded_descrip(made_by, ours, precision)) {
+            Existing::Ours => false,
+            Existing::Missing => true,
+            Existing::Foreign(why) => {
+                foreign.push(format!("{}: {why}", job.latent.display()));
+                true
+            }
+        }
+    });
+    refuse_foreign(&foreign, &plan.out_dir)?;
+    let done = before - plan.jobs.len();
+    if done > 0 {
+        eprintln!(
+            "--skip-existing: {done} of {before} latent(s) already have their reconstruction in {}",
+            plan.out_dir.display()
+        );
+    }
+    Ok(done)
+}
+
 fn decode_file(
     decoder: &mut LatentDecoder,
     input: &Path,
     output: &Path,
     args: &DecodeArgs,
-    ours: medvae_model::infer::Fingerprints,
+    ours: Fingerprints,
     precision: &str,
 ) -> Result<Outcome> {
     let z = read_nifti_array(input)?;
@@ -217,10 +274,7 @@ fn decode_file(
         }
     }
     let (image, windows) = decoder.decode_array(&z.shape, &z.data, input)?;
-    // The reconstruction records the options its z was made with (a foreign z: the precision).
-    let settings = made_by.map_or_else(|| precision.to_string(), |p| p.settings);
-    let descrip = Provenance::new(OutputKind::Decoded, ours, &settings).descrip();
-    write_array(output, &image, &descrip)?;
+    write_array(output, &image, &decoded_descrip(made_by, ours, precision))?;
     Ok(Outcome::Written {
         latent: z.shape,
         image: image.shape,

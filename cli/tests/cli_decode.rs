@@ -211,3 +211,115 @@ fn decode_3d_in_one_window_and_several() {
     let tiled = read_nifti_array(&t.path().join(format!("win/{stem}_decoded.nii.gz"))).unwrap();
     assert_eq!(tiled.shape, want.shape);
 }
+
+/// `--skip-existing` keeps reconstructions this run would write (a rewrite would show in the
+/// marked one), redoes missing ones, and stops on reconstructions of other weights.
+#[test]
+fn skip_existing_keeps_only_this_runs_reconstructions() {
+    let t = scratch("decode-skip");
+    let w = tiny_weights(t.path(), 2);
+    let inp = sample_folder(t.path(), "2d", &SLICES);
+    let z = t.path().join("z");
+    infer(&inp, &z, &w, "xray", &["--latent", "z"]);
+    let out = t.path().join("out");
+    let (code, _, stderr) = decode(&z, &out, &w, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let kept = out.join("ct_slice_u16_decoded.nii.gz");
+    let marked = {
+        // the same header, one voxel bit flipped
+        use std::io::Write;
+        let mut bytes = gunzipped(&kept);
+        bytes[352] ^= 1;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes).unwrap();
+        enc.finish().unwrap()
+    };
+    std::fs::write(&kept, &marked).unwrap();
+    let redone = out.join("mr_slice_u8_decoded.nii.gz");
+    let original = std::fs::read(&redone).unwrap();
+    std::fs::remove_file(&redone).unwrap();
+
+    let (code, stdout, stderr) = decode(&z, &out, &w, &["--skip-existing"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("1 file(s): 1 written, 0 failed, 0 not z, 2 already done"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), marked);
+    assert_eq!(std::fs::read(&redone).unwrap(), original);
+
+    // Decoded by other weights (with --any-encoder): not this run's, so the run stops.
+    let other = save_model(
+        AutoencoderKL::new(&tiny_config(2), &mut Init::random(12)).unwrap(),
+        &t.path().join("other.safetensors"),
+    );
+    let (code, _, stderr) = decode(&z, &out, &other, &["--skip-existing", "--any-encoder"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("3 existing output(s)") && stderr.contains("another encoder"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&kept).unwrap(), marked, "nothing rewritten");
+}
+
+/// SIGINT between files: the summary says how far it got, the status is 130, every output is
+/// whole, and `--skip-existing` finishes the rest.
+#[cfg(unix)]
+#[test]
+fn a_signal_stops_between_files_and_skip_existing_finishes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let t = scratch("decode-signal");
+    let w = tiny_weights(t.path(), 2);
+    let inp = sample_folder(t.path(), "2d", &SLICES[1..2]);
+    let one = t.path().join("one");
+    infer(&inp, &one, &w, "xray", &["--latent", "z"]);
+    let z = t.path().join("z");
+    std::fs::create_dir_all(&z).unwrap();
+    const FILES: usize = 300;
+    for i in 0..FILES {
+        std::fs::copy(
+            one.join("mr_slice_u8.nii.gz"),
+            z.join(format!("z_{i:04}.nii.gz")),
+        )
+        .unwrap();
+    }
+    let out = t.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+        .args(["decode", "-i", s(&z), "-o", s(&out), "--weights", s(&w)])
+        .args(["--threads", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start medvae-fast");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    assert!(first.starts_with("ok "), "{first}");
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
+    let status = child.wait().expect("wait");
+    let summary = rest.last().expect("a summary line");
+    assert_eq!(status.code(), Some(130), "{summary}");
+    assert!(
+        summary.starts_with("decode: stopped by SIGINT: "),
+        "{summary}"
+    );
+    let written = std::fs::read_dir(&out).unwrap().count();
+    assert!(written < FILES, "the run finished before the signal");
+    for entry in std::fs::read_dir(&out).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(read_nifti_array(&path).unwrap().shape, vec![64, 64]);
+    }
+
+    let (code, stdout, stderr) = decode(&z, &out, &w, &["--skip-existing", "--threads", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "{} written, 0 failed, 0 not z, {written} already done",
+            FILES - written
+        )),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), FILES);
+}
