@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    descrip, gunzipped, medvae, s, sample_folder, save_model, scratch, tiny_config, tiny_weights,
-    EMBED, FACTOR,
+    descrip, gunzipped, mark_voxels, medvae, s, sample_folder, save_model, scratch, tiny_config,
+    tiny_weights, EMBED, FACTOR,
 };
 use medvae_model::autoencoder::AutoencoderKL;
 use medvae_model::layer::Parameters;
@@ -225,16 +225,7 @@ fn skip_existing_keeps_only_this_runs_reconstructions() {
     let (code, _, stderr) = decode(&z, &out, &w, &[]);
     assert_eq!(code, 0, "{stderr}");
     let kept = out.join("ct_slice_u16_decoded.nii.gz");
-    let marked = {
-        // the same header, one voxel bit flipped
-        use std::io::Write;
-        let mut bytes = gunzipped(&kept);
-        bytes[352] ^= 1;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes).unwrap();
-        enc.finish().unwrap()
-    };
-    std::fs::write(&kept, &marked).unwrap();
+    let marked = mark_voxels(&kept);
     let redone = out.join("mr_slice_u8_decoded.nii.gz");
     let original = std::fs::read(&redone).unwrap();
     std::fs::remove_file(&redone).unwrap();
@@ -267,8 +258,6 @@ fn skip_existing_keeps_only_this_runs_reconstructions() {
 #[cfg(unix)]
 #[test]
 fn a_signal_stops_between_files_and_skip_existing_finishes() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let t = scratch("decode-signal");
     let w = tiny_weights(t.path(), 2);
     let inp = sample_folder(t.path(), "2d", &SLICES[1..2]);
@@ -285,22 +274,19 @@ fn a_signal_stops_between_files_and_skip_existing_finishes() {
         .unwrap();
     }
     let out = t.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
-        .args(["decode", "-i", s(&z), "-o", s(&out), "--weights", s(&w)])
-        .args(["--threads", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start medvae-fast");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    assert!(first.starts_with("ok "), "{first}");
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
-    let status = child.wait().expect("wait");
+    let (code, rest) = common::interrupt_after_first_file(&[
+        "decode",
+        "-i",
+        s(&z),
+        "-o",
+        s(&out),
+        "--weights",
+        s(&w),
+        "--threads",
+        "1",
+    ]);
     let summary = rest.last().expect("a summary line");
-    assert_eq!(status.code(), Some(130), "{summary}");
+    assert_eq!(code, Some(130), "{summary}");
     assert!(
         summary.starts_with("decode: stopped by SIGINT: "),
         "{summary}"

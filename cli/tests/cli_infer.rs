@@ -9,11 +9,11 @@
 mod common;
 
 use common::{
-    descrip, gunzipped, medvae, repo, s, sample_folder, scratch, tiny_weights, EMBED, FACTOR,
+    descrip, gunzipped, mark_voxels, medvae, repo, s, sample_folder, scratch, tiny_weights, EMBED,
+    FACTOR,
 };
 use medvae_runtime::data::volume3d::{decode_nifti, load_mri_3d};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// `medvae-fast infer ARGS`.
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -409,19 +409,6 @@ fn skip_existing_runs_only_what_is_missing() {
     );
 }
 
-/// Rewrite the gzipped NIfTI `path` with its first voxel's lowest bit flipped (header kept);
-/// returns the new file bytes.
-fn mark_voxels(path: &Path) -> Vec<u8> {
-    use std::io::Write;
-    let mut bytes = gunzipped(path);
-    bytes[352] ^= 1;
-    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    enc.write_all(&bytes).unwrap();
-    let gz = enc.finish().unwrap();
-    std::fs::write(path, &gz).unwrap();
-    gz
-}
-
 /// `--skip-existing` never keeps an output that other weights or options made: the run stops
 /// before writing anything and says which files differ, and how. A run that matches again
 /// keeps them all.
@@ -516,7 +503,6 @@ fn skip_existing_refuses_outputs_of_other_weights_or_options() {
 #[cfg(unix)]
 #[test]
 fn a_signal_stops_between_files_and_skip_existing_finishes() {
-    use std::io::{BufRead, BufReader};
     let t = scratch("signal");
     let w = tiny_weights(t.path(), 2);
     let inp = t.path().join("in");
@@ -530,22 +516,21 @@ fn a_signal_stops_between_files_and_skip_existing_finishes() {
         .unwrap();
     }
     let out = t.path().join("out");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
-        .args(["infer", "-i", s(&inp), "-o", s(&out), "--weights", s(&w)])
-        .args(["--modality", "xray", "--threads", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start medvae-fast");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("utf-8");
-    assert!(first.starts_with("ok "), "{first}");
-    // SAFETY: signalling our own child process.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
-    let status = child.wait().expect("wait");
+    let (code, rest) = common::interrupt_after_first_file(&[
+        "infer",
+        "-i",
+        s(&inp),
+        "-o",
+        s(&out),
+        "--weights",
+        s(&w),
+        "--modality",
+        "xray",
+        "--threads",
+        "1",
+    ]);
     let summary = rest.last().expect("a summary line");
-    assert_eq!(status.code(), Some(130), "{summary}");
+    assert_eq!(code, Some(130), "{summary}");
     assert!(
         summary.starts_with("infer: stopped by SIGINT after "),
         "{summary}"

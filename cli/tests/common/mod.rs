@@ -92,3 +92,38 @@ pub fn descrip(path: &Path) -> String {
     let end = field.iter().position(|&b| b == 0).unwrap_or(80);
     String::from_utf8_lossy(&field[..end]).into_owned()
 }
+
+/// Rewrite the gzipped NIfTI `path` with its first voxel's lowest bit flipped (header kept, so
+/// its description still matches); returns the new file bytes. A rewrite of the file shows.
+pub fn mark_voxels(path: &Path) -> Vec<u8> {
+    use std::io::Write;
+    let mut bytes = gunzipped(path);
+    bytes[352] ^= 1;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(&bytes).unwrap();
+    let gz = enc.finish().unwrap();
+    std::fs::write(path, &gz).unwrap();
+    gz
+}
+
+/// Run the binary with `args`, send it SIGINT once it has printed its first `ok` line, and
+/// return its exit code and the stdout lines after that first one.
+#[cfg(unix)]
+pub fn interrupt_after_first_file(args: &[&str]) -> (Option<i32>, Vec<String>) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start medvae-fast");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    assert!(first.starts_with("ok "), "{first}");
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.expect("utf-8")).collect();
+    let status = child.wait().expect("wait");
+    (status.code(), rest)
+}
