@@ -110,11 +110,13 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let loaded = args.net.load()?;
     let cfg = loaded.model.config.clone();
     let mut model = loaded.model;
-    if args.latent == Some(LatentArg::Head) && (cfg.dims != 2 || model.head.is_none()) {
-        bail!(
-            "--latent head: this {}D model has no stage-2 latent head; its latent is z",
-            cfg.dims
-        );
+    if args.latent == Some(LatentArg::Head) {
+        if cfg.dims != 2 {
+            bail!("--latent head: 3D latents are z, as the reference writes them");
+        }
+        if model.head.is_none() {
+            bail!("--latent head: this checkpoint has no stage-2 latent head; its latent is z");
+        }
     }
     let weights_fingerprints = fingerprints(&mut model);
     eprintln!(

@@ -178,6 +178,22 @@ fn decode_3d_in_one_window_and_several() {
     let t = scratch("decode-3d");
     let w = tiny_weights(t.path(), 3);
     let inp = sample_folder(t.path(), "3d", &["anatomical_las_i16be.nii"]);
+    // 3D latents are z (as the reference writes them): asking for the head is an error.
+    let (code, _, stderr) = medvae(&[
+        "infer",
+        "-i",
+        s(&inp),
+        "-o",
+        s(&t.path().join("head")),
+        "--weights",
+        s(&w),
+        "--modality",
+        "mri",
+        "--latent",
+        "head",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("3D latents are z"), "{stderr}");
     let z = t.path().join("z");
     infer(&inp, &z, &w, "mri", &["--decode"]);
     let stem = "anatomical_las_i16be";
