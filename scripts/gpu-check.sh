@@ -54,6 +54,10 @@ if [ "${1:-}" = "--prepare" ]; then
     [ -n "$exe" ] && cp "$exe" "$PREBUILT/bin/$t"
   done
   strip "$PREBUILT"/bin/* 2>/dev/null || true
+  # Which source the binaries are: the device machine's copy of the tree has no .git to ask.
+  { git rev-parse --short HEAD 2>/dev/null || echo unknown
+    [ -n "$(git status --porcelain 2>/dev/null)" ] && echo "(with uncommitted changes)"
+    date -u +%Y-%m-%dT%H:%MZ; } | paste -sd' ' >"$PREBUILT/COMMIT"
   # Precompiled kernel images (CUBIN for $arch): the GPU machine then needs no NVRTC. NVRTC
   # here comes from NVIDIA's wheel (scripts/install-nvrtc.sh installs it once, then only prints
   # the library path).
@@ -209,7 +213,7 @@ if command -v cargo >/dev/null 2>&1; then
 fi
 if [ -z "$BIN" ] && [ -x "$PREBUILT/bin/medvae-fast" ]; then
   BIN="$PREBUILT/bin"
-  record "prebuilt" "INFO" 0 "$BIN"
+  record "prebuilt" "INFO" 0 "$BIN, built from $(cat "$PREBUILT/COMMIT" 2>/dev/null || echo 'an unrecorded commit')"
 fi
 if [ -z "$BIN" ]; then
   record "binaries" "FAIL" 0 "no cargo build and no $PREBUILT (run --prepare)"
