@@ -20,6 +20,7 @@ mod affine;
 mod array;
 mod crop;
 mod error;
+mod geometry;
 mod intensity;
 mod orient;
 mod read;
@@ -32,10 +33,11 @@ pub use crop::{
     CropSource, FINETUNE_PAD_VALUE, FOREGROUND_PAD_VALUE,
 };
 pub use error::VolumeError;
+pub use geometry::{cropped_ras_affine, latent_affine};
 pub use intensity::{normalise, Modality, CT_WINDOW};
 pub use orient::reorient;
 pub use read::{decode_nifti, read_nifti, NiftiVolume};
-pub use write::{nifti_bytes, write_nifti, DESCRIP_MAX};
+pub use write::{nifti_bytes, write_nifti, write_nifti_with_affine, DESCRIP_MAX};
 
 use rand::Rng;
 use std::path::Path;
@@ -72,14 +74,32 @@ pub fn load_volume(path: &Path, modality: Modality) -> Result<Volume, VolumeErro
 
 /// Reference `load_mri_3d` (inference): min-max, [-1, 1], `CropForeground(k_divisible=16)`.
 pub fn load_mri_3d(path: &Path) -> Result<Volume, VolumeError> {
-    let vol = load_volume(path, Modality::Mri)?;
-    crop_foreground(&vol, INFERENCE_K_DIVISIBLE, path)
+    Ok(load_inference(path, Modality::Mri)?.0)
 }
 
 /// Reference `load_ct_3d` (inference): HU window, [-1, 1], `CropForeground(k_divisible=16)`.
 pub fn load_ct_3d(path: &Path) -> Result<Volume, VolumeError> {
-    let vol = load_volume(path, Modality::Ct)?;
-    crop_foreground(&vol, INFERENCE_K_DIVISIBLE, path)
+    Ok(load_inference(path, Modality::Ct)?.0)
+}
+
+/// [`load_mri_3d`] / [`load_ct_3d`] by `modality`, with the affine of the volume they return
+/// (its voxels' positions in the file's world space; see [`cropped_ras_affine`]).
+pub fn load_inference(path: &Path, modality: Modality) -> Result<(Volume, Affine), VolumeError> {
+    let nii = read_nifti(path)?;
+    let orientation = ras_orientation(&nii.affine).map_err(|msg| VolumeError::Affine {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    let mut vol = reorient(&nii.data, nii.dims, &orientation);
+    normalise(&mut vol.data, modality, path)?;
+    let (start, size) = foreground_box(&vol, INFERENCE_K_DIVISIBLE, path)?;
+    let cropped =
+        crop_padded(&vol, start, size, FOREGROUND_PAD_VALUE).map_err(|e| VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    let affine = cropped_ras_affine(&nii.affine, nii.dims, &orientation, start);
+    Ok((cropped, affine))
 }
 
 /// Reference `load_mri_3d_finetune`: min-max, [-1, 1], pad to ≥ 64 with -1, random 64³ crop.

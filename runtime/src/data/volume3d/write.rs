@@ -7,7 +7,8 @@
 //! * datatype float32, little-endian, `vox_offset` 352, every `pixdim` 1;
 //! * affine = identity, stored as the sform (`sform_code` 2, "aligned") with `qform_code` 0 —
 //!   what nibabel writes for `np.eye(4)`; the source image's orientation is *not* carried over
-//!   (neither does the reference);
+//!   (neither does the reference). [`write_nifti_with_affine`] stores another affine the same
+//!   way, with `pixdim` its column lengths (`infer --source-affine`);
 //! * `scl_slope` 1, `scl_inter` 0 (nibabel writes NaN, meaning "unscaled" to nibabel only;
 //!   1/0 means the same to every reader).
 //!
@@ -18,6 +19,7 @@
 //! Gzip is chosen by the `.gz` suffix. The file is written to a temporary name beside the
 //! target and renamed over it, so an interrupted run never leaves a truncated latent.
 
+use super::affine::Affine;
 use super::error::VolumeError;
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -40,6 +42,23 @@ pub fn nifti_bytes(
     shape: &[usize],
     data: &[f32],
     descrip: &str,
+    path: &Path,
+) -> Result<Vec<u8>, VolumeError> {
+    encode(shape, data, descrip, &IDENTITY, path)
+}
+
+const IDENTITY: Affine = [
+    [1.0, 0.0, 0.0, 0.0],
+    [0.0, 1.0, 0.0, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
+fn encode(
+    shape: &[usize],
+    data: &[f32],
+    descrip: &str,
+    affine: &Affine,
     path: &Path,
 ) -> Result<Vec<u8>, VolumeError> {
     if shape.is_empty() || shape.len() > 7 || shape.iter().any(|&d| d == 0 || d > i16::MAX as usize)
@@ -70,7 +89,13 @@ pub fn nifti_bytes(
             ),
         });
     }
-    let mut out = header(shape);
+    if affine.iter().flatten().any(|v| !v.is_finite()) {
+        return Err(VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: format!("affine {affine:?} has non-finite entries"),
+        });
+    }
+    let mut out = header(shape, affine);
     out[DESCRIP_AT..DESCRIP_AT + descrip.len()].copy_from_slice(descrip.as_bytes());
     out.resize(DATA_START, 0); // extension flag: none
     out.reserve(numel * 4);
@@ -88,7 +113,18 @@ pub fn write_nifti(
     data: &[f32],
     descrip: &str,
 ) -> Result<(), VolumeError> {
-    let raw = nifti_bytes(shape, data, descrip, path)?;
+    write_nifti_with_affine(path, shape, data, descrip, &IDENTITY)
+}
+
+/// [`write_nifti`] with the voxel-to-world `affine` (its first three axes are the array's).
+pub fn write_nifti_with_affine(
+    path: &Path,
+    shape: &[usize],
+    data: &[f32],
+    descrip: &str,
+    affine: &Affine,
+) -> Result<(), VolumeError> {
+    let raw = encode(shape, data, descrip, affine, path)?;
     let io = |source| VolumeError::Io {
         path: path.to_path_buf(),
         source,
@@ -145,7 +181,7 @@ pub(super) fn fortran_order<'a>(
     })
 }
 
-fn header(shape: &[usize]) -> Vec<u8> {
+fn header(shape: &[usize], affine: &Affine) -> Vec<u8> {
     let mut h = vec![0u8; HEADER_BYTES];
     let put_i32 = |h: &mut [u8], at: usize, v: i32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
     let put_i16 = |h: &mut [u8], at: usize, v: i16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
@@ -164,16 +200,24 @@ fn header(shape: &[usize]) -> Vec<u8> {
     for n in 0..8 {
         put_f32(&mut h, 76 + 4 * n, 1.0); // pixdim (qfac = 1, unit spacing)
     }
+    // The spatial spacings are the affine's column lengths (as nibabel sets them).
+    for col in 0..3.min(shape.len()) {
+        let zoom = (0..3)
+            .map(|r| affine[r][col] * affine[r][col])
+            .sum::<f64>()
+            .sqrt();
+        put_f32(&mut h, 80 + 4 * col, zoom as f32);
+    }
     put_f32(&mut h, 108, DATA_START as f32); // vox_offset
     put_f32(&mut h, 112, 1.0); // scl_slope
     put_f32(&mut h, 116, 0.0); // scl_inter
     put_i16(&mut h, 252, 0); // qform_code: unknown
     put_i16(&mut h, 254, SFORM_ALIGNED); // sform_code
-                                         // srow_x, srow_y, srow_z: the identity affine's first three rows.
+
+    // srow_x, srow_y, srow_z: the affine's first three rows.
     for row in 0..3 {
         for col in 0..4 {
-            let v = if row == col { 1.0 } else { 0.0 };
-            put_f32(&mut h, 280 + 16 * row + 4 * col, v);
+            put_f32(&mut h, 280 + 16 * row + 4 * col, affine[row][col] as f32);
         }
     }
     h[344..348].copy_from_slice(b"n+1\0");
@@ -226,6 +270,31 @@ mod tests {
         let raw = std::fs::read(&gz).unwrap();
         assert_eq!(&raw[..2], &[0x1f, 0x8b], "gzip by suffix");
         assert_eq!(read_nifti(&gz).unwrap().data, vol.data);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A written affine is what the reader (nibabel's choice: the aligned sform) finds, with
+    /// the spacings as pixdim.
+    #[test]
+    fn an_affine_reads_back() {
+        let dir = std::env::temp_dir().join(format!("medvae-nifti-affine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let affine: Affine = [
+            [0.0, -2.0, 0.0, 12.5],
+            [0.5, 0.0, 0.0, -3.0],
+            [0.0, 0.0, 3.0, 7.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ];
+        let path = dir.join("a.nii");
+        write_nifti_with_affine(&path, &[2, 3, 4], &[1.0; 24], "", &affine).unwrap();
+        assert_eq!(read_nifti(&path).unwrap().affine, affine);
+        let bytes = std::fs::read(&path).unwrap();
+        let pixdim =
+            |n: usize| f32::from_le_bytes(bytes[76 + 4 * n..80 + 4 * n].try_into().unwrap());
+        assert_eq!([pixdim(1), pixdim(2), pixdim(3)], [0.5, 2.0, 3.0]);
+        let mut bad = affine;
+        bad[0][3] = f64::NAN;
+        assert!(write_nifti_with_affine(&path, &[2, 3, 4], &[1.0; 24], "", &bad).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
