@@ -19,7 +19,9 @@ use medvae_model::infer::{
     decoded_path, fingerprints, input_kind, plan, write_array, Fingerprints, InputKind,
     LatentDecoder, OutputKind, Plan, Provenance,
 };
-use medvae_runtime::data::volume3d::{read_nifti_array, read_nifti_descrip};
+use medvae_runtime::data::volume3d::{
+    image_affine_of_latent, read_nifti_array, read_nifti_descrip, IDENTITY_AFFINE,
+};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
@@ -274,7 +276,18 @@ fn decode_file(
         }
     }
     let (image, windows) = decoder.decode_array(&z.shape, &z.data, input)?;
-    write_array(output, &image, &decoded_descrip(made_by, ours, precision))?;
+    // A z placed in a scan's space (`infer --source-affine`) gives its image grid to the
+    // reconstruction; the reference's identity stays the identity.
+    let image_affine = z
+        .affine
+        .filter(|a| *a != IDENTITY_AFFINE)
+        .map(|a| image_affine_of_latent(&a, decoder.factor()));
+    write_array(
+        output,
+        &image,
+        &decoded_descrip(made_by, ours, precision),
+        image_affine.as_ref(),
+    )?;
     Ok(Outcome::Written {
         latent: z.shape,
         image: image.shape,

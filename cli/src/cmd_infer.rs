@@ -13,6 +13,7 @@ use medvae_model::infer::{
     fingerprints, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job, Modality,
     OutputKind, Plan, Provenance,
 };
+use medvae_runtime::data::volume3d::latent_affine;
 use medvae_runtime::Device;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -65,6 +66,11 @@ pub struct InferArgs {
     /// that made it; outputs of other weights or options are an error, never skipped.
     #[arg(long)]
     skip_existing: bool,
+    /// 3D: give the outputs the scan's geometry (its affine, after the RAS reorientation and
+    /// the foreground crop; latent voxels at the centres of their f³ blocks), so they overlay
+    /// the scan in a viewer. Without it outputs have the identity affine, as the reference's.
+    #[arg(long)]
+    source_affine: bool,
     #[command(flatten)]
     net: ModelArgs,
     #[command(flatten)]
@@ -167,13 +173,20 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     } else {
         "mri"
     };
-    let run_settings = settings(
+    if args.source_affine && cfg.dims != 3 {
+        bail!("--source-affine: only volumes (3D models) have a geometry to carry");
+    }
+    let mut run_settings = settings(
         cfg.dims,
         rule,
         args.window.roi_size,
         args.window.overlap,
         precision,
     );
+    if args.source_affine {
+        // Not a number the model computes, but the files differ: --skip-existing tells them apart.
+        run_settings.push_str(" aff");
+    }
     let made_by = Outputs {
         latent: Provenance::new(
             inferencers[0].latent_kind(),
@@ -183,6 +196,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         .descrip(),
         decoded: Provenance::new(OutputKind::Decoded, weights_fingerprints, &run_settings)
             .descrip(),
+        source_affine: args.source_affine.then(|| cfg.downsample_factor()),
     };
     let already_done = if args.skip_existing {
         skip_done(&mut plan, &made_by)?
@@ -297,6 +311,8 @@ fn report(bar: &ProgressBar, job: &Job, result: Result<Inferred>, failed: &Mutex
 struct Outputs {
     latent: String,
     decoded: String,
+    /// `--source-affine`: the model's downsampling factor, to place latent voxels.
+    source_affine: Option<usize>,
 }
 
 /// `--skip-existing`: drop the jobs whose outputs all exist and were made with these weights
@@ -339,9 +355,21 @@ fn run_job(inferencer: &mut Inferencer, job: &Job, made_by: &Outputs) -> Result<
         bail!("{c}");
     }
     let out = inferencer.infer_file(&job.input)?;
-    write_array(&job.latent, &out.latent, &made_by.latent)?;
+    // The scan's geometry (`--source-affine`): the reconstruction on the preprocessed grid,
+    // the latent on its f-times coarser one. Arrays with a channel axis first keep the identity.
+    let image_affine = made_by.source_affine.and(out.affine);
+    let latent_affine = made_by
+        .source_affine
+        .zip(out.affine)
+        .map(|(f, a)| latent_affine(&a, f));
+    write_array(
+        &job.latent,
+        &out.latent,
+        &made_by.latent,
+        latent_affine.as_ref(),
+    )?;
     if let (Some(path), Some(dec)) = (&job.decoded, &out.decoded) {
-        write_array(path, dec, &made_by.decoded)?;
+        write_array(path, dec, &made_by.decoded, image_affine.as_ref())?;
     }
     Ok(out)
 }

@@ -325,3 +325,69 @@ fn a_signal_stops_between_files_and_skip_existing_finishes() {
     );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), FILES);
 }
+
+/// `infer --source-affine` gives a 3D model's outputs the scan's geometry: the reconstruction
+/// the preprocessed grid's affine, the (1-channel, hence 3-axis) latent the f-times coarser
+/// one; `decode` carries it on to its reconstruction. 2D images have none to give.
+#[test]
+fn source_affine_places_outputs_in_the_scans_space() {
+    use medvae_runtime::data::volume3d::{latent_affine, load_inference, Affine, Modality};
+    let t = scratch("decode-affine");
+    let mut cfg = tiny_config(3);
+    cfg.z_channels = 1;
+    cfg.embed_dim = 1;
+    let w = save_model(
+        AutoencoderKL::new(&cfg, &mut Init::random(5)).unwrap(),
+        &t.path().join("one_channel.safetensors"),
+    );
+    let name = "anatomical_las_i16be.nii";
+    let inp = sample_folder(t.path(), "3d", &[name]);
+    let z = t.path().join("z");
+    infer(&inp, &z, &w, "mri", &["--decode", "--source-affine"]);
+    let (_, want) = load_inference(&inp.join(name), Modality::Mri).unwrap();
+    let close = |a: &Affine, b: &Affine, what: &str| {
+        for r in 0..4 {
+            for c in 0..4 {
+                assert!((a[r][c] - b[r][c]).abs() < 1e-4, "{what}: {a:?} vs {b:?}");
+            }
+        }
+    };
+    let stem = "anatomical_las_i16be";
+    let dec = read_nifti_array(&z.join(format!("{stem}_decoded.nii.gz"))).unwrap();
+    close(&dec.affine.unwrap(), &want, "reconstruction");
+    let lat = read_nifti_array(&z.join(format!("{stem}.nii.gz"))).unwrap();
+    assert_eq!(lat.shape.len(), 3);
+    close(
+        &lat.affine.unwrap(),
+        &latent_affine(&want, FACTOR),
+        "latent",
+    );
+    assert!(lat.descrip.ends_with(" fp32 aff"), "{}", lat.descrip);
+
+    let (code, _, stderr) = decode(
+        &z.join(format!("{stem}.nii.gz")),
+        &t.path().join("out"),
+        &w,
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let again = read_nifti_array(&t.path().join(format!("out/{stem}_decoded.nii.gz"))).unwrap();
+    close(&again.affine.unwrap(), &want, "decode's reconstruction");
+
+    let w2 = tiny_weights(t.path(), 2);
+    let pngs = sample_folder(t.path(), "2d", &SLICES[..1]);
+    let (code, _, stderr) = medvae(&[
+        "infer",
+        "-i",
+        s(&pngs),
+        "-o",
+        s(&t.path().join("o2")),
+        "--weights",
+        s(&w2),
+        "--modality",
+        "xray",
+        "--source-affine",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("only volumes"), "{stderr}");
+}

@@ -87,6 +87,11 @@ impl LatentDecoder {
         self.model.config.dims
     }
 
+    /// The downsampling factor: one latent voxel per `factor` image voxels along each axis.
+    pub fn factor(&self) -> usize {
+        self.model.config.downsample_factor()
+    }
+
     /// Latent channels (`embed_dim`).
     pub fn channels(&self) -> usize {
         self.model.config.embed_dim
@@ -106,7 +111,7 @@ impl LatentDecoder {
             let out = self.model.decode(&z.into_device(self.device)?, &mut ctx)?;
             return Ok((reference_array(&out)?, 1));
         }
-        let factor = self.model.config.downsample_factor();
+        let factor = self.factor();
         let spatial = &z.shape()[1..4];
         let roi = roi_size_calc(spatial, (self.roi_size / factor).max(1))?;
         let mut sw = SlidingWindow::gaussian(roi);

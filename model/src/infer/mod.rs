@@ -35,11 +35,23 @@ pub use window::{
     SlidingWindow, DEFAULT_OVERLAP, DEFAULT_SIGMA_SCALE,
 };
 
+use medvae_runtime::data::volume3d::{write_nifti, write_nifti_with_affine, Affine};
 use std::path::Path;
 
-/// Write an output array as NIfTI-1 with an identity affine (gzip for `.gz` names), described
-/// by `descrip` (a [`Provenance::descrip`], or empty).
-pub fn write_array(path: &Path, a: &Array, descrip: &str) -> Result<(), InferError> {
-    medvae_runtime::data::volume3d::write_nifti(path, &a.shape, &a.data, descrip)?;
+/// Write an output array as NIfTI-1 (gzip for `.gz` names), described by `descrip` (a
+/// [`Provenance::descrip`], or empty), with `affine` when given and the array has exactly three
+/// (spatial) axes, else the reference's identity.
+pub fn write_array(
+    path: &Path,
+    a: &Array,
+    descrip: &str,
+    affine: Option<&Affine>,
+) -> Result<(), InferError> {
+    match affine {
+        Some(affine) if a.shape.len() == 3 => {
+            write_nifti_with_affine(path, &a.shape, &a.data, descrip, affine)?
+        }
+        _ => write_nifti(path, &a.shape, &a.data, descrip)?,
+    }
     Ok(())
 }

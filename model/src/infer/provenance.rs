@@ -2,7 +2,7 @@
 //! shown by `fslhd` and nibabel) so that it travels with the file:
 //!
 //! ```text
-//! medvae-fast z e=3f9a0c11d2b7 w=8e41f0aa9c03 m=ct roi=160 ov=0.25 fp32
+//! medvae-fast z e=3f9a0c11d2b7 w=8e41f0aa9c03 ct roi160 ov0.25 fp32
 //! ```
 //!
 //! * what the file holds: `latent` (the 2D stage-2 latent, `channel_proj`), `z` (the posterior
@@ -140,7 +140,9 @@ pub fn settings(
     // Three decimals: overlaps that differ further are taken as equal.
     let ov = format!("{overlap:.3}");
     let ov = ov.trim_end_matches('0').trim_end_matches('.');
-    format!("m={modality_rule} roi={roi} ov={ov} {precision}")
+    // Compact, so that the longest (a `decoded` file with a 4-digit window, a 3-decimal
+    // overlap and `infer --source-affine`'s ` aff`) still fits the 79 bytes unhashed.
+    format!("{modality_rule} roi{roi} ov{ov} {precision}")
 }
 
 /// A parsed description.
@@ -280,21 +282,15 @@ mod tests {
         let p = Provenance::new(OutputKind::Z, f, &settings(3, "ct", 160, 0.25, "fp32"));
         assert_eq!(
             p.descrip(),
-            "medvae-fast z e=0123456789ab w=fedcba987654 m=ct roi=160 ov=0.25 fp32"
+            "medvae-fast z e=0123456789ab w=fedcba987654 ct roi160 ov0.25 fp32"
         );
         assert_eq!(Provenance::parse(&p.descrip()), Some(p.clone()));
         assert_eq!(settings(2, "ct", 160, 0.25, "bf16"), "bf16");
-        assert_eq!(
-            settings(3, "mri", 96, 0.5, "fp32"),
-            "m=mri roi=96 ov=0.5 fp32"
-        );
-        assert_eq!(
-            settings(3, "mri", 96, 0.0, "fp32"),
-            "m=mri roi=96 ov=0 fp32"
-        );
+        assert_eq!(settings(3, "mri", 96, 0.5, "fp32"), "mri roi96 ov0.5 fp32");
+        assert_eq!(settings(3, "mri", 96, 0.0, "fp32"), "mri roi96 ov0 fp32");
 
         // Too long for 79 bytes: the options become their hash, still told apart.
-        let long = settings(3, "mri", 123_456_789, 1.0 / 3.0, "bf16");
+        let long = format!("{} aff", settings(3, "mri", 123_456_789, 1.0 / 3.0, "bf16"));
         let a = Provenance::new(OutputKind::Decoded, f, &long);
         assert!(a.descrip().len() <= DESCRIP_MAX, "{}", a.descrip());
         assert!(a.settings.starts_with("s="), "{}", a.settings);

@@ -20,7 +20,7 @@ use super::window::{roi_size_calc, SlidingWindow};
 use crate::autoencoder::{AutoencoderKL, Sampling};
 use crate::layer::{move_params, Ctx};
 use medvae_runtime::data::image2d::{load_2d, Image2d, Preprocess2d};
-use medvae_runtime::data::volume3d::{load_ct_3d, load_mri_3d, Volume};
+use medvae_runtime::data::volume3d::{load_inference, Affine, Modality as VolumeModality, Volume};
 use medvae_runtime::layout::to_channels_first;
 use medvae_runtime::{Device, Tensor};
 use std::path::Path;
@@ -103,6 +103,9 @@ pub struct Inferred {
     pub input_shape: Vec<usize>,
     /// Sliding windows run (1 for 2D).
     pub windows: usize,
+    /// Where the preprocessed volume's voxels lie in the source file's world space (3D files;
+    /// see `medvae_runtime::data::volume3d::load_inference`).
+    pub affine: Option<Affine>,
 }
 
 /// `[1, spatial.., C]` channels-last → channels-first with every size-1 axis squeezed (as
@@ -199,11 +202,14 @@ impl Inferencer {
             let img = load_2d(path, &Preprocess2d::inference(merge))?;
             self.infer_image(&img, path)
         } else {
-            let vol = match self.opts.modality {
-                Modality::Ct => load_ct_3d(path)?,
-                _ => load_mri_3d(path)?,
+            let rule = match self.opts.modality {
+                Modality::Ct => VolumeModality::Ct,
+                _ => VolumeModality::Mri,
             };
-            self.infer_volume(&vol)
+            let (vol, affine) = load_inference(path, rule)?;
+            let mut out = self.infer_volume(&vol)?;
+            out.affine = Some(affine);
+            Ok(out)
         }
     }
 
@@ -255,6 +261,7 @@ impl Inferencer {
             decoded,
             input_shape: vec![img.channels, img.height, img.width],
             windows: 1,
+            affine: None,
         })
     }
 
@@ -296,6 +303,7 @@ impl Inferencer {
             decoded,
             input_shape: vol.shape.to_vec(),
             windows,
+            affine: None,
         })
     }
 }

@@ -13,6 +13,14 @@ use nifti::NiftiHeader;
 /// A 4×4 voxel-to-world matrix, row-major.
 pub type Affine = [[f64; 4]; 4];
 
+/// The identity affine (what the reference writes every output with).
+pub const IDENTITY_AFFINE: Affine = [
+    [1.0, 0.0, 0.0, 0.0],
+    [0.0, 1.0, 0.0, 0.0],
+    [0.0, 0.0, 1.0, 0.0],
+    [0.0, 0.0, 0.0, 1.0],
+];
+
 /// Where each input (file) voxel axis goes in RAS array order, and whether it is reversed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Orientation {

@@ -6,6 +6,7 @@
 //! reorientation and no intensity rule apply; the affine is ignored. The voxel decoding, the
 //! datatype and scaling rules, and every error are [`super::read`]'s.
 
+use super::affine::{best_affine, Affine};
 use super::error::VolumeError;
 use super::read::{
     parse_header, read_uncompressed, slope_inter, voxel_values, Element, HEADER_BYTES,
@@ -25,6 +26,9 @@ pub struct NiftiArray {
     pub data: Vec<f32>,
     /// The header's description, up to its first NUL.
     pub descrip: String,
+    /// For a 3-axis array, the voxel-to-world affine nibabel would choose (sform, qform or
+    /// the base affine); `None` for other ranks or an unusable header affine.
+    pub affine: Option<Affine>,
 }
 
 /// Read a `.nii` / `.nii.gz` file (gzip recognised by its magic bytes) as an array. Errors name
@@ -56,10 +60,15 @@ pub fn decode_nifti_array(path: &Path, bytes: &[u8]) -> Result<NiftiArray, Volum
             ),
         });
     }
+    let affine = match shape[..] {
+        [d0, d1, d2] => best_affine(&header, [d0, d1, d2]).ok(),
+        _ => None,
+    };
     Ok(NiftiArray {
         shape,
         data,
         descrip: descrip_of(&header),
+        affine,
     })
 }
 

@@ -41,13 +41,24 @@ pub fn cropped_ras_affine(
 /// `image_affine` describes.
 pub fn latent_affine(image_affine: &Affine, f: usize) -> Affine {
     let f = f as f64;
+    matmul(image_affine, &scale_about(f, (f - 1.0) / 2.0))
+}
+
+/// The image grid's affine from its latent's ([`latent_affine`] undone).
+pub fn image_affine_of_latent(latent: &Affine, f: usize) -> Affine {
+    let f = f as f64;
+    matmul(latent, &scale_about(1.0 / f, -(f - 1.0) / (2.0 * f)))
+}
+
+/// `x ↦ scale·x + shift` on each of the three axes.
+fn scale_about(scale: f64, shift: f64) -> Affine {
     let mut s = [[0.0f64; 4]; 4];
-    for a in 0..3 {
-        s[a][a] = f;
-        s[a][3] = (f - 1.0) / 2.0;
+    for (a, row) in s.iter_mut().enumerate().take(3) {
+        row[a] = scale;
+        row[3] = shift;
     }
     s[3][3] = 1.0;
-    matmul(image_affine, &s)
+    s
 }
 
 fn matmul(a: &Affine, b: &Affine) -> Affine {
@@ -119,5 +130,11 @@ mod tests {
         // latent (0,0,0) = image (1.5, 1.5, 1.5); latent (1,0,0) = image (5.5, 1.5, 1.5)
         assert_eq!([lat[0][3], lat[1][3], lat[2][3]], [4.0, 3.5, 3.75]);
         assert_eq!([lat[0][0], lat[1][1], lat[2][2]], [8.0, 4.0, 2.0]);
+        let back = image_affine_of_latent(&lat, 4);
+        for r in 0..4 {
+            for c in 0..4 {
+                assert!((back[r][c] - img[r][c]).abs() < 1e-12, "{back:?}");
+            }
+        }
     }
 }

@@ -26,14 +26,14 @@ mod orient;
 mod read;
 mod write;
 
-pub use affine::{best_affine, ras_orientation, Affine, Orientation};
+pub use affine::{best_affine, ras_orientation, Affine, Orientation, IDENTITY_AFFINE};
 pub use array::{decode_nifti_array, read_nifti_array, read_nifti_descrip, NiftiArray};
 pub use crop::{
     crop_foreground, crop_into, crop_origin, crop_padded, finetune_crop, foreground_box, CropError,
     CropSource, FINETUNE_PAD_VALUE, FOREGROUND_PAD_VALUE,
 };
 pub use error::VolumeError;
-pub use geometry::{cropped_ras_affine, latent_affine};
+pub use geometry::{cropped_ras_affine, image_affine_of_latent, latent_affine};
 pub use intensity::{normalise, Modality, CT_WINDOW};
 pub use orient::reorient;
 pub use read::{decode_nifti, read_nifti, NiftiVolume};

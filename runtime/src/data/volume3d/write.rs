@@ -19,7 +19,7 @@
 //! Gzip is chosen by the `.gz` suffix. The file is written to a temporary name beside the
 //! target and renamed over it, so an interrupted run never leaves a truncated latent.
 
-use super::affine::Affine;
+use super::affine::{Affine, IDENTITY_AFFINE};
 use super::error::VolumeError;
 use flate2::write::GzEncoder;
 use flate2::Compression;
@@ -44,15 +44,8 @@ pub fn nifti_bytes(
     descrip: &str,
     path: &Path,
 ) -> Result<Vec<u8>, VolumeError> {
-    encode(shape, data, descrip, &IDENTITY, path)
+    encode(shape, data, descrip, &IDENTITY_AFFINE, path)
 }
-
-const IDENTITY: Affine = [
-    [1.0, 0.0, 0.0, 0.0],
-    [0.0, 1.0, 0.0, 0.0],
-    [0.0, 0.0, 1.0, 0.0],
-    [0.0, 0.0, 0.0, 1.0],
-];
 
 fn encode(
     shape: &[usize],
@@ -113,7 +106,7 @@ pub fn write_nifti(
     data: &[f32],
     descrip: &str,
 ) -> Result<(), VolumeError> {
-    write_nifti_with_affine(path, shape, data, descrip, &IDENTITY)
+    write_nifti_with_affine(path, shape, data, descrip, &IDENTITY_AFFINE)
 }
 
 /// [`write_nifti`] with the voxel-to-world `affine` (its first three axes are the array's).
@@ -202,8 +195,9 @@ fn header(shape: &[usize], affine: &Affine) -> Vec<u8> {
     }
     // The spatial spacings are the affine's column lengths (as nibabel sets them).
     for col in 0..3.min(shape.len()) {
-        let zoom = (0..3)
-            .map(|r| affine[r][col] * affine[r][col])
+        let zoom = affine[..3]
+            .iter()
+            .map(|row| row[col] * row[col])
             .sum::<f64>()
             .sqrt();
         put_f32(&mut h, 80 + 4 * col, zoom as f32);
@@ -215,9 +209,9 @@ fn header(shape: &[usize], affine: &Affine) -> Vec<u8> {
     put_i16(&mut h, 254, SFORM_ALIGNED); // sform_code
 
     // srow_x, srow_y, srow_z: the affine's first three rows.
-    for row in 0..3 {
-        for col in 0..4 {
-            put_f32(&mut h, 280 + 16 * row + 4 * col, affine[row][col] as f32);
+    for (r, row) in affine[..3].iter().enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            put_f32(&mut h, 280 + 16 * r + 4 * c, v as f32);
         }
     }
     h[344..348].copy_from_slice(b"n+1\0");
