@@ -4,6 +4,7 @@
 //!   compute, f16/bf16 storage);
 //! * [`memory`]: the caching buffer pool and its peak-bytes counter;
 //! * [`golden`]: reference-case files; [`layout`]: PyTorch <-> channels-last conversion;
+//! * [`hash`]: the FNV-1a content hash (checksums, fingerprints);
 //! * [`checkpoint`]: PyTorch `.ckpt`/`.bin` (safe unpickler) and safetensors IO;
 //! * [`data`]: the data pipeline (preprocessing, shards, streaming loader);
 //! * `cuda`: the CUDA device layer (feature `cuda`, loaded dynamically at run time).
@@ -17,6 +18,7 @@ mod device;
 mod dtype;
 mod error;
 pub mod golden;
+pub mod hash;
 pub mod layout;
 pub mod memory;
 pub mod memory_trace;

@@ -7,34 +7,28 @@
 
 use anyhow::{Context, Result};
 use medvae_runtime::data::dataset::DatasetSpec;
+use medvae_runtime::hash::Fnv1a;
 use std::path::Path;
 
 /// The fingerprint's file name inside a prepared folder.
 pub const FILE: &str = "sources.fingerprint";
 
-/// 64-bit FNV-1a: stable across builds and toolchains (std's hasher is not promised to be).
-struct Fnv(u64);
-
-impl Fnv {
-    fn add(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        // A separator, so that ("ab", "c") and ("a", "bc") differ.
-        self.0 = (self.0 ^ 0xff).wrapping_mul(0x0100_0000_01b3);
-    }
+/// `bytes` and a separator byte, so that ("ab", "c") and ("a", "bc") differ.
+fn add(h: &mut Fnv1a, bytes: &[u8]) {
+    h.bytes(bytes);
+    h.bytes(&[0xff]);
 }
 
 /// The fingerprint of the datasets `specs` (as `PrepareArgs::datasets` gives them).
 pub fn of_sources(specs: &[DatasetSpec]) -> Result<String> {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = Fnv1a::new();
     for spec in specs {
-        h.add(format!("{spec:?}").as_bytes());
+        add(&mut h, format!("{spec:?}").as_bytes());
         let csv = std::fs::read(&spec.csv)
             .with_context(|| format!("reading dataset CSV {}", spec.csv.display()))?;
-        h.add(&csv);
+        add(&mut h, &csv);
     }
-    Ok(format!("{:016x}\n", h.0))
+    Ok(format!("{:016x}\n", h.value()))
 }
 
 /// The fingerprint stored in the prepared folder `dir`, if any.

@@ -16,12 +16,13 @@
 //!   and overlap; the convolution precision.
 //!
 //! `infer --skip-existing` keeps an existing output only when its description is exactly the
-//! one this run would write. Fingerprints are 48-bit FNV-1a hashes over the parameters' keys,
-//! PyTorch shapes and f32 bits: they tell weights apart, they do not authenticate them.
+//! one this run would write. Fingerprints are 48-bit FNV-1a hashes ([`Fnv1a`]) over the
+//! parameters' keys, PyTorch shapes and f32 bits: they tell weights apart, they do not authenticate them.
 
 use crate::autoencoder::AutoencoderKL;
 use crate::layer::Parameters;
 use medvae_runtime::data::volume3d::DESCRIP_MAX;
+use medvae_runtime::hash::Fnv1a;
 
 /// The description's first word.
 pub const TOOL: &str = "medvae-fast";
@@ -64,32 +65,16 @@ pub struct Fingerprints {
     pub weights: u64,
 }
 
-/// 64-bit FNV-1a over 32-bit words: stable across builds (std's hasher is not promised to be).
-struct Fnv(u64);
+/// A fingerprint cut to its shown width (the high bits folded in first).
+fn shown(h: &Fnv1a) -> u64 {
+    let v = h.value();
+    (v ^ (v >> FINGERPRINT_BITS)) & ((1 << FINGERPRINT_BITS) - 1)
+}
 
-impl Fnv {
-    const PRIME: u64 = 0x0100_0000_01b3;
-
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn word(&mut self, w: u32) {
-        self.0 = (self.0 ^ u64::from(w)).wrapping_mul(Self::PRIME);
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.word(u32::from(x));
-        }
-        // A separator, so that ("ab", "c") and ("a", "bc") differ.
-        self.word(0xffff_ffff);
-    }
-
-    fn finish(&self) -> u64 {
-        // Fold the high bits in before cutting to the shown width.
-        (self.0 ^ (self.0 >> FINGERPRINT_BITS)) & ((1 << FINGERPRINT_BITS) - 1)
-    }
+/// `text` and a separator byte, so that ("ab", "c") and ("a", "bc") differ.
+fn add_text(h: &mut Fnv1a, text: &str) {
+    h.bytes(text.as_bytes());
+    h.bytes(&[0xff]);
 }
 
 /// Whether the parameter `key` belongs to the encoder side (what `z` depends on).
@@ -100,8 +85,8 @@ fn is_encoder_side(key: &str) -> bool {
 /// The fingerprints of `model`'s parameters (keys, PyTorch shapes and values), wherever they
 /// live.
 pub fn fingerprints(model: &mut AutoencoderKL) -> Fingerprints {
-    let mut encoder = Fnv::new();
-    let mut weights = Fnv::new();
+    let mut encoder = Fnv1a::new();
+    let mut weights = Fnv1a::new();
     model.visit_params("", &mut |key, p| {
         let values = p.to_torch();
         let shape = p.torch_shape();
@@ -110,18 +95,18 @@ pub fn fingerprints(model: &mut AutoencoderKL) -> Fingerprints {
             hashers.push(&mut encoder);
         }
         for h in hashers {
-            h.bytes(key.as_bytes());
+            add_text(h, key);
             for &d in &shape {
-                h.word(d as u32);
+                h.word(d as u64);
             }
             for v in &values {
-                h.word(v.to_bits());
+                h.word(u64::from(v.to_bits()));
             }
         }
     });
     Fingerprints {
-        encoder: encoder.finish(),
-        weights: weights.finish(),
+        encoder: shown(&encoder),
+        weights: shown(&weights),
     }
 }
 
@@ -164,10 +149,10 @@ impl Provenance {
         if p.descrip().len() <= DESCRIP_MAX {
             return p;
         }
-        let mut h = Fnv::new();
-        h.bytes(settings.as_bytes());
+        let mut h = Fnv1a::new();
+        add_text(&mut h, settings);
         Provenance {
-            settings: format!("s={:012x}", h.finish()),
+            settings: format!("s={:012x}", shown(&h)),
             ..p
         }
     }

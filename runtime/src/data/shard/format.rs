@@ -107,22 +107,9 @@ pub struct Header {
 
 /// FNV-1a over 64-bit little-endian words (a short tail zero-padded).
 pub fn checksum(bytes: &[u8]) -> u64 {
-    const BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = BASIS;
-    let mut words = bytes.chunks_exact(8);
-    for w in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(w);
-        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(PRIME);
-    }
-    let tail = words.remainder();
-    if !tail.is_empty() {
-        let mut b = [0u8; 8];
-        b[..tail.len()].copy_from_slice(tail);
-        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(PRIME);
-    }
-    h
+    let mut h = crate::hash::Fnv1a::new();
+    h.words_le(bytes);
+    h.value()
 }
 
 pub fn align_up(x: u64, a: u64) -> u64 {
