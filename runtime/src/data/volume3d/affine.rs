@@ -73,7 +73,7 @@ fn qform_affine(h: &NiftiHeader) -> Result<Affine, String> {
         h.pixdim[2] as f64,
         h.pixdim[3] as f64 * qfac,
     ];
-    let mut out = identity();
+    let mut out = IDENTITY_AFFINE;
     for (r, row) in rot.iter().enumerate() {
         for (col, v) in vox.iter().enumerate() {
             out[r][col] = row[col] * v;
@@ -110,7 +110,7 @@ fn base_affine(h: &NiftiHeader, dims: [usize; 3]) -> Affine {
         h.pixdim[2] as f64,
         h.pixdim[3] as f64,
     ];
-    let mut out = identity();
+    let mut out = IDENTITY_AFFINE;
     for a in 0..3 {
         out[a][a] = zooms[a];
         out[a][3] = -((dims[a] as f64 - 1.0) / 2.0) * zooms[a];
@@ -118,13 +118,6 @@ fn base_affine(h: &NiftiHeader, dims: [usize; 3]) -> Affine {
     out
 }
 
-fn identity() -> Affine {
-    let mut m = [[0.0; 4]; 4];
-    for (i, row) in m.iter_mut().enumerate() {
-        row[i] = 1.0;
-    }
-    m
-}
 
 /// nibabel's `io_orientation(affine)` (5.x, strongest input axis first) composed with
 /// `ornt_transform(…, axcodes2ornt("RAS"))`. An axis whose direction is all zeros cannot be
@@ -244,7 +237,7 @@ mod tests {
     use super::*;
 
     fn aff(m: [[f64; 3]; 3]) -> Affine {
-        let mut a = identity();
+        let mut a = IDENTITY_AFFINE;
         for i in 0..3 {
             a[i][..3].copy_from_slice(&m[i]);
         }
