@@ -118,7 +118,6 @@ fn base_affine(h: &NiftiHeader, dims: [usize; 3]) -> Affine {
     out
 }
 
-
 /// nibabel's `io_orientation(affine)` (5.x, strongest input axis first) composed with
 /// `ornt_transform(…, axcodes2ornt("RAS"))`. An axis whose direction is all zeros cannot be
 /// oriented (MONAI raises there too), and is an error.

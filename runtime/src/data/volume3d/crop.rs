@@ -68,11 +68,23 @@ pub fn foreground_box(
 
 /// `CropForeground(k_divisible = k)`: the grown foreground box, zero-padded outside the image.
 pub fn crop_foreground(vol: &Volume, k: usize, path: &Path) -> Result<Volume, VolumeError> {
+    Ok(crop_foreground_at(vol, k, path)?.0)
+}
+
+/// [`crop_foreground`], and where the box starts in `vol` (negative where it was grown past
+/// the image).
+pub fn crop_foreground_at(
+    vol: &Volume,
+    k: usize,
+    path: &Path,
+) -> Result<(Volume, [isize; 3]), VolumeError> {
     let (start, size) = foreground_box(vol, k, path)?;
-    crop_padded(vol, start, size, FOREGROUND_PAD_VALUE).map_err(|e| VolumeError::Layout {
-        path: path.to_path_buf(),
-        msg: e.to_string(),
-    })
+    let cropped =
+        crop_padded(vol, start, size, FOREGROUND_PAD_VALUE).map_err(|e| VolumeError::Layout {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    Ok((cropped, start))
 }
 
 /// A `size` window of `vol` starting at `start` (may lie partly outside; outside reads `pad`).

@@ -6,21 +6,17 @@
 //! foreground box ([`super::foreground_box`], whose start may be negative where the box was
 //! grown past the image). Its voxel `c` is file voxel `i` with, per file axis `a` that became
 //! RAS axis `j`: `i[a] = c[j] + start[j]`, or `dims[a] − 1 − (c[j] + start[j])` for a reversed
-//! axis. Its affine is the file's affine composed with that index map.
+//! axis. Its affine is the file's affine composed with that index map: [`ras_affine`] for the
+//! reorientation, then [`crop_affine`] for the crop.
 //!
 //! A latent voxel stands for the `f`³ block of image voxels it was encoded from; its position
 //! is the block's centre, `f·l + (f − 1)/2` (the convention of average pooling).
 
-use super::affine::{Affine, Orientation};
+use super::affine::{Affine, Orientation, IDENTITY_AFFINE};
 
-/// The affine of the RAS-reoriented volume cropped at `start` (RAS array axes) from a file of
-/// extents `dims` with affine `file_affine`, reoriented by `o`.
-pub fn cropped_ras_affine(
-    file_affine: &Affine,
-    dims: [usize; 3],
-    o: &Orientation,
-    start: [isize; 3],
-) -> Affine {
+/// The affine of the RAS-reoriented volume of a file of extents `dims` with affine
+/// `file_affine`, reoriented by `o`.
+pub fn ras_affine(file_affine: &Affine, dims: [usize; 3], o: &Orientation) -> Affine {
     // index map M (4x4): file index = M · [c, 1]
     let mut m = [[0.0f64; 4]; 4];
     m[3][3] = 1.0;
@@ -28,13 +24,21 @@ pub fn cropped_ras_affine(
         let j = o.out_axis[a];
         if o.flip[a] {
             m[a][j] = -1.0;
-            m[a][3] = dims[a] as f64 - 1.0 - start[j] as f64;
+            m[a][3] = dims[a] as f64 - 1.0;
         } else {
             m[a][j] = 1.0;
-            m[a][3] = start[j] as f64;
         }
     }
     matmul(file_affine, &m)
+}
+
+/// The affine of the window starting at voxel `start` of the grid `affine` describes.
+pub fn crop_affine(affine: &Affine, start: [isize; 3]) -> Affine {
+    let mut t = IDENTITY_AFFINE;
+    for (row, &s) in t.iter_mut().zip(&start) {
+        row[3] = s as f64;
+    }
+    matmul(affine, &t)
 }
 
 /// The affine of a latent whose voxels each stand for an `f`³ block of the image grid
@@ -91,7 +95,7 @@ mod tests {
             [0.0, 0.0, 0.0, 1.0],
         ];
         let start = [1isize, -2, 0];
-        let a = cropped_ras_affine(&file_affine, dims, &o, start);
+        let a = crop_affine(&ras_affine(&file_affine, dims, &o), start);
         let world = |m: &Affine, p: [f64; 3]| -> [f64; 3] {
             std::array::from_fn(|r| (0..3).map(|k| m[r][k] * p[k]).sum::<f64>() + m[r][3])
         };

@@ -29,11 +29,11 @@ mod write;
 pub use affine::{best_affine, ras_orientation, Affine, Orientation, IDENTITY_AFFINE};
 pub use array::{decode_nifti_array, read_nifti_array, read_nifti_descrip, NiftiArray};
 pub use crop::{
-    crop_foreground, crop_into, crop_origin, crop_padded, finetune_crop, foreground_box, CropError,
-    CropSource, FINETUNE_PAD_VALUE, FOREGROUND_PAD_VALUE,
+    crop_foreground, crop_foreground_at, crop_into, crop_origin, crop_padded, finetune_crop,
+    foreground_box, CropError, CropSource, FINETUNE_PAD_VALUE, FOREGROUND_PAD_VALUE,
 };
 pub use error::VolumeError;
-pub use geometry::{cropped_ras_affine, image_affine_of_latent, latent_affine};
+pub use geometry::{crop_affine, image_affine_of_latent, latent_affine, ras_affine};
 pub use intensity::{normalise, Modality, CT_WINDOW};
 pub use orient::reorient;
 pub use read::{decode_nifti, read_nifti, NiftiVolume};
@@ -57,12 +57,18 @@ pub struct Volume {
 /// Read a NIfTI file and reorient it to RAS (no intensity change): MONAI's `LoadImage` →
 /// `EnsureChannelFirst` → `Orientation("RAS")`.
 pub fn load_ras(path: &Path) -> Result<Volume, VolumeError> {
+    Ok(load_ras_with_affine(path)?.0)
+}
+
+/// [`load_ras`], and the reoriented volume's affine ([`ras_affine`]).
+pub fn load_ras_with_affine(path: &Path) -> Result<(Volume, Affine), VolumeError> {
     let nii = read_nifti(path)?;
     let orientation = ras_orientation(&nii.affine).map_err(|msg| VolumeError::Affine {
         path: path.to_path_buf(),
         msg,
     })?;
-    Ok(reorient(&nii.data, nii.dims, &orientation))
+    let affine = ras_affine(&nii.affine, nii.dims, &orientation);
+    Ok((reorient(&nii.data, nii.dims, &orientation), affine))
 }
 
 /// The whole preprocessed volume: RAS, modality intensity rule, [-1, 1].
@@ -83,23 +89,12 @@ pub fn load_ct_3d(path: &Path) -> Result<Volume, VolumeError> {
 }
 
 /// [`load_mri_3d`] / [`load_ct_3d`] by `modality`, with the affine of the volume they return
-/// (its voxels' positions in the file's world space; see [`cropped_ras_affine`]).
+/// (its voxels' positions in the file's world space: [`ras_affine`], then [`crop_affine`]).
 pub fn load_inference(path: &Path, modality: Modality) -> Result<(Volume, Affine), VolumeError> {
-    let nii = read_nifti(path)?;
-    let orientation = ras_orientation(&nii.affine).map_err(|msg| VolumeError::Affine {
-        path: path.to_path_buf(),
-        msg,
-    })?;
-    let mut vol = reorient(&nii.data, nii.dims, &orientation);
+    let (mut vol, affine) = load_ras_with_affine(path)?;
     normalise(&mut vol.data, modality, path)?;
-    let (start, size) = foreground_box(&vol, INFERENCE_K_DIVISIBLE, path)?;
-    let cropped =
-        crop_padded(&vol, start, size, FOREGROUND_PAD_VALUE).map_err(|e| VolumeError::Layout {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
-    let affine = cropped_ras_affine(&nii.affine, nii.dims, &orientation, start);
-    Ok((cropped, affine))
+    let (cropped, start) = crop_foreground_at(&vol, INFERENCE_K_DIVISIBLE, path)?;
+    Ok((cropped, crop_affine(&affine, start)))
 }
 
 /// Reference `load_mri_3d_finetune`: min-max, [-1, 1], pad to ≥ 64 with -1, random 64³ crop.
