@@ -16,8 +16,8 @@ use crate::outputs::{existing, refuse_foreign, Existing};
 use anyhow::{bail, Result};
 use clap::Args;
 use medvae_model::infer::{
-    decoded_path, fingerprints, input_kind, plan, write_array, Fingerprints, InputKind,
-    LatentDecoder, OutputKind, Plan, Provenance,
+    decoded_path, fingerprints, plan, write_array, Fingerprints, InputKind, LatentDecoder,
+    OutputKind, Plan, Provenance,
 };
 use medvae_runtime::data::volume3d::{
     image_affine_of_latent, read_nifti_array, read_nifti_descrip, IDENTITY_AFFINE,
@@ -90,15 +90,12 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     let mut decoder = LatentDecoder::new(model, device, args.window.roi_size, args.window.overlap)?;
 
     let mut plan = plan(&args.input, &args.output, InputKind::Nifti, false)?;
-    let named_output = !args.input.is_dir()
-        && input_kind(&args.output) == Some(InputKind::Nifti)
-        && !args.output.is_dir();
-    if !named_output {
+    if !plan.named_output {
         for job in &mut plan.jobs {
             job.latent = decoded_path(&job.latent);
         }
     }
-    let single = plan.jobs.len() == 1 && !args.input.is_dir();
+    let single = !args.input.is_dir();
     let precision = if device.is_cpu() {
         "fp32"
     } else {

@@ -31,6 +31,8 @@ pub struct Plan {
     pub skipped: Vec<PathBuf>,
     /// The folder outputs go into (to be created).
     pub out_dir: PathBuf,
+    /// `OUT` named the one output file itself (a single input and a `.nii.gz` / `.nii` name).
+    pub named_output: bool,
 }
 
 fn is_nifti_name(p: &Path) -> bool {
@@ -117,6 +119,7 @@ pub fn plan(
         )
     };
 
+    let named_output = single_out.is_some();
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     let jobs = inputs
         .into_iter()
@@ -144,5 +147,6 @@ pub fn plan(
         jobs,
         skipped,
         out_dir,
+        named_output,
     })
 }
