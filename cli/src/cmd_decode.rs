@@ -96,11 +96,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
         }
     }
     let single = !args.input.is_dir();
-    let precision = if device.is_cpu() {
-        "fp32"
-    } else {
-        args.net.precision.as_str()
-    };
+    let precision = args.net.precision_on(&[device]);
     let already_done = if args.skip_existing {
         skip_done(&mut plan, ours, precision)?
     } else {

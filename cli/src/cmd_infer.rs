@@ -163,11 +163,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         args.decode,
     )?;
     // What every output records about the run that made it (see `provenance`).
-    let precision = if devices.iter().all(|d| d.is_cpu()) {
-        "fp32"
-    } else {
-        args.net.precision.as_str()
-    };
+    let precision = args.net.precision_on(&devices);
     let rule = if modality == Modality::Ct {
         "ct"
     } else {

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use clap::Args;
 use medvae_model::infer::{load_model, LoadedModel, ModelRequest, DEFAULT_OVERLAP};
+use medvae_runtime::Device;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -29,6 +30,16 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The precision the convolutions compute in on `devices`: `--precision` where a GPU runs
+    /// the model, fp32 on the CPU (whose kernels are all fp32).
+    pub fn precision_on(&self, devices: &[Device]) -> &str {
+        if devices.iter().all(|d| d.is_cpu()) {
+            "fp32"
+        } else {
+            &self.precision
+        }
+    }
+
     /// Size the CPU thread pool, then load the network and its weights.
     pub fn load(&self) -> Result<LoadedModel> {
         if self.threads > 0 {
