@@ -12,12 +12,12 @@
 use crate::cmd_infer::{check_device, describe, progress_bar};
 use crate::interrupt;
 use crate::model_args::{ModelArgs, WindowArgs};
-use crate::outputs::{existing, refuse_foreign, Existing};
+use crate::outputs::skip_done;
 use anyhow::{bail, Result};
 use clap::Args;
 use medvae_model::infer::{
     decoded_path, fingerprints, plan, write_array, Fingerprints, InputKind, LatentDecoder,
-    OutputKind, Plan, Provenance,
+    OutputKind, Provenance,
 };
 use medvae_runtime::data::volume3d::{
     image_affine_of_latent, read_nifti_array, read_nifti_descrip, IDENTITY_AFFINE,
@@ -98,7 +98,20 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     let single = !args.input.is_dir();
     let precision = args.net.precision_on(&[device]);
     let already_done = if args.skip_existing {
-        skip_done(&mut plan, ours, precision)?
+        skip_done(
+            &mut plan,
+            "latent(s) already have their reconstruction",
+            |job| {
+                // A latent whose header cannot be read, or that is not z, is left to the run
+                // to report.
+                let made_by = Provenance::parse(&read_nifti_descrip(&job.input).ok()?);
+                if made_by.as_ref().is_some_and(|p| p.kind != OutputKind::Z) {
+                    return None;
+                }
+                let want = decoded_descrip(made_by, ours, precision);
+                Some(vec![(job.latent.clone(), want)])
+            },
+        )?
     } else {
         0
     };
@@ -208,40 +221,6 @@ fn not_z_message(kind: OutputKind) -> String {
 fn decoded_descrip(made_by: Option<Provenance>, ours: Fingerprints, precision: &str) -> String {
     let settings = made_by.map_or_else(|| precision.to_string(), |p| p.settings);
     Provenance::new(OutputKind::Decoded, ours, &settings).descrip()
-}
-
-/// `--skip-existing`: drop the jobs whose reconstruction exists with the description this run
-/// would give it; returns how many. Reconstructions made otherwise stop the run.
-fn skip_done(plan: &mut Plan, ours: Fingerprints, precision: &str) -> Result<usize> {
-    let before = plan.jobs.len();
-    let mut foreign = Vec::new();
-    plan.jobs.retain(|job| {
-        // A latent whose header cannot be read, or that is not z, is left to the run to report.
-        let Ok(z) = read_nifti_descrip(&job.input) else {
-            return true;
-        };
-        let made_by = Provenance::parse(&z);
-        if made_by.as_ref().is_some_and(|p| p.kind != OutputKind::Z) {
-            return true;
-        }
-        match existing(&job.latent, &decoded_descrip(made_by, ours, precision)) {
-            Existing::Ours => false,
-            Existing::Missing => true,
-            Existing::Foreign(why) => {
-                foreign.push(format!("{}: {why}", job.latent.display()));
-                true
-            }
-        }
-    });
-    refuse_foreign(&foreign, &plan.out_dir)?;
-    let done = before - plan.jobs.len();
-    if done > 0 {
-        eprintln!(
-            "--skip-existing: {done} of {before} latent(s) already have their reconstruction in {}",
-            plan.out_dir.display()
-        );
-    }
-    Ok(done)
 }
 
 fn decode_file(

@@ -5,13 +5,13 @@
 
 use crate::interrupt;
 use crate::model_args::{ModelArgs, WindowArgs};
-use crate::outputs::{existing, refuse_foreign, Existing};
+use crate::outputs::skip_done;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medvae_model::infer::{
     fingerprints, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job, Modality,
-    OutputKind, Plan, Provenance,
+    OutputKind, Provenance,
 };
 use medvae_runtime::data::volume3d::latent_affine;
 use medvae_runtime::Device;
@@ -195,7 +195,16 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         source_affine: args.source_affine.then(|| cfg.downsample_factor()),
     };
     let already_done = if args.skip_existing {
-        skip_done(&mut plan, &made_by)?
+        skip_done(&mut plan, "file(s) already have their outputs", |job| {
+            if job.conflict.is_some() {
+                return None;
+            }
+            let mut outputs = vec![(job.latent.clone(), made_by.latent.clone())];
+            if let Some(d) = &job.decoded {
+                outputs.push((d.clone(), made_by.decoded.clone()));
+            }
+            Some(outputs)
+        })?
     } else {
         0
     };
@@ -309,41 +318,6 @@ struct Outputs {
     decoded: String,
     /// `--source-affine`: the model's downsampling factor, to place latent voxels.
     source_affine: Option<usize>,
-}
-
-/// `--skip-existing`: drop the jobs whose outputs all exist and were made with these weights
-/// and options; returns how many. An output from other weights or options stops the run
-/// before anything is written (skipping it would leave an archive of mixed latents).
-fn skip_done(plan: &mut Plan, made_by: &Outputs) -> Result<usize> {
-    let before = plan.jobs.len();
-    let mut foreign = Vec::new();
-    plan.jobs.retain(|job| {
-        if job.conflict.is_some() {
-            return true;
-        }
-        let mut outputs = vec![(&job.latent, &made_by.latent)];
-        if let Some(d) = &job.decoded {
-            outputs.push((d, &made_by.decoded));
-        }
-        let mut done = true;
-        for (path, want) in outputs {
-            match existing(path, want) {
-                Existing::Ours => {}
-                Existing::Missing => done = false,
-                Existing::Foreign(why) => foreign.push(format!("{}: {why}", path.display())),
-            }
-        }
-        !done
-    });
-    refuse_foreign(&foreign, &plan.out_dir)?;
-    let done = before - plan.jobs.len();
-    if done > 0 {
-        eprintln!(
-            "--skip-existing: {done} of {before} file(s) already have their outputs in {}",
-            plan.out_dir.display()
-        );
-    }
-    Ok(done)
 }
 
 fn run_job(inferencer: &mut Inferencer, job: &Job, made_by: &Outputs) -> Result<Inferred> {

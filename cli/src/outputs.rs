@@ -3,12 +3,12 @@
 //! this run's (see `medvae_model::infer::provenance`).
 
 use anyhow::{bail, Result};
-use medvae_model::infer::Provenance;
+use medvae_model::infer::{Job, Plan, Provenance};
 use medvae_runtime::data::volume3d::read_nifti_descrip;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// An existing output's standing for `--skip-existing`.
-pub enum Existing {
+enum Existing {
     /// Written by a run like this one.
     Ours,
     /// Absent, or not a readable NIfTI header: (re)made.
@@ -17,10 +17,9 @@ pub enum Existing {
     Foreign(String),
 }
 
-pub fn existing(path: &Path, want: &str) -> Existing {
-    if !path.is_file() {
-        return Existing::Missing;
-    }
+/// The standing of the output `path` for a run that would describe it as `want`.
+fn existing(path: &Path, want: &str) -> Existing {
+    // An absent file is unreadable too.
     let Ok(found) = read_nifti_descrip(path) else {
         return Existing::Missing;
     };
@@ -40,25 +39,58 @@ pub fn existing(path: &Path, want: &str) -> Existing {
     }
 }
 
-/// Stop a `--skip-existing` run before it writes anything when outputs in `out_dir` were made
-/// by other weights or options (`foreign`: `path: why` lines): keeping them would leave an
-/// archive of mixed latents.
-pub fn refuse_foreign(foreign: &[String], out_dir: &Path) -> Result<()> {
-    if foreign.is_empty() {
-        return Ok(());
-    }
-    let shown = foreign.len().min(5);
-    bail!(
-        "--skip-existing: {} existing output(s) in {} were not made by these weights and \
-         options, so they cannot be kept as done:\n  {}{}\nWrite to another folder, \
-         delete them, or leave out --skip-existing to rewrite every output.",
-        foreign.len(),
-        out_dir.display(),
-        foreign[..shown].join("\n  "),
-        if foreign.len() > shown {
-            format!("\n  ... and {} more", foreign.len() - shown)
-        } else {
-            String::new()
+/// `--skip-existing`: drop the jobs of `plan` whose outputs all exist as this run would write
+/// them, and return how many (`done`: what the count says, e.g. "file(s) already have their
+/// outputs"). `outputs(job)` names a job's output paths with the description this run gives
+/// each, or `None` for a job left to the run, which reports its problem itself. Outputs made
+/// by other weights or options stop the run before it writes anything: keeping them would
+/// leave an archive of mixed latents.
+pub fn skip_done(
+    plan: &mut Plan,
+    done: &str,
+    outputs: impl Fn(&Job) -> Option<Vec<(PathBuf, String)>>,
+) -> Result<usize> {
+    let before = plan.jobs.len();
+    let mut foreign = Vec::new();
+    plan.jobs.retain(|job| {
+        let Some(outputs) = outputs(job) else {
+            return true;
+        };
+        let mut all_ours = true;
+        for (path, want) in outputs {
+            match existing(&path, &want) {
+                Existing::Ours => {}
+                Existing::Missing => all_ours = false,
+                Existing::Foreign(why) => {
+                    foreign.push(format!("{}: {why}", path.display()));
+                    all_ours = false;
+                }
+            }
         }
-    );
+        !all_ours
+    });
+    if !foreign.is_empty() {
+        let shown = foreign.len().min(5);
+        bail!(
+            "--skip-existing: {} existing output(s) in {} were not made by these weights and \
+             options, so they cannot be kept as done:\n  {}{}\nWrite to another folder, \
+             delete them, or leave out --skip-existing to rewrite every output.",
+            foreign.len(),
+            plan.out_dir.display(),
+            foreign[..shown].join("\n  "),
+            if foreign.len() > shown {
+                format!("\n  ... and {} more", foreign.len() - shown)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let skipped = before - plan.jobs.len();
+    if skipped > 0 {
+        eprintln!(
+            "--skip-existing: {skipped} of {before} {done} in {}",
+            plan.out_dir.display()
+        );
+    }
+    Ok(skipped)
 }
