@@ -9,7 +9,7 @@
 use super::affine::{best_affine, Affine};
 use super::error::VolumeError;
 use super::read::{
-    parse_header, read_uncompressed, slope_inter, voxel_values, Element, HEADER_BYTES,
+    all_dims, parse_header, read_uncompressed, slope_inter, voxel_values, Element, HEADER_BYTES,
 };
 use super::write::fortran_order;
 use flate2::read::MultiGzDecoder;
@@ -42,7 +42,7 @@ pub fn read_nifti_array(path: &Path) -> Result<NiftiArray, VolumeError> {
 /// errors).
 pub fn decode_nifti_array(path: &Path, bytes: &[u8]) -> Result<NiftiArray, VolumeError> {
     let header = parse_header(path, bytes)?;
-    let shape = array_shape(path, &header)?;
+    let shape = all_dims(path, &header)?;
     let element = Element::from_code(path, header.datatype)?;
     let scale = slope_inter(path, &header)?;
     let fortran = voxel_values(path, bytes, &header, element, scale, &shape)?;
@@ -108,26 +108,6 @@ fn descrip_of(h: &NiftiHeader) -> String {
         .position(|&b| b == 0)
         .unwrap_or(h.descrip.len());
     String::from_utf8_lossy(&h.descrip[..end]).into_owned()
-}
-
-/// `dim[1..=dim[0]]`, each positive.
-fn array_shape(path: &Path, h: &NiftiHeader) -> Result<Vec<usize>, VolumeError> {
-    // The `nifti` crate reads dims as u16; NIfTI stores i16.
-    let ndim = h.dim[0] as i16;
-    if !(1..=7).contains(&ndim) {
-        return Err(VolumeError::Header {
-            path: path.to_path_buf(),
-            msg: format!("dim[0] = {ndim} is not a number of dimensions in 1..=7"),
-        });
-    }
-    let dims: Vec<i16> = h.dim[1..=ndim as usize].iter().map(|&d| d as i16).collect();
-    if dims.iter().any(|&d| d <= 0) {
-        return Err(VolumeError::Header {
-            path: path.to_path_buf(),
-            msg: format!("dimensions {dims:?} include a zero or negative extent"),
-        });
-    }
-    Ok(dims.iter().map(|&d| d as usize).collect())
 }
 
 /// The multi-index of C-order position `pos` in `shape`.

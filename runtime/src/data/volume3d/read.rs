@@ -166,15 +166,10 @@ fn fix_header_like_nibabel(h: &mut NiftiHeader) {
     }
 }
 
-/// The three spatial extents. A 4th..7th dimension is accepted only with size 1 (MONAI's
-/// EnsureChannelFirst would make it the channel axis; a size above 1 would be several channels).
-fn spatial_dims(path: &Path, h: &NiftiHeader) -> Result<[usize; 3], VolumeError> {
+/// Every extent, `dim[1..=dim[0]]`: 1 to 7 axes, each positive.
+pub(super) fn all_dims(path: &Path, h: &NiftiHeader) -> Result<Vec<usize>, VolumeError> {
     // The `nifti` crate reads dims as u16; NIfTI stores i16, so values above i16::MAX are negative.
     let ndim = h.dim[0] as i16;
-    let dims_err = |dims: Vec<usize>| VolumeError::Dims {
-        path: path.to_path_buf(),
-        dims,
-    };
     if !(1..=7).contains(&ndim) {
         return Err(VolumeError::Header {
             path: path.to_path_buf(),
@@ -188,9 +183,18 @@ fn spatial_dims(path: &Path, h: &NiftiHeader) -> Result<[usize; 3], VolumeError>
             msg: format!("dimensions {all:?} include a zero or negative extent"),
         });
     }
-    let all: Vec<usize> = all.iter().map(|&d| d as usize).collect();
+    Ok(all.iter().map(|&d| d as usize).collect())
+}
+
+/// The three spatial extents. A 4th..7th dimension is accepted only with size 1 (MONAI's
+/// EnsureChannelFirst would make it the channel axis; a size above 1 would be several channels).
+fn spatial_dims(path: &Path, h: &NiftiHeader) -> Result<[usize; 3], VolumeError> {
+    let all = all_dims(path, h)?;
     if all.len() < 3 || all[3..].iter().any(|&d| d != 1) {
-        return Err(dims_err(all));
+        return Err(VolumeError::Dims {
+            path: path.to_path_buf(),
+            dims: all,
+        });
     }
     Ok([all[0], all[1], all[2]])
 }
