@@ -17,7 +17,8 @@
 //!
 //! `infer --skip-existing` keeps an existing output only when its description is exactly the
 //! one this run would write. Fingerprints are 48-bit FNV-1a hashes ([`Fnv1a`]) over the
-//! parameters' keys, PyTorch shapes and f32 bits (in the engine's layout): they tell weights apart, they do not authenticate them.
+//! parameters' keys, PyTorch shapes and f32 bits (in the engine's layout): they tell weights
+//! apart, they do not authenticate them.
 
 use crate::autoencoder::AutoencoderKL;
 use crate::layer::Parameters;
