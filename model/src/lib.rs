@@ -8,6 +8,7 @@
 //! * [`autoencoder`]: `AutoencoderKL` (encoder, decoder, latent head), 2D and 3D;
 //! * [`lora`]: LoRA on convolutions; [`zoo`]: the published models and their configuration;
 //! * [`infer`]: inference (latents from images/volumes, 3D sliding window);
+//! * [`quality`]: reconstruction metrics (PSNR, SSIM, MS-SSIM) for `medvae-fast eval`;
 //! * [`workloads`]: the benchmark workloads shared by `medvae-fast bench` and criterion.
 
 pub mod autoencoder;
@@ -18,6 +19,7 @@ pub mod layers;
 pub mod lora;
 pub mod losses;
 pub mod optim;
+pub mod quality;
 pub mod train;
 pub mod verify;
 pub mod vit;

@@ -61,3 +61,23 @@ fn every_golden_vit_case_passes() {
 fn every_golden_loss_case_passes() {
     run_all("losses/");
 }
+
+#[test]
+fn every_bundled_quality_case_passes() {
+    // The reconstruction metrics' cases ship with the repository (scripts/make_quality_golden.py).
+    let opts = VerifyOptions {
+        device: Device::Cpu,
+        filter: Some("quality/".into()),
+    };
+    let dir = medvae_tests::repo_root().join("tests/golden");
+    let mut bad = Vec::new();
+    let summary = verify_dir(&dir, &opts, |r| {
+        println!("{}", r.line());
+        if r.passed() != Some(true) {
+            bad.push(r.line());
+        }
+    })
+    .expect("tests/golden readable");
+    assert!(summary.passed >= 4, "{}", summary.line());
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}

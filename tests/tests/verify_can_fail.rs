@@ -158,3 +158,25 @@ fn checkpoint_case_fails_on_an_altered_or_incomplete_checkpoint() {
     assert!(r.line().contains("missing"), "{}", r.line());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_quality_case_fails_when_its_reference_moves_by_a_thousandth() {
+    // The bundled reconstruction-metric cases (tests/golden/quality): SSIM that is off by 0.1 %
+    // must fail, and so must a reference computed without the clamp to [-1, 1].
+    let src = medvae_tests::repo_root().join("tests/golden/quality/mni_axial_2d.safetensors");
+    assert_eq!(verify_case(&src, "q", &opts()).passed(), Some(true));
+    let (_guard, scratch) = tmp("ssim.safetensors");
+    let out = rewrite(&src, &scratch, |t| {
+        t.get_mut("out.ms_ssim").unwrap().1[0] *= 1.001;
+    });
+    let r = verify_case(&out, "ms", &opts());
+    assert_eq!(r.passed(), Some(false), "{}", r.line());
+    assert!(r.line().contains("out.ms_ssim"), "{}", r.line());
+    // Pull the prediction into range: the clamp no longer matters, and every metric moves.
+    let out = rewrite(&src, &scratch, |t| {
+        let p = &mut t.get_mut("in.preds").unwrap().1;
+        p.iter_mut().for_each(|v| *v = v.clamp(-0.9, 0.9));
+    });
+    let r = verify_case(&out, "clamped", &opts());
+    assert_eq!(r.passed(), Some(false), "{}", r.line());
+}
