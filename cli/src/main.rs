@@ -5,6 +5,7 @@ mod cmd_bench;
 mod cmd_convert;
 mod cmd_data;
 mod cmd_decode;
+mod cmd_eval;
 mod cmd_finetune;
 mod cmd_infer;
 mod cmd_kernels;
@@ -73,6 +74,8 @@ enum Command {
     Infer(cmd_infer::InferArgs),
     /// z latent files (infer --latent z, or 3D infer) back to images (3D: sliding window).
     Decode(cmd_decode::DecodeArgs),
+    /// Reconstruction quality (PSNR, SSIM, MS-SSIM) of a model on images, volumes or a split.
+    Eval(cmd_eval::EvalArgs),
 }
 
 #[derive(Subcommand)]
@@ -171,5 +174,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => cmd_bench::run(args).map(|()| ExitCode::SUCCESS),
         Command::Infer(args) => cmd_infer::run(args),
         Command::Decode(args) => cmd_decode::run(args),
+        Command::Eval(args) => cmd_eval::run(args),
     }
 }

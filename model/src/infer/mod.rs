@@ -27,7 +27,7 @@ pub use files::{decoded_path, plan, Job, Plan};
 pub use provenance::{fingerprints, settings, Fingerprints, OutputKind, Provenance};
 pub use run::{
     input_kind, output_stem, reference_array, Array, InferOptions, Inferencer, Inferred, InputKind,
-    Modality,
+    Modality, Prepared,
 };
 pub use source::{load_model, missing_weights_message, LoadedModel, ModelRequest, HF_REPO};
 pub use window::{

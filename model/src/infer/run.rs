@@ -123,6 +123,32 @@ pub fn reference_array(t: &Tensor) -> Result<Array, InferError> {
     })
 }
 
+/// An input after preprocessing, as the model reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    Image(Image2d),
+    /// With where its voxels lie in the source file's world space, when read from a file.
+    Volume(Volume, Option<Affine>),
+}
+
+impl Prepared {
+    /// The values channels-first (as the decoded [`Array`] holds them), the channel count and
+    /// the spatial sizes.
+    pub fn channels_first(&self) -> (Vec<f32>, usize, Vec<usize>) {
+        match self {
+            Prepared::Image(img) => {
+                let (c, plane) = (img.channels, img.height * img.width);
+                let mut out = vec![0.0; img.data.len()];
+                for (i, v) in img.data.iter().enumerate() {
+                    out[(i % c) * plane + i / c] = *v;
+                }
+                (out, c, vec![img.height, img.width])
+            }
+            Prepared::Volume(vol, _) => (vol.data.clone(), 1, vol.shape.to_vec()),
+        }
+    }
+}
+
 /// Runs a loaded model on files.
 #[derive(Debug)]
 pub struct Inferencer {
@@ -182,6 +208,12 @@ impl Inferencer {
 
     /// Preprocess and run one file.
     pub fn infer_file(&mut self, path: &Path) -> Result<Inferred, InferError> {
+        let input = self.prepare_file(path)?;
+        self.infer_prepared(&input, path)
+    }
+
+    /// Read and preprocess one file as this model and modality need it.
+    pub fn prepare_file(&self, path: &Path) -> Result<Prepared, InferError> {
         let want = self.reads();
         match input_kind(path) {
             Some(k) if k == want => {}
@@ -199,17 +231,33 @@ impl Inferencer {
         if want == InputKind::Png {
             // The reference merges channels exactly for the 1-channel models.
             let merge = self.model.config.in_channels == 1;
-            let img = load_2d(path, &Preprocess2d::inference(merge))?;
-            self.infer_image(&img, path)
+            Ok(Prepared::Image(load_2d(
+                path,
+                &Preprocess2d::inference(merge),
+            )?))
         } else {
             let rule = match self.opts.modality {
                 Modality::Ct => VolumeModality::Ct,
                 _ => VolumeModality::Mri,
             };
             let (vol, affine) = load_inference(path, rule)?;
-            let mut out = self.infer_volume(&vol)?;
-            out.affine = Some(affine);
-            Ok(out)
+            Ok(Prepared::Volume(vol, Some(affine)))
+        }
+    }
+
+    /// Run a preprocessed input (`source` names it in errors).
+    pub fn infer_prepared(
+        &mut self,
+        input: &Prepared,
+        source: &Path,
+    ) -> Result<Inferred, InferError> {
+        match input {
+            Prepared::Image(img) => self.infer_image(img, source),
+            Prepared::Volume(vol, affine) => {
+                let mut out = self.infer_volume(vol)?;
+                out.affine = *affine;
+                Ok(out)
+            }
         }
     }
 

@@ -42,9 +42,8 @@ pub(crate) fn replace_atomically(
     result
 }
 
-/// Writes `bytes` to `path` atomically (see [`replace_atomically`]).
-#[allow(dead_code)] // kept for small files (configs, indexes) written beside checkpoints
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Writes `bytes` to `path` atomically (see [`replace_atomically`]): reports, configs, indexes.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     replace_atomically(path, |tmp| {
         let mut f = OpenOptions::new()
             .write(true)

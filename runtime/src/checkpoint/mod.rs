@@ -35,6 +35,7 @@
 //! refused, with a clear message.
 
 mod atomic_write;
+pub use atomic_write::write_atomically;
 mod error;
 mod inflate;
 mod pickle;

@@ -1,0 +1,212 @@
+//! `medvae-fast eval` end to end, through the real binary, with tiny random models: its
+//! per-sample metrics are those of the reconstructions `infer --decode` writes against the
+//! preprocessed inputs, a prepared split is read as finetuning reads it, and mismatches
+//! (a 3D model without a modality, 2D shards for a 3D model) are clear errors.
+
+mod common;
+
+use common::{medvae, s, sample_folder, scratch, tiny_weights};
+use medvae_model::quality::measure;
+use medvae_runtime::data::image2d::{load_2d, Preprocess2d};
+use medvae_runtime::data::volume3d::read_nifti_array;
+use std::collections::HashMap;
+use std::path::Path;
+
+const SLICES: [&str; 3] = ["ct_slice_u16.png", "mr_slice_u8.png", "mr_slice_rgb.png"];
+
+/// `name -> [l1, mse, psnr_db, ssim]` from eval's CSV (checking its header and row count).
+fn read_csv(path: &Path, rows: usize) -> HashMap<String, [f64; 4]> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("name,shape,l1,mse,psnr_db,ssim,ms_ssim"));
+    let table: HashMap<String, [f64; 4]> = lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), 7, "{l}");
+            let v = |i: usize| f[i].parse::<f64>().unwrap();
+            (f[0].to_string(), [v(2), v(3), v(4), v(5)])
+        })
+        .collect();
+    assert_eq!(table.len(), rows, "{text}");
+    table
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-6 * b.abs().max(1.0)
+}
+
+/// Every row of `eval -i` equals the metrics of `infer --decode`'s reconstruction file against
+/// the image preprocessed as the reference's `load_2d`: eval reconstructs what infer writes and
+/// compares it with the right input (channel order, merge, range).
+#[test]
+fn eval_scores_the_reconstructions_infer_writes() {
+    let t = scratch("eval-2d");
+    let w = tiny_weights(t.path(), 2);
+    let inp = sample_folder(t.path(), "2d", &SLICES);
+    let dec = t.path().join("dec");
+    let (code, out, err) = medvae(&[
+        "infer",
+        "-i",
+        s(&inp),
+        "-o",
+        s(&dec),
+        "--weights",
+        s(&w),
+        "--modality",
+        "xray",
+        "--decode",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let csv = t.path().join("metrics.csv");
+    let json = t.path().join("summary.json");
+    let (code, out, err) = medvae(&[
+        "eval",
+        "-i",
+        s(&inp),
+        "--weights",
+        s(&w),
+        "--csv",
+        s(&csv),
+        "--json",
+        s(&json),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("eval: 3 of 3 sample(s) evaluated, 0 failed"),
+        "{out}"
+    );
+    assert!(
+        out.contains("needs every side >= 176"),
+        "64-pixel slices have no MS-SSIM: {out}"
+    );
+    let table = read_csv(&csv, 3);
+    let mut psnrs = Vec::new();
+    for name in SLICES {
+        let stem = name.trim_end_matches(".png");
+        let recon = read_nifti_array(&dec.join(format!("{stem}_decoded.nii.gz"))).unwrap();
+        let img = load_2d(&inp.join(name), &Preprocess2d::inference(true)).unwrap();
+        assert_eq!(img.channels, 1);
+        let want = measure(&recon.data, &img.data, 1, &[img.height, img.width]).unwrap();
+        let got = table[&inp.join(name).display().to_string()];
+        for (g, w) in got.iter().zip([want.l1, want.mse, want.psnr, want.ssim]) {
+            assert!(close(*g, w), "{name}: eval {got:?}, infer's file {want:?}");
+        }
+        psnrs.push(want.psnr);
+    }
+    // The JSON summary is over the same samples.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mean = psnrs.iter().sum::<f64>() / 3.0;
+    let psnr = &report["summary"]["psnr"];
+    assert_eq!(psnr["count"], 3);
+    assert!(close(psnr["mean"].as_f64().unwrap(), mean), "{report}");
+    assert_eq!(report["complete"], true);
+    assert_eq!(report["summary"]["ms_ssim"], serde_json::Value::Null);
+    assert_eq!(
+        report["fingerprints"]["weights"].as_str().unwrap().len(),
+        12
+    );
+}
+
+/// `--prepared DIR --split S` evaluates exactly the split's samples, named by their source
+/// files; a 3D model refuses 2D shards, naming the folder and a sample.
+#[test]
+fn eval_reads_a_prepared_split_and_refuses_shards_of_the_other_kind() {
+    let t = scratch("eval-prepared");
+    let prepared = t.path().join("prepared");
+    let samples = common::repo().join("samples");
+    let (code, out, err) = medvae(&[
+        "data",
+        "prepare",
+        "--csv",
+        s(&samples.join("xray_2d.csv")),
+        "--data-dir",
+        s(&samples.join("2d")),
+        "--suffix",
+        "",
+        "--out",
+        s(&prepared),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let w2 = tiny_weights(t.path(), 2);
+    let csv = t.path().join("val.csv");
+    let (code, out, err) = medvae(&[
+        "eval",
+        "--prepared",
+        s(&prepared),
+        "--split",
+        "val",
+        "--weights",
+        s(&w2),
+        "--csv",
+        s(&csv),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let table = read_csv(&csv, 2);
+    assert!(
+        table
+            .keys()
+            .any(|k| k.ends_with("derived/ct_slice_u16_crop96.png")),
+        "{table:?}"
+    );
+    // The finetuning preprocessing resized every sample to 384 x 384.
+    assert!(out.contains("(1x384x384)"), "{out}");
+
+    let w3 = tiny_weights(t.path(), 3);
+    let (code, _, err) = medvae(&[
+        "eval",
+        "--prepared",
+        s(&prepared),
+        "--split",
+        "val",
+        "--weights",
+        s(&w3),
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("samples are 2D") && err.contains("the model is 3D"),
+        "{err}"
+    );
+    assert!(err.contains(s(&prepared)), "{err}");
+}
+
+/// A 3D model evaluates volumes through the sliding window with `--modality`, and without it
+/// says what is missing.
+#[test]
+fn eval_of_volumes_needs_a_modality() {
+    let t = scratch("eval-3d");
+    let w = tiny_weights(t.path(), 3);
+    let inp = sample_folder(t.path(), "3d", &["anatomical_las_i16be.nii"]);
+    let (code, _, err) = medvae(&["eval", "-i", s(&inp), "--weights", s(&w)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--modality ct|mri"), "{err}");
+    let json = t.path().join("s.json");
+    let (code, out, err) = medvae(&[
+        "eval",
+        "-i",
+        s(&inp),
+        "--weights",
+        s(&w),
+        "--modality",
+        "mri",
+        "--roi-size",
+        "16",
+        "--json",
+        s(&json),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("windows)"),
+        "a 16-voxel window tiles the volume: {out}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["summary"]["ssim"]["count"], 1);
+    assert!(
+        report["settings"]
+            .as_str()
+            .unwrap()
+            .starts_with("mri roi16"),
+        "{report}"
+    );
+}
