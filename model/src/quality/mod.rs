@@ -88,11 +88,12 @@ pub fn measure(
         channels,
         spatial,
     };
-    let ssim = ssim_terms(grid(&raw_pred), grid(&raw_target), VALUE_RANGE)?.ssim;
-    let ms_ssim = if spatial.iter().all(|&s| s >= MIN_MS_SSIM_SIZE) {
-        Some(ms_ssim(grid(&raw_pred), grid(&raw_target), VALUE_RANGE)?)
+    let (ssim, ms_ssim) = if spatial.iter().all(|&s| s >= MIN_MS_SSIM_SIZE) {
+        let (ms, ssim) = ms_ssim(grid(&raw_pred), grid(&raw_target), VALUE_RANGE)?;
+        (ssim, Some(ms))
     } else {
-        None
+        let ssim = ssim_terms(grid(&raw_pred), grid(&raw_target), VALUE_RANGE)?.ssim;
+        (ssim, None)
     };
     Ok(Quality {
         l1: abs / n,

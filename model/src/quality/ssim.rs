@@ -21,6 +21,7 @@
 //! windows), so it is applied one axis at a time: 11 taps per axis instead of 11² or 11³.
 
 use super::QualityError;
+use rayon::prelude::*;
 
 /// Standard deviation of the gaussian window.
 pub const SIGMA: f64 = 1.5;
@@ -97,16 +98,23 @@ pub fn ssim_terms(
     for c in 0..pred.channels {
         let clamp =
             |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.clamp(range.0, range.1)).collect() };
-        let p = &clamp(&pred.data[c * plane..(c + 1) * plane]);
-        let t = &clamp(&target.data[c * plane..(c + 1) * plane]);
-        let products: [Vec<f64>; 3] = [
-            p.iter().map(|v| v * v).collect(),
-            t.iter().map(|v| v * v).collect(),
-            p.iter().zip(t).map(|(a, b)| a * b).collect(),
-        ];
-        let mu_p = blur(p, dims, &window);
-        let mu_t = blur(t, dims, &window);
-        let [e_pp, e_tt, e_pt] = products.map(|m| blur(&m, dims, &window));
+        let p = clamp(&pred.data[c * plane..(c + 1) * plane]);
+        let t = clamp(&target.data[c * plane..(c + 1) * plane]);
+        // The five local moments are independent filterings: one per thread.
+        let maps: Vec<Vec<f64>> = (0..5)
+            .into_par_iter()
+            .map(|m| {
+                let src: Vec<f64> = match m {
+                    0 => p.clone(),
+                    1 => t.clone(),
+                    2 => p.iter().map(|v| v * v).collect(),
+                    3 => t.iter().map(|v| v * v).collect(),
+                    _ => p.iter().zip(&t).map(|(a, b)| a * b).collect(),
+                };
+                blur(&src, dims, &window)
+            })
+            .collect();
+        let [mu_p, mu_t, e_pp, e_tt, e_pt] = [&maps[0], &maps[1], &maps[2], &maps[3], &maps[4]];
         for i in 0..plane {
             let (mp, mt) = (mu_p[i], mu_t[i]);
             let var_p = (e_pp[i] - mp * mp).max(0.0);
@@ -128,7 +136,12 @@ pub fn ssim_terms(
 }
 
 /// Multi-scale SSIM (five scales, relu-normalised terms), clamping to `range` at each scale.
-pub fn ms_ssim(pred: Grid<'_>, target: Grid<'_>, range: (f64, f64)) -> Result<f64, QualityError> {
+/// Returns it with the full-scale SSIM, which its first scale computes anyway.
+pub fn ms_ssim(
+    pred: Grid<'_>,
+    target: Grid<'_>,
+    range: (f64, f64),
+) -> Result<(f64, f64), QualityError> {
     check_pair(&pred, &target)?;
     if let Some(&n) = pred.spatial.iter().find(|&&n| n < MIN_MS_SSIM_SIZE) {
         return Err(QualityError::TooSmall {
@@ -141,6 +154,7 @@ pub fn ms_ssim(pred: Grid<'_>, target: Grid<'_>, range: (f64, f64)) -> Result<f6
     let mut t = target.data.to_vec();
     let mut dims = pred.spatial.to_vec();
     let mut result = 1.0;
+    let mut full_scale_ssim = f64::NAN;
     for (scale, beta) in MS_SSIM_BETAS.iter().enumerate() {
         let terms = ssim_terms(
             Grid {
@@ -155,6 +169,9 @@ pub fn ms_ssim(pred: Grid<'_>, target: Grid<'_>, range: (f64, f64)) -> Result<f6
             },
             range,
         )?;
+        if scale == 0 {
+            full_scale_ssim = terms.ssim;
+        }
         let last = scale + 1 == MS_SSIM_BETAS.len();
         let term = if last { terms.ssim } else { terms.cs };
         result *= term.max(0.0).powf(*beta);
@@ -165,7 +182,7 @@ pub fn ms_ssim(pred: Grid<'_>, target: Grid<'_>, range: (f64, f64)) -> Result<f6
             dims = pooled_dims;
         }
     }
-    Ok(result)
+    Ok((result, full_scale_ssim))
 }
 
 fn check_pair(pred: &Grid<'_>, target: &Grid<'_>) -> Result<(), QualityError> {
@@ -232,6 +249,27 @@ fn filter_axis(src: &[f64], dst: &mut [f64], dims: &[usize], axis: usize, window
         };
         r as usize
     };
+    if stride == 1 {
+        // The last axis: each output is a dot product along a contiguous line.
+        for o in 0..outer {
+            let line = &src[o * n..(o + 1) * n];
+            let out = &mut dst[o * n..(o + 1) * n];
+            for (x, d) in out.iter_mut().enumerate() {
+                let from = x as isize - HALF_WIDTH as isize;
+                *d = if from >= 0 && x + HALF_WIDTH < n {
+                    let seg = &line[from as usize..from as usize + window.len()];
+                    seg.iter().zip(window).map(|(a, b)| a * b).sum()
+                } else {
+                    window
+                        .iter()
+                        .enumerate()
+                        .map(|(k, w)| w * line[reflect(from + k as isize)])
+                        .sum()
+                };
+            }
+        }
+        return;
+    }
     for o in 0..outer {
         let base = o * n * stride;
         for x in 0..n {
