@@ -272,7 +272,7 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   fi
 
   # Inference on the bundled 2D samples: CUDA (fp32) against the CPU, same random weights; then
-  # `decode` of z latents on both.
+  # `decode` of z latents on both, and `eval`'s summaries.
   run_step infer-parity 90 bash -c '
     "$0" infer -i samples/2d -o "$1/infer-cpu" --modality xray --model medvae_4_1_2d \
       --random-weights --decode >/dev/null 2>&1 &&
@@ -286,7 +286,10 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
       --random-weights --latent z >/dev/null 2>&1 &&
     "$0" decode -i "$1/z" -o "$1/decode-cpu" --model medvae_4_1_2d --random-weights >/dev/null 2>&1 &&
     "$0" decode -i "$1/z" -o "$1/decode-cuda" --model medvae_4_1_2d --random-weights --device cuda &&
-    python3 scripts/compare_nifti.py "$1/decode-cpu" "$1/decode-cuda" --tol 1e-4' \
+    python3 scripts/compare_nifti.py "$1/decode-cpu" "$1/decode-cuda" --tol 1e-4 &&
+    "$0" eval -i samples/2d --model medvae_4_1_2d --random-weights --json "$1/eval-cpu.json" >/dev/null 2>&1 &&
+    "$0" eval -i samples/2d --model medvae_4_1_2d --random-weights --device cuda --json "$1/eval-cuda.json" &&
+    python3 scripts/compare_eval_json.py "$1/eval-cpu.json" "$1/eval-cuda.json" --tol 1e-4' \
     "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   run_step bench-kernels 150 "$BENCH_BIN" --batch 8 --reps 10 --json "$LOG/bench-kernels.json"
   # The weight gradient's pixel split: blocks per SM the planner aims at (default 8, measured for

@@ -6,6 +6,8 @@
 mod common;
 
 use common::{medvae, s, sample_folder, scratch, tiny_weights};
+use medvae_model::autoencoder::AutoencoderKL;
+use medvae_model::layers::Init;
 use medvae_model::quality::measure;
 use medvae_runtime::data::image2d::{load_2d, Preprocess2d};
 use medvae_runtime::data::volume3d::read_nifti_array;
@@ -209,4 +211,85 @@ fn eval_of_volumes_needs_a_modality() {
             .starts_with("mri roi16"),
         "{report}"
     );
+}
+
+/// `--baseline`: the baseline columns are exactly what evaluating the baseline alone gives,
+/// the paired mean difference is the difference of the means, and a baseline of the other
+/// dimensionality is refused.
+#[test]
+fn eval_against_a_baseline_pairs_the_same_samples() {
+    let t = scratch("eval-baseline");
+    let inp = sample_folder(t.path(), "2d", &SLICES);
+    let model = tiny_weights(t.path(), 2);
+    let base = common::save_model(
+        AutoencoderKL::new(&common::tiny_config(2), &mut Init::random(12)).unwrap(),
+        &t.path().join("base.safetensors"),
+    );
+    let (both_csv, both_json, alone_csv) = (
+        t.path().join("both.csv"),
+        t.path().join("both.json"),
+        t.path().join("alone.csv"),
+    );
+    let (code, out, err) = medvae(&[
+        "eval",
+        "-i",
+        s(&inp),
+        "--weights",
+        s(&model),
+        "--baseline",
+        s(&base),
+        "--csv",
+        s(&both_csv),
+        "--json",
+        s(&both_json),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("model - baseline, per sample:"), "{out}");
+    let (code, out, err) = medvae(&[
+        "eval",
+        "-i",
+        s(&inp),
+        "--weights",
+        s(&base),
+        "--csv",
+        s(&alone_csv),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let both = std::fs::read_to_string(&both_csv).unwrap();
+    let alone = std::fs::read_to_string(&alone_csv).unwrap();
+    assert!(both.lines().next().unwrap().contains(",baseline_psnr_db,"));
+    for (b, a) in both.lines().skip(1).zip(alone.lines().skip(1)) {
+        let bf: Vec<&str> = b.split(',').collect();
+        let af: Vec<&str> = a.split(',').collect();
+        assert_eq!(bf[0], af[0]);
+        assert_eq!(&bf[7..12], &af[2..7], "baseline columns of {}", bf[0]);
+        assert_ne!(bf[2..7], af[2..7], "the two models differ");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&both_json).unwrap()).unwrap();
+    let mean = |v: &serde_json::Value| v["psnr"]["mean"].as_f64().unwrap();
+    let diff = report["paired"]["psnr_db"]["mean_difference"]
+        .as_f64()
+        .unwrap();
+    let want = mean(&report["summary"]) - mean(&report["baseline"]["summary"]);
+    assert!(close(diff, want), "{diff} vs {want}");
+    let p = &report["paired"]["psnr_db"];
+    assert_eq!(
+        p["better"].as_u64().unwrap() + p["worse"].as_u64().unwrap(),
+        3,
+        "random models never tie: {p}"
+    );
+
+    let w3 = tiny_weights(t.path(), 3);
+    let (code, _, err) = medvae(&[
+        "eval",
+        "-i",
+        s(&inp),
+        "--weights",
+        s(&model),
+        "--baseline",
+        s(&w3),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--baseline") && err.contains("3D"), "{err}");
 }

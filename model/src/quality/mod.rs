@@ -12,7 +12,7 @@
 pub mod ssim;
 pub mod summary;
 
-pub use summary::{Stats, Summary};
+pub use summary::{paired, PairedStats, Stats, Summary};
 
 use ssim::{ms_ssim, ssim_terms, Grid, MIN_MS_SSIM_SIZE};
 use thiserror::Error;

@@ -85,6 +85,69 @@ impl Summary {
     }
 }
 
+/// One metric of a model against a baseline on the same samples: the per-sample differences
+/// (model − baseline) and how many samples each side wins.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PairedStats {
+    /// Samples where both have the metric.
+    pub count: usize,
+    pub mean_difference: f64,
+    /// Standard deviation of the differences (n − 1).
+    pub std_difference: f64,
+    /// Samples where the model is better (higher PSNR / SSIM / MS-SSIM, lower L1 / MSE).
+    pub better: usize,
+    pub worse: usize,
+}
+
+/// Per metric, in [`Summary::rows`] order: `(name, paired statistics)`.
+pub fn paired(model: &[Quality], baseline: &[Quality]) -> Vec<(&'static str, Option<PairedStats>)> {
+    type Pick = fn(&Quality) -> Option<f64>;
+    // (name, value, whether higher is better)
+    let metrics: [(&str, Pick, bool); 5] = [
+        ("psnr_db", |q| Some(q.psnr), true),
+        ("ssim", |q| Some(q.ssim), true),
+        ("ms_ssim", |q| q.ms_ssim, true),
+        ("l1", |q| Some(q.l1), false),
+        ("mse", |q| Some(q.mse), false),
+    ];
+    metrics
+        .iter()
+        .map(|&(name, pick, higher_is_better)| {
+            let diffs: Vec<f64> = model
+                .iter()
+                .zip(baseline)
+                .filter_map(|(m, b)| Some(pick(m)? - pick(b)?))
+                // A perfect reconstruction on both sides (inf − inf) says nothing.
+                .filter(|d| !d.is_nan())
+                .collect();
+            let stats = Stats::of(&diffs).map(|s| {
+                let wins = |d: &&f64| {
+                    if higher_is_better {
+                        **d > 0.0
+                    } else {
+                        **d < 0.0
+                    }
+                };
+                let losses = |d: &&f64| {
+                    if higher_is_better {
+                        **d < 0.0
+                    } else {
+                        **d > 0.0
+                    }
+                };
+                PairedStats {
+                    count: s.count,
+                    mean_difference: s.mean,
+                    std_difference: s.std,
+                    better: diffs.iter().filter(wins).count(),
+                    worse: diffs.iter().filter(losses).count(),
+                }
+            });
+            (name, stats)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +164,29 @@ mod tests {
         let one = Stats::of(&[7.0]).unwrap();
         assert_eq!((one.std, one.median), (0.0, 7.0));
         assert!(Stats::of(&[]).is_none());
+    }
+
+    #[test]
+    fn paired_differences_and_wins_by_hand() {
+        let q = |psnr, l1| Quality {
+            l1,
+            mse: 0.01,
+            psnr,
+            ssim: 0.5,
+            ms_ssim: None,
+        };
+        let model = [q(30.0, 0.1), q(20.0, 0.3), q(25.0, 0.2)];
+        let base = [q(28.0, 0.2), q(21.0, 0.2), q(25.0, 0.2)];
+        let rows = paired(&model, &base);
+        let psnr = rows[0].1.unwrap();
+        assert_eq!(rows[0].0, "psnr_db");
+        // differences +2, -1, 0
+        assert!((psnr.mean_difference - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!((psnr.better, psnr.worse, psnr.count), (1, 1, 3));
+        // L1: lower is better: -0.1 (better), +0.1 (worse), 0.
+        let l1 = rows[3].1.unwrap();
+        assert_eq!((l1.better, l1.worse), (1, 1));
+        assert!(rows[2].1.is_none(), "no MS-SSIM on either side");
     }
 
     #[test]
