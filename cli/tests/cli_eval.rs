@@ -33,6 +33,20 @@ fn read_csv(path: &Path, rows: usize) -> HashMap<String, [f64; 4]> {
     table
 }
 
+/// `eval -i INPUT --weights WEIGHTS EXTRA..`: (exit code, stdout, stderr).
+fn eval(input: &Path, weights: &Path, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec!["eval", "-i", s(input), "--weights", s(weights)];
+    args.extend_from_slice(extra);
+    medvae(&args)
+}
+
+/// The same, which must succeed; its stdout.
+fn eval_ok(input: &Path, weights: &Path, extra: &[&str]) -> String {
+    let (code, out, err) = eval(input, weights, extra);
+    assert_eq!(code, 0, "{out}\n{err}");
+    out
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * b.abs().max(1.0)
 }
@@ -61,18 +75,7 @@ fn eval_scores_the_reconstructions_infer_writes() {
     assert_eq!(code, 0, "{out}\n{err}");
     let csv = t.path().join("metrics.csv");
     let json = t.path().join("summary.json");
-    let (code, out, err) = medvae(&[
-        "eval",
-        "-i",
-        s(&inp),
-        "--weights",
-        s(&w),
-        "--csv",
-        s(&csv),
-        "--json",
-        s(&json),
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let out = eval_ok(&inp, &w, &["--csv", s(&csv), "--json", s(&json)]);
     assert!(
         out.contains("eval: 3 of 3 sample(s) evaluated, 0 failed"),
         "{out}"
@@ -132,17 +135,14 @@ fn eval_reads_a_prepared_split_and_refuses_shards_of_the_other_kind() {
     assert_eq!(code, 0, "{out}\n{err}");
     let w2 = tiny_weights(t.path(), 2);
     let csv = t.path().join("val.csv");
-    let (code, out, err) = medvae(&[
-        "eval",
-        "--prepared",
-        s(&prepared),
-        "--split",
-        "val",
-        "--weights",
-        s(&w2),
-        "--csv",
-        s(&csv),
-    ]);
+    let val = ["--prepared", s(&prepared), "--split", "val"];
+    let with = |w: &Path, extra: &[&str]| {
+        let mut args = vec!["eval", "--weights", s(w)];
+        args.extend_from_slice(&val);
+        args.extend_from_slice(extra);
+        medvae(&args)
+    };
+    let (code, out, err) = with(&w2, &["--csv", s(&csv)]);
     assert_eq!(code, 0, "{out}\n{err}");
     let table = read_csv(&csv, 2);
     assert!(
@@ -154,16 +154,7 @@ fn eval_reads_a_prepared_split_and_refuses_shards_of_the_other_kind() {
     // The finetuning preprocessing resized every sample to 384 x 384.
     assert!(out.contains("(1x384x384)"), "{out}");
 
-    let w3 = tiny_weights(t.path(), 3);
-    let (code, _, err) = medvae(&[
-        "eval",
-        "--prepared",
-        s(&prepared),
-        "--split",
-        "val",
-        "--weights",
-        s(&w3),
-    ]);
+    let (code, _, err) = with(&tiny_weights(t.path(), 3), &[]);
     assert_ne!(code, 0);
     assert!(
         err.contains("samples are 2D") && err.contains("the model is 3D"),
@@ -179,24 +170,15 @@ fn eval_of_volumes_needs_a_modality() {
     let t = scratch("eval-3d");
     let w = tiny_weights(t.path(), 3);
     let inp = sample_folder(t.path(), "3d", &["anatomical_las_i16be.nii"]);
-    let (code, _, err) = medvae(&["eval", "-i", s(&inp), "--weights", s(&w)]);
+    let (code, _, err) = eval(&inp, &w, &[]);
     assert_ne!(code, 0);
     assert!(err.contains("--modality ct|mri"), "{err}");
     let json = t.path().join("s.json");
-    let (code, out, err) = medvae(&[
-        "eval",
-        "-i",
-        s(&inp),
-        "--weights",
-        s(&w),
-        "--modality",
-        "mri",
-        "--roi-size",
-        "16",
-        "--json",
-        s(&json),
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let out = eval_ok(
+        &inp,
+        &w,
+        &["--modality", "mri", "--roi-size", "16", "--json", s(&json)],
+    );
     assert!(
         out.contains("windows)"),
         "a 16-voxel window tiles the volume: {out}"
@@ -230,31 +212,20 @@ fn eval_against_a_baseline_pairs_the_same_samples() {
         t.path().join("both.json"),
         t.path().join("alone.csv"),
     );
-    let (code, out, err) = medvae(&[
-        "eval",
-        "-i",
-        s(&inp),
-        "--weights",
-        s(&model),
-        "--baseline",
-        s(&base),
-        "--csv",
-        s(&both_csv),
-        "--json",
-        s(&both_json),
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let out = eval_ok(
+        &inp,
+        &model,
+        &[
+            "--baseline",
+            s(&base),
+            "--csv",
+            s(&both_csv),
+            "--json",
+            s(&both_json),
+        ],
+    );
     assert!(out.contains("model - baseline, per sample:"), "{out}");
-    let (code, out, err) = medvae(&[
-        "eval",
-        "-i",
-        s(&inp),
-        "--weights",
-        s(&base),
-        "--csv",
-        s(&alone_csv),
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let out = eval_ok(&inp, &base, &["--csv", s(&alone_csv)]);
     let both = std::fs::read_to_string(&both_csv).unwrap();
     let alone = std::fs::read_to_string(&alone_csv).unwrap();
     assert!(both.lines().next().unwrap().contains(",baseline_psnr_db,"));
@@ -281,15 +252,7 @@ fn eval_against_a_baseline_pairs_the_same_samples() {
     );
 
     let w3 = tiny_weights(t.path(), 3);
-    let (code, _, err) = medvae(&[
-        "eval",
-        "-i",
-        s(&inp),
-        "--weights",
-        s(&model),
-        "--baseline",
-        s(&w3),
-    ]);
+    let (code, _, err) = eval(&inp, &model, &["--baseline", s(&w3)]);
     assert_ne!(code, 0);
     assert!(err.contains("--baseline") && err.contains("3D"), "{err}");
 }
