@@ -256,3 +256,41 @@ fn eval_against_a_baseline_pairs_the_same_samples() {
     assert_ne!(code, 0);
     assert!(err.contains("--baseline") && err.contains("3D"), "{err}");
 }
+
+/// Ctrl-C: the sample in progress finishes, the CSV and JSON cover exactly the samples done
+/// (`"complete": false`), and the exit status is 130.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_eval_reports_the_samples_done() {
+    const FILES: usize = 200;
+    let t = scratch("eval-interrupt");
+    let w = tiny_weights(t.path(), 2);
+    let inp = t.path().join("many");
+    std::fs::create_dir_all(&inp).unwrap();
+    for i in 0..FILES {
+        let from = common::repo().join("samples/2d/mr_slice_u8.png");
+        std::fs::copy(&from, inp.join(format!("s_{i:04}.png"))).unwrap();
+    }
+    let (csv, json) = (t.path().join("m.csv"), t.path().join("m.json"));
+    let (code, rest) = common::interrupt_after_first_file(&[
+        "eval",
+        "-i",
+        s(&inp),
+        "--weights",
+        s(&w),
+        "--threads",
+        "1",
+        "--csv",
+        s(&csv),
+        "--json",
+        s(&json),
+    ]);
+    assert_eq!(code, Some(130), "{rest:?}");
+    let done = 1 + rest.iter().filter(|l| l.starts_with("ok ")).count();
+    assert!(done < FILES, "the run finished before the signal");
+    read_csv(&csv, done);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["complete"], false);
+    assert_eq!(report["summary"]["samples"], done);
+}
