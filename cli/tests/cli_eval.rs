@@ -20,11 +20,14 @@ const SLICES: [&str; 3] = ["ct_slice_u16.png", "mr_slice_u8.png", "mr_slice_rgb.
 fn read_csv(path: &Path, rows: usize) -> HashMap<String, [f64; 4]> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("name,shape,l1,mse,psnr_db,ssim,ms_ssim"));
+    assert_eq!(
+        lines.next(),
+        Some("name,shape,l1,mse,psnr_db,ssim,ms_ssim,lpips")
+    );
     let table: HashMap<String, [f64; 4]> = lines
         .map(|l| {
             let f: Vec<&str> = l.split(',').collect();
-            assert_eq!(f.len(), 7, "{l}");
+            assert_eq!(f.len(), 8, "{l}");
             let v = |i: usize| f[i].parse::<f64>().unwrap();
             (f[0].to_string(), [v(2), v(3), v(4), v(5)])
         })
@@ -233,8 +236,8 @@ fn eval_against_a_baseline_pairs_the_same_samples() {
         let bf: Vec<&str> = b.split(',').collect();
         let af: Vec<&str> = a.split(',').collect();
         assert_eq!(bf[0], af[0]);
-        assert_eq!(&bf[7..12], &af[2..7], "baseline columns of {}", bf[0]);
-        assert_ne!(bf[2..7], af[2..7], "the two models differ");
+        assert_eq!(&bf[8..14], &af[2..8], "baseline columns of {}", bf[0]);
+        assert_ne!(bf[2..8], af[2..8], "the two models differ");
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&both_json).unwrap()).unwrap();
@@ -293,4 +296,94 @@ fn an_interrupted_eval_reports_the_samples_done() {
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["complete"], false);
     assert_eq!(report["summary"]["samples"], done);
+}
+
+/// `--lpips-vgg` / `--lpips-lin`: the two weight files load as the finetune's do (torch.save,
+/// torchvision and LPIPS key names; here random full-width VGG16), and each sample's LPIPS is
+/// the distance between infer's reconstruction file and the preprocessed input. One file
+/// without the other is refused.
+#[test]
+fn eval_measures_lpips_with_the_weights_given() {
+    use medvae_model::layer::Parameters;
+    use medvae_model::losses::{Lpips, VGG16_WIDTHS};
+    use medvae_model::quality::Perceptual;
+    use medvae_runtime::checkpoint::{
+        save_torch, NamedTensor, StateDict, TorchLayout, TorchSaveOptions,
+    };
+    use medvae_runtime::Device;
+
+    let t = scratch("eval-lpips");
+    let w = tiny_weights(t.path(), 2);
+    let inp = sample_folder(t.path(), "2d", &SLICES[..2]);
+    let mut lp = Lpips::new(VGG16_WIDTHS, &mut Init::random(21)).unwrap();
+    let mut vgg = StateDict::new("vgg16");
+    lp.net.visit_params("", &mut |key, p| {
+        let (_, rest) = key.split_once('.').unwrap();
+        let t = NamedTensor::from_f32(p.torch_shape(), p.to_torch());
+        vgg.insert(format!("features.{rest}"), t).unwrap();
+    });
+    let mut lin = StateDict::new("lin");
+    for (k, p) in lp.lin.iter().enumerate() {
+        let t = NamedTensor::from_f32(p.torch_shape(), p.to_torch());
+        lin.insert(format!("lin{k}.model.1.weight"), t).unwrap();
+    }
+    let plain = TorchSaveOptions {
+        layout: TorchLayout::PlainStateDict,
+        ..Default::default()
+    };
+    let (vgg_file, lin_file) = (t.path().join("vgg16.pth"), t.path().join("vgg.pth"));
+    save_torch(&vgg_file, &vgg, plain).unwrap();
+    save_torch(&lin_file, &lin, plain).unwrap();
+
+    let (code, _, err) = eval(&inp, &w, &["--lpips-vgg", s(&vgg_file)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--lpips-lin"), "{err}");
+
+    let dec = t.path().join("dec");
+    let (code, out, err) = medvae(&[
+        "infer",
+        "-i",
+        s(&inp),
+        "-o",
+        s(&dec),
+        "--weights",
+        s(&w),
+        "--modality",
+        "xray",
+        "--decode",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let csv = t.path().join("m.csv");
+    let out = eval_ok(
+        &inp,
+        &w,
+        &[
+            "--lpips-vgg",
+            s(&vgg_file),
+            "--lpips-lin",
+            s(&lin_file),
+            "--csv",
+            s(&csv),
+        ],
+    );
+    assert!(out.lines().any(|l| l.starts_with("lpips")), "{out}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let perceptual = Perceptual::new(
+        Lpips::pretrained(&vgg_file, &lin_file).unwrap(),
+        Device::Cpu,
+    )
+    .unwrap();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let path = Path::new(f[0]);
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let recon = read_nifti_array(&dec.join(format!("{stem}_decoded.nii.gz"))).unwrap();
+        let img = load_2d(path, &Preprocess2d::inference(true)).unwrap();
+        let want = perceptual
+            .distance(&recon.data, &img.data, 1, &[img.height, img.width])
+            .unwrap()
+            .unwrap();
+        let got: f64 = f[7].parse().unwrap();
+        assert!(close(got, want) && got > 0.0, "{stem}: {got} vs {want}");
+    }
 }

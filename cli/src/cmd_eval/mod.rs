@@ -16,7 +16,8 @@ use medvae_model::infer::{
     fingerprints, load_model, plan, settings, Fingerprints, InferOptions, Inferencer, LoadedModel,
     Modality, ModelRequest, Prepared,
 };
-use medvae_model::quality::{measure, paired, Quality, Summary};
+use medvae_model::losses::Lpips;
+use medvae_model::quality::{measure, paired, Perceptual, Quality, Summary};
 use medvae_runtime::checkpoint::write_atomically;
 use medvae_runtime::data::shard::ShardSet;
 use report::{csv_text, paired_table, sample_line, summary_table, Row};
@@ -50,7 +51,14 @@ pub struct EvalArgs {
     /// report the per-sample differences (model − baseline) and how many samples each wins.
     #[arg(long)]
     baseline: Option<PathBuf>,
-    /// Write one CSV row per sample (name, shape, l1, mse, psnr_db, ssim, ms_ssim; with
+    /// Also measure LPIPS: torchvision's VGG16 checkpoint (`vgg16-397923af.pth`), with
+    /// --lpips-lin. Volumes: the mean over every slice along the three axes.
+    #[arg(long, requires = "lpips_lin")]
+    lpips_vgg: Option<PathBuf>,
+    /// LPIPS' linear heads (the `lpips` package's `weights/v0.1/vgg.pth`), with --lpips-vgg.
+    #[arg(long, requires = "lpips_vgg")]
+    lpips_lin: Option<PathBuf>,
+    /// Write one CSV row per sample (name, shape, l1, mse, psnr_db, ssim, ms_ssim, lpips; with
     /// --baseline the same again prefixed `baseline_`).
     #[arg(long)]
     csv: Option<PathBuf>,
@@ -88,14 +96,24 @@ impl Evaluated {
     }
 
     /// Reconstruct `input` and measure the reconstruction against it (metrics, windows run).
-    fn measure(&mut self, input: &Prepared, path: &Path) -> Result<(Quality, usize)> {
+    fn measure(
+        &mut self,
+        input: &Prepared,
+        path: &Path,
+        perceptual: Option<&Perceptual>,
+    ) -> Result<(Quality, usize)> {
         let out = self.inferencer.infer_prepared(input, path)?;
         let decoded = out
             .decoded
             .context("the model returned no reconstruction")?;
         let (image, channels, spatial) = input.channels_first();
-        let quality = measure(&decoded.data, &image, channels, &spatial)
+        let mut quality = measure(&decoded.data, &image, channels, &spatial)
             .with_context(|| format!("{}", path.display()))?;
+        if let Some(p) = perceptual {
+            quality.lpips = p
+                .distance(&decoded.data, &image, channels, &spatial)
+                .with_context(|| format!("LPIPS of {}", path.display()))?;
+        }
         Ok((quality, out.windows))
     }
 
@@ -159,6 +177,10 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    let perceptual = match (&args.lpips_vgg, &args.lpips_lin) {
+        (Some(vgg), Some(lin)) => Some(Perceptual::new(Lpips::pretrained(vgg, lin)?, device)?),
+        _ => None,
+    };
     let source = open_source(&args, &model.inferencer, cfg.dims)?;
     let total = match args.max {
         0 => source.len(),
@@ -192,9 +214,9 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         bar.set_message(sample.clone());
         let result = (|| -> Result<Row> {
             let (input, path) = source.load(i, &model.inferencer)?;
-            let (quality, windows) = model.measure(&input, &path)?;
+            let (quality, windows) = model.measure(&input, &path, perceptual.as_ref())?;
             let baseline = match baseline.as_mut() {
-                Some(b) => Some(b.measure(&input, &path)?.0),
+                Some(b) => Some(b.measure(&input, &path, perceptual.as_ref())?.0),
                 None => None,
             };
             let (_, channels, spatial) = input.channels_first();

@@ -16,8 +16,9 @@ pub struct Row {
     pub windows: usize,
 }
 
-fn ms(q: &Quality, digits: usize) -> String {
-    q.ms_ssim.map_or(String::new(), |v| format!("{v:.digits$}"))
+/// An optional value with `digits` decimals, or nothing.
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or(String::new(), |v| format!("{v:.digits$}"))
 }
 
 pub fn sample_line(r: &Row) -> String {
@@ -27,7 +28,7 @@ pub fn sample_line(r: &Row) -> String {
     } else {
         String::new()
     };
-    let ms_text = match ms(q, 4) {
+    let ms_text = match opt(q.ms_ssim, 4) {
         s if s.is_empty() => "-".to_string(),
         s => s,
     };
@@ -39,6 +40,9 @@ pub fn sample_line(r: &Row) -> String {
         q.ssim,
         q.l1
     );
+    if let Some(lpips) = q.lpips {
+        line.push_str(&format!("  LPIPS {lpips:.4}"));
+    }
     if let Some(b) = &r.baseline {
         line.push_str(&format!(
             "  | baseline PSNR {:.2} dB  SSIM {:.4}",
@@ -57,16 +61,17 @@ pub fn csv_field(s: &str) -> String {
     }
 }
 
-const METRIC_COLUMNS: &str = "l1,mse,psnr_db,ssim,ms_ssim";
+const METRIC_COLUMNS: &str = "l1,mse,psnr_db,ssim,ms_ssim,lpips";
 
 fn metric_fields(q: &Quality) -> String {
     format!(
-        "{:.8},{:.8},{:.6},{:.8},{}",
+        "{:.8},{:.8},{:.6},{:.8},{},{}",
         q.l1,
         q.mse,
         q.psnr,
         q.ssim,
-        ms(q, 8)
+        opt(q.ms_ssim, 8),
+        opt(q.lpips, 8)
     )
 }
 
@@ -119,6 +124,8 @@ pub fn summary_table(s: &Summary) -> String {
                 "{name:<8} {:>5} (needs every side >= {MIN_MS_SSIM_SIZE} pixels)\n",
                 0
             )),
+            // Not asked for (no --lpips-vgg): no line.
+            None if name == "lpips" => {}
             None => out.push_str(&format!("{name:<8} {:>5}\n", 0)),
         }
     }
@@ -160,6 +167,7 @@ mod tests {
             psnr: 12.0,
             ssim: 0.75,
             ms_ssim: None,
+            lpips: None,
         };
         let row = |baseline| Row {
             name: "a.png".into(),
@@ -171,12 +179,12 @@ mod tests {
         let plain = csv_text(&[row(None)]);
         assert_eq!(
             plain,
-            "name,shape,l1,mse,psnr_db,ssim,ms_ssim\n\
-             a.png,1x8x8,0.50000000,0.25000000,12.000000,0.75000000,\n"
+            "name,shape,l1,mse,psnr_db,ssim,ms_ssim,lpips\n\
+             a.png,1x8x8,0.50000000,0.25000000,12.000000,0.75000000,,\n"
         );
         let both = csv_text(&[row(Some(q))]);
         let header = both.lines().next().unwrap();
-        assert!(header.ends_with(",baseline_psnr_db,baseline_ssim,baseline_ms_ssim"));
-        assert_eq!(both.lines().nth(1).unwrap().split(',').count(), 12);
+        assert!(header.ends_with(",baseline_ssim,baseline_ms_ssim,baseline_lpips"));
+        assert_eq!(both.lines().nth(1).unwrap().split(',').count(), 14);
     }
 }

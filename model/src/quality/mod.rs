@@ -7,11 +7,14 @@
 //! * `l1`, `mse`: means over every value;
 //! * `psnr`: `10·log10(2² / mse)`, which equals PSNR with data range 1 on [0, 1] images;
 //! * `ssim`, `ms_ssim`: [`ssim`] (torchmetrics' definitions). MS-SSIM needs every spatial
-//!   side ≥ 176 and is `None` for smaller samples.
+//!   side ≥ 176 and is `None` for smaller samples;
+//! * `lpips`: [`perceptual`], when LPIPS weights are given.
 
+pub mod perceptual;
 pub mod ssim;
 pub mod summary;
 
+pub use perceptual::{Perceptual, MIN_LPIPS_SIZE};
 pub use summary::{paired, PairedStats, Stats, Summary};
 
 use ssim::{ms_ssim, ssim_terms, Grid, MIN_MS_SSIM_SIZE};
@@ -43,6 +46,9 @@ pub struct Quality {
     pub psnr: f64,
     pub ssim: f64,
     pub ms_ssim: Option<f64>,
+    /// LPIPS (VGG16), when `eval` was given the network ([`Perceptual`]); `measure` leaves it
+    /// `None`.
+    pub lpips: Option<f64>,
 }
 
 /// Compare a reconstruction with its input, both channels-first (`channels × Π spatial`).
@@ -101,6 +107,7 @@ pub fn measure(
         psnr: 10.0 * (range * range / mse).log10(),
         ssim,
         ms_ssim,
+        lpips: None,
     })
 }
 

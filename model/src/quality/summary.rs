@@ -56,6 +56,8 @@ pub struct Summary {
     pub ssim: Option<Stats>,
     /// Over the samples large enough for MS-SSIM only (see `count`).
     pub ms_ssim: Option<Stats>,
+    /// Over the samples with an LPIPS value (none without LPIPS weights).
+    pub lpips: Option<Stats>,
 }
 
 impl Summary {
@@ -70,15 +72,17 @@ impl Summary {
             psnr: pick(&|q| Some(q.psnr)),
             ssim: pick(&|q| Some(q.ssim)),
             ms_ssim: pick(&|q| q.ms_ssim),
+            lpips: pick(&|q| q.lpips),
         }
     }
 
     /// `(name, stats)` in report order.
-    pub fn rows(&self) -> [(&'static str, Option<Stats>); 5] {
+    pub fn rows(&self) -> [(&'static str, Option<Stats>); 6] {
         [
             ("psnr_db", self.psnr),
             ("ssim", self.ssim),
             ("ms_ssim", self.ms_ssim),
+            ("lpips", self.lpips),
             ("l1", self.l1),
             ("mse", self.mse),
         ]
@@ -94,7 +98,8 @@ pub struct PairedStats {
     pub mean_difference: f64,
     /// Standard deviation of the differences (n − 1).
     pub std_difference: f64,
-    /// Samples where the model is better (higher PSNR / SSIM / MS-SSIM, lower L1 / MSE).
+    /// Samples where the model is better (higher PSNR / SSIM / MS-SSIM, lower LPIPS / L1 /
+    /// MSE).
     pub better: usize,
     pub worse: usize,
 }
@@ -103,10 +108,11 @@ pub struct PairedStats {
 pub fn paired(model: &[Quality], baseline: &[Quality]) -> Vec<(&'static str, Option<PairedStats>)> {
     type Pick = fn(&Quality) -> Option<f64>;
     // (name, value, whether higher is better)
-    let metrics: [(&str, Pick, bool); 5] = [
+    let metrics: [(&str, Pick, bool); 6] = [
         ("psnr_db", |q| Some(q.psnr), true),
         ("ssim", |q| Some(q.ssim), true),
         ("ms_ssim", |q| q.ms_ssim, true),
+        ("lpips", |q| q.lpips, false),
         ("l1", |q| Some(q.l1), false),
         ("mse", |q| Some(q.mse), false),
     ];
@@ -174,6 +180,7 @@ mod tests {
             psnr,
             ssim: 0.5,
             ms_ssim: None,
+            lpips: None,
         };
         let model = [q(30.0, 0.1), q(20.0, 0.3), q(25.0, 0.2)];
         let base = [q(28.0, 0.2), q(21.0, 0.2), q(25.0, 0.2)];
@@ -184,7 +191,7 @@ mod tests {
         assert!((psnr.mean_difference - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!((psnr.better, psnr.worse, psnr.count), (1, 1, 3));
         // L1: lower is better: -0.1 (better), +0.1 (worse), 0.
-        let l1 = rows[3].1.unwrap();
+        let l1 = rows[4].1.unwrap();
         assert_eq!((l1.better, l1.worse), (1, 1));
         assert!(rows[2].1.is_none(), "no MS-SSIM on either side");
     }
@@ -197,6 +204,7 @@ mod tests {
             psnr: 26.0,
             ssim: 0.9,
             ms_ssim: ms,
+            lpips: None,
         };
         let s = Summary::of(&[q(Some(0.8)), q(None), q(Some(0.6))]);
         assert_eq!(s.samples, 3);
