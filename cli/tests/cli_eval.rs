@@ -387,3 +387,26 @@ fn eval_measures_lpips_with_the_weights_given() {
         assert!(close(got, want) && got > 0.0, "{stem}: {got} vs {want}");
     }
 }
+
+/// A file that cannot be read is reported by name and reason, the others are evaluated, and
+/// the exit status is 1.
+#[test]
+fn a_corrupt_file_fails_alone() {
+    let t = scratch("eval-corrupt");
+    let w = tiny_weights(t.path(), 2);
+    let inp = sample_folder(t.path(), "2d", &SLICES[..1]);
+    let good = std::fs::read(inp.join(SLICES[0])).unwrap();
+    std::fs::write(inp.join("truncated.png"), &good[..good.len() / 2]).unwrap();
+    let csv = t.path().join("m.csv");
+    let (code, out, err) = eval(&inp, &w, &["--csv", s(&csv)]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains("FAILED") && err.contains("truncated.png"),
+        "{err}"
+    );
+    assert!(
+        out.contains("eval: 1 of 2 sample(s) evaluated, 1 failed"),
+        "{out}"
+    );
+    read_csv(&csv, 1);
+}
