@@ -228,7 +228,7 @@ fn eval_against_a_baseline_pairs_the_same_samples() {
         ],
     );
     assert!(out.contains("model - baseline, per sample:"), "{out}");
-    let out = eval_ok(&inp, &base, &["--csv", s(&alone_csv)]);
+    eval_ok(&inp, &base, &["--csv", s(&alone_csv)]);
     let both = std::fs::read_to_string(&both_csv).unwrap();
     let alone = std::fs::read_to_string(&alone_csv).unwrap();
     assert!(both.lines().next().unwrap().contains(",baseline_psnr_db,"));

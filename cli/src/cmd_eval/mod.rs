@@ -251,10 +251,11 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         .map(|_| (Summary::of(&theirs), paired(&ours, &theirs)));
     let stopped = interrupt::requested();
     let precision = args.net.precision_on(&[device]);
-    let rule = if modality == Modality::Ct {
-        "ct"
-    } else {
-        "mri"
+    // A prepared split was normalised by `data prepare`, by each dataset's own rule.
+    let rule = match (args.prepared.is_some(), modality) {
+        (true, _) => "prepared",
+        (false, Modality::Ct) => "ct",
+        (false, _) => "mri",
     };
     let run_settings = settings(
         cfg.dims,
