@@ -17,7 +17,7 @@ const MARGIN_T: u32 = 20;
 const MARGIN_B: u32 = 40;
 
 /// The quantities plotted, per split.
-const SERIES: [(&str, &str); 9] = [
+const SERIES: [(&str, &str); 10] = [
     ("train", "aeloss"),
     ("train", "rec_loss"),
     ("train", "kl"),
@@ -27,6 +27,7 @@ const SERIES: [(&str, &str); 9] = [
     ("valid", "rec_loss"),
     ("valid", "mse"),
     ("valid", "psnr"),
+    ("valid", "ssim"),
 ];
 
 pub fn run(run_dir: &Path) -> Result<()> {

@@ -91,6 +91,11 @@ fn quickstart_runs_logs_and_checkpoints_then_resumes_exactly() {
     }
     assert!(lines.iter().any(|l| l["kind"] == "discriminator"));
     assert_eq!(lines.iter().filter(|l| l["split"] == "valid").count(), 3);
+    // Validation logs SSIM beside PSNR (quality::batch_ssim over the 64² samples).
+    for l in lines.iter().filter(|l| l["split"] == "valid") {
+        let ssim = l["ssim"].as_f64().unwrap_or(f64::NAN);
+        assert!(ssim > -1.0 && ssim < 1.0, "ssim in {l}");
+    }
     for ck in [
         "best",
         "last",

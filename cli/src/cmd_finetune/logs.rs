@@ -86,7 +86,8 @@ impl RunLogs {
     pub fn validation(&mut self, v: &ValidationLog, epoch: u64, step: u64) -> Result<()> {
         let line = json!({
             "split": "valid", "epoch": epoch, "step": step, "aeloss": v.ae_loss,
-            "rec_loss": v.rec_loss, "mse": v.mse, "psnr": v.psnr, "batches": v.batches,
+            "rec_loss": v.rec_loss, "mse": v.mse, "psnr": v.psnr, "ssim": v.ssim,
+            "batches": v.batches,
         });
         writeln!(self.metrics, "{line}")?;
         self.metrics.flush()?;
@@ -97,6 +98,7 @@ impl RunLogs {
                 ("valid/rec_loss", v.rec_loss),
                 ("valid/mse", v.mse),
                 ("valid/psnr", v.psnr),
+                ("valid/ssim", v.ssim),
             ],
         )?;
         Ok(())

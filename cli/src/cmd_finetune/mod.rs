@@ -250,13 +250,14 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
                 let best = replicas.lead().best_val.is_none_or(|b| v.rec_loss < b);
                 bar.suspend(|| {
                     eprintln!(
-                        "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB{}{left}",
+                        "epoch {}: train {:.1} s; val ae {:.5} rec {:.5} mse {:.5} psnr {:.2} dB ssim {:.4}{}{left}",
                         epoch + 1,
                         train_s,
                         v.ae_loss,
                         v.rec_loss,
                         v.mse,
                         v.psnr,
+                        v.ssim,
                         if best { " (best)" } else { "" }
                     )
                 });

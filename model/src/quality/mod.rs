@@ -111,6 +111,56 @@ pub fn measure(
     })
 }
 
+/// SSIM of each sample of a channels-last batch (`[N, spatial.., C]`, 2 or 3 spatial axes):
+/// the reconstruction clamped, as [`measure`]. `None` for samples with a side below
+/// [`ssim::MIN_SSIM_SIZE`]. What `finetune`'s validation logs.
+pub fn batch_ssim(
+    reconstruction: &[f32],
+    image: &[f32],
+    shape: &[usize],
+) -> Result<Vec<Option<f64>>, QualityError> {
+    let (n, channels) = match shape {
+        [n, .., c] if (4..=5).contains(&shape.len()) => (*n, *c),
+        _ => {
+            return Err(QualityError::Shape(format!(
+                "a batch [N, spatial.., C] with 2 or 3 spatial axes, not {shape:?}"
+            )))
+        }
+    };
+    let spatial = &shape[1..shape.len() - 1];
+    let per = reconstruction.len() / n.max(1);
+    if reconstruction.len() != image.len() || per * n != reconstruction.len() {
+        return Err(QualityError::Shape(format!(
+            "{} reconstructed and {} input values for a batch of {shape:?}",
+            reconstruction.len(),
+            image.len()
+        )));
+    }
+    let channels_first = |v: &[f32]| -> Vec<f64> {
+        let plane = per / channels;
+        let mut out = vec![0.0; per];
+        for (i, x) in v.iter().enumerate() {
+            out[(i % channels) * plane + i / channels] = *x as f64;
+        }
+        out
+    };
+    (0..n)
+        .map(|i| {
+            if spatial.iter().any(|&s| s < ssim::MIN_SSIM_SIZE) {
+                return Ok(None);
+            }
+            let p = channels_first(&reconstruction[i * per..(i + 1) * per]);
+            let t = channels_first(&image[i * per..(i + 1) * per]);
+            let grid = |data| Grid {
+                data,
+                channels,
+                spatial,
+            };
+            Ok(Some(ssim_terms(grid(&p), grid(&t), VALUE_RANGE)?.ssim))
+        })
+        .collect()
+}
+
 /// Values clamped to [`VALUE_RANGE`], in f64.
 pub fn clamped(values: &[f32]) -> Vec<f64> {
     let (lo, hi) = VALUE_RANGE;
@@ -144,6 +194,38 @@ mod tests {
         assert_eq!(q.psnr, f64::INFINITY);
         assert!((q.ssim - 1.0).abs() < 1e-12);
         assert!((q.ms_ssim.unwrap() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn batch_ssim_equals_measure_per_sample() {
+        // Two 12x13 samples with 2 channels, channels-last.
+        let (h, w, c) = (12, 13, 2);
+        let image: Vec<f32> = (0..2 * h * w * c)
+            .map(|i| ((i * 31 % 53) as f32 / 26.0) - 1.0)
+            .collect();
+        let rec: Vec<f32> = image.iter().map(|v| 1.3 * v - 0.1).collect();
+        let got = batch_ssim(&rec, &image, &[2, h, w, c]).unwrap();
+        for (k, g) in got.iter().enumerate() {
+            let per = h * w * c;
+            let cf = |v: &[f32]| -> Vec<f32> {
+                (0..per)
+                    .map(|j| v[(j % (h * w)) * c + j / (h * w)])
+                    .collect()
+            };
+            let q = measure(
+                &cf(&rec[k * per..(k + 1) * per]),
+                &cf(&image[k * per..(k + 1) * per]),
+                c,
+                &[h, w],
+            )
+            .unwrap();
+            assert_eq!(g.unwrap(), q.ssim);
+        }
+        let tiny = vec![0.0f32; 10 * 40];
+        assert_eq!(
+            batch_ssim(&tiny, &tiny, &[1, 10, 40, 1]).unwrap(),
+            vec![None]
+        );
     }
 
     #[test]

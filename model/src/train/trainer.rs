@@ -29,6 +29,7 @@ use crate::losses::stage1::Nll;
 use crate::losses::stage2::BiomedClipLatentLoss;
 use crate::losses::{Stage1Config, Stage1Loss};
 use crate::optim::{Adam, AdamConfig};
+use crate::quality::batch_ssim;
 use crate::zoo::ModelConfig;
 use medvae_runtime::checkpoint::load_checkpoint;
 use medvae_runtime::ops::loss::l1_mean_forward;
@@ -63,6 +64,9 @@ pub struct ValidationLog {
     pub rec_loss: f64,
     pub mse: f64,
     pub psnr: f64,
+    /// Mean SSIM over the validation samples (`quality::batch_ssim`: torchmetrics' SSIM,
+    /// reconstruction clamped to [-1, 1]); NaN when every sample is below 11 pixels a side.
+    pub ssim: f64,
     pub batches: usize,
 }
 
@@ -462,7 +466,7 @@ impl Trainer {
 
     /// Validation over `batches`: the generator loss without the adversarial term (the
     /// reference's adaptive weight cannot be formed without gradients and is 0 there), the
-    /// reconstruction loss, and MSE/PSNR. Sampling uses a fixed stream so epochs compare.
+    /// reconstruction loss, MSE/PSNR and SSIM. Sampling uses a fixed stream so epochs compare.
     pub fn validate(
         &mut self,
         batches: impl IntoIterator<Item = Result<Tensor>>,
@@ -470,6 +474,7 @@ impl Trainer {
         let mut ae_loss = Mean::default();
         let mut rec_loss = Mean::default();
         let mut metrics = ReconstructionMetrics::default();
+        let mut ssim = Mean::default();
         let c = self.loss.config.clone();
         let lv = self
             .loss
@@ -519,7 +524,11 @@ impl Trainer {
             }
             ae_loss.add(total);
             rec_loss.add(rec_sum / numel);
-            metrics.update(&x.to_f32_vec(), &rec.to_f32_vec());
+            let (x_host, rec_host) = (x.to_f32_vec(), rec.to_f32_vec());
+            metrics.update(&x_host, &rec_host);
+            let per_sample = batch_ssim(&rec_host, &x_host, x.shape())
+                .map_err(|e| RuntimeError::Other(format!("validation SSIM: {e}")))?;
+            per_sample.into_iter().flatten().for_each(|v| ssim.add(v));
             n_batches += 1;
             if self.config.fast_dev_run {
                 break;
@@ -530,6 +539,7 @@ impl Trainer {
             rec_loss: rec_loss.get(),
             mse: metrics.mse(),
             psnr: metrics.psnr(),
+            ssim: ssim.get(),
             batches: n_batches,
         })
     }
