@@ -74,7 +74,7 @@ enum Command {
     Infer(cmd_infer::InferArgs),
     /// z latent files (infer --latent z, or 3D infer) back to images (3D: sliding window).
     Decode(cmd_decode::DecodeArgs),
-    /// Reconstruction quality (PSNR, SSIM, MS-SSIM) of a model on images, volumes or a split.
+    /// Reconstruction quality (PSNR, SSIM, MS-SSIM, LPIPS) on images, volumes or a split.
     Eval(cmd_eval::EvalArgs),
 }
 

@@ -68,7 +68,8 @@ pub struct EvalArgs {
     /// Evaluate at most this many samples (0 = all), in order.
     #[arg(long, default_value_t = 0)]
     max: usize,
-    /// cpu or cuda[:N]: where the model runs (the metrics are computed on the CPU).
+    /// cpu or cuda[:N]: where the model (and LPIPS) runs; the other metrics are computed on
+    /// the CPU.
     #[arg(long, default_value = "cpu")]
     device: String,
     #[command(flatten)]
