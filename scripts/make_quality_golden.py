@@ -6,7 +6,7 @@ and a degraded copy as `in.preds` (blurred, with noise that pushes some values o
 [-1, 1] so that the clamping is exercised), with per-image references computed in float64:
   * out.psnr     peak_signal_noise_ratio(data_range=(-1, 1), reduction none, per image)
   * out.ssim     structural_similarity_index_measure(data_range=(-1, 1), reduction none)
-  * out.cs       its contrast-structure term (torchmetrics' `_ssim_update(...,
+  * out.cs       (images of 11 pixels a side or more) its contrast-structure term (torchmetrics' `_ssim_update(...,
                  return_contrast_sensitivity=True)`), which MS-SSIM multiplies over scales
   * out.ms_ssim  multiscale_structural_similarity_index_measure(data_range=(-1, 1),
                  reduction none, normalize "relu"), for images with every side >= 176
@@ -54,7 +54,7 @@ def degrade(target, seed, noise):
     return blurred + noise * torch.randn(target.shape, generator=g, dtype=torch.float64)
 
 
-def references(preds, target, with_ms, dtype=torch.float64):
+def references(preds, target, with_ms, dtype=torch.float64, with_cs=True):
     # The inputs are stored as float32: compute from exactly those values.
     p32, t32 = preds.float().to(dtype), target.float().to(dtype)
     out = {
@@ -64,14 +64,16 @@ def references(preds, target, with_ms, dtype=torch.float64):
     }
     # The private helper clamps nothing itself: do what the tuple data range does.
     pc, tc = p32.clamp(*RANGE), t32.clamp(*RANGE)
-    _, cs = _ssim_update(pc, tc, data_range=RANGE[1] - RANGE[0], return_contrast_sensitivity=True)
-    out["out.cs"] = cs
+    if with_cs:
+        _, cs = _ssim_update(pc, tc, data_range=RANGE[1] - RANGE[0],
+                             return_contrast_sensitivity=True)
+        out["out.cs"] = cs
     if with_ms:
         out["out.ms_ssim"] = ms_ssim(p32, t32, data_range=RANGE, reduction="none")
     return out
 
 
-def write(out_dir, name, target, preds, with_ms, note, dtype=torch.float64):
+def write(out_dir, name, target, preds, with_ms, note, dtype=torch.float64, with_cs=True):
     meta = {
         "metric": "quality",
         "data_range": list(RANGE),
@@ -85,7 +87,7 @@ def write(out_dir, name, target, preds, with_ms, note, dtype=torch.float64):
         "reference_dtype": str(dtype).replace("torch.", ""),
     }
     tensors = {"in.target": target.float(), "in.preds": preds.float()}
-    for k, v in references(preds, target, with_ms, dtype).items():
+    for k, v in references(preds, target, with_ms, dtype, with_cs).items():
         tensors[k] = v.float().reshape(-1)
     os.makedirs(os.path.join(out_dir, "quality"), exist_ok=True)
     path = os.path.join(out_dir, "quality", name + ".safetensors")
@@ -118,6 +120,12 @@ def main():
     # 2D, three channels, non-square crop: the RGB MR slice (64x64 -> 64x50).
     rgb = torch.from_numpy(to_unit(png("mr_slice_rgb.png"))).permute(2, 0, 1)[None, :, :, 7:57]
     write(a.out, "mr_rgb_2d", rgb, degrade(rgb, 3, 0.1), False, "RGB MR slice 64x50, 3 channels")
+
+    # Below the window: 8x9 (SSIM over reflect-padded borders; no contrast term, whose crop
+    # is empty and would be NaN).
+    tiny = ct[:, :, 60:68, 50:59]
+    write(a.out, "tiny_2d", tiny, degrade(tiny, 7, 0.1), False, "CT crop 8x9, under the window",
+          with_cs=False)
 
     # 2D MS-SSIM: an axial slice of the MNI152 template (197x233).
     mni = vol("mni152_t1_ras_u8.nii.gz")

@@ -78,6 +78,6 @@ fn every_bundled_quality_case_passes() {
         }
     })
     .expect("tests/golden readable");
-    assert!(summary.passed >= 4, "{}", summary.line());
+    assert!(summary.passed >= 5, "{}", summary.line());
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

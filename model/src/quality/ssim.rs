@@ -47,7 +47,7 @@ impl Grid<'_> {
     }
 }
 
-/// SSIM and the mean contrast-structure term of one pair.
+/// SSIM and the mean contrast-structure term of one pair (NaN when a side is below 11).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SsimTerms {
     pub ssim: f64,
@@ -66,9 +66,10 @@ pub fn gaussian_window() -> [f64; 2 * HALF_WIDTH + 1] {
     w
 }
 
-/// Smallest spatial size SSIM accepts: reflect padding by 5 needs 6 pixels, and the cropped
-/// contrast term needs one position whose window lies inside (11).
-pub const MIN_SSIM_SIZE: usize = 2 * HALF_WIDTH + 1;
+/// Smallest spatial size SSIM accepts: reflect padding by 5 needs 6 pixels. The contrast term
+/// needs a position whose window lies inside (11 pixels); below that it is NaN, as the mean of
+/// torchmetrics' empty crop.
+pub const MIN_SSIM_SIZE: usize = HALF_WIDTH + 1;
 
 /// Smallest spatial size MS-SSIM accepts: the fifth scale (a sixteenth of the size) must still
 /// exceed the window (torchmetrics: `size // 16 > 10`).
@@ -384,12 +385,17 @@ mod tests {
 
     #[test]
     fn sizes_below_the_window_are_errors() {
-        let a = ramp(100);
-        let dims = [10, 10];
+        let a = ramp(50);
+        let dims = [5, 10];
         assert!(matches!(
             ssim_terms(grid(&a, &dims), grid(&a, &dims), (-1.0, 1.0)),
-            Err(QualityError::TooSmall { size: 10, .. })
+            Err(QualityError::TooSmall { size: 5, .. })
         ));
+        // 6..10 pixels: SSIM, but no window fits inside for the contrast term.
+        let b = ramp(60);
+        let six = [6, 10];
+        let t = ssim_terms(grid(&b, &six), grid(&b, &six), (-1.0, 1.0)).unwrap();
+        assert!((t.ssim - 1.0).abs() < 1e-12 && t.cs.is_nan());
         let big = ramp(64 * 64);
         let d64 = [64, 64];
         assert!(matches!(

@@ -65,7 +65,7 @@ pub struct ValidationLog {
     pub mse: f64,
     pub psnr: f64,
     /// Mean SSIM over the validation samples (`quality::batch_ssim`: torchmetrics' SSIM,
-    /// reconstruction clamped to [-1, 1]); NaN when every sample is below 11 pixels a side.
+    /// reconstruction clamped to [-1, 1]); NaN when every sample is below 6 pixels a side.
     pub ssim: f64,
     pub batches: usize,
 }
