@@ -50,6 +50,25 @@ fn eval_ok(input: &Path, weights: &Path, extra: &[&str]) -> String {
     out
 }
 
+/// `infer --decode` of the 2D folder `inp` into `DIR/dec`, which it returns.
+fn infer_decode(inp: &Path, weights: &Path, dir: &Path) -> std::path::PathBuf {
+    let dec = dir.join("dec");
+    let (code, out, err) = medvae(&[
+        "infer",
+        "-i",
+        s(inp),
+        "-o",
+        s(&dec),
+        "--weights",
+        s(weights),
+        "--modality",
+        "xray",
+        "--decode",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    dec
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * b.abs().max(1.0)
 }
@@ -62,20 +81,7 @@ fn eval_scores_the_reconstructions_infer_writes() {
     let t = scratch("eval-2d");
     let w = tiny_weights(t.path(), 2);
     let inp = sample_folder(t.path(), "2d", &SLICES);
-    let dec = t.path().join("dec");
-    let (code, out, err) = medvae(&[
-        "infer",
-        "-i",
-        s(&inp),
-        "-o",
-        s(&dec),
-        "--weights",
-        s(&w),
-        "--modality",
-        "xray",
-        "--decode",
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let dec = infer_decode(&inp, &w, t.path());
     let csv = t.path().join("metrics.csv");
     let json = t.path().join("summary.json");
     let out = eval_ok(&inp, &w, &["--csv", s(&csv), "--json", s(&json)]);
@@ -339,20 +345,7 @@ fn eval_measures_lpips_with_the_weights_given() {
     assert_ne!(code, 0);
     assert!(err.contains("--lpips-lin"), "{err}");
 
-    let dec = t.path().join("dec");
-    let (code, out, err) = medvae(&[
-        "infer",
-        "-i",
-        s(&inp),
-        "-o",
-        s(&dec),
-        "--weights",
-        s(&w),
-        "--modality",
-        "xray",
-        "--decode",
-    ]);
-    assert_eq!(code, 0, "{out}\n{err}");
+    let dec = infer_decode(&inp, &w, t.path());
     let csv = t.path().join("m.csv");
     let out = eval_ok(
         &inp,
