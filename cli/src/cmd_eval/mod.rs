@@ -107,7 +107,7 @@ impl Evaluated {
         let decoded = out
             .decoded
             .context("the model returned no reconstruction")?;
-        let (image, channels, spatial) = input.channels_first();
+        let (image, channels, spatial) = input.channels_first()?;
         let mut quality = measure(&decoded.data, &image, channels, &spatial)
             .with_context(|| format!("{}", path.display()))?;
         if let Some(p) = perceptual {
@@ -220,7 +220,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
                 Some(b) => Some(b.measure(&input, &path, perceptual.as_ref())?.0),
                 None => None,
             };
-            let (_, channels, spatial) = input.channels_first();
+            let (_, channels, spatial) = input.channels_first()?;
             let mut shape = vec![channels];
             shape.extend(spatial);
             Ok(Row {

@@ -134,18 +134,15 @@ pub enum Prepared {
 impl Prepared {
     /// The values channels-first (as the decoded [`Array`] holds them), the channel count and
     /// the spatial sizes.
-    pub fn channels_first(&self) -> (Vec<f32>, usize, Vec<usize>) {
-        match self {
+    pub fn channels_first(&self) -> Result<(Vec<f32>, usize, Vec<usize>), InferError> {
+        Ok(match self {
             Prepared::Image(img) => {
-                let (c, plane) = (img.channels, img.height * img.width);
-                let mut out = vec![0.0; img.data.len()];
-                for (i, v) in img.data.iter().enumerate() {
-                    out[(i % c) * plane + i / c] = *v;
-                }
-                (out, c, vec![img.height, img.width])
+                let shape = [1, img.height, img.width, img.channels];
+                let (data, _) = to_channels_first(&img.data, &shape)?;
+                (data, img.channels, vec![img.height, img.width])
             }
             Prepared::Volume(vol, _) => (vol.data.clone(), 1, vol.shape.to_vec()),
-        }
+        })
     }
 }
 

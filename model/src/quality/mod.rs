@@ -17,6 +17,7 @@ pub mod summary;
 pub use perceptual::{Perceptual, MIN_LPIPS_SIZE};
 pub use summary::{paired, PairedStats, Stats, Summary};
 
+use medvae_runtime::layout::to_channels_first;
 use ssim::{ms_ssim, ssim_terms, Grid, MIN_MS_SSIM_SIZE};
 use thiserror::Error;
 
@@ -128,29 +129,28 @@ pub fn batch_ssim(
         }
     };
     let spatial = &shape[1..shape.len() - 1];
-    let per = reconstruction.len() / n.max(1);
-    if reconstruction.len() != image.len() || per * n != reconstruction.len() {
+    if reconstruction.len() != image.len() {
         return Err(QualityError::Shape(format!(
             "{} reconstructed and {} input values for a batch of {shape:?}",
             reconstruction.len(),
             image.len()
         )));
     }
-    let channels_first = |v: &[f32]| -> Vec<f64> {
-        let plane = per / channels;
-        let mut out = vec![0.0; per];
-        for (i, x) in v.iter().enumerate() {
-            out[(i % channels) * plane + i / channels] = *x as f64;
-        }
-        out
+    // One layout change for the whole batch (it also checks the length against the shape).
+    let channels_first = |v: &[f32]| {
+        to_channels_first(v, shape)
+            .map(|(data, _)| data)
+            .map_err(|e| QualityError::Shape(e.to_string()))
     };
+    let (rec, img) = (channels_first(reconstruction)?, channels_first(image)?);
+    let per = rec.len() / n.max(1);
     (0..n)
         .map(|i| {
             if spatial.iter().any(|&s| s < ssim::MIN_SSIM_SIZE) {
                 return Ok(None);
             }
-            let p = channels_first(&reconstruction[i * per..(i + 1) * per]);
-            let t = channels_first(&image[i * per..(i + 1) * per]);
+            let sample = |v: &[f32]| widened(&v[i * per..(i + 1) * per]);
+            let (p, t) = (sample(&rec), sample(&img));
             let grid = |data| Grid {
                 data,
                 channels,
@@ -159,6 +159,11 @@ pub fn batch_ssim(
             Ok(Some(ssim_terms(grid(&p), grid(&t), VALUE_RANGE)?.ssim))
         })
         .collect()
+}
+
+/// Values as f64.
+pub fn widened(values: &[f32]) -> Vec<f64> {
+    values.iter().map(|&v| v as f64).collect()
 }
 
 /// Values clamped to [`VALUE_RANGE`], in f64.
