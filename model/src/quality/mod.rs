@@ -76,15 +76,13 @@ pub fn measure(
         return Err(QualityError::NotFinite("input image"));
     }
     let (lo, hi) = VALUE_RANGE;
-    let pred = clamped(reconstruction);
-    let target = clamped(image);
-    // SSIM clamps by itself, and MS-SSIM must pool the unclamped values (as torchmetrics).
-    let raw = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
-    let (raw_pred, raw_target) = (raw(reconstruction), raw(image));
+    // SSIM clamps by itself, and MS-SSIM must pool the unclamped values (as torchmetrics):
+    // only L1 and MSE clamp here.
+    let (raw_pred, raw_target) = (widened(reconstruction), widened(image));
     let n = want as f64;
     let (mut abs, mut sq) = (0.0, 0.0);
-    for (p, t) in pred.iter().zip(&target) {
-        let d = p - t;
+    for (p, t) in raw_pred.iter().zip(&raw_target) {
+        let d = p.clamp(lo, hi) - t.clamp(lo, hi);
         abs += d.abs();
         sq += d * d;
     }
@@ -164,12 +162,6 @@ pub fn batch_ssim(
 /// Values as f64.
 pub fn widened(values: &[f32]) -> Vec<f64> {
     values.iter().map(|&v| v as f64).collect()
-}
-
-/// Values clamped to [`VALUE_RANGE`], in f64.
-pub fn clamped(values: &[f32]) -> Vec<f64> {
-    let (lo, hi) = VALUE_RANGE;
-    values.iter().map(|&v| (v as f64).clamp(lo, hi)).collect()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use super::Produced;
 use crate::quality::ssim::{ssim_terms, Grid};
-use crate::quality::{measure, VALUE_RANGE};
+use crate::quality::{measure, widened, VALUE_RANGE};
 use medvae_runtime::golden::GoldenCase;
 use medvae_runtime::{Result, RuntimeError};
 
@@ -38,8 +38,7 @@ pub fn run(case: &GoldenCase) -> Result<Option<Produced>> {
         let p = &preds.data[i * per_image..(i + 1) * per_image];
         let t = &target.data[i * per_image..(i + 1) * per_image];
         let q = measure(p, t, channels, spatial).map_err(|e| bad(format!("image {i}: {e}")))?;
-        let raw = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
-        let (pc, tc) = (raw(p), raw(t));
+        let (pc, tc) = (widened(p), widened(t));
         let grid = |data| Grid {
             data,
             channels,
