@@ -82,13 +82,7 @@ pub fn ssim_terms(
     range: (f64, f64),
 ) -> Result<SsimTerms, QualityError> {
     check_pair(&pred, &target)?;
-    if let Some(&n) = pred.spatial.iter().find(|&&n| n < MIN_SSIM_SIZE) {
-        return Err(QualityError::TooSmall {
-            what: "SSIM",
-            size: n,
-            min: MIN_SSIM_SIZE,
-        });
-    }
+    check_size(&pred, "SSIM", MIN_SSIM_SIZE)?;
     let data_range = range.1 - range.0;
     let c1 = (K1 * data_range).powi(2);
     let c2 = (K2 * data_range).powi(2);
@@ -144,13 +138,7 @@ pub fn ms_ssim(
     range: (f64, f64),
 ) -> Result<(f64, f64), QualityError> {
     check_pair(&pred, &target)?;
-    if let Some(&n) = pred.spatial.iter().find(|&&n| n < MIN_MS_SSIM_SIZE) {
-        return Err(QualityError::TooSmall {
-            what: "MS-SSIM",
-            size: n,
-            min: MIN_MS_SSIM_SIZE,
-        });
-    }
+    check_size(&pred, "MS-SSIM", MIN_MS_SSIM_SIZE)?;
     let mut p = pred.data.to_vec();
     let mut t = target.data.to_vec();
     let mut dims = pred.spatial.to_vec();
@@ -210,6 +198,14 @@ fn check_pair(pred: &Grid<'_>, target: &Grid<'_>) -> Result<(), QualityError> {
         )));
     }
     Ok(())
+}
+
+/// Every spatial side of `grid` at least `min`, else the error naming `what` needs it.
+fn check_size(grid: &Grid<'_>, what: &'static str, min: usize) -> Result<(), QualityError> {
+    match grid.spatial.iter().find(|&&n| n < min) {
+        Some(&size) => Err(QualityError::TooSmall { what, size, min }),
+        None => Ok(()),
+    }
 }
 
 /// Whether flat index `i` of a `dims` array lies at least a half width from every border.
