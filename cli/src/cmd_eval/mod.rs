@@ -78,6 +78,13 @@ pub struct EvalArgs {
     window: WindowArgs,
 }
 
+/// A sample's input channels-first: what each model's reconstruction is measured against.
+struct Target {
+    values: Vec<f32>,
+    channels: usize,
+    spatial: Vec<usize>,
+}
+
 /// A model under evaluation.
 struct Evaluated {
     inferencer: Inferencer,
@@ -96,10 +103,12 @@ impl Evaluated {
         })
     }
 
-    /// Reconstruct `input` and measure the reconstruction against it (metrics, windows run).
+    /// Reconstruct `input` and measure the reconstruction against `target`, the same input
+    /// channels-first (metrics, windows run).
     fn measure(
         &mut self,
         input: &Prepared,
+        target: &Target,
         path: &Path,
         perceptual: Option<&Perceptual>,
     ) -> Result<(Quality, usize)> {
@@ -107,12 +116,16 @@ impl Evaluated {
         let decoded = out
             .decoded
             .context("the model returned no reconstruction")?;
-        let (image, channels, spatial) = input.channels_first()?;
-        let mut quality = measure(&decoded.data, &image, channels, &spatial)
+        let Target {
+            values,
+            channels,
+            spatial,
+        } = target;
+        let mut quality = measure(&decoded.data, values, *channels, spatial)
             .with_context(|| format!("{}", path.display()))?;
         if let Some(p) = perceptual {
             quality.lpips = p
-                .distance(&decoded.data, &image, channels, &spatial)
+                .distance(&decoded.data, values, *channels, spatial)
                 .with_context(|| format!("LPIPS of {}", path.display()))?;
         }
         Ok((quality, out.windows))
@@ -215,14 +228,20 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         bar.set_message(sample.clone());
         let result = (|| -> Result<Row> {
             let (input, path) = source.load(i, &model.inferencer)?;
-            let (quality, windows) = model.measure(&input, &path, perceptual.as_ref())?;
+            let (values, channels, spatial) = input.channels_first()?;
+            let target = Target {
+                values,
+                channels,
+                spatial,
+            };
+            let lp = perceptual.as_ref();
+            let (quality, windows) = model.measure(&input, &target, &path, lp)?;
             let baseline = match baseline.as_mut() {
-                Some(b) => Some(b.measure(&input, &path, perceptual.as_ref())?.0),
+                Some(b) => Some(b.measure(&input, &target, &path, lp)?.0),
                 None => None,
             };
-            let (_, channels, spatial) = input.channels_first()?;
             let mut shape = vec![channels];
-            shape.extend(spatial);
+            shape.extend(&target.spatial);
             Ok(Row {
                 name: sample.clone(),
                 shape,
@@ -271,21 +290,17 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.json {
-        let mut report = serde_json::json!({
-            "model": name,
-            "weights": model.weights,
-            "source": match (&args.input, &args.prepared) {
-                (Some(i), _) => serde_json::json!({ "input": i }),
-                (_, Some(p)) => serde_json::json!({ "prepared": p, "split": args.split }),
-                _ => serde_json::Value::Null,
-            },
-            "settings": run_settings,
-            "complete": stopped.is_none() && rows.len() == total,
-            "failed": failed,
-        });
-        let own = model.json(&summary);
-        report["fingerprints"] = own["fingerprints"].clone();
-        report["summary"] = own["summary"].clone();
+        // The model's weights, fingerprints and summary, then what the run was.
+        let mut report = model.json(&summary);
+        report["model"] = serde_json::json!(name);
+        report["source"] = match (&args.input, &args.prepared) {
+            (Some(i), _) => serde_json::json!({ "input": i }),
+            (_, Some(p)) => serde_json::json!({ "prepared": p, "split": args.split }),
+            _ => serde_json::Value::Null,
+        };
+        report["settings"] = serde_json::json!(run_settings);
+        report["complete"] = serde_json::json!(stopped.is_none() && rows.len() == total);
+        report["failed"] = serde_json::json!(failed);
         if let (Some(b), Some((their_summary, pairs))) = (&baseline, &compared) {
             report["baseline"] = b.json(their_summary);
             report["paired"] = pairs
