@@ -13,8 +13,8 @@ use crate::model_args::{ModelArgs, WindowArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use medvae_model::infer::{
-    fingerprints, load_model, plan, settings, Fingerprints, InferOptions, Inferencer, LoadedModel,
-    Modality, ModelRequest, Prepared,
+    fingerprints, list_inputs, load_model, settings, Fingerprints, InferOptions, Inferencer,
+    LoadedModel, Modality, ModelRequest, Prepared,
 };
 use medvae_model::losses::Lpips;
 use medvae_model::quality::{measure, paired, Perceptual, Quality, Summary};
@@ -352,17 +352,14 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 fn open_source(args: &EvalArgs, inferencer: &Inferencer, dims: usize) -> Result<Source> {
     match (&args.input, &args.prepared) {
         (Some(input), _) => {
-            // `plan` lists the inputs; nothing is written, so any output folder will do.
-            let listed = plan(input, Path::new("."), inferencer.reads(), false)?;
-            for s in &listed.skipped {
+            let (files, skipped) = list_inputs(input, inferencer.reads())?;
+            for s in &skipped {
                 eprintln!(
                     "skipped: {} (a {dims}D model does not read it)",
                     s.display()
                 );
             }
-            Ok(Source::Files(
-                listed.jobs.into_iter().map(|j| j.input).collect(),
-            ))
+            Ok(Source::Files(files))
         }
         (None, Some(dir)) => {
             let set = ShardSet::open(dir, &args.split)

@@ -57,6 +57,50 @@ pub fn decoded_path(latent: &Path) -> PathBuf {
     latent.with_file_name(format!("{}_decoded{}", &name[..cut], &name[cut..]))
 }
 
+/// The files directly inside the folder `input` that a model reading `reads` takes (name
+/// order), and those only the other kind of model reads; an error when it holds none it takes.
+fn list_folder(input: &Path, reads: InputKind) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
+    let setup = |m: String| InferError::Setup(m);
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
+        .map_err(|e| setup(format!("cannot list {}: {e}", input.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    entries.sort();
+    let mut take = Vec::new();
+    let mut skip = Vec::new();
+    for p in entries {
+        match input_kind(&p) {
+            Some(k) if k == reads => take.push(p),
+            Some(_) => skip.push(p),
+            None => {}
+        }
+    }
+    if take.is_empty() {
+        let what = match reads {
+            InputKind::Png => ".png images (this is a 2D model)",
+            InputKind::Nifti => ".nii / .nii.gz volumes (this is a 3D model)",
+        };
+        return Err(setup(format!("{} holds no {what}", input.display())));
+    }
+    Ok((take, skip))
+}
+
+/// The inputs `input` names (a file, or a folder's files as [`plan`] lists them) and the
+/// folder's files of the other kind, for runs that write nothing (`eval`).
+pub fn list_inputs(
+    input: &Path,
+    reads: InputKind,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
+    let meta = std::fs::metadata(input)
+        .map_err(|e| InferError::Setup(format!("input {}: {e}", input.display())))?;
+    if meta.is_dir() {
+        list_folder(input, reads)
+    } else {
+        Ok((vec![input.to_path_buf()], vec![]))
+    }
+}
+
 /// Work out the jobs for `input` → `output` when the model reads `reads`.
 pub fn plan(
     input: &Path,
@@ -75,28 +119,7 @@ pub fn plan(
                 output.display()
             )));
         }
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
-            .map_err(|e| setup(format!("cannot list {}: {e}", input.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
-            .collect();
-        entries.sort();
-        let mut take = Vec::new();
-        let mut skip = Vec::new();
-        for p in entries {
-            match input_kind(&p) {
-                Some(k) if k == reads => take.push(p),
-                Some(_) => skip.push(p),
-                None => {}
-            }
-        }
-        if take.is_empty() {
-            let what = match reads {
-                InputKind::Png => ".png images (this is a 2D model)",
-                InputKind::Nifti => ".nii / .nii.gz volumes (this is a 3D model)",
-            };
-            return Err(setup(format!("{} holds no {what}", input.display())));
-        }
+        let (take, skip) = list_folder(input, reads)?;
         (take, skip, output.to_path_buf(), None)
     } else if is_nifti_name(output) && !output.is_dir() {
         let dir = output

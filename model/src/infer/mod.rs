@@ -23,7 +23,7 @@ pub mod window;
 
 pub use decode::{z_tensor, LatentDecoder};
 pub use error::InferError;
-pub use files::{decoded_path, plan, Job, Plan};
+pub use files::{decoded_path, list_inputs, plan, Job, Plan};
 pub use provenance::{fingerprints, settings, Fingerprints, OutputKind, Provenance};
 pub use run::{
     input_kind, output_stem, reference_array, Array, InferOptions, Inferencer, Inferred, InputKind,
