@@ -28,10 +28,7 @@ pub fn sample_line(r: &Row) -> String {
     } else {
         String::new()
     };
-    let ms_text = match opt(q.ms_ssim, 4) {
-        s if s.is_empty() => "-".to_string(),
-        s => s,
-    };
+    let ms_text = q.ms_ssim.map_or("-".to_string(), |v| format!("{v:.4}"));
     let mut line = format!(
         "{} ({}{win}): PSNR {:.2} dB  SSIM {:.4}  MS-SSIM {ms_text}  L1 {:.4}",
         r.name,
