@@ -31,6 +31,10 @@ pub struct DecodeArgs {
     /// Input: a z latent .nii / .nii.gz file, or a folder of them.
     #[arg(short = 'i', long = "input")]
     input: PathBuf,
+    /// With a folder input: also read its subfolders (not hidden ones, nor the output
+    /// folder); the outputs mirror them.
+    #[arg(short = 'r', long)]
+    recursive: bool,
     /// Output: a folder (one <name>_decoded.nii.gz per latent), or a .nii.gz / .nii file for
     /// one input.
     #[arg(short = 'o', long = "output")]
@@ -89,12 +93,19 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     let ours = fingerprints(&mut model);
     let mut decoder = LatentDecoder::new(model, device, args.window.roi_size, args.window.overlap)?;
 
-    let mut plan = plan(&args.input, &args.output, InputKind::Nifti, false)?;
+    let mut plan = plan(
+        &args.input,
+        &args.output,
+        InputKind::Nifti,
+        false,
+        args.recursive,
+    )?;
     if !plan.named_output {
         for job in &mut plan.jobs {
             job.latent = decoded_path(&job.latent);
         }
     }
+    plan.check_inputs_kept()?;
     let single = !args.input.is_dir();
     let precision = args.net.precision_on(&[device]);
     let already_done = if args.skip_existing {
@@ -115,8 +126,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     } else {
         0
     };
-    std::fs::create_dir_all(&plan.out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
+    plan.create_folders()?;
 
     let t0 = Instant::now();
     let bar = progress_bar(plan.jobs.len());

@@ -41,6 +41,10 @@ pub struct InferArgs {
     /// Input: a .png / .nii / .nii.gz file, or a folder (every file of the model's kind in it).
     #[arg(short = 'i', long = "input")]
     input: PathBuf,
+    /// With a folder input: also read its subfolders (not hidden ones, nor the output
+    /// folder); the outputs mirror them (IN/sub-01/anat/t1.nii.gz -> OUT/sub-01/anat/t1.nii.gz).
+    #[arg(short = 'r', long)]
+    recursive: bool,
     /// Output: a folder (one <name>.nii.gz per input), or a .nii.gz / .nii file for one input.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
@@ -161,7 +165,9 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         &args.output,
         inferencers[0].reads(),
         args.decode,
+        args.recursive,
     )?;
+    plan.check_inputs_kept()?;
     // What every output records about the run that made it (see `provenance`).
     let precision = args.net.precision_on(&devices);
     let rule = if modality == Modality::Ct {
@@ -208,8 +214,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     } else {
         0
     };
-    std::fs::create_dir_all(&plan.out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", plan.out_dir.display()))?;
+    plan.create_folders()?;
     for s in &plan.skipped {
         eprintln!(
             "skipped: {} (a {}D model does not read it)",
@@ -235,7 +240,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
                 bar.set_message(name.to_string_lossy().into_owned());
             }
             let result = run_job(inferencer, job, &made_by);
-            report(&bar, job, result, &failed);
+            report(&bar, job, &args.input, result, &failed);
             done.fetch_add(1, Ordering::Relaxed);
         }
     };
@@ -284,8 +289,14 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
 }
 
 /// The line of one file: `ok …` on stdout, or `FAILED …` on stderr (its name kept for the
-/// summary).
-fn report(bar: &ProgressBar, job: &Job, result: Result<Inferred>, failed: &Mutex<Vec<String>>) {
+/// summary: the path below the input folder `root`, as subfolders may repeat file names).
+fn report(
+    bar: &ProgressBar,
+    job: &Job,
+    root: &std::path::Path,
+    result: Result<Inferred>,
+    failed: &Mutex<Vec<String>>,
+) {
     match result {
         Ok(out) => bar.suspend(|| {
             println!(
@@ -303,9 +314,15 @@ fn report(bar: &ProgressBar, job: &Job, result: Result<Inferred>, failed: &Mutex
         }),
         Err(e) => {
             bar.suspend(|| eprintln!("FAILED {}: {e}", job.input.display()));
-            let name = job.input.file_name().unwrap_or_default();
+            let name = job
+                .input
+                .strip_prefix(root)
+                .ok()
+                .filter(|p| !p.as_os_str().is_empty())
+                .or_else(|| job.input.file_name().map(std::path::Path::new))
+                .unwrap_or(&job.input);
             if let Ok(mut list) = failed.lock() {
-                list.push(name.to_string_lossy().into_owned());
+                list.push(name.display().to_string());
             }
         }
     }

@@ -1,11 +1,10 @@
 //! Inference setup without the CLI: model loading from a checkpoint (configuration from its
 //! shapes, conflicts with a named model, exact key match, training-loss entries), the refusal
-//! without weights, the file plan, and the output arrays' layout.
+//! without weights, and the output arrays' layout. The file plan: `infer_plan.rs`.
 
 use medvae_model::autoencoder::AutoencoderKL;
 use medvae_model::infer::{
-    decoded_path, load_model, plan, reference_array, InferError, InferOptions, Inferencer,
-    InputKind, Modality, ModelRequest,
+    load_model, reference_array, InferError, InferOptions, Inferencer, Modality, ModelRequest,
 };
 use medvae_model::layers::state::to_state_dict;
 use medvae_model::layers::Init;
@@ -163,57 +162,4 @@ fn a_2d_image_gives_the_latent_and_reconstruction_shapes() {
     // a 3D model cannot run on x-rays
     let m3 = AutoencoderKL::new(&tiny(3), &mut Init::random(1)).unwrap();
     assert!(Inferencer::new(m3, opts).is_err());
-}
-
-#[test]
-fn the_plan_takes_the_models_files_and_names_outputs_after_them() {
-    let s = scratch("plan");
-    let inp = s.path().join("in");
-    std::fs::create_dir_all(inp.join("sub")).unwrap();
-    for f in [
-        "b.png",
-        "a.PNG",
-        "v.nii.gz",
-        "w.nii",
-        "w.nii.gz",
-        "notes.txt",
-    ] {
-        std::fs::write(inp.join(f), b"x").unwrap();
-    }
-    std::fs::write(inp.join("sub").join("deep.png"), b"x").unwrap();
-    let out = s.path().join("out");
-
-    let p = plan(&inp, &out, InputKind::Png, true).unwrap();
-    let names: Vec<_> = p.jobs.iter().map(|j| j.latent.clone()).collect();
-    assert_eq!(names, vec![out.join("a.nii.gz"), out.join("b.nii.gz")]);
-    assert_eq!(
-        p.jobs[0].decoded.as_deref(),
-        Some(out.join("a_decoded.nii.gz").as_path())
-    );
-    assert_eq!(p.skipped.len(), 3);
-
-    let p = plan(&inp, &out, InputKind::Nifti, false).unwrap();
-    assert_eq!(p.jobs.len(), 3);
-    assert!(p.jobs.iter().all(|j| j.decoded.is_none()));
-    // w.nii and w.nii.gz would both write w.nii.gz: the second is refused
-    let conflicts: Vec<_> = p.jobs.iter().filter(|j| j.conflict.is_some()).collect();
-    assert_eq!(conflicts.len(), 1);
-
-    // one file to a named output file, or into a folder
-    let one = inp.join("b.png");
-    let p = plan(&one, &s.path().join("x.nii"), InputKind::Png, true).unwrap();
-    assert_eq!(p.jobs[0].latent, s.path().join("x.nii"));
-    assert_eq!(p.jobs[0].decoded, Some(s.path().join("x_decoded.nii")));
-    let p = plan(&one, &out, InputKind::Png, false).unwrap();
-    assert_eq!(p.jobs[0].latent, out.join("b.nii.gz"));
-
-    // nothing to do, or nothing there, is an error
-    let empty = s.path().join("empty");
-    std::fs::create_dir_all(&empty).unwrap();
-    assert!(plan(&empty, &out, InputKind::Png, false).is_err());
-    assert!(plan(&s.path().join("missing"), &out, InputKind::Png, false).is_err());
-    assert_eq!(
-        decoded_path(Path::new("/o/a.b.nii.gz")),
-        PathBuf::from("/o/a.b_decoded.nii.gz")
-    );
 }

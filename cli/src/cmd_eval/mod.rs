@@ -37,6 +37,9 @@ pub struct EvalArgs {
         required_unless_present = "prepared"
     )]
     input: Option<PathBuf>,
+    /// With a folder input: also read its subfolders (not hidden ones).
+    #[arg(short = 'r', long, requires = "input")]
+    recursive: bool,
     /// Or a folder written by `data prepare` (a finetune config's `dataloader.prepared_dir`):
     /// the samples of `--split` as finetuning reads them (2D resized to the config's size).
     #[arg(long)]
@@ -352,7 +355,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 fn open_source(args: &EvalArgs, inferencer: &Inferencer, dims: usize) -> Result<Source> {
     match (&args.input, &args.prepared) {
         (Some(input), _) => {
-            let (files, skipped) = list_inputs(input, inferencer.reads())?;
+            let (files, skipped) = list_inputs(input, inferencer.reads(), args.recursive)?;
             for s in &skipped {
                 eprintln!(
                     "skipped: {} (a {dims}D model does not read it)",

@@ -4,13 +4,18 @@
 //!   `os.listdir`) that the model reads — `.png` for a 2D model, `.nii`/`.nii.gz` for a 3D one —
 //!   in name order; files of the other kind are listed as skipped. `OUT` is a folder and each
 //!   latent is `OUT/<name>.nii.gz`.
+//! * `IN` a folder, recursively (`--recursive`): the same in every subfolder too (hidden ones
+//!   and `OUT` itself left out), depth first in name order; `OUT` mirrors the folders, so
+//!   `IN/sub-01/anat/t1.nii.gz` gives `OUT/sub-01/anat/t1.nii.gz`.
+//! * No output may be a file the run reads or lists ([`Plan::check_inputs_kept`]): `-o` equal
+//!   to `-i` would otherwise replace each scan with its latent.
 //! * `IN` a file: `OUT` ending in `.nii.gz` / `.nii` is the output file; anything else is a
 //!   folder that receives `<name>.nii.gz`.
 //! * With `--decode` the reconstruction goes beside the latent as `<latent name>_decoded.nii.gz`.
 
 use super::error::InferError;
 use super::run::{input_kind, output_stem, InputKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// One file to run.
@@ -35,6 +40,69 @@ pub struct Plan {
     pub named_output: bool,
 }
 
+impl Plan {
+    /// Refuse a run whose outputs would replace a file it reads, or a file of the other kind
+    /// it listed: with `-o` equal to `-i`, `scan.nii.gz`'s latent is `scan.nii.gz` again, and
+    /// the scan would be gone. Call it once the outputs are named, before anything is written.
+    pub fn check_inputs_kept(&self) -> Result<(), InferError> {
+        let read: HashSet<PathBuf> = self
+            .jobs
+            .iter()
+            .map(|j| j.input.as_path())
+            .chain(self.skipped.iter().map(PathBuf::as_path))
+            .filter_map(file_identity)
+            .collect();
+        let mut clashes = Vec::new();
+        for job in &self.jobs {
+            for out in std::iter::once(&job.latent).chain(job.decoded.as_ref()) {
+                if file_identity(out).is_some_and(|id| read.contains(&id)) {
+                    clashes.push(out.display().to_string());
+                }
+            }
+        }
+        if clashes.is_empty() {
+            return Ok(());
+        }
+        let shown = clashes.len().min(5);
+        Err(InferError::Setup(format!(
+            "{} output(s) would replace input files of this run (the output folder is the \
+             input folder, or the output file is the input): {}{}. Write to another folder.",
+            clashes.len(),
+            clashes[..shown].join(", "),
+            if clashes.len() > shown {
+                format!(" and {} more", clashes.len() - shown)
+            } else {
+                String::new()
+            }
+        )))
+    }
+
+    /// Create the output folder and, for a recursive run, its subfolders.
+    pub fn create_folders(&self) -> Result<(), InferError> {
+        let folders: HashSet<&Path> = std::iter::once(self.out_dir.as_path())
+            .chain(self.jobs.iter().filter_map(|j| j.latent.parent()))
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        for folder in folders {
+            std::fs::create_dir_all(folder).map_err(|e| {
+                InferError::Setup(format!("cannot create {}: {e}", folder.display()))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a file is, its folder resolved (symbolic links, `..`), or `None` when its folder
+/// does not exist (then nothing is there to replace). The name itself is not resolved: the
+/// outputs are written to a temporary name and renamed, which replaces a link, not its target.
+fn file_identity(path: &Path) -> Option<PathBuf> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(std::fs::canonicalize(parent).ok()?.join(path.file_name()?))
+}
+
 fn is_nifti_name(p: &Path) -> bool {
     let name = p
         .file_name()
@@ -57,16 +125,25 @@ pub fn decoded_path(latent: &Path) -> PathBuf {
     latent.with_file_name(format!("{}_decoded{}", &name[..cut], &name[cut..]))
 }
 
-/// The files directly inside the folder `input` that a model reading `reads` takes (name
-/// order), and those only the other kind of model reads; an error when it holds none it takes.
-fn list_folder(input: &Path, reads: InputKind) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
-    let setup = |m: String| InferError::Setup(m);
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(input)
-        .map_err(|e| setup(format!("cannot list {}: {e}", input.display())))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file())
-        .collect();
-    entries.sort();
+/// The files inside the folder `input` (directly, or with `recursive` in every subfolder too
+/// but `exclude` and hidden ones) that a model reading `reads` takes (name order, depth
+/// first), and those only the other kind of model reads; an error when it holds none it takes.
+fn list_folder(
+    input: &Path,
+    reads: InputKind,
+    recursive: bool,
+    exclude: Option<&Path>,
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
+    let mut entries = Vec::new();
+    let mut walk = Walk {
+        recursive,
+        exclude: exclude.and_then(|p| std::fs::canonicalize(p).ok()),
+        visited: HashSet::new(),
+    };
+    if let Ok(root) = std::fs::canonicalize(input) {
+        walk.visited.insert(root);
+    }
+    walk.list(input, &mut entries)?;
     let mut take = Vec::new();
     let mut skip = Vec::new();
     for p in entries {
@@ -81,9 +158,52 @@ fn list_folder(input: &Path, reads: InputKind) -> Result<(Vec<PathBuf>, Vec<Path
             InputKind::Png => ".png images (this is a 2D model)",
             InputKind::Nifti => ".nii / .nii.gz volumes (this is a 3D model)",
         };
-        return Err(setup(format!("{} holds no {what}", input.display())));
+        let where_ = if recursive { " or its subfolders" } else { "" };
+        return Err(InferError::Setup(format!(
+            "{}{where_} holds no {what}",
+            input.display()
+        )));
     }
     Ok((take, skip))
+}
+
+/// A folder listing, recursive or not.
+struct Walk {
+    recursive: bool,
+    /// The output folder (resolved), never read as input.
+    exclude: Option<PathBuf>,
+    /// Folders already listed (resolved): a symbolic link back up the tree is not followed
+    /// around forever.
+    visited: HashSet<PathBuf>,
+}
+
+impl Walk {
+    fn list(&mut self, dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InferError> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| InferError::Setup(format!("cannot list {}: {e}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_file() {
+                files.push(p);
+            } else if self.recursive && p.is_dir() && !is_hidden(&p) {
+                let Ok(resolved) = std::fs::canonicalize(&p) else {
+                    continue;
+                };
+                if self.exclude.as_ref() != Some(&resolved) && self.visited.insert(resolved) {
+                    self.list(&p, files)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `.git`, `.snapshot` and the like: never data.
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 /// The inputs `input` names (a file, or a folder's files as [`plan`] lists them) and the
@@ -91,22 +211,25 @@ fn list_folder(input: &Path, reads: InputKind) -> Result<(Vec<PathBuf>, Vec<Path
 pub fn list_inputs(
     input: &Path,
     reads: InputKind,
+    recursive: bool,
 ) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
     let meta = std::fs::metadata(input)
         .map_err(|e| InferError::Setup(format!("input {}: {e}", input.display())))?;
     if meta.is_dir() {
-        list_folder(input, reads)
+        list_folder(input, reads, recursive, None)
     } else {
         Ok((vec![input.to_path_buf()], vec![]))
     }
 }
 
-/// Work out the jobs for `input` → `output` when the model reads `reads`.
+/// Work out the jobs for `input` → `output` when the model reads `reads` (a folder's
+/// subfolders too with `recursive`).
 pub fn plan(
     input: &Path,
     output: &Path,
     reads: InputKind,
     decode: bool,
+    recursive: bool,
 ) -> Result<Plan, InferError> {
     let setup = |m: String| InferError::Setup(m);
     let meta =
@@ -119,7 +242,7 @@ pub fn plan(
                 output.display()
             )));
         }
-        let (take, skip) = list_folder(input, reads)?;
+        let (take, skip) = list_folder(input, reads, recursive, Some(output))?;
         (take, skip, output.to_path_buf(), None)
     } else if is_nifti_name(output) && !output.is_dir() {
         let dir = output
@@ -143,13 +266,21 @@ pub fn plan(
     };
 
     let named_output = single_out.is_some();
+    // A file in a subfolder of IN goes to the same subfolder of OUT.
+    let folder_of = |file: &Path| -> PathBuf {
+        let sub = file
+            .parent()
+            .and_then(|p| p.strip_prefix(input).ok())
+            .unwrap_or(Path::new(""));
+        out_dir.join(sub)
+    };
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
     let jobs = inputs
         .into_iter()
         .map(|input| {
-            let latent = single_out
-                .clone()
-                .unwrap_or_else(|| out_dir.join(format!("{}.nii.gz", output_stem(&input))));
+            let latent = single_out.clone().unwrap_or_else(|| {
+                folder_of(&input).join(format!("{}.nii.gz", output_stem(&input)))
+            });
             let conflict = seen.get(&latent).map(|first| {
                 format!(
                     "its output {} is also {}'s output",

@@ -1,0 +1,204 @@
+//! The file plan of `infer` and `decode`: which files a folder gives (directly, or
+//! recursively with the output folder, hidden folders and link loops left out), where each
+//! output goes, and the refusal to write over a file the run reads.
+
+use medvae_model::infer::{decoded_path, list_inputs, plan, InputKind};
+use std::path::{Path, PathBuf};
+
+/// A temporary folder of one test, removed when dropped.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("medvae-plan-{name}-"))
+        .tempdir()
+        .expect("create a scratch folder")
+}
+
+/// Create `files` (paths relative to `root`, folders made as needed) with a byte each.
+fn touch(root: &Path, files: &[&str]) {
+    for f in files {
+        let p = root.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"x").unwrap();
+    }
+}
+
+#[test]
+fn the_plan_takes_the_models_files_and_names_outputs_after_them() {
+    let s = scratch("plan");
+    let inp = s.path().join("in");
+    std::fs::create_dir_all(inp.join("sub")).unwrap();
+    for f in [
+        "b.png",
+        "a.PNG",
+        "v.nii.gz",
+        "w.nii",
+        "w.nii.gz",
+        "notes.txt",
+    ] {
+        std::fs::write(inp.join(f), b"x").unwrap();
+    }
+    std::fs::write(inp.join("sub").join("deep.png"), b"x").unwrap();
+    let out = s.path().join("out");
+
+    let p = plan(&inp, &out, InputKind::Png, true, false).unwrap();
+    let names: Vec<_> = p.jobs.iter().map(|j| j.latent.clone()).collect();
+    assert_eq!(names, vec![out.join("a.nii.gz"), out.join("b.nii.gz")]);
+    assert_eq!(
+        p.jobs[0].decoded.as_deref(),
+        Some(out.join("a_decoded.nii.gz").as_path())
+    );
+    assert_eq!(p.skipped.len(), 3);
+
+    let p = plan(&inp, &out, InputKind::Nifti, false, false).unwrap();
+    assert_eq!(p.jobs.len(), 3);
+    assert!(p.jobs.iter().all(|j| j.decoded.is_none()));
+    // w.nii and w.nii.gz would both write w.nii.gz: the second is refused
+    let conflicts: Vec<_> = p.jobs.iter().filter(|j| j.conflict.is_some()).collect();
+    assert_eq!(conflicts.len(), 1);
+
+    // one file to a named output file, or into a folder
+    let one = inp.join("b.png");
+    let p = plan(&one, &s.path().join("x.nii"), InputKind::Png, true, false).unwrap();
+    assert_eq!(p.jobs[0].latent, s.path().join("x.nii"));
+    assert_eq!(p.jobs[0].decoded, Some(s.path().join("x_decoded.nii")));
+    let p = plan(&one, &out, InputKind::Png, false, false).unwrap();
+    assert_eq!(p.jobs[0].latent, out.join("b.nii.gz"));
+
+    // nothing to do, or nothing there, is an error
+    let empty = s.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert!(plan(&empty, &out, InputKind::Png, false, false).is_err());
+    assert!(plan(
+        &s.path().join("missing"),
+        &out,
+        InputKind::Png,
+        false,
+        false
+    )
+    .is_err());
+    assert_eq!(
+        decoded_path(Path::new("/o/a.b.nii.gz")),
+        PathBuf::from("/o/a.b_decoded.nii.gz")
+    );
+}
+
+#[test]
+fn a_recursive_plan_mirrors_the_subfolders_and_leaves_out_hidden_ones_and_the_output() {
+    let s = scratch("recursive");
+    let inp = s.path().join("in");
+    touch(
+        &inp,
+        &[
+            "top.png",
+            "sub-01/anat/t1.png",
+            "sub-01/anat/t1.nii.gz",
+            "sub-02/t1.png",
+            ".git/objects/x.png",
+            "out/old.png",
+        ],
+    );
+    // The output folder inside the input: its files are never read back as inputs.
+    let out = inp.join("out");
+    let p = plan(&inp, &out, InputKind::Png, true, true).unwrap();
+    let got: Vec<(PathBuf, PathBuf)> = p
+        .jobs
+        .iter()
+        .map(|j| (j.input.clone(), j.latent.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                inp.join("sub-01/anat/t1.png"),
+                out.join("sub-01/anat/t1.nii.gz")
+            ),
+            (inp.join("sub-02/t1.png"), out.join("sub-02/t1.nii.gz")),
+            (inp.join("top.png"), out.join("top.nii.gz")),
+        ]
+    );
+    assert_eq!(
+        p.jobs[0].decoded.as_deref(),
+        Some(out.join("sub-01/anat/t1_decoded.nii.gz").as_path())
+    );
+    assert_eq!(p.skipped, vec![inp.join("sub-01/anat/t1.nii.gz")]);
+    assert!(p.jobs.iter().all(|j| j.conflict.is_none()));
+
+    // Without --recursive only the top level is read.
+    let flat = plan(&inp, &out, InputKind::Png, false, false).unwrap();
+    assert_eq!(flat.jobs.len(), 1);
+
+    // The folders are made by the plan, before any file is written.
+    p.create_folders().unwrap();
+    assert!(out.join("sub-01/anat").is_dir() && out.join("sub-02").is_dir());
+
+    // eval's listing: the same files (it writes no folder, so `out/` is read too).
+    let (files, _) = list_inputs(&inp, InputKind::Png, true).unwrap();
+    assert_eq!(files.len(), 4);
+    assert!(files.contains(&inp.join("out/old.png")));
+
+    // Only the subfolders hold images: an error names them without --recursive.
+    let deep = s.path().join("deep");
+    touch(&deep, &["a/b.png"]);
+    let err = plan(&deep, &out, InputKind::Png, false, false).unwrap_err();
+    assert!(err.to_string().contains("holds no .png"), "{err}");
+    assert_eq!(
+        plan(&deep, &out, InputKind::Png, false, true)
+            .unwrap()
+            .jobs
+            .len(),
+        1
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_back_up_the_tree_is_listed_once() {
+    let s = scratch("loop");
+    let inp = s.path().join("in");
+    touch(&inp, &["a/x.png"]);
+    std::os::unix::fs::symlink("..", inp.join("a").join("up")).unwrap();
+    std::os::unix::fs::symlink(inp.join("a"), inp.join("b")).unwrap();
+    let p = plan(&inp, &s.path().join("out"), InputKind::Png, false, true).unwrap();
+    assert_eq!(p.jobs.len(), 1, "{:?}", p.jobs);
+}
+
+#[test]
+fn outputs_that_would_replace_the_inputs_are_refused() {
+    let s = scratch("inplace");
+    let dir = s.path().join("scans");
+    touch(&dir, &["a.nii.gz", "b.nii", "c.png"]);
+
+    // A 3D run into its own folder: a.nii.gz's latent is a.nii.gz.
+    let p = plan(&dir, &dir, InputKind::Nifti, false, false).unwrap();
+    let err = p.check_inputs_kept().unwrap_err().to_string();
+    assert!(err.contains("1 output(s) would replace"), "{err}");
+    assert!(err.contains("a.nii.gz"), "{err}");
+    // The same folder reached by another spelling.
+    let other = dir.join("..").join("scans");
+    let p = plan(&dir, &other, InputKind::Nifti, false, false).unwrap();
+    assert!(p.check_inputs_kept().is_err());
+    // One file named as its own output.
+    let one = dir.join("a.nii.gz");
+    let p = plan(&one, &one, InputKind::Nifti, false, false).unwrap();
+    assert!(p.check_inputs_kept().is_err());
+
+    // A 2D run into its folder: c.nii.gz beside c.png replaces nothing...
+    let p = plan(&dir, &dir, InputKind::Png, true, false).unwrap();
+    p.check_inputs_kept().unwrap();
+    // ...but a volume of the same name, listed as skipped, is not written over either.
+    touch(&dir, &["c.nii.gz"]);
+    let p = plan(&dir, &dir, InputKind::Png, false, false).unwrap();
+    let err = p.check_inputs_kept().unwrap_err().to_string();
+    assert!(err.contains("c.nii.gz"), "{err}");
+
+    // decode's outputs are <name>_decoded: into the latents' own folder is fine.
+    let mut p = plan(&dir, &dir, InputKind::Nifti, false, false).unwrap();
+    for job in &mut p.jobs {
+        job.latent = decoded_path(&job.latent);
+    }
+    p.check_inputs_kept().unwrap();
+
+    // Another folder is always fine.
+    let p = plan(&dir, &s.path().join("out"), InputKind::Nifti, true, false).unwrap();
+    p.check_inputs_kept().unwrap();
+}
