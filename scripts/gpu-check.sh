@@ -323,12 +323,12 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
   # CPU: the validation numbers must agree to rounding.
   # Run folders (checkpoints) stay out of $OUT: only logs come back.
   run_step finetune-cuda 90 bash -c 'set -o pipefail; "$0" finetune --config configs/quickstart_2d.yaml device=cuda \
-      output_dir="$1/ft-cuda" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
+      output_dir="$1/ft-cuda" overwrite=true 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   run_step finetune-cpu 120 bash -c 'set -o pipefail; "$0" finetune --config configs/quickstart_2d.yaml \
-      output_dir="$1/ft-cpu" 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
+      output_dir="$1/ft-cpu" overwrite=true 2>&1 | tail -n 4' "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
   # The 3D quickstart on CUDA (its slicing kernels were first written without a GPU).
   run_step finetune-3d-cuda 120 bash -c 'set -o pipefail; "$0" finetune --config configs/quickstart_3d.yaml \
-      device=cuda output_dir="$1/ft-3d-cuda" 2>&1 | tail -n 4' "$MEDVAE_BIN" \
+      device=cuda output_dir="$1/ft-3d-cuda" overwrite=true 2>&1 | tail -n 4' "$MEDVAE_BIN" \
       "${TMPDIR:-/tmp}/medvae-gpu-check"
   # The same with the flash attention kernels instead of the GEMM path, and a kernel ranking.
   run_step ours-bf16-flash 90 env MEDVAE_ATTENTION=flash "$MEDVAE_BIN" bench --device cuda \

@@ -160,6 +160,49 @@ fn bad_configs_are_clear_errors() {
     assert!(err.contains("/nonexistent/last"), "{err}");
 }
 
+/// Running the same command again without `resume_from_ckpt` must not wipe a finished run:
+/// it is refused (the checkpoints untouched) until `overwrite=true`, which clears them.
+#[test]
+fn a_fresh_run_never_replaces_an_earlier_runs_checkpoints_unasked() {
+    let scratch_dir = scratch("again");
+    let out = scratch_dir.path().join("run");
+    let short = ["max_steps=2", "log_every_n_steps=1"];
+    let (ok, err) = finetune(&out, &short);
+    assert!(ok, "{err}");
+    let last = out.join("checkpoints/last/model.safetensors");
+    let kept = std::fs::read(&last).unwrap();
+    let logged = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+
+    let (ok, err) = finetune(&out, &short);
+    assert!(!ok, "a second fresh run was allowed:\n{err}");
+    for hint in [
+        "already holds a run's checkpoints (last)",
+        "resume_from_ckpt=auto",
+        "overwrite=true",
+    ] {
+        assert!(err.contains(hint), "{hint}: {err}");
+    }
+    assert_eq!(std::fs::read(&last).unwrap(), kept);
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(),
+        logged
+    );
+
+    // overwrite=true starts over, and no checkpoint of the earlier run is left to mix in.
+    let stale = out.join("checkpoints/epoch-0099");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::copy(&last, stale.join("model.safetensors")).unwrap();
+    let (ok, err) = finetune(&out, &[&short[..], &["overwrite=true"]].concat());
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("removed the earlier run's 2 checkpoint(s)"),
+        "{err}"
+    );
+    assert!(!stale.exists());
+    assert!(last.is_file());
+    assert_eq!(train_losses(&metrics(&out)).len(), 2);
+}
+
 #[test]
 fn quickstart_3d_runs_through_the_adversarial_phase() {
     let scratch_dir = scratch("q3d");

@@ -39,9 +39,16 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
     }
     let out = cfg.output_dir.clone();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    ensure_prepared(&cfg.dataloader.config, &cfg.dataloader.prepared_dir)?;
-
     let resume = resolve_resume(&cfg.resume_from_ckpt, &out);
+    if resume.is_none() {
+        let earlier = earlier_checkpoints(&out);
+        if !cfg.overwrite {
+            refuse_to_replace_a_run(&out, &earlier)?;
+        } else if !earlier.is_empty() {
+            clear_earlier_run(&out, &earlier)?;
+        }
+    }
+    ensure_prepared(&cfg.dataloader.config, &cfg.dataloader.prepared_dir)?;
     let devices = cfg.replica_devices();
     let mut replicas = DataParallel::new(&cfg, &devices)?;
     if cfg.weights.is_none() && resume.is_none() {
@@ -321,6 +328,61 @@ fn resolve_resume(requested: &Option<PathBuf>, out: &Path) -> Option<PathBuf> {
         }
         other => other.clone(),
     }
+}
+
+/// The checkpoint folders in `out/checkpoints` (those holding a `model.safetensors`), sorted.
+fn earlier_checkpoints(out: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("model.safetensors").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    found
+}
+
+/// A fresh run writes `best`, `last` and the logs from its first epoch on, so in a folder
+/// that holds an earlier run's checkpoints it would replace them: refused, with the ways on.
+fn refuse_to_replace_a_run(out: &Path, earlier: &[String]) -> Result<()> {
+    if earlier.is_empty() {
+        return Ok(());
+    }
+    let shown = earlier.len().min(6);
+    bail!(
+        "{} already holds a run's checkpoints ({}{}). A fresh run would replace them and \
+         its logs. Continue that run with resume_from_ckpt=auto, write this one elsewhere \
+         with output_dir=DIR, or start over in it with overwrite=true.",
+        out.join("checkpoints").display(),
+        earlier[..shown].join(", "),
+        if earlier.len() > shown { ", ..." } else { "" }
+    )
+}
+
+/// `overwrite=true`: the earlier run's checkpoints and previews go, so that none of them is
+/// mistaken for this run's (its logs are restarted by `RunLogs::open`).
+fn clear_earlier_run(out: &Path, earlier: &[String]) -> Result<()> {
+    for name in earlier {
+        let dir = out.join("checkpoints").join(name);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    if let Ok(entries) = std::fs::read_dir(out.join("previews")) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("epoch-") && name.ends_with(".png") {
+                std::fs::remove_file(e.path())
+                    .with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+    }
+    eprintln!(
+        "overwrite=true: removed the earlier run's {} checkpoint(s) and previews from {}",
+        earlier.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// Prepare the shards from the data config unless the folder already holds them, made from

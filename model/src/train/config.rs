@@ -76,6 +76,10 @@ pub struct TrainConfig {
     /// `output_dir/checkpoints/last` when it exists, else a fresh start.
     #[serde(default)]
     pub resume_from_ckpt: Option<PathBuf>,
+    /// Start a fresh run in an `output_dir` that holds an earlier run's checkpoints, replacing
+    /// them and its logs (refused otherwise).
+    #[serde(default)]
+    pub overwrite: bool,
     /// Recompute block activations in the backward instead of keeping them (less memory).
     #[serde(default)]
     pub activation_checkpointing: bool,
