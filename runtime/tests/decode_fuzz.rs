@@ -1,4 +1,4 @@
-//! Deterministic mutation testing of the PNG and NIfTI decode paths (what `data prepare` runs on
+//! Deterministic mutation testing of the PNG and NIfTI (-1 and -2) decode paths (what `data prepare` runs on
 //! every file): truncations, byte flips, chunk and header fields set to edge values, over the
 //! real sample files. Every mutant must decode or return an error; a panic fails the test and
 //! the input is saved under the system temp folder for reproduction.
@@ -317,6 +317,132 @@ fn mutated_niftis_never_panic() {
         "{n} NIfTI mutants in {:.1} s",
         start.elapsed().as_secs_f64()
     );
+}
+
+/// NIfTI-2 header fields (offset, width in bytes, is_float): datatype, bitpix, dim[0..8],
+/// pixdim[0..8], vox_offset, scl_slope, scl_inter, qform_code, sform_code, quatern_b/c/d,
+/// qoffset_x/y/z, srow_x/y/z.
+fn nifti2_fields() -> Vec<(usize, usize, bool)> {
+    let mut f = vec![(12, 2, false), (14, 2, false)];
+    f.extend((0..8).map(|i| (16 + 8 * i, 8, false)));
+    f.extend((0..8).map(|i| (104 + 8 * i, 8, true)));
+    f.extend([(168, 8, false), (176, 8, true), (184, 8, true)]);
+    f.extend([(344, 4, false), (348, 4, false)]);
+    f.extend((0..6).map(|i| (352 + 8 * i, 8, true)));
+    f.extend((0..12).map(|i| (400 + 8 * i, 8, true)));
+    f
+}
+
+/// Edge values for NIfTI-2's 64-bit integer fields (dims, vox_offset).
+const EDGE_I64: [i64; 12] = [
+    0,
+    1,
+    -1,
+    3,
+    8,
+    544,
+    32_767,
+    32_768,
+    1 << 24,
+    1 << 40,
+    i64::MAX,
+    i64::MIN,
+];
+
+/// `nifti` (an int16 NIfTI-2 file) with its dimensions set to `dims` and its voxels cut to fit.
+fn shrink_i16_nifti2(nifti: &[u8], dims: [i64; 3]) -> Vec<u8> {
+    let big = nifti[0..4] == 540i32.to_be_bytes();
+    let mut m = nifti.to_vec();
+    for (i, d) in dims.iter().enumerate() {
+        let b = if big {
+            d.to_be_bytes()
+        } else {
+            d.to_le_bytes()
+        };
+        m[24 + 8 * i..32 + 8 * i].copy_from_slice(&b);
+    }
+    let off: [u8; 8] = m[168..176].try_into().unwrap();
+    let off = if big {
+        i64::from_be_bytes(off)
+    } else {
+        i64::from_le_bytes(off)
+    };
+    m.truncate(off as usize + 2 * dims.iter().product::<i64>() as usize);
+    m
+}
+
+fn mutate_nifti2(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let mut m = seed.to_vec();
+    let big = m.len() >= 4 && m[0..4] == 540i32.to_be_bytes();
+    let fields = nifti2_fields();
+    match rng.gen_range(0..4) {
+        0 => m.truncate(rng.gen_range(0..=m.len())),
+        1 => {
+            for _ in 0..rng.gen_range(1..=8) {
+                let at = rng.gen_range(0..m.len().clamp(1, 600));
+                if let Some(b) = m.get_mut(at) {
+                    *b = rng.gen();
+                }
+            }
+        }
+        _ => {
+            for _ in 0..rng.gen_range(1..=3) {
+                let (off, width, is_float) = fields[rng.gen_range(0..fields.len())];
+                let mut bytes: Vec<u8> = if is_float {
+                    let v = if rng.gen_bool(0.7) {
+                        EDGE_F32[rng.gen_range(0..EDGE_F32.len())] as f64
+                    } else {
+                        rng.gen_range(-1e4f64..1e4)
+                    };
+                    v.to_le_bytes().to_vec()
+                } else {
+                    let v = if rng.gen_bool(0.7) {
+                        EDGE_I64[rng.gen_range(0..EDGE_I64.len())]
+                    } else {
+                        rng.gen::<i16>() as i64
+                    };
+                    v.to_le_bytes()[..width].to_vec()
+                };
+                if big {
+                    bytes.reverse();
+                }
+                if off + width <= m.len() {
+                    m[off..off + width].copy_from_slice(&bytes);
+                }
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn mutated_nifti2_files_never_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nifti2");
+    // Big-endian with an extension and scaling, little-endian gzip: cut to 9 x 7 x 5.
+    let seeds: Vec<Vec<u8>> = [
+        "anatomical_las_i16be_n2.nii",
+        "ct_small_vol_lps_i16_n2.nii.gz",
+    ]
+    .iter()
+    .map(|f| shrink_i16_nifti2(&read(&dir.join(f)), [9, 7, 5]))
+    .collect();
+    for seed in &seeds {
+        decode_nifti(Path::new("seed.nii"), seed).expect("NIfTI-2 seed decodes");
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5eed_0003);
+    let n = 4000 * scale();
+    for i in 0..n {
+        let mut m = mutate_nifti2(&seeds[i % seeds.len()], &mut rng);
+        if rng.gen_bool(0.3) {
+            m = mutate_nifti2(&m, &mut rng);
+        }
+        check("nifti2", i, &m, run_nifti);
+    }
+    // Every cut through the header and the first voxels is an error.
+    for len in 0..700 {
+        let r = catch_unwind(|| decode_nifti(Path::new("cut.nii"), &seeds[0][..len]).is_err());
+        assert_eq!(r.ok(), Some(true), "NIfTI-2 cut at {len}");
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! NIfTI-1 files as plain arrays: any number of axes (1 to 7), NumPy's axis order and C-order
+//! NIfTI files as plain arrays: any number of axes (1 to 7), NumPy's axis order and C-order
 //! data, as `nib.load(path).get_fdata()` hands them to Python, plus the header's `descrip`.
 //!
 //! This is the reader for arrays that are not scans: latents written by `medvae-fast infer` (or
@@ -8,9 +8,8 @@
 
 use super::affine::{best_affine, Affine};
 use super::error::VolumeError;
-use super::read::{
-    all_dims, parse_header, read_uncompressed, slope_inter, voxel_values, Element, HEADER_BYTES,
-};
+use super::nifti2::NIFTI2_HEADER_BYTES;
+use super::read::{all_dims, parse_header, read_uncompressed, slope_inter, voxel_values, Element};
 use super::write::fortran_order;
 use flate2::read::MultiGzDecoder;
 use nifti::NiftiHeader;
@@ -38,7 +37,7 @@ pub fn read_nifti_array(path: &Path) -> Result<NiftiArray, VolumeError> {
     decode_nifti_array(path, &read_uncompressed(path)?)
 }
 
-/// [`read_nifti_array`] of an uncompressed NIfTI-1 file held in memory (`path` names it in
+/// [`read_nifti_array`] of an uncompressed NIfTI-1 or NIfTI-2 file held in memory (`path` names it in
 /// errors).
 pub fn decode_nifti_array(path: &Path, bytes: &[u8]) -> Result<NiftiArray, VolumeError> {
     let header = parse_header(path, bytes)?;
@@ -81,20 +80,21 @@ pub fn read_nifti_descrip(path: &Path) -> Result<String, VolumeError> {
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut magic = [0u8; 2];
-    let mut head = Vec::with_capacity(HEADER_BYTES);
+    // Enough for either header (NIfTI-1: 348 bytes, NIfTI-2: 540); parse_header tells which.
+    let mut head = Vec::with_capacity(NIFTI2_HEADER_BYTES);
     let mut reader = std::io::BufReader::new(file);
     reader.read_exact(&mut magic).map_err(io)?;
     let rest = std::io::Read::chain(&magic[..], reader);
     if magic == [0x1f, 0x8b] {
         MultiGzDecoder::new(rest)
-            .take(HEADER_BYTES as u64)
+            .take(NIFTI2_HEADER_BYTES as u64)
             .read_to_end(&mut head)
             .map_err(|e| VolumeError::Gzip {
                 path: path.to_path_buf(),
                 msg: e.to_string(),
             })?;
     } else {
-        rest.take(HEADER_BYTES as u64)
+        rest.take(NIFTI2_HEADER_BYTES as u64)
             .read_to_end(&mut head)
             .map_err(io)?;
     }

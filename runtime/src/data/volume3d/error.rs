@@ -15,7 +15,7 @@ pub enum VolumeError {
     },
     #[error("{}: corrupt or truncated gzip stream: {msg}", path.display())]
     Gzip { path: PathBuf, msg: String },
-    #[error("{}: not a readable NIfTI-1 file: {msg}", path.display())]
+    #[error("{}: not a readable NIfTI file: {msg}", path.display())]
     Header { path: PathBuf, msg: String },
     #[error(
         "{}: truncated: voxel data needs {needed} bytes from offset {offset}, the file has {available}",

@@ -22,6 +22,7 @@ mod crop;
 mod error;
 mod geometry;
 mod intensity;
+mod nifti2;
 mod orient;
 mod read;
 mod write;

@@ -1,6 +1,7 @@
-//! NIfTI-1 reading (`.nii`, `.nii.gz`): header through the `nifti` crate, voxel bytes decoded
-//! here so that every datatype, both byte orders, `scl_slope`/`scl_inter` and every way a file
-//! can be short or corrupt are handled explicitly, as nibabel (the reference's reader) does.
+//! NIfTI-1 and NIfTI-2 reading (`.nii`, `.nii.gz`): a NIfTI-1 header through the `nifti`
+//! crate, a NIfTI-2 one through [`super::nifti2`] into the same type; voxel bytes decoded here
+//! so that every datatype, both byte orders, `scl_slope`/`scl_inter` and every way a file can
+//! be short or corrupt are handled explicitly, as nibabel (the reference's reader) does.
 //!
 //! What nibabel does on load and we mirror:
 //! * the header checks it fixes silently: `pixdim[0]` (qfac) not ±1 → 1; `pixdim[1..4]` zero → 1,
@@ -8,10 +9,11 @@
 //! * `scl_slope` of 0 or non-finite means "no scaling"; a valid slope with a non-finite
 //!   intercept is an error;
 //! * the voxel data starts at `vox_offset` (0 in a single file means right after the header,
-//!   352); an offset inside the header is an error.
+//!   352, or 544 for NIfTI-2); an offset inside the header is an error.
 
 use super::affine::{best_affine, Affine};
 use super::error::VolumeError;
+use super::nifti2::{nifti2_endianness, parse_nifti2, NIFTI2_DATA_START, NIFTI2_HEADER_BYTES};
 use flate2::read::MultiGzDecoder;
 use nifti::{Endianness, NiftiHeader};
 use std::io::Read;
@@ -64,7 +66,7 @@ fn gunzip(path: &Path, raw: &[u8]) -> Result<Vec<u8>, VolumeError> {
     Ok(out)
 }
 
-/// Decode an uncompressed NIfTI-1 image held in memory (`path` is used in messages).
+/// Decode an uncompressed NIfTI-1 or NIfTI-2 image held in memory (`path` is used in messages).
 pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<NiftiVolume, VolumeError> {
     let header = parse_header(path, bytes)?;
     let dims = spatial_dims(path, &header)?;
@@ -81,23 +83,24 @@ pub fn decode_nifti(path: &Path, bytes: &[u8]) -> Result<NiftiVolume, VolumeErro
     Ok(NiftiVolume { dims, data, affine })
 }
 
-/// The header of the NIfTI-1 file whose first bytes are `bytes` (at least the 348 of a
-/// header), after nibabel's silent fixes. NIfTI-2 and header-only (`.hdr`/`.img`) files are
+/// The header of the NIfTI-1 or NIfTI-2 file whose first bytes are `bytes` (at least the 348
+/// or 540 of its header), after nibabel's silent fixes. Header-only (`.hdr`/`.img`) files are
 /// errors.
 pub(super) fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader, VolumeError> {
     let header_err = |msg: String| VolumeError::Header {
         path: path.to_path_buf(),
         msg,
     };
+    if nifti2_endianness(bytes).is_some() {
+        let mut header = parse_nifti2(path, bytes)?;
+        fix_header_like_nibabel(&mut header);
+        return Ok(header);
+    }
     if bytes.len() < HEADER_BYTES {
         return Err(header_err(format!(
             "file is {} bytes, shorter than a NIfTI-1 header ({HEADER_BYTES})",
             bytes.len()
         )));
-    }
-    let first = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    if i32::from_le_bytes(first) == 540 || i32::from_be_bytes(first) == 540 {
-        return Err(header_err("NIfTI-2 files are not supported".into()));
     }
     let mut header = NiftiHeader::from_reader(bytes).map_err(|e| header_err(e.to_string()))?;
     if &header.magic == b"ni1\0" {
@@ -224,15 +227,18 @@ fn data_offset(path: &Path, h: &NiftiHeader) -> Result<usize, VolumeError> {
         });
     }
     let off = off as usize;
+    let start = if h.sizeof_hdr == NIFTI2_HEADER_BYTES as i32 {
+        NIFTI2_DATA_START
+    } else {
+        SINGLE_FILE_DATA_START
+    };
     if off == 0 {
-        return Ok(SINGLE_FILE_DATA_START);
+        return Ok(start);
     }
-    if off < SINGLE_FILE_DATA_START {
+    if off < start {
         return Err(VolumeError::Header {
             path: path.to_path_buf(),
-            msg: format!(
-                "vox_offset {off} is inside the header (minimum {SINGLE_FILE_DATA_START})"
-            ),
+            msg: format!("vox_offset {off} is inside the header (minimum {start})"),
         });
     }
     Ok(off)
