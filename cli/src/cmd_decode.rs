@@ -16,8 +16,8 @@ use crate::outputs::skip_done;
 use anyhow::{bail, Result};
 use clap::Args;
 use medvae_model::infer::{
-    decoded_path, fingerprints, plan, write_array, Fingerprints, InputKind, LatentDecoder,
-    OutputKind, Provenance,
+    decoded_path, fingerprints, plan, write_array, Fingerprints, LatentDecoder, OutputKind,
+    Provenance, Select,
 };
 use medvae_runtime::data::volume3d::{
     image_affine_of_latent, read_nifti_array, read_nifti_descrip, IDENTITY_AFFINE,
@@ -96,9 +96,8 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     let mut plan = plan(
         &args.input,
         &args.output,
-        InputKind::Nifti,
+        Select::latents(args.recursive),
         false,
-        args.recursive,
     )?;
     if !plan.named_output {
         for job in &mut plan.jobs {

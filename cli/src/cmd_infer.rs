@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medvae_model::infer::{
     fingerprints, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job, Modality,
-    OutputKind, Provenance,
+    OutputKind, Provenance, Select,
 };
 use medvae_runtime::data::volume3d::latent_affine;
 use medvae_runtime::Device;
@@ -163,9 +163,8 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let mut plan = plan(
         &args.input,
         &args.output,
-        inferencers[0].reads(),
+        Select::scans(inferencers[0].reads(), args.recursive),
         args.decode,
-        args.recursive,
     )?;
     plan.check_inputs_kept()?;
     // What every output records about the run that made it (see `provenance`).
@@ -215,13 +214,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         0
     };
     plan.create_folders()?;
-    for s in &plan.skipped {
-        eprintln!(
-            "skipped: {} (a {}D model does not read it)",
-            s.display(),
-            cfg.dims
-        );
-    }
+    report_skipped(&plan.skipped, &plan.ours, cfg.dims);
 
     let t0 = Instant::now();
     let bar = progress_bar(plan.jobs.len());
@@ -285,6 +278,23 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     } else {
         eprintln!("failed: {}", failed.join(", "));
         Ok(ExitCode::from(1))
+    }
+}
+
+/// The files of the input folder a run leaves out, one line each on stderr.
+pub(crate) fn report_skipped(other_kind: &[PathBuf], ours: &[(PathBuf, OutputKind)], dims: usize) {
+    for s in other_kind {
+        eprintln!(
+            "skipped: {} (a {dims}D model does not read it)",
+            s.display()
+        );
+    }
+    for (s, kind) in ours {
+        eprintln!(
+            "skipped: {} (written by medvae-fast: it holds `{}`, not a scan)",
+            s.display(),
+            kind.word()
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! Folder trees through the real binary: `infer -r`, `decode -r` and `eval -r` over
 //! subfolders (outputs mirror them, the output folder inside the input is never read back),
-//! and the refusal to write a latent over the scan it came from (`-o` equal to `-i`), which
-//! leaves the scan's bytes as they were.
+//! the refusal to write a latent over the scan it came from (`-o` equal to `-i`), which
+//! leaves the scan's bytes as they were, and latents among scans left out of `infer`/`eval`.
 
 mod common;
 
@@ -136,4 +136,29 @@ fn a_latent_is_never_written_over_its_scan() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("would replace input files"), "{stderr}");
     assert_eq!(std::fs::read(&z).unwrap(), latent, "the latent was changed");
+
+    // A latent among the scans is not taken for one by infer or eval.
+    std::fs::copy(&z, scans.join("ct_z.nii.gz")).unwrap();
+    let (code, stdout, stderr) = infer(&scans, &dir.path().join("latents"));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 file(s): 1 written"), "{stdout}");
+    assert!(
+        stderr.contains("ct_z.nii.gz (written by medvae-fast: it holds `z`, not a scan)"),
+        "{stderr}"
+    );
+    let (code, stdout, stderr) = medvae(&[
+        "eval",
+        "-i",
+        s(&scans),
+        "--modality",
+        "ct",
+        "--weights",
+        s(&weights),
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 of 1 sample(s) evaluated"), "{stdout}");
+    // Named on its own, it is refused with the reason.
+    let (code, _, stderr) = infer(&scans.join("ct_z.nii.gz"), &dir.path().join("zz"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not a scan"), "{stderr}");
 }

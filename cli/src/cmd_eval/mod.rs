@@ -7,14 +7,14 @@
 mod report;
 mod source;
 
-use crate::cmd_infer::{check_device, progress_bar, ModalityArg};
+use crate::cmd_infer::{check_device, progress_bar, report_skipped, ModalityArg};
 use crate::interrupt;
 use crate::model_args::{ModelArgs, WindowArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use medvae_model::infer::{
-    fingerprints, list_inputs, load_model, settings, Fingerprints, InferOptions, Inferencer,
-    LoadedModel, Modality, ModelRequest, Prepared,
+    fingerprints, list, load_model, settings, Fingerprints, InferOptions, Inferencer, LoadedModel,
+    Modality, ModelRequest, Prepared, Select,
 };
 use medvae_model::losses::Lpips;
 use medvae_model::quality::{measure, paired, Perceptual, Quality, Summary};
@@ -355,14 +355,13 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
 fn open_source(args: &EvalArgs, inferencer: &Inferencer, dims: usize) -> Result<Source> {
     match (&args.input, &args.prepared) {
         (Some(input), _) => {
-            let (files, skipped) = list_inputs(input, inferencer.reads(), args.recursive)?;
-            for s in &skipped {
-                eprintln!(
-                    "skipped: {} (a {dims}D model does not read it)",
-                    s.display()
-                );
-            }
-            Ok(Source::Files(files))
+            let found = list(
+                input,
+                Select::scans(inferencer.reads(), args.recursive),
+                None,
+            )?;
+            report_skipped(&found.other_kind, &found.ours, dims);
+            Ok(Source::Files(found.take))
         }
         (None, Some(dir)) => {
             let set = ShardSet::open(dir, &args.split)

@@ -6,7 +6,8 @@
 //!   latent is `OUT/<name>.nii.gz`.
 //! * `IN` a folder, recursively (`--recursive`): the same in every subfolder too (hidden ones
 //!   and `OUT` itself left out), depth first in name order; `OUT` mirrors the folders, so
-//!   `IN/sub-01/anat/t1.nii.gz` gives `OUT/sub-01/anat/t1.nii.gz`.
+//!   `IN/sub-01/anat/t1.nii.gz` gives `OUT/sub-01/anat/t1.nii.gz`. What a folder gives is
+//!   [`super::listing`]'s (which also leaves medvae-fast's own outputs out of `infer`).
 //! * No output may be a file the run reads or lists ([`Plan::check_inputs_kept`]): `-o` equal
 //!   to `-i` would otherwise replace each scan with its latent.
 //! * `IN` a file: `OUT` ending in `.nii.gz` / `.nii` is the output file; anything else is a
@@ -14,7 +15,9 @@
 //! * With `--decode` the reconstruction goes beside the latent as `<latent name>_decoded.nii.gz`.
 
 use super::error::InferError;
-use super::run::{input_kind, output_stem, InputKind};
+use super::listing::{list, Select};
+use super::provenance::OutputKind;
+use super::run::output_stem;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -34,6 +37,9 @@ pub struct Plan {
     pub jobs: Vec<Job>,
     /// Files in the input folder that only a model of the other dimensionality reads.
     pub skipped: Vec<PathBuf>,
+    /// Latents and reconstructions medvae-fast wrote, found among the inputs and left out
+    /// (with what each holds).
+    pub ours: Vec<(PathBuf, OutputKind)>,
     /// The folder outputs go into (to be created).
     pub out_dir: PathBuf,
     /// `OUT` named the one output file itself (a single input and a `.nii.gz` / `.nii` name).
@@ -125,144 +131,29 @@ pub fn decoded_path(latent: &Path) -> PathBuf {
     latent.with_file_name(format!("{}_decoded{}", &name[..cut], &name[cut..]))
 }
 
-/// The files inside the folder `input` (directly, or with `recursive` in every subfolder too
-/// but `exclude` and hidden ones) that a model reading `reads` takes (name order, depth
-/// first), and those only the other kind of model reads; an error when it holds none it takes.
-fn list_folder(
-    input: &Path,
-    reads: InputKind,
-    recursive: bool,
-    exclude: Option<&Path>,
-) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
-    let mut entries = Vec::new();
-    let mut walk = Walk {
-        recursive,
-        exclude: exclude.and_then(|p| std::fs::canonicalize(p).ok()),
-        visited: HashSet::new(),
-    };
-    if let Ok(root) = std::fs::canonicalize(input) {
-        walk.visited.insert(root);
-    }
-    walk.list(input, &mut entries)?;
-    let mut take = Vec::new();
-    let mut skip = Vec::new();
-    for p in entries {
-        match input_kind(&p) {
-            Some(k) if k == reads => take.push(p),
-            Some(_) => skip.push(p),
-            None => {}
-        }
-    }
-    if take.is_empty() {
-        let what = match reads {
-            InputKind::Png => ".png images (this is a 2D model)",
-            InputKind::Nifti => ".nii / .nii.gz volumes (this is a 3D model)",
-        };
-        let where_ = if recursive { " or its subfolders" } else { "" };
-        return Err(InferError::Setup(format!(
-            "{}{where_} holds no {what}",
-            input.display()
+/// Work out the jobs for `input` → `output` for a run that reads `select`.
+pub fn plan(input: &Path, output: &Path, select: Select, decode: bool) -> Result<Plan, InferError> {
+    let setup = |m: String| InferError::Setup(m);
+    let is_dir = std::fs::metadata(input)
+        .map_err(|e| setup(format!("input {}: {e}", input.display())))?
+        .is_dir();
+    if is_dir && output.is_file() {
+        return Err(setup(format!(
+            "input {} is a folder, so the output must be a folder; {} is a file",
+            input.display(),
+            output.display()
         )));
     }
-    Ok((take, skip))
-}
-
-/// A folder listing, recursive or not.
-struct Walk {
-    recursive: bool,
-    /// The output folder (resolved), never read as input.
-    exclude: Option<PathBuf>,
-    /// Folders already listed (resolved): a symbolic link back up the tree is not followed
-    /// around forever.
-    visited: HashSet<PathBuf>,
-}
-
-impl Walk {
-    fn list(&mut self, dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), InferError> {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| InferError::Setup(format!("cannot list {}: {e}", dir.display())))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        entries.sort();
-        for p in entries {
-            if p.is_file() {
-                files.push(p);
-            } else if self.recursive && p.is_dir() && !is_hidden(&p) {
-                let Ok(resolved) = std::fs::canonicalize(&p) else {
-                    continue;
-                };
-                if self.exclude.as_ref() != Some(&resolved) && self.visited.insert(resolved) {
-                    self.list(&p, files)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// `.git`, `.snapshot` and the like: never data.
-fn is_hidden(p: &Path) -> bool {
-    p.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-}
-
-/// The inputs `input` names (a file, or a folder's files as [`plan`] lists them) and the
-/// folder's files of the other kind, for runs that write nothing (`eval`).
-pub fn list_inputs(
-    input: &Path,
-    reads: InputKind,
-    recursive: bool,
-) -> Result<(Vec<PathBuf>, Vec<PathBuf>), InferError> {
-    let meta = std::fs::metadata(input)
-        .map_err(|e| InferError::Setup(format!("input {}: {e}", input.display())))?;
-    if meta.is_dir() {
-        list_folder(input, reads, recursive, None)
-    } else {
-        Ok((vec![input.to_path_buf()], vec![]))
-    }
-}
-
-/// Work out the jobs for `input` → `output` when the model reads `reads` (a folder's
-/// subfolders too with `recursive`).
-pub fn plan(
-    input: &Path,
-    output: &Path,
-    reads: InputKind,
-    decode: bool,
-    recursive: bool,
-) -> Result<Plan, InferError> {
-    let setup = |m: String| InferError::Setup(m);
-    let meta =
-        std::fs::metadata(input).map_err(|e| setup(format!("input {}: {e}", input.display())))?;
-    let (inputs, skipped, out_dir, single_out) = if meta.is_dir() {
-        if output.is_file() {
-            return Err(setup(format!(
-                "input {} is a folder, so the output must be a folder; {} is a file",
-                input.display(),
-                output.display()
-            )));
-        }
-        let (take, skip) = list_folder(input, reads, recursive, Some(output))?;
-        (take, skip, output.to_path_buf(), None)
-    } else if is_nifti_name(output) && !output.is_dir() {
+    let found = list(input, select, Some(output))?;
+    let (out_dir, single_out) = if !is_dir && is_nifti_name(output) && !output.is_dir() {
         let dir = output
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        (
-            vec![input.to_path_buf()],
-            vec![],
-            dir,
-            Some(output.to_path_buf()),
-        )
+        (dir, Some(output.to_path_buf()))
     } else {
-        (
-            vec![input.to_path_buf()],
-            vec![],
-            output.to_path_buf(),
-            None,
-        )
+        (output.to_path_buf(), None)
     };
 
     let named_output = single_out.is_some();
@@ -275,7 +166,8 @@ pub fn plan(
         out_dir.join(sub)
     };
     let mut seen: HashMap<PathBuf, PathBuf> = HashMap::new();
-    let jobs = inputs
+    let jobs = found
+        .take
         .into_iter()
         .map(|input| {
             let latent = single_out.clone().unwrap_or_else(|| {
@@ -299,7 +191,8 @@ pub fn plan(
         .collect();
     Ok(Plan {
         jobs,
-        skipped,
+        skipped: found.other_kind,
+        ours: found.ours,
         out_dir,
         named_output,
     })

@@ -6,7 +6,8 @@
 //! * [`run`]: preprocessing per model kind and modality, encoding, the latent the reference
 //!   returns, decoding; outputs as the reference's NumPy arrays;
 //! * [`window`]: MONAI-exact sliding-window inference with gaussian blending (3D);
-//! * [`files`]: which files a run reads and where their outputs go;
+//! * [`listing`]: which files a run reads (folders, trees, medvae-fast's own outputs);
+//! * [`files`]: where their outputs go, and that no output replaces an input;
 //! * [`provenance`]: what each output records about the weights and options that made it;
 //! * [`decode`]: `z` latent files back to images;
 //! * [`write_array`]: an output array to `.nii.gz` like `nib.save(Nifti1Image(a, eye(4)))`.
@@ -16,6 +17,7 @@
 pub mod decode;
 pub mod error;
 pub mod files;
+pub mod listing;
 pub mod provenance;
 pub mod run;
 pub mod source;
@@ -23,7 +25,8 @@ pub mod window;
 
 pub use decode::{z_tensor, LatentDecoder};
 pub use error::InferError;
-pub use files::{decoded_path, list_inputs, plan, Job, Plan};
+pub use files::{decoded_path, plan, Job, Plan};
+pub use listing::{list, written_by_us, Listing, Select};
 pub use provenance::{fingerprints, settings, Fingerprints, OutputKind, Provenance};
 pub use run::{
     input_kind, output_stem, reference_array, Array, InferOptions, Inferencer, Inferred, InputKind,
