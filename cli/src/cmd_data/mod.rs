@@ -1,5 +1,6 @@
-//! `medvae-fast data prepare|inspect`: decode datasets once into memory-mappable shards, and
-//! look at what was written. The work lives in `medvae_runtime::data`; this module parses
+//! `medvae-fast data split|prepare|inspect`: split a folder of images into the CSV a data
+//! config names, decode datasets once into memory-mappable shards, and look at what was
+//! written. The work lives in `medvae_runtime::data`; this module parses
 //! arguments, reads the YAML config, draws the progress bar and prints summaries.
 //! See docs/DATA.md.
 
@@ -8,6 +9,7 @@ mod contact_sheet;
 pub mod fingerprint;
 mod inspect;
 mod prepare;
+mod split;
 
 pub use inspect::InspectArgs;
 #[cfg(test)]
@@ -26,6 +28,9 @@ pub struct DataArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum DataCommand {
+    /// Write the train/val/test CSV (and a data config) for a folder tree of images, split by
+    /// patient folder.
+    Split(split::SplitArgs),
     /// Decode every image of the datasets once into shards per split (f16 or f32).
     Prepare(PrepareArgs),
     /// Print per-split counts, shapes and value statistics of a prepared folder; optionally
@@ -58,6 +63,7 @@ pub fn run_prepare(args: &PrepareArgs) -> Result<ExitCode> {
 /// Run a `data` subcommand.
 pub fn run(args: DataArgs) -> Result<ExitCode> {
     match args.command {
+        DataCommand::Split(a) => split::run(&a),
         DataCommand::Prepare(a) => prepare::run(&a),
         DataCommand::Inspect(a) => inspect::run(&a),
     }

@@ -14,6 +14,7 @@
 mod entries;
 mod error;
 mod prepare;
+pub mod split;
 
 pub use entries::{read_entries, DatasetEntry};
 pub use error::{DatasetError, PrepareError, SampleError};
@@ -21,6 +22,7 @@ pub use prepare::{
     decode_sample, prepare, DecodedSample, PrepareOptions, PrepareReport, Progress, SkippedFile,
     SplitSummary, REPORT_FILE,
 };
+pub use split::{assign_splits, group_of, split_csv, SplitPlan};
 
 use std::path::PathBuf;
 
