@@ -97,6 +97,7 @@ fn a_recursive_plan_mirrors_the_subfolders_and_leaves_out_hidden_ones_and_the_ou
             "sub-01/anat/t1.nii.gz",
             "sub-02/t1.png",
             ".git/objects/x.png",
+            "sub-02/._t1.png",
             "out/old.png",
         ],
     );

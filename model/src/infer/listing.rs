@@ -1,6 +1,7 @@
 //! Which files a run takes from `-i`: a file, or a folder's files (directly inside it, or
 //! with `recursive` in every subfolder too, depth first in name order, without hidden
-//! folders, the output folder, or a second visit of a folder reached through a link).
+//! folders, the output folder, or a second visit of a folder reached through a link; never
+//! macOS's `._name` metadata files).
 //!
 //! Files are told apart by name (`.png` for 2D models, `.nii`/`.nii.gz` for 3D ones) and,
 //! for NIfTI files, by what medvae-fast wrote into their description: a latent or a
@@ -156,7 +157,9 @@ impl Walk {
         entries.sort();
         for p in entries {
             if p.is_file() {
-                files.push(p);
+                if !is_apple_double(&p) {
+                    files.push(p);
+                }
             } else if self.recursive && p.is_dir() && !is_hidden(&p) {
                 let Ok(resolved) = std::fs::canonicalize(&p) else {
                     continue;
@@ -168,6 +171,13 @@ impl Walk {
         }
         Ok(())
     }
+}
+
+/// `._scan.nii.gz`: the metadata file macOS writes beside each file on drives without its
+/// own file system (exFAT, network shares). Its name ends like an image; it never is one.
+fn is_apple_double(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("._"))
 }
 
 /// `.git`, `.snapshot` and the like: never data.
