@@ -102,22 +102,20 @@ const EDGE_F32: [f32; 11] = [
     f32::MAX,
 ];
 
-/// NIfTI-1 header fields: (offset, is_float) for dim[0..8], datatype, bitpix, pixdim[0..8],
-/// vox_offset, scl_slope, scl_inter, qform_code, sform_code, quatern_b/c/d, qoffset_x/y/z,
-/// srow_x/y/z.
-fn nifti_fields() -> Vec<(usize, bool)> {
-    let mut f: Vec<(usize, bool)> = (0..8).map(|i| (40 + 2 * i, false)).collect();
-    f.extend([(70, false), (72, false)]);
-    f.extend((0..8).map(|i| (76 + 4 * i, true)));
-    f.extend([
-        (108, true),
-        (112, true),
-        (116, true),
-        (252, false),
-        (254, false),
-    ]);
-    f.extend((0..6).map(|i| (256 + 4 * i, true)));
-    f.extend((0..12).map(|i| (280 + 4 * i, true)));
+/// A header field a mutation may set: its offset, its width in bytes, and whether it is a
+/// float (else a signed integer).
+type Field = (usize, usize, bool);
+
+/// NIfTI-1 header fields: dim[0..8], datatype, bitpix, pixdim[0..8], vox_offset, scl_slope,
+/// scl_inter, qform_code, sform_code, quatern_b/c/d, qoffset_x/y/z, srow_x/y/z.
+fn nifti_fields() -> Vec<Field> {
+    let mut f: Vec<Field> = (0..8).map(|i| (40 + 2 * i, 2, false)).collect();
+    f.extend([(70, 2, false), (72, 2, false)]);
+    f.extend((0..8).map(|i| (76 + 4 * i, 4, true)));
+    f.extend([(108, 4, true), (112, 4, true), (116, 4, true)]);
+    f.extend([(252, 2, false), (254, 2, false)]);
+    f.extend((0..6).map(|i| (256 + 4 * i, 4, true)));
+    f.extend((0..12).map(|i| (280 + 4 * i, 4, true)));
     f
 }
 
@@ -146,14 +144,25 @@ fn shrink_i16_nifti(nifti: &[u8], dims: [i16; 3]) -> Vec<u8> {
 }
 
 fn mutate_nifti(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let big = seed.len() >= 4 && seed[0..4] == 348i32.to_be_bytes();
+    mutate_header(seed, rng, &nifti_fields(), 400, big)
+}
+
+/// One mutation of a file with a fixed header: a truncation, byte flips in its first
+/// `flip_span` bytes, or 1 to 3 of `fields` set to edge values (in the header's byte order).
+fn mutate_header(
+    seed: &[u8],
+    rng: &mut ChaCha8Rng,
+    fields: &[Field],
+    flip_span: usize,
+    big: bool,
+) -> Vec<u8> {
     let mut m = seed.to_vec();
-    let big_endian = m.len() >= 4 && m[0..4] == 348i32.to_be_bytes();
-    let fields = nifti_fields();
     match rng.gen_range(0..4) {
         0 => m.truncate(rng.gen_range(0..=m.len())),
         1 => {
             for _ in 0..rng.gen_range(1..=8) {
-                let at = rng.gen_range(0..m.len().clamp(1, 400));
+                let at = rng.gen_range(0..m.len().clamp(1, flip_span));
                 if let Some(b) = m.get_mut(at) {
                     *b = rng.gen();
                 }
@@ -161,27 +170,30 @@ fn mutate_nifti(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
         }
         _ => {
             for _ in 0..rng.gen_range(1..=3) {
-                let (off, is_float) = fields[rng.gen_range(0..fields.len())];
-                let bytes: Vec<u8> = match (is_float, big_endian) {
-                    (true, be) => {
-                        let v = if rng.gen_bool(0.7) {
-                            EDGE_F32[rng.gen_range(0..EDGE_F32.len())]
-                        } else {
-                            rng.gen_range(-1e4f32..1e4)
-                        };
-                        if be { v.to_be_bytes() } else { v.to_le_bytes() }.to_vec()
+                let (off, width, is_float) = fields[rng.gen_range(0..fields.len())];
+                let mut bytes = if is_float {
+                    let v = if rng.gen_bool(0.7) {
+                        EDGE_F32[rng.gen_range(0..EDGE_F32.len())] as f64
+                    } else {
+                        rng.gen_range(-1e4f64..1e4)
+                    };
+                    match width {
+                        4 => (v as f32).to_le_bytes().to_vec(),
+                        _ => v.to_le_bytes().to_vec(),
                     }
-                    (false, be) => {
-                        let v = if rng.gen_bool(0.7) {
-                            EDGE_I16[rng.gen_range(0..EDGE_I16.len())]
-                        } else {
-                            rng.gen()
-                        };
-                        if be { v.to_be_bytes() } else { v.to_le_bytes() }.to_vec()
-                    }
+                } else {
+                    let v = match (rng.gen_bool(0.7), width) {
+                        (true, 2) => EDGE_I16[rng.gen_range(0..EDGE_I16.len())] as i64,
+                        (true, _) => EDGE_I64[rng.gen_range(0..EDGE_I64.len())],
+                        (false, _) => rng.gen::<i16>() as i64,
+                    };
+                    v.to_le_bytes()[..width].to_vec()
                 };
-                if off + bytes.len() <= m.len() {
-                    m[off..off + bytes.len()].copy_from_slice(&bytes);
+                if big {
+                    bytes.reverse();
+                }
+                if off + width <= m.len() {
+                    m[off..off + width].copy_from_slice(&bytes);
                 }
             }
         }
@@ -322,7 +334,7 @@ fn mutated_niftis_never_panic() {
 /// NIfTI-2 header fields (offset, width in bytes, is_float): datatype, bitpix, dim[0..8],
 /// pixdim[0..8], vox_offset, scl_slope, scl_inter, qform_code, sform_code, quatern_b/c/d,
 /// qoffset_x/y/z, srow_x/y/z.
-fn nifti2_fields() -> Vec<(usize, usize, bool)> {
+fn nifti2_fields() -> Vec<Field> {
     let mut f = vec![(12, 2, false), (14, 2, false)];
     f.extend((0..8).map(|i| (16 + 8 * i, 8, false)));
     f.extend((0..8).map(|i| (104 + 8 * i, 8, true)));
@@ -372,47 +384,8 @@ fn shrink_i16_nifti2(nifti: &[u8], dims: [i64; 3]) -> Vec<u8> {
 }
 
 fn mutate_nifti2(seed: &[u8], rng: &mut ChaCha8Rng) -> Vec<u8> {
-    let mut m = seed.to_vec();
-    let big = m.len() >= 4 && m[0..4] == 540i32.to_be_bytes();
-    let fields = nifti2_fields();
-    match rng.gen_range(0..4) {
-        0 => m.truncate(rng.gen_range(0..=m.len())),
-        1 => {
-            for _ in 0..rng.gen_range(1..=8) {
-                let at = rng.gen_range(0..m.len().clamp(1, 600));
-                if let Some(b) = m.get_mut(at) {
-                    *b = rng.gen();
-                }
-            }
-        }
-        _ => {
-            for _ in 0..rng.gen_range(1..=3) {
-                let (off, width, is_float) = fields[rng.gen_range(0..fields.len())];
-                let mut bytes: Vec<u8> = if is_float {
-                    let v = if rng.gen_bool(0.7) {
-                        EDGE_F32[rng.gen_range(0..EDGE_F32.len())] as f64
-                    } else {
-                        rng.gen_range(-1e4f64..1e4)
-                    };
-                    v.to_le_bytes().to_vec()
-                } else {
-                    let v = if rng.gen_bool(0.7) {
-                        EDGE_I64[rng.gen_range(0..EDGE_I64.len())]
-                    } else {
-                        rng.gen::<i16>() as i64
-                    };
-                    v.to_le_bytes()[..width].to_vec()
-                };
-                if big {
-                    bytes.reverse();
-                }
-                if off + width <= m.len() {
-                    m[off..off + width].copy_from_slice(&bytes);
-                }
-            }
-        }
-    }
-    m
+    let big = seed.len() >= 4 && seed[0..4] == 540i32.to_be_bytes();
+    mutate_header(seed, rng, &nifti2_fields(), 600, big)
 }
 
 #[test]
