@@ -269,7 +269,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         "infer: {total} file(s): {} written, {} failed, {} skipped{already}, {:.1} s -> {}",
         total - failed.len(),
         failed.len(),
-        plan.skipped.len(),
+        plan.skipped.len() + plan.ours.len(),
         t0.elapsed().as_secs_f64(),
         plan.out_dir.display()
     );
@@ -281,21 +281,30 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     }
 }
 
-/// The files of the input folder a run leaves out, one line each on stderr.
+/// The files of the input folder a run leaves out, on stderr: a line each for the first
+/// few of each kind, then how many more (an archive may hold thousands).
 pub(crate) fn report_skipped(other_kind: &[PathBuf], ours: &[(PathBuf, OutputKind)], dims: usize) {
-    for s in other_kind {
+    const SHOWN: usize = 10;
+    let more = |n: usize, what: &str| {
+        if n > SHOWN {
+            eprintln!("skipped: ... and {} more {what}", n - SHOWN);
+        }
+    };
+    for s in other_kind.iter().take(SHOWN) {
         eprintln!(
             "skipped: {} (a {dims}D model does not read it)",
             s.display()
         );
     }
-    for (s, kind) in ours {
+    more(other_kind.len(), "file(s) of the other kind");
+    for (s, kind) in ours.iter().take(SHOWN) {
         eprintln!(
             "skipped: {} (written by medvae-fast: it holds `{}`, not a scan)",
             s.display(),
             kind.word()
         );
     }
+    more(ours.len(), "file(s) written by medvae-fast");
 }
 
 /// The line of one file: `ok …` on stdout, or `FAILED …` on stderr (its name kept for the

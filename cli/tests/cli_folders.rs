@@ -22,6 +22,11 @@ fn recursive_runs_mirror_the_subfolders() {
     place("2d", "ct_slice_u16.png", &inp.join("p1/s1/slice.png"));
     place("2d", "mr_slice_u8.png", &inp.join("p2/slice.png"));
     place("2d", "mr_slice_u8.png", &inp.join(".cache/slice.png"));
+    // Volumes a 2D model does not read: named, the first ten, then counted.
+    std::fs::create_dir_all(inp.join("p2/vols")).unwrap();
+    for k in 0..12 {
+        std::fs::write(inp.join(format!("p2/vols/v{k:02}.nii.gz")), b"not read").unwrap();
+    }
     // Outputs inside the archive: a second run must not take them (or their folders) as input.
     let out = inp.join("latents");
     let infer = |extra: &[&str]| {
@@ -48,6 +53,16 @@ fn recursive_runs_mirror_the_subfolders() {
     let (code, stdout, stderr) = infer(&[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("2 file(s): 2 written"), "{stdout}");
+    assert!(stdout.contains("0 failed, 12 skipped"), "{stdout}");
+    assert!(
+        stderr.contains("v09.nii.gz (a 2D model does not read it)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("v10.nii.gz"), "{stderr}");
+    assert!(
+        stderr.contains("... and 2 more file(s) of the other kind"),
+        "{stderr}"
+    );
     for latent in ["p1/s1/slice.nii.gz", "p2/slice.nii.gz"] {
         assert!(out.join(latent).is_file(), "{latent} missing:\n{stdout}");
     }
