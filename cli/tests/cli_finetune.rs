@@ -201,6 +201,15 @@ fn a_fresh_run_never_replaces_an_earlier_runs_checkpoints_unasked() {
     assert!(!stale.exists());
     assert!(last.is_file());
     assert_eq!(train_losses(&metrics(&out)).len(), 2);
+
+    // Without a `last` to continue from, the message names the folder to pick one from.
+    std::fs::rename(out.join("checkpoints/last"), out.join("checkpoints/kept")).unwrap();
+    let (ok, err) = finetune(&out, &short);
+    assert!(!ok);
+    assert!(
+        err.contains("(kept)") && err.contains("checkpoints/NAME"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -351,11 +351,18 @@ fn refuse_to_replace_a_run(out: &Path, earlier: &[String]) -> Result<()> {
         return Ok(());
     }
     let shown = earlier.len().min(6);
+    let folder = out.join("checkpoints");
+    // `auto` continues from `last`; without one, name a checkpoint.
+    let resume = if earlier.iter().any(|n| n == "last") {
+        "resume_from_ckpt=auto".to_string()
+    } else {
+        format!("resume_from_ckpt={}", folder.join("NAME").display())
+    };
     bail!(
         "{} already holds a run's checkpoints ({}{}). A fresh run would replace them and \
-         its logs. Continue that run with resume_from_ckpt=auto, write this one elsewhere \
-         with output_dir=DIR, or start over in it with overwrite=true.",
-        out.join("checkpoints").display(),
+         its logs. Continue that run with {resume}, write this one elsewhere with \
+         output_dir=DIR, or start over in it with overwrite=true.",
+        folder.display(),
         earlier[..shown].join(", "),
         if earlier.len() > shown { ", ..." } else { "" }
     )
