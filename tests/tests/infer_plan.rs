@@ -208,6 +208,31 @@ fn outputs_that_would_replace_the_inputs_are_refused() {
     }
     p.check_inputs_kept().unwrap();
 
+    // A link named like an output is replaced, not followed: its target, an input, is safe.
+    #[cfg(unix)]
+    {
+        let linked = s.path().join("linked");
+        std::fs::create_dir_all(&linked).unwrap();
+        std::os::unix::fs::symlink(dir.join("a.nii.gz"), linked.join("a.nii.gz")).unwrap();
+        let p = plan(
+            &dir.join("a.nii.gz"),
+            &linked,
+            Select::scans(InputKind::Nifti, false),
+            false,
+        )
+        .unwrap();
+        p.check_inputs_kept().unwrap();
+        // ...but an input that is itself a link (git-annex, DataLad) is an entry to keep.
+        let p = plan(
+            &linked,
+            &linked,
+            Select::scans(InputKind::Nifti, false),
+            false,
+        )
+        .unwrap();
+        assert!(p.check_inputs_kept().is_err());
+    }
+
     // Another folder is always fine.
     let p = plan(
         &dir,

@@ -51,7 +51,7 @@ impl Plan {
     /// it listed: with `-o` equal to `-i`, `scan.nii.gz`'s latent is `scan.nii.gz` again, and
     /// the scan would be gone. Call it once the outputs are named, before anything is written.
     pub fn check_inputs_kept(&self) -> Result<(), InferError> {
-        let read: HashSet<PathBuf> = self
+        let read: HashSet<_> = self
             .jobs
             .iter()
             .map(|j| j.input.as_path())
@@ -98,9 +98,20 @@ impl Plan {
     }
 }
 
-/// Where a file is, its folder resolved (symbolic links, `..`), or `None` when its folder
-/// does not exist (then nothing is there to replace). The name itself is not resolved: the
-/// outputs are written to a temporary name and renamed, which replaces a link, not its target.
+/// The directory entry a path names, or `None` when there is none (then nothing is there to
+/// replace). Outputs are written to a temporary name and renamed over the entry, which
+/// replaces a symbolic link, not its target: so the entry itself counts, never what it links
+/// to. On Unix that is the entry's device and inode, which also finds `Scan.nii.gz` and
+/// `Scan.NII.GZ` to be one file on a case-insensitive file system (macOS); elsewhere the
+/// path with its folder resolved.
+#[cfg(unix)]
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
 fn file_identity(path: &Path) -> Option<PathBuf> {
     let parent = path
         .parent()
