@@ -70,6 +70,10 @@ pub struct InferArgs {
     /// that made it; outputs of other weights or options are an error, never skipped.
     #[arg(long)]
     skip_existing: bool,
+    /// List what the run would read and write (and what it would leave out, or find done with
+    /// --skip-existing), then stop: nothing is written.
+    #[arg(long)]
+    dry_run: bool,
     /// 3D: give the outputs the scan's geometry (its affine, after the RAS reorientation and
     /// the foreground crop; latent voxels at the centres of their f³ blocks), so they overlay
     /// the scan in a viewer. Without it outputs have the identity affine, as the reference's.
@@ -213,8 +217,32 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     } else {
         0
     };
-    plan.create_folders()?;
     report_skipped(&plan.skipped, &plan.ours, cfg.dims);
+    if args.dry_run {
+        for job in &plan.jobs {
+            let decoded = job
+                .decoded
+                .as_ref()
+                .map(|d| format!(" + {}", d.display()))
+                .unwrap_or_default();
+            match &job.conflict {
+                Some(c) => println!("would fail {}: {c}", job.input.display()),
+                None => println!(
+                    "would write {} -> {}{decoded}",
+                    job.input.display(),
+                    job.latent.display()
+                ),
+            }
+        }
+        println!(
+            "infer --dry-run: {} file(s) to run, {already_done} already done, {} skipped; \
+             nothing written",
+            plan.jobs.len(),
+            plan.skipped.len() + plan.ours.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    plan.create_folders()?;
 
     let t0 = Instant::now();
     let bar = progress_bar(plan.jobs.len());

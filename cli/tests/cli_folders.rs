@@ -50,6 +50,25 @@ fn recursive_runs_mirror_the_subfolders() {
         .concat();
         medvae(&args)
     };
+    // --dry-run lists the plan and writes nothing.
+    let (code, stdout, stderr) = infer(&["--dry-run"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let slice = |p: &str| inp.join(p).display().to_string();
+    let latent = |p: &str| out.join(p).display().to_string();
+    assert!(
+        stdout.contains(&format!(
+            "would write {} -> {}",
+            slice("p1/s1/slice.png"),
+            latent("p1/s1/slice.nii.gz")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 file(s) to run, 0 already done, 12 skipped"),
+        "{stdout}"
+    );
+    assert!(!out.exists(), "--dry-run created {}", out.display());
+
     let (code, stdout, stderr) = infer(&[]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("2 file(s): 2 written"), "{stdout}");
