@@ -104,7 +104,8 @@ pub fn run(args: &SplitArgs) -> Result<ExitCode> {
                 .filter(|(_, &s)| s == want)
                 .map(|(r, _)| medvae_runtime::data::dataset::group_of(r, depth))
                 .collect();
-            format!("{want} {files} ({} groups)", in_split.len())
+            let n = in_split.len();
+            format!("{want} {files} ({n} group{})", if n == 1 { "" } else { "s" })
         })
         .collect();
     println!(
