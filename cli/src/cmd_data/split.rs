@@ -105,7 +105,10 @@ pub fn run(args: &SplitArgs) -> Result<ExitCode> {
                 .map(|(r, _)| medvae_runtime::data::dataset::group_of(r, depth))
                 .collect();
             let n = in_split.len();
-            format!("{want} {files} ({n} group{})", if n == 1 { "" } else { "s" })
+            format!(
+                "{want} {files} ({n} group{})",
+                if n == 1 { "" } else { "s" }
+            )
         })
         .collect();
     println!(

@@ -121,17 +121,20 @@ pub(crate) fn exp_f32_clamped(x: f32) -> f32 {
     // ln 2 split so that n·LN2_HI is exact (Cody–Waite).
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // Written with mul_add: inside the AVX2+FMA copies every caller runs in (`simd`, the
+    // attention kernels' dispatch) each is one fused instruction, where `a * b + c` would be
+    // two (Rust never contracts them). Without FMA hardware they are correct, only slower.
     let x = x.clamp(-87.0, 88.0);
-    let t = x * LOG2E + ROUNDER;
+    let t = x.mul_add(LOG2E, ROUNDER);
     let n = t - ROUNDER;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let r = (-n).mul_add(LN2_LO, (-n).mul_add(LN2_HI, x));
     let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e = p * r * r + r + 1.0;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5);
+    let e = (p * r).mul_add(r, r) + 1.0;
     // 2^n assembled in the exponent field: n is in [-126, 127], so n + 127 is a valid biased
     // exponent. Integer arithmetic wraps on purpose (t's bits minus ROUNDER's bits is n).
     let biased = t
@@ -162,7 +165,7 @@ pub(crate) fn sigmoid<T: Real>(x: T) -> T {
 #[inline(always)]
 pub(crate) fn silu_grad<T: Real>(x: T) -> T {
     let s = sigmoid(x);
-    s * (T::one() + x * (T::one() - s))
+    s * x.mul_add(T::one() - s, T::one())
 }
 
 // ---------------------------------------------------------------- erf / erfc (Cody 1969)
