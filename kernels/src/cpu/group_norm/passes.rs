@@ -2,7 +2,8 @@
 //! BatchNorm): vectorised row loops over `[rows, C]` blocks.
 //!
 //! With C innermost every pass streams whole rows. Statistics keep per-channel accumulators;
-//! tiles of rows × [`TILE_CH`] channels hold them in registers (f64, so sums of millions of
+//! tiles of rows × [`TILE_CH`] channels hold them in registers: partial sums in `T` over
+//! [`RUN_ROWS`] rows (full vector width), added into f64 ones (so sums of millions of
 //! elements stay exact enough), and the inner loops run through [`simd`] so AVX2 machines get
 //! 8-lane code from the SSE2 baseline build. Products that are added are written as
 //! `mul_add`, one FMA instruction each in those AVX2+FMA copies (Rust never contracts
@@ -32,8 +33,8 @@ const TILE_CH: usize = 8;
 const TILE_ELEMS: usize = 4096;
 
 /// Accumulate per-channel `Σ (x − k)` into `sum` and `Σ (x − k)²` into `sq` over the rows of
-/// `xs` (each `k.len()` wide), in f64. Tiles of rows × [`TILE_CH`] channels keep the
-/// accumulators in registers.
+/// `xs` (each `k.len()` wide, `k` values of x), in f64 fed by [`RUN_ROWS`]-row partial sums
+/// in `T`. Tiles of rows × [`TILE_CH`] channels keep the accumulators in registers.
 #[inline(always)]
 fn moments_into<T: Real>(xs: &[T], k: &[f64], sum: &mut [f64], sq: &mut [f64]) {
     let c = k.len();
@@ -41,19 +42,27 @@ fn moments_into<T: Real>(xs: &[T], k: &[f64], sum: &mut [f64], sq: &mut [f64]) {
     for tile in xs.chunks(tile_rows * c) {
         let mut c0 = 0;
         while c0 + TILE_CH <= c {
-            let kk: [f64; TILE_CH] = std::array::from_fn(|j| k[c0 + j]);
+            // The shift is a value of x, so exact in T: x − k runs at full vector width, in
+            // partial sums over RUN_ROWS rows that are then added into f64.
+            let kk: [T; TILE_CH] = std::array::from_fn(|j| T::c(k[c0 + j]));
             let mut s = [0.0f64; TILE_CH];
             let mut q = [0.0f64; TILE_CH];
-            for row in tile.chunks_exact(c) {
+            let mut sp = [T::zero(); TILE_CH];
+            let mut qp = [T::zero(); TILE_CH];
+            for (ri, row) in tile.chunks_exact(c).enumerate() {
                 let Some(seg) = row[c0..].first_chunk::<TILE_CH>() else {
                     break;
                 };
                 for j in 0..TILE_CH {
-                    let d = seg[j].f64() - kk[j];
-                    s[j] += d;
-                    q[j] = d.mul_add(d, q[j]);
+                    let d = seg[j] - kk[j];
+                    sp[j] += d;
+                    qp[j] = d.mul_add(d, qp[j]);
+                }
+                if (ri + 1) % RUN_ROWS == 0 {
+                    flush_runs(&mut s, &mut q, &mut sp, &mut qp);
                 }
             }
+            flush_runs(&mut s, &mut q, &mut sp, &mut qp);
             for j in 0..TILE_CH {
                 sum[c0 + j] += s[j];
                 sq[c0 + j] += q[j];
@@ -242,6 +251,27 @@ pub(super) fn backward_sums<T: Real, const SILU: bool>(
     acc
 }
 
+/// Rows a partial sum in `T` runs over before it is added into f64: short enough that f32
+/// rounding stays near 16 ulp of the run's terms, long enough that the 8-lane `T` loop does
+/// the work instead of 4-lane f64 conversions and adds.
+const RUN_ROWS: usize = 16;
+
+/// Add the `T` partial sums into the f64 ones and clear them.
+#[inline(always)]
+fn flush_runs<T: Real>(
+    s: &mut [f64; TILE_CH],
+    q: &mut [f64; TILE_CH],
+    sp: &mut [T; TILE_CH],
+    qp: &mut [T; TILE_CH],
+) {
+    for j in 0..TILE_CH {
+        s[j] += sp[j].f64();
+        q[j] += qp[j].f64();
+    }
+    *sp = [T::zero(); TILE_CH];
+    *qp = [T::zero(); TILE_CH];
+}
+
 /// Tiled body of [`backward_sums`] (rows × [`TILE_CH`] channels, accumulators in registers).
 /// `IN_PLACE`: `dyb` is unused and the gradient is read from `scratch`.
 #[inline(always)]
@@ -280,9 +310,14 @@ fn backward_sums_into<T: Real, const SILU: bool, const IN_PLACE: bool>(
             } else {
                 ([T::zero(); TILE_CH], [T::zero(); TILE_CH])
             };
-            let mm: [f64; TILE_CH] = std::array::from_fn(|j| mu[c0 + j]);
+            // The group means rounded to T, and what that rounding moved them by: sums run on
+            // x − k (in T, at full vector width) and are corrected by (k − μ)·Σ dh in f64.
+            let kk: [T; TILE_CH] = std::array::from_fn(|j| T::c(mu[c0 + j]));
             let mut s = [0.0f64; TILE_CH];
             let mut q = [0.0f64; TILE_CH];
+            // Partial sums in T over at most RUN_ROWS rows, then added into the f64 ones.
+            let mut sp = [T::zero(); TILE_CH];
+            let mut qp = [T::zero(); TILE_CH];
             for (ri, (xr, sr)) in xt.chunks_exact(c).zip(st.chunks_exact_mut(c)).enumerate() {
                 let gr = if IN_PLACE {
                     &*sr
@@ -302,19 +337,22 @@ fn backward_sums_into<T: Real, const SILU: bool, const IN_PLACE: bool>(
                     } else {
                         gs[j]
                     };
-                    let d = dh[j].f64();
-                    s[j] += d;
-                    q[j] = d.mul_add(xs[j].f64() - mm[j], q[j]);
+                    sp[j] += dh[j];
+                    qp[j] = dh[j].mul_add(xs[j] - kk[j], qp[j]);
                 }
                 if SILU {
                     if let Some(ss) = sr[c0..].first_chunk_mut::<TILE_CH>() {
                         *ss = dh;
                     }
                 }
+                if (ri + 1) % RUN_ROWS == 0 {
+                    flush_runs(&mut s, &mut q, &mut sp, &mut qp);
+                }
             }
+            flush_runs(&mut s, &mut q, &mut sp, &mut qp);
             for j in 0..TILE_CH {
                 sdh[c0 + j] += s[j];
-                sdhx[c0 + j] += q[j];
+                sdhx[c0 + j] += q[j] + (kk[j].f64() - mu[c0 + j]) * s[j];
             }
             c0 += TILE_CH;
         }
