@@ -2,6 +2,7 @@
 //! if asked, the data config) for a folder tree of images, split by patient folder. The split
 //! itself is `medvae_runtime::data::dataset::split`.
 
+use super::prepare::KindArg;
 use anyhow::{bail, Context, Result};
 use medvae_model::infer::{list, InputKind, Select};
 use medvae_runtime::checkpoint::write_atomically;
@@ -43,23 +44,6 @@ pub struct SplitArgs {
     force: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum KindArg {
-    Png2d,
-    Mri3d,
-    Ct3d,
-}
-
-impl KindArg {
-    fn data_kind(self) -> DataKind {
-        match self {
-            KindArg::Png2d => DataKind::Png2d,
-            KindArg::Mri3d => DataKind::Mri3d,
-            KindArg::Ct3d => DataKind::Ct3d,
-        }
-    }
-}
-
 pub fn run(args: &SplitArgs) -> Result<ExitCode> {
     for out in std::iter::once(&args.csv).chain(&args.config) {
         if out.exists() && !args.force {
@@ -69,7 +53,7 @@ pub fn run(args: &SplitArgs) -> Result<ExitCode> {
             );
         }
     }
-    let kind = args.kind.data_kind();
+    let kind = DataKind::from(args.kind);
     let reads = if kind.is_3d() {
         InputKind::Nifti
     } else {
@@ -178,11 +162,9 @@ fn data_config(
             text
         })?)
     };
-    let kind_name = match kind {
-        DataKind::Png2d => "png2d",
-        DataKind::Mri3d => "mri3d",
-        DataKind::Ct3d => "ct3d",
-    };
+    // The name the data config's parser takes (DataKind's own serde name).
+    let kind_name = serde_json::to_value(kind)?;
+    let kind_name = kind_name.as_str().unwrap_or_default();
     Ok(format!(
         "# Written by `medvae-fast data split` (val {}, test {}, seed {}, groups: the first {} \
          folder(s) of each path).\ndatasets:\n  - csv: {}\n    data_dir: {}\n    kind: {kind_name}\n",
