@@ -87,15 +87,9 @@ pub(super) fn parse_nifti2(path: &Path, bytes: &[u8]) -> Result<NiftiHeader, Vol
         big: endianness == Endianness::Big,
     };
     let magic: [u8; 4] = bytes[4..8].try_into().unwrap_or_default();
-    match &magic {
-        b"n+2\0" => {}
-        b"ni2\0" => {
-            return Err(err(
-                "a header-only (.hdr/.img pair) file; only single-file .nii/.nii.gz is supported"
-                    .into(),
-            ))
-        }
-        other => return Err(err(format!("NIfTI-2 magic {other:?} is not \"n+2\""))),
+    // A pair's "ni2" is read here and refused with NIfTI-1's "ni1" by `read::parse_header`.
+    if &magic != b"n+2\0" && &magic != b"ni2\0" {
+        return Err(err(format!("NIfTI-2 magic {magic:?} is not \"n+2\"")));
     }
     // nibabel accepts the check bytes as written or all zero, and refuses anything else.
     let eol = &bytes[8..12];

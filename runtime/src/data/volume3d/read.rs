@@ -91,19 +91,17 @@ pub(super) fn parse_header(path: &Path, bytes: &[u8]) -> Result<NiftiHeader, Vol
         path: path.to_path_buf(),
         msg,
     };
-    if nifti2_endianness(bytes).is_some() {
-        let mut header = parse_nifti2(path, bytes)?;
-        fix_header_like_nibabel(&mut header);
-        return Ok(header);
-    }
-    if bytes.len() < HEADER_BYTES {
+    let mut header = if nifti2_endianness(bytes).is_some() {
+        parse_nifti2(path, bytes)?
+    } else if bytes.len() < HEADER_BYTES {
         return Err(header_err(format!(
             "file is {} bytes, shorter than a NIfTI-1 header ({HEADER_BYTES})",
             bytes.len()
         )));
-    }
-    let mut header = NiftiHeader::from_reader(bytes).map_err(|e| header_err(e.to_string()))?;
-    if &header.magic == b"ni1\0" {
+    } else {
+        NiftiHeader::from_reader(bytes).map_err(|e| header_err(e.to_string()))?
+    };
+    if &header.magic == b"ni1\0" || &header.magic == b"ni2\0" {
         return Err(header_err(
             "a header-only (.hdr/.img pair) file; only single-file .nii/.nii.gz is supported"
                 .into(),
