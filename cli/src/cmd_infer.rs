@@ -238,7 +238,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
             "infer --dry-run: {} file(s) to run, {already_done} already done, {} skipped; \
              nothing written",
             plan.jobs.len(),
-            plan.skipped.len() + plan.ours.len()
+            plan.left_out()
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -297,7 +297,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
         "infer: {total} file(s): {} written, {} failed, {} skipped{already}, {:.1} s -> {}",
         total - failed.len(),
         failed.len(),
-        plan.skipped.len() + plan.ours.len(),
+        plan.left_out(),
         t0.elapsed().as_secs_f64(),
         plan.out_dir.display()
     );

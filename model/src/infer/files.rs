@@ -47,6 +47,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Files of the input folder the run leaves out: of the other kind, or medvae-fast's own
+    /// outputs.
+    pub fn left_out(&self) -> usize {
+        self.skipped.len() + self.ours.len()
+    }
+
     /// Refuse a run whose outputs would replace a file it reads, or a file of the other kind
     /// it listed: with `-o` equal to `-i`, `scan.nii.gz`'s latent is `scan.nii.gz` again, and
     /// the scan would be gone. Call it once the outputs are named, before anything is written.
