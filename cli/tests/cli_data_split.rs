@@ -2,29 +2,15 @@
 //! split into a CSV and a data config that `data prepare` reads, no patient in two splits,
 //! the same seed giving the same bytes, existing files kept without --force.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use common::{medvae, repo, s};
+use std::collections::HashMap;
 
 /// Run the binary; returns (success, stdout, stderr).
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
-        .args(args)
-        .output()
-        .expect("run medvae-fast");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    let (code, stdout, stderr) = medvae(args);
+    (code == 0, stdout, stderr)
 }
 
 #[test]
@@ -43,7 +29,8 @@ fn a_tree_is_split_by_patient_into_what_prepare_reads() {
     std::fs::copy(samples.join("mr_slice_u8.png"), imgs.join(".trash/x.png")).unwrap();
     let csv = tmp.path().join("split.csv");
     let config = tmp.path().join("data.yaml");
-    let split = |extra: &[&str]| {
+    // `data split` of the tree with the validation and test shares `(val, test)`.
+    let split_with = |(val, test): (&str, &str), extra: &[&str]| {
         let args = [
             &[
                 "data",
@@ -56,15 +43,16 @@ fn a_tree_is_split_by_patient_into_what_prepare_reads() {
                 "--config",
                 s(&config),
                 "--val",
-                "0.2",
+                val,
                 "--test",
-                "0.2",
+                test,
             ][..],
             extra,
         ]
         .concat();
         run(&args)
     };
+    let split = |extra: &[&str]| split_with(("0.2", "0.2"), extra);
     let (ok, stdout, stderr) = split(&[]);
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("20 files in 10 groups"), "{stdout}");
@@ -111,20 +99,7 @@ fn a_tree_is_split_by_patient_into_what_prepare_reads() {
     assert_ne!(std::fs::read_to_string(&csv).unwrap(), text);
 
     // Shares that leave nothing for train are refused.
-    let (ok, _, stderr) = run(&[
-        "data",
-        "split",
-        s(&imgs),
-        "--kind",
-        "png2d",
-        "--csv",
-        s(&csv),
-        "--force",
-        "--val",
-        "0.6",
-        "--test",
-        "0.5",
-    ]);
+    let (ok, _, stderr) = split_with(("0.6", "0.5"), &["--force"]);
     assert!(
         !ok && stderr.contains("leave some files for train"),
         "{stderr}"
