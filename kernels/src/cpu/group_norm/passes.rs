@@ -81,7 +81,8 @@ fn moments_into<T: Real>(xs: &[T], k: &[f64], sum: &mut [f64], sq: &mut [f64]) {
 }
 
 /// Per-channel `(Σ (x − k), Σ (x − k)²)` over the rows of `xs` (each `k.len()` wide), in f64.
-/// Returns `[sum; C] ++ [sum_sq; C]`.
+/// Returns `[sum; C] ++ [sum_sq; C]`. Each `k` must be representable in `T` (a value of x,
+/// as [`sample_moments`] takes): the sums run on `x − k` in `T`.
 pub(crate) fn shifted_moments<T: Real>(xs: &[T], k: &[f64]) -> Vec<f64> {
     let c = k.len();
     let mut acc = vec![0.0f64; 2 * c];
