@@ -8,9 +8,9 @@
 
 use super::affine::{best_affine, Affine};
 use super::error::VolumeError;
+use super::gather::reverse_axes;
 use super::nifti2::NIFTI2_HEADER_BYTES;
 use super::read::{all_dims, parse_header, read_uncompressed, slope_inter, voxel_values, Element};
-use super::write::fortran_order;
 use flate2::read::MultiGzDecoder;
 use nifti::NiftiHeader;
 use std::io::Read;
@@ -48,7 +48,7 @@ pub fn decode_nifti_array(path: &Path, bytes: &[u8]) -> Result<NiftiArray, Volum
     // A Fortran-order array of shape S is the C-order array of shape reverse(S), transposed:
     // walking that one with its first axis fastest gives the C order of S.
     let reversed: Vec<usize> = shape.iter().rev().copied().collect();
-    let data: Vec<f32> = fortran_order(&reversed, &fortran).collect();
+    let data = reverse_axes(&reversed, &fortran);
     if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
         return Err(VolumeError::Layout {
             path: path.to_path_buf(),

@@ -20,6 +20,7 @@ mod affine;
 mod array;
 mod crop;
 mod error;
+mod gather;
 mod geometry;
 mod intensity;
 mod nifti2;

@@ -2,6 +2,7 @@
 //! each reversed file axis, then a transpose), in one strided pass.
 
 use super::affine::Orientation;
+use super::gather::strided_gather;
 use super::Volume;
 
 /// `data` is in file order (`i` fastest, extents `dims`); the result is C-order over the RAS
@@ -22,15 +23,8 @@ pub fn reorient(data: &[f32], dims: [usize; 3], o: &Orientation) -> Volume {
             step[j] = file_stride[a];
         }
     }
-    let mut out = Vec::with_capacity(data.len());
-    for o0 in 0..out_shape[0] as isize {
-        for o1 in 0..out_shape[1] as isize {
-            let row = start + o0 * step[0] + o1 * step[1];
-            out.extend((0..out_shape[2] as isize).map(|o2| data[(row + o2 * step[2]) as usize]));
-        }
-    }
     Volume {
         shape: out_shape,
-        data: out,
+        data: strided_gather(data, start, &out_shape, &step),
     }
 }

@@ -16,11 +16,12 @@
 //!   carries a caller's note: `medvae-fast infer` records there which weights and options made
 //!   the file, so a later run can tell whether an existing output is its own.
 //!
-//! Gzip is chosen by the `.gz` suffix. The file is written to a temporary name beside the
+//! Gzip (level 1, as nibabel writes) is chosen by the `.gz` suffix. The file is written to a temporary name beside the
 //! target and renamed over it, so an interrupted run never leaves a truncated latent.
 
 use super::affine::{Affine, IDENTITY_AFFINE};
 use super::error::VolumeError;
+use super::gather::reverse_axes;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::Write;
@@ -92,7 +93,7 @@ fn encode(
     out[DESCRIP_AT..DESCRIP_AT + descrip.len()].copy_from_slice(descrip.as_bytes());
     out.resize(DATA_START, 0); // extension flag: none
     out.reserve(numel * 4);
-    for v in fortran_order(shape, data) {
+    for v in reverse_axes(shape, data) {
         out.extend_from_slice(&v.to_le_bytes());
     }
     Ok(out)
@@ -127,7 +128,10 @@ pub fn write_nifti_with_affine(
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.to_ascii_lowercase().ends_with(".gz"));
     let bytes = if gz {
-        let mut enc = GzEncoder::new(Vec::with_capacity(raw.len() / 2), Compression::default());
+        // Level 1, nibabel's default for `.nii.gz` (so the reference's files are made the same
+        // way): on a 512×512×300 float32 reconstruction it took 1.2 s against level 6's 17 s,
+        // for a file 27 % larger.
+        let mut enc = GzEncoder::new(Vec::with_capacity(raw.len() / 2), Compression::fast());
         enc.write_all(&raw).map_err(io)?;
         enc.finish().map_err(io)?
     } else {
@@ -145,33 +149,6 @@ fn temp_name(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{}.tmp", std::process::id()));
     path.with_file_name(name)
-}
-
-/// The C-order array re-indexed with the first axis fastest.
-pub(super) fn fortran_order<'a>(
-    shape: &'a [usize],
-    data: &'a [f32],
-) -> impl Iterator<Item = f32> + 'a {
-    // C-order strides; walk the multi-index with axis 0 varying fastest.
-    let mut strides = vec![1usize; shape.len()];
-    for a in (0..shape.len().saturating_sub(1)).rev() {
-        strides[a] = strides[a + 1] * shape[a + 1];
-    }
-    let mut idx = vec![0usize; shape.len()];
-    let numel = data.len();
-    (0..numel).map(move |n| {
-        let off: usize = idx.iter().zip(&strides).map(|(i, s)| i * s).sum();
-        if n + 1 < numel {
-            for (a, i) in idx.iter_mut().enumerate() {
-                *i += 1;
-                if *i < shape[a] {
-                    break;
-                }
-                *i = 0;
-            }
-        }
-        data[off]
-    })
 }
 
 fn header(shape: &[usize], affine: &Affine) -> Vec<u8> {
@@ -222,16 +199,6 @@ fn header(shape: &[usize], affine: &Affine) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::data::volume3d::read::{decode_nifti, read_nifti};
-
-    #[test]
-    fn fortran_order_puts_the_first_axis_fastest() {
-        // a[i, j] = 10 i + j, shape (2, 3): Fortran order is a[0,0], a[1,0], a[0,1], ...
-        let data: Vec<f32> = (0..2)
-            .flat_map(|i| (0..3).map(move |j| (10 * i + j) as f32))
-            .collect();
-        let f: Vec<f32> = fortran_order(&[2, 3], &data).collect();
-        assert_eq!(f, vec![0.0, 10.0, 1.0, 11.0, 2.0, 12.0]);
-    }
 
     #[test]
     fn a_written_volume_reads_back_through_the_reader() {
