@@ -31,7 +31,7 @@ echo "== $(date -u +%FT%TZ) on $(nproc) cores, load $(cut -d' ' -f1-3 /proc/load
 [[ -f $VOL ]] || "$PY" "$ROOT/scripts/torch_volume_io_bench.py" --make "$VOL"
 echo "== medvae-fast (criterion)"
 (cd "$ROOT" && MEDVAE_BENCH_VOLUME=$VOL RAYON_NUM_THREADS=2 \
-  cargo bench -q -p medvae-benches --bench volume_io 2>&1) | tee "$WORK/ours.log" | grep -E "time:|preprocessed"
+  cargo bench -q -p medvae-benches --bench volume_io 2>&1) | tee "$WORK/ours.log" | grep -E "^volume_io|time:|preprocessed"
 echo "== reference (medvae 0.1.7 load_ct_3d, nibabel save)"
 "$PY" "$ROOT/scripts/torch_volume_io_bench.py" "$VOL" --reps "$REPS" 2>/dev/null | tee "$WORK/ref.json"
 echo "== summary (seconds)"

@@ -10,8 +10,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medvae_model::infer::{
-    fingerprints, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job, Modality,
-    OutputKind, Provenance, Select,
+    fingerprints, pipelined, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job,
+    Modality, OutputKind, Prepared, Provenance, Select,
 };
 use medvae_runtime::data::volume3d::latent_affine;
 use medvae_runtime::Device;
@@ -252,18 +252,34 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let done = AtomicUsize::new(0);
     // Ctrl-C / SIGTERM: every device finishes its file, then the summary says how to go on.
     interrupt::install();
+    // Per device, the next file is read and the last one written while the model runs
+    // (`pipelined`): on a GPU those, not the model, would otherwise take most of the time.
     let work = |inferencer: &mut Inferencer| {
-        while interrupt::requested().is_none() {
-            let Some(job) = plan.jobs.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
-            if let Some(name) = job.input.file_name() {
-                bar.set_message(name.to_string_lossy().into_owned());
-            }
-            let result = run_job(inferencer, job, &made_by);
-            report(&bar, job, &args.input, result, &failed);
-            done.fetch_add(1, Ordering::Relaxed);
-        }
+        let preparer = inferencer.preparer();
+        pipelined(
+            || {
+                interrupt::requested().is_none().then_some(())?;
+                plan.jobs.get(next.fetch_add(1, Ordering::Relaxed))
+            },
+            |job: &&Job| -> Result<Prepared> {
+                if let Some(c) = &job.conflict {
+                    bail!("{c}");
+                }
+                Ok(preparer.prepare_file(&job.input)?)
+            },
+            |job, prepared| {
+                if let Some(name) = job.input.file_name() {
+                    bar.set_message(name.to_string_lossy().into_owned());
+                }
+                Ok(inferencer.infer_prepared(&prepared, &job.input)?)
+            },
+            |job, inferred| {
+                let result = inferred.and_then(|out| write_outputs(job, out, &made_by));
+                report(&bar, job, &args.input, result, &failed);
+                done.fetch_add(1, Ordering::Relaxed);
+            },
+            || interrupt::requested().is_none(),
+        )
     };
     match inferencers.as_mut_slice() {
         [only] => work(only),
@@ -384,11 +400,8 @@ struct Outputs {
     source_affine: Option<usize>,
 }
 
-fn run_job(inferencer: &mut Inferencer, job: &Job, made_by: &Outputs) -> Result<Inferred> {
-    if let Some(c) = &job.conflict {
-        bail!("{c}");
-    }
-    let out = inferencer.infer_file(&job.input)?;
+/// Write one file's outputs (the writer thread of `pipelined`).
+fn write_outputs(job: &Job, out: Inferred, made_by: &Outputs) -> Result<Inferred> {
     // The scan's geometry (`--source-affine`): the reconstruction on the preprocessed grid,
     // the latent on its f-times coarser one. Arrays with a channel axis first keep the identity.
     let image_affine = made_by.source_affine.and(out.affine);

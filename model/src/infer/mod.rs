@@ -18,6 +18,7 @@ pub mod decode;
 pub mod error;
 pub mod files;
 pub mod listing;
+pub mod pipeline;
 pub mod provenance;
 pub mod run;
 pub mod source;
@@ -27,10 +28,11 @@ pub use decode::{z_tensor, LatentDecoder};
 pub use error::InferError;
 pub use files::{decoded_path, plan, Job, Plan};
 pub use listing::{list, Listing, Select};
+pub use pipeline::pipelined;
 pub use provenance::{fingerprints, settings, Fingerprints, OutputKind, Provenance};
 pub use run::{
     input_kind, output_stem, reference_array, Array, InferOptions, Inferencer, Inferred, InputKind,
-    Modality, Prepared,
+    Modality, Prepared, Preparer,
 };
 pub use source::{load_model, missing_weights_message, LoadedModel, ModelRequest, HF_REPO};
 pub use window::{

@@ -146,6 +146,48 @@ impl Prepared {
     }
 }
 
+/// Reads and preprocesses files for one model and modality ([`Inferencer::preparer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preparer {
+    reads: InputKind,
+    /// 1-channel models average the channels of colour images, as the reference does.
+    merge_channels: bool,
+    modality: Modality,
+}
+
+impl Preparer {
+    /// Read and preprocess one file.
+    pub fn prepare_file(&self, path: &Path) -> Result<Prepared, InferError> {
+        let want = self.reads;
+        match input_kind(path) {
+            Some(k) if k == want => {}
+            _ => {
+                let (what, ext) = match want {
+                    InputKind::Png => ("2D", ".png images"),
+                    InputKind::Nifti => ("3D", ".nii / .nii.gz volumes"),
+                };
+                return Err(InferError::Input {
+                    path: path.to_path_buf(),
+                    msg: format!("a {what} model reads {ext}"),
+                });
+            }
+        }
+        if want == InputKind::Png {
+            Ok(Prepared::Image(load_2d(
+                path,
+                &Preprocess2d::inference(self.merge_channels),
+            )?))
+        } else {
+            let rule = match self.modality {
+                Modality::Ct => VolumeModality::Ct,
+                _ => VolumeModality::Mri,
+            };
+            let (vol, affine) = load_inference(path, rule)?;
+            Ok(Prepared::Volume(vol, Some(affine)))
+        }
+    }
+}
+
 /// Runs a loaded model on files.
 #[derive(Debug)]
 pub struct Inferencer {
@@ -211,34 +253,16 @@ impl Inferencer {
 
     /// Read and preprocess one file as this model and modality need it.
     pub fn prepare_file(&self, path: &Path) -> Result<Prepared, InferError> {
-        let want = self.reads();
-        match input_kind(path) {
-            Some(k) if k == want => {}
-            _ => {
-                let (what, ext) = match want {
-                    InputKind::Png => ("2D", ".png images"),
-                    InputKind::Nifti => ("3D", ".nii / .nii.gz volumes"),
-                };
-                return Err(InferError::Input {
-                    path: path.to_path_buf(),
-                    msg: format!("a {what} model reads {ext}"),
-                });
-            }
-        }
-        if want == InputKind::Png {
-            // The reference merges channels exactly for the 1-channel models.
-            let merge = self.model.config.in_channels == 1;
-            Ok(Prepared::Image(load_2d(
-                path,
-                &Preprocess2d::inference(merge),
-            )?))
-        } else {
-            let rule = match self.opts.modality {
-                Modality::Ct => VolumeModality::Ct,
-                _ => VolumeModality::Mri,
-            };
-            let (vol, affine) = load_inference(path, rule)?;
-            Ok(Prepared::Volume(vol, Some(affine)))
+        self.preparer().prepare_file(path)
+    }
+
+    /// What reading and preprocessing a file needs, apart from the model: the reader
+    /// thread of [`super::pipelined`] runs it while the model computes.
+    pub fn preparer(&self) -> Preparer {
+        Preparer {
+            reads: self.reads(),
+            merge_channels: self.model.config.in_channels == 1,
+            modality: self.opts.modality,
         }
     }
 
