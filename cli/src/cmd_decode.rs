@@ -16,11 +16,11 @@ use crate::outputs::skip_done;
 use anyhow::{bail, Result};
 use clap::Args;
 use medvae_model::infer::{
-    decoded_path, fingerprints, plan, write_array, Fingerprints, LatentDecoder, OutputKind,
-    Provenance, Select,
+    decoded_path, fingerprints, pipelined, plan, write_array, Array, Fingerprints, LatentDecoder,
+    OutputKind, Provenance, Select,
 };
 use medvae_runtime::data::volume3d::{
-    image_affine_of_latent, read_nifti_array, read_nifti_descrip, IDENTITY_AFFINE,
+    image_affine_of_latent, read_nifti_array, read_nifti_descrip, NiftiArray, IDENTITY_AFFINE,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -130,61 +130,77 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
     let bar = progress_bar(plan.jobs.len());
     let (mut written, mut failed, mut not_z) = (0, Vec::new(), 0);
+    let factor = decoder.factor();
     interrupt::install();
-    for job in &plan.jobs {
-        if interrupt::requested().is_some() {
-            break;
-        }
-        if let Some(name) = job.input.file_name() {
-            bar.set_message(name.to_string_lossy().into_owned());
-        }
-        let result = decode_file(
-            &mut decoder,
-            &job.input,
-            &job.latent,
-            &args,
-            ours,
-            precision,
-        );
-        bar.suspend(|| match result {
-            Ok(Outcome::Written {
-                latent,
-                image,
-                windows,
-            }) => {
-                written += 1;
-                let windows = if windows > 1 {
-                    format!(", {windows} windows")
-                } else {
-                    String::new()
-                };
-                println!(
-                    "ok {} -> {} (latent {}, image {}{windows})",
-                    job.input.display(),
-                    job.latent.display(),
-                    describe(&latent),
-                    describe(&image)
-                );
+    // The next latent is read and the last reconstruction written while the model decodes
+    // (see `pipelined`).
+    let mut next = plan.jobs.iter();
+    pipelined(
+        || {
+            interrupt::requested().is_none().then_some(())?;
+            next.next()
+        },
+        |job| read_z(&job.input, &args, ours),
+        |job, read| {
+            if let Some(name) = job.input.file_name() {
+                bar.set_message(name.to_string_lossy().into_owned());
             }
-            Ok(Outcome::NotZ(kind)) if !single => {
-                not_z += 1;
-                eprintln!(
-                    "skipped: {} (holds `{}`, not z)",
-                    job.input.display(),
-                    kind.word()
-                );
-            }
-            Ok(Outcome::NotZ(kind)) => {
-                eprintln!("FAILED {}: {}", job.input.display(), not_z_message(kind));
-                failed.push(job.input.display().to_string());
-            }
-            Err(e) => {
-                eprintln!("FAILED {}: {e:#}", job.input.display());
-                failed.push(job.input.display().to_string());
-            }
-        });
-        bar.inc(1);
-    }
+            Ok(match read {
+                ReadZ::NotZ(kind) => Decoded::NotZ(kind),
+                ReadZ::Z(z, made_by) => {
+                    let (image, windows) = decoder.decode_array(&z.shape, &z.data, &job.input)?;
+                    Decoded::Image {
+                        z,
+                        made_by,
+                        image,
+                        windows,
+                    }
+                }
+            })
+        },
+        |job, decoded| {
+            let result = decoded.and_then(|d| write_image(d, &job.latent, factor, ours, precision));
+            bar.suspend(|| match result {
+                Ok(Outcome::Written {
+                    latent,
+                    image,
+                    windows,
+                }) => {
+                    written += 1;
+                    let windows = if windows > 1 {
+                        format!(", {windows} windows")
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "ok {} -> {} (latent {}, image {}{windows})",
+                        job.input.display(),
+                        job.latent.display(),
+                        describe(&latent),
+                        describe(&image)
+                    );
+                }
+                Ok(Outcome::NotZ(kind)) if !single => {
+                    not_z += 1;
+                    eprintln!(
+                        "skipped: {} (holds `{}`, not z)",
+                        job.input.display(),
+                        kind.word()
+                    );
+                }
+                Ok(Outcome::NotZ(kind)) => {
+                    eprintln!("FAILED {}: {}", job.input.display(), not_z_message(kind));
+                    failed.push(job.input.display().to_string());
+                }
+                Err(e) => {
+                    eprintln!("FAILED {}: {e:#}", job.input.display());
+                    failed.push(job.input.display().to_string());
+                }
+            });
+            bar.inc(1);
+        },
+        || interrupt::requested().is_none(),
+    );
     bar.finish_and_clear();
     let already = match already_done {
         0 => String::new(),
@@ -232,19 +248,32 @@ fn decoded_descrip(made_by: Option<Provenance>, ours: Fingerprints, precision: &
     Provenance::new(OutputKind::Decoded, ours, &settings).descrip()
 }
 
-fn decode_file(
-    decoder: &mut LatentDecoder,
-    input: &Path,
-    output: &Path,
-    args: &DecodeArgs,
-    ours: Fingerprints,
-    precision: &str,
-) -> Result<Outcome> {
+/// A latent file read (the reader stage).
+enum ReadZ {
+    /// A medvae-fast file that is not z (what it holds).
+    NotZ(OutputKind),
+    /// A z, with the record of what made it (none for files from elsewhere).
+    Z(Box<NiftiArray>, Option<Provenance>),
+}
+
+/// A latent after the model (the device stage).
+enum Decoded {
+    NotZ(OutputKind),
+    Image {
+        z: Box<NiftiArray>,
+        made_by: Option<Provenance>,
+        image: Array,
+        windows: usize,
+    },
+}
+
+/// Read a latent and check that these weights may decode it.
+fn read_z(input: &Path, args: &DecodeArgs, ours: Fingerprints) -> Result<ReadZ> {
     let z = read_nifti_array(input)?;
     let made_by = Provenance::parse(&z.descrip);
     if let Some(p) = &made_by {
         if p.kind != OutputKind::Z {
-            return Ok(Outcome::NotZ(p.kind));
+            return Ok(ReadZ::NotZ(p.kind));
         }
         if p.fingerprints.encoder != ours.encoder && !args.any_encoder {
             bail!(
@@ -256,13 +285,32 @@ fn decode_file(
             );
         }
     }
-    let (image, windows) = decoder.decode_array(&z.shape, &z.data, input)?;
+    Ok(ReadZ::Z(Box::new(z), made_by))
+}
+
+/// Write a reconstruction (the writer stage); `factor` is the model's downsampling.
+fn write_image(
+    decoded: Decoded,
+    output: &Path,
+    factor: usize,
+    ours: Fingerprints,
+    precision: &str,
+) -> Result<Outcome> {
+    let (z, made_by, image, windows) = match decoded {
+        Decoded::NotZ(kind) => return Ok(Outcome::NotZ(kind)),
+        Decoded::Image {
+            z,
+            made_by,
+            image,
+            windows,
+        } => (z, made_by, image, windows),
+    };
     // A z placed in a scan's space (`infer --source-affine`) gives its image grid to the
     // reconstruction; the reference's identity stays the identity.
     let image_affine = z
         .affine
         .filter(|a| *a != IDENTITY_AFFINE)
-        .map(|a| image_affine_of_latent(&a, decoder.factor()));
+        .map(|a| image_affine_of_latent(&a, factor));
     write_array(
         output,
         &image,

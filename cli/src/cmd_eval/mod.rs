@@ -13,8 +13,8 @@ use crate::model_args::{ModelArgs, WindowArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use medvae_model::infer::{
-    fingerprints, list, load_model, settings, Fingerprints, InferOptions, Inferencer, LoadedModel,
-    Modality, ModelRequest, Prepared, Select,
+    fingerprints, list, load_model, pipelined, settings, Fingerprints, InferOptions, Inferencer,
+    LoadedModel, Modality, ModelRequest, Prepared, Select,
 };
 use medvae_model::losses::Lpips;
 use medvae_model::quality::{measure, paired, Perceptual, Quality, Summary};
@@ -88,6 +88,37 @@ struct Target {
     spatial: Vec<usize>,
 }
 
+/// A model's reconstruction of a sample, and its LPIPS when asked for.
+struct Reconstruction {
+    decoded: Vec<f32>,
+    lpips: Option<f64>,
+    /// 3D sliding windows run (1 for 2D).
+    windows: usize,
+}
+
+impl Reconstruction {
+    /// The metrics against `target` (on the CPU, in f64; LPIPS was measured on the device).
+    fn quality(&self, target: &Target, path: &Path) -> Result<Quality> {
+        let mut quality = measure(
+            &self.decoded,
+            &target.values,
+            target.channels,
+            &target.spatial,
+        )
+        .with_context(|| format!("{}", path.display()))?;
+        quality.lpips = self.lpips;
+        Ok(quality)
+    }
+}
+
+/// A sample through the model (and the baseline): what the metrics stage reads.
+struct Reconstructed {
+    path: PathBuf,
+    target: Target,
+    ours: Reconstruction,
+    theirs: Option<Reconstruction>,
+}
+
 /// A model under evaluation.
 struct Evaluated {
     inferencer: Inferencer,
@@ -106,32 +137,31 @@ impl Evaluated {
         })
     }
 
-    /// Reconstruct `input` and measure the reconstruction against `target`, the same input
-    /// channels-first (metrics, windows run).
-    fn measure(
+    /// Reconstruct `input`, and its LPIPS against `target` (the same input channels-first)
+    /// when `perceptual` is given: what runs on the model's device.
+    fn reconstruct(
         &mut self,
         input: &Prepared,
         target: &Target,
         path: &Path,
         perceptual: Option<&Perceptual>,
-    ) -> Result<(Quality, usize)> {
+    ) -> Result<Reconstruction> {
         let out = self.inferencer.infer_prepared(input, path)?;
         let decoded = out
             .decoded
-            .context("the model returned no reconstruction")?;
-        let Target {
-            values,
-            channels,
-            spatial,
-        } = target;
-        let mut quality = measure(&decoded.data, values, *channels, spatial)
-            .with_context(|| format!("{}", path.display()))?;
-        if let Some(p) = perceptual {
-            quality.lpips = p
-                .distance(&decoded.data, values, *channels, spatial)
-                .with_context(|| format!("LPIPS of {}", path.display()))?;
-        }
-        Ok((quality, out.windows))
+            .context("the model returned no reconstruction")?
+            .data;
+        let lpips = match perceptual {
+            Some(p) => p
+                .distance(&decoded, &target.values, target.channels, &target.spatial)
+                .with_context(|| format!("LPIPS of {}", path.display()))?,
+            None => None,
+        };
+        Ok(Reconstruction {
+            decoded,
+            lpips,
+            windows: out.windows,
+        })
     }
 
     fn json(&self, summary: &Summary) -> serde_json::Value {
@@ -223,48 +253,72 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let mut rows = Vec::with_capacity(total);
     let mut failed = Vec::new();
     interrupt::install();
-    for i in 0..total {
-        if interrupt::requested().is_some() {
-            break;
-        }
-        let sample = source.name(i);
-        bar.set_message(sample.clone());
-        let result = (|| -> Result<Row> {
-            let (input, path) = source.load(i, &model.inferencer)?;
+    // The next sample is read and the last one's metrics computed (f64 SSIM, MS-SSIM on the
+    // CPU) while the model reconstructs (see `pipelined`).
+    let preparer = model.inferencer.preparer();
+    let mut next = 0..total;
+    pipelined(
+        || {
+            interrupt::requested().is_none().then_some(())?;
+            next.next()
+        },
+        |&i| -> Result<(Prepared, PathBuf, Target)> {
+            let (input, path) = source.load(i, &preparer)?;
             let (values, channels, spatial) = input.channels_first()?;
             let target = Target {
                 values,
                 channels,
                 spatial,
             };
+            Ok((input, path, target))
+        },
+        |&i, (input, path, target)| {
+            bar.set_message(source.name(i));
             let lp = perceptual.as_ref();
-            let (quality, windows) = model.measure(&input, &target, &path, lp)?;
-            let baseline = match baseline.as_mut() {
-                Some(b) => Some(b.measure(&input, &target, &path, lp)?.0),
+            let ours = model.reconstruct(&input, &target, &path, lp)?;
+            let theirs = match baseline.as_mut() {
+                Some(b) => Some(b.reconstruct(&input, &target, &path, lp)?),
                 None => None,
             };
-            let mut shape = vec![channels];
-            shape.extend(&target.spatial);
-            Ok(Row {
-                name: sample.clone(),
-                shape,
-                quality,
-                baseline,
-                windows,
+            Ok(Reconstructed {
+                path,
+                target,
+                ours,
+                theirs,
             })
-        })();
-        match result {
-            Ok(row) => {
-                bar.suspend(|| println!("ok {}", sample_line(&row)));
-                rows.push(row);
+        },
+        |i, result: Result<Reconstructed>| {
+            let sample = source.name(i);
+            let row = result.and_then(|r| {
+                let quality = r.ours.quality(&r.target, &r.path)?;
+                let baseline = match &r.theirs {
+                    Some(t) => Some(t.quality(&r.target, &r.path)?),
+                    None => None,
+                };
+                let mut shape = vec![r.target.channels];
+                shape.extend(&r.target.spatial);
+                Ok(Row {
+                    name: sample.clone(),
+                    shape,
+                    quality,
+                    baseline,
+                    windows: r.ours.windows,
+                })
+            });
+            match row {
+                Ok(row) => {
+                    bar.suspend(|| println!("ok {}", sample_line(&row)));
+                    rows.push(row);
+                }
+                Err(e) => {
+                    bar.suspend(|| eprintln!("FAILED {sample}: {e:#}"));
+                    failed.push(sample);
+                }
             }
-            Err(e) => {
-                bar.suspend(|| eprintln!("FAILED {sample}: {e:#}"));
-                failed.push(sample);
-            }
-        }
-        bar.inc(1);
-    }
+            bar.inc(1);
+        },
+        || interrupt::requested().is_none(),
+    );
     bar.finish_and_clear();
     let ours: Vec<Quality> = rows.iter().map(|r| r.quality).collect();
     let theirs: Vec<Quality> = rows.iter().filter_map(|r| r.baseline).collect();

@@ -1,7 +1,7 @@
 //! Where `eval`'s samples come from: files read as `infer` reads them, or a prepared split.
 
 use anyhow::{bail, Result};
-use medvae_model::infer::{Inferencer, Prepared};
+use medvae_model::infer::{Prepared, Preparer};
 use medvae_runtime::data::image2d::{Image2d, Samples};
 use medvae_runtime::data::shard::ShardSet;
 use medvae_runtime::data::volume3d::Volume;
@@ -29,9 +29,9 @@ impl Source {
     }
 
     /// Sample `i` preprocessed, with the path that names it in errors.
-    pub fn load(&self, i: usize, inferencer: &Inferencer) -> Result<(Prepared, PathBuf)> {
+    pub fn load(&self, i: usize, preparer: &Preparer) -> Result<(Prepared, PathBuf)> {
         match self {
-            Source::Files(f) => Ok((inferencer.prepare_file(&f[i])?, f[i].clone())),
+            Source::Files(f) => Ok((preparer.prepare_file(&f[i])?, f[i].clone())),
             Source::Shards { set, dir } => {
                 let view = set.sample(i)?;
                 let mut data = vec![0.0; view.values.len()];
