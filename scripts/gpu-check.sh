@@ -349,6 +349,17 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
           --model medvae_4_1_2d --size 256 --batch 8 --reps 3 --only stage1_step 2>&1)"; then
         echo "$out" | grep -o "\"median_s\":[0-9.]*"
       else echo "failed: $(echo "$out" | tail -n 1 | cut -c1-90)"; rc=1; fi; done; exit $rc' "$MEDVAE_BIN"
+  # Archive encoding: 6 copies of the MNI152 template (3 windows each) through the 3D model in
+  # BF16 with --decode, reading ahead and writing behind (the default) against the stages one
+  # after the other (MEDVAE_PIPELINE=off). Written 2026-11-29 without a card.
+  run_step infer-overlap 150 bash -c 'set -o pipefail
+    in="$1/overlap-in"; mkdir -p "$in"
+    for i in 1 2 3 4 5 6; do cp samples/3d/mni152_t1_ras_u8.nii.gz "$in/mni_$i.nii.gz"; done
+    for mode in on off; do rm -rf "$1/overlap-$mode"
+      MEDVAE_PIPELINE=$mode "$0" infer -i "$in" -o "$1/overlap-$mode" --modality mri \
+        --model medvae_4_1_3d --random-weights --decode --device cuda --precision bf16 |
+        tail -n 1 | sed "s/^/pipeline $mode: /"; done' \
+    "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
 fi
 
 # ------------------------------------------------------------------ PyTorch eager baseline
@@ -454,6 +465,7 @@ PY
     [ -f "$LOG/torch-$prec.log" ] && echo "-- torch $prec: $(tail -n 1 "$LOG/torch-$prec.log" | cut -c1-300)"
     [ -f "$LOG/ours-$prec.log" ] && echo "-- ours  $prec: $(tail -n 1 "$LOG/ours-$prec.log" | cut -c1-400)"
   done
+  [ -f "$LOG/infer-overlap.log" ] && grep "^pipeline" "$LOG/infer-overlap.log" | sed 's/^/-- infer 6 MNI volumes, bf16, --decode: /'
   [ -f "$LOG/ours-3d.log" ] && echo "-- ours  3d 64^3 bf16: $(grep -o '"median_s":[0-9.]*\|"peak_tensor_bytes":[0-9]*\|"recompute":[a-z]*' "$LOG/ours-3d.log" | tr '\n' ' ')"
   [ -f "$LOG/torch-3d.log" ] && echo "-- torch 3d 64^3 bf16: $(tail -n 1 "$LOG/torch-3d.log" | cut -c1-300)"
   if [ -f "$LOG/ours-3d.log" ] && [ -f "$LOG/torch-3d.log" ]; then

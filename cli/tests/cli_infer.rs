@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    descrip, gunzipped, mark_voxels, medvae, repo, s, sample_folder, scratch, tiny_weights, EMBED,
-    FACTOR,
+    descrip, gunzipped, mark_voxels, medvae, medvae_with_env, repo, s, sample_folder, scratch,
+    tiny_weights, EMBED, FACTOR,
 };
 use medvae_runtime::data::volume3d::{decode_nifti, load_mri_3d};
 use std::path::{Path, PathBuf};
@@ -317,7 +317,9 @@ fn cuda_device_errors_clearly_or_matches_the_cpu() {
 }
 
 /// `--device cpu,cpu`: two models share the files; every output is byte-identical to the
-/// one-device run's, and a bad file is still reported while the others are written.
+/// one-device run's, and a bad file is still reported while the others are written. So are
+/// those of a run whose stages (read, model, write) go one after the other
+/// (`MEDVAE_PIPELINE=off`) instead of overlapping.
 #[test]
 fn several_devices_share_the_files_and_write_the_same_bytes() {
     let t = scratch("devices");
@@ -328,12 +330,29 @@ fn several_devices_share_the_files_and_write_the_same_bytes() {
         &["ct_slice_u16.png", "mr_slice_u8.png", "mr_slice_rgb.png"],
     );
     std::fs::write(inp.join("z_garbage.png"), b"not a png").unwrap();
-    let outputs: Vec<PathBuf> = ["cpu", "cpu,cpu"]
+    let outputs: Vec<PathBuf> = [("cpu", "on"), ("cpu,cpu", "on"), ("cpu", "off")]
         .iter()
-        .map(|devices| {
-            let out = t.path().join(devices.replace(',', "_"));
-            let (code, stdout, stderr) =
-                infer_with_weights(&inp, &out, &w, "xray", &["--decode", "--device", devices]);
+        .map(|&(devices, pipeline)| {
+            let out = t
+                .path()
+                .join(format!("{}_{pipeline}", devices.replace(',', "_")));
+            let (code, stdout, stderr) = medvae_with_env(
+                &[
+                    "infer",
+                    "-i",
+                    s(&inp),
+                    "-o",
+                    s(&out),
+                    "--weights",
+                    s(&w),
+                    "--modality",
+                    "xray",
+                    "--decode",
+                    "--device",
+                    devices,
+                ],
+                &[("MEDVAE_PIPELINE", pipeline)],
+            );
             assert_eq!(code, 1, "{stdout}\n{stderr}");
             assert!(
                 stdout.contains("4 file(s): 3 written, 1 failed"),
@@ -346,13 +365,15 @@ fn several_devices_share_the_files_and_write_the_same_bytes() {
     let mut written = 0;
     for entry in std::fs::read_dir(&outputs[0]).unwrap() {
         let path = entry.unwrap().path();
-        let twin = outputs[1].join(path.file_name().unwrap());
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            std::fs::read(&twin).unwrap(),
-            "{}",
-            path.display()
-        );
+        for other in &outputs[1..] {
+            let twin = other.join(path.file_name().unwrap());
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                std::fs::read(&twin).unwrap(),
+                "{}",
+                twin.display()
+            );
+        }
         written += 1;
     }
     assert_eq!(written, 6, "3 latents and 3 reconstructions");

@@ -39,8 +39,14 @@ pub fn sample_folder(dir: &Path, kind: &str, names: &[&str]) -> PathBuf {
 
 /// Run the binary with `args`; returns (exit code, stdout, stderr).
 pub fn medvae(args: &[&str]) -> (i32, String, String) {
+    medvae_with_env(args, &[])
+}
+
+/// [`medvae`] with these environment variables set.
+pub fn medvae_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run medvae-fast");
     (

@@ -10,6 +10,9 @@
 //! Each stage hands over through a channel that holds one item, so at most five files are in
 //! memory (one being read, one waiting, one computing, one waiting, one being written), and
 //! files reach `finish` in the order `next_job` gave them.
+//!
+//! `MEDVAE_PIPELINE=off` runs the three stages one after the other on the calling thread, to
+//! measure what the overlap saves (`scripts/gpu-check.sh`, step `infer-overlap`).
 
 use std::sync::mpsc::sync_channel;
 
@@ -33,6 +36,14 @@ pub fn pipelined<J, P, O, E>(
     O: Send,
     E: Send,
 {
+    if std::env::var_os("MEDVAE_PIPELINE").is_some_and(|v| v == "off") {
+        while keep_going() {
+            let Some(job) = next_job() else { break };
+            let out = prepare(&job).and_then(|p| compute(&job, p));
+            finish(job, out);
+        }
+        return;
+    }
     let (to_device, from_reader) = sync_channel::<(J, Result<P, E>)>(1);
     let (to_writer, from_device) = sync_channel::<(J, Result<O, E>)>(1);
     std::thread::scope(|scope| {
