@@ -55,3 +55,48 @@ fn an_unknown_workload_lists_the_known_ones() {
         "{stderr}"
     );
 }
+
+/// `MEDVAE_CPU_PROFILE=1`: after the JSON line, the CPU ops ranked by self time, the
+/// convolutions among them; without the variable, no table.
+#[test]
+fn the_cpu_profile_ranks_the_ops_when_asked_for() {
+    let run = |profile: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
+            .args([
+                "bench",
+                "--only",
+                "encode",
+                "--size",
+                "32",
+                "--reps",
+                "1",
+                "--warmup",
+                "0",
+                "--threads",
+                "2",
+            ])
+            .env("MEDVAE_CPU_PROFILE", profile)
+            .output()
+            .expect("run medvae-fast");
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = run("1");
+    let table: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("cpu op profile"))
+        .collect();
+    assert!(table.len() > 3, "{stderr}");
+    let conv = table
+        .iter()
+        .find(|l| l.trim_start().starts_with("conv_forward "))
+        .unwrap_or_else(|| panic!("no conv_forward row: {stderr}"));
+    // the encoder's convolutions: conv_in, the resnet blocks, the downsamplings, conv_out
+    let calls: u64 = conv
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a call count");
+    assert!(calls >= 10, "{conv}");
+    assert!(!run("0").contains("cpu op profile"));
+}

@@ -21,7 +21,7 @@ pub fn activation_forward(act: Activation, x: &Tensor) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::activation_forward(OP, act, x);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let (xs, ys) = (x.f32s(OP)?, y.f32s_mut(OP)?);
     match act {
@@ -42,7 +42,7 @@ pub fn activation_backward(act: Activation, x: &Tensor, dy: &Tensor) -> Result<T
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::activation_backward(OP, act, x, dy);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x.shape());
     let (xs, dys, dxs) = (x.f32s(OP)?, dy.f32s(OP)?, dx.f32s_mut(OP)?);
     match act {
@@ -63,7 +63,7 @@ pub fn relu_inplace(y: &mut Tensor) -> Result<()> {
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::relu_inplace(OP, y);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     k::relu_inplace(y.f32s_mut(OP)?);
     Ok(())
 }
@@ -78,7 +78,7 @@ pub fn relu_mask_inplace(g: &mut Tensor, y: &Tensor) -> Result<()> {
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::relu_mask_inplace(OP, g, y);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     k::relu_mask_inplace(y.f32s(OP)?, g.f32s_mut(OP)?)?;
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn attention_forward(
     if !dev.is_cpu() {
         return super::on_cuda::attention::attention_forward(OP, &d, q, k, v);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut o = Tensor::uninit(q.shape());
     let mut lse = vec![0f32; d.lse_len()];
     k::attention_forward(
@@ -88,7 +88,7 @@ pub fn attention_backward(
     if !dev.is_cpu() {
         return super::on_cuda::attention::attention_backward(OP, &d, q, k, v, o, saved, d_o);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     if saved.lse.len() != d.lse_len() {
         return Err(RuntimeError::shape(
             OP,

@@ -138,7 +138,7 @@ pub fn conv_forward(spec: &ConvSpec, x: &Tensor, w: &Tensor, b: Option<&Tensor>)
 
 /// [`conv_forward`] of operands that [`check_forward`] has passed as `call`.
 pub(super) fn forward_checked(
-    op: &str,
+    op: &'static str,
     call: ForwardCall,
     x: &Tensor,
     w: &Tensor,
@@ -149,7 +149,7 @@ pub(super) fn forward_checked(
     if !dev.is_cpu() {
         return super::on_cuda::conv::conv_forward(op, &g, x, w, b, &y_shape);
     }
-    cpu_only(op, dev)?;
+    let _timer = cpu_only(op, dev)?;
     let mut y = Tensor::uninit(&y_shape);
     let bias = match b {
         Some(b) => Some(b.f32s(op)?),
@@ -209,7 +209,7 @@ pub fn conv_backward(
 /// of the weight's and bias' shapes).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_checked(
-    op: &str,
+    op: &'static str,
     (dev, g): (Device, k::ConvGeometry),
     x: Cow<'_, Tensor>,
     w: &Tensor,
@@ -222,7 +222,7 @@ pub(super) fn backward_checked(
     if !dev.is_cpu() {
         return super::on_cuda::conv::conv_backward(op, &g, x, w, dy, need_dx, dw, db);
     }
-    cpu_only(op, dev)?;
+    let _timer = cpu_only(op, dev)?;
     if let Some(dw) = dw {
         let dbias = match db {
             Some(db) => Some(db.f32s_mut(op)?),

@@ -65,7 +65,7 @@ pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::add_scaled(OP, a, b, 1.0, 1.0);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(a.shape());
     zip_map(a.f32s(OP)?, b.f32s(OP)?, y.f32s_mut(OP)?, |x, y| x + y);
     Ok(y)
@@ -85,7 +85,7 @@ pub fn scaled_add_assign(acc: &mut Tensor, b: &Tensor, s: f32) -> Result<()> {
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::scaled_add_assign(OP, acc, b, s);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     if s == 1.0 {
         zip_update(acc.f32s_mut(OP)?, b.f32s(OP)?, |a, y| a + y);
     } else {
@@ -103,7 +103,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::mul(OP, a, b);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(a.shape());
     zip_map(a.f32s(OP)?, b.f32s(OP)?, y.f32s_mut(OP)?, |x, y| x * y);
     Ok(y)
@@ -117,7 +117,7 @@ pub fn scale(a: &Tensor, s: f32) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::scale(OP, a, s);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(a.shape());
     let src = a.f32s(OP)?;
     zip_map(src, src, y.f32s_mut(OP)?, |x, _| s * x);
@@ -132,7 +132,7 @@ pub fn affine_clamp(x: &Tensor, a: f32, b: f32, lo: f32, hi: f32) -> Result<Tens
     if !dev.is_cpu() {
         return super::on_cuda::pointwise::affine_clamp(OP, x, [a, b, lo, hi]);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let src = x.f32s(OP)?;
     zip_map(src, src, y.f32s_mut(OP)?, |v, _| (a * v + b).clamp(lo, hi));
@@ -161,7 +161,7 @@ pub fn split_last(x: &Tensor, c0: usize) -> Result<(Tensor, Tensor)> {
     if !dev.is_cpu() {
         return super::on_cuda::reshape::split_last(OP, x, c0);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let c1 = c - c0;
     let mut sa = x.shape().to_vec();
     let mut sb = x.shape().to_vec();
@@ -205,7 +205,7 @@ pub fn concat_last(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::reshape::concat_last(OP, a, b, &shape);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&shape);
     for ((row, xa), xb) in y
         .f32s_mut(OP)?
@@ -251,7 +251,7 @@ pub fn gaussian_sample_forward(moments: &Tensor, eps: &Tensor) -> Result<Tensor>
     if !dev.is_cpu() {
         return super::on_cuda::reshape::gaussian_sample_forward(OP, moments, eps, cz);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut z = Tensor::uninit(eps.shape());
     for ((m, e), zr) in moments
         .f32s(OP)?
@@ -282,7 +282,7 @@ pub fn gaussian_sample_backward(
     if !dev.is_cpu() {
         return super::on_cuda::reshape::gaussian_sample_backward(OP, moments, eps, dz, cz);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dm = Tensor::uninit(moments.shape());
     let mut de = Tensor::uninit(eps.shape());
     for ((((m, e), g), dmr), der) in moments

@@ -46,7 +46,7 @@ pub fn linear_forward(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tens
     if !dev.is_cpu() {
         return super::on_cuda::linear::linear_forward(OP, &d, x, w, b, &shape);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&shape);
     let bias = match b {
         Some(b) => Some(b.f32s(OP)?),
@@ -84,7 +84,7 @@ pub fn linear_backward(
     if !dev.is_cpu() {
         return super::on_cuda::linear::linear_backward(OP, &d, x, w, dy, need_dx, dw, db);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dx = if need_dx {
         Some(Tensor::uninit(x.shape()))
     } else {

@@ -37,7 +37,7 @@ pub fn kl_forward(moments: &Tensor, keep_last_axis: bool) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::loss::kl_forward(OP, &d, moments, &shape);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut kl = Tensor::uninit(&shape);
     k::kl_diag_gaussian_forward(&d, moments.f32s(OP)?, kl.f32s_mut(OP)?)?;
     Ok(kl)
@@ -51,7 +51,7 @@ pub fn kl_backward(moments: &Tensor, keep_last_axis: bool, dkl: &Tensor) -> Resu
     if !dev.is_cpu() {
         return super::on_cuda::loss::kl_backward(OP, &d, moments, dkl);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dm = Tensor::uninit(moments.shape());
     k::kl_diag_gaussian_backward(&d, moments.f32s(OP)?, dkl.f32s(OP)?, dm.f32s_mut(OP)?)?;
     Ok(dm)
@@ -65,7 +65,7 @@ pub fn hinge_forward(real: &Tensor, fake: &Tensor) -> Result<f32> {
     if !dev.is_cpu() {
         return super::on_cuda::loss::hinge_forward(OP, real, fake);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     Ok(k::hinge_d_loss_forward(real.f32s(OP)?, fake.f32s(OP)?)?)
 }
 
@@ -77,7 +77,7 @@ pub fn hinge_backward(real: &Tensor, fake: &Tensor, dloss: f32) -> Result<(Tenso
     if !dev.is_cpu() {
         return super::on_cuda::loss::hinge_backward(OP, real, fake, dloss);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dr = Tensor::uninit(real.shape());
     let mut df = Tensor::uninit(fake.shape());
     k::hinge_d_loss_backward(
@@ -122,7 +122,7 @@ pub fn l1_mean_forward(a: &Tensor, b: &Tensor) -> Result<f32> {
     if !dev.is_cpu() {
         return super::on_cuda::loss::l1_mean_forward(OP, a, b);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     Ok(k::l1_mean_forward(a.f32s(OP)?, b.f32s(OP)?)?)
 }
 
@@ -135,7 +135,7 @@ pub fn l1_mean_backward(a: &Tensor, b: &Tensor, dloss: f32) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::loss::l1_mean_backward(OP, a, b, dloss);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut da = Tensor::uninit(a.shape());
     k::l1_mean_backward(a.f32s(OP)?, b.f32s(OP)?, dloss, da.f32s_mut(OP)?)?;
     Ok(da)

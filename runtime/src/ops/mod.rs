@@ -8,6 +8,7 @@ pub mod activation;
 pub mod attention;
 pub mod conv;
 pub mod conv_frozen;
+pub mod cpu_profile;
 pub mod elementwise;
 pub mod linear;
 pub mod loss;
@@ -61,7 +62,16 @@ pub fn common_device(op: &str, tensors: &[&Tensor]) -> Result<Device> {
     Ok(dev)
 }
 
-pub(crate) fn cpu_only(op: &str, dev: Device) -> Result<()> {
+/// The check that opens an op's CPU path: an error for any other device (an op without a
+/// kernel there). On the CPU it returns the op's timer ([`cpu_profile`]), which the op binds,
+/// so the time until it returns is counted under `op` when `MEDVAE_CPU_PROFILE` is set.
+pub(crate) fn cpu_only(op: &'static str, dev: Device) -> Result<cpu_profile::OpTimer> {
+    cpu_check(op, dev)?;
+    Ok(cpu_profile::OpTimer::start(op))
+}
+
+/// [`cpu_only`] without the timer, for helpers that are not an op of their own.
+pub(crate) fn cpu_check(op: &str, dev: Device) -> Result<()> {
     if dev.is_cpu() {
         Ok(())
     } else {

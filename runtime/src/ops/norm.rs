@@ -80,7 +80,7 @@ pub fn group_norm_forward(
     if !dev.is_cpu() {
         return super::on_cuda::norm::group_norm_forward(OP, &d, x, p, fuse_silu);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let mut saved = NormSaved {
         mean: vec![0.0; d.stats_len()],
@@ -125,7 +125,7 @@ pub fn group_norm_backward(
             OP, &d, x, p, fuse_silu, saved, dy, grads,
         );
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let (mut sg, mut sb) = (Vec::new(), Vec::new());
     let grads = param_grads(OP, grads, d.channels, &mut sg, &mut sb)?;
     let stats = NormStats {
@@ -208,7 +208,7 @@ pub fn layer_norm_forward(x: &Tensor, p: &NormParams, eps: f64) -> Result<(Tenso
     if !dev.is_cpu() {
         return super::on_cuda::norm::layer_norm_forward(OP, &d, x, p);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let mut saved = NormSaved {
         mean: vec![0.0; d.rows],
@@ -240,7 +240,7 @@ pub fn layer_norm_backward(
     if !dev.is_cpu() {
         return super::on_cuda::norm::layer_norm_backward(OP, &d, x, p, saved, dy, grads);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x.shape());
     let (mut sg, mut sb) = (Vec::new(), Vec::new());
     let grads = param_grads(OP, grads, d.dim, &mut sg, &mut sb)?;
@@ -299,7 +299,7 @@ pub fn batch_norm_forward(
     if !dev.is_cpu() {
         return super::on_cuda::norm::batch_norm_forward(OP, &d, x, p, running, training);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     let mut saved = NormSaved {
         mean: vec![0.0; d.channels],
@@ -349,7 +349,7 @@ pub fn batch_norm_backward(
     if !dev.is_cpu() {
         return super::on_cuda::norm::batch_norm_backward(OP, &d, x, p, training, saved, dy, grads);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x.shape());
     let (mut sg, mut sb) = (Vec::new(), Vec::new());
     let grads = param_grads(OP, grads, d.channels, &mut sg, &mut sb)?;

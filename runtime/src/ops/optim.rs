@@ -77,7 +77,7 @@ impl AdamUpdate {
             self.pending.push(p);
             return Ok(());
         }
-        super::cpu_only(OP, dev)?;
+        let _timer = super::cpu_only(OP, dev)?;
         let s = self.settings;
         let st = AdamStep {
             lr: s.lr,

@@ -111,7 +111,7 @@ pub fn lpips_distance_forward(
     if !dev.is_cpu() {
         return super::on_cuda::perceptual::distance_forward(OP, &d, a, b, w, acc);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let per = d.pixels * d.channels;
     let fa = &a.tensor.f32s(OP)?[a.range(n, per)];
     let fb = &b.tensor.f32s(OP)?[b.range(n, per)];
@@ -152,7 +152,7 @@ pub fn lpips_distance_backward(
     if !dev.is_cpu() {
         return super::on_cuda::perceptual::distance_backward(OP, &d, a, b, w, dp, grad, at);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let per = d.pixels * d.channels;
     let fa = &a.tensor.f32s(OP)?[a.range(n, per)];
     let fb = &b.tensor.f32s(OP)?[b.range(n, per)];
@@ -218,7 +218,7 @@ pub fn lpips_scaling_forward(s: &LpipsScaling, xs: &[&Tensor]) -> Result<Tensor>
     if !dev.is_cpu() {
         return super::on_cuda::perceptual::scaling_forward(OP, s, xs, cin, &y_shape);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&y_shape);
     let mut rest = y.f32s_mut(OP)?;
     for x in xs {
@@ -257,7 +257,7 @@ pub fn lpips_scaling_backward(
             OP, s, dy, first, pixels, cin, x_shape,
         );
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let per = 3 * pixels / n.max(1);
     let g = &dy.f32s(OP)?[first * per..first * per + 3 * pixels];
     let mut dx = Tensor::uninit(x_shape);

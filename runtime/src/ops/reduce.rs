@@ -37,7 +37,7 @@ pub fn abs_diff_sum(a: &Tensor, b: &Tensor) -> Result<f64> {
     if !dev.is_cpu() {
         return super::on_cuda::reduce::abs_diff_sum(OP, a, b);
     }
-    super::cpu_only(OP, dev)?;
+    let _timer = super::cpu_only(OP, dev)?;
     Ok(k_loss::l1_sum_exact(a.f32s(OP)?, b.f32s(OP)?)?)
 }
 
@@ -77,7 +77,7 @@ pub fn count_non_finite_total(xs: &[Tensor]) -> Result<usize> {
     }
     #[cfg(not(feature = "cuda"))]
     if let Some((d, _)) = by_device.first() {
-        super::cpu_only("count_non_finite_total", *d)?;
+        super::cpu_check("count_non_finite_total", *d)?;
     }
     Ok(total)
 }
@@ -101,7 +101,7 @@ pub fn add_row_sums(acc: &mut Tensor, x: &Tensor) -> Result<()> {
     if !dev.is_cpu() {
         return super::on_cuda::reduce::add_row_sums(OP, acc, x);
     }
-    super::cpu_only(OP, dev)?;
+    let _timer = super::cpu_only(OP, dev)?;
     medvae_kernels::cpu::reduce::add_row_sums(x.f32s(OP)?, acc.f32s_mut(OP)?)?;
     Ok(())
 }

@@ -34,7 +34,7 @@ pub fn upsample_nearest2_forward(x: &Tensor) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::reshape::upsample_forward(OP, &d, x, &y_shape);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&y_shape);
     upsample::upsample_nearest_forward(&d, x.f32s(OP)?, y.f32s_mut(OP)?)?;
     Ok(y)
@@ -54,7 +54,7 @@ pub fn upsample_nearest2_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tens
     if !dev.is_cpu() {
         return super::on_cuda::reshape::upsample_backward(OP, &d, x_shape, dy);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x_shape);
     upsample::upsample_nearest_backward(&d, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
     Ok(dx)
@@ -107,7 +107,7 @@ pub fn max_pool2x2_forward(x: &Tensor) -> Result<(Tensor, PoolArgmax)> {
         };
         return Ok((y, saved));
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&y_shape);
     let mut argmax = vec![0u8; d.out_len()];
     pool::max_pool2x2_forward(&d, x.f32s(OP)?, y.f32s_mut(OP)?, &mut argmax)?;
@@ -132,7 +132,7 @@ pub fn max_pool2x2_backward(saved: &PoolArgmax, dy: &Tensor) -> Result<Tensor> {
             super::on_cuda::reshape::max_pool_backward(OP, &d, x, dy)
         }
         PoolSaved::Cells(argmax) => {
-            cpu_only(OP, dev)?;
+            let _timer = cpu_only(OP, dev)?;
             let mut dx = Tensor::uninit(&saved.x_shape);
             pool::max_pool2x2_backward(&d, argmax, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
             Ok(dx)
@@ -161,7 +161,7 @@ pub fn resize_bicubic_aa_forward(x: &Tensor, out_hw: [usize; 2]) -> Result<Tenso
         let y_shape = [n, out_hw[0], out_hw[1], c];
         return super::on_cuda::reshape::resize_forward(OP, &plan, (n, c), x, &y_shape);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&[n, out_hw[0], out_hw[1], c]);
     resize::resize_forward(&plan, n, c, x.f32s(OP)?, y.f32s_mut(OP)?)?;
     Ok(y)
@@ -178,7 +178,7 @@ pub fn resize_bicubic_aa_backward(x_shape: &[usize], dy: &Tensor) -> Result<Tens
     if !dev.is_cpu() {
         return super::on_cuda::reshape::resize_backward(OP, &plan, (n, c), dy, x_shape);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(x_shape);
     resize::resize_backward(&plan, n, c, dy.f32s(OP)?, dx.f32s_mut(OP)?)?;
     Ok(dx)

@@ -98,7 +98,7 @@ pub fn gather_slices_into(x: &Tensor, axis: usize, dst: &mut Tensor, at: usize) 
     if !dev.is_cpu() {
         return super::on_cuda::slices::gather_slices_into(OP, &d, axis, x, dst, off);
     }
-    super::cpu_only(OP, dev)?;
+    let _timer = super::cpu_only(OP, dev)?;
     let out = &mut dst.f32s_mut(OP)?[off..off + d.len()];
     k::gather_slices(&d, axis, x.f32s(OP)?, out)?;
     Ok(())
@@ -116,7 +116,7 @@ pub fn scatter_add_slices(g: &Tensor, axis: usize, at: usize, dx: &mut Tensor) -
     if !dev.is_cpu() {
         return super::on_cuda::slices::scatter_add_slices(OP, &d, axis, g, off, dx);
     }
-    super::cpu_only(OP, dev)?;
+    let _timer = super::cpu_only(OP, dev)?;
     let src = &g.f32s(OP)?[off..off + d.len()];
     k::scatter_add_slices(&d, axis, src, dx.f32s_mut(OP)?)?;
     Ok(())
@@ -128,7 +128,7 @@ fn uninit_beside(op: &str, x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if !x.device().is_cpu() {
         return super::on_cuda::slices::uninit_like(op, x, shape);
     }
-    super::cpu_only(op, x.device())?;
+    super::cpu_check(op, x.device())?;
     Ok(Tensor::uninit(shape))
 }
 

@@ -21,7 +21,7 @@ pub fn softmax_forward(x: &Tensor) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::softmax::softmax_forward(OP, x, rows, n);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(x.shape());
     k::softmax_forward(x.f32s(OP)?, rows, n, y.f32s_mut(OP)?)?;
     Ok(y)
@@ -37,7 +37,7 @@ pub fn softmax_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::softmax::softmax_backward(OP, y, dy, rows, n);
     }
-    cpu_only(OP, dev)?;
+    let _timer = cpu_only(OP, dev)?;
     let mut dx = Tensor::uninit(y.shape());
     k::softmax_backward(y.f32s(OP)?, dy.f32s(OP)?, rows, n, dx.f32s_mut(OP)?)?;
     Ok(dx)

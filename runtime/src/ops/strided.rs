@@ -26,7 +26,7 @@ pub fn gather(x: &Tensor, view: &StridedView) -> Result<Tensor> {
     if !dev.is_cpu() {
         return super::on_cuda::strided::gather(OP, x, view);
     }
-    super::cpu_only(OP, dev)?;
+    let _timer = super::cpu_only(OP, dev)?;
     let mut y = Tensor::uninit(&view.shape);
     k::gather(view, x.f32s(OP)?, y.f32s_mut(OP)?)?;
     Ok(y)
@@ -53,7 +53,7 @@ pub fn scatter(dst: &mut Tensor, view: &StridedView, src: &Tensor, accumulate: b
     if !dev.is_cpu() {
         return super::on_cuda::strided::scatter(OP, dst, view, src, accumulate);
     }
-    super::cpu_only(OP, dev)?;
+    let _timer = super::cpu_only(OP, dev)?;
     k::scatter(view, src.f32s(OP)?, dst.f32s_mut(OP)?, accumulate)?;
     Ok(())
 }
