@@ -5,9 +5,15 @@ use serde_json::Value;
 use std::process::Command;
 
 fn bench(args: &[&str]) -> (bool, String, String) {
+    bench_with_env(args, &[])
+}
+
+/// [`bench`] with these environment variables set.
+fn bench_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
         .arg("bench")
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run medvae-fast");
     (
@@ -61,25 +67,12 @@ fn an_unknown_workload_lists_the_known_ones() {
 #[test]
 fn the_cpu_profile_ranks_the_ops_when_asked_for() {
     let run = |profile: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_medvae-fast"))
-            .args([
-                "bench",
-                "--only",
-                "encode",
-                "--size",
-                "32",
-                "--reps",
-                "1",
-                "--warmup",
-                "0",
-                "--threads",
-                "2",
-            ])
-            .env("MEDVAE_CPU_PROFILE", profile)
-            .output()
-            .expect("run medvae-fast");
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let args = [
+            "--only", "encode", "--size", "32", "--reps", "1", "--warmup", "0",
+        ];
+        let (ok, _, stderr) = bench_with_env(&args, &[("MEDVAE_CPU_PROFILE", profile)]);
+        assert!(ok, "{stderr}");
+        stderr
     };
     let stderr = run("1");
     let table: Vec<&str> = stderr

@@ -28,7 +28,19 @@ fn infer_with_weights(
     modality: &str,
     extra: &[&str],
 ) -> (i32, String, String) {
+    medvae(&infer_args(input, output, weights, modality, extra))
+}
+
+/// The arguments of [`infer_with_weights`], `infer` first.
+fn infer_args<'a>(
+    input: &'a Path,
+    output: &'a Path,
+    weights: &'a Path,
+    modality: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
+        "infer",
         "-i",
         s(input),
         "-o",
@@ -39,7 +51,7 @@ fn infer_with_weights(
         modality,
     ];
     args.extend_from_slice(extra);
-    run(&args)
+    args
 }
 
 /// The NumPy shape nibabel would give for a written file (dims from the header, any rank),
@@ -337,20 +349,7 @@ fn several_devices_share_the_files_and_write_the_same_bytes() {
                 .path()
                 .join(format!("{}_{pipeline}", devices.replace(',', "_")));
             let (code, stdout, stderr) = medvae_with_env(
-                &[
-                    "infer",
-                    "-i",
-                    s(&inp),
-                    "-o",
-                    s(&out),
-                    "--weights",
-                    s(&w),
-                    "--modality",
-                    "xray",
-                    "--decode",
-                    "--device",
-                    devices,
-                ],
+                &infer_args(&inp, &out, &w, "xray", &["--decode", "--device", devices]),
                 &[("MEDVAE_PIPELINE", pipeline)],
             );
             assert_eq!(code, 1, "{stdout}\n{stderr}");
@@ -537,19 +536,13 @@ fn a_signal_stops_between_files_and_skip_existing_finishes() {
         .unwrap();
     }
     let out = t.path().join("out");
-    let (code, rest) = common::interrupt_after_first_file(&[
-        "infer",
-        "-i",
-        s(&inp),
-        "-o",
-        s(&out),
-        "--weights",
-        s(&w),
-        "--modality",
+    let (code, rest) = common::interrupt_after_first_file(&infer_args(
+        &inp,
+        &out,
+        &w,
         "xray",
-        "--threads",
-        "1",
-    ]);
+        &["--threads", "1"],
+    ));
     let summary = rest.last().expect("a summary line");
     assert_eq!(code, Some(130), "{summary}");
     assert!(
