@@ -39,5 +39,6 @@ pub fn stored(dir: &Path) -> Option<String> {
 /// Store `fingerprint` in the prepared folder `dir`.
 pub fn store(dir: &Path, fingerprint: &str) -> Result<()> {
     let path = dir.join(FILE);
-    std::fs::write(&path, fingerprint).with_context(|| format!("writing {}", path.display()))
+    medvae_runtime::checkpoint::write_atomically(&path, fingerprint.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
 }

@@ -73,9 +73,9 @@ pub fn module_image(
 
 fn store(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, dir.join(name))
+    // A torn image would be loaded next time (only empty files are passed over): write it
+    // whole or not at all.
+    crate::checkpoint::write_atomically(&dir.join(name), bytes)
 }
 
 /// Compile every module for `arch` into `dir` (no GPU needed). Returns (module, file, bytes).

@@ -16,16 +16,19 @@
 //!   carries a caller's note: `medvae-fast infer` records there which weights and options made
 //!   the file, so a later run can tell whether an existing output is its own.
 //!
-//! Gzip (level 1, as nibabel writes) is chosen by the `.gz` suffix. The file is written to a temporary name beside the
-//! target and renamed over it, so an interrupted run never leaves a truncated latent.
+//! Gzip (level 1, as nibabel writes) is chosen by the `.gz` suffix. The file is written to a
+//! temporary name beside the target, fsynced and renamed over it
+//! ([`crate::checkpoint::write_atomically`]), so neither an interrupted run nor a power loss
+//! leaves a truncated latent under its name.
 
 use super::affine::{Affine, IDENTITY_AFFINE};
 use super::error::VolumeError;
 use super::gather::reverse_axes;
+use crate::checkpoint::write_atomically;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const HEADER_BYTES: usize = 348;
 /// Header + the 4-byte extension flag; voxel data starts here.
@@ -137,18 +140,9 @@ pub fn write_nifti_with_affine(
     } else {
         raw
     };
-    let tmp = temp_name(path);
-    let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
-}
-
-fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
+    // fsynced before the rename: `--skip-existing` trusts a file whose header is whole, so
+    // after a power loss the name must not hold a file whose data never reached the disk.
+    write_atomically(path, &bytes).map_err(io)
 }
 
 fn header(shape: &[usize], affine: &Affine) -> Vec<u8> {
