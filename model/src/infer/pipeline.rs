@@ -7,9 +7,11 @@
 //! device thread only runs the model: while it computes file n, file n + 1 is being read and
 //! file n − 1 written.
 //!
-//! Each stage hands over through a channel that holds one item, so at most five files are in
-//! memory (one being read, one waiting, one computing, one waiting, one being written), and
-//! files reach `finish` in the order `next_job` gave them.
+//! The stages hand over through rendezvous channels (a hand-over waits until the next stage
+//! takes the file), so at most three files are in memory: one being read, one in the model,
+//! one being written. A whole-body CT is gigabytes once preprocessed, and reading further
+//! ahead would gain nothing while the model is the slowest stage. Files reach `finish` in the
+//! order `next_job` gave them.
 //!
 //! `MEDVAE_PIPELINE=off` runs the three stages one after the other on the calling thread, to
 //! measure what the overlap saves (`scripts/gpu-check.sh`, step `infer-overlap`).
@@ -44,8 +46,8 @@ pub fn pipelined<J, P, O, E>(
         }
         return;
     }
-    let (to_device, from_reader) = sync_channel::<(J, Result<P, E>)>(1);
-    let (to_writer, from_device) = sync_channel::<(J, Result<O, E>)>(1);
+    let (to_device, from_reader) = sync_channel::<(J, Result<P, E>)>(0);
+    let (to_writer, from_device) = sync_channel::<(J, Result<O, E>)>(0);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             while let Some(job) = next_job() {
