@@ -357,8 +357,8 @@ if [ -n "$BIN" ] && [ -z "$QUICK" ]; then
     for i in 1 2 3 4 5 6; do cp samples/3d/mni152_t1_ras_u8.nii.gz "$in/mni_$i.nii.gz"; done
     for mode in on off; do rm -rf "$1/overlap-$mode"
       MEDVAE_PIPELINE=$mode "$0" infer -i "$in" -o "$1/overlap-$mode" --modality mri \
-        --model medvae_4_1_3d --random-weights --decode --device cuda --precision bf16 |
-        tail -n 1 | sed "s/^/pipeline $mode: /"; done' \
+        --model medvae_4_1_3d --random-weights --decode --device cuda --precision bf16 2>&1 |
+        grep -E "^(infer:|time in each stage)" | sed "s/^/pipeline $mode: /"; done' \
     "$MEDVAE_BIN" "${TMPDIR:-/tmp}/medvae-gpu-check"
 fi
 

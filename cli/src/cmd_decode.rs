@@ -135,7 +135,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     // The next latent is read and the last reconstruction written while the model decodes
     // (see `pipelined`).
     let mut next = plan.jobs.iter();
-    pipelined(
+    let stages = pipelined(
         || {
             interrupt::requested().is_none().then_some(())?;
             next.next()
@@ -202,6 +202,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
         || interrupt::requested().is_none(),
     );
     bar.finish_and_clear();
+    eprintln!("time in each stage: {}", stages.line("write"));
     let already = match already_done {
         0 => String::new(),
         n => format!(", {n} already done"),

@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medvae_model::infer::{
     fingerprints, pipelined, plan, settings, write_array, InferOptions, Inferencer, Inferred, Job,
-    Modality, OutputKind, Prepared, Provenance, Select,
+    Modality, OutputKind, Prepared, Provenance, Select, StageTimes,
 };
 use medvae_runtime::data::volume3d::latent_affine;
 use medvae_runtime::Device;
@@ -281,15 +281,24 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
             || interrupt::requested().is_none(),
         )
     };
-    match inferencers.as_mut_slice() {
+    let stages = match inferencers.as_mut_slice() {
         [only] => work(only),
         many => std::thread::scope(|scope| {
-            for inferencer in many.iter_mut() {
-                scope.spawn(|| work(inferencer));
+            let devices: Vec<_> = many
+                .iter_mut()
+                .map(|inferencer| scope.spawn(|| work(inferencer)))
+                .collect();
+            let mut total = StageTimes::default();
+            for d in devices {
+                total += d
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
             }
+            total
         }),
-    }
+    };
     bar.finish_and_clear();
+    eprintln!("time in each stage (all devices): {}", stages.line("write"));
     let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
     let total = done.into_inner();
     if let Some(signal) = interrupt::requested() {

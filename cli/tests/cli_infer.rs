@@ -93,6 +93,10 @@ fn infer_2d_on_the_sample_folder() {
     let samples = repo().join("samples/2d");
     let (code, stdout, stderr) = infer_with_weights(&samples, &out, &w, "xray", &["--decode"]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("time in each stage (all devices): read and preprocess "),
+        "{stderr}"
+    );
     let mut pngs: Vec<PathBuf> = std::fs::read_dir(&samples)
         .unwrap()
         .map(|e| e.unwrap().path())

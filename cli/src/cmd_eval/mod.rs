@@ -257,7 +257,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     // CPU) while the model reconstructs (see `pipelined`).
     let preparer = model.inferencer.preparer();
     let mut next = 0..total;
-    pipelined(
+    let stages = pipelined(
         || {
             interrupt::requested().is_none().then_some(())?;
             next.next()
@@ -320,6 +320,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         || interrupt::requested().is_none(),
     );
     bar.finish_and_clear();
+    eprintln!("time in each stage: {}", stages.line("metrics"));
     let ours: Vec<Quality> = rows.iter().map(|r| r.quality).collect();
     let theirs: Vec<Quality> = rows.iter().filter_map(|r| r.baseline).collect();
     let summary = Summary::of(&ours);

@@ -28,7 +28,7 @@ pub use decode::{z_tensor, LatentDecoder};
 pub use error::InferError;
 pub use files::{decoded_path, plan, Job, Plan};
 pub use listing::{list, Listing, Select};
-pub use pipeline::pipelined;
+pub use pipeline::{pipelined, StageTimes};
 pub use provenance::{fingerprints, settings, Fingerprints, OutputKind, Provenance};
 pub use run::{
     input_kind, output_stem, reference_array, Array, InferOptions, Inferencer, Inferred, InputKind,

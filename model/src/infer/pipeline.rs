@@ -17,9 +17,48 @@
 //! measure what the overlap saves (`scripts/gpu-check.sh`, step `infer-overlap`).
 
 use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+/// How long each stage was busy (waiting for its neighbours not counted): the largest bounds
+/// the run, so this says whether reading, the model or writing is what to speed up.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StageTimes {
+    pub read: Duration,
+    pub compute: Duration,
+    pub write: Duration,
+}
+
+impl std::ops::AddAssign for StageTimes {
+    fn add_assign(&mut self, o: StageTimes) {
+        self.read += o.read;
+        self.compute += o.compute;
+        self.write += o.write;
+    }
+}
+
+impl StageTimes {
+    /// `read and preprocess 1.2 s, model 3.4 s, <last> 0.5 s`.
+    pub fn line(&self, last: &str) -> String {
+        format!(
+            "read and preprocess {:.1} s, model {:.1} s, {last} {:.1} s",
+            self.read.as_secs_f64(),
+            self.compute.as_secs_f64(),
+            self.write.as_secs_f64()
+        )
+    }
+}
+
+/// `f()`, and the time it took added to `total`.
+fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let start = Instant::now();
+    let out = f();
+    *total += start.elapsed();
+    out
+}
 
 /// Run every job `next_job` gives through `prepare` (reader thread), `compute` (this thread)
-/// and `finish` (writer thread), overlapped; returns when every job taken is finished.
+/// and `finish` (writer thread), overlapped; returns when every job taken is finished, with
+/// how long each stage was busy.
 ///
 /// * `next_job` returns `None` when there is nothing more to read (or the run is stopping);
 /// * an `Err` from `prepare` skips `compute` and reaches `finish` as it is;
@@ -32,42 +71,49 @@ pub fn pipelined<J, P, O, E>(
     mut compute: impl FnMut(&J, P) -> Result<O, E>,
     mut finish: impl FnMut(J, Result<O, E>) + Send,
     keep_going: impl Fn() -> bool,
-) where
+) -> StageTimes
+where
     J: Send,
     P: Send,
     O: Send,
     E: Send,
 {
+    let mut times = StageTimes::default();
     if std::env::var_os("MEDVAE_PIPELINE").is_some_and(|v| v == "off") {
         while keep_going() {
             let Some(job) = next_job() else { break };
-            let out = prepare(&job).and_then(|p| compute(&job, p));
-            finish(job, out);
+            let out = timed(&mut times.read, || prepare(&job))
+                .and_then(|p| timed(&mut times.compute, || compute(&job, p)));
+            timed(&mut times.write, || finish(job, out));
         }
-        return;
+        return times;
     }
     let (to_device, from_reader) = sync_channel::<(J, Result<P, E>)>(0);
     let (to_writer, from_device) = sync_channel::<(J, Result<O, E>)>(0);
     std::thread::scope(|scope| {
-        scope.spawn(move || {
+        let reader = scope.spawn(move || {
+            let mut busy = Duration::ZERO;
             while let Some(job) = next_job() {
-                let prepared = prepare(&job);
+                let prepared = timed(&mut busy, || prepare(&job));
                 // The device has stopped: nothing more is wanted.
                 if to_device.send((job, prepared)).is_err() {
                     break;
                 }
             }
+            busy
         });
-        scope.spawn(move || {
+        let writer = scope.spawn(move || {
+            let mut busy = Duration::ZERO;
             for (job, out) in from_device {
-                finish(job, out);
+                timed(&mut busy, || finish(job, out));
             }
+            busy
         });
         for (job, prepared) in from_reader.iter() {
             if !keep_going() {
                 break;
             }
-            let out = prepared.and_then(|p| compute(&job, p));
+            let out = prepared.and_then(|p| timed(&mut times.compute, || compute(&job, p)));
             if to_writer.send((job, out)).is_err() {
                 break;
             }
@@ -76,7 +122,16 @@ pub fn pipelined<J, P, O, E>(
         // lets the writer finish what it holds and end.
         drop(from_reader);
         drop(to_writer);
+        // A stage that panicked goes on panicking here, as it would have at the scope's end.
+        let join = |stage: std::thread::ScopedJoinHandle<'_, Duration>| {
+            stage
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        times.read = join(reader);
+        times.write = join(writer);
     });
+    times
 }
 
 #[cfg(test)]
