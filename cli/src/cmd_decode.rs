@@ -203,6 +203,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     );
     bar.finish_and_clear();
     eprintln!("time in each stage: {}", stages.line("write"));
+    crate::profiles::print();
     let already = match already_done {
         0 => String::new(),
         n => format!(", {n} already done"),

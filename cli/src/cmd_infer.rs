@@ -299,6 +299,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     };
     bar.finish_and_clear();
     eprintln!("time in each stage (all devices): {}", stages.line("write"));
+    crate::profiles::print();
     let failed = failed.into_inner().unwrap_or_else(|e| e.into_inner());
     let total = done.into_inner();
     if let Some(signal) = interrupt::requested() {

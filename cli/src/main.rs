@@ -16,6 +16,7 @@ mod cmd_verify;
 mod interrupt;
 mod model_args;
 mod outputs;
+mod profiles;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

@@ -321,6 +321,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     );
     bar.finish_and_clear();
     eprintln!("time in each stage: {}", stages.line("metrics"));
+    crate::profiles::print();
     let ours: Vec<Quality> = rows.iter().map(|r| r.quality).collect();
     let theirs: Vec<Quality> = rows.iter().filter_map(|r| r.baseline).collect();
     let summary = Summary::of(&ours);

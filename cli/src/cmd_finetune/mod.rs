@@ -291,6 +291,7 @@ pub fn run(args: FinetuneArgs) -> Result<ExitCode> {
         ckpt_dir.display(),
         out.join("metrics.jsonl").display()
     );
+    crate::profiles::print();
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,11 +3,12 @@
 //!
 //! With `MEDVAE_CPU_PROFILE=1` every op's CPU path times itself: the timer starts at the
 //! device check that opens it ([`super::cpu_only`]) and stops when the op returns. CPU ops run
-//! to completion before they return, so the times are exact. An op that calls other ops (the
-//! LPIPS network, a convolution's bias pass) is counted twice: in full (`total`) and without
-//! the ops it called (`self_time`); the self times add up to the time spent in ops, and what
+//! to completion before they return, so the times are exact. An op that calls other ops is
+//! counted in full (`total`) and without the ops it called (`self_time`), so the self times
+//! add up to the time spent in ops (today no op calls another, and the two agree), and what
 //! a workload spends outside them (autograd bookkeeping, allocation, glue) is the rest.
-//! `medvae-fast bench` prints the ranking after its JSON line.
+//! Every command that runs the model (`bench`, `finetune`, `infer`, `decode`, `eval`) prints
+//! the ranking at its end.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
