@@ -96,8 +96,14 @@ fn encode(
     out[DESCRIP_AT..DESCRIP_AT + descrip.len()].copy_from_slice(descrip.as_bytes());
     out.resize(DATA_START, 0); // extension flag: none
     out.reserve(numel * 4);
-    for v in reverse_axes(shape, data) {
-        out.extend_from_slice(&v.to_le_bytes());
+    let fortran = reverse_axes(shape, data);
+    if cfg!(target_endian = "little") {
+        // The values' bytes are already little-endian: one copy.
+        out.extend_from_slice(bytemuck::cast_slice(&fortran));
+    } else {
+        for v in fortran {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
     }
     Ok(out)
 }
