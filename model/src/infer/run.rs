@@ -245,17 +245,6 @@ impl Inferencer {
         }
     }
 
-    /// Preprocess and run one file.
-    pub fn infer_file(&mut self, path: &Path) -> Result<Inferred, InferError> {
-        let input = self.prepare_file(path)?;
-        self.infer_prepared(&input, path)
-    }
-
-    /// Read and preprocess one file as this model and modality need it.
-    pub fn prepare_file(&self, path: &Path) -> Result<Prepared, InferError> {
-        self.preparer().prepare_file(path)
-    }
-
     /// What reading and preprocessing a file needs, apart from the model: the reader
     /// thread of [`super::pipelined`] runs it while the model computes.
     pub fn preparer(&self) -> Preparer {
