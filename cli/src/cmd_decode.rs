@@ -136,10 +136,7 @@ pub fn run(args: DecodeArgs) -> Result<ExitCode> {
     // (see `pipelined`).
     let mut next = plan.jobs.iter();
     let stages = pipelined(
-        || {
-            interrupt::requested().is_none().then_some(())?;
-            next.next()
-        },
+        || next.next(),
         |job| read_z(&job.input, &args, ours),
         |job, read| {
             if let Some(name) = job.input.file_name() {

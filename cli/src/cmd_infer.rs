@@ -257,10 +257,7 @@ pub fn run(args: InferArgs) -> Result<ExitCode> {
     let work = |inferencer: &mut Inferencer| {
         let preparer = inferencer.preparer();
         pipelined(
-            || {
-                interrupt::requested().is_none().then_some(())?;
-                plan.jobs.get(next.fetch_add(1, Ordering::Relaxed))
-            },
+            || plan.jobs.get(next.fetch_add(1, Ordering::Relaxed)),
             |job: &&Job| -> Result<Prepared> {
                 if let Some(c) = &job.conflict {
                     bail!("{c}");

@@ -258,10 +258,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let preparer = model.inferencer.preparer();
     let mut next = 0..total;
     let stages = pipelined(
-        || {
-            interrupt::requested().is_none().then_some(())?;
-            next.next()
-        },
+        || next.next(),
         |&i| -> Result<(Prepared, PathBuf, Target)> {
             let (input, path) = source.load(i, &preparer)?;
             let (values, channels, spatial) = input.channels_first()?;

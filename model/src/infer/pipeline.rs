@@ -60,17 +60,17 @@ fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
 /// and `finish` (writer thread), overlapped; returns when every job taken is finished, with
 /// how long each stage was busy.
 ///
-/// * `next_job` returns `None` when there is nothing more to read (or the run is stopping);
+/// * `next_job` returns `None` when there is nothing more to read;
 /// * an `Err` from `prepare` skips `compute` and reaches `finish` as it is;
-/// * `keep_going` is asked before each `compute`: when it says no, the files already read
-///   are dropped unfinished (they never reach `finish`), the reader stops, and the file
-///   being written is still finished.
+/// * `keep_going` is asked before each file is read and before each `compute`: when it says
+///   no, the reader stops, the file already read is dropped unfinished (it never reaches
+///   `finish`), and the file being written is still finished.
 pub fn pipelined<J, P, O, E>(
     mut next_job: impl FnMut() -> Option<J> + Send,
     prepare: impl Fn(&J) -> Result<P, E> + Send,
     mut compute: impl FnMut(&J, P) -> Result<O, E>,
     mut finish: impl FnMut(J, Result<O, E>) + Send,
-    keep_going: impl Fn() -> bool,
+    keep_going: impl Fn() -> bool + Sync,
 ) -> StageTimes
 where
     J: Send,
@@ -90,10 +90,12 @@ where
     }
     let (to_device, from_reader) = sync_channel::<(J, Result<P, E>)>(0);
     let (to_writer, from_device) = sync_channel::<(J, Result<O, E>)>(0);
+    let keep_going = &keep_going;
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut busy = Duration::ZERO;
-            while let Some(job) = next_job() {
+            while keep_going() {
+                let Some(job) = next_job() else { break };
                 let prepared = timed(&mut busy, || prepare(&job));
                 // The device has stopped: nothing more is wanted.
                 if to_device.send((job, prepared)).is_err() {
