@@ -24,18 +24,16 @@ pub fn strided_gather(
     steps: &[isize],
 ) -> Vec<f32> {
     debug_assert_eq!(out_shape.len(), steps.len());
-    let numel: usize = out_shape.iter().product();
-    let mut out = vec![0.0f32; numel];
     let n = out_shape.len();
-    if numel == 0 || n == 0 {
+    if n == 0 {
         // a 0-axis array holds one value
-        return data
-            .get(start as usize)
-            .copied()
-            .into_iter()
-            .take(numel)
-            .collect();
+        return data.get(start as usize).copied().into_iter().collect();
     }
+    let numel: usize = out_shape.iter().product();
+    if numel == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![0.0f32; numel];
     // The write-contiguous axis is the last one; the read-contiguous one is the axis of step ±1
     // (if it is the last one as well, or there is none, the plain order is already good).
     let w = n - 1;
